@@ -1,0 +1,3 @@
+from netdiffusion.cli import main
+
+raise SystemExit(main())

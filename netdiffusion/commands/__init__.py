@@ -1,0 +1,1 @@
+"""Subcommands of the netdiffusion CLI (see netdiffusion.cli)."""

@@ -1,0 +1,193 @@
+"""The encoded dataset: sharded Parquet, one row per packet, plus ``fields.json``.
+
+Every stage exchanges flows in this one format (the encoder writes it, the generator writes it
+with generated bits, repair and evaluation read it), so this module is the contract:
+
+=============  ==========================  ===================================================
+column         type                        meaning
+=============  ==========================  ===================================================
+flow_id        string                      unique per flow sample within a dataset
+label          string                      traffic class (e.g. ``netflix``)
+macro          string                      macro service (e.g. ``streaming``), may be empty
+packet_index   int32                       0-based position of the packet in its flow sample
+timestamp      int64                       ns since the flow sample's first packet
+direction      int8                        0 = sent by the flow's initiator, 1 = by the responder
+wire_length    int32                       original frame length on the wire (IP packet + link)
+source         string                      capture path as given, or the model that made it
+frame          int64                       1-based frame number in that capture (0 = synthetic)
+nprint         fixed_size_list<int8>[W]    the nPrint row, columns as in ``fields.json``
+=============  ==========================  ===================================================
+
+``fields.json`` holds the ordered column names; ``summary.json`` what produced the dataset.
+Shards are written atomically (temp file + rename), so readers never see half a shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from netdiffusion.fields import Layout
+
+FIELDS_FILE = "fields.json"
+SUMMARY_FILE = "summary.json"
+
+META_COLUMNS: tuple[str, ...] = (
+    "flow_id", "label", "macro", "packet_index", "timestamp", "direction", "wire_length", "source", "frame",
+)
+
+
+def schema(width: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("flow_id", pa.string()),
+            ("label", pa.string()),
+            ("macro", pa.string()),
+            ("packet_index", pa.int32()),
+            ("timestamp", pa.int64()),
+            ("direction", pa.int8()),
+            ("wire_length", pa.int32()),
+            ("source", pa.string()),
+            ("frame", pa.int64()),
+            ("nprint", pa.list_(pa.int8(), width)),
+        ]
+    )
+
+
+@dataclass
+class Packets:
+    """A batch of packet rows held as numpy arrays (column-oriented, no per-packet objects)."""
+
+    flow_id: np.ndarray
+    label: np.ndarray
+    macro: np.ndarray
+    packet_index: np.ndarray
+    timestamp: np.ndarray
+    direction: np.ndarray
+    wire_length: np.ndarray
+    source: np.ndarray
+    frame: np.ndarray
+    nprint: np.ndarray  # (n, width) int8
+
+    def __len__(self) -> int:
+        return int(self.nprint.shape[0])
+
+    def take(self, index: np.ndarray | slice) -> Packets:
+        return Packets(**{k: getattr(self, k)[index] for k in (*META_COLUMNS, "nprint")})
+
+    def to_table(self) -> pa.Table:
+        n, width = self.nprint.shape
+        flat = pa.array(np.ascontiguousarray(self.nprint, dtype=np.int8).reshape(-1), type=pa.int8())
+        arrays = [
+            pa.array(self.flow_id, pa.string()),
+            pa.array(self.label, pa.string()),
+            pa.array(self.macro, pa.string()),
+            pa.array(self.packet_index, pa.int32()),
+            pa.array(self.timestamp, pa.int64()),
+            pa.array(self.direction, pa.int8()),
+            pa.array(self.wire_length, pa.int32()),
+            pa.array(self.source, pa.string()),
+            pa.array(self.frame, pa.int64()),
+            pa.FixedSizeListArray.from_arrays(flat, width),
+        ]
+        return pa.Table.from_arrays(arrays, schema=schema(width))
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> Packets:
+        col = table.column("nprint").combine_chunks()
+        width = col.type.list_size
+        matrix = col.flatten().to_numpy(zero_copy_only=False).astype(np.int8, copy=False).reshape(-1, width)
+        data = {k: table.column(k).to_numpy(zero_copy_only=False) for k in META_COLUMNS}
+        return cls(**data, nprint=matrix)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Packets]) -> Packets:
+        return cls(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in (*META_COLUMNS, "nprint")})
+
+    def flows(self) -> Iterator[tuple[str, Packets]]:
+        """Yield ``(flow_id, packets)`` per flow, packets in ``packet_index`` order."""
+        order = np.lexsort((self.packet_index, self.flow_id))
+        ids = self.flow_id[order]
+        bounds = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1], True])
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+            yield str(ids[a]), self.take(order[a:b])
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file so that readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: object) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def write_shard(packets: Packets, path: str | os.PathLike) -> None:
+    """Write one Parquet shard atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(packets.to_table(), tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_fields(directory: str | os.PathLike, layout: Layout) -> None:
+    write_json(Path(directory) / FIELDS_FILE, layout.columns)
+
+
+def read_layout(directory: str | os.PathLike) -> Layout:
+    path = Path(directory) / FIELDS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not an encoded dataset (no {FIELDS_FILE})")
+    return Layout.from_columns(json.loads(path.read_text()))
+
+
+def shard_paths(directory: str | os.PathLike) -> list[Path]:
+    """Parquet shards of a dataset directory (recursively, hidden temp files excluded)."""
+    directory = Path(directory)
+    if directory.is_file():
+        return [directory]
+    return sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def read_packets(directory: str | os.PathLike, labels: Sequence[str] | None = None,
+                 columns: Sequence[str] | None = None) -> Packets:
+    """Read a whole dataset (optionally only some labels) into memory."""
+    paths = shard_paths(directory)
+    if not paths:
+        raise FileNotFoundError(f"{directory}: no Parquet shards")
+    cols = list(columns) if columns else [*META_COLUMNS, "nprint"]
+    filters = [("label", "in", list(labels))] if labels else None
+    tables = [pq.read_table(p, columns=cols, filters=filters) for p in paths]
+    table = pa.concat_tables([t for t in tables if t.num_rows] or tables[:1])
+    return Packets.from_table(table)
+
+
+def iter_shards(directory: str | os.PathLike) -> Iterator[Packets]:
+    """Stream a dataset shard by shard (bounded memory)."""
+    for p in shard_paths(directory):
+        yield Packets.from_table(pq.read_table(p))
