@@ -191,3 +191,46 @@ def iter_shards(directory: str | os.PathLike) -> Iterator[Packets]:
     """Stream a dataset shard by shard (bounded memory)."""
     for p in shard_paths(directory):
         yield Packets.from_table(pq.read_table(p))
+
+
+def split_dataset(directory: str | os.PathLike, train_output: str | os.PathLike,
+                  holdout_output: str | os.PathLike, *, holdout: float = 0.2, seed: int = 0) -> dict:
+    """Split a dataset by flow into a training part and a held-out part (per class, reproducible).
+
+    Evaluation compares synthetic flows with *held-out* real flows, so the model must not see them.
+    Every class with at least two flows keeps at least one flow on each side; a class with a single
+    flow stays in training only. Streams shard by shard (only ``flow_id``/``label`` are read whole).
+    Returns ``{"train": {label: flows}, "holdout": {label: flows}}``.
+    """
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+    tables = [pq.read_table(p, columns=["flow_id", "label"]) for p in shard_paths(directory)]
+    if not tables:
+        raise FileNotFoundError(f"{directory}: no Parquet shards")
+    ids = np.concatenate([t.column("flow_id").to_numpy(zero_copy_only=False) for t in tables]).astype(str)
+    labels = np.concatenate([t.column("label").to_numpy(zero_copy_only=False) for t in tables]).astype(str)
+    flow_ids, first = np.unique(ids, return_index=True)
+    flow_labels = labels[first]
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(flow_ids), dtype=bool)
+    for label in np.unique(flow_labels):
+        members = np.flatnonzero(flow_labels == label)
+        if len(members) < 2:
+            continue
+        n = min(max(1, int(round(len(members) * holdout))), len(members) - 1)
+        held[rng.choice(members, n, replace=False)] = True
+    held_ids = flow_ids[held]
+    layout = read_layout(directory)
+    outputs = (Path(train_output), Path(holdout_output))
+    for out in outputs:
+        out.mkdir(parents=True, exist_ok=True)
+        write_fields(out, layout)
+    for i, shard in enumerate(iter_shards(directory)):
+        in_holdout = np.isin(shard.flow_id.astype(str), held_ids)
+        for out, mask in zip(outputs, (~in_holdout, in_holdout), strict=True):
+            if mask.any():
+                write_shard(shard.take(mask), out / f"part-{i:05d}.parquet")
+    labels_train, counts_train = np.unique(flow_labels[~held], return_counts=True)
+    labels_held, counts_held = np.unique(flow_labels[held], return_counts=True)
+    return {"train": {str(k): int(v) for k, v in zip(labels_train, counts_train, strict=True)},
+            "holdout": {str(k): int(v) for k, v in zip(labels_held, counts_held, strict=True)}}

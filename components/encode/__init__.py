@@ -1,0 +1,1 @@
+"""``encode`` component: see ``component.py`` and README.md."""

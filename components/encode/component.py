@@ -1,0 +1,66 @@
+"""Encode component: real captures -> Parquet dataset shards, one task per input shard."""
+
+
+from typing import List, NamedTuple  # noqa: UP035 (KFP reads typing annotations)
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components.images import image_for
+
+IMAGE = image_for("encode")
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def plan_shards(input_uri: str, classes: List[str], shards: int  # noqa: UP006
+                ) -> NamedTuple("Plan", [("shards", List[str]), ("classes", List[str])]):  # noqa: UP006
+    """Read ``<input_uri>/manifest.csv``; split its captures into ``shards`` balanced groups.
+
+    Also returns the sorted class list, which the pipelines fan out over when ``classes`` is empty.
+    """
+    import tempfile
+    from collections import namedtuple
+
+    from components.common import plan_shards as split
+    from components.common import read_manifest, setup_logging, stage_log
+
+    setup_logging()
+    rows = read_manifest(input_uri, tempfile.mkdtemp(prefix="manifest-"), classes)
+    groups = split(input_uri, rows, shards)
+    stage_log("plan", captures=len(rows), classes=len({r["label"] for r in rows}), shards=len(groups))
+    plan = namedtuple("Plan", ["shards", "classes"])
+    return plan(groups, sorted({r["label"] for r in rows}))
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def encode_shard(shard: str, packets: int, data: Output[Dataset]) -> int:
+    """Encode one shard's captures (labels from the manifest) with ``netdiffusion.encode.encode_paths``."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from components.common import FLOW_LABELS, fetch, setup_logging, stage_log, write_manifest
+    from netdiffusion.encode import encode_paths
+
+    setup_logging()
+    spec = json.loads(shard)
+    root, scratch = spec["root"].rstrip("/"), Path(tempfile.mkdtemp(prefix="encode-"))
+    rows = []
+    for row in spec["files"]:
+        local = fetch(f"{root}/{row['path']}", scratch)
+        rows.append({**row, "path": str(Path(local).resolve())})
+    manifest = write_manifest(rows, scratch / "manifest.csv")
+    try:
+        flow_labels = fetch(f"{root}/{FLOW_LABELS}", scratch)
+    except Exception:  # noqa: BLE001 (the per-flow labels file is optional)
+        flow_labels = None
+    summary = encode_paths([r["path"] for r in rows], data.path, manifest=manifest,
+                           flow_labels=flow_labels, packets=int(packets))
+    per_label = summary.get("flows", {})
+    flows = int(sum(per_label.values())) if isinstance(per_label, dict) else int(per_label)
+    rejected = len(summary.get("files_rejected", []))
+    data.metadata.update({"shard": spec["index"], "captures": len(rows), "flows": flows,
+                          "packets": int(summary.get("packets", 0)), "rejected": rejected})
+    stage_log("encode", shard=spec["index"], captures=len(rows), flows=flows, rejected=rejected,
+              packets=summary.get("packets", 0))
+    return flows

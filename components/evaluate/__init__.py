@@ -1,0 +1,1 @@
+"""``evaluate`` component: see ``component.py`` and README.md."""

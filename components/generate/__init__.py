@@ -1,0 +1,1 @@
+"""``generate`` component: see ``component.py`` and README.md."""

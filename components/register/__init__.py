@@ -1,0 +1,1 @@
+"""``register`` component: see ``component.py`` and README.md."""

@@ -1,0 +1,1 @@
+"""``repair`` component: see ``component.py`` and README.md."""

@@ -1,0 +1,1 @@
+"""``train`` component: see ``component.py``, ``trainjob.py`` and README.md."""

@@ -1,0 +1,1 @@
+"""``validate`` component: see ``component.py`` and README.md."""

@@ -1,0 +1,36 @@
+"""Run the whole ``refresh`` pipeline on this machine (Kubeflow Pipelines' local runner).
+
+Encodes the sample captures, trains the CPU model, generates, repairs and validates pcaps for
+every class, evaluates them and registers the model in the local MLflow store, all under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run the refresh pipeline locally (kfp.local): encode, train, generate, repair, validate, evaluate"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="out", help="output directory")
+    parser.add_argument("--input", default=None,
+                        help="folder or s3:// prefix with manifest.csv (default: data/sample, else shared data)")
+    parser.add_argument("--classes", default=None, help="comma-separated classes (default: preset's, all)")
+    parser.add_argument("--preset", choices=["default", "tiny"], default="default",
+                        help="run size: default (CPU model, ~15 min on 2 cores) or tiny (smoke test)")
+    parser.add_argument("--count", type=int, default=None, help="flows to generate per class")
+    parser.add_argument("--packets", type=int, default=None, help="packets per flow when encoding")
+    parser.add_argument("--config", default=None, help="model config preset or file (default: preset's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tcpreplay", action="store_true", help="also replay pcaps in validation (root)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.local import format_summary, run_refresh
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    summary = run_refresh(args.out, input_uri=args.input, classes=classes, preset=args.preset,
+                          count=args.count, packets=args.packets, config=args.config, seed=args.seed,
+                          tcpreplay=args.tcpreplay)
+    print(format_summary(summary))
+    return 0

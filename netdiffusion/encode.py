@@ -1,0 +1,356 @@
+"""Encode captures into the nPrint Parquet dataset (see :mod:`netdiffusion.dataset`).
+
+Per capture: stream record batches (:mod:`netdiffusion.pcap.reader`), parse headers vectorized
+(:mod:`netdiffusion.pcap.parse`), assemble bidirectional flows (:mod:`netdiffusion.flows`), keep
+each flow's first ``packets`` packets (or cut it into consecutive windows), and write shards.
+
+Kept packets are buffered as raw header bytes (120 bytes each, not 1,408 bit columns) and turned
+into nPrint bits only when a shard is written, one shard at a time. Shards are cut at flow
+boundaries, so a flow sample lives in one shard -- unless a single capture keeps more than
+``max_buffer_rows`` packets, in which case the buffer is flushed early and a flow may span shards
+(logged). Work is split by file across ``workers`` processes; re-running over the same inputs
+rewrites the same shard names with the same content and removes stale shards (idempotent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from netdiffusion.dataset import SUMMARY_FILE, Packets, write_fields, write_json, write_shard
+from netdiffusion.fields import DEFAULT_HEADERS, Layout
+from netdiffusion.flows import FlowTable, canonical_keys
+from netdiffusion.labels import CAPTURE_SUFFIXES, FlowLabels, label_for, load_manifest
+from netdiffusion.pcap.parse import (
+    L3_IPV4,
+    L3_IPV6,
+    L4_ICMP,
+    L4_TCP,
+    L4_UDP,
+    NOTE_REASONS,
+    SKIP_REASONS,
+    parse_batch,
+)
+from netdiffusion.pcap.reader import DEFAULT_CHUNK, CaptureError, iter_records
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARD_SIZE = 131072  # packets per shard (~185 MB of bits before zstd at 1,408 columns)
+DEFAULT_MAX_BUFFER_ROWS = 2_000_000  # kept packets buffered per capture before an early flush
+
+
+@dataclass
+class _Buffer:
+    """Kept packets of one capture as column arrays (header bytes, not bits)."""
+
+    parts: list[dict[str, np.ndarray]]
+    rows: int = 0
+
+    def add(self, part: dict[str, np.ndarray]) -> None:
+        self.parts.append(part)
+        self.rows += len(part["flow"])
+
+    def take(self) -> dict[str, np.ndarray]:
+        merged = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        self.parts, self.rows = [], 0
+        return merged
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60]
+
+
+def shard_prefix(source: str) -> str:
+    """Shard file prefix of a capture: readable stem + hash of its source string."""
+    digest = hashlib.sha1(source.encode()).hexdigest()[:8]
+    stem = Path(source).name
+    for suffix in sorted(CAPTURE_SUFFIXES, key=len, reverse=True):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return f"{_safe(stem)}-{digest}"
+
+
+def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
+    """(path, source) for every capture: files as given, folders searched recursively.
+
+    ``source`` is the path as given on the command line, or relative to the input folder."""
+    found: list[tuple[Path, str]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES) and not f.name.startswith("."):
+                    found.append((f, f.relative_to(p).as_posix()))
+        else:
+            found.append((p, str(item)))
+    return found
+
+
+def _headers_to_bits(layout: Layout, cols: dict[str, np.ndarray]) -> np.ndarray:
+    """nPrint rows from buffered header bytes."""
+    n = len(cols["flow"])
+    matrix = np.empty((n, layout.width), dtype=np.int8)
+    l3, l4 = cols["l3"], cols["l4"]
+    for header, kind, window, lengths, code in (
+        ("ipv4", l3, cols["l3_bytes"], cols["l3_len"], L3_IPV4),
+        ("ipv6", l3, cols["l3_bytes"], cols["l3_len"], L3_IPV6),
+        ("tcp", l4, cols["l4_bytes"], cols["l4_len"], L4_TCP),
+        ("udp", l4, cols["l4_bytes"], cols["l4_len"], L4_UDP),
+        ("icmp", l4, cols["l4_bytes"], cols["l4_len"], L4_ICMP),
+    ):
+        if header not in layout.headers:
+            continue
+        matrix[:, layout.header_slice(header)] = layout.header_bits_from_bytes(
+            header, window, np.where(kind == code, lengths, 0))
+    return matrix
+
+
+class _FileEncoder:
+    """Encodes one capture into shards named ``<prefix>-<seq>.parquet`` under ``output``."""
+
+    def __init__(self, path: Path, source: str, label: str, macro: str, output: Path, layout: Layout,
+                 packets: int, windows: bool, shard_size: int, flow_labels: FlowLabels | None,
+                 max_buffer_rows: int) -> None:
+        self.path, self.source, self.label, self.macro = path, source, label, macro
+        self.output, self.layout = output, layout
+        self.packets, self.windows = packets, windows
+        self.shard_size, self.flow_labels = shard_size, flow_labels
+        self.max_buffer_rows = max_buffer_rows
+        self.prefix = shard_prefix(source)
+        self.flows = FlowTable()
+        self.buffer = _Buffer([])
+        self.written: list[str] = []
+        self.skipped: Counter[str] = Counter()
+        self.notes: Counter[str] = Counter()
+        self.flow_samples = 0
+        self.rows = 0
+        self.split_flows = False
+        self.ndpi_rule = ""
+
+    def run(self, chunk_bytes: int) -> dict:
+        read = 0
+        for batch in iter_records(self.path, chunk_bytes):
+            read += len(batch)
+            self._add(batch)
+            if self.buffer.rows >= self.max_buffer_rows:
+                self.split_flows = True
+                log.warning("%s: more than %d kept packets; flushing early, flows may span shards",
+                            self.source, self.max_buffer_rows)
+                self._flush()
+        self._flush()
+        self._remove_stale()
+        return {
+            "file": self.source, "label": self.label, "macro": self.macro, "packets_read": read,
+            "packets": self.rows, "flows": self.flow_samples, "skipped": dict(self.skipped),
+            "notes": dict(self.notes), "shards": self.written, "flows_split_across_shards": self.split_flows,
+            **({"ndpi_rule": self.ndpi_rule} if self.ndpi_rule else {}),
+        }
+
+    def _add(self, batch) -> None:
+        parsed = parse_batch(batch)
+        counts = np.bincount(parsed.reason.astype(np.int64) + 1, minlength=len(SKIP_REASONS) + 1)
+        for name, c in zip(SKIP_REASONS, counts[1:].tolist(), strict=True):
+            if c:
+                self.skipped[name] += c
+        for name in NOTE_REASONS:
+            if parsed.notes.get(name):
+                self.notes[name] += parsed.notes[name]
+        kept = np.flatnonzero(parsed.reason < 0)
+        if not len(kept):
+            return
+        keys, src_low = canonical_keys(parsed.proto[kept], parsed.src[kept], parsed.sport[kept],
+                                       parsed.dst[kept], parsed.dport[kept])
+        ts = batch.ts_ns[kept]
+        flow = self.flows.assign(keys, src_low, ts, self.packets if self.windows else None)
+        take = np.ones(len(kept), dtype=bool) if self.windows else flow["position"] < self.packets
+        beyond = int((~take).sum())
+        if beyond:
+            self.skipped["beyond_packets"] += beyond
+        sel = kept[take]
+        self.buffer.add({
+            "flow": flow["flow"][take], "position": flow["position"][take],
+            "direction": flow["direction"][take], "timestamp": flow["timestamp"][take],
+            "wire_length": batch.wirelen[sel], "frame": batch.frame[sel],
+            "l3": parsed.l3[sel].astype(np.int8), "l3_len": parsed.l3_len[sel].astype(np.int16),
+            "l3_bytes": parsed.l3_bytes[sel], "l4": parsed.l4[sel].astype(np.int8),
+            "l4_len": parsed.l4_len[sel].astype(np.int16), "l4_bytes": parsed.l4_bytes[sel],
+        })
+
+    def _flush(self) -> None:
+        if not self.buffer.rows:
+            return
+        cols = self.buffer.take()
+        if self.flow_labels is not None:
+            keep_flow, self.ndpi_rule = self.flow_labels.keep_mask(self.path, self.label, self.flows.keys)
+            keep = keep_flow[cols["flow"]]
+            dropped = int((~keep).sum())
+            if dropped:
+                self.skipped["ndpi_filtered"] += dropped
+                cols = {k: v[keep] for k, v in cols.items()}
+            if not len(cols["flow"]):
+                return
+        window = cols["position"] // self.packets if self.windows else np.zeros_like(cols["position"])
+        index = cols["position"] - window * self.packets
+        order = np.lexsort((index, window, cols["flow"]))
+        cols = {k: v[order] for k, v in cols.items()}
+        window, index = window[order], index[order]
+        sample = cols["flow"] * (1 << 24) + window
+        bounds = np.flatnonzero(np.r_[True, sample[1:] != sample[:-1]])
+        self.flow_samples += len(bounds)
+        names = [f"{self.prefix}-{f:06d}" + (f"w{w:04d}" if self.windows else "")
+                 for f, w in zip(cols["flow"][bounds].tolist(), window[bounds].tolist(), strict=True)]
+        sample_number = np.cumsum(np.r_[True, sample[1:] != sample[:-1]]) - 1
+        flow_ids = np.asarray(names, dtype=object)[sample_number]
+        n = len(sample)
+        # cut shards at sample boundaries close to shard_size rows
+        cuts = [0]
+        while n - cuts[-1] > self.shard_size:
+            target = cuts[-1] + self.shard_size
+            j = int(np.searchsorted(bounds, target, side="right")) - 1
+            cut = int(bounds[j]) if bounds[j] > cuts[-1] else target
+            cuts.append(cut)
+        cuts.append(n)
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            part = {k: v[a:b] for k, v in cols.items()}
+            packets = Packets(
+                flow_id=flow_ids[a:b],
+                label=np.full(b - a, self.label, dtype=object),
+                macro=np.full(b - a, self.macro, dtype=object),
+                packet_index=index[a:b].astype(np.int32),
+                timestamp=part["timestamp"].astype(np.int64),
+                direction=part["direction"].astype(np.int8),
+                wire_length=part["wire_length"].astype(np.int32),
+                source=np.full(b - a, self.source, dtype=object),
+                frame=part["frame"].astype(np.int64),
+                nprint=_headers_to_bits(self.layout, part),
+            )
+            name = f"{self.prefix}-{len(self.written):04d}.parquet"
+            write_shard(packets, self.output / name)
+            self.written.append(name)
+            self.rows += b - a
+
+    def _remove_stale(self) -> None:
+        for p in self.output.glob(f"{self.prefix}-*.parquet"):
+            if p.name not in self.written:
+                p.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Remove everything this capture wrote (it was rejected)."""
+        self.written = []
+        self._remove_stale()
+
+
+def encode_file(path: str | os.PathLike, source: str, output: str | os.PathLike, *, label: str, macro: str = "",
+                packets: int = 1024, windows: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
+                headers: Sequence[str] = DEFAULT_HEADERS, flow_labels: FlowLabels | None = None,
+                chunk_bytes: int = DEFAULT_CHUNK, max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS) -> dict:
+    """Encode one capture; returns its summary, with ``error`` set (and no shards) if rejected."""
+    enc = _FileEncoder(Path(path), source, label, macro, Path(output), Layout(headers), packets, windows,
+                       shard_size, flow_labels, max_buffer_rows)
+    try:
+        return enc.run(chunk_bytes)
+    except CaptureError as exc:
+        enc.discard()
+        return {"file": source, "error": str(exc)}
+    except OSError as exc:
+        enc.discard()
+        return {"file": source, "error": f"cannot read: {exc.strerror or exc}"}
+
+
+def _encode_job(kwargs: dict) -> dict:
+    return encode_file(**kwargs)
+
+
+def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output: str | os.PathLike, *,
+                 manifest: str | os.PathLike | None = None, flow_labels: str | os.PathLike | None = None,
+                 packets: int = 1024, windows: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
+                 workers: int = 1, headers: Sequence[str] = DEFAULT_HEADERS,
+                 chunk_bytes: int = DEFAULT_CHUNK, progress: bool | None = None) -> dict:
+    """Encode captures (files or folders) into a dataset directory; returns ``summary.json``'s content.
+
+    Bad captures are logged with a one-line reason, listed in ``files_rejected`` and skipped."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if packets < 1:
+        raise ValueError("packets must be >= 1")
+    layout = Layout(headers)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_map = load_manifest(manifest) if manifest else None
+    labels = FlowLabels.load(flow_labels) if flow_labels else None
+    captures = discover_inputs(inputs)
+    jobs = []
+    for path, source in captures:
+        lab = label_for(path, manifest_map)
+        jobs.append({"path": str(path), "source": source, "output": str(out), "label": lab.label,
+                     "macro": lab.macro, "packets": packets, "windows": windows, "shard_size": shard_size,
+                     "headers": tuple(layout.headers), "flow_labels": labels, "chunk_bytes": chunk_bytes})
+    results: list[dict] = []
+    bar = tqdm(total=len(jobs), desc="encode", unit="file", disable=(not progress) if progress is not None else None)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            for result in pool.map(_encode_job, jobs):
+                results.append(result)
+                bar.update()
+    else:
+        for job in jobs:
+            results.append(_encode_job(job))
+            bar.update()
+    bar.close()
+
+    rejected = []
+    files = []
+    for r in results:
+        if "error" in r:
+            log.error("%s: %s", r["file"], r["error"])
+            rejected.append({"file": r["file"], "reason": r["error"]})
+        else:
+            files.append(r)
+    written = {s for r in files for s in r["shards"]}
+    for stale in out.glob("*.parquet"):
+        if stale.name not in written:
+            stale.unlink()
+    write_fields(out, layout)
+    skipped: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
+    flows: Counter[str] = Counter()
+    per_label: Counter[str] = Counter()
+    for r in files:
+        skipped.update(r["skipped"])
+        notes.update(r["notes"])
+        flows[r["label"]] += r["flows"]
+        per_label[r["label"]] += r["packets"]
+    summary = {
+        "files_read": len(files),
+        "files_rejected": rejected,
+        "packets": int(sum(r["packets"] for r in files)),
+        "packets_read": int(sum(r["packets_read"] for r in files)),
+        "flows": dict(sorted(flows.items())),
+        "packets_per_label": dict(sorted(per_label.items())),
+        "skipped": dict(sorted(skipped.items())),
+        "notes": dict(sorted(notes.items())),
+        "options": {"packets": packets, "windows": windows, "shard_size": shard_size, "workers": workers,
+                    "headers": list(layout.headers), "manifest": str(manifest) if manifest else None,
+                    "flow_labels": str(flow_labels) if flow_labels else None},
+        "width": layout.width,
+        "shards": len(written),
+        "files": files,
+    }
+    write_json(out / SUMMARY_FILE, summary)
+    summary["seconds"] = round(time.perf_counter() - started, 3)  # not written: keeps re-runs identical
+    return summary

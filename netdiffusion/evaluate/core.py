@@ -1,0 +1,268 @@
+"""``evaluate(real, synthetic, train, output)``: every number of the evaluation in one report.
+
+Order of work: load the three datasets, cut every flow to its first K packets (generated flows are
+K long, so longer real flows would otherwise dominate the packet distributions), then
+similarity (synthetic vs held-out real, next to the real-vs-real floor and a random-bits
+baseline), flow statistics, ML utility, variation and memorisation, and finally the report files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from netdiffusion.dataset import write_json
+from netdiffusion.evaluate import flowstats, privacy, similarity, utility
+from netdiffusion.evaluate.data import FlowSet, load
+from netdiffusion.evaluate.metrics import METRICS
+from netdiffusion.evaluate.report import PAPER, write_markdown
+from netdiffusion.fields import ABSENT, Layout
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PACKETS_K = 1024  # the paper's flow length: one generated image holds 1,024 packets
+RANDOM_BASELINE_METHOD = (
+    "real flows with every present bit replaced by a fair coin flip: header presence (the -1 "
+    "pattern) is kept, so the baseline measures random header values, not missing headers"
+)
+
+
+def randomize_bits(fs: FlowSet, seed: int) -> FlowSet:
+    """The random-bits baseline: same flows and header stacks, uniformly random 0/1 values."""
+    rng = np.random.default_rng(seed)
+    packets = fs.packets.take(np.arange(fs.n_packets))
+    present = packets.nprint != ABSENT
+    packets.nprint[present] = rng.integers(0, 2, int(present.sum()), dtype=np.int8)
+    packets.source = np.full(len(packets), "random-bits", dtype=object)
+    return FlowSet.from_packets(packets)
+
+
+def split_halves(fs: FlowSet, seed: int) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """Boolean mask of half A for the real-vs-real floor, split by capture file where possible.
+
+    Per class, capture files (``source``) are assigned greedily to the smaller half; a class with
+    a single capture file is split by flow instead (random, seeded) and listed as such."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(fs), dtype=bool)
+    method: dict[str, list[str]] = {"by_source": [], "by_flow": []}
+    for cls in np.unique(fs.label):
+        idx = np.flatnonzero(fs.label == cls)
+        sources, counts = np.unique(fs.source[idx], return_counts=True)
+        if sources.size >= 2:
+            size_a = size_b = 0
+            for s in sources[np.argsort(-counts, kind="stable")]:
+                members = idx[fs.source[idx] == s]
+                if size_a <= size_b:
+                    mask[members] = True
+                    size_a += members.size
+                else:
+                    size_b += members.size
+            method["by_source"].append(str(cls))
+        else:
+            perm = rng.permutation(idx)
+            mask[perm[: perm.size // 2]] = True
+            method["by_flow"].append(str(cls))
+    return mask, method
+
+
+def _nan_to_none(obj):
+    """JSON has no NaN: report missing numbers as null."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nan_to_none(v) for v in obj]
+    if isinstance(obj, np.floating | np.integer):
+        return _nan_to_none(obj.item())
+    return obj
+
+
+def _load_all(real: Path, synthetic: Path, train: Path, classes: Sequence[str] | None
+              ) -> tuple[FlowSet, FlowSet, FlowSet, Layout]:
+    real_fs, layout = load(real, classes)
+    syn_fs, syn_layout = load(synthetic, classes)
+    train_fs, train_layout = load(train, classes)
+    for path, other in ((synthetic, syn_layout), (train, train_layout)):
+        if other.columns != layout.columns:
+            raise ValueError(f"{path}: nPrint layout {other.headers} differs from {real}'s {layout.headers}")
+    mapping = {}
+    for fs in (train_fs, real_fs):
+        mapping.update({lbl: mac for lbl, mac in zip(fs.label, fs.macro, strict=True) if mac})
+    for fs in (real_fs, syn_fs, train_fs):
+        fs.with_macro_from(mapping)
+    for name, fs, path in (("real", real_fs, real), ("synthetic", syn_fs, synthetic), ("train", train_fs, train)):
+        if len(fs) == 0:
+            raise ValueError(f"{path}: the {name} dataset has no flows" + (f" of classes {list(classes)}"
+                                                                            if classes else ""))
+    return real_fs, syn_fs, train_fs, layout
+
+
+def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output: str | Path, *,
+             packets_k: int = DEFAULT_PACKETS_K, classes: Sequence[str] | None = None,
+             models: Sequence[str] = utility.MODELS, tasks: Sequence[str] = utility.TASKS, seed: int = 0,
+             quick: bool = False, max_features: int = 4096, plots: bool = True) -> dict:
+    """Compare synthetic flows with held-out real ones; write ``report.json``, ``report.md``, PNGs.
+
+    ``real`` is held-out real data, ``train`` the real data the model was trained on. ``quick``
+    trims the expensive parts (K <= 64, 3 mixing rates, fewer flows for variation) for smoke runs.
+    Returns the report dict (also written to ``output/report.json``)."""
+    started = time.time()
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    models = [m.strip() for m in models if m.strip()]
+    for m in models:
+        utility.make_model(m, seed)  # fail fast on an unknown model name
+    k = min(packets_k, 64) if quick else packets_k
+    notes: list[str] = []
+
+    real_fs, syn_fs, train_fs, layout = _load_all(Path(real), Path(synthetic), Path(train), classes)
+    real_k, syn_k, train_k = real_fs.first_k(k), syn_fs.first_k(k), train_fs.first_k(k)
+    labels_real, labels_syn, labels_train = (set(np.unique(f.label)) for f in (real_k, syn_k, train_k))
+    sim_classes = sorted(labels_real & labels_syn)
+    for cls in sorted(labels_syn - labels_real):
+        notes.append(f"class {cls} is in the synthetic data but not in the held-out real data: no per-class numbers")
+    for cls in sorted(labels_real - labels_syn):
+        notes.append(f"class {cls} has no synthetic flows: no per-class numbers")
+
+    # -- statistical similarity, floor, random baseline -----------------------------------------
+    t0 = time.time()
+    sim = similarity.compare(real_k, syn_k, layout, sim_classes)
+    half_a, split_method = split_halves(real_k, seed)
+    floor_a, floor_b = real_k.subset(half_a), real_k.subset(~half_a)
+    floor = similarity.compare(floor_a, floor_b, layout, sorted(set(floor_a.label) & set(floor_b.label)))
+    random_fs = randomize_bits(real_k, seed)
+    rand = similarity.compare(real_k, random_fs, layout, sim_classes)
+    if split_method["by_flow"]:
+        notes.append("floor: classes with one capture file were split by flow instead of by file: "
+                     + ", ".join(split_method["by_flow"]))
+    per_field = {}
+    for key in [*sim["observed_fields"], similarity.PROTOCOL_FIELD]:
+        row = {m: sim["per_field"][key][m] for m in METRICS}
+        row |= {f"floor_{m}": floor["per_field"][key][m] for m in METRICS}
+        row |= {f"random_{m}": rand["per_field"][key][m] for m in METRICS}
+        per_field[key] = row
+    per_class = {}
+    for cls, row in sim["per_class"].items():
+        per_class[cls] = dict(row)
+        if cls in floor["per_class"]:
+            per_class[cls] |= {f"floor_{m}": floor["per_class"][cls][m] for m in METRICS}
+        per_class[cls] |= {f"random_{m}": rand["per_class"][cls][m] for m in METRICS}
+    similarity_report = {
+        "overall": sim["overall"],
+        "floor": floor["overall"],
+        "random_baseline": rand["overall"],
+        "per_field": per_field,
+        "per_class": per_class,
+        "floor_split": split_method,
+        "classes": sim_classes,
+        "packets_per_flow": k,
+    }
+    log.info("similarity: JSD %.4f (floor %.4f, random %.4f) in %.1fs", sim["overall"]["jsd"],
+             floor["overall"]["jsd"], rand["overall"]["jsd"], time.time() - t0)
+
+    # -- flow statistics ------------------------------------------------------------------------
+    stats_real = flowstats.collect(real_k, layout, sim_classes)
+    stats_syn = flowstats.collect(syn_k, layout, sim_classes)
+    flow_stats = flowstats.compare(stats_real, stats_syn, sim_classes)
+    stats_floor = flowstats.compare(flowstats.collect(floor_a, layout, sim_classes),
+                                    flowstats.collect(floor_b, layout, sim_classes), sim_classes)
+    stats_random = flowstats.compare(stats_real, flowstats.collect(random_fs, layout, sim_classes), sim_classes)
+    flow_stats["floor_tvd"] = stats_floor["tvd"]
+    flow_stats["random_tvd"] = stats_random["tvd"]
+    flow_stats["floor_mean_tvd"] = stats_floor["mean_tvd"]
+    flow_stats["random_mean_tvd"] = stats_random["mean_tvd"]
+    flow_stats["tcp_flags_per_1024"] = {"real": flowstats.flag_counts_per_1024(stats_real),
+                                        "synthetic": flowstats.flag_counts_per_1024(stats_syn)}
+
+    # -- ML utility -----------------------------------------------------------------------------
+    t0 = time.time()
+    util_classes = sorted(labels_real & labels_syn & labels_train)
+    u_train = train_k.subset(np.isin(train_k.label, util_classes))
+    u_test = real_k.subset(np.isin(real_k.label, util_classes))
+    u_syn = syn_k.subset(np.isin(syn_k.label, util_classes))
+    if len(u_train) == 0 or len(u_test) == 0 or len(u_syn) == 0:
+        notes.append("utility skipped: no class has flows in all of train, real and synthetic")
+        utility_report: dict = {s: {t: {m: {"accuracy": float("nan")} for m in models} for t in tasks}
+                                for s in utility.SCENARIOS}
+        mixing_report: dict = {}
+        balancing_report: dict = {}
+        random_utility: dict = {}
+        chance: dict = {}
+        memo_x = None
+    else:
+        space = utility.build_space(u_train, k, max_features)
+        l_train, l_test, l_syn = (utility.labelled(f, space) for f in (u_train, u_test, u_syn))
+        utility_report = utility.scenarios(l_train, l_test, l_syn, models, list(tasks), seed)
+        rates = (0.0, 0.5, 1.0) if quick else utility.MIXING_RATES
+        mix_models = models[:1] if quick else models
+        mixing_report = utility.mixing(l_train, l_test, l_syn, mix_models, list(tasks), seed, rates)
+        balancing_report = utility.balancing(l_train, l_test, l_syn, mix_models, seed)
+        l_random = utility.labelled(randomize_bits(u_train, seed + 1), space)
+        random_utility = {
+            task: {m: {"accuracy": utility.fit_score(m, l_random.x, l_random.y(task), l_test.x,
+                                                     l_test.y(task), seed)["accuracy"]} for m in models}
+            for task in tasks
+        }
+        chance = {task: utility.chance(l_train, l_test, task) for task in tasks}
+        memo_x = (utility.features(train_k, space), utility.features(real_k, space), utility.features(syn_k, space))
+        small = [c for c in util_classes if (u_train.label == c).sum() < 2 or (u_test.label == c).sum() < 2]
+        if small:
+            notes.append("classes with fewer than 2 flows in train or test (accuracy is noisy): " + ", ".join(small))
+        if space.size < k * layout.width:
+            notes.append(f"ML features: {space.size} highest-variance (packet, bit) cells of {k} x "
+                         f"{layout.width} (the rest are constant or cut by max_features={max_features})")
+    log.info("utility in %.1fs", time.time() - t0)
+
+    # -- variation and memorisation -------------------------------------------------------------
+    variation = privacy.variation(syn_k, real_k, layout, sim_classes, k=min(k, 32),
+                                  max_flows=20 if quick else 40, seed=seed)
+    if memo_x is not None:
+        memorisation = privacy.memorisation(train_k, real_k, syn_k, layout, k, *memo_x, seed=seed)
+    else:
+        memorisation = {}
+
+    report = {
+        "similarity": similarity_report,
+        "utility": utility_report,
+        "random_baseline": {
+            "method": RANDOM_BASELINE_METHOD,
+            "similarity": {m: rand["overall"][m] for m in METRICS},
+            "utility": random_utility,
+            "chance_accuracy": chance,
+            "flow_stats_mean_tvd": stats_random["mean_tvd"],
+        },
+        "flow_stats": flow_stats,
+        "mixing": mixing_report,
+        "class_balancing": balancing_report,
+        "variation": variation,
+        "memorisation": memorisation,
+        "meta": {
+            "real": str(real), "synthetic": str(synthetic), "train": str(train),
+            "flows": {"real": len(real_fs), "synthetic": len(syn_fs), "train": len(train_fs)},
+            "packets": {"real": real_k.n_packets, "synthetic": syn_k.n_packets, "train": train_k.n_packets},
+            "packets_k": k, "models": list(models), "tasks": list(tasks), "seed": seed, "quick": quick,
+            "utility_classes": util_classes, "max_features": max_features,
+        },
+        "paper": PAPER,
+        "notes": notes,
+    }
+    details = {"real_vs_synthetic": {"per_field_class": sim["per_field_class"], "per_bit": sim["per_bit"],
+                                      "columns": layout.columns},
+               "floor": {"per_field_class": floor["per_field_class"]}}
+    if plots:
+        from netdiffusion.evaluate import plots as plotting
+
+        report["figures"] = plotting.write_all(output, report, real_k, syn_k, layout, stats_real, stats_syn)
+    report["meta"]["seconds"] = round(time.time() - started, 2)
+    report = _nan_to_none(report)
+    write_json(output / "details.json", _nan_to_none(details))
+    write_json(output / "report.json", report)
+    write_markdown(output / "report.md", report)
+    log.info("evaluation written to %s in %.1fs", output, time.time() - started)
+    return report

@@ -1,0 +1,112 @@
+"""Flow-indexed view of an encoded dataset, the unit every evaluation works on.
+
+Packets are sorted once by ``(flow_id, packet_index)``; flows are then contiguous row ranges, so
+"first K packets of every flow", per-flow labels and flow subsets are index arithmetic rather
+than per-flow Python objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from netdiffusion.dataset import Packets, read_layout, read_packets
+from netdiffusion.fields import Layout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FlowSet:
+    """Packets sorted into flows plus per-flow arrays (label, macro, source, length)."""
+
+    packets: Packets
+    starts: np.ndarray  # (flows,) first row of each flow
+    lengths: np.ndarray  # (flows,) packets per flow
+    flow_id: np.ndarray
+    label: np.ndarray
+    macro: np.ndarray
+    source: np.ndarray
+
+    @classmethod
+    def from_packets(cls, packets: Packets) -> FlowSet:
+        order = np.lexsort((packets.packet_index, packets.flow_id))
+        packets = packets.take(order)
+        ids = packets.flow_id
+        if len(ids) == 0:
+            empty = np.array([], dtype=object)
+            return cls(packets, np.zeros(0, np.int64), np.zeros(0, np.int64), empty, empty, empty, empty)
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        lengths = np.diff(np.r_[starts, len(ids)])
+        return cls(
+            packets=packets,
+            starts=starts.astype(np.int64),
+            lengths=lengths.astype(np.int64),
+            flow_id=ids[starts].astype(str),
+            label=packets.label[starts].astype(str),
+            macro=packets.macro[starts].astype(str),
+            source=packets.source[starts].astype(str),
+        )
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    @property
+    def n_packets(self) -> int:
+        return len(self.packets)
+
+    def packet_flow(self) -> np.ndarray:
+        """Flow number (0..flows-1) of every packet row."""
+        return np.repeat(np.arange(len(self)), self.lengths)
+
+    def packet_position(self) -> np.ndarray:
+        """Position of every packet row inside its flow (0-based)."""
+        return np.arange(self.n_packets) - np.repeat(self.starts, self.lengths)
+
+    def subset(self, flows: np.ndarray) -> FlowSet:
+        """A new FlowSet with the chosen flows (boolean mask or indices), order kept."""
+        idx = np.flatnonzero(flows) if np.asarray(flows).dtype == bool else np.asarray(flows, dtype=np.int64)
+        if idx.size == 0:
+            return FlowSet.from_packets(self.packets.take(np.zeros(0, np.int64)))
+        lens = self.lengths[idx]
+        offsets = self.starts[idx] - np.r_[0, np.cumsum(lens)[:-1]]
+        rows = np.repeat(offsets, lens) + np.arange(int(lens.sum()))
+        return FlowSet.from_packets(self.packets.take(rows))
+
+    def first_k(self, k: int) -> FlowSet:
+        """Only the first ``k`` packets of every flow (generated flows are ``k`` long)."""
+        if k <= 0 or (self.lengths <= k).all():
+            return self
+        return FlowSet.from_packets(self.packets.take(np.flatnonzero(self.packet_position() < k)))
+
+    def row_table(self, k: int) -> np.ndarray:
+        """``(flows, k)`` row index of each flow's i-th packet, -1 where the flow is shorter."""
+        table = np.full((len(self), k), -1, dtype=np.int64)
+        pos = self.packet_position()
+        keep = pos < k
+        table[self.packet_flow()[keep], pos[keep]] = np.flatnonzero(keep)
+        return table
+
+    def with_macro_from(self, mapping: dict[str, str]) -> None:
+        """Fill empty macro labels from a label -> macro map (generated data may lack them)."""
+        missing = self.macro == ""
+        if missing.any():
+            filled = np.array([mapping.get(lbl, "") for lbl in self.label[missing]], dtype=object)
+            self.macro = self.macro.astype(object)
+            self.macro[missing] = filled
+            self.macro = self.macro.astype(str)
+
+
+def load(path: str | Path, classes: Sequence[str] | None = None) -> tuple[FlowSet, Layout]:
+    """Read a dataset directory into a FlowSet with its layout; clear error if it is not one."""
+    path = Path(path)
+    layout = read_layout(path)
+    packets = read_packets(path, labels=list(classes) if classes else None)
+    flows = FlowSet.from_packets(packets)
+    log.info("%s: %d flows, %d packets, %d classes", path, len(flows), flows.n_packets,
+             len(np.unique(flows.label)))
+    return flows, layout

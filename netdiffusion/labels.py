@@ -1,0 +1,147 @@
+"""Class labels for captures, and nDPI per-flow filtering.
+
+A capture's label comes from, in order: a manifest CSV (``path,label,macro``; paths relative to the
+manifest's folder), the original NetDiffusion file naming ``<label>_<NN>.pcap``, or the parent
+folder's name. nDPI's per-flow labels (``ndpi_flow_labels.csv``) can then drop the flows of a
+capture that are not the application's own (a Netflix capture's DNS or SSDP flows).
+"""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from netdiffusion.flows import KEY_BYTES
+
+log = logging.getLogger(__name__)
+
+_NUMBERED = re.compile(r"^(?P<label>.+?)_\d+$")
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".pcap.gz", ".pcapng.gz", ".cap.gz")
+# nDPI categories that are infrastructure noise rather than an application's own traffic
+NOISE_CATEGORIES = frozenset({"Network", "System", ""})
+
+
+@dataclass(frozen=True)
+class Label:
+    label: str
+    macro: str
+    origin: str  # "manifest", "filename" or "folder"
+
+
+def capture_stem(path: str | os.PathLike) -> str:
+    name = Path(path).name
+    for suffix in sorted(CAPTURE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def load_manifest(path: str | os.PathLike) -> dict[Path, tuple[str, str]]:
+    """Resolved capture path -> (label, macro) from a ``path,label,macro`` CSV."""
+    path = Path(path)
+    base = path.parent
+    out: dict[Path, tuple[str, str]] = {}
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: manifest lacks column(s) {sorted(missing)}")
+        for row in reader:
+            p = Path(row["path"])
+            full = (p if p.is_absolute() else base / p).resolve()
+            out[full] = (row["label"].strip(), (row.get("macro") or "").strip())
+    return out
+
+
+def label_for(path: str | os.PathLike, manifest: dict[Path, tuple[str, str]] | None = None) -> Label:
+    """The label of one capture by the rules above."""
+    full = Path(path).resolve()
+    if manifest and full in manifest:
+        label, macro = manifest[full]
+        return Label(label, macro, "manifest")
+    m = _NUMBERED.match(capture_stem(path))
+    if m:
+        return Label(m.group("label"), "", "filename")
+    return Label(Path(path).resolve().parent.name, "", "folder")
+
+
+# -- nDPI per-flow labels ------------------------------------------------------------------------
+
+_L4_PROTO = {"TCP": 6, "UDP": 17, "ICMP": 1, "IGMP": 2, "ICMPV6": 58}
+
+
+def _addr16(text: str) -> bytes:
+    ip = ipaddress.ip_address(text.strip().strip("[]"))
+    return ip.packed if ip.version == 6 else b"\x00" * 12 + ip.packed
+
+
+def _key(proto: int, a: bytes, ap: int, b: bytes, bp: int) -> bytes:
+    ea = a + ap.to_bytes(2, "big")
+    eb = b + bp.to_bytes(2, "big")
+    low, high = (ea, eb) if ea <= eb else (eb, ea)
+    return bytes([proto & 0xFF]) + low + high
+
+
+@dataclass
+class FlowLabels:
+    """nDPI flows per capture file name: canonical flow key -> (protocol, app, category)."""
+
+    by_capture: dict[str, dict[bytes, tuple[str, str, str]]]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FlowLabels:
+        by_capture: dict[str, dict[bytes, tuple[str, str, str]]] = {}
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                proto = _L4_PROTO.get(row["l4"].strip().upper())
+                if proto is None:
+                    continue
+                try:
+                    src, dst = _addr16(row["src"]), _addr16(row["dst"])
+                except ValueError:
+                    continue
+                ports = (int(row["sport"] or 0), int(row["dport"] or 0)) if proto in (6, 17) else (0, 0)
+                key = _key(proto, src, ports[0], dst, ports[1])
+                by_capture.setdefault(row["pcap"].strip(), {})[key] = (
+                    row.get("proto", ""), row.get("app", ""), (row.get("category") or "").strip())
+        return cls(by_capture)
+
+    def keep_mask(self, capture: str | os.PathLike, label: str, flow_keys: list[bytes]) -> tuple[np.ndarray, str]:
+        """Which flows of a capture to keep, and the rule used.
+
+        Rule: flows are matched by protocol and unordered endpoints (ICMP by addresses). If some
+        nDPI flow of the capture names the label (``netflix`` in ``HTTP.NetFlix``), keep exactly
+        the flows that do; otherwise (browser captures: plain TLS) keep every flow whose category
+        is not infrastructure noise (DNS, SSDP, DHCP, ...). Flows nDPI did not list are dropped.
+        A capture nDPI does not know at all keeps every flow."""
+        table = self.by_capture.get(Path(capture).name)
+        if table is None:
+            return np.ones(len(flow_keys), dtype=bool), "not_in_flow_labels"
+        needle = re.sub(r"[^a-z0-9]", "", label.lower())
+
+        def names_label(info: tuple[str, str, str]) -> bool:
+            return needle in re.sub(r"[^a-z0-9]", "", f"{info[0]}.{info[1]}".lower())
+
+        by_label = any(names_label(info) for info in table.values())
+        keep = np.zeros(len(flow_keys), dtype=bool)
+        for i, key in enumerate(flow_keys):
+            info = table.get(key if key[0] in (6, 17) else key[:1] + _zero_ports(key))
+            if info is None:
+                continue
+            keep[i] = names_label(info) if by_label else info[2] not in NOISE_CATEGORIES
+        return keep, "label_match" if by_label else "non_noise_category"
+
+
+def _zero_ports(key: bytes) -> bytes:
+    """Endpoints of a key with ports zeroed, re-canonicalized (ICMP / other protocols)."""
+    assert len(key) == KEY_BYTES
+    a, b = key[1:17], key[19:35]
+    low, high = (a, b) if a <= b else (b, a)
+    return low + b"\x00\x00" + high + b"\x00\x00"

@@ -1,0 +1,214 @@
+"""Sampling: ``generate(model_dir, output, classes=..., count=N)`` -> a dataset of synthetic flows.
+
+Each flow starts from a real template of its class (presence mask from ``templates.npz``: which
+headers each packet has and its option lengths), the model fills in every present bit, and the
+metadata columns are completed so the output is an ordinary encoded dataset: timestamps drawn
+from the class's inter-arrival distribution (``timing.json``), direction read from the generated
+addresses, wire length from the generated IP length fields. Every class gets its own random
+streams seeded from ``(seed, class name)``, so one process per class gives exactly the flows a
+single call for all classes would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netdiffusion.dataset import Packets, write_fields, write_json, write_shard
+from netdiffusion.fields import ABSENT, Layout
+from netdiffusion.image import mask_from_lengths, matrix_to_image, save_png
+from netdiffusion.model.data import load_templates, sample_timestamps
+from netdiffusion.model.train import MODEL_FILE, TEMPLATES_FILE, TIMING_FILE, WEIGHTS_DIR
+
+log = logging.getLogger(__name__)
+
+ETHERNET_BYTES = 14
+
+
+def load_model_meta(model: str | os.PathLike) -> dict[str, Any]:
+    path = Path(model) / MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not a model directory (no {MODEL_FILE})")
+    return json.loads(path.read_text())
+
+
+def class_seed(seed: int, label: str) -> list[int]:
+    """Per-class seed material: independent of which other classes share the call."""
+    return [int(seed), zlib.crc32(label.encode())]
+
+
+def safe_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label) or "_"
+
+
+def pick_templates(offsets: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Template flow per output flow: shuffled passes over all templates (keeps the class mix)."""
+    n = len(offsets) - 1
+    passes = -(-count // n)
+    return np.concatenate([rng.permutation(n) for _ in range(passes)])[:count]
+
+
+def directions_from_bits(matrix: np.ndarray, layout: Layout) -> np.ndarray:
+    """0/1 per packet: is the source address nearer the first packet's destination (responder)?
+
+    Generated addresses may carry a few flipped bits, so this compares Hamming distances to the
+    two endpoints of packet 0 instead of testing equality. 0 where no IP header is present."""
+    out = np.zeros(matrix.shape[0], dtype=np.int8)
+    for header in ("ipv4", "ipv6"):
+        if header not in layout.headers:
+            continue
+        src = matrix[:, layout.field_slice(f"{header}_src")]
+        dst = matrix[:, layout.field_slice(f"{header}_dst")]
+        present = (src != ABSENT).all(axis=1)
+        if not present.any():
+            continue
+        first = int(np.argmax(present))
+        d_init = (src != src[first]).sum(axis=1)
+        d_resp = (src != dst[first]).sum(axis=1)
+        out[present] = (d_resp < d_init)[present]
+    return out
+
+
+def wire_lengths(matrix: np.ndarray, layout: Layout) -> np.ndarray:
+    """Frame length from the generated IP length fields (+ Ethernet), 0 where no IP header."""
+    out = np.zeros(matrix.shape[0], dtype=np.int64)
+    if "ipv4" in layout.headers:
+        tl = layout.field_values(matrix, "ipv4_tl")
+        out = np.where(tl >= 0, tl + ETHERNET_BYTES, out)
+    if "ipv6" in layout.headers:
+        plen = layout.field_values(matrix, "ipv6_len")
+        out = np.where((plen >= 0) & (out == 0), plen + 40 + ETHERNET_BYTES, out)
+    return out.astype(np.int32)
+
+
+def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: list[str] | None = None,
+             count: int = 10, seed: int = 0, batch: int | None = None, steps: int | None = None,
+             sampler: str | None = None, images: bool = True) -> dict[str, Any]:
+    """Generate ``count`` flows per class into ``output`` (Parquet dataset + ``images/<class>/``)."""
+    model_dir, output = Path(model), Path(output)
+    meta = load_model_meta(model_dir)
+    known = list(meta["classes"])
+    wanted = list(classes) if classes else known
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        raise ValueError(f"{model_dir}: model has no classes {unknown}; it knows {known}")
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    layout = Layout.from_columns(meta["columns"])
+    templates = load_templates(model_dir / TEMPLATES_FILE, known)
+    timing = json.loads((model_dir / TIMING_FILE).read_text())
+    output.mkdir(parents=True, exist_ok=True)
+    write_fields(output, layout)
+
+    if meta["backend"] == "native":
+        fill = _native_filler(model_dir, meta, steps=steps, sampler=sampler)
+    elif meta["backend"] == "sd":
+        from netdiffusion.model.sd import sd_filler
+
+        fill = sd_filler(model_dir, meta, steps=steps, sampler=sampler)
+    else:
+        raise ValueError(f"{model_dir}: unknown backend {meta['backend']!r}")
+    batch = int(batch or meta["config"].get("generation", {}).get("batch", 4))
+
+    started = time.time()
+    per_class: dict[str, Any] = {}
+    for label in wanted:
+        t0 = time.time()
+        rng = np.random.default_rng(class_seed(seed, label))
+        lengths_all, offsets = templates[label]
+        chosen = pick_templates(offsets, count, rng)
+        flow_lengths = np.minimum(np.diff(offsets)[chosen], int(meta["packets"]))
+        masks = [mask_from_lengths(lengths_all[offsets[t] : offsets[t] + n], layout)
+                 for t, n in zip(chosen, flow_lengths, strict=True)]
+        order = np.argsort(flow_lengths, kind="stable")  # similar lengths share a batch: less padding
+        matrices: list[np.ndarray | None] = [None] * count
+        for b0 in range(0, count, batch):
+            idx = order[b0 : b0 + batch]
+            batch_seed = [*class_seed(seed, label), b0]
+            out = fill([masks[i] for i in idx], known.index(label), batch_seed)
+            for i, m in zip(idx, out, strict=True):
+                matrices[i] = m
+        flows = [np.asarray(m, dtype=np.int8) for m in matrices if m is not None]
+        flow_ids = [f"{safe_name(label)}-s{seed}-{i:06d}" for i in range(count)]
+        n_rows = np.array([len(m) for m in flows])
+        matrix = np.concatenate(flows)
+        direction = np.concatenate([directions_from_bits(m, layout) for m in flows])
+        packets = Packets(
+            flow_id=np.repeat(np.array(flow_ids, dtype=object), n_rows),
+            label=np.full(len(matrix), label, dtype=object),
+            macro=np.full(len(matrix), meta.get("macros", {}).get(label, ""), dtype=object),
+            packet_index=np.concatenate([np.arange(n) for n in n_rows]).astype(np.int32),
+            timestamp=sample_timestamps(timing[label], n_rows, rng),
+            direction=direction,
+            wire_length=wire_lengths(matrix, layout),
+            source=np.full(len(matrix), meta["model_id"], dtype=object),
+            frame=np.zeros(len(matrix), dtype=np.int64),
+            nprint=matrix,
+        )
+        write_shard(packets, output / f"{safe_name(label)}-s{seed}.parquet")
+        if images:
+            for fid, m in zip(flow_ids, flows, strict=True):
+                save_png(output / "images" / safe_name(label) / f"{fid}.png",
+                         matrix_to_image(m, rows=int(meta["packets"])))
+        secs = time.time() - t0
+        per_class[label] = {"flows": count, "packets": int(n_rows.sum()), "seconds": round(secs, 3),
+                            "flows_per_s": round(count / max(secs, 1e-9), 4)}
+        log.info("generated %d %s flows in %.1fs", count, label, secs)
+    seconds = time.time() - started
+    total = count * len(wanted)
+    stats = {"model_id": meta["model_id"], "backend": meta["backend"], "flows": total, "seed": seed,
+             "seconds": round(seconds, 3), "flows_per_s": round(total / max(seconds, 1e-9), 4),
+             "per_class": per_class}
+    _merge_summary(output, stats)
+    return stats
+
+
+def _merge_summary(output: Path, stats: dict) -> None:
+    """summary.json accumulates per-class entries, so parallel per-class calls each add theirs."""
+    path = output / "summary.json"
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    merged = {"stage": "generate", "model_id": stats["model_id"], "backend": stats["backend"],
+              "per_class": {**previous.get("per_class", {}), **stats["per_class"]}}
+    merged["flows"] = sum(v["flows"] for v in merged["per_class"].values())
+    write_json(path, merged)
+
+
+def _native_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: str | None):
+    """A function (masks, class index, seed) -> generated matrices, for the native backend."""
+    import torch
+
+    from netdiffusion.model.native import PacketDiffusionTransformer, make_sampler, sample
+
+    net = PacketDiffusionTransformer.from_pretrained(str(model_dir / WEIGHTS_DIR)).eval()
+    dcfg = meta["config"]["diffusion"]
+    n_steps = int(steps or dcfg.get("sample_steps", 12))
+    guidance = float(dcfg.get("guidance_scale", 1.0))
+    scheduler = make_sampler(dcfg, sampler)
+
+    def fill(masks: list[np.ndarray], class_index: int, batch_seed: list[int]) -> list[np.ndarray]:
+        rows = max(len(m) for m in masks)
+        width = masks[0].shape[1]
+        mask = np.zeros((len(masks), rows, width), dtype=bool)
+        row_mask = np.zeros((len(masks), rows), dtype=np.float32)
+        for j, m in enumerate(masks):
+            mask[j, : len(m)] = m
+            row_mask[j, : len(m)] = 1
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence(batch_seed).generate_state(1)[0]))
+        labels = torch.full((len(masks),), class_index, dtype=torch.long)
+        bits, _ = sample(net, torch.from_numpy(mask), labels, torch.from_numpy(row_mask), scheduler,
+                         n_steps, guidance, gen)
+        arr = bits.numpy()
+        return [arr[j, : len(m)] for j, m in enumerate(masks)]
+
+    return fill

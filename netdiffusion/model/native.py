@@ -1,0 +1,157 @@
+"""The native backend: a class-conditional diffusion transformer over packet rows (CPU-trainable).
+
+Why rows, not an image UNet: an nPrint flow is 1,024 rows x 1,408 bits and mostly absent; a
+UNet would spend its compute convolving grey padding and must also learn *which* pixels are
+absent. Here each packet row is one token (its bits and its presence mask projected to ``dim``),
+a stack of diffusers ``BasicTransformerBlock``s attends across the packets of a flow (so ports,
+addresses and sequence numbers stay consistent), and the head predicts one logit per bit.
+
+Diffusion runs on "analog bits" (set = +1, unset = -1, Chen et al. 2022) with the standard
+diffusers schedulers in ``sample`` (x0) prediction mode; the x0 estimate is ``tanh(logit / 2)``
+(the expected bit under the predicted Bernoulli) and the loss is binary cross-entropy on present
+bits only. Absent bits never enter the loss or the output: they are fixed by the presence mask of
+a real template flow of the class, the exact structural conditioning the paper's ControlNet only
+approximates from edges. Classifier-free guidance comes from class dropout (a null class).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_timestep_embedding
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+SAMPLERS = {
+    "ddim": DDIMScheduler,
+    "ddpm": DDPMScheduler,
+    "dpmsolver": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
+
+
+class PacketDiffusionTransformer(ModelMixin, ConfigMixin):
+    """Per-bit logits for a noisy flow, given timestep, class and presence mask."""
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(self, width: int, num_classes: int, dim: int = 128, layers: int = 3, heads: int = 4,
+                 ff_mult: int = 2, max_packets: int = 1024) -> None:
+        super().__init__()
+        self.in_proj = nn.Linear(2 * width, dim)
+        self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)
+        self.time_embed = TimestepEmbedding(256, dim)
+        self.class_embed = nn.Embedding(num_classes + 1, dim)  # last index = null class (CFG)
+        self.adaln = nn.Linear(dim, 6 * dim)
+        self.blocks = nn.ModuleList(
+            BasicTransformerBlock(dim, heads, dim // heads, activation_fn="gelu-approximate",
+                                  norm_type="ada_norm_single", norm_elementwise_affine=False,
+                                  norm_eps=1e-6, ff_inner_dim=dim * ff_mult)
+            for _ in range(layers)
+        )
+        self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.out_mod = nn.Linear(dim, 2 * dim)
+        self.out_proj = nn.Linear(dim, width)
+        self.gradient_checkpointing = False
+
+    @property
+    def null_class(self) -> int:
+        return int(self.config.num_classes)
+
+    def forward(self, sample: torch.Tensor, mask: torch.Tensor, timestep: torch.Tensor,
+                class_labels: torch.Tensor, row_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``sample``/``mask``: (B, T, W) float; ``row_mask``: (B, T) 1 for real packets."""
+        b, t, _ = sample.shape
+        if positions is None:
+            positions = torch.arange(t, device=sample.device).expand(b, t)
+        pos = get_timestep_embedding(positions.reshape(-1), self.config.dim, flip_sin_to_cos=True,
+                                     downscale_freq_shift=0).reshape(b, t, -1).to(sample.dtype)
+        h = self.in_proj(torch.cat([sample * mask, mask], dim=-1)) + pos
+        cond = self.time_embed(self.time_proj(timestep).to(h.dtype)) + self.class_embed(class_labels)
+        cond6 = self.adaln(F.silu(cond))
+        bias = None
+        if row_mask is not None:
+            bias = ((1.0 - row_mask.to(h.dtype)) * -1e4)[:, None, :]
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training:
+                h = torch.utils.checkpoint.checkpoint(block, h, bias, None, None, cond6, use_reentrant=False)
+            else:
+                h = block(h, attention_mask=bias, timestep=cond6)
+        shift, scale = self.out_mod(F.silu(cond)).chunk(2, dim=-1)
+        h = self.norm_out(h) * (1 + scale[:, None]) + shift[:, None]
+        return self.out_proj(h)
+
+
+def make_train_scheduler(diffusion: dict) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=int(diffusion.get("train_timesteps", 1000)),
+                         beta_schedule=diffusion.get("beta_schedule", "squaredcos_cap_v2"),
+                         prediction_type="sample", clip_sample=False)
+
+
+def make_sampler(diffusion: dict, name: str | None = None):
+    """A diffusers scheduler for sampling, configured for x0 ("sample") prediction."""
+    name = name or diffusion.get("sampler", "ddim")
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+    base = make_train_scheduler(diffusion)
+    return SAMPLERS[name].from_config(base.config, prediction_type="sample")
+
+
+def bits_to_tensors(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 1/0/-1 -> (x0 in {+1,-1} with 0 where absent, presence mask as float)."""
+    mask = (bits != -1).to(torch.float32)
+    x0 = (bits == 1).to(torch.float32) * 2 - 1
+    return x0 * mask, mask
+
+
+def diffusion_loss(model: nn.Module, scheduler: DDPMScheduler, bits: torch.Tensor, class_labels: torch.Tensor,
+                   row_mask: torch.Tensor, positions: torch.Tensor, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE on present bits of the x0 prediction at a random timestep; also bit accuracy."""
+    x0, mask = bits_to_tensors(bits)
+    b = bits.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    noisy = scheduler.add_noise(x0, noise, t) * mask
+    logits = model(noisy, mask, t, class_labels, row_mask=row_mask, positions=positions)
+    target = (bits == 1).to(logits.dtype)
+    per_bit = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    denom = mask.sum().clamp_min(1.0)
+    loss = (per_bit * mask).sum() / denom
+    with torch.no_grad():
+        acc = (((logits > 0).to(logits.dtype) == target).to(logits.dtype) * mask).sum() / denom
+    return loss, acc
+
+
+@torch.no_grad()
+def sample(model: PacketDiffusionTransformer, mask: torch.Tensor, class_labels: torch.Tensor,
+           row_mask: torch.Tensor, scheduler, steps: int, guidance_scale: float = 1.0,
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate bits for flows whose presence ``mask`` (B, T, W) comes from real templates.
+
+    Returns ``(bits int8 with -1 where absent, probability of a set bit)``."""
+    maskf = mask.to(torch.float32)
+    x = torch.randn(maskf.shape, generator=generator) * scheduler.init_noise_sigma * maskf
+    scheduler.set_timesteps(steps)
+    null = torch.full_like(class_labels, model.null_class)
+    logits = torch.zeros_like(maskf)
+    step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    for t in scheduler.timesteps:
+        tt = t.expand(maskf.shape[0])
+        x_in = scheduler.scale_model_input(x, t)
+        logits = model(x_in, maskf, tt, class_labels, row_mask=row_mask)
+        if guidance_scale != 1.0:
+            uncond = model(x_in, maskf, tt, null, row_mask=row_mask)
+            logits = uncond + guidance_scale * (logits - uncond)
+        x0 = torch.tanh(logits / 2)
+        x = scheduler.step(x0, t, x, **step_kwargs).prev_sample * maskf
+    prob = torch.sigmoid(logits)
+    bits = torch.where(mask.bool(), (logits > 0).to(torch.int8), torch.full_like(mask, -1, dtype=torch.int8))
+    return bits, prob

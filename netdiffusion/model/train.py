@@ -1,0 +1,336 @@
+"""Training: ``train(data, output, backend=..., config=...)`` -> a self-contained model directory.
+
+One accelerate-based loop serves CPU, one GPU and many processes (``torchrun`` /
+``accelerate launch`` run the same command; accelerate sets up DDP, gloo on CPU). Features:
+mixed precision where the device supports it, gradient checkpointing, EMA weights,
+checkpoints every N steps with ``resume``, deterministic seeds, a tqdm bar with the loss and
+``metrics.jsonl``. The model directory holds everything generation needs (weights, class <->
+prompt table, presence templates, timing), so it can be copied to S3 / MLflow as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netdiffusion.dataset import write_json
+from netdiffusion.model.config import load_config
+from netdiffusion.model.data import (
+    FlowSet,
+    build_templates,
+    load_flows,
+    load_templates,
+    save_templates,
+    timing_stats,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.json"
+WEIGHTS_DIR = "weights"
+TEMPLATES_FILE = "templates.npz"
+TIMING_FILE = "timing.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+PROMPT_TEMPLATE = "pixelated network data, type-{index}"
+
+
+def class_prompts(classes: list[str], template: str = PROMPT_TEMPLATE) -> dict[str, str]:
+    """The paper's per-class text prompts, one type number per class."""
+    return {c: template.format(index=i, label=c) for i, c in enumerate(classes)}
+
+
+def model_id_for(config: dict, classes: list[str], data: str, seed: int) -> str:
+    digest = hashlib.sha1(json.dumps([config, classes, str(data), seed], sort_keys=True, default=str).encode())
+    return f"netdiffusion-{config['backend']}-{digest.hexdigest()[:12]}"
+
+
+def train(data: str | os.PathLike, output: str | os.PathLike, *, backend: str = "native",
+          config: str | os.PathLike | dict[str, Any] | None = None, resume: bool = False, seed: int = 0
+          ) -> dict[str, Any]:
+    """Train a model on an encoded dataset; returns final metrics (steps, loss, seconds, steps/s)."""
+    cfg = load_config(config, backend=backend)
+    if backend == "native":
+        return _train_native(Path(data), Path(output), cfg, resume=resume, seed=seed)
+    if backend == "sd":
+        from netdiffusion.model.sd import train_sd
+
+        return train_sd(Path(data), Path(output), cfg, resume=resume, seed=seed)
+    raise ValueError(f"unknown backend {backend!r} (native, sd)")
+
+
+# -- shared helpers --------------------------------------------------------------------------------
+
+def make_accelerator(training: dict):
+    """An Accelerator for this machine; fp16/bf16 fall back to fp32 where unsupported."""
+    import torch
+    from accelerate import Accelerator
+
+    precision = str(training.get("mixed_precision", "no"))
+    if precision == "fp16" and not torch.cuda.is_available():
+        precision = "no"
+    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        precision = "fp16"
+    return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    ckpts = sorted((output / CHECKPOINTS_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def write_model_files(output: Path, cfg: dict, flows: FlowSet, seed: int, data: Path,
+                      templates: dict, timing: dict, extra: dict | None = None) -> dict:
+    """model.json + templates + timing: what generation needs besides the weights."""
+    prompts = class_prompts(flows.classes, cfg.get("prompt_template", PROMPT_TEMPLATE))
+    save_templates(output / TEMPLATES_FILE, flows.classes, templates)
+    write_json(output / TIMING_FILE, timing)
+    meta = {
+        "format": 1,
+        "backend": cfg["backend"],
+        "model_id": model_id_for(cfg, flows.classes, str(data), seed),
+        "classes": flows.classes,
+        "prompts": prompts,
+        "macros": flows.macros,
+        "config": cfg,
+        "columns": flows.layout.columns,
+        "packets": int(cfg["data"]["packets"]),
+        "seed": seed,
+        "data": str(data),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+    write_json(output / MODEL_FILE, meta)
+    return meta
+
+
+class BatchSampler:
+    """Class-balanced random flow windows of at most ``max_rows`` packets, padded per batch."""
+
+    def __init__(self, flows: FlowSet, batch_size: int, max_rows: int, seed: int) -> None:
+        self.flows = flows
+        self.batch_size = batch_size
+        self.max_rows = max_rows
+        self.rng = np.random.default_rng(seed)
+        self.by_class = [np.flatnonzero(flows.class_index == c) for c in range(len(flows.classes))]
+        self.by_class = [idx for idx in self.by_class if len(idx)]
+
+    def __call__(self):
+        import torch
+
+        picks = [c[self.rng.integers(len(c))] for c in
+                 (self.by_class[self.rng.integers(len(self.by_class))] for _ in range(self.batch_size))]
+        lengths = self.flows.lengths[picks]
+        starts = [int(self.rng.integers(0, max(1, n - self.max_rows + 1))) for n in lengths]
+        rows = int(min(self.max_rows, lengths.max()))
+        width = self.flows.layout.width
+        bits = np.full((len(picks), rows, width), -1, dtype=np.int8)
+        row_mask = np.zeros((len(picks), rows), dtype=np.float32)
+        positions = np.zeros((len(picks), rows), dtype=np.int64)
+        for j, (f, s) in enumerate(zip(picks, starts, strict=True)):
+            window = self.flows.flow(int(f))[s : s + rows]
+            bits[j, : len(window)] = window
+            row_mask[j, : len(window)] = 1
+            positions[j] = s + np.arange(rows)
+        return (torch.from_numpy(bits), torch.from_numpy(self.flows.class_index[picks]),
+                torch.from_numpy(row_mask), torch.from_numpy(positions))
+
+
+# -- native backend --------------------------------------------------------------------------------
+
+def _init_base(cfg: dict, flows: FlowSet) -> tuple[Any, dict | None]:
+    """The model to train: fresh, or a trained base (``init_from``) for a LoRA / full refresh."""
+    from netdiffusion.model.native import PacketDiffusionTransformer
+
+    base_dir = cfg.get("init_from")
+    m = cfg["model"]
+    if not base_dir:
+        model = PacketDiffusionTransformer(width=flows.layout.width, num_classes=len(flows.classes),
+                                           dim=m["dim"], layers=m["layers"], heads=m["heads"],
+                                           ff_mult=m["ff_mult"], max_packets=cfg["data"]["packets"])
+        return model, None
+    base_dir = Path(base_dir)
+    base_meta = json.loads((base_dir / MODEL_FILE).read_text())
+    if base_meta["backend"] != "native":
+        raise ValueError(f"{base_dir}: init_from must be a native model, got {base_meta['backend']}")
+    if base_meta["columns"] != flows.layout.columns:
+        raise ValueError(f"{base_dir}: base model was trained on a different nPrint layout")
+    missing = sorted(set(flows.classes) - set(base_meta["classes"]))
+    if missing:
+        raise ValueError(f"{base_dir}: base model lacks classes {missing}; train a new base instead")
+    model = PacketDiffusionTransformer.from_pretrained(base_dir / WEIGHTS_DIR)
+    return model, base_meta
+
+
+def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) -> dict[str, Any]:
+    import torch
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from netdiffusion.model.native import diffusion_loss, make_train_scheduler
+
+    tr, dcfg = cfg["training"], cfg["data"]
+    accelerator = make_accelerator(tr)
+    set_seed(seed, device_specific=False)
+    flows = load_flows(data, packets=int(dcfg["packets"]), max_flows_per_class=tr.get("max_flows_per_class"),
+                       seed=seed)
+    model, base_meta = _init_base(cfg, flows)
+    if base_meta is not None:
+        # keep the base's class indices so its class embeddings stay meaningful
+        lookup = {c: i for i, c in enumerate(base_meta["classes"])}
+        flows.class_index = np.array([lookup[flows.classes[i]] for i in flows.class_index], dtype=np.int64)
+        data_classes = flows.classes
+        flows.classes = list(base_meta["classes"])
+        flows.macros = {**base_meta.get("macros", {}), **flows.macros}
+    lora = cfg.get("lora")
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        if base_meta is None:
+            log.warning("LoRA without init_from trains adapters on a random base")
+        model = get_peft_model(model, LoraConfig(r=int(lora.get("r", 8)), lora_alpha=int(lora.get("alpha", 8)),
+                                                 target_modules=list(lora.get("target_modules",
+                                                                              ["to_q", "to_k", "to_v", "to_out.0"])),
+                                                 lora_dropout=float(lora.get("dropout", 0.0))))
+    if tr.get("gradient_checkpointing"):
+        (model.base_model.model if lora else model).gradient_checkpointing = True
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_params = sum(p.numel() for p in params)
+    optimizer = torch.optim.AdamW(params, lr=float(tr["lr"]), weight_decay=float(tr.get("weight_decay", 0.0)))
+    steps = int(tr["steps"])
+    warmup = int(tr.get("warmup_steps", 0))
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    ema_decay = float(tr.get("ema_decay", 0.0))
+    ema = EMAModel(params, decay=ema_decay) if ema_decay > 0 else None
+    model, optimizer, lr_schedule = accelerator.prepare(model, optimizer, lr_schedule)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    scheduler = make_train_scheduler(cfg["diffusion"])
+
+    output.mkdir(parents=True, exist_ok=True)
+    metrics_path = output / METRICS_FILE
+    start_step = 0
+    if resume and (ckpt := latest_checkpoint(output)) is not None:
+        accelerator.load_state(str(ckpt))
+        start_step = int(json.loads((ckpt / "step.json").read_text())["step"])
+        log.info("resumed from %s at step %d", ckpt, start_step)
+    elif accelerator.is_main_process and metrics_path.exists():
+        metrics_path.unlink()
+    rank = accelerator.process_index
+    sampler = BatchSampler(flows, int(tr["batch_size"]), int(tr["max_rows"]), seed=seed * 1000 + rank + start_step)
+    generator = torch.Generator().manual_seed(seed * 1000 + rank + 17 * start_step)
+    log_every = max(1, int(tr.get("log_every", 10)))
+    ckpt_every = int(tr.get("checkpoint_every", 0))
+
+    model.train()
+    started = time.time()
+    bar = tqdm(range(start_step, steps), desc="train", disable=not accelerator.is_main_process,
+               initial=start_step, total=steps)
+    loss_value = float("nan")
+    recent: list[float] = []
+    first_losses: list[float] = []
+    for step in bar:
+        bits, labels, row_mask, positions = sampler()
+        with accelerator.autocast():
+            loss, acc = diffusion_loss(model, scheduler, bits, labels, row_mask, positions, generator)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(params)
+        loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
+        recent.append(loss_value)
+        if len(first_losses) < log_every:
+            first_losses.append(loss_value)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        done = step + 1
+        if accelerator.is_main_process and (done % log_every == 0 or done == steps):
+            elapsed = time.time() - started
+            append_metrics(metrics_path, {
+                "step": done, "loss": float(np.mean(recent)), "bit_accuracy": float(acc),
+                "lr": float(lr_schedule.get_last_lr()[0]), "seconds": round(elapsed, 3),
+                "steps_per_s": round((done - start_step) / max(elapsed, 1e-9), 4),
+                "processes": accelerator.num_processes,
+            })
+            recent = []
+        if ckpt_every and (done % ckpt_every == 0 or (done == steps and tr.get("keep_checkpoints"))):
+            _save_checkpoint(accelerator, output, done)
+    seconds = time.time() - started
+    accelerator.wait_for_everyone()
+
+    result: dict[str, Any] = {
+        "backend": "native", "steps": steps, "start_step": start_step, "final_loss": loss_value,
+        "first_loss": float(np.mean(first_losses)) if first_losses else float("nan"),
+        "seconds": round(seconds, 3), "steps_per_s": round((steps - start_step) / max(seconds, 1e-9), 4),
+        "trainable_parameters": int(n_params), "processes": accelerator.num_processes,
+        "flows": len(flows), "packets": int(flows.lengths.sum()),
+    }
+    if accelerator.is_main_process:
+        net = accelerator.unwrap_model(model)
+        if ema is not None:
+            ema.copy_to(params)
+        extra: dict[str, Any] = {"train_metrics": result}
+        if lora:
+            from peft import get_peft_model_state_dict
+            from safetensors.torch import save_file
+
+            adapter = {k: v.contiguous() for k, v in get_peft_model_state_dict(net).items()}
+            save_file(adapter, str(output / "lora_adapter.safetensors"))
+            net = net.merge_and_unload()
+            extra["lora"] = {"adapter": "lora_adapter.safetensors", "merged": True}
+        if base_meta is not None:
+            extra["init_from"] = {"path": str(cfg["init_from"]), "model_id": base_meta["model_id"]}
+        net.save_pretrained(str(output / WEIGHTS_DIR), safe_serialization=True)
+        timing = timing_stats(flows)
+        templates = build_templates(flows, int(dcfg["templates_per_class"]), seed=seed)
+        if base_meta is not None:
+            base_templates = load_templates(Path(cfg["init_from"]) / TEMPLATES_FILE, base_meta["classes"])
+            base_timing = json.loads((Path(cfg["init_from"]) / TIMING_FILE).read_text())
+            for c in flows.classes:
+                if c not in data_classes:
+                    templates[c], timing[c] = base_templates[c], base_timing[c]
+        write_model_files(output, cfg, flows, seed, data, templates, timing, extra)
+        ckpt_dir = output / CHECKPOINTS_DIR
+        if ckpt_dir.exists() and not tr.get("keep_checkpoints", False):
+            shutil.rmtree(ckpt_dir)
+        log.info("trained %d steps in %.1fs (%.2f steps/s), final loss %.4f -> %s",
+                 steps - start_step, seconds, result["steps_per_s"], loss_value, output)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _save_checkpoint(accelerator, output: Path, step: int) -> None:
+    """accelerate state (model, optimizer, lr schedule, EMA, RNG) + the step, atomically renamed."""
+    final = output / CHECKPOINTS_DIR / f"step-{step}"
+    tmp = output / CHECKPOINTS_DIR / f".tmp-step-{step}"
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        write_json(tmp / "step.json", {"step": step})
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()

@@ -1,0 +1,118 @@
+"""nPrint rows -> IP packets (L3 header + L4 header + payload), vectorized over packets.
+
+Decode uses this to rebuild captures from bits alone, and repair/serve use it to emit the packets
+of generated flows. All bytes are assembled in one numpy buffer with per-packet offsets; the only
+per-packet Python work is slicing the final buffer into ``bytes`` objects.
+
+Rules (per row):
+- network header: ``ipv4`` if its fixed bits are present, else ``ipv6``, else none (the packet is
+  returned as ``b""``); its length is the leading run of fully present bytes (IPv4 options
+  included), at least the fixed header size;
+- transport header: the first present of ``tcp``, ``udp``, ``icmp`` (layout order), with the
+  length of its leading run of present bytes (TCP options included);
+- payload: ``payload_lengths`` if given, else what the IPv4 total length / IPv6 payload length
+  leaves after the headers (never negative); zero-filled, or random bytes with ``payload="random"``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netdiffusion.fields import HEADERS, Layout
+
+L3_HEADERS = ("ipv4", "ipv6")
+L4_HEADERS = ("tcp", "udp", "icmp")
+
+
+def _choose(layout: Layout, matrix: np.ndarray, candidates: tuple[str, ...]) -> np.ndarray:
+    """Index into ``candidates`` of the first header present per row, -1 for none."""
+    choice = np.full(matrix.shape[0], -1, dtype=np.int64)
+    for i in range(len(candidates) - 1, -1, -1):
+        h = candidates[i]
+        if h in layout.headers:
+            choice[layout.header_present(matrix, h)] = i
+    return choice
+
+
+def packet_lengths(layout: Layout, matrix: np.ndarray,
+                   payload_lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-row byte lengths implied by the bits: ``l3``, ``l4``, ``payload`` and header choices."""
+    n = matrix.shape[0]
+    l3_choice = _choose(layout, matrix, L3_HEADERS)
+    l4_choice = _choose(layout, matrix, L4_HEADERS)
+    l4_choice[l3_choice < 0] = -1
+    l3_len = np.zeros(n, dtype=np.int64)
+    l4_len = np.zeros(n, dtype=np.int64)
+    implied_total = np.zeros(n, dtype=np.int64)  # bytes after the L3 header, from the L3 length field
+    for i, h in enumerate(L3_HEADERS):
+        rows = np.flatnonzero(l3_choice == i)
+        if not len(rows):
+            continue
+        _, lengths = layout.header_bytes(matrix[rows], h)
+        l3_len[rows] = np.maximum(lengths, HEADERS[h].min_bits // 8)
+        if h == "ipv4":
+            total = layout.field_values(matrix[rows], "ipv4_tl")
+            implied_total[rows] = np.maximum(total, 0) - l3_len[rows]
+        else:
+            implied_total[rows] = np.maximum(layout.field_values(matrix[rows], "ipv6_len"), 0)
+    for i, h in enumerate(L4_HEADERS):
+        rows = np.flatnonzero(l4_choice == i)
+        if not len(rows):
+            continue
+        _, lengths = layout.header_bytes(matrix[rows], h)
+        l4_len[rows] = np.maximum(lengths, HEADERS[h].min_bits // 8)
+    if payload_lengths is None:
+        payload = np.maximum(implied_total - l4_len, 0)
+    else:
+        payload = np.asarray(payload_lengths, dtype=np.int64).reshape(-1).copy()
+        if payload.shape[0] != n:
+            raise ValueError(f"{n} rows but {payload.shape[0]} payload lengths")
+        payload = np.maximum(payload, 0)
+    payload[l3_choice < 0] = 0
+    return {"l3": l3_len, "l4": l4_len, "payload": payload, "l3_choice": l3_choice, "l4_choice": l4_choice}
+
+
+def _scatter(buf: np.ndarray, starts: np.ndarray, data: np.ndarray, lengths: np.ndarray) -> None:
+    """Copy ``data[r, :lengths[r]]`` to ``buf[starts[r]:]`` for every row at once."""
+    cols = np.arange(data.shape[1])
+    mask = cols[None, :] < lengths[:, None]
+    positions = starts[:, None] + cols[None, :]
+    buf[positions[mask]] = data[mask]
+
+
+def build_ip_packets(layout: Layout, matrix: np.ndarray, payload_lengths: np.ndarray | None = None,
+                     payload: str = "zero", rng: np.random.Generator | None = None) -> list[bytes]:
+    """IP packets (bytes, starting at the IP header) for the rows of an nPrint ``matrix``.
+
+    ``payload`` is ``"zero"`` (default) or ``"random"`` (uniform bytes from ``rng``). Rows with no
+    network header give ``b""``."""
+    if payload not in ("zero", "random"):
+        raise ValueError(f"payload must be 'zero' or 'random', not {payload!r}")
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[1] != layout.width:
+        raise ValueError(f"matrix shape {matrix.shape} does not match layout width {layout.width}")
+    n = matrix.shape[0]
+    if n == 0:
+        return []
+    info = packet_lengths(layout, matrix, payload_lengths)
+    sizes = info["l3"] + info["l4"] + info["payload"]
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    total = int(ends[-1])
+    if payload == "random":
+        rng = rng if rng is not None else np.random.default_rng()
+        buf = rng.integers(0, 256, size=total, dtype=np.uint8)
+    else:
+        buf = np.zeros(total, dtype=np.uint8)
+    for i, h in enumerate(L3_HEADERS):
+        rows = np.flatnonzero(info["l3_choice"] == i)
+        if len(rows):
+            data, _ = layout.header_bytes(matrix[rows], h)
+            _scatter(buf, starts[rows], data, info["l3"][rows])
+    for i, h in enumerate(L4_HEADERS):
+        rows = np.flatnonzero(info["l4_choice"] == i)
+        if len(rows):
+            data, _ = layout.header_bytes(matrix[rows], h)
+            _scatter(buf, starts[rows] + info["l3"][rows], data, info["l4"][rows])
+    raw = buf.tobytes()
+    return [raw[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]

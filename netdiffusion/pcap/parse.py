@@ -1,0 +1,212 @@
+"""Vectorized link / network / transport parsing of a :class:`RecordBatch`.
+
+Every step works on whole batches with numpy fancy indexing: a fixed-size window of bytes is
+gathered per record (zeros past the captured length), and header fields are read from columns.
+
+Rules (documented in docs/encode.md, each outcome counted by reason):
+
+- link layers: Ethernet II (802.1Q / 802.1ad / QinQ tags skipped, up to 3), Linux cooked SLL and
+  SLL2, raw IP (101, 12, 14, 228, 229), BSD null / loopback (0, 108). Other link types -> skipped
+  as ``unsupported_linktype``; frames that are not IPv4 / IPv6 -> ``non_ip``.
+- IPv4: header length < 20 or version mismatch -> ``bad_ip_header``; header not fully captured
+  -> ``truncated_l3``; non-first fragments (offset > 0) -> ``ip_fragment`` (they carry no
+  transport header); first fragments are encoded like any packet.
+- IPv6: the fixed 40 bytes must be captured (else ``truncated_l3``); the transport header is read
+  only when the next header is TCP / UDP / ICMP directly (as nPrint does).
+- transport: TCP (data offset >= 5, else ``bad_l4_header``), UDP, ICMP (protocol 1, nPrint's icmp
+  header). The fixed part must be captured (else ``truncated_l4``); TCP options cut by the snap
+  length are kept as far as captured and the rest is absent (counted ``truncated_options``).
+  Any other protocol (ICMPv6, IGMP, GRE, ESP, IPv6 extension headers...) -> the packet keeps its
+  network header only (counted ``unknown_l4``) and forms flows by addresses + protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netdiffusion.pcap.reader import RecordBatch
+
+L3_WINDOW = 60  # max IPv4 header
+L4_WINDOW = 60  # max TCP header
+LINK_WINDOW = 32
+
+L3_NONE, L3_IPV4, L3_IPV6 = -1, 0, 1
+L4_NONE, L4_TCP, L4_UDP, L4_ICMP = -1, 0, 1, 2
+PROTO_OF_L4 = np.array([6, 17, 1], dtype=np.int64)
+
+SKIP_REASONS = ("unsupported_linktype", "non_ip", "bad_ip_header", "truncated_l3", "ip_fragment",
+                "bad_l4_header", "truncated_l4")
+NOTE_REASONS = ("unknown_l4", "truncated_options")
+
+_VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
+
+
+def gather(data: np.ndarray, starts: np.ndarray, available: np.ndarray, width: int) -> np.ndarray:
+    """``(n, width)`` uint8: bytes at ``starts`` per row, zero past ``available`` bytes."""
+    cols = np.arange(width, dtype=np.int64)
+    idx = starts[:, None] + cols[None, :]
+    np.minimum(idx, len(data) - 1, out=idx)
+    out = data[idx]
+    out[cols[None, :] >= available[:, None]] = 0
+    return out
+
+
+def _be16(window: np.ndarray, col: np.ndarray | int) -> np.ndarray:
+    rows = np.arange(window.shape[0])
+    return (window[rows, col].astype(np.int64) << 8) | window[rows, np.asarray(col) + 1]
+
+
+@dataclass
+class Parsed:
+    """Per-record parse results of one batch (all arrays length n = records)."""
+
+    reason: np.ndarray  # int8 index into SKIP_REASONS, -1 = kept
+    l3: np.ndarray  # L3_* kind
+    l3_len: np.ndarray  # header bytes encoded
+    l3_bytes: np.ndarray  # (n, 60) uint8
+    l4: np.ndarray  # L4_* kind
+    l4_len: np.ndarray
+    l4_bytes: np.ndarray  # (n, 60) uint8
+    proto: np.ndarray  # IP protocol / next header
+    src: np.ndarray  # (n, 16) uint8, IPv4 in the last 4 bytes
+    dst: np.ndarray
+    sport: np.ndarray  # int64 (ICMP: query id or type)
+    dport: np.ndarray
+    notes: dict[str, int]
+
+
+def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(l3 offset from frame start, L3 kind expected, supported link mask) per record."""
+    n = len(batch)
+    link = gather(batch.data, batch.offset, batch.caplen, LINK_WINDOW)
+    l3off = np.zeros(n, dtype=np.int64)
+    kind = np.full(n, L3_NONE, dtype=np.int64)
+    supported = np.ones(n, dtype=bool)
+    lt = batch.linktype
+    rows = np.arange(n)
+    first_nibble = link[:, 0] >> 4
+
+    eth = lt == 1
+    if eth.any():
+        off = np.full(n, 12, dtype=np.int64)
+        etype = _be16(link, np.minimum(off, LINK_WINDOW - 2))
+        for _ in range(3):
+            tagged = eth & np.isin(etype, _VLAN_TYPES)
+            off = np.where(tagged, off + 4, off)
+            etype = np.where(tagged, _be16(link, np.minimum(off, LINK_WINDOW - 2)), etype)
+        l3off = np.where(eth, off + 2, l3off)
+        kind = np.where(eth & (etype == 0x0800), L3_IPV4, kind)
+        kind = np.where(eth & (etype == 0x86DD), L3_IPV6, kind)
+
+    sll = lt == 113
+    if sll.any():
+        proto = _be16(link, 14)
+        l3off = np.where(sll, 16, l3off)
+        kind = np.where(sll & (proto == 0x0800), L3_IPV4, kind)
+        kind = np.where(sll & (proto == 0x86DD), L3_IPV6, kind)
+    sll2 = lt == 276
+    if sll2.any():
+        proto = _be16(link, 0)
+        l3off = np.where(sll2, 20, l3off)
+        kind = np.where(sll2 & (proto == 0x0800), L3_IPV4, kind)
+        kind = np.where(sll2 & (proto == 0x86DD), L3_IPV6, kind)
+
+    raw = np.isin(lt, (101, 12, 14))
+    kind = np.where(raw & (first_nibble == 4), L3_IPV4, kind)
+    kind = np.where(raw & (first_nibble == 6), L3_IPV6, kind)
+    kind = np.where(lt == 228, L3_IPV4, kind)
+    kind = np.where(lt == 229, L3_IPV6, kind)
+
+    null = np.isin(lt, (0, 108))
+    if null.any():
+        le = link[:, 0].astype(np.int64) | (link[:, 1].astype(np.int64) << 8)
+        be = (link[:, 2].astype(np.int64) << 8) | link[:, 3]
+        family = np.where(lt == 108, be, np.where(le != 0, le, be))
+        l3off = np.where(null, 4, l3off)
+        kind = np.where(null & (family == 2), L3_IPV4, kind)
+        kind = np.where(null & np.isin(family, (10, 23, 24, 26, 28, 30)), L3_IPV6, kind)
+
+    supported = eth | sll | sll2 | raw | null | (lt == 228) | (lt == 229)
+    del rows
+    return l3off, kind, supported
+
+
+def parse_batch(batch: RecordBatch) -> Parsed:
+    """Parse link, network and transport headers of every record in ``batch``."""
+    n = len(batch)
+    reason = np.full(n, -1, dtype=np.int8)
+
+    def skip(mask: np.ndarray, name: str) -> None:
+        reason[mask & (reason < 0)] = SKIP_REASONS.index(name)
+
+    l3off, l3, supported = _link_offsets(batch)
+    skip(~supported, "unsupported_linktype")
+    skip(l3 == L3_NONE, "non_ip")
+    l3avail = np.maximum(batch.caplen - l3off, 0)
+    l3win = gather(batch.data, batch.offset + l3off, l3avail, L3_WINDOW)
+    version = l3win[:, 0] >> 4
+    v4 = l3 == L3_IPV4
+    v6 = l3 == L3_IPV6
+    skip(v4 & (version != 4), "bad_ip_header")
+    skip(v6 & (version != 6), "bad_ip_header")
+
+    ihl = (l3win[:, 0] & 0x0F).astype(np.int64) * 4
+    l3_len = np.where(v4, ihl, np.where(v6, 40, 0))
+    skip(v4 & (ihl < 20), "bad_ip_header")
+    skip((v4 | v6) & (l3avail < np.maximum(l3_len, 1)), "truncated_l3")
+    total4 = _be16(l3win, 2)
+    frag_off = _be16(l3win, 6) & 0x1FFF
+    skip(v4 & (frag_off > 0), "ip_fragment")
+    proto = np.where(v4, l3win[:, 9], np.where(v6, l3win[:, 6], -1)).astype(np.int64)
+    plen6 = _be16(l3win, 4)
+
+    # bytes of the transport header available: captured, and inside the IP packet when its
+    # length field is sane (TSO captures carry ip.len 0; then the capture decides)
+    l4avail = l3avail - l3_len
+    inside = np.where(v4 & (total4 >= l3_len), total4 - l3_len, np.where(v6 & (plen6 > 0), plen6, l4avail))
+    l4avail = np.maximum(np.minimum(l4avail, inside), 0)
+    l4 = np.full(n, L4_NONE, dtype=np.int64)
+    l4 = np.where(proto == 6, L4_TCP, l4)
+    l4 = np.where(proto == 17, L4_UDP, l4)
+    l4 = np.where(proto == 1, L4_ICMP, l4)
+    l4 = np.where(reason < 0, l4, L4_NONE)
+    l4win = gather(batch.data, batch.offset + l3off + l3_len, l4avail, L4_WINDOW)
+    doff = (l4win[:, 12] >> 4).astype(np.int64) * 4
+    fixed = np.where(l4 == L4_TCP, 20, np.where(l4 >= 0, 8, 0))
+    skip((l4 >= 0) & (l4avail < fixed), "truncated_l4")
+    skip((l4 == L4_TCP) & (doff < 20) & (l4avail >= 20), "bad_l4_header")
+    l4_len = np.where(l4 == L4_TCP, np.minimum(doff, l4avail), fixed)
+
+    kept = reason < 0
+    notes = {
+        "unknown_l4": int((kept & (l4 == L4_NONE)).sum()),
+        "truncated_options": int((kept & (l4 == L4_TCP) & (doff > l4avail)).sum()),
+    }
+
+    src = np.zeros((n, 16), dtype=np.uint8)
+    dst = np.zeros((n, 16), dtype=np.uint8)
+    src[v4, 12:] = l3win[v4, 12:16]
+    dst[v4, 12:] = l3win[v4, 16:20]
+    src[v6] = l3win[v6, 8:24]
+    dst[v6] = l3win[v6, 24:40]
+    sport = np.zeros(n, dtype=np.int64)
+    dport = np.zeros(n, dtype=np.int64)
+    ported = (l4 == L4_TCP) | (l4 == L4_UDP)
+    sport = np.where(ported, _be16(l4win, 0), sport)
+    dport = np.where(ported, _be16(l4win, 2), dport)
+    # ICMP: queries pair by identifier (request and reply share a key), errors by type
+    icmp = l4 == L4_ICMP
+    if icmp.any():
+        itype = l4win[:, 0].astype(np.int64)
+        query = np.isin(itype, (0, 8, 13, 14, 15, 16, 17, 18))
+        # request/reply share a key: echo 8/0 -> 8, timestamp 13/14 -> 13, info 15/16, mask 17/18
+        pair = np.where(np.isin(itype, (0, 8)), 8, itype - (itype % 2 == 0))
+        key = np.where(query, (pair << 16) | _be16(l4win, 4), itype << 16)
+        sport = np.where(icmp, key, sport)
+        dport = np.where(icmp, key, dport)
+
+    return Parsed(reason=reason, l3=np.where(kept, l3, L3_NONE), l3_len=np.where(kept, l3_len, 0),
+                  l3_bytes=l3win, l4=np.where(kept, l4, L4_NONE), l4_len=np.where(kept & (l4 >= 0), l4_len, 0),
+                  l4_bytes=l4win, proto=proto, src=src, dst=dst, sport=sport, dport=dport, notes=notes)

@@ -1,0 +1,385 @@
+"""The FastAPI application: routes, auth, limits, quotas, error handling, metrics, request logs."""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from netdiffusion.serve.auth import TokenStore
+from netdiffusion.serve.config import ServeConfig
+from netdiffusion.serve.metrics import ServiceMetrics
+from netdiffusion.serve.models import ModelNotFound, ModelSource
+from netdiffusion.serve.runner import job_paths
+from netdiffusion.serve.store import FAILED, SUBMITTED, SUCCEEDED, JobStore
+from netdiffusion.serve.worker import WorkerPool
+
+log = logging.getLogger("netdiffusion.serve")
+
+MAX_BODY_BYTES = 64 * 1024
+API_VERSION = "v1"
+
+
+class JobRequest(BaseModel):
+    """What a team asks for: flows per class, packets per flow, an output format."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "examples": [{"classes": ["netflix", "zoom"], "count": 10, "packets": 32, "format": "pcap"}]})
+
+    classes: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        min_length=1, description="traffic classes to generate (see GET /v1/classes)")
+    count: int = Field(ge=1, description="flows per class")
+    packets: int | None = Field(None, ge=1, description="packets per flow (default: the model's flow length)")
+    format: Literal["pcap", "parquet", "nprint"] = Field(
+        "pcap", description="pcap: repaired, validated pcaps per flow; parquet: the repaired dataset; "
+                            "nprint: nPrint CSV per class")
+    model: str | None = Field(None, max_length=256, description="model version, alias or models:/ URI "
+                                                                "(default: the service's model)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="random seed (same request + seed → same flows)")
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: str
+    target: Literal["local", "pipeline"]
+    flows: int
+    links: dict[str, str]
+
+
+class JobView(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "submitted"]
+    stage: str
+    progress: float
+    error: str | None
+    request: dict[str, Any]
+    flows: int
+    created: float
+    started: float | None
+    finished: float | None
+    result: dict[str, Any] | None
+    links: dict[str, str]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    details: list[dict[str, Any]] | None = None
+    request_id: str | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text} for code, text in {
+        401: "no bearer token", 403: "token not accepted", 404: "no such job (for this token)",
+        413: "request too large", 422: "invalid request", 429: "quota exceeded", 503: "not ready"}.items()
+}
+
+
+def _job_links(job_id: str) -> dict[str, str]:
+    return {"self": f"/{API_VERSION}/jobs/{job_id}", "result": f"/{API_VERSION}/jobs/{job_id}/result"}
+
+
+def _view(job: dict[str, Any]) -> dict[str, Any]:
+    request = {k: v for k, v in job["request"].items() if k not in ("model_ref", "model_packets")}
+    result = job["result"]
+    if result:
+        result = {k: v for k, v in result.items() if k != "archive"}
+    return {**{k: job[k] for k in ("id", "status", "stage", "progress", "error", "flows", "created",
+                                   "started", "finished")},
+            "request": request, "result": result, "links": _job_links(job["id"])}
+
+
+bearer = HTTPBearer(auto_error=False, description="an API token from NETDIFFUSION_API_TOKENS")
+
+
+def authenticate(request: Request,
+                 creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    """The caller's token id; 401 without a token, 403 with one that is not accepted."""
+    if creds is None or not creds.credentials:
+        raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    token_id = request.app.state.tokens.identify(creds.credentials)
+    if token_id is None:
+        raise HTTPException(403, "token not accepted")
+    request.state.token_id = token_id
+    return token_id
+
+
+TokenId = Annotated[str, Depends(authenticate)]
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    state_dir = Path(config.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tokens = TokenStore(config.tokens)
+    store = JobStore(state_dir / "jobs.db")
+    metrics = ServiceMetrics(store.counts)
+    models = ModelSource(config.model, cache_dir=state_dir / "models")
+    pool = WorkerPool(store, state_dir, workers=config.workers, job_threads=config.job_threads,
+                      timeout_s=config.job_timeout_s, s3_uri=config.s3_uri, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        failed, queued = store.recover()
+        pool.start()
+        for job_id in queued:
+            pool.submit(job_id)
+        log.info("service started", extra={"state_dir": str(state_dir), "tokens": len(tokens),
+                                           "model": config.model, "workers": config.workers,
+                                           "recovered_failed": failed, "requeued": len(queued)})
+        yield
+        pool.stop()
+        log.info("service stopped")
+
+    app = FastAPI(
+        title="netdiffusion synthetic traffic service",
+        version="1.0.0",
+        description="Labelled, protocol-valid synthetic network traffic on request. Authenticate with "
+                    "`Authorization: Bearer <token>`. Small jobs run in the service; large ones become "
+                    "`generate` pipeline runs on Kubeflow Pipelines.",
+        lifespan=lifespan,
+    )
+    app.state.config, app.state.store, app.state.pool, app.state.metrics = config, store, pool, metrics
+    app.state.tokens = tokens
+
+    # -- errors: always JSON, 4xx for anything the client sent ---------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            details.append({"field": loc, "message": str(err.get("msg", "invalid")), "type": err.get("type")})
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+        metrics.jobs_rejected.labels("invalid").inc() if request.url.path.endswith("/jobs") else None
+        return JSONResponse({"error": f"invalid request: {summary}", "details": details,
+                             "request_id": getattr(request.state, "request_id", None)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail), "request_id": getattr(request.state, "request_id", None)},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return JSONResponse({"error": "internal error", "request_id": getattr(request.state, "request_id", None)},
+                            status_code=500)
+
+    # -- request logging + metrics ---------------------------------------------------------------
+    @app.middleware("http")
+    async def observe(request: Request, call_next):  # noqa: ANN001, ANN202
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            response: Response = JSONResponse(
+                {"error": f"request body too large or bad Content-Length (limit {MAX_BODY_BYTES} bytes)",
+                 "request_id": request_id}, status_code=413)
+        else:
+            response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, template).observe(elapsed)
+        response.headers["X-Request-Id"] = request_id
+        if template not in ("/healthz", "/readyz", "/metrics"):
+            log.info("request", extra={"request_id": request_id, "method": request.method,
+                                       "path": request.url.path, "route": template,
+                                       "status": response.status_code, "ms": round(elapsed * 1000, 2),
+                                       "token_id": getattr(request.state, "token_id", None)})
+        return response
+
+    # -- probes and metrics ------------------------------------------------------------------------
+    @app.get("/healthz", tags=["ops"], summary="liveness: the process serves requests")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="readiness: job store writable, workers alive, model readable",
+             responses={503: ERRORS[503]})
+    def readyz() -> JSONResponse:
+        checks = {"store": store.writable(), "workers": pool.alive(), "tokens": len(tokens) > 0}
+        try:
+            models.info()
+            checks["model"] = True
+        except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
+            checks["model"] = False
+            log.warning("readiness: model unavailable: %s", exc)
+        ok = all(checks.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- catalogue -----------------------------------------------------------------------------------
+    def _model_info(model: str | None = None) -> dict[str, Any]:
+        try:
+            return models.info(model)
+        except ModelNotFound as exc:
+            raise HTTPException(404 if models.configured else 503, str(exc)) from exc
+
+    @app.get("/v1/classes", tags=["catalogue"], summary="traffic classes the model can generate",
+             responses={k: ERRORS[k] for k in (401, 403, 404, 503)})
+    def list_classes(token_id: TokenId, model: Annotated[str | None, Query(max_length=256)] = None
+                     ) -> dict[str, Any]:
+        info = _model_info(model)
+        return {"model": model or "default", "classes": info["classes"], "packets_per_flow": info["packets"]}
+
+    @app.get("/v1/models", tags=["catalogue"], summary="registered models: aliases, versions, evaluation numbers",
+             responses={k: ERRORS[k] for k in (401, 403, 503)})
+    def list_models(token_id: TokenId) -> dict[str, Any]:
+        try:
+            return {"models": models.list_models()}
+        except ModelNotFound as exc:
+            raise HTTPException(503, str(exc)) from exc
+
+    # -- jobs ----------------------------------------------------------------------------------------
+    @app.post("/v1/jobs", tags=["jobs"], status_code=202, response_model=JobAccepted,
+              summary="request synthetic flows; returns a job id",
+              responses={k: ERRORS[k] for k in (401, 403, 404, 413, 422, 429, 503)})
+    def create_job(body: JobRequest, token_id: TokenId) -> JobAccepted:
+        problems = []
+        if len(body.classes) > config.max_classes:
+            problems.append(f"classes: at most {config.max_classes} per request, got {len(body.classes)}")
+        if len(set(body.classes)) != len(body.classes):
+            problems.append("classes: duplicates are not allowed")
+        if body.count > config.max_count:
+            problems.append(f"count: at most {config.max_count} flows per class, got {body.count}")
+        if body.packets is not None and body.packets > config.max_packets:
+            problems.append(f"packets: at most {config.max_packets} packets per flow, got {body.packets}")
+        if problems:
+            metrics.jobs_rejected.labels("limit").inc()
+            raise HTTPException(422, "; ".join(problems))
+        try:
+            reference = models.reference(body.model)
+        except ModelNotFound as exc:
+            metrics.jobs_rejected.labels("model").inc()
+            raise HTTPException(404 if models.configured else 503, str(exc)) from exc
+        info = _model_info(body.model)
+        unknown = [c for c in body.classes if c not in info["classes"]]
+        if unknown:
+            metrics.jobs_rejected.labels("class").inc()
+            raise HTTPException(422, f"classes: unknown {unknown}; this model has {info['classes']}")
+        if body.packets is not None and info["packets"] and body.packets > info["packets"]:
+            raise HTTPException(422, f"packets: this model generates at most {info['packets']} packets per flow")
+        flows = body.count * len(body.classes)
+        target = "local"
+        if flows > config.local_max_flows:
+            if not config.kfp_host:
+                metrics.jobs_rejected.labels("too_large").inc()
+                raise HTTPException(413, f"{flows} flows is above this service's local limit of "
+                                         f"{config.local_max_flows} and no Kubeflow Pipelines host is "
+                                         "configured for large jobs; ask for fewer flows or split the request")
+            target = "pipeline"
+        record = {**body.model_dump(), "model_ref": reference, "model_packets": info["packets"], "target": target}
+        job_id, reason = store.create_within_quota(token_id, record, flows, window_s=config.quota_window_s,
+                                                   max_jobs=config.quota_jobs, max_flows=config.quota_flows)
+        if job_id is None:
+            metrics.jobs_rejected.labels("quota").inc()
+            raise HTTPException(429, reason, headers={"Retry-After": str(int(config.quota_window_s))})
+        if target == "pipeline":
+            _submit_pipeline(job_id, record)
+        else:
+            pool.submit(job_id)
+        metrics.jobs_submitted.labels(target, body.format).inc()
+        log.info("job accepted", extra={"job_id": job_id, "token_id": token_id, "flows": flows, "target": target})
+        return JobAccepted(id=job_id, status=SUBMITTED if target == "pipeline" else "queued", target=target,
+                           flows=flows, links=_job_links(job_id))
+
+    def _submit_pipeline(job_id: str, record: dict[str, Any]) -> None:
+        """Large jobs run as ``generate`` pipeline runs (pipelines.submit, imported lazily: no kfp here)."""
+        try:
+            from netdiffusion.serve.pipeline import submit_generate
+
+            run = submit_generate(config.kfp_host, record, job_id=job_id, s3_uri=config.s3_uri)
+        except Exception as exc:  # noqa: BLE001 - the job row must say why
+            store.finish(job_id, FAILED, error=f"pipeline submission failed: {type(exc).__name__}: {exc}")
+            log.error("pipeline submission failed", extra={"job_id": job_id, "error": str(exc)})
+            return
+        store.update(job_id, status=SUBMITTED, stage="pipeline run submitted", result=run)
+
+    def _owned(job_id: str, token_id: str) -> dict[str, Any]:
+        job = store.get(job_id) if len(job_id) <= 64 else None
+        if job is None or job["token_id"] != token_id:
+            raise HTTPException(404, f"job {job_id} not found")
+        return job
+
+    @app.get("/v1/jobs", tags=["jobs"], summary="this token's recent jobs", response_model=list[JobView],
+             responses={k: ERRORS[k] for k in (401, 403, 422)})
+    def list_jobs(token_id: TokenId, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
+        return [_view(j) for j in store.list(token_id, limit)]
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="status, progress and error of a job",
+             response_model=JobView, responses={k: ERRORS[k] for k in (401, 403, 404)})
+    def get_job(job_id: str, token_id: TokenId) -> dict[str, Any]:
+        return _view(_owned(job_id, token_id))
+
+    @app.get("/v1/jobs/{job_id}/result", tags=["jobs"],
+             summary="download the result (zip or tar stream), or its S3 URIs",
+             responses={200: {"content": {"application/zip": {}, "application/x-tar": {}}},
+                        409: {"model": ErrorBody, "description": "job not finished or failed"},
+                        **{k: ERRORS[k] for k in (401, 403, 404, 422)}})
+    def get_result(job_id: str, token_id: TokenId,
+                   archive: Annotated[Literal["zip", "tar", "uris"], Query()] = "zip") -> Response:
+        job = _owned(job_id, token_id)
+        if job["status"] == FAILED:
+            raise HTTPException(409, f"job failed: {job['error']}")
+        if job["status"] != SUCCEEDED:
+            raise HTTPException(409, f"job is {job['status']} ({job['progress']:.0%}); try again later")
+        result = job["result"] or {}
+        paths = job_paths(state_dir, job_id)
+        if archive == "uris" or (not paths["archive"].exists() and result.get("uris")):
+            if not result.get("uris"):
+                raise HTTPException(404, "this job has no S3 URIs (results are stored locally); use archive=zip")
+            return JSONResponse({"id": job_id, "uris": result["uris"]})
+        if archive == "zip":
+            if not paths["archive"].exists():
+                raise HTTPException(404, f"result of job {job_id} is no longer stored")
+            return FileResponse(paths["archive"], media_type="application/zip",
+                                filename=f"netdiffusion-{job_id}.zip")
+        if not paths["output"].exists():
+            raise HTTPException(404, f"result of job {job_id} is no longer stored")
+        return StreamingResponse(_tar_stream(paths["output"]), media_type="application/x-tar",
+                                 headers={"Content-Disposition": f'attachment; filename="netdiffusion-{job_id}.tar"'})
+
+    return app
+
+
+class _Chunks:
+    """A write-only file object that collects what tarfile writes, so it can be yielded as it grows."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def _tar_stream(root: Path) -> Iterator[bytes]:
+    """Stream a tar of ``root`` without building it on disk or in memory first."""
+    sink = _Chunks()
+    with tarfile.open(fileobj=sink, mode="w|") as tar:  # type: ignore[arg-type]
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            tar.add(path, arcname=path.relative_to(root).as_posix())
+            yield sink.take()
+    yield sink.take()

@@ -1,0 +1,160 @@
+"""Which model the service generates with, and what /v1/classes and /v1/models report.
+
+Two sources: a local model directory (``--model DIR``: the service lists it as model ``local``,
+version ``local``, alias ``champion``), or the MLflow model registry (``--model
+models:/NAME@ALIAS``; ``MLFLOW_TRACKING_URI`` points at the tracking server). Registry look-ups
+are cached briefly because every job and listing needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LOCAL = "local"
+_VERSION = re.compile(r"^(?:v)?(\d+)$")
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+class ModelNotFound(LookupError):
+    """The requested model version or alias does not exist (a 4xx, not a 5xx)."""
+
+
+def read_model_info(model_dir: str | Path) -> dict[str, Any]:
+    """Classes and packets per flow from a model dir's ``model.json`` (tolerant of key names)."""
+    path = Path(model_dir) / "model.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"{path}: not a model directory ({exc})") from exc
+    raw = meta.get("classes") or [p.get("class") or p.get("label") for p in meta.get("prompts", [])]
+    classes = [c if isinstance(c, str) else (c.get("name") or c.get("label")) for c in raw]
+    packets = (meta.get("packets_per_flow") or meta.get("packets")
+               or (meta.get("config") or {}).get("packets") or (meta.get("config") or {}).get("packets_per_flow"))
+    return {"classes": [c for c in classes if c], "packets": int(packets) if packets else None,
+            "backend": meta.get("backend")}
+
+
+def is_registry_uri(model: str | None) -> bool:
+    return bool(model) and str(model).startswith("models:/")
+
+
+class ModelSource:
+    """Resolves model references and lists models, for a local dir or the MLflow registry."""
+
+    def __init__(self, model: str | None, cache_dir: Path, cache_ttl_s: float = 30.0) -> None:
+        self.model = model
+        self.cache_dir = cache_dir
+        self.cache_ttl_s = cache_ttl_s
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Any]] = {}
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.model)
+
+    # -- references -------------------------------------------------------------------------
+    def reference(self, requested: str | None) -> str:
+        """Turn a request's optional model field into a concrete reference (path or models:/ URI)."""
+        if not self.model:
+            raise ModelNotFound("no model configured for this service (start it with --model)")
+        if not is_registry_uri(self.model):
+            if requested not in (None, "", LOCAL, "champion"):
+                raise ModelNotFound(f"model {requested!r} not found: this service serves only the local "
+                                    f"model (use 'local' or leave it out)")
+            return str(self.model)
+        name = self.model[len("models:/"):].split("@", 1)[0].split("/", 1)[0]
+        if requested in (None, ""):
+            return self.model
+        if requested.startswith("models:/"):
+            if not requested.startswith(f"models:/{name}@") and not requested.startswith(f"models:/{name}/"):
+                raise ModelNotFound(f"model {requested!r} not found: this service serves {name!r}")
+            return requested
+        version = _VERSION.match(requested)
+        if version:
+            return f"models:/{name}/{version.group(1)}"
+        if _ALIAS.match(requested):
+            return f"models:/{name}@{requested}"
+        raise ModelNotFound(f"model {requested!r}: expected a version number, an alias or models:/{name}@ALIAS")
+
+    def local_dir(self, reference: str) -> Path:
+        """A directory holding the model (downloads registry models through netdiffusion.tracking)."""
+        if not is_registry_uri(reference):
+            return Path(reference)
+        from netdiffusion import tracking  # lazy: mlflow is heavy
+
+        return Path(tracking.load_model_dir(reference))
+
+    def info(self, requested: str | None = None) -> dict[str, Any]:
+        """Classes and packets per flow of the model a request would use (cached)."""
+        reference = self.reference(requested)
+        return self._cached(f"info:{reference}", lambda: read_model_info(self.local_dir(reference)))
+
+    # -- listing ----------------------------------------------------------------------------
+    def list_models(self) -> list[dict[str, Any]]:
+        if not self.model:
+            return []
+        if not is_registry_uri(self.model):
+            info = read_model_info(self.model)
+            metrics = _local_metrics(Path(self.model))
+            return [{"name": LOCAL, "source": "local", "aliases": {"champion": LOCAL},
+                     "versions": [{"version": LOCAL, "aliases": ["champion"], "classes": info["classes"],
+                                   "packets_per_flow": info["packets"], "backend": info["backend"],
+                                   "metrics": metrics}]}]
+        return self._cached("models", self._registry_models)
+
+    def _registry_models(self) -> list[dict[str, Any]]:
+        from mlflow.tracking import MlflowClient  # lazy: mlflow is heavy
+
+        name = self.model[len("models:/"):].split("@", 1)[0].split("/", 1)[0]
+        client = MlflowClient()
+        registered = client.get_registered_model(name)
+        aliases = dict(getattr(registered, "aliases", {}) or {})
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        versions = []
+        for mv in client.search_model_versions(f"name='{name}'"):
+            metrics: dict[str, float] = {}
+            if mv.run_id:
+                try:
+                    metrics = dict(client.get_run(mv.run_id).data.metrics)
+                except Exception as exc:  # noqa: BLE001 - a missing run must not hide the version
+                    log.warning("model %s version %s: run %s unreadable: %s", name, mv.version, mv.run_id, exc)
+            versions.append({"version": str(mv.version), "aliases": sorted(by_version.get(str(mv.version), [])),
+                             "stage": getattr(mv, "current_stage", None), "status": mv.status,
+                             "created": mv.creation_timestamp, "metrics": metrics})
+        versions.sort(key=lambda v: int(v["version"]), reverse=True)
+        return [{"name": name, "source": "mlflow", "aliases": aliases, "versions": versions}]
+
+    def _cached(self, key: str, compute: Any) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and now - hit[0] < self.cache_ttl_s:
+                return hit[1]
+        value = compute()
+        with self._lock:
+            self._cache[key] = (now, value)
+        return value
+
+
+def _local_metrics(model_dir: Path) -> dict[str, float]:
+    """Evaluation numbers stored next to a local model (``evaluation.json``/``metrics.json``), if any."""
+    for name in ("metrics.json", "evaluation.json", "eval.json"):
+        path = model_dir / name
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                continue
+            flat = data.get("summary", data) if isinstance(data, dict) else {}
+            return {k: float(v) for k, v in flat.items() if isinstance(v, int | float)}
+    return {}

@@ -1,0 +1,187 @@
+"""Runs one job in its own process: generate → (truncate) → repair → validate/export → archive.
+
+The worker pool starts ``python -m netdiffusion.serve.runner --state-dir D JOB`` per job, so a
+crash, a leak or a kill only affects that job, and torch's threads stay bounded per job. The
+process reports progress and the outcome in the job store itself; the pool marks the job failed
+(with the process's last words) if it dies without doing so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+import traceback
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from netdiffusion.serve.store import FAILED, SUCCEEDED, JobStore
+
+log = logging.getLogger("netdiffusion.serve.runner")
+
+FORMATS = ("pcap", "parquet", "nprint")
+
+
+def job_paths(state_dir: Path, job_id: str) -> dict[str, Path]:
+    base = state_dir / "jobs" / job_id
+    return {"work": base / "work", "output": base / "output", "archive": state_dir / "results" / f"{job_id}.zip"}
+
+
+def truncate_packets(dataset: Path, output: Path, packets: int) -> None:
+    """Keep the first ``packets`` packets of every flow (the model's flow length is fixed)."""
+    from netdiffusion.dataset import FIELDS_FILE, iter_shards, write_shard
+
+    output.mkdir(parents=True, exist_ok=True)
+    for i, shard in enumerate(iter_shards(dataset)):
+        write_shard(shard.take(shard.packet_index < packets), output / f"part-{i:05d}.parquet")
+    for name in (FIELDS_FILE, "summary.json"):
+        if (dataset / name).exists():
+            shutil.copy2(dataset / name, output / name)
+    if (dataset / "images").exists():
+        shutil.copytree(dataset / "images", output / "images", dirs_exist_ok=True)
+
+
+def run_job(state_dir: Path, job_id: str, s3_uri: str | None = None) -> dict[str, Any]:
+    """Do the work of one claimed job and return its result description."""
+    store = JobStore(state_dir / "jobs.db")
+    job = store.get(job_id)
+    if job is None:
+        raise LookupError(f"job {job_id} not found")
+    req = job["request"]
+    paths = job_paths(state_dir, job_id)
+    work, output = paths["work"], paths["output"]
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(output, ignore_errors=True)
+    work.mkdir(parents=True)
+    output.mkdir(parents=True)
+
+    def stage(name: str, progress: float) -> None:
+        store.update(job_id, stage=name, progress=progress)
+        log.info("job %s: %s", job_id, name)
+
+    stage("resolving model", 0.02)
+    from netdiffusion.serve.models import ModelSource
+
+    source = ModelSource(req["model_ref"], cache_dir=state_dir / "models")
+    model_dir = source.local_dir(req["model_ref"])
+
+    stage("generating", 0.05)
+    from netdiffusion.model.generate import generate
+
+    generated = work / "generated"
+    generate(model_dir, generated, classes=req["classes"], count=req["count"], seed=req.get("seed", 0),
+             images=False)
+    model_packets = req.get("model_packets")
+    dataset = generated
+    if req.get("packets") and (model_packets is None or req["packets"] < model_packets):
+        stage("truncating flows", 0.55)
+        dataset = work / "truncated"
+        truncate_packets(generated, dataset, req["packets"])
+
+    stage("repairing", 0.6)
+    from netdiffusion.repair import repair_dataset
+
+    fmt = req["format"]
+    pcaps = output / "pcaps" if fmt == "pcap" else work / "pcaps"
+    repaired = work / "repaired" if fmt != "parquet" else output / "dataset"
+    repair_summary = repair_dataset(dataset, pcaps, dataset_output=repaired)
+    result: dict[str, Any] = {"format": fmt, "repair": _small(repair_summary)}
+
+    if fmt == "pcap":
+        stage("validating", 0.8)
+        from netdiffusion.validate import validate_dir
+
+        report = validate_dir(pcaps, output / "validation.json", tcpreplay=False)
+        result["validation"] = _small(report)
+    elif fmt == "nprint":
+        stage("exporting nPrint CSV", 0.8)
+        from netdiffusion import nprint_csv
+
+        result["export"] = _small(nprint_csv.export_dataset(repaired, output / "nprint"))
+
+    stage("packaging", 0.92)
+    files = sorted(p for p in output.rglob("*") if p.is_file())
+    archive = paths["archive"]
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in files:
+            zf.write(f, f.relative_to(output).as_posix())
+    os.replace(tmp, archive)
+    result.update({"files": len(files), "bytes": archive.stat().st_size, "archive": archive.name})
+    if s3_uri:
+        stage("uploading", 0.96)
+        result["uris"] = upload(output, archive, f"{s3_uri.rstrip('/')}/{job_id}")
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def upload(output: Path, archive: Path, prefix: str) -> dict[str, str]:
+    """Copy the result to S3 (``AWS_*``/``S3_ENDPOINT_URL`` env) and return its URIs."""
+    import boto3
+
+    bucket, _, key_prefix = prefix[len("s3://"):].partition("/")
+    client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL"))
+    client.upload_file(str(archive), bucket, f"{key_prefix}/{archive.name}")
+    for f in output.rglob("*"):
+        if f.is_file():
+            client.upload_file(str(f), bucket, f"{key_prefix}/files/{f.relative_to(output).as_posix()}")
+    return {"archive": f"s3://{bucket}/{key_prefix}/{archive.name}", "prefix": f"s3://{bucket}/{key_prefix}/files/"}
+
+
+def _small(obj: Any, depth: int = 0) -> Any:
+    """A JSON-safe summary of a stage's return value (no huge per-file lists in the job row)."""
+    if isinstance(obj, dict):
+        return {str(k): _small(v, depth + 1) for k, v in list(obj.items())[:50]} if depth < 3 else "…"
+    if isinstance(obj, list | tuple):
+        return [_small(v, depth + 1) for v in obj[:20]] if depth < 3 else "…"
+    if isinstance(obj, str | int | float | bool) or obj is None:
+        return obj
+    return str(obj)
+
+
+def _die_with_parent(store: JobStore, job_id: str) -> None:
+    """If the service process dies (kill -9, OOM), stop too and say so, instead of running orphaned."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                store.finish(job_id, FAILED, error="interrupted: the service process died while the job was running")
+                os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="netdiffusion.serve.runner", description=__doc__)
+    parser.add_argument("job_id")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--s3-uri", default=None)
+    args = parser.parse_args(argv)
+    from netdiffusion.serve.logs import configure_json_logging
+
+    configure_json_logging()
+    store = JobStore(args.state_dir / "jobs.db")
+    _die_with_parent(store, args.job_id)
+    started = time.time()
+    try:
+        result = run_job(args.state_dir, args.job_id, args.s3_uri)
+    except Exception as exc:  # noqa: BLE001 - every failure must end up in the job row
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("job %s failed: %s\n%s", args.job_id, reason, traceback.format_exc())
+        store.finish(args.job_id, FAILED, error=reason[:2000])
+        return 1
+    result["seconds"] = round(time.time() - started, 3)
+    store.finish(args.job_id, SUCCEEDED, result=result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Job state in SQLite under the state directory, so jobs survive a restart of the service.
+
+The API process and the job processes both write here (WAL mode, short transactions). On
+start-up, jobs that were running when the service stopped are marked failed with that reason;
+jobs that were still queued are queued again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, SUBMITTED = "queued", "running", "succeeded", "failed", "submitted"
+TERMINAL = (SUCCEEDED, FAILED)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, SUBMITTED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    token_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    flows INTEGER NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    stage TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    result TEXT,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_token_created ON jobs (token_id, created);
+"""
+
+RESTART_REASON = "interrupted: the service restarted while the job was running; submit it again"
+
+
+class JobStore:
+    """Thread-safe access to the jobs table (one connection per thread)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def create(self, token_id: str, request: dict[str, Any], flows: int, status: str = QUEUED) -> str:
+        job_id = uuid.uuid4().hex
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO jobs (id, token_id, status, request, flows, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, token_id, status, json.dumps(request), flows, time.time()),
+            )
+        return job_id
+
+    def create_within_quota(self, token_id: str, request: dict[str, Any], flows: int, *, window_s: float,
+                            max_jobs: int, max_flows: int) -> tuple[str | None, str | None]:
+        """Check the token's quota and create the job in one transaction, so that concurrent
+        requests cannot both slip under the limit. Returns (job id, None) or (None, reason)."""
+        since = time.time() - window_s
+        with self._tx() as db:
+            jobs, used = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(flows), 0) FROM jobs WHERE token_id = ? AND created >= ?",
+                (token_id, since),
+            ).fetchone()
+            if jobs + 1 > max_jobs:
+                return None, f"job quota exceeded: {jobs} of {max_jobs} jobs used in the last {window_s:g} s"
+            if used + flows > max_flows:
+                return None, (f"flow quota exceeded: {used} of {max_flows} flows used in the last "
+                              f"{window_s:g} s, this request asks for {flows}")
+            job_id = uuid.uuid4().hex
+            db.execute(
+                "INSERT INTO jobs (id, token_id, status, request, flows, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, token_id, QUEUED, json.dumps(request), flows, time.time()),
+            )
+        return job_id, None
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _row(row) if row else None
+
+    def list(self, token_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT * FROM jobs WHERE token_id = ? ORDER BY created DESC LIMIT ?", (token_id, limit)
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def update(self, job_id: str, **changes: Any) -> None:
+        if "result" in changes and not isinstance(changes["result"], str | None):
+            changes["result"] = json.dumps(changes["result"])
+        cols = ", ".join(f"{k} = ?" for k in changes)
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*changes.values(), job_id))
+
+    def claim(self, job_id: str) -> bool:
+        """queued → running; False if someone else got it first or it is no longer queued."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE jobs SET status = ?, started = ? WHERE id = ? AND status = ?",
+                             (RUNNING, time.time(), job_id, QUEUED))
+        return cur.rowcount == 1
+
+    def finish(self, job_id: str, status: str, *, error: str | None = None, result: Any = None) -> None:
+        changes: dict[str, Any] = {"status": status, "finished": time.time(), "error": error}
+        if status == SUCCEEDED:
+            changes["progress"] = 1.0
+            changes["stage"] = "done"
+        if result is not None:
+            changes["result"] = result
+        self.update(job_id, **changes)
+
+    def recover(self) -> tuple[int, list[str]]:
+        """After a restart: running → failed (with the reason), queued → returned for re-queueing."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE jobs SET status = ?, error = ?, finished = ? WHERE status = ?",
+                             (FAILED, RESTART_REASON, time.time(), RUNNING))
+            failed = cur.rowcount
+            queued = [r[0] for r in db.execute(
+                "SELECT id FROM jobs WHERE status = ? ORDER BY created", (QUEUED,)).fetchall()]
+        return failed, queued
+
+    def counts(self) -> dict[str, int]:
+        rows = self._conn().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        out = dict.fromkeys(STATUSES, 0)
+        out.update({r[0]: r[1] for r in rows})
+        return out
+
+    def writable(self) -> bool:
+        try:
+            with self._tx() as db:
+                db.execute("SELECT 1")
+            return True
+        except sqlite3.Error:
+            return False
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    job = dict(row)
+    job["request"] = json.loads(job["request"])
+    job["result"] = json.loads(job["result"]) if job.get("result") else None
+    return job

@@ -1,0 +1,187 @@
+"""Run the pipelines on this machine with ``kfp.local`` (``make run``, ``netdiffusion run``).
+
+Each task runs as a subprocess of the current Python (``SubprocessRunner(use_venv=False)``), so the
+installed ``netdiffusion`` and ``components`` packages are used as they are. KFP keeps its artifacts
+under ``<out>/kfp/<run>/<task>/``; at the end the pipeline outputs are copied to the documented
+places (``<out>/pcaps/<class>/``, ``<out>/report/``, ``<out>/validation/``, ``<out>/model/``) and
+MLflow writes ``<out>/mlflow.db`` with artifacts in ``<out>/mlartifacts``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("netdiffusion.pipelines")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes for a local run; ``default`` is what ``make run`` uses (CPU, about 15 min on 2 cores)."""
+
+    config: str
+    count: int
+    packets: int
+    encode_shards: int
+    classes: tuple[str, ...] = ()
+    quick_evaluation: bool = False
+
+
+PRESETS: dict[str, Preset] = {
+    # all classes, the CPU model the model stage sizes for 5-8 min of training on 2 cores
+    "default": Preset(config="default", count=8, packets=1024, encode_shards=2),
+    # seconds per stage: tests and smoke runs (output is not useful traffic)
+    "tiny": Preset(config="tiny", count=2, packets=32, encode_shards=2, classes=("facebook", "webex"),
+                   quick_evaluation=True),
+}
+
+
+def default_input() -> str:
+    """The sample data folder: ``data/sample`` if ``make sample-data`` made it, else the shared data."""
+    sample = REPO / "data" / "sample"
+    if (sample / "manifest.csv").exists():
+        return str(sample)
+    from netdiffusion.sample_data import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None:
+        raise FileNotFoundError("no sample data: run `make sample-data` (or pass --input)")
+    return str(shared)
+
+
+def init_local(out: Path) -> Path:
+    """Initialise ``kfp.local`` with a pipeline root under ``out``; returns that root."""
+    from kfp import local
+
+    root = out / "kfp"
+    root.mkdir(parents=True, exist_ok=True)
+    # components declare their container image; SubprocessRunner warns that it is not used locally
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    return root
+
+
+def _replace_tree(src: str | os.PathLike, dst: Path) -> Path:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None, classes: list[str] | None = None,
+                preset: str = "default", count: int | None = None, packets: int | None = None,
+                config: str | None = None, seed: int = 0, tcpreplay: bool = False) -> dict[str, Any]:
+    """The whole ``refresh`` pipeline locally; returns a summary (paths, per-class counts, metrics)."""
+    from pipelines.refresh import refresh
+
+    p = PRESETS[preset]
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    init_local(out)
+    input_uri = str(Path(input_uri).resolve()) if input_uri and "://" not in input_uri else (input_uri or default_input())
+    chosen = list(classes or p.classes)
+    started = time.monotonic()
+    task = refresh(input_uri=input_uri, classes=chosen, count=count or p.count, packets=packets or p.packets,
+                   encode_shards=p.encode_shards, config=config or p.config, seed=seed, tcpreplay=tcpreplay,
+                   quick_evaluation=p.quick_evaluation, tracking_out=str(out))
+    seconds = time.monotonic() - started
+    outputs = task.outputs
+    paths = {
+        "pcaps": _replace_tree(outputs["pcaps"].path, out / "pcaps"),
+        "validation": _replace_tree(outputs["validation"].path, out / "validation"),
+        "report": _replace_tree(outputs["report"].path, out / "report"),
+        "model": _replace_tree(outputs["model"].path, out / "model"),
+    }
+    registered = json.loads(outputs["registered"]) if outputs["registered"] else {}
+    summary = _summary(out, paths, registered, seconds)
+    (out / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def run_generate(out: str | os.PathLike = "out", *, model: str, classes: list[str] | None = None,
+                 count: int = 10, seed: int = 0, output_uri: str = "", tracking_uri: str = "") -> dict[str, Any]:
+    """The ``generate`` pipeline locally from a model URI/dir; outputs land in ``<out>/pcaps``."""
+    from pipelines.generate import generate
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    init_local(out)
+    if not tracking_uri:
+        from netdiffusion.tracking.settings import TrackingSettings
+
+        tracking_uri = TrackingSettings.load(out=out).tracking_uri
+    started = time.monotonic()
+    task = generate(model_uri=model, classes=list(classes or []), count=count, seed=seed, generate_gpus=0,
+                    output_uri=output_uri, tracking_uri=tracking_uri)
+    paths = {"pcaps": _replace_tree(task.outputs["pcaps"].path, out / "pcaps"),
+             "validation": _replace_tree(task.outputs["validation"].path, out / "validation")}
+    summary = _summary(out, paths, {}, time.monotonic() - started)
+    (out / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float) -> dict[str, Any]:
+    """Per-class pcap counts and validation status, evaluation headline, where everything is."""
+    per_class: dict[str, dict[str, Any]] = {}
+    for class_dir in sorted(p for p in paths["pcaps"].rglob("*") if p.is_dir()):
+        pcaps = list(class_dir.glob("*.pcap"))
+        if pcaps:
+            per_class[class_dir.name] = {"pcaps": len(pcaps)}
+    validation = _read_json(paths["validation"] / "report.json")
+    for label, row in _per_class_rows(validation).items():
+        per_class.setdefault(label, {}).update(row)
+    report = _read_json(paths["report"] / "report.json") if "report" in paths else {}
+    headline = {k: v for k, v in (report.get("summary") or report.get("overall") or {}).items()
+                if isinstance(v, (int, float, str))} if isinstance(report, dict) else {}
+    files = {name: str(path) for name, path in paths.items()}
+    if (out / "mlflow.db").exists():
+        files["mlflow"] = str(out / "mlflow.db")
+    return {"seconds": round(seconds, 1), "classes": per_class, "evaluation": headline,
+            "registered": registered, "paths": files}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _per_class_rows(validation: dict) -> dict[str, dict[str, Any]]:
+    """Validation report -> {class: {valid, invalid}} (accepts a ``per_class`` or ``classes`` map)."""
+    table = validation.get("per_class") or validation.get("classes") or {}
+    rows: dict[str, dict[str, Any]] = {}
+    if isinstance(table, dict):
+        for label, stats in table.items():
+            if isinstance(stats, dict):
+                rows[label] = {k: v for k, v in stats.items() if isinstance(v, (int, float, bool, str))}
+    return rows
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The table printed at the end of a local run."""
+    rows = summary["classes"]
+    keys = sorted({k for r in rows.values() for k in r}, key=lambda k: (k != "pcaps", k))[:6]
+    header = ["class", *keys]
+    body = [[label, *(str(r.get(k, "")) for k in keys)] for label, r in sorted(rows.items())]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=False)] if body else [5]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(header, widths, strict=False))]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False)) for row in body]
+    for k, v in summary.get("evaluation", {}).items():
+        lines.append(f"evaluation {k}: {v}")
+    reg = summary.get("registered") or {}
+    if reg.get("model_uri"):
+        lines.append(f"registered {reg['model_uri']} (alias {reg.get('alias') or '-'}, run {reg.get('run_id')})")
+    lines.append(f"finished in {summary['seconds']:.0f} s")
+    for name, path in summary["paths"].items():
+        lines.append(f"{name:>10}: {path}")
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""Kubernetes settings shared by the pipelines: GPU placement and S3 credentials (kfp-kubernetes).
+
+These only shape the compiled IR's platform spec; ``kfp.local`` ignores them.
+"""
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+# the Secret holding S3 credentials; keys = env var names, as in the Helm chart
+S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+DEFAULT_GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def with_s3_secret(task: PipelineTask, secret_name) -> PipelineTask:
+    """Expose the S3 credentials Secret as env (optional, so clusters with IRSA/workload identity work)."""
+    return kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=S3_SECRET_KEYS,
+                                        optional=True)
+
+
+def on_gpu(task: PipelineTask, *, node_selector, tolerations, accelerator_type, accelerator_limit) -> PipelineTask:
+    """Place a task on the GPU pool: node selector + tolerations (JSON parameters) + accelerator."""
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration_json(task, tolerations)
+    task.set_accelerator_type(accelerator_type)
+    task.set_accelerator_limit(accelerator_limit)
+    return task

