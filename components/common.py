@@ -191,3 +191,26 @@ def as_list(value: object) -> list:
             return list(json.loads(text))
         return [v.strip() for v in text.split(",") if v.strip()]
     return list(value)  # type: ignore[call-overload]
+
+
+def evaluation_headline(report: dict) -> dict[str, float]:
+    """A few numbers from an evaluation ``report.json`` for logs and summaries (missing keys skipped)."""
+
+    def get(*keys: str) -> object:
+        node: object = report
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return None
+            node = node[k]
+        return node
+
+    picks = {
+        "jsd": get("similarity", "overall", "jsd"),
+        "tvd": get("similarity", "overall", "tvd"),
+        "hd": get("similarity", "overall", "hd"),
+        "jsd_floor": get("similarity", "floor", "jsd"),
+        "jsd_random": get("random_baseline", "similarity", "jsd"),
+        "tstr_rf_accuracy": get("utility", "train_synthetic_test_real", "micro", "rf", "accuracy"),
+        "trtr_rf_accuracy": get("utility", "train_real_test_real", "micro", "rf", "accuracy"),
+    }
+    return {k: round(float(v), 4) for k, v in picks.items() if isinstance(v, (int, float))}

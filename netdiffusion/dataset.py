@@ -45,6 +45,22 @@ META_COLUMNS: tuple[str, ...] = (
 )
 
 
+def nprint_type(width: int) -> pa.DataType:
+    """``fixed_size_list<int8 not null>[width]``: a non-nullable element halves Parquet's per-value
+    level work (measured: write 97k -> 177k rows/s, read 142k -> 260k rows/s at 1,408 columns)."""
+    return pa.list_(pa.field("item", pa.int8(), nullable=False), width)
+
+
+# Parquet options for shards: nprint values are 1/0/-1, so dictionary pages and min/max statistics
+# buy nothing; BYTE_STREAM_SPLIT + zstd compresses them well and writes ~2x faster than the default.
+PARQUET_WRITE_OPTIONS: dict = {
+    "compression": "zstd",
+    "use_dictionary": list(META_COLUMNS),
+    "write_statistics": list(META_COLUMNS),
+    "column_encoding": {"nprint.list.element": "BYTE_STREAM_SPLIT"},
+}
+
+
 def schema(width: int) -> pa.Schema:
     return pa.schema(
         [
@@ -57,7 +73,7 @@ def schema(width: int) -> pa.Schema:
             ("wire_length", pa.int32()),
             ("source", pa.string()),
             ("frame", pa.int64()),
-            ("nprint", pa.list_(pa.int8(), width)),
+            ("nprint", nprint_type(width)),
         ]
     )
 
@@ -96,7 +112,7 @@ class Packets:
             pa.array(self.wire_length, pa.int32()),
             pa.array(self.source, pa.string()),
             pa.array(self.frame, pa.int64()),
-            pa.FixedSizeListArray.from_arrays(flat, width),
+            pa.FixedSizeListArray.from_arrays(flat, type=nprint_type(width)),
         ]
         return pa.Table.from_arrays(arrays, schema=schema(width))
 
@@ -147,7 +163,7 @@ def write_shard(packets: Packets, path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(packets.to_table(), tmp, compression="zstd")
+        pq.write_table(packets.to_table(), tmp, **PARQUET_WRITE_OPTIONS)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -36,7 +36,7 @@ def generate(
     resolved = resolve_model(model_uri=model_uri, classes=classes, tracking_uri=tracking_uri
                              ).set_display_name("resolve-model")
     with_s3_secret(resolved, s3_secret)
-    with dsl.ParallelFor(resolved.outputs["classes"], parallelism=4, name="per-class") as label:
+    with dsl.ParallelFor(resolved.outputs["Output"], parallelism=4, name="per-class") as label:
         generated = generate_class(model=resolved.outputs["model"], label=label, count=count,
                                    seed=seed).set_display_name("generate")
         on_gpu(generated, node_selector=gpu_node_selector, tolerations=gpu_tolerations,

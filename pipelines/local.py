@@ -139,9 +139,9 @@ def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float
     validation = _read_json(paths["validation"] / "report.json")
     for label, row in _per_class_rows(validation).items():
         per_class.setdefault(label, {}).update(row)
-    report = _read_json(paths["report"] / "report.json") if "report" in paths else {}
-    headline = {k: v for k, v in (report.get("summary") or report.get("overall") or {}).items()
-                if isinstance(v, (int, float, str))} if isinstance(report, dict) else {}
+    from components.common import evaluation_headline
+
+    headline = evaluation_headline(_read_json(paths["report"] / "report.json")) if "report" in paths else {}
     files = {name: str(path) for name, path in paths.items()}
     if (out / "mlflow.db").exists():
         files["mlflow"] = str(out / "mlflow.db")

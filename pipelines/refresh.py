@@ -5,7 +5,7 @@ from typing import List, NamedTuple  # noqa: UP035 (KFP reads typing annotations
 from kfp import dsl
 from kfp.dsl import Artifact, Model
 
-from components.encode.component import encode_shard, plan_shards
+from components.encode.component import encode_shard, list_classes, plan_shards
 from components.evaluate.component import evaluate_synthetic
 from components.generate.component import generate_class
 from components.register.component import register_model
@@ -44,14 +44,14 @@ def refresh(
     staging_uri: str = "",
     tracking_uri: str = "",
     model_name: str = "",
-    alias: str = "challenger",
+    promote: bool = True,
     tracking_out: str = "",
     tcpreplay: bool = False,
     quick_evaluation: bool = False,
 ) -> Outputs:
     plan = plan_shards(input_uri=input_uri, classes=classes, shards=encode_shards).set_display_name("plan")
     with_s3_secret(plan, s3_secret)
-    with dsl.ParallelFor(plan.outputs["shards"], name="encode-shards") as shard:
+    with dsl.ParallelFor(plan.output, name="encode-shards") as shard:
         encoded = encode_shard(shard=shard, packets=packets).set_display_name("encode")
         with_s3_secret(encoded, s3_secret)
 
@@ -64,7 +64,9 @@ def refresh(
            accelerator_type=accelerator_type, accelerator_limit=train_gpus)
     with_s3_secret(trained, s3_secret)
 
-    with dsl.ParallelFor(plan.outputs["classes"], parallelism=4, name="per-class") as label:
+    labels = list_classes(input_uri=input_uri, classes=classes).set_display_name("classes")
+    with_s3_secret(labels, s3_secret)
+    with dsl.ParallelFor(labels.output, parallelism=4, name="per-class") as label:
         generated = generate_class(model=trained.outputs["model"], label=label, count=count,
                                    seed=seed).set_display_name("generate")
         on_gpu(generated, node_selector=gpu_node_selector, tolerations=gpu_tolerations,
@@ -82,7 +84,7 @@ def refresh(
         evaluation=evaluated.outputs["report"], train_summary=trained.outputs["Output"],
         input_uri=input_uri, count=count, packets=packets, backend=backend, config=config, seed=seed,
         train_nodes=train_nodes, train_gpus=train_gpus,
-        tracking_uri=tracking_uri, model_name=model_name, alias=alias, out=tracking_out,
+        tracking_uri=tracking_uri, model_name=model_name, promote=promote, out=tracking_out,
     ).set_display_name("register")
     with_s3_secret(registered, s3_secret)
     return Outputs(pcaps=validated.outputs["pcaps"], validation=validated.outputs["report"],

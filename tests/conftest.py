@@ -61,6 +61,19 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -
 
 
 @pytest.fixture(scope="session")
+def shared_encoded(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """Every shared capture encoded with every packet kept (``windows=True``), for the round-trip
+    and tshark-agreement tests (~10-20 s on 2 cores; used by slow tests only)."""
+    from netdiffusion.encode import encode_paths
+
+    out = tmp_path_factory.mktemp("shared_encoded")
+    summary = encode_paths([shared_data / "pcaps"], out, manifest=shared_data / "manifest.csv", windows=True,
+                           workers=2, progress=False)
+    assert not summary["files_rejected"], summary["files_rejected"]
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained ``tiny`` native model directory (a few steps; seconds on one core).
 

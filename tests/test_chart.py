@@ -194,3 +194,25 @@ def test_optional_objects(helm: Path) -> None:
 ])
 def test_schema_rejects_bad_values(helm: Path, sets: list[str], expect: str) -> None:
     assert expect in render_error(helm, *sets)
+
+
+@pytest.mark.parametrize("values", [None, "values-production.yaml"])
+def test_cronjob_command_is_accepted_by_submit(helm: Path, values: str | None) -> None:
+    """The CronJob's args, with $(VAR)s expanded from the rendered ConfigMap as the kubelet does,
+    parse with the real `netdiffusion submit` CLI and give known `refresh` pipeline parameters."""
+    import re
+
+    from netdiffusion.cli import build_parser
+    from pipelines.submit import parse_params, pipeline_arguments, split_classes
+
+    objs = render(helm, values)
+    config = by_kind(objs, "ConfigMap")[0]["data"]
+    container = by_kind(objs, "CronJob")[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    args = [re.sub(r"\$\((\w+)\)", lambda m: config[m.group(1)], a) for a in container["args"]]
+    parsed = build_parser().parse_args(args)
+    assert parsed.pipeline == "refresh" and parsed.host.startswith("http")
+    arguments = pipeline_arguments("refresh", classes=split_classes(parsed.classes), count=parsed.count,
+                                   input_uri=parsed.input, extra=parse_params(parsed.param))
+    assert arguments["gpu_node_selector"] == yaml.safe_load(config["NETDIFFUSION_GPU_NODE_SELECTOR"])
+    assert arguments["gpu_tolerations"] and arguments["train_gpus"] >= 1
+    assert arguments["tracking_uri"].startswith("http")

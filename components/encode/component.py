@@ -1,7 +1,7 @@
 """Encode component: real captures -> Parquet dataset shards, one task per input shard."""
 
 
-from typing import List, NamedTuple  # noqa: UP035 (KFP reads typing annotations)
+from typing import List  # noqa: UP035 (KFP reads typing annotations)
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -12,14 +12,12 @@ IMAGE = image_for("encode")
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def plan_shards(input_uri: str, classes: List[str], shards: int  # noqa: UP006
-                ) -> NamedTuple("Plan", [("shards", List[str]), ("classes", List[str])]):  # noqa: UP006
-    """Read ``<input_uri>/manifest.csv``; split its captures into ``shards`` balanced groups.
+def plan_shards(input_uri: str, classes: List[str], shards: int) -> List[str]:  # noqa: UP006
+    """Read ``<input_uri>/manifest.csv`` and split its captures into ``shards`` balanced groups.
 
-    Also returns the sorted class list, which the pipelines fan out over when ``classes`` is empty.
+    Each item is a JSON string for one ``encode_shard`` task (a ParallelFor item).
     """
     import tempfile
-    from collections import namedtuple
 
     from components.common import plan_shards as split
     from components.common import read_manifest, setup_logging, stage_log
@@ -28,8 +26,22 @@ def plan_shards(input_uri: str, classes: List[str], shards: int  # noqa: UP006
     rows = read_manifest(input_uri, tempfile.mkdtemp(prefix="manifest-"), classes)
     groups = split(input_uri, rows, shards)
     stage_log("plan", captures=len(rows), classes=len({r["label"] for r in rows}), shards=len(groups))
-    plan = namedtuple("Plan", ["shards", "classes"])
-    return plan(groups, sorted({r["label"] for r in rows}))
+    return groups
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def list_classes(input_uri: str, classes: List[str]) -> List[str]:  # noqa: UP006
+    """The classes to generate: ``classes`` if given (checked against the manifest), else all of them.
+
+    A separate single-output task because ParallelFor fans out over a task's ``Output``.
+    """
+    import tempfile
+
+    from components.common import read_manifest, setup_logging
+
+    setup_logging()
+    rows = read_manifest(input_uri, tempfile.mkdtemp(prefix="manifest-"), classes)
+    return sorted({r["label"] for r in rows})
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

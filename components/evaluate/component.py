@@ -20,14 +20,14 @@ def evaluate_synthetic(real: Input[Dataset], train: Input[Dataset],
     import tempfile
     from pathlib import Path
 
-    from components.common import merge_datasets, setup_logging, stage_log
+    from components.common import evaluation_headline, merge_datasets, setup_logging, stage_log
     from netdiffusion.evaluate import evaluate
 
     setup_logging()
     scratch = Path(tempfile.mkdtemp(prefix="evaluate-"))
     synthetic_dir = merge_datasets([d.path for d in synthetic], scratch / "synthetic")
     result = evaluate(real.path, synthetic_dir, train.path, report.path, quick=bool(quick), seed=int(seed)) or {}
-    headline = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
+    headline = evaluation_headline(result)
     report.metadata.update(headline)
     stage_log("evaluate", **headline)
     return json.dumps(headline, default=str)

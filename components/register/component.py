@@ -3,7 +3,7 @@
 All tracking logic lives in ``netdiffusion.tracking``; these components only move artifacts.
 """
 
-from typing import List, NamedTuple  # noqa: UP035 (KFP reads typing annotations)
+from typing import List  # noqa: UP035 (KFP reads typing annotations)
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -18,10 +18,12 @@ def register_model(model: Input[Model], data: Input[Dataset], validation: Input[
                    evaluation: Input[Artifact], train_summary: str, input_uri: str = "", count: int = 0,
                    packets: int = 0, backend: str = "native", config: str = "", seed: int = 0,
                    train_nodes: int = 1, train_gpus: int = 0, tracking_uri: str = "", model_name: str = "",
-                   alias: str = "challenger", out: str = "", run_name: str = "refresh") -> str:
-    """Log the refresh to MLflow (``netdiffusion.tracking.log_refresh``), register the model, set ``alias``.
+                   promote: bool = True, out: str = "", run_name: str = "refresh") -> str:
+    """Log the refresh to MLflow (``netdiffusion.tracking.runs.log_refresh``) and register the model;
+    with ``promote``, ``netdiffusion.tracking.registry.promote`` makes it ``challenger`` and moves
+    ``champion`` to it only if its evaluation beats the current champion (as ``netdiffusion promote``).
 
-    Returns JSON ``{"run_id", "model_name", "version", "model_uri", "alias"}``.
+    Returns JSON ``{"run_id", "model_name", "version", "model_uri", "alias", "promoted", "reason"}``.
     """
     import json
     from pathlib import Path
@@ -44,26 +46,29 @@ def register_model(model: Input[Model], data: Input[Dataset], validation: Input[
 
     tags = mlflow.MlflowClient().get_run(run_id).data.tags
     name, version = tags.get(TAG_MODEL_NAME, settings.model_name), tags.get(TAG_MODEL_VERSION, "")
-    if alias and version:
-        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
-    result = {"run_id": run_id, "model_name": name, "version": version, "alias": alias if version else "",
-              "model_uri": f"models:/{name}/{version}" if version else "",
+    result = {"run_id": run_id, "model_name": name, "version": version, "alias": "", "promoted": False,
+              "reason": "not promoted", "model_uri": f"models:/{name}/{version}" if version else "",
               "tracking_uri": settings.tracking_uri}
-    stage_log("register", run_id=run_id, model=name, version=version, alias=result["alias"])
+    if promote and version:
+        from netdiffusion.tracking.registry import promote as promote_version
+
+        decision = promote_version(name, version, settings=settings)
+        result.update(promoted=bool(decision["promoted"]), reason=str(decision["reason"]),
+                      alias="champion" if decision["promoted"] else "challenger")
+    stage_log("register", run_id=run_id, model=name, version=version, alias=result["alias"] or "-",
+              reason=result["reason"])
     return json.dumps(result)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def resolve_model(model_uri: str, classes: List[str], model: Output[Model],  # noqa: UP006
-                  tracking_uri: str = "") -> NamedTuple("Resolved", [("classes", List[str]),  # noqa: UP006
-                                                                     ("model_id", str)]):
+                  tracking_uri: str = "") -> List[str]:  # noqa: UP006
     """Materialize a model (``models:/name@alias``, ``runs:/``, ``s3://`` or a local dir) as an artifact.
 
     Returns the classes to generate: ``classes`` if given, else every class the model knows.
     """
     import json
     import tempfile
-    from collections import namedtuple
     from pathlib import Path
 
     from components.common import as_list, publish, setup_logging, stage_log
@@ -81,10 +86,9 @@ def resolve_model(model_uri: str, classes: List[str], model: Output[Model],  # n
     unknown = sorted(set(wanted) - set(known))
     if unknown:
         raise ValueError(f"{model_uri}: model has no class(es) {', '.join(unknown)} (it knows {', '.join(known)})")
-    model_id = str(info.get("model_id") or info.get("id") or model_uri)
-    model.metadata.update({"source": model_uri, "classes": len(known)})
+    model.metadata.update({"source": model_uri, "model_id": str(info.get("model_id", "")), "classes": len(known)})
     stage_log("resolve", model=model_uri, classes=len(wanted))
-    return namedtuple("Resolved", ["classes", "model_id"])(wanted, model_id)
+    return wanted
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -11,16 +11,16 @@ IMAGE = image_for("repair")
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def repair_flows(generated: Input[Dataset], repaired: Output[Artifact], repaired_data: Output[Dataset],
                  anonymize: bool = False, payload: str = "zero") -> int:
-    """``netdiffusion.repair.repair_dataset``: writes ``pcaps/<class>/*.pcap`` + ``repair_report.json``."""
-    from netdiffusion.repair import repair_dataset
-
+    """``netdiffusion.repair.repair_dataset``: writes ``<class>/<flow>.pcap`` + ``repair_report.json``."""
     from components.common import setup_logging, stage_log
+    from netdiffusion.repair import repair_dataset
 
     setup_logging()
     summary = repair_dataset(generated.path, repaired.path, dataset_output=repaired_data.path,
                              anonymize=bool(anonymize), payload=payload) or {}
-    pcaps = int(summary.get("pcaps", summary.get("flows", 0)))
-    repaired.metadata.update({"pcaps": pcaps, "label": generated.metadata.get("label", "")})
-    stage_log("repair", label=generated.metadata.get("label", ""), pcaps=pcaps,
-              skipped=summary.get("skipped", 0))
+    pcaps = int(summary.get("flows", 0))
+    label = generated.metadata.get("label", "")
+    repaired.metadata.update({"pcaps": pcaps, "label": label})
+    stage_log("repair", label=label, pcaps=pcaps, dropped=summary.get("flows_dropped", 0),
+              bits_changed_share=summary.get("bits_changed_share", ""))
     return pcaps

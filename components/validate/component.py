@@ -13,7 +13,7 @@ IMAGE = image_for("validate")
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def validate_pcaps(repaired: Input[List[Artifact]], pcaps: Output[Artifact],  # noqa: UP006
                    report: Output[Artifact], tcpreplay: bool = False) -> str:
-    """Merge per-class ``pcaps/<class>/`` trees and run ``netdiffusion.validate.validate_dir`` on them."""
+    """Merge the per-class ``<class>/*.pcap`` trees and run ``netdiffusion.validate.validate_dir`` on them."""
     import json
     from pathlib import Path
 

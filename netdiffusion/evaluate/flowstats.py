@@ -131,10 +131,18 @@ def _tvd(a: Stat, b: Stat, ga: np.ndarray | None = None, gb: np.ndarray | None =
 
 
 def _summary(s: Stat) -> dict[str, float]:
+    """Mean and median; categorical statistics (protocol, ports, flags, TTL) also get their mode,
+    since the mean of protocol numbers or flag combinations means little."""
     v = np.asarray(s.values, dtype=np.float64)
     if v.size == 0:
         return {"n": 0, "mean": float("nan"), "median": float("nan")}
-    return {"n": int(v.size), "mean": float(v.mean()), "median": float(np.median(v))}
+    out = {"n": int(v.size), "mean": float(v.mean()), "median": float(np.median(v))}
+    if s.bins is None:
+        values, counts = np.unique(s.values, return_counts=True)
+        if not np.isin(values, (0, 1)).all():
+            out["mode"] = int(values[np.argmax(counts)])
+            out["mode_share"] = float(counts.max() / v.size)
+    return out
 
 
 def compare(a: dict[str, Stat], b: dict[str, Stat], classes: list[str]) -> dict:

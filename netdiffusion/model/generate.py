@@ -49,11 +49,43 @@ def safe_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label) or "_"
 
 
-def pick_templates(offsets: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """Template flow per output flow: shuffled passes over all templates (keeps the class mix)."""
+def pick_templates(lengths: np.ndarray, offsets: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Template flow per output flow, stratified so small counts keep the class's header mix.
+
+    Templates are ordered by their dominant header stack and length and drawn by systematic
+    sampling (every n/count-th from a random offset); of several random offsets the one whose
+    packet-weighted header mix is closest to all templates' mix wins. Then shuffled. So any
+    count draws each protocol stack and flow size in proportion, far closer than independent
+    draws (on zoom, 20 of 38 flows: 9 points off with one offset, see docs/model.md)."""
     n = len(offsets) - 1
-    passes = -(-count // n)
-    return np.concatenate([rng.permutation(n) for _ in range(passes)])[:count]
+    signature = (np.asarray(lengths) > 0).astype(np.int64) @ (np.int64(1) << np.arange(lengths.shape[1]))
+    flow_of_row = np.repeat(np.arange(n), np.diff(offsets))
+    stacks, stack_of_row = np.unique(signature, return_inverse=True)
+    table = np.zeros((n, len(stacks)), dtype=np.int64)
+    np.add.at(table, (flow_of_row, stack_of_row), 1)
+    dominant = stacks[table.argmax(axis=1)]  # per flow, the stack most of its packets carry
+    order = np.lexsort((np.diff(offsets), dominant))
+    full, rest = divmod(count, n)
+    picks = [np.tile(order, full)]
+    if rest:
+        carried = np.zeros((n, lengths.shape[1]), dtype=np.float64)  # packets per flow carrying each header
+        np.add.at(carried, flow_of_row, (np.asarray(lengths) > 0).astype(np.float64))
+        sizes = np.diff(offsets).astype(np.float64)
+        target = carried.sum(axis=0) / max(sizes.sum(), 1.0)
+        best, best_err = None, np.inf
+        for u in rng.random(32):
+            cand = order[((np.arange(rest) + u) * n / rest).astype(np.int64)]
+            err = np.abs(carried[cand].sum(axis=0) / max(sizes[cand].sum(), 1.0) - target).max()
+            if err < best_err:
+                best, best_err = cand, err
+        picks.append(best)
+    return rng.permutation(np.concatenate(picks))
+
+
+def protocol_mix(matrix: np.ndarray, layout: Layout) -> dict[str, float]:
+    """Share of packets carrying each header: the acceptance check of generated vs real flows."""
+    presence = layout.presence(matrix)
+    return {h: float(presence[:, i].mean()) if len(matrix) else 0.0 for i, h in enumerate(layout.headers)}
 
 
 def directions_from_bits(matrix: np.ndarray, layout: Layout) -> np.ndarray:
@@ -124,7 +156,7 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
         t0 = time.time()
         rng = np.random.default_rng(class_seed(seed, label))
         lengths_all, offsets = templates[label]
-        chosen = pick_templates(offsets, count, rng)
+        chosen = pick_templates(lengths_all, offsets, count, rng)
         flow_lengths = np.minimum(np.diff(offsets)[chosen], int(meta["packets"]))
         masks = [mask_from_lengths(lengths_all[offsets[t] : offsets[t] + n], layout)
                  for t, n in zip(chosen, flow_lengths, strict=True)]
@@ -195,20 +227,26 @@ def _native_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: s
     n_steps = int(steps or dcfg.get("sample_steps", 12))
     guidance = float(dcfg.get("guidance_scale", 1.0))
     scheduler = make_sampler(dcfg, sampler)
+    columns = np.asarray(meta.get("active_columns", range(len(meta["columns"]))), dtype=np.int64)
 
     def fill(masks: list[np.ndarray], class_index: int, batch_seed: list[int]) -> list[np.ndarray]:
         rows = max(len(m) for m in masks)
-        width = masks[0].shape[1]
-        mask = np.zeros((len(masks), rows, width), dtype=bool)
+        mask = np.zeros((len(masks), rows, len(columns)), dtype=bool)
         row_mask = np.zeros((len(masks), rows), dtype=np.float32)
         for j, m in enumerate(masks):
-            mask[j, : len(m)] = m
+            mask[j, : len(m)] = m[:, columns]
             row_mask[j, : len(m)] = 1
         gen = torch.Generator().manual_seed(int(np.random.SeedSequence(batch_seed).generate_state(1)[0]))
         labels = torch.full((len(masks),), class_index, dtype=torch.long)
         bits, _ = sample(net, torch.from_numpy(mask), labels, torch.from_numpy(row_mask), scheduler,
                          n_steps, guidance, gen)
         arr = bits.numpy()
-        return [arr[j, : len(m)] for j, m in enumerate(masks)]
+        out = []
+        for j, m in enumerate(masks):
+            # present bits the model never saw in training (outside its columns) come out unset
+            full = np.where(m, 0, -1).astype(np.int8)
+            full[:, columns] = arr[j, : len(m)]
+            out.append(full)
+        return out
 
     return fill

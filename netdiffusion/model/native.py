@@ -42,9 +42,21 @@ class PacketDiffusionTransformer(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, width: int, num_classes: int, dim: int = 128, layers: int = 3, heads: int = 4,
-                 ff_mult: int = 2, max_packets: int = 1024) -> None:
+                 ff_mult: int = 2, max_packets: int = 1024, header_bits: list[int] | None = None) -> None:
         super().__init__()
-        self.in_proj = nn.Linear(2 * width, dim)
+        self.in_proj = nn.Linear(width, dim)
+        # The mask enters as each header's present share (the mask is exactly determined by it for
+        # nPrint data): 2H numbers per row instead of W, which halves the input projection's cost.
+        header_bits = list(header_bits) if header_bits else [width]
+        if sum(header_bits) != width:
+            raise ValueError(f"header_bits {header_bits} do not add up to width {width}")
+        onehot = torch.zeros(width, len(header_bits))
+        start = 0
+        for i, n in enumerate(header_bits):
+            onehot[start : start + n, i] = 1.0 / n
+            start += n
+        self.register_buffer("header_share", onehot, persistent=False)
+        self.mask_proj = nn.Linear(2 * len(header_bits), dim)
         self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)
         self.time_embed = TimestepEmbedding(256, dim)
         self.class_embed = nn.Embedding(num_classes + 1, dim)  # last index = null class (CFG)
@@ -73,7 +85,8 @@ class PacketDiffusionTransformer(ModelMixin, ConfigMixin):
             positions = torch.arange(t, device=sample.device).expand(b, t)
         pos = get_timestep_embedding(positions.reshape(-1), self.config.dim, flip_sin_to_cos=True,
                                      downscale_freq_shift=0).reshape(b, t, -1).to(sample.dtype)
-        h = self.in_proj(torch.cat([sample * mask, mask], dim=-1)) + pos
+        share = mask @ self.header_share
+        h = self.in_proj(sample * mask) + self.mask_proj(torch.cat([share, (share > 0).to(share.dtype)], -1)) + pos
         cond = self.time_embed(self.time_proj(timestep).to(h.dtype)) + self.class_embed(class_labels)
         cond6 = self.adaln(F.silu(cond))
         bias = None
@@ -104,6 +117,13 @@ def make_sampler(diffusion: dict, name: str | None = None):
     return SAMPLERS[name].from_config(base.config, prediction_type="sample")
 
 
+def model_null_class(model: nn.Module) -> int:
+    """The null-class index of a (possibly DDP- or peft-wrapped) model."""
+    while not isinstance(model, PacketDiffusionTransformer):
+        model = getattr(model, "module", None) or model.get_base_model()
+    return model.null_class
+
+
 def bits_to_tensors(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """int8 1/0/-1 -> (x0 in {+1,-1} with 0 where absent, presence mask as float)."""
     mask = (bits != -1).to(torch.float32)
@@ -112,21 +132,28 @@ def bits_to_tensors(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def diffusion_loss(model: nn.Module, scheduler: DDPMScheduler, bits: torch.Tensor, class_labels: torch.Tensor,
-                   row_mask: torch.Tensor, positions: torch.Tensor, generator: torch.Generator | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BCE on present bits of the x0 prediction at a random timestep; also bit accuracy."""
+                   row_mask: torch.Tensor, positions: torch.Tensor, generator: torch.Generator | None = None,
+                   with_accuracy: bool = False, class_dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """BCE on present bits of the x0 prediction at a random timestep (and bit accuracy if asked).
+
+    Kept lean: on CPU the elementwise passes over (batch, rows, bits) cost as much as the matmuls."""
     x0, mask = bits_to_tensors(bits)
     b = bits.shape[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
-    noisy = scheduler.add_noise(x0, noise, t) * mask
+    if class_dropout > 0:  # null class for classifier-free guidance
+        drop = torch.rand(b, generator=generator) < class_dropout
+        class_labels = torch.where(drop, torch.full_like(class_labels, model_null_class(model)), class_labels)
+    alpha = scheduler.alphas_cumprod[t].to(x0.dtype)
+    noisy = alpha.sqrt()[:, None, None] * x0 + (1 - alpha).sqrt()[:, None, None] * noise
     logits = model(noisy, mask, t, class_labels, row_mask=row_mask, positions=positions)
-    target = (bits == 1).to(logits.dtype)
-    per_bit = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    target = (x0 + 1) * 0.5
     denom = mask.sum().clamp_min(1.0)
-    loss = (per_bit * mask).sum() / denom
-    with torch.no_grad():
-        acc = (((logits > 0).to(logits.dtype) == target).to(logits.dtype) * mask).sum() / denom
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target, weight=mask, reduction="sum") / denom
+    acc = None
+    if with_accuracy:
+        with torch.no_grad():
+            acc = (((logits > 0) == (x0 > 0)) & mask.bool()).sum() / denom
     return loss, acc
 
 

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from netdiffusion.serve.auth import TokenStore
 from netdiffusion.serve.config import ServeConfig
 from netdiffusion.serve.metrics import ServiceMetrics
-from netdiffusion.serve.models import ModelNotFound, ModelSource
+from netdiffusion.serve.models import ModelNotFound, ModelSource, ModelUnavailable
 from netdiffusion.serve.runner import job_paths
 from netdiffusion.serve.store import FAILED, SUBMITTED, SUCCEEDED, JobStore
 from netdiffusion.serve.worker import WorkerPool
@@ -232,6 +232,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             return models.info(model)
         except ModelNotFound as exc:
             raise HTTPException(404 if models.configured else 503, str(exc)) from exc
+        except ModelUnavailable as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from exc
 
     @app.get("/v1/classes", tags=["catalogue"], summary="traffic classes the model can generate",
              responses={k: ERRORS[k] for k in (401, 403, 404, 503)})
@@ -245,8 +247,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     def list_models(token_id: TokenId) -> dict[str, Any]:
         try:
             return {"models": models.list_models()}
-        except ModelNotFound as exc:
-            raise HTTPException(503, str(exc)) from exc
+        except (ModelNotFound, ModelUnavailable) as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from exc
 
     # -- jobs ----------------------------------------------------------------------------------------
     @app.post("/v1/jobs", tags=["jobs"], status_code=202, response_model=JobAccepted,

@@ -27,6 +27,19 @@ class ModelNotFound(LookupError):
     """The requested model version or alias does not exist (a 4xx, not a 5xx)."""
 
 
+class ModelUnavailable(RuntimeError):
+    """The registry or model storage cannot be reached right now (503: retry later)."""
+
+
+def _registry_error(reference: str, exc: Exception) -> Exception:
+    """Map a registry failure to 'no such model' (4xx) or 'registry unavailable' (503)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if any(k in text for k in ("RESOURCE_DOES_NOT_EXIST", "not found", "NotFound", "No such", "does not exist",
+                               "not a model directory")):
+        return ModelNotFound(f"model {reference} not found in the registry")
+    return ModelUnavailable(f"model registry unavailable for {reference}: {text[:300]}")
+
+
 def read_model_info(model_dir: str | Path) -> dict[str, Any]:
     """Classes and packets per flow from a model dir's ``model.json`` (tolerant of key names)."""
     path = Path(model_dir) / "model.json"
@@ -88,14 +101,30 @@ class ModelSource:
         """A directory holding the model (downloads registry models through netdiffusion.tracking)."""
         if not is_registry_uri(reference):
             return Path(reference)
+        import hashlib
+        import shutil
+
         from netdiffusion import tracking  # lazy: mlflow is heavy
 
-        return Path(tracking.load_model_dir(reference))
+        # one download dir per reference, replaced on each fetch (aliases move between versions)
+        dst = self.cache_dir / hashlib.sha256(reference.encode()).hexdigest()[:16]
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir(parents=True)
+        return Path(tracking.load_model_dir(reference, dst))
 
     def info(self, requested: str | None = None) -> dict[str, Any]:
         """Classes and packets per flow of the model a request would use (cached)."""
         reference = self.reference(requested)
-        return self._cached(f"info:{reference}", lambda: read_model_info(self.local_dir(reference)))
+        def load() -> dict[str, Any]:
+            if not is_registry_uri(reference):
+                return read_model_info(reference)
+            try:
+                return read_model_info(self.local_dir(reference))
+            except Exception as exc:  # noqa: BLE001 - classified into 404 vs 503 for the API
+                raise _registry_error(reference, exc) from exc
+
+        # long TTL: for registry models this downloads the model; readiness probes call it often
+        return self._cached(f"info:{reference}", load, ttl_s=max(self.cache_ttl_s, 300.0))
 
     # -- listing ----------------------------------------------------------------------------
     def list_models(self) -> list[dict[str, Any]]:
@@ -108,7 +137,10 @@ class ModelSource:
                      "versions": [{"version": LOCAL, "aliases": ["champion"], "classes": info["classes"],
                                    "packets_per_flow": info["packets"], "backend": info["backend"],
                                    "metrics": metrics}]}]
-        return self._cached("models", self._registry_models)
+        try:
+            return self._cached("models", self._registry_models)
+        except Exception as exc:  # noqa: BLE001 - classified for the API
+            raise _registry_error(self.model, exc) from exc
 
     def _registry_models(self) -> list[dict[str, Any]]:
         from mlflow.tracking import MlflowClient  # lazy: mlflow is heavy
@@ -134,11 +166,11 @@ class ModelSource:
         versions.sort(key=lambda v: int(v["version"]), reverse=True)
         return [{"name": name, "source": "mlflow", "aliases": aliases, "versions": versions}]
 
-    def _cached(self, key: str, compute: Any) -> Any:
+    def _cached(self, key: str, compute: Any, ttl_s: float | None = None) -> Any:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
-            if hit and now - hit[0] < self.cache_ttl_s:
+            if hit and now - hit[0] < (ttl_s if ttl_s is not None else self.cache_ttl_s):
                 return hit[1]
         value = compute()
         with self._lock:

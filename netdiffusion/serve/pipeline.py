@@ -6,8 +6,33 @@ the library, and the service's start-up, must not depend on kfp.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
+
+# pipeline parameter <- env variable set by the Helm chart's ConfigMap (JSON-decoded when JSON)
+ENV_PARAMETERS = {
+    "gpu_node_selector": "NETDIFFUSION_GPU_NODE_SELECTOR",
+    "gpu_tolerations": "NETDIFFUSION_GPU_TOLERATIONS",
+    "accelerator_type": "NETDIFFUSION_GPU_RESOURCE",
+    "generate_gpus": "NETDIFFUSION_GPU_COUNT",
+    "s3_secret": "NETDIFFUSION_S3_SECRET",
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+}
+
+
+def env_parameters(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Cluster placement settings (GPU pool, secrets, tracking) for the pipeline run, from env."""
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for param, var in ENV_PARAMETERS.items():
+        raw = env.get(var)
+        if raw:
+            try:
+                out[param] = json.loads(raw)
+            except ValueError:
+                out[param] = raw
+    return out
 
 
 def submit_generate(host: str, record: dict[str, Any], *, job_id: str, s3_uri: str | None) -> dict[str, Any]:
@@ -16,7 +41,8 @@ def submit_generate(host: str, record: dict[str, Any], *, job_id: str, s3_uri: s
         from pipelines import submit as kfp_submit
     except ModuleNotFoundError as exc:
         raise RuntimeError("the pipelines package is not installed in this image; large jobs need it") from exc
-    optional = {"seed": record.get("seed"), "packets": record.get("packets"), "format": record.get("format")}
+    optional = {**env_parameters(), "seed": record.get("seed"), "packets": record.get("packets"),
+                "format": record.get("format")}
     try:
         known = kfp_submit.pipeline_parameters("generate")
         arguments = kfp_submit.pipeline_arguments(

@@ -84,13 +84,23 @@ def run_job(state_dir: Path, job_id: str, s3_uri: str | None = None) -> dict[str
         truncate_packets(generated, dataset, req["packets"])
 
     stage("repairing", 0.6)
-    from netdiffusion.repair import repair_dataset
-
     fmt = req["format"]
+    result: dict[str, Any] = {"format": fmt}
+    try:
+        from netdiffusion.repair import repair_dataset
+    except ImportError:
+        if fmt != "parquet":
+            raise RuntimeError("the repair stage (netdiffusion.repair) is not installed; only format=parquet "
+                               "(unrepaired) is available") from None
+        repair_dataset = None
     pcaps = output / "pcaps" if fmt == "pcap" else work / "pcaps"
     repaired = work / "repaired" if fmt != "parquet" else output / "dataset"
-    repair_summary = repair_dataset(dataset, pcaps, dataset_output=repaired)
-    result: dict[str, Any] = {"format": fmt, "repair": _small(repair_summary)}
+    if repair_dataset is not None:
+        result["repair"] = _small(repair_dataset(dataset, pcaps, dataset_output=repaired))
+        result["repaired"] = True
+    else:  # parquet straight from the model: valid dataset, bits not yet protocol-repaired
+        shutil.copytree(dataset, repaired)
+        result["repaired"] = False
 
     if fmt == "pcap":
         stage("validating", 0.8)
@@ -122,16 +132,13 @@ def run_job(state_dir: Path, job_id: str, s3_uri: str | None = None) -> dict[str
 
 
 def upload(output: Path, archive: Path, prefix: str) -> dict[str, str]:
-    """Copy the result to S3 (``AWS_*``/``S3_ENDPOINT_URL`` env) and return its URIs."""
-    import boto3
+    """Copy the result to S3 with the tracking package's storage helpers (same endpoint and
+    credential settings as the rest of the platform: NETDIFFUSION_S3_ENDPOINT, AWS_*)."""
+    from netdiffusion.tracking.storage import upload_dir, upload_file
 
-    bucket, _, key_prefix = prefix[len("s3://"):].partition("/")
-    client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL"))
-    client.upload_file(str(archive), bucket, f"{key_prefix}/{archive.name}")
-    for f in output.rglob("*"):
-        if f.is_file():
-            client.upload_file(str(f), bucket, f"{key_prefix}/files/{f.relative_to(output).as_posix()}")
-    return {"archive": f"s3://{bucket}/{key_prefix}/{archive.name}", "prefix": f"s3://{bucket}/{key_prefix}/files/"}
+    upload_file(archive, f"{prefix}/{archive.name}")
+    upload_dir(output, f"{prefix}/files")
+    return {"archive": f"{prefix}/{archive.name}", "prefix": f"{prefix}/files/"}
 
 
 def _small(obj: Any, depth: int = 0) -> Any:

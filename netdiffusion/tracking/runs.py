@@ -306,10 +306,11 @@ def log_refresh(
                     rows = read_train_metrics(path)
                     n = _log_series(client, child.info.run_id, rows, "train.")
                     _log_series(client, run_id, rows, "train.")
-                    mlflow.log_artifact(str(path), "train")
                     log.info("logged %d training metric points from %s", n, path)
-                if model_dir and (Path(model_dir) / "timing.json").exists():
-                    mlflow.log_artifact(str(Path(model_dir) / "timing.json"), "train")
+            if path.exists():  # artifacts on the parent: one place to look for a refresh's files
+                mlflow.log_artifact(str(path), "train")
+            if model_dir and (Path(model_dir) / "timing.json").exists():
+                mlflow.log_artifact(str(Path(model_dir) / "timing.json"), "train")
 
         # ---- generate / repair / validate: stats as metrics, raw JSON as artifacts
         for stage, value in (("generate", generate_stats), ("repair", repair_report),

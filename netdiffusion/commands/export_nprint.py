@@ -1,0 +1,21 @@
+"""Export a dataset to nPrint's CSV format: DIR/<label>/<flow_id>.nprint, one file per flow,
+first column src_ip, then one column per header bit (1 / 0 / -1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "dataset -> nPrint CSV files (one per flow)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", "-i", required=True, metavar="DATASET", help="dataset directory")
+    parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from netdiffusion.nprint_csv import export_dataset
+
+    print(json.dumps(export_dataset(args.input, args.output), indent=2))
+    return 0

@@ -1,0 +1,279 @@
+"""nPrint's CSV format: export datasets to it and import it (incl. the original NetDiffusion files).
+
+nPrint writes one row per packet: a first column identifying the packet (``src_ip`` by default),
+then one column per header bit named as in :mod:`netdiffusion.fields`, holding 1 / 0 / -1.
+NetDiffusion's generated files carry a pandas index as the first column instead (empty name);
+files may hold only some headers and may omit columns (NetDiffusion's generated files drop the
+address bits); omitted bits import as absent (-1). Import accepts all of these.
+
+Export writes one file per flow, ``<output>/<label>/<flow_id>.nprint``, with ``src_ip`` first as
+nPrint does. Import turns each file into one flow sample (or, with ``flow_size``, consecutive
+chunks of that many rows); direction comes from ``src_ip`` (or the IP source field) against the
+first row's, timestamps are 0 unless the file has nPrint's ``tv_sec`` / ``tv_usec`` columns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from netdiffusion.dataset import (
+    SUMMARY_FILE,
+    Packets,
+    iter_shards,
+    read_layout,
+    write_fields,
+    write_json,
+    write_shard,
+)
+from netdiffusion.fields import ABSENT, DEFAULT_HEADERS, HEADERS, Layout
+
+log = logging.getLogger(__name__)
+
+ETHERNET_HEADER = 14
+_LABEL_PREFIX = re.compile(r"^(?P<label>[A-Za-z][A-Za-z0-9-]*?)_\d+")
+_EXTRA_COLUMNS = ("src_ip", "tv_sec", "tv_usec", "rts")
+
+
+class NprintFormatError(ValueError):
+    """A CSV that is not nPrint's format; the message is a one-line reason."""
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
+
+
+def source_addresses(layout: Layout, matrix: np.ndarray) -> list[str]:
+    """Textual IP source address per row (IPv4 if present, else IPv6, else ``""``)."""
+    out = [""] * matrix.shape[0]
+    for header in ("ipv6", "ipv4"):  # IPv4 wins when both are present
+        if header not in layout.headers:
+            continue
+        present = np.flatnonzero(layout.header_present(matrix, header))
+        if not len(present):
+            continue
+        bits = np.clip(matrix[present][:, layout.field_slice(f"{header}_src")], 0, 1).astype(np.uint8)
+        raw = np.packbits(bits, axis=1)
+        for row, addr in zip(present.tolist(), raw, strict=True):
+            out[row] = str(ipaddress.ip_address(addr.tobytes()))
+    return out
+
+
+def write_csv(path: str | os.PathLike, layout: Layout, matrix: np.ndarray, first_column: Sequence[str],
+              first_name: str = "src_ip") -> None:
+    """Write rows in nPrint's CSV format (atomically)."""
+    from netdiffusion.dataset import atomic_write_bytes
+
+    header = ",".join([first_name, *layout.columns])
+    # int8 -> text in one vectorized pass: a lookup per value, rows joined once
+    text = np.array(["-1", "0", "1"])[np.asarray(matrix, dtype=np.int64) + 1]
+    lines = [header]
+    for ip, row in zip(first_column, text, strict=True):
+        lines.append(ip + "," + ",".join(row.tolist()))
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def export_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
+    """Write every flow of a dataset as ``<output>/<label>/<flow_id>.nprint``."""
+    started = time.perf_counter()
+    src, out = Path(input), Path(output)
+    layout = read_layout(src if src.is_dir() else src.parent)
+    flows = rows = 0
+    per_label: Counter[str] = Counter()
+    pending: dict[str, list[Packets]] = {}
+    for shard in iter_shards(src):
+        for flow_id, flow in shard.flows():
+            pending.setdefault(flow_id, []).append(flow)
+    for flow_id, parts in pending.items():
+        flow = Packets.concat(parts) if len(parts) > 1 else parts[0]
+        flow = flow.take(np.argsort(flow.packet_index, kind="stable"))
+        label = str(flow.label[0])
+        write_csv(out / _safe(label or "unlabelled") / f"{_safe(flow_id)}.nprint", layout, flow.nprint,
+                  source_addresses(layout, flow.nprint))
+        flows += 1
+        rows += len(flow)
+        per_label[label] += 1
+    summary = {"flows": flows, "packets": rows, "flows_per_label": dict(sorted(per_label.items())),
+               "output": str(out), "seconds": round(time.perf_counter() - started, 3)}
+    return summary
+
+
+def read_csv(path: str | os.PathLike) -> tuple[Layout, np.ndarray, dict[str, np.ndarray]]:
+    """Parse one nPrint CSV: (layout, int8 matrix, extra columns such as ``src_ip``)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            first_line = fh.readline().decode("utf-8", errors="replace").strip()
+    except OSError as exc:
+        raise NprintFormatError(f"cannot read: {exc.strerror or exc}") from exc
+    if not first_line:
+        raise NprintFormatError("empty file")
+    names = [c.strip() for c in first_line.split(",")]
+    bit_columns = [c for c in names if c.split("_", 1)[0] in HEADERS]
+    if not bit_columns:
+        raise NprintFormatError("no nPrint columns in the header row")
+    extras = [c for c in names if c not in bit_columns]
+    unknown = [c for c in extras if c not in _EXTRA_COLUMNS and not (c == "" or c.startswith("Unnamed"))]
+    if unknown:
+        raise NprintFormatError(f"unknown column(s) {unknown[:3]}")
+    headers = list(dict.fromkeys(c.split("_", 1)[0] for c in bit_columns))
+    layout = Layout(headers)
+    position = {c: i for i, c in enumerate(layout.columns)}
+    unknown_bits = [c for c in bit_columns if c not in position]
+    if unknown_bits:
+        raise NprintFormatError(f"unknown nPrint column(s) {unknown_bits[:3]}")
+    positions = np.array([position[c] for c in bit_columns])
+    if len(set(bit_columns)) != len(bit_columns) or (np.diff(positions) <= 0).any():
+        raise NprintFormatError("nPrint columns duplicated or out of nPrint's order")
+    # unique names for pyarrow (the index column has an empty name)
+    col_names = [n if n else f"__index{i}" for i, n in enumerate(names)]
+    types = {n: pa.string() for n in col_names if n not in bit_columns}
+    types.update({n: pa.float32() for n in bit_columns})
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=col_names, skip_rows=1),
+            convert_options=pacsv.ConvertOptions(column_types=types),
+        )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise NprintFormatError(f"unparseable CSV: {str(exc).splitlines()[0]}") from exc
+    if table.num_rows == 0:
+        raise NprintFormatError("no packet rows")
+    values = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in bit_columns], axis=1)
+    if np.isnan(values).any():
+        raise NprintFormatError("empty cells in nPrint columns")
+    present = values.astype(np.int8)
+    if not np.isin(present, (ABSENT, 0, 1)).all() or not (present == values).all():
+        raise NprintFormatError("values other than 1 / 0 / -1")
+    # files may omit columns (NetDiffusion drops the address bits): those bits are absent
+    matrix = layout.empty(present.shape[0])
+    matrix[:, positions] = present
+    extra = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names if n in _EXTRA_COLUMNS}
+    return layout, matrix, extra
+
+
+def _label_of(path: Path) -> str:
+    m = _LABEL_PREFIX.match(path.stem)
+    return m.group("label") if m else path.resolve().parent.name
+
+
+def _wire_lengths(layout: Layout, matrix: np.ndarray) -> np.ndarray:
+    """Ethernet frame length implied by the IP length fields (0 where there is no IP header)."""
+    out = np.zeros(matrix.shape[0], dtype=np.int64)
+    if "ipv6" in layout.headers:
+        v6 = layout.field_values(matrix, "ipv6_len")
+        out = np.where(v6 >= 0, v6 + 40 + ETHERNET_HEADER, out)
+    if "ipv4" in layout.headers:
+        v4 = layout.field_values(matrix, "ipv4_tl")
+        out = np.where(v4 >= 0, v4 + ETHERNET_HEADER, out)
+    return out
+
+
+def _directions(layout: Layout, matrix: np.ndarray, src_ip: np.ndarray | None) -> np.ndarray:
+    """0 where the packet's source endpoint is the first row's, else 1.
+
+    The endpoint is the ``src_ip`` column (or the IP source bits) plus the TCP/UDP source port, so
+    files without addresses (NetDiffusion drops them) still get directions from ports."""
+    ips = np.asarray(src_ip if src_ip is not None else source_addresses(layout, matrix), dtype=object)
+    port = np.full(matrix.shape[0], -1, dtype=np.int64)
+    for key in ("udp_sport", "tcp_sprt"):  # TCP wins when both are present
+        if key.split("_")[0] in layout.headers:
+            values = layout.field_values(matrix, key)
+            port = np.where(values >= 0, values, port)
+    endpoint = np.array([f"{ip}|{p}" for ip, p in zip(ips.tolist(), port.tolist(), strict=True)], dtype=object)
+    return (endpoint != endpoint[0]).astype(np.int8)
+
+
+def to_layout(source: Layout, matrix: np.ndarray, target: Layout) -> np.ndarray:
+    """Re-lay a matrix onto ``target``: shared headers copied, the others absent (-1)."""
+    missing = [h for h in source.headers if h not in target.headers]
+    if missing:
+        raise NprintFormatError(f"header(s) {missing} not in the dataset layout {list(target.headers)}")
+    if source.columns == target.columns:
+        return matrix
+    out = target.empty(matrix.shape[0])
+    for h in source.headers:
+        out[:, target.header_slice(h)] = matrix[:, source.header_slice(h)]
+    return out
+
+
+def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, label: str | None = None,
+                 macro: str = "", flow_size: int | None = None,
+                 headers: Sequence[str] = DEFAULT_HEADERS) -> dict:
+    """Import nPrint CSVs into a dataset (one shard per file); bad files are listed, not fatal.
+
+    Every file is laid onto the dataset layout ``headers`` (headers a file lacks become absent, as
+    for NetDiffusion's ipv4+tcp+udp+icmp files). Label: ``label`` or the file name's
+    ``<label>_<NN>`` prefix or the parent folder."""
+    started = time.perf_counter()
+    out = Path(output)
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".nprint", ".csv"))
+                     if p.is_dir() else [p])
+    layout = Layout(headers)
+    rejected: list[dict] = []
+    flows: Counter[str] = Counter()
+    rows = 0
+    written = set()
+    for n, f in enumerate(files):
+        try:
+            file_layout, matrix, extra = read_csv(f)
+            matrix = to_layout(file_layout, matrix, layout)
+        except NprintFormatError as exc:
+            log.error("%s: %s", f, exc)
+            rejected.append({"file": str(f), "reason": str(exc)})
+            continue
+        lab = label or _label_of(f)
+        size = flow_size or matrix.shape[0]
+        count = matrix.shape[0]
+        chunk = np.arange(count) // size
+        index = np.arange(count) - chunk * size
+        stem = f"{_safe(f.stem)}-{n:04d}"
+        flow_ids = np.array([f"{stem}-{c:06d}" for c in range(int(chunk.max()) + 1)], dtype=object)[chunk]
+        directions = np.zeros(count, dtype=np.int8)
+        src_ip = extra.get("src_ip")
+        for c in np.unique(chunk):
+            rows_c = chunk == c
+            directions[rows_c] = _directions(layout, matrix[rows_c],
+                                             None if src_ip is None else src_ip[rows_c])
+        if "tv_sec" in extra:
+            ts = extra["tv_sec"].astype(np.int64) * 1_000_000_000 + extra.get(
+                "tv_usec", np.zeros(count)).astype(np.int64) * 1000
+            starts = ts[chunk * size]
+            timestamps = ts - starts
+        else:
+            timestamps = np.zeros(count, dtype=np.int64)
+        packets = Packets(
+            flow_id=flow_ids, label=np.full(count, lab, dtype=object), macro=np.full(count, macro, dtype=object),
+            packet_index=index.astype(np.int32), timestamp=timestamps, direction=directions,
+            wire_length=_wire_lengths(layout, matrix).astype(np.int32),
+            source=np.full(count, str(f), dtype=object), frame=np.arange(1, count + 1, dtype=np.int64),
+            nprint=matrix,
+        )
+        name = f"{stem}.parquet"
+        write_shard(packets, out / name)
+        written.add(name)
+        flows[lab] += int(chunk.max()) + 1
+        rows += count
+    write_fields(out, layout)
+    for stale in out.glob("*.parquet") if out.exists() else []:
+        if stale.name not in written:
+            stale.unlink()
+    summary = {"files_read": len(files) - len(rejected), "files_rejected": rejected, "packets": rows,
+               "flows": dict(sorted(flows.items())),
+               "headers": list(layout.headers), "source_format": "nprint-csv"}
+    write_json(out / SUMMARY_FILE, summary)
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    return summary

@@ -1,0 +1,845 @@
+"""Bit-level protocol repair of nPrint rows, vectorized over all packets of many flows.
+
+The input is a matrix of rows sorted by flow then packet position (``flow`` gives each row's dense
+flow index). Rules run in dependency order; every write goes through :meth:`Repairer._put` which
+counts, per packet, how many bits each rule changed and which fields changed, so the report can
+say exactly what repair did. Rules only rewrite what is invalid: real traffic passes unchanged
+(see ``docs/repair.md`` for the precise list and the decisions behind it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout
+from netdiffusion.repair import groups as G
+
+L3 = ("ipv4", "ipv6")
+L4 = ("tcp", "udp", "icmp")
+ICMPV6_PROTO = 58
+MOD32 = 1 << 32
+
+# TCP option kind -> (min length, max length, SYN only); anything else ends the option list.
+TCP_OPTIONS: dict[int, tuple[int, int, bool]] = {
+    2: (4, 4, True),  # MSS
+    3: (3, 3, True),  # window scale
+    4: (2, 2, True),  # SACK permitted
+    5: (10, 34, False),  # SACK blocks (8 bytes each)
+    8: (10, 10, False),  # timestamps
+}
+# IPv4 options kept: router alert (RFC 2113); EOL/NOP are always allowed.
+IPV4_OPTIONS: dict[int, tuple[int, int, bool]] = {148: (4, 4, False)}
+# ICMP type -> valid codes for types whose body needs nothing beyond the 8-byte header.
+ICMP_TYPES_V4 = {0: (0,), 8: (0,), 3: tuple(range(16)), 4: (0,), 5: (0, 1, 2, 3), 11: (0, 1), 12: (0, 1, 2)}
+# error messages quote the offending datagram: repair writes a minimal IPv4+UDP quote (28 bytes)
+ICMP_ERRORS_V4 = (3, 4, 5, 11, 12)
+ICMP_QUOTE_BYTES = 28
+ICMP_TYPES_V6 = {128: (0,), 129: (0,)}
+
+RULES = ("stack", "options", "ipv4", "ipv6", "tcp_fields", "udp", "icmp", "endpoints", "lengths",
+         "tcp_flags", "tcp_seq", "tcp_ack", "tcp_options", "ip_id", "ipv4_checksum", "l4_checksum")
+
+
+@dataclass
+class RepairConfig:
+    """Tunable rules. Defaults follow the paper where it is specific and the RFCs elsewhere."""
+
+    stack: str = "flow"  # "flow": highest share of non-absent bits summed over the flow; "packet": per row
+    min_share: float = 0.5  # an L4 header needs at least this share of present bits (else none)
+    padding_share: float = 0.5  # rows whose best L3 share is below this are padding, not packets
+    mtu: int = 1500  # IP packet size limit; real GRO/TSO captures need 65535
+    default_ttl: int = 64
+    anonymize: bool = False
+    private_v4: str = "10.0.0.0/8"
+    private_v6: str = "fd00::/8"
+    ack_window: int = 1 << 24  # how far behind the peer's first sequence an early ACK may point
+    ip_id_step_max: int = 4096  # an IP ID counter step larger than this (both sides) is an outlier
+    default_iat_ns: int = 1_000_000  # mean inter-arrival when the dataset has no usable timestamps
+    seed: int = 0
+
+    @classmethod
+    def from_rules(cls, **rules: object) -> RepairConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(rules) - known
+        if unknown:
+            raise ValueError(f"unknown repair rule option(s) {sorted(unknown)}; known: {sorted(known)}")
+        cfg = cls(**rules)  # type: ignore[arg-type]
+        if cfg.stack not in ("flow", "packet"):
+            raise ValueError(f"stack must be 'flow' or 'packet', not {cfg.stack!r}")
+        return cfg
+
+
+@dataclass
+class RepairResult:
+    """Repaired rows (padding rows removed) and per-packet accounting of what changed."""
+
+    matrix: np.ndarray
+    keep: np.ndarray  # rows of the input that are packets (the rest were padding)
+    flow: np.ndarray  # dense flow index per kept row
+    direction: np.ndarray
+    payload: np.ndarray  # payload bytes per kept row
+    timestamp: np.ndarray  # ns since the flow's first packet, non-decreasing per flow
+    bits: dict[str, np.ndarray] = field(default_factory=dict)  # rule -> bits changed per row
+    fields: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (rule, field) -> changed
+    timestamps_generated: np.ndarray | None = None  # per flow: default timing used
+
+
+def _words(bits: np.ndarray) -> np.ndarray:
+    """Rows of 0/1 bits -> int64 32-bit words (for address keys)."""
+    n, w = bits.shape
+    b = np.clip(bits, 0, 1).astype(np.int64).reshape(n, w // 32, 32)
+    return (b << np.arange(31, -1, -1, dtype=np.int64)).sum(axis=2)
+
+
+def _private_hosts(prefix: str, v6: bool, index: np.ndarray) -> np.ndarray:
+    """Bits of host ``index`` (>= 1) inside a private prefix, as (n, 32|128) int8."""
+    import ipaddress
+
+    net = ipaddress.ip_network(prefix, strict=False)
+    width = 128 if v6 else 32
+    if (net.version == 6) != v6:
+        raise ValueError(f"{prefix} is not an IPv{6 if v6 else 4} prefix")
+    host_bits = min(width - net.prefixlen, 62)
+    size = (1 << host_bits) - 2
+    host = (np.asarray(index, dtype=np.int64) % max(size, 1)) + 1
+    base = int(net.network_address)
+    out = np.zeros((len(host), width), dtype=np.int8)
+    for i in range(width):
+        out[:, i] = (base >> (width - 1 - i)) & 1
+    shifts = np.arange(host_bits - 1, -1, -1, dtype=np.int64)
+    out[:, width - host_bits:] = ((host[:, None] >> shifts) & 1).astype(np.int8)
+    return out
+
+
+def _bad_source(words: np.ndarray, v6: bool) -> np.ndarray:
+    """Addresses that may not send: unspecified, loopback, multicast, reserved/broadcast."""
+    if v6:
+        top = words[:, 0]
+        zero_hi = (words[:, :3] == 0).all(axis=1)
+        return ((top >> 24) == 0xFF) | (zero_hi & (words[:, 3] <= 1))
+    a = words[:, 0]
+    first = a >> 24
+    return (first == 0) | (first == 127) | (first >= 224)
+
+
+def _bad_destination(words: np.ndarray, v6: bool) -> np.ndarray:
+    """Addresses nothing can be sent to: unspecified, loopback (multicast/broadcast are fine)."""
+    if v6:
+        zero_hi = (words[:, :3] == 0).all(axis=1)
+        return zero_hi & (words[:, 3] <= 1)
+    first = words[:, 0] >> 24
+    return (first == 0) | (first == 127)
+
+
+class Repairer:
+    """Applies the rules to one batch of flows; see :func:`repair_matrix`."""
+
+    def __init__(self, layout: Layout, matrix: np.ndarray, flow: np.ndarray, cfg: RepairConfig) -> None:
+        self.layout = layout
+        self.m = np.array(matrix, dtype=np.int8, copy=True)
+        self.flow = np.asarray(flow, dtype=np.int64)
+        self.cfg = cfg
+        self.n = self.m.shape[0]
+        self.nflows = int(self.flow.max()) + 1 if self.n else 0
+        self.bits: dict[str, np.ndarray] = {r: np.zeros(self.n, dtype=np.int64) for r in RULES}
+        self.fields: dict[tuple[str, str], np.ndarray] = {}
+
+    # -- accounting -------------------------------------------------------------------------------
+    def _put_bits(self, rule: str, key: str, rows: np.ndarray, cols: slice, new: np.ndarray) -> None:
+        if not len(rows):
+            return
+        old = self.m[rows, cols]
+        diff = old != new
+        changed = diff.any(axis=1)
+        if changed.any():
+            self.bits[rule][rows] += diff.sum(axis=1)
+            mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
+            mask[rows[changed]] = True
+            self.m[rows, cols] = new
+
+    def _put(self, rule: str, key: str, rows: np.ndarray, values: np.ndarray | int) -> None:
+        """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        if not len(rows):
+            return
+        f = self.layout.field(key)
+        v = np.broadcast_to(np.asarray(values, dtype=np.int64), (len(rows),))
+        shifts = np.arange(f.width - 1, -1, -1, dtype=np.int64)
+        new = ((v[:, None] >> shifts) & 1).astype(np.int8)
+        self._put_bits(rule, key, rows, self.layout.field_slice(f), new)
+
+    def _get(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
+        m = self.m if rows is None else self.m[rows]
+        return self.layout.field_values(m, key)
+
+    def has(self, header: str) -> bool:
+        return header in self.layout.headers
+
+    # -- rules ------------------------------------------------------------------------------------
+    def run(self, timestamp: np.ndarray) -> RepairResult:
+        keep = self.drop_padding()
+        self.stack()
+        self.options_structure()
+        self.fixed_fields()
+        self.endpoints()
+        self.payload = self.payload_lengths()
+        if self.has("icmp"):
+            self.icmp_types()
+        if self.has("tcp"):
+            self.tcp_state()
+        self.lengths()
+        self.ip_id()
+        self.ipv4_checksum()
+        ts, generated = self.timestamps(timestamp[keep])
+        return RepairResult(self.m, keep, self.flow, self.direction, self.payload, ts,
+                            self.bits, self.fields, generated)
+
+    def drop_padding(self) -> np.ndarray:
+        """Rows with (almost) no network-layer bits are padding the model emitted, not packets."""
+        l3 = [h for h in L3 if self.has(h)]
+        share = self.layout.present_share(self.m)
+        idx = [self.layout.headers.index(h) for h in l3]
+        best = share[:, idx].max(axis=1) if idx else np.zeros(self.n)
+        keep = best >= self.cfg.padding_share
+        if not keep.all():
+            self.m, self.flow = self.m[keep], self.flow[keep]
+            self.n = self.m.shape[0]
+            self.bits = {r: v[keep] for r, v in self.bits.items()}
+        return keep
+
+    def stack(self) -> None:
+        """Choose L3/L4 per packet (or per flow) by share of present bits; blank the rest."""
+        layout, n = self.layout, self.n
+        share = layout.present_share(self.m).astype(np.float64)
+        if self.cfg.stack == "flow" and n:
+            sums = np.zeros((self.nflows, share.shape[1]))
+            np.add.at(sums, self.flow, share)
+            counts = np.bincount(self.flow, minlength=self.nflows)[:, None]
+            share = (sums / np.maximum(counts, 1))[self.flow]
+        col = {h: i for i, h in enumerate(layout.headers)}
+        l3_cands = [h for h in L3 if h in col]
+        l4_cands = [h for h in L4 if h in col]
+        l3s = np.stack([share[:, col[h]] for h in l3_cands], axis=1)
+        self.l3 = np.array(l3_cands)[np.argmax(l3s, axis=1)] if n else np.array([], dtype="<U4")
+        if l4_cands:
+            l4s = np.stack([share[:, col[h]] for h in l4_cands], axis=1)
+            best = np.argmax(l4s, axis=1)
+            self.l4 = np.where(l4s.max(axis=1) >= self.cfg.min_share, np.array(l4_cands)[best], "")
+        else:
+            self.l4 = np.full(n, "", dtype="<U4")
+        self.is_ = {h: (self.l3 == h) if h in L3 else (self.l4 == h) for h in layout.headers}
+        for h in layout.headers:
+            hs = layout.header_slice(h)
+            off = np.flatnonzero(~self.is_[h])
+            self._put_bits("stack", f"{h}_header", off, hs, np.full((len(off), hs.stop - hs.start), ABSENT,
+                                                                       dtype=np.int8))
+            on = np.flatnonzero(self.is_[h])
+            fixed = slice(hs.start, hs.start + HEADERS[h].min_bits)
+            block = self.m[on, fixed]
+            if len(on) and (block == ABSENT).any():
+                self._put_bits("stack", f"{h}_header", on, fixed, np.where(block == ABSENT, 0, block))
+
+    def _walk_options(self, header: str, rows: np.ndarray, allowed: dict[int, tuple[int, int, bool]]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Parse option bytes (vectorized TLV walk); cut at the first malformed option.
+
+        Returns ``(data, length, kind_at)``: repaired option bytes, option length in bytes (a
+        multiple of 4) and the option kind at each option's first byte (-1 elsewhere)."""
+        opt = self.layout.field(f"{header}_opt")
+        sl = self.layout.field_slice(opt)
+        bits = self.m[rows, sl]
+        nb = opt.width // 8
+        present = (bits.reshape(len(rows), nb, 8) != ABSENT).all(axis=2)
+        run = np.where(present.all(axis=1), nb, np.argmin(present, axis=1))
+        length = (run // 4) * 4
+        data = np.packbits(np.clip(bits, 0, 1).astype(np.uint8), axis=1)
+        kind_at = np.full((len(rows), nb + 1), -1, dtype=np.int16)
+        pos = np.zeros(len(rows), dtype=np.int64)
+        cut = length.copy()  # where the valid list ends (zero padding from here to the word end)
+        active = length > 0
+        ar = np.arange(len(rows))
+        dpad = np.concatenate([data, np.zeros((len(rows), 2), dtype=np.uint8)], axis=1)
+        for _ in range(nb):
+            if not active.any():
+                break
+            r = ar[active]
+            p = pos[r]
+            kind = dpad[r, p].astype(np.int64)
+            eol = kind == 0
+            cut[r[eol]] = p[eol] + 1
+            nop = kind == 1
+            kind_at[r[nop | eol], p[nop | eol]] = kind[nop | eol]
+            other = ~(eol | nop)
+            ln = dpad[r, p + 1].astype(np.int64)
+            ok = np.zeros(len(r), dtype=bool)
+            for k, (lo, hi, _) in allowed.items():
+                sel = other & (kind == k) & (ln >= lo) & (ln <= hi)
+                if k == 5:
+                    sel &= (ln - 2) % 8 == 0
+                ok |= sel
+            ok &= p + ln <= length[r]
+            bad = other & ~ok
+            cut[r[bad]] = p[bad]
+            kind_at[r[ok], p[ok]] = kind[ok]
+            newpos = p + np.where(nop, 1, np.where(ok, ln, 0))
+            pos[r] = newpos
+            still = ~eol & ~bad & (newpos < length[r])
+            active[r[~still]] = False
+        new_len = np.where(cut < length, ((cut + 3) // 4) * 4, length)
+        new_len = np.minimum(new_len, length)
+        cols = np.arange(nb)
+        pad = (cols[None, :] >= cut[:, None]) & (cols[None, :] < new_len[:, None])
+        data[pad] = 0
+        kind_at = kind_at[:, :nb]
+        kind_at[cols[None, :] >= cut[:, None]] = -1
+        return data, new_len, kind_at
+
+    def _write_options(self, rule: str, header: str, rows: np.ndarray, data: np.ndarray,
+                       length: np.ndarray) -> None:
+        opt = self.layout.field(f"{header}_opt")
+        bits = np.unpackbits(data, axis=1).astype(np.int8)
+        bits[np.arange(opt.width)[None, :] >= (length[:, None] * 8)] = ABSENT
+        self._put_bits(rule, opt.key, rows, self.layout.field_slice(opt), bits)
+
+    def options_structure(self) -> None:
+        """Keep the well-formed prefix of IPv4/TCP options (known kinds, valid lengths)."""
+        self.opt_len: dict[str, np.ndarray] = {}
+        self.opt_kind: dict[str, np.ndarray] = {}
+        self.opt_data: dict[str, np.ndarray] = {}
+        for h, allowed in (("ipv4", IPV4_OPTIONS), ("tcp", TCP_OPTIONS)):
+            if not self.has(h):
+                continue
+            rows = np.flatnonzero(self.is_[h])
+            data, length, kind_at = self._walk_options(h, rows, allowed)
+            self._write_options("options", h, rows, data, length)
+            full = np.zeros(self.n, dtype=np.int64)
+            full[rows] = length
+            self.opt_len[h] = full
+            self.opt_kind[h] = kind_at
+            self.opt_data[h] = data
+
+    def fixed_fields(self) -> None:
+        """Header fields with one valid value (or range) regardless of the flow."""
+        cfg = self.cfg
+        proto = np.full(self.n, -1, dtype=np.int64)
+        for h in L4:
+            if self.has(h):
+                proto[self.is_[h]] = IP_PROTO[h]
+        if self.has("ipv4"):
+            v4 = self.is_["ipv4"]
+            self._put("ipv4", "ipv4_ver", v4, 4)
+            self._put("ipv4", "ipv4_rbit", v4, 0)
+            self._put("ipv4", "ipv4_mfbit", v4, 0)
+            self._put("ipv4", "ipv4_foff", v4, 0)
+            ttl = self._get("ipv4_ttl")
+            self._put("ipv4", "ipv4_ttl", v4 & (ttl <= 0), cfg.default_ttl)
+            has_l4 = v4 & (proto >= 0)
+            self._put("ipv4", "ipv4_proto", has_l4, proto[has_l4])
+            cur = self._get("ipv4_proto")
+            clash = v4 & (proto < 0) & np.isin(cur, list(IP_PROTO.values()))
+            self._put("ipv4", "ipv4_proto", clash, 253)  # RFC 3692 experimental: no L4 header follows
+        if self.has("ipv6"):
+            v6 = self.is_["ipv6"]
+            self._put("ipv6", "ipv6_ver", v6, 6)
+            hl = self._get("ipv6_hl")
+            self._put("ipv6", "ipv6_hl", v6 & (hl <= 0), cfg.default_ttl)
+            nh = np.where(proto == IP_PROTO["icmp"], ICMPV6_PROTO, proto)
+            has_l4 = v6 & (proto >= 0)
+            self._put("ipv6", "ipv6_nh", has_l4, nh[has_l4])
+        if self.has("tcp"):
+            t = self.is_["tcp"]
+            self._put("tcp_fields", "tcp_res", t, 0)
+
+    def icmp_types(self) -> None:
+        """ICMP type/code pairs that exist and need no quoted datagram (echo request / reply)."""
+        rows = np.flatnonzero(self.is_["icmp"])
+        if not len(rows):
+            return
+        v6 = self.l3[rows] == "ipv6"
+        typ = self._get("icmp_type", rows)
+        code = self._get("icmp_code", rows)
+        new_t, new_c = typ.copy(), code.copy()
+        for is6, table, (req, rep) in ((False, ICMP_TYPES_V4, (8, 0)), (True, ICMP_TYPES_V6, (128, 129))):
+            sel = v6 == is6
+            known = np.isin(typ, list(table)) & sel
+            if not is6:
+                known &= ~(np.isin(typ, ICMP_ERRORS_V4) & (self.payload[rows] < ICMP_QUOTE_BYTES))
+            new_t[sel & ~known] = req  # direction is not known yet; requests are always valid
+            for t_, codes in table.items():
+                bad_code = sel & (new_t == t_) & ~np.isin(code, codes)
+                new_c[bad_code] = codes[0]
+            new_c[sel & ~known] = 0
+            del rep
+        self._put("icmp", "icmp_type", rows, new_t)
+        self._put("icmp", "icmp_code", rows, new_c)
+
+    # -- flow-level -------------------------------------------------------------------------------
+    def endpoints(self) -> None:
+        """Two endpoints per flow (majority vote or anonymized) and each packet's direction."""
+        self.direction = np.zeros(self.n, dtype=np.int8)
+        pos = G.rank(self.flow)
+        for h in L3:
+            if not self.has(h):
+                continue
+            rows = np.flatnonzero(self.is_[h])
+            if not len(rows):
+                continue
+            v6 = h == "ipv6"
+            src_sl = self.layout.field_slice(f"{h}_src")
+            dst_sl = self.layout.field_slice(f"{h}_dst")
+            src = np.clip(self.m[rows, src_sl], 0, 1)
+            dst = np.clip(self.m[rows, dst_sl], 0, 1)
+            both = np.concatenate([_words(src), _words(dst)])
+            uniq, inv = np.unique(both, axis=0, return_inverse=True)
+            inv = inv.reshape(-1)
+            fl = self.flow[rows]
+            top1, top2, has2 = G.mode(inv, np.concatenate([fl, fl]), self.nflows)
+            # a flow with one distinct address: its second endpoint is that address with the last bit flipped
+            a_bits = np.unpackbits(uniq.astype(">u4").view(np.uint8), axis=1).astype(np.int8)
+            ep_a = a_bits[top1]
+            ep_b = a_bits[top2].copy()
+            single = ~has2
+            ep_b[single] = ep_a[single]
+            # direction: which assignment is closer in Hamming distance
+            A, B = ep_a[fl], ep_b[fl]
+            d0 = (src != A).sum(1) + (dst != B).sum(1)
+            d1 = (src != B).sum(1) + (dst != A).sum(1)
+            direction = (d1 < d0).astype(np.int8)
+            # the flow's first packet of this family is the initiator's
+            first = G.starts(fl)
+            swap = np.zeros(self.nflows, dtype=bool)
+            swap[fl[first]] = direction[first] == 1
+            ep_a2 = np.where(swap[:, None], ep_b, ep_a)
+            ep_b2 = np.where(swap[:, None], ep_a, ep_b)
+            direction ^= swap[fl].astype(np.int8)
+            ep_a, ep_b = ep_a2, ep_b2
+            responds = np.zeros(self.nflows, dtype=bool)
+            responds[fl[direction == 1]] = True
+            flows_here = np.unique(fl)
+            if self.cfg.anonymize:
+                prefix = self.cfg.private_v6 if v6 else self.cfg.private_v4
+                ep_a[flows_here] = _private_hosts(prefix, v6, 2 * flows_here + 1 + 2 * self.cfg.seed)
+                ep_b[flows_here] = _private_hosts(prefix, v6, 2 * flows_here + 2 + 2 * self.cfg.seed)
+            else:
+                wa, wb = _words(ep_a), _words(ep_b)
+                bad_a = _bad_source(wa, v6)
+                udp_flow = np.zeros(self.nflows, dtype=bool)
+                if self.has("udp"):
+                    udp_flow[self.flow[self.is_["udp"]]] = True
+                bad_a &= ~(udp_flow & (wa == 0).all(axis=1))  # 0.0.0.0 sends DHCP discovers
+                bad_b = np.where(responds, _bad_source(wb, v6), _bad_destination(wb, v6))
+                if self.has("tcp"):
+                    tcp_flow = np.zeros(self.nflows, dtype=bool)
+                    tcp_flow[self.flow[self.is_["tcp"]]] = True
+                    bad_b |= tcp_flow & _bad_source(wb, v6)
+                prefix = self.cfg.private_v6 if v6 else self.cfg.private_v4
+                fix_a = np.flatnonzero(bad_a)
+                fix_b = np.flatnonzero(bad_b)
+                if len(fix_a):
+                    ep_a[fix_a] = _private_hosts(prefix, v6, 2 * fix_a + 1)
+                if len(fix_b):
+                    ep_b[fix_b] = _private_hosts(prefix, v6, 2 * fix_b + 2)
+            same = (ep_a == ep_b).all(axis=1) & responds  # a host may send to itself, not answer itself
+            ep_b[same, -1] ^= 1
+            self.same_host = getattr(self, "same_host", np.zeros(self.nflows, dtype=bool))
+            self.same_host[flows_here] |= (ep_a == ep_b).all(axis=1)[flows_here]
+            dirb = direction.astype(bool)
+            new_src = np.where(dirb[:, None], ep_b[fl], ep_a[fl])
+            new_dst = np.where(dirb[:, None], ep_a[fl], ep_b[fl])
+            self._put_bits("endpoints", f"{h}_src", rows, src_sl, new_src)
+            self._put_bits("endpoints", f"{h}_dst", rows, dst_sl, new_dst)
+            self.direction[rows] = direction
+        del pos
+        for h, (sp, dp) in (("tcp", ("tcp_sprt", "tcp_dprt")), ("udp", ("udp_sport", "udp_dport"))):
+            if not self.has(h):
+                continue
+            rows = np.flatnonzero(self.is_[h])
+            if not len(rows):
+                continue
+            fl = self.flow[rows]
+            d = self.direction[rows].astype(bool)
+            s, t = self._get(sp, rows), self._get(dp, rows)
+            client = np.where(d, t, s)
+            server = np.where(d, s, t)
+            pa = G.mode(client, fl, self.nflows)[0]
+            pb = G.mode(server, fl, self.nflows)[0]
+            idx = np.arange(self.nflows)
+            pa = np.where(pa <= 0, 49152 + idx % 16384, pa)
+            pb = np.where(pb <= 0, 1024 + idx % 1024, pb)
+            same_host = getattr(self, "same_host", np.zeros(self.nflows, dtype=bool))
+            pb = np.where((pb == pa) & same_host, np.where(pa == 65535, 1024, pa + 1), pb)
+            self._put("endpoints", sp, rows, np.where(d, pb[fl], pa[fl]))
+            self._put("endpoints", dp, rows, np.where(d, pa[fl], pb[fl]))
+
+    def header_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """L3 and L4 header bytes per row after option repair."""
+        l3 = np.zeros(self.n, dtype=np.int64)
+        l4 = np.zeros(self.n, dtype=np.int64)
+        for h in L3 + L4:
+            if self.has(h):
+                extra = self.opt_len.get(h, 0)
+                size = HEADERS[h].min_bits // 8 + extra
+                target = l3 if h in L3 else l4
+                target[self.is_[h]] = np.broadcast_to(size, (self.n,))[self.is_[h]]
+        return l3, l4
+
+    def payload_lengths(self) -> np.ndarray:
+        """Payload bytes implied by the generated IP length, within the MTU."""
+        l3, l4 = self.header_lengths()
+        total = np.zeros(self.n, dtype=np.int64)
+        if self.has("ipv4"):
+            v4 = self.is_["ipv4"]
+            total[v4] = np.maximum(self._get("ipv4_tl")[v4], 0)
+        if self.has("ipv6"):
+            v6 = self.is_["ipv6"]
+            total[v6] = np.maximum(self._get("ipv6_len")[v6], 0) + l3[v6]
+        payload = np.maximum(total - l3 - l4, 0)
+        return np.minimum(payload, np.maximum(self.cfg.mtu - l3 - l4, 0))
+
+    def tcp_state(self) -> None:
+        """TCP flags, sequence and acknowledgement numbers per flow (see docs/repair.md)."""
+        t = np.flatnonzero(self.is_["tcp"])
+        if not len(t):
+            return
+        get = lambda k: self._get(k, t)  # noqa: E731
+        ft, dt = self.flow[t], self.direction[t].astype(np.int64)
+        syn0, ack0, fin0, rst0 = get("tcp_syn"), get("tcp_ackf"), get("tcp_fin"), get("tcp_rst")
+        payload = self.payload[t].copy()
+        first = G.starts(ft)
+        hs_flow = np.zeros(self.nflows, dtype=bool)
+        hs_flow[ft[first]] = (syn0[first] == 1) & (ack0[first] == 0)
+        sa_flow = np.zeros(self.nflows, dtype=bool)  # capture starts at the SYN-ACK
+        sa_flow[ft[first]] = (syn0[first] == 1) & (ack0[first] == 1)
+        hs = hs_flow[ft]
+        seen1 = G.cumsum_excl(dt == 1, ft) > 0
+        seen1_incl = seen1 | (dt == 1)
+        after = G.cumsum_excl((dt == 0) & seen1, ft)  # client packets after the server spoke
+        phase_c = hs & (dt == 0) & ~seen1
+        phase_sa = sa_flow[ft] & (dt == 0) & ~seen1
+        phase_s = (hs & (dt == 1) & (after == 0)) | phase_sa
+        del seen1_incl
+        first1 = phase_s & ~phase_sa & (G.cumsum_excl(dt == 1, ft) == 0)
+        refused_flow = np.zeros(self.nflows, dtype=bool)
+        refused_flow[ft[first1]] = (rst0[first1] == 1) & (syn0[first1] == 0)
+        refused = refused_flow[ft]
+        phase = phase_c | phase_s
+        est = ~phase
+        payload[phase] = 0
+        syn = (phase_c | (phase_s & ~refused)).astype(np.int64)
+        # ordering per (flow, direction), positions kept
+        og = np.lexsort((np.arange(len(t)), dt, ft))
+        gid_sorted = ft[og] * 2 + dt[og]
+        inv = np.empty_like(og)
+        inv[og] = np.arange(len(og))
+
+        def later(flags: np.ndarray) -> np.ndarray:
+            return G.later_any(flags[og], gid_sorted)[inv]
+
+        rst = np.where(phase_c, 0, np.where(phase_s, refused.astype(np.int64), rst0))
+        rst_ok = (rst == 1) & ~later((payload > 0) | (fin0 == 1))
+        rst = np.where(est, rst_ok.astype(np.int64), rst)
+        rst_seen = G.cumsum_incl(rst[og], gid_sorted)[inv] > 0
+        fin_ok = est & (fin0 == 1) & ~later(payload > 0) & ~rst_seen & (rst == 0)
+        first_fin = fin_ok & (G.cumsum_incl(fin_ok[og], gid_sorted)[inv] == 1)
+        seq0 = get("tcp_seq")
+        fin_seq = np.full(2 * self.nflows, -1, dtype=np.int64)
+        fin_seq[(ft * 2 + dt)[first_fin]] = seq0[first_fin]
+        fin = (first_fin | (fin_ok & (seq0 == fin_seq[ft * 2 + dt]))).astype(np.int64)
+        ackf = np.where(phase_c, 0, np.where((rst == 1) & est & (ack0 == 0), 0, 1))
+        urp0 = get("tcp_urp")
+        urg = ((get("tcp_urg") == 1) & (urp0 > 0) & (urp0 <= payload)).astype(np.int64)
+        self._put("tcp_flags", "tcp_syn", t, syn)
+        self._put("tcp_flags", "tcp_fin", t, fin)
+        self._put("tcp_flags", "tcp_rst", t, rst)
+        self._put("tcp_flags", "tcp_ackf", t, ackf)
+        self._put("tcp_flags", "tcp_urg", t, urg)
+        self._put("tcp_flags", "tcp_urp", t, np.where(urg == 1, urp0, 0))
+        self.payload[t] = payload
+        self._tcp_options(t, syn, phase_c)
+        self._tcp_seq_ack(t, ft, dt, og, gid_sorted, inv, syn, fin, ackf, payload, phase_c, phase_s & ~refused)
+
+    def _tcp_seq_ack(self, t, ft, dt, og, gid_sorted, inv, syn, fin, ackf, payload, phase_c, synack) -> None:
+        seq0 = self._get("tcp_seq", t)
+        ack0 = self._get("tcp_ackn", t)
+        length = payload + syn + fin
+        # per (flow, direction) group, in position order
+        s_seq, s_len = seq0[og], length[og]
+        isn = G.first_value(s_seq, gid_sorted)
+        rel = (s_seq - isn) % MOD32
+        rel = np.where(rel >= MOD32 // 2, rel - MOD32, rel)
+        # candidate retransmissions: start exactly where an earlier segment of the group started
+        key = gid_sorted * (MOD32 * 2) + (rel + MOD32)
+        _, first_idx = np.unique(key, return_index=True)
+        is_first = np.zeros(len(key), dtype=bool)
+        is_first[first_idx] = True
+        cand = ~is_first
+        s_phase = (phase_c | synack)[og]
+        st = G.starts(gid_sorted)
+        en = G.ends(gid_sorted)
+        s_syn, s_fin = syn[og], fin[og]
+        # a forward jump (capture gap) is kept only when the next segment continues from it
+        nxt = np.r_[rel[1:], 0]
+        confirmed = ~en & (nxt == rel + s_len)
+        # ... or when the peer acknowledges exactly its end (it was really sent)
+        ack_s = ack0[og]
+        peer_g = np.full(2 * self.nflows, -1, dtype=np.int64)
+        peer_g[gid_sorted] = isn
+        peer_isn_s = peer_g[gid_sorted ^ 1]
+        ack_rel_peer = (ack_s - peer_isn_s) % MOD32  # the peer's ack in the peer's own seq space
+        acked = (gid_sorted ^ 1) * MOD32 + ack_rel_peer
+        ends_key = gid_sorted * MOD32 + (rel + s_len) % MOD32
+        confirmed |= np.isin(ends_key, acked[(ackf[og] == 1) & (peer_isn_s >= 0)])
+        syn_retry = s_phase & ~st  # a repeated SYN / SYN-ACK reuses the ISN
+        kept = np.ones(len(rel), dtype=bool)
+        for _ in range(12):
+            expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
+            ok = st | (rel == expected)
+            ok |= cand & (rel >= 0) & (rel + s_len <= expected)
+            ok |= (s_len <= 1) & (rel == expected - 1) & (s_syn == 0) & (s_fin == 0)  # keep-alive
+            ok |= (rel > expected) & (rel - expected < (1 << 30)) & confirmed & ~s_phase
+            ok |= syn_retry & (rel == 0)
+            if np.array_equal(ok, kept):
+                break
+            kept = ok
+        expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
+        final_rel = np.where(kept, rel, np.where(syn_retry, 0, expected))
+        adv = np.where(kept, np.maximum(rel + s_len - expected, 0), np.where(syn_retry, 0, s_len))
+        seq = ((isn + final_rel) % MOD32)[inv]
+        self._put("tcp_seq", "tcp_seq", t, seq)
+        # acknowledgements, in flow order: what the peer has sent so far
+        adv_flow = adv[inv]
+        sent0 = G.cumsum_excl(np.where(dt == 0, adv_flow, 0), ft)
+        sent1 = G.cumsum_excl(np.where(dt == 1, adv_flow, 0), ft)
+        peer_sent = np.where(dt == 0, sent1, sent0)
+        peer_seen = G.cumsum_excl(dt == 1, ft) > 0
+        peer_seen = np.where(dt == 0, peer_seen, G.cumsum_excl(dt == 0, ft) > 0)
+        isn_g = np.full(2 * self.nflows, -1, dtype=np.int64)
+        isn_g[gid_sorted] = isn
+        has_peer = isn_g[ft * 2 + (1 - dt)] >= 0
+        ack_first = np.full(2 * self.nflows, 0, dtype=np.int64)
+        fa = G.starts(gid_sorted)
+        ack_first[gid_sorted[fa]] = ack0[og][fa]
+        peer_isn = np.where(has_peer, isn_g[ft * 2 + (1 - dt)], ack_first[ft * 2 + dt])
+        arel = (ack0 - peer_isn) % MOD32
+        arel = np.where(arel >= MOD32 // 2, arel - MOD32, arel)
+        big = np.int64(1) << 40
+        final_flow = final_rel[inv]
+        nxt0 = _next_value(dt == 0, final_flow, ft)
+        nxt1 = _next_value(dt == 1, final_flow, ft)
+        peer_next = np.where(dt == 0, nxt1, nxt0)
+        upper = np.where(~has_peer, big, np.maximum(np.where(peer_seen, peer_sent, 0), peer_next))
+        lower_abs = -self.cfg.ack_window
+        uses_ack = ackf == 1
+        ok = uses_ack & (arel <= upper) & (arel >= lower_abs) & ~synack
+        target = np.where(has_peer, np.where(peer_seen, peer_sent, 0), arel)
+        final = np.where(ok, arel, target)
+        for _ in range(6):  # acknowledgements never go backwards within a direction
+            prev = G.cummax(final[og], gid_sorted, exclusive=True, initial=lower_abs)[inv]
+            ok2 = ok & (arel >= prev)
+            new = np.where(ok2, arel, np.maximum(target, prev))
+            if np.array_equal(new, final):
+                break
+            final = new
+        ack = np.where(uses_ack, (peer_isn + final) % MOD32, 0)
+        self._put("tcp_ack", "tcp_ackn", t, ack)
+        self._tcp_timestamps(t, ft, dt, og, gid_sorted, inv, phase_c)
+
+    def _tcp_options(self, t: np.ndarray, syn: np.ndarray, phase_c: np.ndarray) -> None:
+        """SYN-only options become NOPs elsewhere; window scale at most 14."""
+        rows_all = np.flatnonzero(self.is_["tcp"])
+        assert np.array_equal(rows_all, t)
+        kind_at, data = self.opt_kind["tcp"], self.opt_data["tcp"].copy()
+        length = self.opt_len["tcp"][t]
+        changed = False
+        for k, (lo, _hi, syn_only) in TCP_OPTIONS.items():
+            r, p = np.nonzero(kind_at == k)
+            if not len(r):
+                continue
+            if syn_only:
+                bad = syn[r] == 0
+                for j in range(lo):
+                    data[r[bad], p[bad] + j] = 1
+                if bad.any():
+                    kind_at[r[bad], p[bad]] = 1
+                    changed = True
+            if k == 3:
+                keep = syn[r] == 1
+                shift = data[r[keep], p[keep] + 2]
+                if (shift > 14).any():
+                    data[r[keep], p[keep] + 2] = np.minimum(shift, 14)
+                    changed = True
+        if changed:
+            self._write_options("tcp_options", "tcp", t, data, length)
+        self.opt_data["tcp"] = data
+
+    def _tcp_timestamps(self, t, ft, dt, og, gid_sorted, inv, phase_c) -> None:
+        """TSval non-decreasing per direction; a connection-opening SYN echoes no TSecr (RFC 7323)."""
+        kind_at, data = self.opt_kind["tcp"], self.opt_data["tcp"].copy()
+        r, p = np.nonzero(kind_at == 8)
+        keep = self._get("tcp_rst", t)[r] == 0  # RSTs need not carry timestamps (RFC 7323 5.2)
+        r, p = r[keep], p[keep]
+        if not len(r):
+            return
+        def word(off: int) -> np.ndarray:
+            b = data[r[:, None], p[:, None] + off + np.arange(4)[None, :]].astype(np.int64)
+            return (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
+        tsval, tsecr = word(2), word(6)
+        has = np.zeros(len(t), dtype=bool)
+        has[r] = True
+        val = np.zeros(len(t), dtype=np.int64)
+        ecr = np.zeros(len(t), dtype=np.int64)
+        val[r], ecr[r] = tsval, tsecr
+        # TSval: running max per direction over packets carrying the option (serial, from first)
+        sub = og[has[og]]
+        g = gid_sorted[has[og]]
+        base = G.first_value(val[sub], g)
+        rel = (val[sub] - base) % MOD32
+        rel = np.where(rel >= MOD32 // 2, rel - MOD32, rel)
+        rel = np.maximum(G.cummax(rel, g), 0) if len(rel) else rel
+        new_val = val.copy()
+        new_val[sub] = (base + rel) % MOD32
+        new_ecr = ecr.copy()
+        new_ecr[phase_c & has] = 0
+        for off, arr in ((2, new_val), (6, new_ecr)):
+            v = arr[r]
+            for j in range(4):
+                data[r, p + off + j] = (v >> (24 - 8 * j)) & 0xFF
+        self._write_options("tcp_options", "tcp", t, data, self.opt_len["tcp"][t])
+
+    def lengths(self) -> None:
+        """Length fields that must agree with the headers and payload actually written."""
+        l3, l4 = self.header_lengths()
+        if self.has("ipv4"):
+            v4 = self.is_["ipv4"]
+            self._put("lengths", "ipv4_hl", v4, l3[v4] // 4)
+            self._put("lengths", "ipv4_tl", v4, (l3 + l4 + self.payload)[v4])
+        if self.has("ipv6"):
+            v6 = self.is_["ipv6"]
+            self._put("lengths", "ipv6_len", v6, (l4 + self.payload)[v6])
+        if self.has("tcp"):
+            tcp = self.is_["tcp"]
+            self._put("lengths", "tcp_doff", tcp, l4[tcp] // 4)
+        if self.has("udp"):
+            udp = self.is_["udp"]
+            self._put("lengths", "udp_len", udp, (l4 + self.payload)[udp])
+
+    def ip_id(self) -> None:
+        """Counter-like IP ID sequences advance per direction; isolated outliers are replaced.
+
+        Random IDs (RFC 6864 allows them) and zero IDs are left alone."""
+        if not self.has("ipv4"):
+            return
+        rows = np.flatnonzero(self.is_["ipv4"])
+        if len(rows) < 3:
+            return
+        fl, d = self.flow[rows], self.direction[rows].astype(np.int64)
+        og = np.lexsort((np.arange(len(rows)), d, fl))
+        g = (fl * 2 + d)[og]
+        ids = self._get("ipv4_id", rows)[og]
+        step = self.cfg.ip_id_step_max
+        for _ in range(2):
+            delta = (ids - np.r_[ids[:1], ids[:-1]]) % 65536
+            fwd = (delta >= 1) & (delta < step)
+            st = G.starts(g)
+            en = G.ends(g)
+            left_bad = ~fwd & ~st
+            right_bad = np.r_[left_bad[1:], False] & ~en
+            counts = np.bincount(np.cumsum(st) - 1)
+            share = np.bincount(np.cumsum(st) - 1, weights=(fwd & ~st)) / np.maximum(counts - 1, 1)
+            counter_like = (share >= 0.75)[np.cumsum(st) - 1] & (counts >= 3)[np.cumsum(st) - 1]
+            bad = left_bad & right_bad & counter_like & (ids != 0)
+            if not bad.any():
+                break
+            idx = np.arange(len(ids))
+            last_good = np.maximum.accumulate(np.where(~bad, idx, 0))
+            ids = np.where(bad, (ids[last_good] + idx - last_good) % 65536, ids)
+        out = np.empty_like(ids)
+        out[og] = ids
+        self._put("ip_id", "ipv4_id", rows, out)
+
+    def ipv4_checksum(self) -> None:
+        if not self.has("ipv4"):
+            return
+        rows = np.flatnonzero(self.is_["ipv4"])
+        if not len(rows):
+            return
+        self._put("ipv4_checksum", "ipv4_cksum", rows, ipv4_header_checksums(self.layout, self.m[rows]))
+
+    def timestamps(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Non-decreasing ns offsets from the flow start; generated when the column is unusable."""
+        ts = np.asarray(ts, dtype=np.int64).copy()
+        fl = self.flow
+        counts = np.bincount(fl, minlength=self.nflows)
+        neg = np.bincount(fl, weights=(ts < 0), minlength=self.nflows) > 0
+        nonzero = np.bincount(fl, weights=(ts > 0), minlength=self.nflows) > 0
+        gen_flow = neg | (~nonzero & (counts > 1))
+        gen = gen_flow[fl]
+        if gen.any():
+            rng = np.random.default_rng(self.cfg.seed)
+            iat = rng.exponential(self.cfg.default_iat_ns, size=int(gen.sum())).astype(np.int64)
+            g = fl[gen]
+            iat[G.starts(g)] = 0
+            ts[gen] = G.cumsum_incl(iat, g)
+        if len(ts):
+            ts = ts - G.first_value(ts, fl)
+            ts = G.cummax(ts, fl)
+        return ts, gen_flow
+
+
+def _maxplus_scan(kept: np.ndarray, rel: np.ndarray, length: np.ndarray, gid: np.ndarray) -> np.ndarray:
+    """Next expected sequence offset before each segment of a direction.
+
+    Kept segments move it to ``max(expected, rel + len)``; rewritten ones are placed at
+    ``expected`` and advance it by ``len``. The recurrence ``e' = max(e + a, b)`` is solved in
+    closed form with a prefix sum and a running maximum, so no per-packet loop is needed."""
+    a = np.where(kept, 0, length).astype(np.int64)
+    b = np.where(kept, rel + length, -(1 << 40)).astype(np.int64)
+    s_incl = G.cumsum_incl(a, gid)
+    s_excl = s_incl - a
+    inner = G.cummax(b - s_incl, gid, exclusive=True, initial=0)  # e_0 = 0 at the group's first
+    return s_excl + np.maximum(inner, 0)
+
+
+def _next_value(mask: np.ndarray, values: np.ndarray, gid: np.ndarray) -> np.ndarray:
+    """Per element: ``values`` at the next later element of the same group with ``mask`` set
+    (``-2**40`` where there is none)."""
+    idx = np.arange(len(values))
+    cand = np.where(mask, idx, len(values))
+    rev = cand[::-1]
+    g = gid[::-1]
+    # running min over the reversed order == -running max of negatives
+    nxt = -G.cummax(-rev, -g + g.max(), exclusive=True, initial=-len(values))[::-1]
+    out = np.full(len(values), -(1 << 40), dtype=np.int64)
+    has = nxt < len(values)
+    out[has] = values[nxt[has]]
+    return out
+
+
+def ipv4_header_checksums(layout: Layout, rows: np.ndarray) -> np.ndarray:
+    """RFC 791 header checksum of IPv4 rows (the checksum field read as zero)."""
+    data, _ = layout.header_bytes(rows, "ipv4")
+    data = data.astype(np.int64)
+    ck = layout.field("ipv4_cksum")
+    data[:, ck.offset // 8 : (ck.offset + ck.width) // 8] = 0
+    hl = layout.field_values(rows, "ipv4_hl")
+    words = (data[:, 0::2] << 8) | data[:, 1::2]
+    words[np.arange(words.shape[1])[None, :] >= (hl[:, None] * 2)] = 0
+    return fold_checksum(words.sum(axis=1))
+
+
+def fold_checksum(total: np.ndarray) -> np.ndarray:
+    """One's complement of the 16-bit one's complement sum."""
+    s = np.asarray(total, dtype=np.int64)
+    for _ in range(3):
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def repair_matrix(layout: Layout, matrix: np.ndarray, flow: np.ndarray, timestamp: np.ndarray,
+                  cfg: RepairConfig | None = None) -> RepairResult:
+    """Repair the rows of many flows at once (rows sorted by flow index, then position)."""
+    return Repairer(layout, matrix, flow, cfg or RepairConfig()).run(timestamp)

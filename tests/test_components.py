@@ -1,0 +1,202 @@
+"""Every component, run alone on ``kfp.local`` (subprocess runner, this venv) on tiny real data.
+
+Inputs that are artifacts are brought in with ``dsl.importer`` (lists through ParallelFor +
+``dsl.Collected``), exactly how the pipelines hand them over. The whole-pipeline runs are in
+``test_pipelines.py``.
+"""
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import List  # noqa: UP035 (KFP reads typing annotations)
+
+import pyarrow.parquet as pq
+import pytest
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Model
+
+from components.common import merge_datasets, plan_shards
+from components.encode.component import encode_shard, list_classes
+from components.encode.component import plan_shards as plan_shards_component
+from components.evaluate.component import evaluate_synthetic
+from components.generate.component import generate_class
+from components.register.component import publish_outputs, register_model, resolve_model
+from components.repair.component import repair_flows
+from components.train.component import train_model
+from components.validate.component import validate_pcaps
+from pipelines.local import init_local
+
+CLASSES = ["facebook", "webex"]
+
+
+# components name their container image; the subprocess runner warns that it runs them here instead
+pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")
+
+@pytest.fixture(scope="module")
+def kfp_local(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("components")
+    init_local(out)
+    return out
+
+
+def _flows(dataset: str | Path) -> dict[str, int]:
+    counts: dict[str, set] = {}
+    for shard in Path(dataset).rglob("*.parquet"):
+        table = pq.read_table(shard, columns=["flow_id", "label"])
+        for fid, label in zip(table.column("flow_id").to_pylist(), table.column("label").to_pylist(), strict=True):
+            counts.setdefault(label, set()).add(fid)
+    return {k: len(v) for k, v in sorted(counts.items())}
+
+
+# ----------------------------------------------------------------------------------- encode
+def test_plan_and_list_classes(kfp_local, shared_data):
+    plan = plan_shards_component(input_uri=str(shared_data), classes=CLASSES + ["whatsapp"], shards=2)
+    shards = [json.loads(s) for s in plan.output]
+    assert len(shards) == 2
+    files = sorted(f["path"] for s in shards for f in s["files"])
+    assert files == sorted(["pcaps/facebook/facebook.pcap", "pcaps/webex/webex.pcap", "pcaps/whatsapp/wa_video.pcap",
+                            "pcaps/whatsapp/wa_voice.pcap", "pcaps/whatsapp/whatsapp_login_call.pcap"])
+    assert list_classes(input_uri=str(shared_data), classes=[]).output == sorted(
+        {r.split(",")[1] for r in (shared_data / "manifest.csv").read_text().splitlines()[1:]})
+
+
+def test_plan_balances_by_size_and_rejects_unknown_classes(shared_data, tmp_path):
+    from components.common import read_manifest
+
+    rows = read_manifest(str(shared_data), tmp_path, ["youtube"])
+    shards = [json.loads(s) for s in plan_shards(str(shared_data), rows, 3)]
+    sizes = [sum((shared_data / f["path"]).stat().st_size for f in s["files"]) for s in shards]
+    assert len(shards) == 3 and max(sizes) < 2 * min(sizes)
+    with pytest.raises(ValueError, match="meet"):
+        read_manifest(str(shared_data), tmp_path, ["meet"])
+
+
+@pytest.fixture(scope="module")
+def encoded(kfp_local, shared_data) -> list[str]:
+    paths = []
+    for i, label in enumerate(CLASSES):
+        rows = [{"path": f"pcaps/{label}/{label}.pcap", "label": label, "macro": "", "source": "test"}]
+        task = encode_shard(shard=json.dumps({"index": i, "root": str(shared_data), "files": rows}), packets=32)
+        assert task.outputs["Output"] > 0
+        paths.append(task.outputs["data"].path)
+    return paths
+
+
+def test_encode_shard(encoded):
+    assert [list(_flows(p)) for p in encoded] == [["facebook"], ["webex"]]
+    for p in encoded:
+        assert (Path(p) / "fields.json").exists()
+        assert max(pq.read_table(s, columns=["packet_index"]).column(0).to_pylist()[-1]
+                   for s in Path(p).rglob("*.parquet")) < 32
+
+
+# ------------------------------------------------------------------------------------ train
+@dsl.pipeline
+def _train(paths: List[str]) -> Model:  # noqa: UP006
+    with dsl.ParallelFor(paths) as p:
+        data = dsl.importer(artifact_uri=p, artifact_class=Dataset)
+    return train_model(data=dsl.Collected(data.output), config="tiny", launcher="in-process").outputs["model"]
+
+
+@pytest.fixture(scope="module")
+def trained(encoded):
+    task = _train(paths=encoded)
+    return Path(task.output.path)
+
+
+def test_train_splits_holdout_and_trains(trained, encoded):
+    meta = json.loads((trained / "model.json").read_text())
+    assert sorted(meta["classes"]) == CLASSES
+    run = trained.parent.parent  # <run>/<task>/model -> the train task's outputs sit beside it
+    train_dir, holdout_dir = run / "train-model" / "train_data", run / "train-model" / "holdout_data"
+    merged = merge_datasets(encoded, run / "merged")
+    total, train, held = _flows(merged), _flows(train_dir), _flows(holdout_dir)
+    assert {k: train.get(k, 0) + held.get(k, 0) for k in total} == total
+    assert held["webex"] >= 1 and "facebook" in train
+
+
+# --------------------------------------------------------------- generate / repair / validate
+@dsl.pipeline
+def _generate_repair_validate(model: str, label: str, count: int) -> Artifact:
+    imported = dsl.importer(artifact_uri=model, artifact_class=Model)
+    generated = generate_class(model=imported.output, label=label, count=count)
+    with dsl.ParallelFor([0]):
+        repaired = repair_flows(generated=generated.outputs["generated"])
+    return validate_pcaps(repaired=dsl.Collected(repaired.outputs["repaired"])).outputs["report"]
+
+
+def test_generate_repair_validate(trained):
+    task = _generate_repair_validate(model=str(trained), label="webex", count=3)
+    report_dir = Path(task.output.path)
+    assert json.loads((report_dir / "report.json").read_text())
+    run = report_dir.parent.parent
+    generated = next(run.rglob("generated"))
+    assert _flows(generated) == {"webex": 3}
+    pcaps = sorted(next(run.rglob("validate-pcaps")).glob("pcaps/**/*.pcap"))
+    assert len(pcaps) == 3 and {p.parent.name for p in pcaps} == {"webex"}
+
+
+# ---------------------------------------------------------------------------- evaluate
+@dsl.pipeline
+def _evaluate(real: str, train: str, synthetic: List[str]) -> Artifact:  # noqa: UP006
+    real_a = dsl.importer(artifact_uri=real, artifact_class=Dataset)
+    train_a = dsl.importer(artifact_uri=train, artifact_class=Dataset)
+    with dsl.ParallelFor(synthetic) as s:
+        syn = dsl.importer(artifact_uri=s, artifact_class=Dataset)
+    return evaluate_synthetic(real=real_a.output, train=train_a.output, synthetic=dsl.Collected(syn.output),
+                              quick=True).outputs["report"]
+
+
+def test_evaluate(trained, encoded):
+    run = trained.parent.parent
+    task = _evaluate(real=str(run / "train-model" / "holdout_data"), train=str(run / "train-model" / "train_data"),
+                     synthetic=encoded)
+    report = Path(task.output.path)
+    data = json.loads((report / "report.json").read_text())
+    assert "similarity" in data and (report / "report.md").exists() and list(report.glob("*.png"))
+
+
+# ---------------------------------------------------------------- register / resolve / publish
+@dsl.pipeline
+def _register(model: str, data: str, validation: str, evaluation: str, out: str) -> str:
+    m = dsl.importer(artifact_uri=model, artifact_class=Model)
+    d = dsl.importer(artifact_uri=data, artifact_class=Dataset)
+    v = dsl.importer(artifact_uri=validation, artifact_class=Artifact)
+    e = dsl.importer(artifact_uri=evaluation, artifact_class=Artifact)
+    return register_model(model=m.output, data=d.output, validation=v.output, evaluation=e.output,
+                          train_summary="{}", config="tiny", out=out).output
+
+
+def test_register_then_resolve_and_publish(trained, encoded, tmp_path):
+    validation = tmp_path / "validation"
+    validation.mkdir()
+    (validation / "report.json").write_text(json.dumps({"pcaps": 0, "clean": True}))
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "report.json").write_text(json.dumps({"similarity": {"overall": {"jsd": 0.2}}}))
+    out = tmp_path / "mlflow"
+    result = json.loads(_register(model=str(trained), data=encoded[0], validation=str(validation),
+                                  evaluation=str(evaluation), out=str(out)).output)
+    assert result["version"] and result["alias"] in ("challenger", "champion")
+    with sqlite3.connect(out / "mlflow.db") as db:
+        aliases = db.execute("select alias, version from registered_model_aliases").fetchall()
+    assert ("challenger", int(result["version"])) in aliases  # promote() always sets challenger
+
+    resolved = resolve_model(model_uri=str(trained), classes=[])
+    assert resolved.outputs["Output"] == CLASSES
+    assert (Path(resolved.outputs["model"].path) / "model.json").exists()
+    with pytest.raises(RuntimeError):  # unknown class: the task fails
+        resolve_model(model_uri=str(trained), classes=["meet"])
+
+    @dsl.pipeline
+    def _publish(pcaps: str, validation: str, data: List[str], uri: str) -> str:  # noqa: UP006
+        p = dsl.importer(artifact_uri=pcaps, artifact_class=Artifact)
+        v = dsl.importer(artifact_uri=validation, artifact_class=Artifact)
+        with dsl.ParallelFor(data) as item:
+            d = dsl.importer(artifact_uri=item, artifact_class=Dataset)
+        return publish_outputs(pcaps=p.output, validation=v.output, repaired_data=dsl.Collected(d.output),
+                               output_uri=uri).output
+
+    published = json.loads(_publish(pcaps=str(validation), validation=str(validation), data=encoded,
+                                     uri=str(tmp_path / "published")).output)
+    assert published["parquet"] >= 2 and (tmp_path / "published" / "data" / "fields.json").exists()

@@ -1,0 +1,133 @@
+"""The compiled pipelines: fresh, carrying GPU placement and secrets, and runnable locally from YAML.
+
+The end-to-end tests load ``pipelines/compiled/*.yaml`` back with ``components.load_component_from_file``
+and run them on ``kfp.local`` with the ``tiny`` preset (2 real classes, a few flows, 32 packets per
+flow), so what is submitted to a cluster is exactly what ran here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPILED = REPO / "pipelines" / "compiled"
+TINY_CLASSES = ["facebook", "webex"]
+
+# components name their container image; the subprocess runner warns that it runs them here instead
+pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")
+
+
+def _docs(name: str) -> tuple[dict, dict]:
+    pipeline, platform = yaml.safe_load_all((COMPILED / f"{name}.yaml").read_text())
+    return pipeline, platform
+
+
+def test_compiled_pipelines_are_fresh():
+    from pipelines.compile import stale
+
+    problems = stale()
+    assert not problems, "\n".join(problems) + "\nrun `make pipelines`"
+
+
+def test_stale_check_can_fail(tmp_path):
+    from pipelines.compile import compile_all, stale
+
+    compile_all(tmp_path)
+    text = (tmp_path / "generate.yaml").read_text().replace("nvidia.com/gpu", "nvidia.com/gpuX", 1)
+    (tmp_path / "generate.yaml").write_text(text)
+    assert [p for p in stale(tmp_path) if "generate.yaml: stale" in p]
+
+
+@pytest.mark.parametrize("name,gpu_tasks", [("refresh", ["exec-train-model", "exec-generate-class"]),
+                                            ("generate", ["exec-generate-class"])])
+def test_compiled_yaml_carries_gpu_placement_and_s3_secret(name, gpu_tasks):
+    pipeline, platform = _docs(name)
+    params = pipeline["root"]["inputDefinitions"]["parameters"]
+    assert params["gpu_node_selector"]["parameterType"] == "STRUCT"
+    assert params["gpu_tolerations"]["parameterType"] == "LIST"
+    assert params["gpu_tolerations"]["defaultValue"][0]["key"] == "nvidia.com/gpu"
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for task in gpu_tasks:
+        k8s = executors[task]
+        assert k8s["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith("gpu_node_selector")
+        assert k8s["tolerations"][0]["tolerationJson"]["componentInputParameter"].endswith("gpu_tolerations")
+        resources = pipeline["deploymentSpec"]["executors"][task]["container"]["resources"]
+        assert "accelerator_type" in resources["accelerator"]["resourceType"]
+        assert "gpus" in resources["accelerator"]["resourceCount"]
+    secrets = [e for e in executors.values() if "secretAsEnv" in e]
+    assert secrets, "no task gets the S3 credentials"
+    for e in secrets:
+        (secret,) = e["secretAsEnv"]
+        assert {m["envVar"] for m in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert secret["secretNameParameter"]["componentInputParameter"].endswith("s3_secret")
+
+
+def test_refresh_fans_out_over_shards_and_classes():
+    pipeline, _ = _docs("refresh")
+    tasks = pipeline["root"]["dag"]["tasks"]
+    loops = {name: t for name, t in tasks.items() if "parameterIterator" in t}
+    assert len(loops) == 2
+    iterated = sorted(t["parameterIterator"]["items"]["inputParameter"] for t in loops.values())
+    assert iterated == ["pipelinechannel--list-classes-Output", "pipelinechannel--plan-shards-Output"]
+    order = ["plan-shards", "train-model", "validate-pcaps", "evaluate-synthetic", "register-model"]
+    assert set(order) <= set(tasks)
+    assert "train-model" in tasks["evaluate-synthetic"]["dependentTasks"]
+    assert set(tasks["register-model"]["dependentTasks"]) >= {"train-model", "validate-pcaps", "evaluate-synthetic"}
+
+
+@pytest.fixture(scope="module")
+def local_refresh(tmp_path_factory, shared_data):
+    """The compiled refresh pipeline, loaded from YAML and run on kfp.local (tiny preset)."""
+    from kfp import components
+
+    from pipelines.local import PRESETS, init_local
+
+    out = tmp_path_factory.mktemp("refresh")
+    root = init_local(out)
+    refresh = components.load_component_from_file(str(COMPILED / "refresh.yaml"))
+    p = PRESETS["tiny"]
+    task = refresh(input_uri=str(shared_data), classes=TINY_CLASSES, count=p.count, packets=p.packets,
+                   encode_shards=2, config=p.config, quick_evaluation=True, tracking_out=str(out),
+                   generate_gpus=0, train_gpus=0)
+    return out, root, task
+
+
+@pytest.mark.slow
+def test_refresh_runs_locally_from_compiled_yaml(local_refresh):
+    out, root, task = local_refresh
+    pcaps = Path(task.outputs["pcaps"].path)
+    per_class = {d.name: len(list(d.glob("*.pcap"))) for d in pcaps.iterdir() if d.is_dir()}
+    assert per_class == {c: 2 for c in TINY_CLASSES}
+    report = json.loads((Path(task.outputs["report"].path) / "report.json").read_text())
+    assert set(report["similarity"]["per_class"]) <= set(TINY_CLASSES)
+    assert (Path(task.outputs["validation"].path) / "report.json").exists()
+    assert (Path(task.outputs["model"].path) / "model.json").exists()
+    registered = json.loads(task.outputs["registered"])
+    assert registered["version"] and registered["model_uri"].startswith("models:/")
+    assert (out / "mlflow.db").exists()
+    # ParallelFor fanned out: one generate and one repair task directory per class
+    run_dir = next(root.iterdir())
+    assert len([d for d in run_dir.rglob("generate-class*") if d.is_dir()]) >= len(TINY_CLASSES)
+
+
+@pytest.mark.slow
+def test_generate_runs_locally_from_compiled_yaml(local_refresh, tmp_path):
+    from kfp import components
+
+    from pipelines.local import init_local
+
+    out, _, refreshed = local_refresh
+    init_local(tmp_path)
+    generate = components.load_component_from_file(str(COMPILED / "generate.yaml"))
+    task = generate(model_uri=refreshed.outputs["model"].path, classes=["webex"], count=3, generate_gpus=0,
+                    output_uri=str(tmp_path / "published"))
+    pcaps = list(Path(task.outputs["pcaps"].path).rglob("*.pcap"))
+    assert len(pcaps) == 3 and all(p.parent.name == "webex" for p in pcaps)
+    published = tmp_path / "published"
+    assert len(list((published / "pcaps").rglob("*.pcap"))) == 3
+    assert (published / "validation" / "report.json").exists()
+    assert list((published / "data").rglob("*.parquet"))

@@ -1,0 +1,100 @@
+"""Sample data: nDPI test captures from Debian's ndpi source package, or the shared data set."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from netdiffusion import sample_data
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _ndpi_line(i: int, r: dict[str, str]) -> str:
+    """A flow line as ndpiReader 4.2 prints it in tests/result/*.out (from a flow-labels row)."""
+    v6 = ":" in r["src"]
+    src = f"[{r['src']}]" if v6 else r["src"]
+    dst = f"[{r['dst']}]" if v6 else r["dst"]
+    cat = f"[cat: {r['category']}/5]" if r["category"] else ""
+    sni = f"[Hostname/SNI: {r['sni']}]" if r["sni"] else ""
+    return (f"\t{i}\t{r['l4']} {src}:{r['sport']} {r['dir']} {dst}:{r['dport']} [proto: 91.7/{r['proto']}]"
+            f"[Encrypted][Confidence: DPI]{cat}[{r['pkts_c2s']} pkts/{r['bytes_c2s']} bytes {r['dir']} "
+            f"{r['pkts_s2c']} pkts/{r['bytes_s2c']} bytes][Goodput ratio: 1/2]{sni}[bytes ratio: 0.1]")
+
+
+def test_mapping_mirrors_the_shared_classes(shared_data):
+    mapping = sample_data.read_mapping()
+    shared = _rows(shared_data / "manifest.csv")
+    assert {r["label"] for r in mapping} == {r["label"] for r in shared}
+    by_file = {Path(r["path"]).name: r for r in shared}
+    for row in mapping:
+        assert by_file[row["file"]]["label"] == row["label"] and by_file[row["file"]]["macro"] == row["macro"]
+
+
+def test_parse_ndpi_result_roundtrips_the_shared_flow_labels(shared_data):
+    rows = [r for r in _rows(shared_data / "ndpi_flow_labels.csv") if r["pcap"] in ("reddit.pcap", "skype.pcap")]
+    assert any(":" in r["src"] for r in rows) and any(not r["category"] for r in rows)  # IPv6 + Unknown flows
+    for pcap in ("reddit.pcap", "skype.pcap"):
+        expected = [r for r in rows if r["pcap"] == pcap]
+        text = "Guessed flow protos:\t7\n\n\t1\t 10.0.0.1 \t 4\n" + "\n".join(
+            _ndpi_line(i, r) for i, r in enumerate(expected, 1))
+        assert sample_data.parse_ndpi_result(text, pcap) == expected
+
+
+def test_extract_from_a_source_tarball(tmp_path, shared_data):
+    """The extraction path on a small tarball laid out like nDPI's: pcaps + results -> manifest + labels."""
+    tarball = tmp_path / "ndpi_4.2.orig.tar.gz"
+    labels = [r for r in _rows(shared_data / "ndpi_flow_labels.csv") if r["pcap"] == "facebook.pcap"]
+    out_text = "\n".join(_ndpi_line(i, r) for i, r in enumerate(labels, 1)).encode()
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(shared_data / "pcaps/facebook/facebook.pcap", "nDPI-4.2/tests/pcap/facebook.pcap")
+        info = tarfile.TarInfo("nDPI-4.2/tests/result/facebook.pcap.out")
+        info.size = len(out_text)
+        tar.addfile(info, io.BytesIO(out_text))
+        tar.add(shared_data / "pcaps/zoom/zoom.pcap", "nDPI-4.2/tests/pcap/unmapped.pcap")
+    summary = sample_data.extract_sample(tarball, tmp_path / "sample",
+                                         [r for r in sample_data.read_mapping() if r["file"] == "facebook.pcap"])
+    assert summary == {"captures": 1, "classes": 1, "flows": len(labels), "missing": 0}
+    manifest = _rows(tmp_path / "sample/manifest.csv")
+    assert manifest == [{"path": "pcaps/facebook/facebook.pcap", "label": "facebook", "macro": "social",
+                         "source": sample_data.NDPI_SOURCE}]
+    assert (tmp_path / "sample/pcaps/facebook/facebook.pcap").read_bytes() == \
+        (shared_data / "pcaps/facebook/facebook.pcap").read_bytes()
+    assert _rows(tmp_path / "sample/ndpi_flow_labels.csv") == labels
+
+
+def test_fallback_to_shared_data(tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("NETDIFFUSION_SHARED_DATA", str(shared_data))
+    summary = sample_data.prepare(tmp_path / "sample", source="shared")
+    assert summary["source"] == "shared" and summary["classes"] == 15
+    rows = _rows(tmp_path / "sample/manifest.csv")
+    assert rows and all((tmp_path / "sample" / r["path"]).exists() for r in rows)
+    # a second auto run sees complete data and does not fetch again
+    assert sample_data.prepare(tmp_path / "sample")["source"] == "existing"
+
+
+def test_no_source_at_all_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETDIFFUSION_SHARED_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(RuntimeError, match="NETDIFFUSION_SHARED_DATA"):
+        sample_data.prepare(tmp_path / "sample", source="shared")
+
+
+@pytest.mark.slow
+def test_real_debian_download_matches_the_shared_captures(tmp_path, shared_data):
+    """apt-get source ndpi (127 MB, a few seconds on the Debian mirror): same bytes, same flow labels."""
+    summary = sample_data.prepare(tmp_path / "sample", source="debian", cache=tmp_path / "cache")
+    assert summary["source"] == "debian"
+    assert summary["captures"] == 19 and summary["classes"] == 15 and summary["missing"] == 0
+    for row in _rows(tmp_path / "sample/manifest.csv"):
+        ours = hashlib.sha256((tmp_path / "sample" / row["path"]).read_bytes()).hexdigest()
+        theirs = hashlib.sha256((shared_data / row["path"]).read_bytes()).hexdigest()
+        assert ours == theirs, row["path"]
+    assert _rows(tmp_path / "sample/ndpi_flow_labels.csv") == _rows(shared_data / "ndpi_flow_labels.csv")

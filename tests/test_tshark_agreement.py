@@ -1,0 +1,226 @@
+"""Acceptance: every nPrint field agrees with tshark's decoding of the same packet.
+
+For each shared capture a sample of frames (the first 100, 200 seeded-random ones and every packet
+with IPv4 options) is cut out with editcap and dissected by tshark once; each field of each header
+the packet carries is compared with ``Layout.field_values`` / the raw option bits. ``compare_capture``
+works on any capture, so the check can be run on captures this suite has never seen:
+``python -m tests.test_tshark_agreement CAPTURE...``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdiffusion.dataset import Packets, iter_shards, read_layout
+from netdiffusion.fields import Layout
+
+# nPrint field -> (tshark field, how to turn our value into tshark's)
+SCALAR_FIELDS: dict[str, tuple[str, int]] = {
+    "ipv4_ver": ("ip.version", 1), "ipv4_hl": ("ip.hdr_len", 4), "ipv4_tos": ("ip.dsfield", 1),
+    "ipv4_tl": ("ip.len", 1), "ipv4_id": ("ip.id", 1), "ipv4_rbit": ("ip.flags.rb", 1),
+    "ipv4_dfbit": ("ip.flags.df", 1), "ipv4_mfbit": ("ip.flags.mf", 1), "ipv4_foff": ("ip.frag_offset", 1),
+    "ipv4_ttl": ("ip.ttl", 1), "ipv4_proto": ("ip.proto", 1), "ipv4_cksum": ("ip.checksum", 1),
+    "ipv6_ver": ("ipv6.version", 1), "ipv6_tc": ("ipv6.tclass", 1), "ipv6_fl": ("ipv6.flow", 1),
+    "ipv6_len": ("ipv6.plen", 1), "ipv6_nh": ("ipv6.nxt", 1), "ipv6_hl": ("ipv6.hlim", 1),
+    "tcp_sprt": ("tcp.srcport", 1), "tcp_dprt": ("tcp.dstport", 1), "tcp_seq": ("tcp.seq_raw", 1),
+    "tcp_ackn": ("tcp.ack_raw", 1), "tcp_doff": ("tcp.hdr_len", 4), "tcp_ns": ("tcp.flags.ns", 1),
+    "tcp_cwr": ("tcp.flags.cwr", 1), "tcp_ece": ("tcp.flags.ecn", 1), "tcp_urg": ("tcp.flags.urg", 1),
+    "tcp_ackf": ("tcp.flags.ack", 1), "tcp_psh": ("tcp.flags.push", 1), "tcp_rst": ("tcp.flags.reset", 1),
+    "tcp_syn": ("tcp.flags.syn", 1), "tcp_fin": ("tcp.flags.fin", 1), "tcp_res": ("tcp.flags.res", 1),
+    "tcp_wsize": ("tcp.window_size_value", 1), "tcp_cksum": ("tcp.checksum", 1),
+    "tcp_urp": ("tcp.urgent_pointer", 1), "udp_sport": ("udp.srcport", 1), "udp_dport": ("udp.dstport", 1),
+    "udp_len": ("udp.length", 1), "udp_cksum": ("udp.checksum", 1), "icmp_type": ("icmp.type", 1),
+    "icmp_code": ("icmp.code", 1), "icmp_cksum": ("icmp.checksum", 1),
+}
+ADDRESS_FIELDS = {"ipv4_src": "ip.src", "ipv4_dst": "ip.dst", "ipv6_src": "ipv6.src", "ipv6_dst": "ipv6.dst"}
+EXTRA_FIELDS = ("tcp.flags", "tcp.options", "icmp.ident", "icmp.seq", "icmp.unused", "ip.opt.type")
+TSHARK_FIELDS = sorted({f for f, _ in SCALAR_FIELDS.values()} | set(ADDRESS_FIELDS.values()) | set(EXTRA_FIELDS))
+L4_OF_PROTO = {6: "tcp", 17: "udp", 1: "icmp"}
+
+
+def _int(text: str) -> int:
+    text = text.strip()
+    if text in ("True", "False"):
+        return int(text == "True")
+    return int(text, 0)
+
+
+def tshark_rows(capture: Path, frames: list[int]) -> list[dict[str, str]]:
+    """tshark's first-occurrence field values for the given 1-based frames (in that order)."""
+    with tempfile.TemporaryDirectory() as d:
+        sub = Path(d) / "sample.pcap"
+        wanted = sorted(set(frames))
+        for start in range(0, len(wanted), 500):  # editcap's argument list stays short
+            part = Path(d) / f"part{start}.pcap"
+            subprocess.run(["editcap", "-F", "pcap", "-r", str(capture), str(part),
+                            *map(str, wanted[start:start + 500])], check=True, capture_output=True)
+        parts = sorted(Path(d).glob("part*.pcap"), key=lambda p: int(p.stem[4:]))
+        if len(parts) == 1:
+            parts[0].rename(sub)
+        else:
+            subprocess.run(["mergecap", "-a", "-F", "pcap", "-w", str(sub), *map(str, parts)], check=True)
+        cmd = ["tshark", "-n", "-r", str(sub), "-T", "fields", "-E", "occurrence=f", "-E", "separator=\t",
+               "-o", "tcp.analyze_sequence_numbers:FALSE"]
+        for f in TSHARK_FIELDS:
+            cmd += ["-e", f]
+        # ip.opt.type needs every occurrence; a second pass keeps the first pass simple
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        opt = subprocess.run(["tshark", "-n", "-r", str(sub), "-T", "fields", "-E", "occurrence=a",
+                              "-E", "aggregator=,", "-e", "ip.opt.type"],
+                             capture_output=True, text=True, check=True).stdout
+    rows = [dict(zip(TSHARK_FIELDS, line.split("\t"), strict=True)) for line in out.splitlines()]
+    for row, line in zip(rows, opt.splitlines(), strict=True):
+        row["ip.opt.type"] = line
+    by_frame = dict(zip(wanted, rows, strict=True))
+    return [by_frame[f] for f in frames]
+
+
+def _option_types(option_bytes: bytes) -> list[int]:
+    """IPv4 option types in order (EOL ends the list, NOP is one byte)."""
+    out, i = [], 0
+    while i < len(option_bytes):
+        t = option_bytes[i]
+        out.append(t)
+        if t == 0:
+            break
+        if t == 1:
+            i += 1
+            continue
+        if i + 1 >= len(option_bytes) or option_bytes[i + 1] < 2:
+            break
+        i += option_bytes[i + 1]
+    return out
+
+
+def compare_rows(layout: Layout, rows: Packets, ts: list[dict[str, str]]) -> list[str]:
+    """Mismatch descriptions (empty = full agreement) between nPrint rows and tshark's fields."""
+    problems: list[str] = []
+    m = rows.nprint
+    present = {h: layout.header_present(m, h) for h in layout.headers}
+    values = {k: layout.field_values(m, k) for k in SCALAR_FIELDS if k.split("_")[0] in layout.headers}
+    for i, t in enumerate(ts):
+        where = f"{rows.source[i]} frame {rows.frame[i]}"
+        l3 = "ipv4" if present["ipv4"][i] else "ipv6" if present["ipv6"][i] else None
+        if l3 is None:
+            problems.append(f"{where}: no network header encoded")
+            continue
+        proto = int(values["ipv4_proto" if l3 == "ipv4" else "ipv6_nh"][i])
+        l4 = L4_OF_PROTO.get(proto) if not (l3 == "ipv6" and proto == 1) else "icmp"
+        expected = {l3} | ({l4} if l4 and t.get(f"{l4}.checksum", "") else set())
+        got = {h for h in layout.headers if present[h][i]}
+        if got != expected:
+            problems.append(f"{where}: headers {sorted(got)} but tshark has {sorted(expected)}")
+            continue
+        for key, (tfield, scale) in SCALAR_FIELDS.items():
+            if key.split("_")[0] not in got or key == "ipv4_foff":
+                continue
+            if key == "tcp_res":  # tshark's flags.res holds 3 bits
+                want = (_int(t["tcp.flags"]) >> 9) & 7
+            else:
+                if t[tfield] == "":
+                    problems.append(f"{where}: tshark has no {tfield}")
+                    continue
+                want = _int(t[tfield])
+            if values[key][i] * scale != want:
+                problems.append(f"{where}: {key}={values[key][i] * scale} tshark {tfield}={want}")
+        for key, tfield in ADDRESS_FIELDS.items():
+            if key.split("_")[0] in got:
+                import ipaddress
+
+                bits = np.clip(m[i, layout.field_slice(key)], 0, 1).astype(np.uint8)
+                if str(ipaddress.ip_address(np.packbits(bits).tobytes())) != str(ipaddress.ip_address(t[tfield])):
+                    problems.append(f"{where}: {key} differs from tshark {t[tfield]}")
+        if "tcp" in got:
+            opt = m[i, layout.field_slice("tcp_opt")]
+            present_bytes = int((opt.reshape(-1, 8) != -1).all(axis=1).sum())
+            ours = np.packbits(np.clip(opt, 0, 1).astype(np.uint8))[:present_bytes].tobytes().hex()
+            declared = int(values["tcp_doff"][i]) * 4 - 20
+            theirs = t["tcp.options"].replace(":", "")
+            if present_bytes == declared and ours != theirs:
+                problems.append(f"{where}: tcp options {ours} tshark {theirs}")
+            if present_bytes < declared and theirs and not theirs.startswith(ours[: len(theirs)]):
+                problems.append(f"{where}: truncated tcp options {ours} tshark {theirs}")
+        if "icmp" in got:
+            roh = int(layout.field_values(m[i:i + 1], "icmp_roh")[0])
+            if t["icmp.ident"]:
+                want = (_int(t["icmp.ident"]) << 16) | _int(t["icmp.seq"])
+            elif t["icmp.unused"]:
+                want = int(t["icmp.unused"].replace(":", "")[:8], 16)
+            else:
+                want = roh  # tshark shows this type's rest-of-header as typed fields only
+            if roh != want:
+                problems.append(f"{where}: icmp_roh={roh:#x} tshark {want:#x}")
+        if l3 == "ipv4" and values["ipv4_hl"][i] > 5:
+            opt = m[i, layout.field_slice("ipv4_opt")]
+            n = (int(values["ipv4_hl"][i]) - 5) * 4
+            raw = np.packbits(np.clip(opt, 0, 1).astype(np.uint8))[:n].tobytes()
+            theirs = [int(x) for x in t["ip.opt.type"].split(",") if x]
+            if _option_types(raw)[: len(theirs)] != theirs:
+                problems.append(f"{where}: ip option types {_option_types(raw)} tshark {theirs}")
+    return problems
+
+
+def sample_frames(rows: Packets, rng: np.random.Generator, layout: Layout, first: int = 100,
+                  random: int = 200) -> np.ndarray:
+    """Row indices: the first ``first`` frames, ``random`` seeded-random ones, every IPv4-options packet."""
+    order = np.argsort(rows.frame)
+    pick = set(order[:first].tolist())
+    pick.update(rng.choice(order, size=min(random, len(order)), replace=False).tolist())
+    pick.update(np.flatnonzero(layout.field_values(rows.nprint, "ipv4_hl") > 5).tolist())
+    return np.array(sorted(pick, key=lambda i: rows.frame[i]))
+
+
+def compare_capture(capture: Path, rows: Packets, layout: Layout, seed: int = 0) -> tuple[int, list[str]]:
+    """Compare a sample of one capture's encoded rows with tshark; returns (compared, problems)."""
+    idx = sample_frames(rows, np.random.default_rng(seed), layout)
+    sub = rows.take(idx)
+    return len(idx), compare_rows(layout, sub, tshark_rows(capture, sub.frame.tolist()))
+
+
+@pytest.mark.slow
+def test_fields_agree_with_tshark_on_every_shared_capture(shared_encoded: Path, shared_data: Path) -> None:
+    layout = read_layout(shared_encoded)
+    problems: list[str] = []
+    compared = captures = 0
+    headers_seen: set[str] = set()
+    for shard in iter_shards(shared_encoded):
+        for source in np.unique(shard.source):
+            rows = shard.take(shard.source == source)
+            n, p = compare_capture(shared_data / "pcaps" / source, rows, layout)
+            compared += n
+            captures += 1
+            problems += p
+            headers_seen.update(h for h in layout.headers if layout.header_present(rows.nprint, h).any())
+    assert captures == 29 and compared > 29 * 250
+    assert headers_seen == set(layout.headers)
+    assert not problems, f"{len(problems)} mismatches, e.g. " + "; ".join(problems[:5])
+
+
+def main(argv: list[str]) -> int:
+    """Check captures given on the command line (e.g. ones this suite has never seen)."""
+    from netdiffusion.encode import encode_paths
+
+    with tempfile.TemporaryDirectory() as d:
+        results = {}
+        for capture in argv:
+            out = Path(d) / Path(capture).name
+            summary = encode_paths([capture], out, windows=True, progress=False)
+            if summary["files_rejected"]:
+                results[capture] = summary["files_rejected"][0]["reason"]
+                continue
+            layout = read_layout(out)
+            rows = Packets.concat(list(iter_shards(out)))
+            n, problems = compare_capture(Path(capture), rows, layout)
+            results[capture] = {"compared": n, "mismatches": len(problems), "examples": problems[:5]}
+        print(json.dumps(results, indent=2))
+    return 0 if all(isinstance(r, dict) and not r["mismatches"] for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
