@@ -21,6 +21,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -108,26 +109,18 @@ def export_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
     return summary
 
 
-def read_csv(path: str | os.PathLike) -> tuple[Layout, np.ndarray, dict[str, np.ndarray]]:
-    """Parse one nPrint CSV: (layout, int8 matrix, extra columns such as ``src_ip``)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            first_line = fh.readline().decode("utf-8", errors="replace").strip()
-    except OSError as exc:
-        raise NprintFormatError(f"cannot read: {exc.strerror or exc}") from exc
-    if not first_line:
-        raise NprintFormatError("empty file")
-    names = [c.strip() for c in first_line.split(",")]
-    bit_columns = [c for c in names if c.split("_", 1)[0] in HEADERS]
+@lru_cache(maxsize=64)
+def _column_plan(first_line: str) -> tuple[Layout, tuple[str, ...], np.ndarray, tuple[str, ...]]:
+    """(layout, bit column names, their positions in the layout, all names) of a header row."""
+    names = tuple(c.strip() for c in first_line.split(","))
+    bit_columns = tuple(c for c in names if c.split("_", 1)[0] in HEADERS)
     if not bit_columns:
         raise NprintFormatError("no nPrint columns in the header row")
     extras = [c for c in names if c not in bit_columns]
     unknown = [c for c in extras if c not in _EXTRA_COLUMNS and not (c == "" or c.startswith("Unnamed"))]
     if unknown:
         raise NprintFormatError(f"unknown column(s) {unknown[:3]}")
-    headers = list(dict.fromkeys(c.split("_", 1)[0] for c in bit_columns))
-    layout = Layout(headers)
+    layout = Layout(dict.fromkeys(c.split("_", 1)[0] for c in bit_columns))
     position = {c: i for i, c in enumerate(layout.columns)}
     unknown_bits = [c for c in bit_columns if c not in position]
     if unknown_bits:
@@ -135,10 +128,72 @@ def read_csv(path: str | os.PathLike) -> tuple[Layout, np.ndarray, dict[str, np.
     positions = np.array([position[c] for c in bit_columns])
     if len(set(bit_columns)) != len(bit_columns) or (np.diff(positions) <= 0).any():
         raise NprintFormatError("nPrint columns duplicated or out of nPrint's order")
+    return layout, bit_columns, positions, names
+
+
+def _fast_values(raw: bytes, names: tuple[str, ...], width: int) -> tuple[list[bytes], np.ndarray] | None:
+    """Bit values of a file whose one extra column comes first and whose cells are exactly
+    ``-1`` / ``0`` / ``1`` (what nPrint and NetDiffusion write), without a CSV parser: after
+    ``-1`` -> ``2`` every cell is one byte, so the values are every other byte. ``None`` if the
+    file does not have that shape (the general parser then handles it)."""
+    if len(names) != width + 1 or names[0].split("_", 1)[0] in HEADERS:
+        return None
+    lines = raw.replace(b"\r", b"").split(b"\n")[1:]
+    lines = [line for line in lines if line]
+    if not lines:
+        return [], np.zeros((0, width), dtype=np.int8)
+    firsts, rest = [], []
+    for line in lines:
+        cut = line.find(b",")
+        if cut < 0:
+            return None
+        firsts.append(line[:cut])
+        rest.append(line[cut + 1:])
+    blob = np.frombuffer(b",".join(rest).replace(b"-1", b"2"), dtype=np.uint8)
+    if len(blob) != 2 * len(lines) * width - 1 or (blob[1::2] != ord(",")).any():
+        return None
+    digits = blob[::2] - ord("0")
+    if (digits > 2).any():
+        return None
+    values = digits.astype(np.int8).reshape(len(lines), width)
+    values[values == 2] = ABSENT
+    return firsts, values
+
+
+def read_csv(path: str | os.PathLike) -> tuple[Layout, np.ndarray, dict[str, np.ndarray]]:
+    """Parse one nPrint CSV: (layout, int8 matrix, extra columns such as ``src_ip``)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise NprintFormatError(f"cannot read: {exc.strerror or exc}") from exc
+    first_line = raw.split(b"\n", 1)[0].decode("utf-8", errors="replace").strip()
+    if not first_line:
+        raise NprintFormatError("empty file")
+    layout, bit_columns, positions, names = _column_plan(first_line)
+    fast = _fast_values(raw, names, len(bit_columns))
+    if fast is not None:
+        firsts, present = fast
+        if not len(firsts):
+            raise NprintFormatError("no packet rows")
+        extra = {}
+        if names[0] in _EXTRA_COLUMNS:
+            extra[names[0]] = np.array([f.decode("utf-8", errors="replace") for f in firsts], dtype=object)
+    else:
+        present, extra = _parse_general(path, names, bit_columns)
+    # files may omit columns (NetDiffusion drops the address bits): those bits are absent
+    matrix = layout.empty(present.shape[0])
+    matrix[:, positions] = present
+    return layout, matrix, extra
+
+
+def _parse_general(path: Path, names: tuple[str, ...], bit_columns: tuple[str, ...]
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Any column order and number format (e.g. ``1.0``), through pyarrow's CSV reader."""
     # unique names for pyarrow (the index column has an empty name)
     col_names = [n if n else f"__index{i}" for i, n in enumerate(names)]
-    types = {n: pa.string() for n in col_names if n not in bit_columns}
-    types.update({n: pa.float32() for n in bit_columns})
+    bit_set = set(bit_columns)
+    types = {n: (pa.float32() if n in bit_set else pa.string()) for n in col_names}
     try:
         table = pacsv.read_csv(
             path,
@@ -155,11 +210,8 @@ def read_csv(path: str | os.PathLike) -> tuple[Layout, np.ndarray, dict[str, np.
     present = values.astype(np.int8)
     if not np.isin(present, (ABSENT, 0, 1)).all() or not (present == values).all():
         raise NprintFormatError("values other than 1 / 0 / -1")
-    # files may omit columns (NetDiffusion drops the address bits): those bits are absent
-    matrix = layout.empty(present.shape[0])
-    matrix[:, positions] = present
     extra = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names if n in _EXTRA_COLUMNS}
-    return layout, matrix, extra
+    return present, extra
 
 
 def _label_of(path: Path) -> str:

@@ -37,8 +37,8 @@ def generate(
                              ).set_display_name("resolve-model")
     with_s3_secret(resolved, s3_secret)
     with dsl.ParallelFor(resolved.outputs["Output"], parallelism=4, name="per-class") as label:
-        generated = generate_class(model=resolved.outputs["model"], label=label, count=count,
-                                   seed=seed).set_display_name("generate")
+        generated = generate_class(model=resolved.outputs["model"], label=label, count=count, seed=seed,
+                                   gpus=generate_gpus, accelerator=accelerator_type).set_display_name("generate")
         on_gpu(generated, node_selector=gpu_node_selector, tolerations=gpu_tolerations,
                accelerator_type=accelerator_type, accelerator_limit=generate_gpus)
         repaired = repair_flows(generated=generated.outputs["generated"]).set_display_name("repair")

@@ -141,7 +141,12 @@ def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float
         per_class.setdefault(label, {}).update(row)
     from components.common import evaluation_headline
 
-    headline = evaluation_headline(_read_json(paths["report"] / "report.json")) if "report" in paths else {}
+    report = _read_json(paths["report"] / "report.json") if "report" in paths else {}
+    headline = evaluation_headline(report)
+    per_class_similarity = (report.get("similarity") or {}).get("per_class") or {}
+    for label, stats in per_class_similarity.items():
+        if isinstance(stats, dict) and isinstance(stats.get("jsd"), (int, float)):
+            per_class.setdefault(label, {})["jsd"] = round(float(stats["jsd"]), 3)
     files = {name: str(path) for name, path in paths.items()}
     if (out / "mlflow.db").exists():
         files["mlflow"] = str(out / "mlflow.db")
@@ -157,20 +162,22 @@ def _read_json(path: Path) -> dict:
 
 
 def _per_class_rows(validation: dict) -> dict[str, dict[str, Any]]:
-    """Validation report -> {class: {valid, invalid}} (accepts a ``per_class`` or ``classes`` map)."""
-    table = validation.get("per_class") or validation.get("classes") or {}
+    """Validation report (``files``: one record per pcap, ``file`` = ``<class>/<name>.pcap``) ->
+    {class: {valid, invalid, packets}}."""
     rows: dict[str, dict[str, Any]] = {}
-    if isinstance(table, dict):
-        for label, stats in table.items():
-            if isinstance(stats, dict):
-                rows[label] = {k: v for k, v in stats.items() if isinstance(v, (int, float, bool, str))}
+    for rec in validation.get("files") or []:
+        label = Path(str(rec.get("file", ""))).parent.name or "?"
+        row = rows.setdefault(label, {"valid": 0, "invalid": 0, "packets": 0})
+        row["valid" if rec.get("ok") else "invalid"] += 1
+        row["packets"] += int(rec.get("packets") or 0)
     return rows
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The table printed at the end of a local run."""
     rows = summary["classes"]
-    keys = sorted({k for r in rows.values() for k in r}, key=lambda k: (k != "pcaps", k))[:6]
+    order = ["pcaps", "valid", "invalid", "packets", "jsd"]
+    keys = sorted({k for r in rows.values() for k in r}, key=lambda k: (order.index(k) if k in order else 99, k))
     header = ["class", *keys]
     body = [[label, *(str(r.get(k, "")) for k in keys)] for label, r in sorted(rows.items())]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=False)] if body else [5]

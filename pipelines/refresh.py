@@ -67,8 +67,8 @@ def refresh(
     labels = list_classes(input_uri=input_uri, classes=classes).set_display_name("classes")
     with_s3_secret(labels, s3_secret)
     with dsl.ParallelFor(labels.output, parallelism=4, name="per-class") as label:
-        generated = generate_class(model=trained.outputs["model"], label=label, count=count,
-                                   seed=seed).set_display_name("generate")
+        generated = generate_class(model=trained.outputs["model"], label=label, count=count, seed=seed,
+                                   gpus=generate_gpus, accelerator=accelerator_type).set_display_name("generate")
         on_gpu(generated, node_selector=gpu_node_selector, tolerations=gpu_tolerations,
                accelerator_type=accelerator_type, accelerator_limit=generate_gpus)
         repaired = repair_flows(generated=generated.outputs["generated"]).set_display_name("repair")

@@ -216,3 +216,14 @@ def test_cronjob_command_is_accepted_by_submit(helm: Path, values: str | None) -
     assert arguments["gpu_node_selector"] == yaml.safe_load(config["NETDIFFUSION_GPU_NODE_SELECTOR"])
     assert arguments["gpu_tolerations"] and arguments["train_gpus"] >= 1
     assert arguments["tracking_uri"].startswith("http")
+
+
+def test_default_images_are_the_project_images(helm: Path) -> None:
+    """The chart's default images are ones scripts/build-images.sh builds (components/images.py),
+    at the chart's appVersion, so `helm install` with defaults pulls images that exist."""
+    from components.images import IMAGES
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    images = {c["image"] for _, spec in pod_specs(render(helm)) for c in spec["containers"]}
+    assert images <= set(IMAGES.values()), images - set(IMAGES.values())
+    assert all(i.endswith(":" + chart["appVersion"]) for i in images)

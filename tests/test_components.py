@@ -200,3 +200,30 @@ def test_register_then_resolve_and_publish(trained, encoded, tmp_path):
     published = json.loads(_publish(pcaps=str(validation), validation=str(validation), data=encoded,
                                      uri=str(tmp_path / "published")).output)
     assert published["parquet"] >= 2 and (tmp_path / "published" / "data" / "fields.json").exists()
+
+
+def test_encode_and_publish_with_s3_uris(kfp_local, s3_server, shared_data, tmp_path, monkeypatch):
+    """Inputs on S3 (a real local S3 server): plan + encode download them; publish uploads."""
+    import shutil
+
+    from components.common import fetch, publish
+    from netdiffusion.tracking.storage import list_uri, upload_dir
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)  # the task subprocesses inherit this environment
+    local = tmp_path / "in"
+    (local / "pcaps/facebook").mkdir(parents=True)
+    shutil.copy(shared_data / "pcaps/facebook/facebook.pcap", local / "pcaps/facebook/")
+    shutil.copy(shared_data / "ndpi_flow_labels.csv", local)
+    (local / "manifest.csv").write_text("path,label,macro,source\npcaps/facebook/facebook.pcap,facebook,social,t\n")
+    prefix = f"s3://{s3_server.bucket}/components-test/input"
+    upload_dir(local, prefix)
+
+    (shard,) = plan_shards_component(input_uri=prefix, classes=[], shards=4).output
+    task = encode_shard(shard=shard, packets=32)
+    assert task.outputs["Output"] == 2 and _flows(task.outputs["data"].path) == {"facebook": 2}
+
+    published = f"s3://{s3_server.bucket}/components-test/published"
+    assert publish(task.outputs["data"].path, published) >= 2
+    assert "fields.json" in list_uri(published)
+    assert (fetch(published, tmp_path / "back") / "fields.json").exists()

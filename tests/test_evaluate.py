@@ -138,6 +138,9 @@ def test_report_structure(flipped_report, datasets):
             for model in ("rf", "dt", "svm"):
                 assert 0.0 <= r["utility"][scenario][task][model]["accuracy"] <= 1.0
     assert set(r["similarity"]["per_class"]) == set(CLASSES)
+    # two capture files per class: the floor splits by file, not by flow
+    assert sorted(r["similarity"]["floor_split"]["by_source"]) == sorted(CLASSES)
+    assert r["similarity"]["floor_split"]["by_flow"] == []
     assert "tcp_flags" in r["flow_stats"]["tvd"] and "ipv4_checksum_error" in r["flow_stats"]["tvd"]
     assert set(r["mixing"]["micro"]["rf"]) == {"0.00", "0.25", "0.50", "0.75", "1.00"}
     assert r["random_baseline"]["utility"]["micro"]["rf"]["accuracy"] is not None
@@ -195,3 +198,81 @@ def test_cli_reports_bad_input(tmp_path, capsys, datasets):
                "--train", str(datasets["train"]), "--output", str(tmp_path / "out"), "--quick"])
     assert rc == 2
     assert "missing" in capsys.readouterr().out
+
+
+def test_cli_subset_layout_classes_and_missing_macro(tmp_path, capsys):
+    """An ipv4+tcp layout, --classes, generated data without macro labels (filled from the real
+    data), and a broken shard that is skipped and reported."""
+    from netdiffusion.cli import main
+
+    small = Layout(["ipv4", "tcp"])
+    cols = np.r_[np.arange(LAYOUT.header_slice("ipv4").start, LAYOUT.header_slice("ipv4").stop),
+                 np.arange(LAYOUT.header_slice("tcp").start, LAYOUT.header_slice("tcp").stop)]
+    paths = {}
+    for name, packets in (("train", build_packets(4, 10, 2, "t")), ("real", build_packets(5, 8, 2, "r")),
+                          ("syn", flip_bits(build_packets(6, 8, 1, "s"), 0.02, 1))):
+        packets.nprint = np.ascontiguousarray(packets.nprint[:, cols])
+        if name == "syn":
+            packets.macro = np.full(len(packets), "", dtype=object)
+        write_shard(packets, tmp_path / name / "part-0.parquet")
+        write_fields(tmp_path / name, small)
+        paths[name] = str(tmp_path / name)
+    (tmp_path / "real" / "part-9-broken.parquet").write_bytes(b"not a parquet file")  # skipped, counted
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--real", paths["real"], "--synthetic", paths["syn"], "--train", paths["train"],
+               "--output", str(out), "--classes", "netflix,zoom", "--models", "rf", "--quick", "--no-plots"])
+    assert rc == 0, capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["similarity"]["classes"] == ["netflix", "zoom"]
+    assert report["meta"]["utility_classes"] == ["netflix", "zoom"]
+    # macro labels of the generated flows were filled from the real data, so the macro task works
+    assert report["utility"]["train_synthetic_test_real"]["macro"]["rf"]["accuracy"] > 0.9
+    assert "ipv4_checksum_error" in report["flow_stats"]["tvd"]
+    assert report["meta"]["skipped_shards"] == 1
+    assert any("part-9-broken.parquet" in note for note in report["notes"])
+    assert "TSTR" in (out / "report.md").read_text()
+
+
+def _split_by_flow(dataset: Path, out: Path) -> dict[str, Path]:
+    """Alternate flows of each class into two real datasets (the slice has one capture per class)."""
+    from netdiffusion.dataset import read_layout, read_packets
+
+    layout = read_layout(dataset)
+    packets = read_packets(dataset)
+    ids, inverse = np.unique(packets.flow_id, return_inverse=True)
+    first = np.unique(inverse, return_index=True)[1]
+    labels = packets.label[first]
+    half_a = np.zeros(ids.size, dtype=bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        half_a[members[::2]] = True
+    paths = {}
+    for name, mask in (("train", half_a[inverse.ravel()]), ("real", ~half_a[inverse.ravel()])):
+        write_shard(packets.take(mask), out / name / "part-0.parquet")
+        write_fields(out / name, layout)
+        paths[name] = out / name
+    return paths
+
+
+@pytest.mark.slow
+def test_generated_flows_on_real_slice(small_dataset, tiny_model, tmp_path):
+    """The real pipeline end to end: real captures (small_dataset), a tiny trained model's flows.
+
+    The tiny model trains for a few steps, so its flows are poor: the report must say so (its
+    distance sits above the real-vs-real floor) while every section is filled in."""
+    from netdiffusion.evaluate import evaluate
+    from netdiffusion.model.generate import generate
+
+    paths = _split_by_flow(small_dataset, tmp_path)
+    generate(tiny_model, tmp_path / "generated", count=4, seed=0, images=False)
+    r = evaluate(paths["real"], tmp_path / "generated", paths["train"], tmp_path / "out", packets_k=64,
+                 models=["rf", "dt"], seed=0, quick=True)
+    sim = r["similarity"]
+    assert len(sim["classes"]) >= 4
+    assert sim["floor"]["jsd"] < sim["overall"]["jsd"] <= 1.0
+    assert sim["floor"]["jsd"] < sim["random_baseline"]["jsd"]
+    assert all(0.0 <= r["utility"][s]["micro"][m]["accuracy"] <= 1.0
+               for s in ("train_real_test_real", "train_synthetic_test_real") for m in ("rf", "dt"))
+    assert r["utility"]["train_real_test_real"]["micro"]["rf"]["accuracy"] > r["random_baseline"]["chance_accuracy"]["micro"]
+    assert r["memorisation"]["synthetic_sequence_in_train"] is not None
+    assert (tmp_path / "out" / "report.md").exists() and (tmp_path / "out" / "field_jsd.png").exists()

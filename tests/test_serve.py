@@ -211,8 +211,10 @@ def test_real_pcap_job_passes_the_validator(server, tiny_model: Path, tmp_path: 
     zipfile.ZipFile(io.BytesIO(archive.content)).extractall(tmp_path)
     pcaps = sorted((tmp_path / "pcaps").rglob("*.pcap"))
     assert len(pcaps) == 4 and {p.parent.name for p in pcaps} == set(classes)
+    assert job["result"]["validation"]["valid"] is True, job["result"]["validation"]
+    assert (tmp_path / "validation.json").exists()
     report = validate_dir(tmp_path / "pcaps", tcpreplay=False)
-    assert report["failed"] == 0, report
+    assert report["failed"] == [] and report["totals"], report["totals"]
 
 
 def test_bounded_load_has_no_errors(server, tiny_model: Path) -> None:
@@ -222,3 +224,26 @@ def test_bounded_load_has_no_errors(server, tiny_model: Path) -> None:
     summary = result.summary()
     assert summary["requests"] == 200
     assert result.errors == [], result.errors[:5]
+
+
+@pytest.mark.slow
+def test_real_nprint_job(server, tiny_model: Path, tmp_path: Path) -> None:
+    """format=nprint: nPrint CSVs that the project's own CSV reader parses back."""
+    from netdiffusion.nprint_csv import read_csv
+
+    cls = model_classes(tiny_model)[0]
+    r = httpx.post(f"{server.url}/v1/jobs", json={"classes": [cls], "count": 2, "packets": 6, "format": "nprint"},
+                   headers=AUTH)
+    assert r.status_code == 202, r.text
+    job = wait_job(server.url, r.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    archive = httpx.get(f"{server.url}/v1/jobs/{job['id']}/result", headers=AUTH)
+    zipfile.ZipFile(io.BytesIO(archive.content)).extractall(tmp_path)
+    csvs = sorted((tmp_path / "nprint").rglob("*.nprint"))  # nPrint CSV, one file per flow
+    assert csvs
+    rows = 0
+    for path in csvs:
+        _, matrix, _ = read_csv(path)
+        assert set(map(int, set(matrix.ravel().tolist()))) <= {-1, 0, 1}
+        rows += len(matrix)
+    assert 2 <= rows <= 12

@@ -76,6 +76,10 @@ def test_read_train_metrics_skips_bad_lines(tmp_path: Path) -> None:
         ({"summary": {"files": 10, "failed": 0, "errors": 0}}, True),
         ({"summary": {"files": 10, "failed": 1}}, False),
         ({"files": 3}, False),
+        # the shape netdiffusion.validate.validate_dir writes
+        ({"totals": {"files": 4, "files_ok": 4, "files_failed": 0}, "failed": [], "files": []}, True),
+        ({"totals": {"files": 4, "files_ok": 3, "files_failed": 1}, "failed": ["a.pcap"]}, False),
+        ({"totals": {"files": 0, "files_ok": 0, "files_failed": 0}, "failed": []}, False),
     ],
 )
 def test_validation_clean(report: dict | None, clean: bool) -> None:

@@ -1,7 +1,8 @@
 """Issue 7 acceptance: a tiny refresh logged to a real MLflow server with artifacts in real S3,
 registered, promoted only when better, and loaded back as ``models:/NAME@champion`` to generate.
 
-Everything runs for real: ``train`` (tiny native model), ``generate``, ``evaluate`` (quick), the
+Everything runs for real: ``train`` (tiny native model), ``generate``, ``repair``, ``validate``
+(no tcpreplay), ``evaluate`` (quick), the
 SeaweedFS S3 server and ``mlflow server`` from tests/services.py.
 """
 
@@ -24,19 +25,25 @@ TSTR = "utility.train_synthetic_test_real.*.*.accuracy"
 
 @pytest.fixture(scope="module")
 def refresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | dict]:
-    """Real tiny refresh outputs: train data, held-out data, model dir, generated data, evaluation."""
+    """Real tiny refresh outputs: data, model, generated flows, repaired pcaps + validation, evaluation."""
     from netdiffusion.evaluate import evaluate
     from netdiffusion.model.generate import generate
     from netdiffusion.model.testing import write_synthetic_dataset
     from netdiffusion.model.train import train
+    from netdiffusion.repair import repair_dataset
+    from netdiffusion.validate import validate_dir
 
     root = tmp_path_factory.mktemp("refresh")
     data = write_synthetic_dataset(root / "data", flows=6, seed=0)
     heldout = write_synthetic_dataset(root / "heldout", flows=6, seed=1)
     train(data, root / "model", backend="native", config="tiny", seed=0)
     stats = generate(root / "model", root / "generated", count=4, seed=0)
+    repair_dataset(root / "generated", root / "pcaps")
+    validate_dir(root / "pcaps", root / "validation" / "report.json", tcpreplay=False)
     evaluate(heldout, root / "generated", data, root / "evaluation", quick=True, models=["rf"], seed=0)
     return {"data": data, "model": root / "model", "generated": root / "generated",
+            "repair_report": root / "pcaps" / "repair_report.json",
+            "validation_report": root / "validation" / "report.json",
             "evaluation": root / "evaluation", "generate_stats": stats, "root": root}
 
 
@@ -70,7 +77,7 @@ def test_refresh_logged_registered_promoted_and_loaded(mlflow_server: MlflowServ
     import mlflow
 
     from netdiffusion.tracking import load_model, load_model_dir, log_refresh, promote, publish
-    from netdiffusion.tracking.runs import TAG_MODEL_VERSION
+    from netdiffusion.tracking.runs import TAG_MODEL_VERSION, TAG_VALIDATION_CLEAN, validation_clean
 
     settings = server_settings(mlflow_server, "e2e", "e2e-model", tmp_path)
     settings.check()
@@ -78,7 +85,8 @@ def test_refresh_logged_registered_promoted_and_loaded(mlflow_server: MlflowServ
     run_id = log_refresh("e2e", settings=settings, params={"count": 4, "seed": 0}, dataset_uri=dataset_uri,
                          dataset_dir=refresh["data"], model_dir=refresh["model"],
                          generate_stats=refresh["generate_stats"], generated_dir=refresh["generated"],
-                         validation_report=CLEAN, evaluation_dir=refresh["evaluation"])
+                         repair_report=refresh["repair_report"], validation_report=refresh["validation_report"],
+                         evaluation_dir=refresh["evaluation"])
 
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
@@ -96,6 +104,11 @@ def test_refresh_logged_registered_promoted_and_loaded(mlflow_server: MlflowServ
     steps = len((refresh["model"] / "metrics.jsonl").read_text().splitlines())
     assert len(client.get_metric_history(run_id, "train.loss")) == steps
     assert run.data.metrics["generate.flows"] == 8
+    assert run.data.metrics["repair.totals.flows"] == 8
+    validation = json.loads(refresh["validation_report"].read_text())
+    assert run.data.metrics["validate.totals.files"] == validation["totals"]["files"] == 8
+    clean = validation_clean(validation)
+    assert run.data.tags[TAG_VALIDATION_CLEAN] == str(clean).lower()
     # the dataset is a logged input with the S3 URI as source
     inputs = run.inputs.dataset_inputs
     assert inputs and dataset_uri in inputs[0].dataset.source
@@ -110,7 +123,7 @@ def test_refresh_logged_registered_promoted_and_loaded(mlflow_server: MlflowServ
             for o in page.get("Contents", [])]
     run_keys = [k for k in keys if f"/{run_id}/artifacts/" in k]
     for suffix in ("prompts.json", "evaluation/report.json", "evaluation/report.md", "evaluation/field_jsd.png",
-                   "validate/report.json", "train/metrics.jsonl"):
+                   "validate/report.json", "repair/report.json", "train/metrics.jsonl"):
         assert any(k.endswith(suffix) for k in run_keys), f"{suffix} not in bucket: {run_keys}"
     assert any(k.endswith("/MLmodel") for k in keys)
     assert any(k.endswith("diffusion_pytorch_model.safetensors") for k in keys)
@@ -120,7 +133,12 @@ def test_refresh_logged_registered_promoted_and_loaded(mlflow_server: MlflowServ
     version = run.data.tags[TAG_MODEL_VERSION]
     assert client.get_model_version("e2e-model", version).run_id == run_id
 
+    # the tiny model's pcaps may fail validation: then it must not become champion unless allowed
     decision = promote("e2e-model", run_id=run_id, settings=settings)
+    assert decision["promoted"] is clean and decision["validation_clean"] is clean
+    if not clean:
+        assert decision["reason"] == "validation not clean" and decision["champion_after"] is None
+        decision = promote("e2e-model", run_id=run_id, settings=settings, require_clean_validation=False)
     assert decision["promoted"] and decision["reason"] == "no current champion"
     assert client.get_model_version_by_alias("e2e-model", "champion").version == version
 

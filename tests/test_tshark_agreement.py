@@ -29,15 +29,18 @@ SCALAR_FIELDS: dict[str, tuple[str, int]] = {
     "ipv6_ver": ("ipv6.version", 1), "ipv6_tc": ("ipv6.tclass", 1), "ipv6_fl": ("ipv6.flow", 1),
     "ipv6_len": ("ipv6.plen", 1), "ipv6_nh": ("ipv6.nxt", 1), "ipv6_hl": ("ipv6.hlim", 1),
     "tcp_sprt": ("tcp.srcport", 1), "tcp_dprt": ("tcp.dstport", 1), "tcp_seq": ("tcp.seq_raw", 1),
-    "tcp_ackn": ("tcp.ack_raw", 1), "tcp_doff": ("tcp.hdr_len", 4), "tcp_ns": ("tcp.flags.ns", 1),
-    "tcp_cwr": ("tcp.flags.cwr", 1), "tcp_ece": ("tcp.flags.ecn", 1), "tcp_urg": ("tcp.flags.urg", 1),
+    "tcp_ackn": ("tcp.ack_raw", 1), "tcp_doff": ("tcp.hdr_len", 4),
+    "tcp_cwr": ("tcp.flags.cwr", 1), "tcp_urg": ("tcp.flags.urg", 1),
     "tcp_ackf": ("tcp.flags.ack", 1), "tcp_psh": ("tcp.flags.push", 1), "tcp_rst": ("tcp.flags.reset", 1),
-    "tcp_syn": ("tcp.flags.syn", 1), "tcp_fin": ("tcp.flags.fin", 1), "tcp_res": ("tcp.flags.res", 1),
+    "tcp_syn": ("tcp.flags.syn", 1), "tcp_fin": ("tcp.flags.fin", 1),
     "tcp_wsize": ("tcp.window_size_value", 1), "tcp_cksum": ("tcp.checksum", 1),
     "tcp_urp": ("tcp.urgent_pointer", 1), "udp_sport": ("udp.srcport", 1), "udp_dport": ("udp.dstport", 1),
     "udp_len": ("udp.length", 1), "udp_cksum": ("udp.checksum", 1), "icmp_type": ("icmp.type", 1),
     "icmp_code": ("icmp.code", 1), "icmp_cksum": ("icmp.checksum", 1),
 }
+# bits of tshark's 12-bit tcp.flags for the flags whose own field names differ across versions
+# (ns became tcp.flags.ae, ecn became tcp.flags.ece, res is a boolean in 4.x)
+TCP_FLAG_BITS = {"tcp_res": (9, 7), "tcp_ns": (8, 1), "tcp_ece": (6, 1)}
 ADDRESS_FIELDS = {"ipv4_src": "ip.src", "ipv4_dst": "ip.dst", "ipv6_src": "ipv6.src", "ipv6_dst": "ipv6.dst"}
 EXTRA_FIELDS = ("tcp.flags", "tcp.options", "icmp.ident", "icmp.seq", "icmp.unused", "ip.opt.type")
 TSHARK_FIELDS = sorted({f for f, _ in SCALAR_FIELDS.values()} | set(ADDRESS_FIELDS.values()) | set(EXTRA_FIELDS))
@@ -65,18 +68,17 @@ def tshark_rows(capture: Path, frames: list[int]) -> list[dict[str, str]]:
             parts[0].rename(sub)
         else:
             subprocess.run(["mergecap", "-a", "-F", "pcap", "-w", str(sub), *map(str, parts)], check=True)
-        cmd = ["tshark", "-n", "-r", str(sub), "-T", "fields", "-E", "occurrence=f", "-E", "separator=\t",
-               "-o", "tcp.analyze_sequence_numbers:FALSE"]
+        # every occurrence, ';'-joined: the outer header is the first (ICMP errors quote inner
+        # headers); ip.opt.type keeps all its values
+        cmd = ["tshark", "-n", "-r", str(sub), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;",
+               "-E", "separator=\t", "-o", "tcp.analyze_sequence_numbers:FALSE"]
         for f in TSHARK_FIELDS:
             cmd += ["-e", f]
-        # ip.opt.type needs every occurrence; a second pass keeps the first pass simple
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        opt = subprocess.run(["tshark", "-n", "-r", str(sub), "-T", "fields", "-E", "occurrence=a",
-                              "-E", "aggregator=,", "-e", "ip.opt.type"],
-                             capture_output=True, text=True, check=True).stdout
-    rows = [dict(zip(TSHARK_FIELDS, line.split("\t"), strict=True)) for line in out.splitlines()]
-    for row, line in zip(rows, opt.splitlines(), strict=True):
-        row["ip.opt.type"] = line
+    rows = []
+    for line in out.splitlines():
+        row = dict(zip(TSHARK_FIELDS, line.split("\t"), strict=True))
+        rows.append({k: v if k == "ip.opt.type" else v.split(";")[0] for k, v in row.items()})
     by_frame = dict(zip(wanted, rows, strict=True))
     return [by_frame[f] for f in frames]
 
@@ -120,15 +122,17 @@ def compare_rows(layout: Layout, rows: Packets, ts: list[dict[str, str]]) -> lis
         for key, (tfield, scale) in SCALAR_FIELDS.items():
             if key.split("_")[0] not in got or key == "ipv4_foff":
                 continue
-            if key == "tcp_res":  # tshark's flags.res holds 3 bits
-                want = (_int(t["tcp.flags"]) >> 9) & 7
-            else:
-                if t[tfield] == "":
-                    problems.append(f"{where}: tshark has no {tfield}")
-                    continue
-                want = _int(t[tfield])
+            if t[tfield] == "":
+                problems.append(f"{where}: tshark has no {tfield}")
+                continue
+            want = _int(t[tfield])
             if values[key][i] * scale != want:
                 problems.append(f"{where}: {key}={values[key][i] * scale} tshark {tfield}={want}")
+        if "tcp" in got:
+            flags = _int(t["tcp.flags"])
+            for key, (shift, mask) in TCP_FLAG_BITS.items():
+                if int(layout.field_values(m[i:i + 1], key)[0]) != (flags >> shift) & mask:
+                    problems.append(f"{where}: {key} differs from tshark tcp.flags={flags:#05x}")
         for key, tfield in ADDRESS_FIELDS.items():
             if key.split("_")[0] in got:
                 import ipaddress
@@ -160,7 +164,7 @@ def compare_rows(layout: Layout, rows: Packets, ts: list[dict[str, str]]) -> lis
             opt = m[i, layout.field_slice("ipv4_opt")]
             n = (int(values["ipv4_hl"][i]) - 5) * 4
             raw = np.packbits(np.clip(opt, 0, 1).astype(np.uint8))[:n].tobytes()
-            theirs = [int(x) for x in t["ip.opt.type"].split(",") if x]
+            theirs = [int(x) for x in t["ip.opt.type"].split(";") if x]
             if _option_types(raw)[: len(theirs)] != theirs:
                 problems.append(f"{where}: ip option types {_option_types(raw)} tshark {theirs}")
     return problems
@@ -200,6 +204,29 @@ def test_fields_agree_with_tshark_on_every_shared_capture(shared_encoded: Path, 
     assert captures == 29 and compared > 29 * 250
     assert headers_seen == set(layout.headers)
     assert not problems, f"{len(problems)} mismatches, e.g. " + "; ".join(problems[:5])
+
+
+def test_comparison_catches_a_wrong_bit(shared_data: Path, tmp_path: Path) -> None:
+    """The checker itself must fail on a corrupted row (so a pass above means agreement)."""
+    from netdiffusion.encode import encode_paths
+
+    encode_paths([shared_data / "pcaps/zoom/zoom.pcap"], tmp_path, packets=8, progress=False)
+    layout = read_layout(tmp_path)
+    rows = Packets.concat(list(iter_shards(tmp_path)))
+    capture = shared_data / "pcaps/zoom/zoom.pcap"
+    idx = np.arange(10)
+    sub = rows.take(idx)
+    truth = tshark_rows(capture, sub.frame.tolist())
+    assert compare_rows(layout, sub, truth) == []
+    for key in ("ipv4_ttl", "ipv4_src", "tcp_wsize", "tcp_opt", "udp_len", "tcp_ns"):
+        bad = sub.take(np.arange(len(sub)))
+        bad.nprint = bad.nprint.copy()
+        rows_with = np.flatnonzero(layout.field_bits(bad.nprint, key)[:, -1] >= 0)
+        if not len(rows_with):
+            continue
+        col = layout.field_slice(key).stop - 1 if key != "tcp_opt" else layout.field_slice(key).start
+        bad.nprint[rows_with[0], col] ^= 1
+        assert compare_rows(layout, bad, truth), key
 
 
 def main(argv: list[str]) -> int:

@@ -17,16 +17,18 @@ def validate_pcaps(repaired: Input[List[Artifact]], pcaps: Output[Artifact],  # 
     import json
     from pathlib import Path
 
-    from netdiffusion.validate import validate_dir
-
     from components.common import merge_trees, setup_logging, stage_log
+    from netdiffusion.validate import validate_dir
 
     setup_logging()
     sources = [Path(r.path) / "pcaps" if (Path(r.path) / "pcaps").is_dir() else Path(r.path) for r in repaired]
     files = merge_trees(sources, pcaps.path, "*.pcap")
     Path(report.path).mkdir(parents=True, exist_ok=True)
-    result = validate_dir(pcaps.path, Path(report.path) / "report.json", tcpreplay=bool(tcpreplay) or None) or {}
-    summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
+    # tcpreplay only when asked: it needs root and a network namespace (None would mean "when possible")
+    result = validate_dir(pcaps.path, Path(report.path) / "report.json", tcpreplay=bool(tcpreplay)) or {}
+    totals = result.get("totals", {})
+    summary = {k: totals[k] for k in ("files", "files_ok", "files_failed", "packets", "malformed",
+                                      "bad_checksums", "expert_errors", "scapy_errors") if k in totals}
     summary["pcaps"] = files
     pcaps.metadata.update({"pcaps": files})
     report.metadata.update(summary)

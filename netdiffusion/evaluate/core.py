@@ -84,10 +84,10 @@ def _nan_to_none(obj):
 
 
 def _load_all(real: Path, synthetic: Path, train: Path, classes: Sequence[str] | None
-              ) -> tuple[FlowSet, FlowSet, FlowSet, Layout]:
-    real_fs, layout = load(real, classes)
-    syn_fs, syn_layout = load(synthetic, classes)
-    train_fs, train_layout = load(train, classes)
+              ) -> tuple[FlowSet, FlowSet, FlowSet, Layout, list[str]]:
+    real_fs, layout, skipped_real = load(real, classes)
+    syn_fs, syn_layout, skipped_syn = load(synthetic, classes)
+    train_fs, train_layout, skipped_train = load(train, classes)
     for path, other in ((synthetic, syn_layout), (train, train_layout)):
         if other.columns != layout.columns:
             raise ValueError(f"{path}: nPrint layout {other.headers} differs from {real}'s {layout.headers}")
@@ -100,7 +100,7 @@ def _load_all(real: Path, synthetic: Path, train: Path, classes: Sequence[str] |
         if len(fs) == 0:
             raise ValueError(f"{path}: the {name} dataset has no flows" + (f" of classes {list(classes)}"
                                                                             if classes else ""))
-    return real_fs, syn_fs, train_fs, layout
+    return real_fs, syn_fs, train_fs, layout, [*skipped_real, *skipped_syn, *skipped_train]
 
 
 def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output: str | Path, *,
@@ -118,10 +118,18 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
     models = [m.strip() for m in models if m.strip()]
     for m in models:
         utility.make_model(m, seed)  # fail fast on an unknown model name
+    tasks = [t.strip() for t in tasks if t.strip()]
+    unknown_tasks = [t for t in tasks if t not in utility.TASKS]
+    if unknown_tasks:
+        raise ValueError(f"unknown task(s) {unknown_tasks}; choose from {list(utility.TASKS)}")
+    if packets_k < 1:
+        raise ValueError(f"packets_k must be at least 1, got {packets_k}")
     k = min(packets_k, 64) if quick else packets_k
     notes: list[str] = []
 
-    real_fs, syn_fs, train_fs, layout = _load_all(Path(real), Path(synthetic), Path(train), classes)
+    real_fs, syn_fs, train_fs, layout, skipped = _load_all(Path(real), Path(synthetic), Path(train), classes)
+    if skipped:
+        notes.append(f"{len(skipped)} unreadable shard(s) skipped: " + ", ".join(skipped))
     real_k, syn_k, train_k = real_fs.first_k(k), syn_fs.first_k(k), train_fs.first_k(k)
     labels_real, labels_syn, labels_train = (set(np.unique(f.label)) for f in (real_k, syn_k, train_k))
     sim_classes = sorted(labels_real & labels_syn)
@@ -252,7 +260,7 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
             "flows": {"real": len(real_fs), "synthetic": len(syn_fs), "train": len(train_fs)},
             "packets": {"real": real_k.n_packets, "synthetic": syn_k.n_packets, "train": train_k.n_packets},
             "packets_k": k, "models": list(models), "tasks": list(tasks), "seed": seed, "quick": quick,
-            "utility_classes": util_classes, "max_features": max_features,
+            "utility_classes": util_classes, "max_features": max_features, "skipped_shards": len(skipped),
         },
         "paper": PAPER,
         "notes": notes,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netdiffusion.dataset import Packets, read_layout, read_packets
+from netdiffusion.dataset import META_COLUMNS, Packets, read_layout, shard_paths
 from netdiffusion.fields import Layout
 
 log = logging.getLogger(__name__)
@@ -92,21 +92,50 @@ class FlowSet:
         return table
 
     def with_macro_from(self, mapping: dict[str, str]) -> None:
-        """Fill empty macro labels from a label -> macro map (generated data may lack them)."""
-        missing = self.macro == ""
-        if missing.any():
-            filled = np.array([mapping.get(lbl, "") for lbl in self.label[missing]], dtype=object)
-            self.macro = self.macro.astype(object)
-            self.macro[missing] = filled
-            self.macro = self.macro.astype(str)
+        """Fill empty macro labels from a label -> macro map (generated data may lack them).
+
+        Fills the packet rows too, so flow sets derived later (``first_k``, ``subset``) keep it."""
+        packet_macro = np.array(self.packets.macro, dtype=object)  # object: no fixed-width truncation
+        missing = packet_macro == ""
+        if not missing.any():
+            return
+        packet_label = self.packets.label.astype(str)
+        for label in np.unique(packet_label[missing]):
+            packet_macro[missing & (packet_label == label)] = mapping.get(str(label), "")
+        self.packets.macro = packet_macro
+        self.macro = packet_macro[self.starts].astype(str)
 
 
-def load(path: str | Path, classes: Sequence[str] | None = None) -> tuple[FlowSet, Layout]:
-    """Read a dataset directory into a FlowSet with its layout; clear error if it is not one."""
+def load(path: str | Path, classes: Sequence[str] | None = None) -> tuple[FlowSet, Layout, list[str]]:
+    """Read a dataset directory into a FlowSet with its layout.
+
+    A shard that cannot be read (truncated, not Parquet, wrong schema) is logged with its path and
+    reason and skipped; the list of skipped shards is returned for the report."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(path)
     layout = read_layout(path)
-    packets = read_packets(path, labels=list(classes) if classes else None)
-    flows = FlowSet.from_packets(packets)
-    log.info("%s: %d flows, %d packets, %d classes", path, len(flows), flows.n_packets,
-             len(np.unique(flows.label)))
-    return flows, layout
+    shards = shard_paths(path)
+    if not shards:
+        raise FileNotFoundError(f"{path}: no Parquet shards")
+    filters = [("label", "in", list(classes))] if classes else None
+    parts: list[Packets] = []
+    skipped: list[str] = []
+    for shard in shards:
+        try:
+            table = pq.read_table(shard, columns=[*META_COLUMNS, "nprint"], filters=filters)
+            part = Packets.from_table(table)
+            if part.nprint.shape[1] != layout.width:
+                raise ValueError(f"{part.nprint.shape[1]} nPrint columns, fields.json has {layout.width}")
+        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+            log.error("%s: unreadable shard skipped (%s)", shard, str(exc).splitlines()[0] if str(exc) else exc)
+            skipped.append(str(shard))
+            continue
+        parts.append(part)
+    if not parts:
+        raise ValueError(f"{path}: none of its {len(shards)} shards could be read")
+    flows = FlowSet.from_packets(Packets.concat(parts))
+    log.info("%s: %d flows, %d packets, %d classes%s", path, len(flows), flows.n_packets,
+             len(np.unique(flows.label)), f", {len(skipped)} shards skipped" if skipped else "")
+    return flows, layout, skipped

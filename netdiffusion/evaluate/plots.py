@@ -60,7 +60,7 @@ def _flow_matrix(fs: FlowSet, flow: int, k: int) -> np.ndarray:
 
 
 def flow_images(path: Path, real: FlowSet, synthetic: FlowSet, layout: Layout, cls: str, k: int) -> None:
-    """Real and synthetic nPrint matrices of one class side by side (first flow of each)."""
+    """Real and synthetic nPrint matrices of one class side by side (longest flow of each)."""
     plt = _plt()
     from matplotlib.colors import ListedColormap
 
@@ -71,13 +71,13 @@ def flow_images(path: Path, real: FlowSet, synthetic: FlowSet, layout: Layout, c
     except ImportError:
         matrix_to_image = None
         legend = "grey = absent, white = 0, black = 1"
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     for ax, fs, title in ((axes[0], real, "real"), (axes[1], synthetic, "synthetic")):
         idx = np.flatnonzero(fs.label == cls)
         if idx.size == 0:
             ax.set_axis_off()
             continue
-        m = _flow_matrix(fs, int(idx[0]), k)
+        m = _flow_matrix(fs, int(idx[np.argmax(fs.lengths[idx])]), k)  # the longest flow shows most
         if matrix_to_image is not None:
             ax.imshow(matrix_to_image(m, rows=None), aspect="auto", interpolation="nearest")
         else:

@@ -121,7 +121,8 @@ def render(report: dict) -> str:
     if bal.get("minority_classes"):
         out += ["## Class balancing with synthetic flows (paper Table 8)", "",
                 f"Minority classes {', '.join(bal['minority_classes'])} topped up towards {bal['target_flows']} "
-                f"flows with synthetic flows ({bal['synthetic_added']}).", ""]
+                "flows with synthetic flows (added: "
+                + ", ".join(f"{c} +{n}" for c, n in bal["synthetic_added"].items()) + ").", ""]
         rows = []
         for m in models:
             if m in bal:

@@ -46,10 +46,21 @@ _VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 def gather(data: np.ndarray, starts: np.ndarray, available: np.ndarray, width: int) -> np.ndarray:
     """``(n, width)`` uint8: bytes at ``starts`` per row, zero past ``available`` bytes."""
     cols = np.arange(width, dtype=np.int64)
-    idx = starts[:, None] + cols[None, :]
-    np.minimum(idx, len(data) - 1, out=idx)
-    out = data[idx]
-    out[cols[None, :] >= available[:, None]] = 0
+    starts = np.asarray(starts, dtype=np.int64)
+    if len(data) >= width:
+        # rows of a zero-copy sliding window: one contiguous copy per row, no index matrix
+        windows = np.lib.stride_tricks.sliding_window_view(data, width)
+        inside = (starts >= 0) & (starts <= len(data) - width)
+        out = np.empty((len(starts), width), dtype=np.uint8)
+        out[inside] = windows[starts[inside]]
+        edge = np.flatnonzero(~inside)
+    else:
+        out = np.empty((len(starts), width), dtype=np.uint8)
+        edge = np.arange(len(starts))
+    if len(edge):  # windows running past the buffer's end (only the last records)
+        idx = np.clip(starts[edge, None] + cols[None, :], 0, max(len(data) - 1, 0))
+        out[edge] = data[idx] if len(data) else 0
+    out[cols[None, :] >= np.asarray(available)[:, None]] = 0
     return out
 
 

@@ -30,7 +30,7 @@ PCAP_MAGICS: dict[bytes, tuple[str, int]] = {
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_RECORD = 1 << 24  # no link layer frame is 16 MiB; a larger length means a corrupt record
-DEFAULT_CHUNK = 32 << 20
+DEFAULT_CHUNK = 8 << 20  # measured: 8 MiB beats 1, 4 and 32 MiB (cache-friendly, few batches)
 
 
 class CaptureError(Exception):
@@ -82,25 +82,31 @@ class _Chunks:
     def __init__(self, fh: io.BufferedIOBase, chunk_bytes: int) -> None:
         self.fh = fh
         self.chunk_bytes = chunk_bytes
-        self.buf = b""
+        self.buf: bytes | bytearray = b""
         self.eof = False
 
     def fill(self, need: int = 0) -> None:
-        """Append at least one chunk (or up to ``need`` bytes in total) unless at end of file."""
-        parts = [self.buf]
+        """Append at least one chunk (or up to ``need`` bytes in total) unless at end of file.
+
+        Reads straight into a fresh buffer (``readinto``): no concatenation copy, and batches
+        already handed out keep their own buffer."""
         size = len(self.buf)
         target = max(size + self.chunk_bytes, need)
+        buf = bytearray(target)
+        buf[:size] = self.buf
+        view = memoryview(buf)
         while size < target and not self.eof:
             try:
-                block = self.fh.read(target - size)
+                got = self.fh.readinto(view[size:])
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 raise CaptureError(f"read error: {exc}") from exc
-            if not block:
+            if not got:
                 self.eof = True
                 break
-            parts.append(block)
-            size += len(block)
-        self.buf = b"".join(parts)
+            size += got
+        view.release()
+        del buf[size:]
+        self.buf = buf
 
 
 def iter_records(path: str | os.PathLike, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[RecordBatch]:
@@ -108,7 +114,7 @@ def iter_records(path: str | os.PathLike, chunk_bytes: int = DEFAULT_CHUNK) -> I
     with _open(path) as fh:
         chunks = _Chunks(fh, chunk_bytes)
         chunks.fill(24)
-        head = chunks.buf[:4]
+        head = bytes(chunks.buf[:4])
         if len(chunks.buf) < 4:
             raise CaptureError("empty or shorter than a capture header")
         if head in PCAP_MAGICS:
@@ -123,7 +129,7 @@ def _pcap_records(chunks: _Chunks) -> Iterator[RecordBatch]:
     buf = chunks.buf
     if len(buf) < 24:
         raise CaptureError(f"pcap header cut short ({len(buf)} of 24 bytes)")
-    order, ticks = PCAP_MAGICS[buf[:4]]
+    order, ticks = PCAP_MAGICS[bytes(buf[:4])]
     _major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack_from(order + "HHiIII", buf, 4)
     linktype &= 0x0FFFFFFF  # upper bits carry FCS info in some writers
     limit = max(snaplen, 262144, MAX_RECORD if snaplen == 0 else 0)

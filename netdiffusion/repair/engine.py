@@ -54,6 +54,7 @@ class RepairConfig:
     anonymize: bool = False
     private_v4: str = "10.0.0.0/8"
     private_v6: str = "fd00::/8"
+    gaps: str = "close"  # "close": no segment may be missing; "keep": keep confirmed capture gaps
     ack_window: int = 1 << 24  # how far behind the peer's first sequence an early ACK may point
     ip_id_step_max: int = 4096  # an IP ID counter step larger than this (both sides) is an outlier
     default_iat_ns: int = 1_000_000  # mean inter-arrival when the dataset has no usable timestamps
@@ -66,6 +67,8 @@ class RepairConfig:
         if unknown:
             raise ValueError(f"unknown repair rule option(s) {sorted(unknown)}; known: {sorted(known)}")
         cfg = cls(**rules)  # type: ignore[arg-type]
+        if cfg.gaps not in ("close", "keep"):
+            raise ValueError(f"gaps must be 'close' or 'keep', not {cfg.gaps!r}")
         if cfg.stack not in ("flow", "packet"):
             raise ValueError(f"stack must be 'flow' or 'packet', not {cfg.stack!r}")
         return cfg
@@ -187,6 +190,7 @@ class Repairer:
         self.fixed_fields()
         self.endpoints()
         self.payload = self.payload_lengths()
+        self.ts, generated = self.timestamps(timestamp[keep])
         if self.has("icmp"):
             self.icmp_types()
         if self.has("tcp"):
@@ -194,8 +198,7 @@ class Repairer:
         self.lengths()
         self.ip_id()
         self.ipv4_checksum()
-        ts, generated = self.timestamps(timestamp[keep])
-        return RepairResult(self.m, keep, self.flow, self.direction, self.payload, ts,
+        return RepairResult(self.m, keep, self.flow, self.direction, self.payload, self.ts,
                             self.bits, self.fields, generated)
 
     def drop_padding(self) -> np.ndarray:
@@ -568,40 +571,97 @@ class Repairer:
         length = payload + syn + fin
         # per (flow, direction) group, in position order
         s_seq, s_len = seq0[og], length[og]
-        isn = G.first_value(s_seq, gid_sorted)
-        rel = (s_seq - isn) % MOD32
-        rel = np.where(rel >= MOD32 // 2, rel - MOD32, rel)
-        # candidate retransmissions: start exactly where an earlier segment of the group started
-        key = gid_sorted * (MOD32 * 2) + (rel + MOD32)
-        _, first_idx = np.unique(key, return_index=True)
-        is_first = np.zeros(len(key), dtype=bool)
-        is_first[first_idx] = True
-        cand = ~is_first
         s_phase = (phase_c | synack)[og]
         st = G.starts(gid_sorted)
         en = G.ends(gid_sorted)
         s_syn, s_fin = syn[og], fin[og]
-        # a forward jump (capture gap) is kept only when the next segment continues from it
-        nxt = np.r_[rel[1:], 0]
-        confirmed = ~en & (nxt == rel + s_len)
-        # ... or when the peer acknowledges exactly its end (it was really sent)
-        ack_s = ack0[og]
-        peer_g = np.full(2 * self.nflows, -1, dtype=np.int64)
-        peer_g[gid_sorted] = isn
-        peer_isn_s = peer_g[gid_sorted ^ 1]
-        ack_rel_peer = (ack_s - peer_isn_s) % MOD32  # the peer's ack in the peer's own seq space
-        acked = (gid_sorted ^ 1) * MOD32 + ack_rel_peer
-        ends_key = gid_sorted * MOD32 + (rel + s_len) % MOD32
-        confirmed |= np.isin(ends_key, acked[(ackf[og] == 1) & (peer_isn_s >= 0)])
+        s_rst = self._get("tcp_rst", t)[og] == 1
         syn_retry = s_phase & ~st  # a repeated SYN / SYN-ACK reuses the ISN
+        ngroups = 2 * self.nflows
+        # initial sequence number: the first segment's, unless it is an outlier among the first
+        # four segments' implied ISNs (seq minus the bytes sent before) and nothing confirms it
+        implied = (s_seq - G.cumsum_excl(np.where(syn_retry, 0, s_len), gid_sorted)) % MOD32
+        early = G.rank(gid_sorted) < 4
+        mode_isn = G.mode(implied[early], gid_sorted[early], ngroups)[0][gid_sorted]
+        first_seq = G.first_value(s_seq, gid_sorted)
+
+        def relative(isn: np.ndarray) -> np.ndarray:
+            r = (s_seq - isn) % MOD32
+            return np.where(r >= MOD32 // 2, r - MOD32, r)
+
+        ack_s = ack0[og]
+        s_ackf = ackf[og] == 1
+
+        def confirmations(isn: np.ndarray, rel: np.ndarray) -> np.ndarray:
+            """A segment is confirmed when the next one continues from it or the peer ACKs its end."""
+            nxt = np.r_[rel[1:], 0]
+            conf = ~en & (nxt == rel + s_len)
+            peer_g = np.full(ngroups, -1, dtype=np.int64)
+            peer_g[gid_sorted] = isn
+            peer_isn_s = peer_g[gid_sorted ^ 1]
+            acked = (gid_sorted ^ 1) * MOD32 + (ack_s - peer_isn_s) % MOD32
+            ends_key = gid_sorted * MOD32 + (rel + s_len) % MOD32
+            return conf | np.isin(ends_key, acked[s_ackf & (peer_isn_s >= 0)])
+
+        conf_first = confirmations(first_seq, relative(first_seq))
+        keep_first = G.first_value(conf_first | (implied == mode_isn), gid_sorted)
+        isn = np.where(keep_first, first_seq, mode_isn)
+        rel = relative(isn)
+        confirmed = confirmations(isn, rel)
+        # a corrupted payload length shows as a small gap or overlap between two segments whose
+        # successor chain is intact: give the earlier segment the length the sequence implies
+        s_pay = payload[og].copy()
+        flags = s_syn + s_fin
+        nxt_rel = np.r_[rel[1:], 0]
+        nxt_conf = np.r_[confirmed[1:], False]
+        d = nxt_rel - rel - flags
+        max_pay = np.maximum.reduceat(s_pay, np.flatnonzero(st))[np.cumsum(st) - 1] if len(s_pay) else s_pay
+        fix = ~en & nxt_conf & (s_pay > 0) & (d > 0) & (d != s_pay) & ~s_phase & (d <= max_pay)
+        fix &= (d < s_pay) | (s_pay + (d - s_pay) <= max_pay)
+        if fix.any():
+            s_pay[fix] = d[fix]
+            s_len = s_pay + flags
+            payload = payload.copy()
+            payload[og] = s_pay
+            self.payload[t] = payload
+            confirmed = confirmations(isn, rel)
+        # Wireshark calls a backwards segment out-of-order (not a retransmission) when it comes
+        # sooner than the initial RTT (3 ms if unknown) after the highest one: keep only later ones
+        ts = self.ts[t]
+        s_ts = ts[og]
+        first_ts = G.first_value(ts, ft)
+        third = (dt == 0) & (G.cumsum_excl(dt == 1, ft) > 0)
+        irtt_flow = np.full(self.nflows, 3_000_000, dtype=np.int64)
+        idx_third = np.flatnonzero(third & G.starts(np.where(third, ft, -1)))
+        hs_flows = np.zeros(self.nflows, dtype=bool)
+        hs_flows[ft[phase_c]] = True
+        sel = idx_third[hs_flows[ft[idx_third]]]
+        irtt_flow[ft[sel]] = np.maximum(ts[sel] - first_ts[sel], 1)
+        thr = irtt_flow[ft[og]]
+        pos = np.arange(len(rel))
+        rel = np.where(syn_retry, 0, rel)  # SYN / SYN-ACK retransmissions restart at the ISN
         kept = np.ones(len(rel), dtype=bool)
         for _ in range(12):
             expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
-            ok = st | (rel == expected)
-            ok |= cand & (rel >= 0) & (rel + s_len <= expected)
+            final_iter = np.where(kept, rel, expected)
+            adv_iter = np.where(kept, np.maximum(rel + s_len - expected, 0), s_len)
+            # exact restart of an earlier (final) segment of the group
+            fkeys = gid_sorted * (MOD32 * 4) + (final_iter + MOD32 * 2)
+            ukeys, ufirst = np.unique(fkeys, return_index=True)
+            rkeys = gid_sorted * (MOD32 * 4) + (rel + MOD32 * 2)
+            at = np.minimum(np.searchsorted(ukeys, rkeys), len(ukeys) - 1)
+            cand = (ukeys[at] == rkeys) & (ufirst[at] < pos)
+            setter = np.where(adv_iter > 0, pos, -1)
+            last_set = G.cummax(setter, gid_sorted, exclusive=True, initial=-1)
+            since = s_ts - s_ts[np.maximum(last_set, 0)]
+            late = (last_set < 0) | (since >= thr) | (rel + s_len == expected)
+            ok = rel == expected
+            ok |= cand & (rel >= 0) & (rel + s_len <= expected) & late
             ok |= (s_len <= 1) & (rel == expected - 1) & (s_syn == 0) & (s_fin == 0)  # keep-alive
-            ok |= (rel > expected) & (rel - expected < (1 << 30)) & confirmed & ~s_phase
+            if self.cfg.gaps == "keep":
+                ok |= (rel > expected) & (rel - expected < (1 << 30)) & confirmed & ~s_phase
             ok |= syn_retry & (rel == 0)
+            ok |= s_rst & (s_len == 0) & (rel >= 0) & (rel <= expected)  # RST in window (RFC 5961)
             if np.array_equal(ok, kept):
                 break
             kept = ok

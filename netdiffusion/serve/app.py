@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -130,16 +131,31 @@ def create_app(config: ServeConfig) -> FastAPI:
     pool = WorkerPool(store, state_dir, workers=config.workers, job_threads=config.job_threads,
                       timeout_s=config.job_timeout_s, s3_uri=config.s3_uri, metrics=metrics)
 
+    stop_polling = threading.Event()
+
+    def poll_pipeline_runs() -> None:
+        """Follow jobs that became KFP runs until their runs finish (every 30 s)."""
+        from netdiffusion.serve.pipeline import poll_submitted
+
+        while not stop_polling.wait(30.0):
+            try:
+                poll_submitted(store, config.kfp_host)
+            except Exception as exc:  # noqa: BLE001 - KFP briefly unreachable must not stop the poller
+                log.warning("polling pipeline runs failed: %s", exc)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
         failed, queued = store.recover()
         pool.start()
         for job_id in queued:
             pool.submit(job_id)
+        if config.kfp_host:
+            threading.Thread(target=poll_pipeline_runs, name="pipeline-poller", daemon=True).start()
         log.info("service started", extra={"state_dir": str(state_dir), "tokens": len(tokens),
                                            "model": config.model, "workers": config.workers,
                                            "recovered_failed": failed, "requeued": len(queued)})
         yield
+        stop_polling.set()
         pool.stop()
         log.info("service stopped")
 

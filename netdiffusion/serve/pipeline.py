@@ -57,3 +57,40 @@ def submit_generate(host: str, record: dict[str, Any], *, job_id: str, s3_uri: s
     if s3_uri:
         result["uris"] = {"prefix": f"{s3_uri.rstrip('/')}/{job_id}/"}
     return result
+
+
+FINISHED_OK = {"SUCCEEDED", "SKIPPED"}
+FINISHED_BAD = {"FAILED", "CANCELED"}
+
+
+def run_state(host: str, run_id: str) -> tuple[str, str | None]:
+    """(state, error message) of a KFP run, e.g. ("RUNNING", None) or ("FAILED", "...")."""
+    from pipelines import submit as kfp_submit
+
+    run = kfp_submit.client(host, os.environ.get("KFP_NAMESPACE") or None).get_run(run_id)
+    error = getattr(run, "error", None)
+    message = getattr(error, "message", None) if error is not None else None
+    return str(getattr(run, "state", "") or "UNKNOWN").upper(), message
+
+
+def poll_submitted(store: Any, host: str) -> int:
+    """Move ``submitted`` jobs whose KFP run has finished to succeeded/failed; returns how many."""
+    from netdiffusion.serve.store import FAILED, SUBMITTED, SUCCEEDED
+
+    changed = 0
+    for job in store.by_status(SUBMITTED):
+        result = job.get("result") or {}
+        run_id = result.get("pipeline_run_id")
+        if not run_id:
+            continue
+        state, message = run_state(host, run_id)
+        if state in FINISHED_OK:
+            store.finish(job["id"], SUCCEEDED, result={**result, "pipeline_state": state})
+            changed += 1
+        elif state in FINISHED_BAD:
+            store.finish(job["id"], FAILED, error=f"pipeline run {run_id} {state.lower()}: {message or 'no message'}",
+                         result={**result, "pipeline_state": state})
+            changed += 1
+        else:
+            store.update(job["id"], stage=f"pipeline run {state.lower()}")
+    return changed

@@ -96,7 +96,8 @@ def run_job(state_dir: Path, job_id: str, s3_uri: str | None = None) -> dict[str
     pcaps = output / "pcaps" if fmt == "pcap" else work / "pcaps"
     repaired = work / "repaired" if fmt != "parquet" else output / "dataset"
     if repair_dataset is not None:
-        result["repair"] = _small(repair_dataset(dataset, pcaps, dataset_output=repaired))
+        result["repair"] = _small(repair_dataset(dataset, pcaps, dataset_output=repaired, seed=req.get("seed", 0),
+                                                 progress=False))
         result["repaired"] = True
     else:  # parquet straight from the model: valid dataset, bits not yet protocol-repaired
         shutil.copytree(dataset, repaired)
@@ -106,8 +107,10 @@ def run_job(state_dir: Path, job_id: str, s3_uri: str | None = None) -> dict[str
         stage("validating", 0.8)
         from netdiffusion.validate import validate_dir
 
-        report = validate_dir(pcaps, output / "validation.json", tcpreplay=False)
-        result["validation"] = _small(report)
+        report = validate_dir(pcaps, output / "validation.json", tcpreplay=False, progress=False)
+        failed = list(report.get("failed") or [])
+        result["validation"] = {"valid": not failed, "failed": len(failed), "failed_files": failed[:10],
+                                "totals": _small(report.get("totals"))}
     elif fmt == "nprint":
         stage("exporting nPrint CSV", 0.8)
         from netdiffusion import nprint_csv

@@ -113,6 +113,11 @@ class JobStore:
         ).fetchall()
         return [_row(r) for r in rows]
 
+    def by_status(self, status: str, limit: int = 500) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT * FROM jobs WHERE status = ? ORDER BY created LIMIT ?",
+                                    (status, limit)).fetchall()
+        return [_row(r) for r in rows]
+
     def update(self, job_id: str, **changes: Any) -> None:
         if "result" in changes and not isinstance(changes["result"], str | None):
             changes["result"] = json.dumps(changes["result"])

@@ -1,0 +1,153 @@
+"""Encoder: dataset contract, flows, labels, nDPI filtering, windows, idempotence, workers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP
+from scapy.layers.l2 import Ether
+
+from netdiffusion.dataset import META_COLUMNS, read_layout, read_packets, shard_paths
+from netdiffusion.encode import encode_paths
+from netdiffusion.fields import DEFAULT_LAYOUT, Layout
+from netdiffusion.pcap.writer import write_pcap
+
+
+def test_small_dataset_follows_the_contract(small_dataset: Path) -> None:
+    assert json.loads((small_dataset / "fields.json").read_text()) == DEFAULT_LAYOUT.columns
+    summary = json.loads((small_dataset / "summary.json").read_text())
+    for key in ("files_read", "files_rejected", "packets", "flows", "skipped"):
+        assert key in summary
+    assert summary["files_read"] == 5 and summary["files_rejected"] == []
+    packets = read_packets(small_dataset)
+    assert len(packets) == summary["packets"]
+    assert set(summary["flows"]) == set(packets.label) and len(set(packets.label)) >= 3
+    assert summary["skipped"]["beyond_packets"] > 0
+    table = pq.read_table(shard_paths(small_dataset)[0])
+    assert table.column_names == [*META_COLUMNS, "nprint"]
+    assert str(table.schema.field("nprint").type).startswith("fixed_size_list<element: int8 not null>[1408]")
+    assert set(np.unique(packets.nprint)) <= {-1, 0, 1}
+    labels = dict(zip(packets.label, packets.macro, strict=True))
+    assert labels["zoom"] == "conferencing" and labels["reddit"] == "social"
+    assert all(Path(s).is_file() for s in set(packets.source))  # the paths as given
+    layout = read_layout(small_dataset)
+    flows = 0
+    for flow_id, flow in packets.flows():
+        flows += 1
+        n = len(flow)
+        assert n <= 64
+        assert flow.packet_index.tolist() == list(range(n)), flow_id
+        assert flow.timestamp[0] == 0 and flow.direction[0] == 0
+        assert (np.diff(flow.frame) > 0).all(), flow_id  # capture order
+        assert len(set(flow.source)) == 1 and len(set(flow.label)) == 1
+        assert (flow.wire_length > 0).all()
+        # a flow is one bidirectional 5-tuple: direction 1 packets come from the other end
+        for h, sport, dport in (("tcp", "tcp_sprt", "tcp_dprt"), ("udp", "udp_sport", "udp_dport")):
+            present = layout.header_present(flow.nprint, h)
+            if present.all():
+                s, d = layout.field_values(flow.nprint, sport), layout.field_values(flow.nprint, dport)
+                fwd, rev = flow.direction == 0, flow.direction == 1
+                assert len(set(s[fwd])) == 1 and len(set(d[fwd])) == 1
+                if rev.any():
+                    assert set(s[rev]) == set(d[fwd]) and set(d[rev]) == set(s[fwd])
+    assert flows == sum(summary["flows"].values())
+
+
+def test_rerun_is_idempotent_and_workers_give_the_same_dataset(shared_data: Path, tmp_path: Path) -> None:
+    inputs = [shared_data / "pcaps/zoom/zoom.pcap", shared_data / "pcaps/whatsapp/wa_voice.pcap",
+              shared_data / "pcaps/facebook/facebook.pcap"]
+    out = tmp_path / "a"
+    first = encode_paths(inputs, out, packets=32, manifest=shared_data / "manifest.csv", progress=False)
+    names = sorted(p.name for p in out.glob("*.parquet"))
+    before = {n: pq.read_table(out / n) for n in names}
+    summary_text = (out / "summary.json").read_text()
+    (out / "stale-00000000-0000.parquet").write_bytes(b"left over from an older run")
+    again = encode_paths(inputs, out, packets=32, manifest=shared_data / "manifest.csv", progress=False)
+    assert sorted(p.name for p in out.glob("*.parquet")) == names
+    assert all(pq.read_table(out / n).equals(before[n]) for n in names)
+    assert (out / "summary.json").read_text() == summary_text
+    assert first["packets"] == again["packets"]
+    par = tmp_path / "b"
+    encode_paths(inputs, par, packets=32, manifest=shared_data / "manifest.csv", workers=2, progress=False)
+    assert sorted(p.name for p in par.glob("*.parquet")) == names
+    assert all(pq.read_table(par / n).equals(before[n]) for n in names)
+
+
+def test_label_rules(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "pcaps/facebook/facebook.pcap"
+    (tmp_path / "in/videos").mkdir(parents=True)
+    shutil.copy(src, tmp_path / "in/videos/netflix_03.pcap")  # original NetDiffusion naming
+    shutil.copy(src, tmp_path / "in/videos/capture.pcap")  # parent folder
+    manifest = tmp_path / "in/manifest.csv"
+    manifest.write_text("path,label,macro\nvideos/capture.pcap,webex,conferencing\n")
+    out = encode_paths([tmp_path / "in"], tmp_path / "o1", progress=False)
+    got = {f["file"]: f["label"] for f in out["files"]}
+    assert got == {"videos/netflix_03.pcap": "netflix", "videos/capture.pcap": "videos"}
+    out = encode_paths([tmp_path / "in"], tmp_path / "o2", manifest=manifest, progress=False)
+    got = {f["file"]: (f["label"], f["macro"]) for f in out["files"]}
+    assert got["videos/capture.pcap"] == ("webex", "conferencing")
+    assert got["videos/netflix_03.pcap"] == ("netflix", "")
+
+
+def test_ndpi_flow_labels_keep_only_the_application_flows(shared_data: Path, tmp_path: Path) -> None:
+    capture = shared_data / "pcaps/netflix/netflix.pcap"
+    plain = encode_paths([capture], tmp_path / "plain", manifest=shared_data / "manifest.csv", progress=False)
+    kept = encode_paths([capture], tmp_path / "kept", manifest=shared_data / "manifest.csv",
+                        flow_labels=shared_data / "ndpi_flow_labels.csv", progress=False)
+    assert kept["skipped"]["ndpi_filtered"] > 0
+    assert 0 < kept["flows"]["netflix"] < plain["flows"]["netflix"]
+    layout = read_layout(tmp_path / "kept")
+    rows = read_packets(tmp_path / "kept")
+    udp = layout.header_present(rows.nprint, "udp")
+    ports = set(layout.field_values(rows.nprint[udp], "udp_dport")) | set(layout.field_values(rows.nprint[udp],
+                                                                                              "udp_sport"))
+    assert 1900 not in ports  # SSDP is nDPI "System" noise, not Netflix
+    plain_rows = read_packets(tmp_path / "plain")
+    pudp = layout.header_present(plain_rows.nprint, "udp")
+    assert 1900 in set(layout.field_values(plain_rows.nprint[pudp], "udp_dport"))
+
+
+def _flow_capture(path: Path, n: int) -> None:
+    """One TCP flow of ``n`` packets alternating direction, plus an ICMP echo request/reply pair."""
+    frames, ts = [], []
+    for i in range(n):
+        a, b = ("10.0.0.1", "10.0.0.2") if i % 2 == 0 else ("10.0.0.2", "10.0.0.1")
+        sp, dp = (40000, 80) if i % 2 == 0 else (80, 40000)
+        frames.append(bytes(Ether(dst="02:00:00:00:00:01") / IP(src=a, dst=b) / TCP(sport=sp, dport=dp, seq=i)))
+        ts.append(1_000_000_000_000 + i * 1_000_003)
+    frames.append(bytes(Ether(dst="02:00:00:00:00:01") / IP(src="10.0.0.9", dst="10.0.0.8") / ICMP(type=8, id=77)))
+    frames.append(bytes(Ether(dst="02:00:00:00:00:01") / IP(src="10.0.0.8", dst="10.0.0.9") / ICMP(type=0, id=77)))
+    ts += [ts[-1] + 5, ts[-1] + 9]
+    write_pcap(path, frames, np.array(ts))
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_packets_cap_windows_and_icmp_pairing(tmp_path: Path) -> None:
+    (tmp_path / "in/demo").mkdir(parents=True)
+    _flow_capture(tmp_path / "in/demo/demo.pcap", 25)
+    capped = encode_paths([tmp_path / "in"], tmp_path / "capped", packets=10, progress=False)
+    assert capped["flows"] == {"demo": 2} and capped["skipped"]["beyond_packets"] == 15
+    rows = read_packets(tmp_path / "capped")
+    flows = dict(rows.flows())
+    assert sorted(len(f) for f in flows.values()) == [2, 10]
+    icmp = next(f for f in flows.values() if len(f) == 2)
+    assert icmp.direction.tolist() == [0, 1] and icmp.timestamp.tolist() == [0, 4]
+    tcp = next(f for f in flows.values() if len(f) == 10)
+    assert tcp.direction.tolist() == [0, 1] * 5
+    assert tcp.timestamp.tolist() == [i * 1_000_003 for i in range(10)]
+    win = encode_paths([tmp_path / "in"], tmp_path / "win", packets=10, windows=True, progress=False)
+    assert win["flows"] == {"demo": 4} and "beyond_packets" not in win["skipped"]
+    rows = read_packets(tmp_path / "win")
+    sizes = sorted((fid, len(f), f.timestamp[0], f.frame[0]) for fid, f in rows.flows())
+    assert [s[1] for s in sizes] == [10, 10, 5, 2]
+    assert all(s[2] == 0 for s in sizes)  # each window's time starts at its first packet
+    assert [s[3] for s in sizes[:3]] == [1, 11, 21]
+    narrow = encode_paths([tmp_path / "in"], tmp_path / "narrow", packets=10, headers=("tcp", "ipv4"),
+                          progress=False)
+    assert read_layout(tmp_path / "narrow").columns == Layout(["ipv4", "tcp"]).columns
+    assert narrow["width"] == 960

@@ -1,0 +1,77 @@
+"""Malformed captures: each gets a one-line error naming the file and the reason, the run carries
+on with the good captures, and summary.json lists the bad ones in files_rejected."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import struct
+from pathlib import Path
+
+import pytest
+
+from netdiffusion.cli import main as cli_main
+from netdiffusion.dataset import read_packets
+
+HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+
+
+def _make_bad_files(root: Path, good: Path) -> dict[str, str]:
+    """Bad captures by name -> expected reason fragment."""
+    data = good.read_bytes()
+    files = {
+        "empty.pcap": (b"", "empty"),
+        "header_only.pcap": (HEADER, "no packets"),
+        "wrong_magic.pcap": (b"\xde\xad\xbe\xef" + data[4:2000], "not a pcap or pcapng file"),
+        "garbage.pcap": (bytes(range(256)) * 8, "not a pcap or pcapng file"),
+        "truncated.pcap": (data[: len(data) // 2 + 7], "cut short"),
+        "short_header.pcap": (data[:10], "pcap header cut short"),
+        "huge_record.pcap": (HEADER + struct.pack("<IIII", 1, 0, 0x7FFFFFFF, 60) + b"\x00" * 64, "exceeds snap length"),
+        "bad_gzip.pcap.gz": (gzip.compress(data)[:300], "read error"),
+        "pcapng_bad_bom.pcapng": (b"\x0a\x0d\x0d\x0a" + struct.pack("<I", 28) + b"\x00" * 20, "byte-order magic"),
+    }
+    for name, (content, _) in files.items():
+        (root / name).write_bytes(content)
+    return {name: reason for name, (_, reason) in files.items()}
+
+
+def test_bad_captures_are_rejected_and_the_run_carries_on(shared_data: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    good = shared_data / "pcaps/zoom/zoom.pcap"
+    inputs = tmp_path / "in"
+    (inputs / "zoom").mkdir(parents=True)
+    (inputs / "zoom" / "zoom.pcap").write_bytes(good.read_bytes())
+    (inputs / "bad").mkdir()
+    expected = _make_bad_files(inputs / "bad", good)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.ERROR):
+        rc = cli_main(["encode", "--input", str(inputs), "--output", str(out), "--packets", "16"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["files_read"] == 1
+    rejected = {Path(r["file"]).name: r["reason"] for r in summary["files_rejected"]}
+    assert set(rejected) == set(expected)
+    for name, reason in expected.items():
+        assert reason in rejected[name], (name, rejected[name])
+        lines = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+        assert len(lines) == 1 and "\n" not in lines[0] and reason in lines[0], (name, lines)
+    packets = read_packets(out)
+    assert set(packets.label) == {"zoom"} and len(packets) == summary["packets"] > 0
+    # no shard of a rejected file exists
+    assert all(p.name.startswith("zoom-") for p in out.glob("*.parquet"))
+
+
+def test_only_bad_input_fails_the_command(tmp_path: Path) -> None:
+    (tmp_path / "x.pcap").write_bytes(b"nonsense")
+    rc = cli_main(["encode", "--input", str(tmp_path / "x.pcap"), "--output", str(tmp_path / "out")])
+    assert rc == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["files_read"] == 0 and summary["files_rejected"][0]["file"].endswith("x.pcap")
+
+
+def test_missing_input_is_a_rejected_file(tmp_path: Path) -> None:
+    rc = cli_main(["encode", "--input", str(tmp_path / "nope.pcap"), "--output", str(tmp_path / "out")])
+    assert rc == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "cannot read" in summary["files_rejected"][0]["reason"]

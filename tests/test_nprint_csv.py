@@ -1,0 +1,90 @@
+"""nPrint CSV: the original NetDiffusion files import; export -> import is lossless."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from netdiffusion.cli import main as cli_main
+from netdiffusion.dataset import read_layout, read_packets
+from netdiffusion.fields import DEFAULT_LAYOUT, Layout
+from netdiffusion.nprint_csv import export_dataset, import_files, read_csv
+
+
+def _csv_rows(path: Path, n: int) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        return header, [next(reader) for _ in range(n)]
+
+
+def test_reference_files_import(shared_data: Path, tmp_path: Path) -> None:
+    ref = shared_data / "reference"
+    summary = import_files([ref], tmp_path / "ds")
+    assert summary["files_read"] == 3 and summary["files_rejected"] == []
+    assert summary["packets"] == 3 * 1024 and summary["flows"] == {"netflix": 3}
+    rows = read_packets(tmp_path / "ds")
+    layout = read_layout(tmp_path / "ds")
+    assert layout.columns == DEFAULT_LAYOUT.columns
+    for name in ("netflix_01_real_finetune", "netflix_5_generated", "netflix_5_generated_replayable"):
+        header, text = _csv_rows(ref / f"{name}.nprint", 5)
+        flow = rows.take(np.char.startswith(rows.flow_id.astype(str), name + "-"))
+        flow = flow.take(np.argsort(flow.packet_index))
+        assert len(flow) == 1024
+        position = {c: i for i, c in enumerate(layout.columns)}
+        for r, line in enumerate(text):  # every value of the first rows, column by column
+            for col, value in zip(header[1:], line[1:], strict=True):
+                assert flow.nprint[r, position[col]] == int(value), (name, r, col)
+        omitted = set(layout.columns) - set(header)
+        if omitted:  # the generated file drops address bits: they import as absent
+            idx = [layout.columns.index(c) for c in omitted]
+            assert (flow.nprint[:, idx] == -1).all()
+    real = rows.take(np.char.startswith(rows.flow_id.astype(str), "netflix_01_real_finetune-"))
+    real = real.take(np.argsort(real.packet_index))
+    header, text = _csv_rows(ref / "netflix_01_real_finetune.nprint", 1)
+    assert header[0] == "src_ip"
+    assert real.direction[0] == 0 and 0 < real.direction.sum() < 1024
+    assert (real.wire_length[layout.field_values(real.nprint, "ipv4_tl") >= 0] > 14).all()
+
+
+def test_export_then_import_is_lossless(small_dataset: Path, tmp_path: Path) -> None:
+    summary = export_dataset(small_dataset, tmp_path / "csv")
+    original = read_packets(small_dataset)
+    flows = dict(original.flows())
+    assert summary["flows"] == len(flows)
+    files = sorted((tmp_path / "csv").rglob("*.nprint"))
+    assert len(files) == len(flows)
+    header, first = _csv_rows(files[0], 1)
+    assert header[0] == "src_ip" and header[1:] == DEFAULT_LAYOUT.columns
+    rc = cli_main(["import-nprint", "--input", str(tmp_path / "csv"), "--output", str(tmp_path / "back")])
+    assert rc == 0
+    back = read_packets(tmp_path / "back")
+    assert len(back) == len(original)
+    for _, flow in back.flows():
+        name = Path(str(flow.source[0])).stem
+        orig = flows[name]
+        assert flow.label[0] == orig.label[0]
+        assert np.array_equal(flow.nprint, orig.nprint)
+        assert np.array_equal(flow.direction, orig.direction), name
+
+
+def test_bad_csvs_are_rejected(tmp_path: Path) -> None:
+    good = tmp_path / "ok_1.nprint"
+    layout = Layout(["ipv4", "udp"])
+    good.write_text("src_ip," + ",".join(layout.columns) + "\n" + "1.2.3.4," + ",".join(["0"] * layout.width) + "\n")
+    (tmp_path / "bad_values.nprint").write_text("src_ip,ipv4_ver_0\n1.2.3.4,7\n")
+    (tmp_path / "no_columns.nprint").write_text("a,b\n1,2\n")
+    (tmp_path / "empty.nprint").write_text("")
+    (tmp_path / "disorder.nprint").write_text("src_ip,ipv4_ver_1,ipv4_ver_0\n1.2.3.4,0,1\n")
+    summary = import_files([tmp_path], tmp_path / "ds", flow_size=1)
+    rejected = {Path(r["file"]).name: r["reason"] for r in summary["files_rejected"]}
+    assert summary["files_read"] == 1
+    assert set(rejected) == {"bad_values.nprint", "no_columns.nprint", "empty.nprint", "disorder.nprint"}
+    assert "1 / 0 / -1" in rejected["bad_values.nprint"] and "order" in rejected["disorder.nprint"]
+    layout_read, matrix, extra = read_csv(good)
+    assert layout_read.headers == ("ipv4", "udp") and matrix.shape == (1, layout.width)
+    assert extra["src_ip"].tolist() == ["1.2.3.4"]
+    rows = read_packets(tmp_path / "ds")
+    assert rows.label.tolist() == ["ok"] and (rows.nprint[:, DEFAULT_LAYOUT.header_slice("tcp")] == -1).all()

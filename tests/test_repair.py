@@ -1,0 +1,197 @@
+"""Repair: real traffic passes unchanged; noisy rows become consistent flows (fast checks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdiffusion.dataset import Packets, read_layout, read_packets, write_fields, write_shard
+from netdiffusion.fields import Layout
+from netdiffusion.repair import RepairConfig, repair_dataset, repair_packets
+from netdiffusion.repair.engine import ipv4_header_checksums
+from netdiffusion.validate import tshark_file
+
+CAPTURE_LOSS = ("lost_segment", "ack_lost_segment")
+# rules that may touch a real flow, and only one that tshark shows lost segments in
+LOSS_RULES = {"tcp_seq", "tcp_ack", "lengths", "ipv4_checksum"}
+
+
+def corrupt(packets: Packets, rate: float, seed: int = 0) -> Packets:
+    """Replace a share ``rate`` of all bits with one of the two other values (-1/0/1)."""
+    rng = np.random.default_rng(seed)
+    m = packets.nprint.copy()
+    hit = rng.random(m.shape) < rate
+    shift = rng.integers(1, 3, size=m.shape)
+    m[hit] = (m[hit] + 1 + shift[hit]) % 3 - 1
+    return Packets(**{**packets.__dict__, "nprint": m})
+
+
+def random_packets(layout: Layout, flows: int, packets: int, seed: int = 0, label: str = "random") -> Packets:
+    rng = np.random.default_rng(seed)
+    n = flows * packets
+    return Packets(
+        flow_id=np.repeat([f"{label}-{i:03d}" for i in range(flows)], packets), label=np.full(n, label),
+        macro=np.full(n, ""), packet_index=np.tile(np.arange(packets), flows).astype(np.int32),
+        timestamp=np.zeros(n, np.int64), direction=np.zeros(n, np.int8), wire_length=np.zeros(n, np.int32),
+        source=np.full(n, "test"), frame=np.zeros(n, np.int64),
+        nprint=rng.integers(-1, 2, size=(n, layout.width)).astype(np.int8))
+
+
+def write_dataset(packets: Packets, layout: Layout, out: Path) -> Path:
+    write_fields(out, layout)
+    write_shard(packets, out / "part-0.parquet")
+    return out
+
+
+def test_real_flows_change_only_where_the_capture_lost_segments(small_dataset: Path, tmp_path: Path) -> None:
+    from netdiffusion.decode import decode_dataset, flow_pcap_path
+
+    report_totals = repair_dataset(small_dataset, tmp_path / "pcaps", dataset_output=tmp_path / "ds",
+                                   mtu=65535, progress=False)
+    assert report_totals["flows_dropped"] == 0
+    report = json.loads((tmp_path / "pcaps" / "repair_report.json").read_text())
+    bad_rules = {r: v for r, v in report_totals["bits_changed"].items() if r not in LOSS_RULES | {"l4_checksum"}}
+    assert bad_rules == {}
+    changed = [f for f in report["flows"] if f["bits_changed_total"]]
+    assert len(changed) < 0.25 * len(report["flows"])
+    decode_dataset(small_dataset, tmp_path / "decoded")
+    for flow in changed:
+        flags = tshark_file(flow_pcap_path(tmp_path / "decoded", flow["label"], flow["flow_id"]))["tcp_flags"]
+        assert any(flags.get(f) for f in CAPTURE_LOSS), (flow["flow_id"], flow["bits_changed"], dict(flags))
+    # the repaired dataset holds the input bits wherever repair reported no change
+    layout = read_layout(small_dataset)
+    before, after = read_packets(small_dataset), read_packets(tmp_path / "ds")
+    untouched = {f["flow_id"] for f in report["flows"] if not f["bits_changed_total"]}
+    ck = [layout.field_slice(k) for k in ("tcp_cksum", "udp_cksum", "icmp_cksum")]
+    keep_cols = np.ones(layout.width, dtype=bool)
+    for s in ck:
+        keep_cols[s] = False
+    for p in (before, after):
+        p.__dict__.update(p.take(np.lexsort((p.packet_index, p.flow_id))).__dict__)
+    sel_b = np.isin(before.flow_id, list(untouched))
+    sel_a = np.isin(after.flow_id, list(untouched))
+    assert np.array_equal(before.nprint[sel_b][:, keep_cols], after.nprint[sel_a][:, keep_cols])
+    assert np.array_equal(before.direction[sel_b], after.direction[sel_a])
+
+
+def test_syn_fin_noise_is_confined_to_handshake_and_close(small_dataset: Path) -> None:
+    layout = read_layout(small_dataset)
+    packets = read_packets(small_dataset)
+    tcp = layout.header_present(packets.nprint, "tcp")
+    flows_tcp = np.unique(packets.flow_id[tcp])
+    packets = packets.take(np.flatnonzero(np.isin(packets.flow_id, flows_tcp[:20])))
+    rng = np.random.default_rng(1)
+    m = packets.nprint.copy()
+    for key in ("tcp_syn", "tcp_fin"):
+        noisy = rng.random(len(m)) < 0.5
+        layout.set_field(m, key, 1, np.flatnonzero(noisy & layout.header_present(m, "tcp")))
+    noisy_packets = Packets(**{**packets.__dict__, "nprint": m})
+    out = repair_packets(layout, noisy_packets, RepairConfig(mtu=65535))
+    rep = out["packets"]
+    syn = layout.field_values(rep.nprint, "tcp_syn") == 1
+    fin = layout.field_values(rep.nprint, "tcp_fin") == 1
+    ack = layout.field_values(rep.nprint, "tcp_ackf") == 1
+    pos = rep.packet_index
+    assert syn.sum() <= 2 * 20 and (pos[syn] < 8).all()  # SYN / SYN-ACK at the start only
+    assert not (syn & fin).any()
+    assert ack[~syn | (rep.direction == 1)].all() or ack[pos > 2].mean() > 0.99
+    # at most one FIN per direction (plus exact retransmissions of it)
+    for fid in np.unique(rep.flow_id):
+        for d in (0, 1):
+            sel = (rep.flow_id == fid) & (rep.direction == d) & fin
+            seqs = layout.field_values(rep.nprint[sel], "tcp_seq")
+            assert len(np.unique(seqs)) <= 1
+
+
+def test_random_rows_become_consistent_flows(small_dataset: Path) -> None:
+    layout = read_layout(small_dataset)
+    packets = random_packets(layout, flows=6, packets=40)
+    out = repair_packets(layout, packets, RepairConfig(seed=3))
+    rep = out["packets"]
+    m = rep.nprint
+    assert len(rep) == len(packets)  # a uniform random row has ~2/3 of its bits present: a packet
+    v4 = layout.header_present(m, "ipv4")
+    v6 = layout.header_present(m, "ipv6")
+    assert not (v4 & v6).any() and (v4 | v6).all()
+    for fid in np.unique(rep.flow_id):
+        sel = rep.flow_id == fid
+        assert v4[sel].all() or v6[sel].all()  # stack decided per flow
+        h = "ipv4" if v4[sel].all() else "ipv6"
+        src = layout.field_keys(m[sel], f"{h}_src")
+        dst = layout.field_keys(m[sel], f"{h}_dst")
+        assert len(np.unique(np.concatenate([src, dst]))) == 2
+        d = rep.direction[sel]
+        assert d[0] == 0
+        assert (src[d == 0] == src[d == 0][0]).all() and (dst[d == 1] == src[d == 0][0]).all()
+        ts = rep.timestamp[sel]
+        assert ts[0] == 0 and (np.diff(ts) >= 0).all() and ts[-1] > 0  # generated: input was all zero
+    if v4.any():
+        ck = layout.field_values(m[v4], "ipv4_cksum")
+        assert np.array_equal(ck, ipv4_header_checksums(layout, m[v4]))
+        hl = layout.field_values(m[v4], "ipv4_hl")
+        tl = layout.field_values(m[v4], "ipv4_tl")
+        assert (hl >= 5).all() and (tl <= 1500).all()
+    tcp = layout.header_present(m, "tcp")
+    assert (layout.field_values(m[tcp], "tcp_res") == 0).all()
+    # the bytes written match the headers: total length == bytes of each IP packet
+    sizes = out["ends"] - out["starts"]
+    assert np.array_equal(sizes[v4], layout.field_values(m[v4], "ipv4_tl"))
+    assert np.array_equal(sizes[v6], layout.field_values(m[v6], "ipv6_len") + 40)
+
+
+def test_malformed_tcp_options_are_cut_and_syn_only_options_removed(small_dataset: Path) -> None:
+    layout = read_layout(small_dataset)
+    packets = random_packets(layout, flows=1, packets=4, seed=5)
+    m = packets.nprint
+    m[:, layout.header_slice("ipv6")] = -1
+    m[:, layout.header_slice("udp")] = -1
+    m[:, layout.header_slice("icmp")] = -1
+    opt = layout.field_slice("tcp_opt")
+    options = [
+        bytes([2, 4, 5, 0xB4, 1, 3, 3, 7]),  # MSS + NOP + WS on a SYN: valid
+        bytes([2, 4, 5, 0xB4, 99, 7, 0, 0]),  # MSS on a non-SYN, then an unknown kind
+        bytes([8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]),  # timestamps + 2 bytes EOL padding
+        bytes([5, 3, 1, 1]),  # SACK with a bad length
+    ]
+    for i, raw in enumerate(options):
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8)).astype(np.int8)
+        row = np.full(opt.stop - opt.start, -1, dtype=np.int8)
+        row[: len(bits)] = bits
+        m[i, opt] = row
+    layout.set_field(m, "tcp_syn", [1, 0, 0, 0])
+    layout.set_field(m, "tcp_ackf", [0, 1, 1, 1])
+    out = repair_packets(layout, packets, RepairConfig())
+    r = out["packets"].nprint
+    data, lengths = layout.header_bytes(r, "tcp")
+    doff = layout.field_values(r, "tcp_doff")
+    assert list(doff) == [7, 6, 8, 5]
+    assert list(lengths) == [28, 24, 32, 20]
+    assert bytes(data[0, 20:28]) == options[0]
+    assert bytes(data[1, 20:24]) == bytes([1, 1, 1, 1])  # MSS on a non-SYN became NOPs; 99 cut
+    assert bytes(data[2, 20:30]) == options[2][:10]
+
+
+def test_anonymize_merged_and_dropped_flows(small_dataset: Path, tmp_path: Path) -> None:
+    layout = read_layout(small_dataset)
+    packets = read_packets(small_dataset, labels=["zoom"])
+    empty = random_packets(layout, flows=1, packets=3, label="zoom")
+    empty.nprint[:] = -1
+    data = write_dataset(Packets.concat([packets, empty]), layout, tmp_path / "in")
+    totals = repair_dataset(data, tmp_path / "out", anonymize=True, merged=True, payload="random",
+                            dataset_output=tmp_path / "ds", progress=False)
+    report = json.loads((tmp_path / "out" / "repair_report.json").read_text())
+    assert totals["flows_dropped"] == 1 and report["dropped"][0]["flow_id"] == "zoom-000"
+    assert (tmp_path / "out" / "zoom" / "zoom_merged.pcap").stat().st_size > 0
+    rep = read_packets(tmp_path / "ds")
+    v4 = layout.header_present(rep.nprint, "ipv4")
+    first_octet = layout.field_values(rep.nprint[v4], "ipv4_src") >> 24
+    assert (first_octet == 10).all()
+    assert len(list((tmp_path / "out" / "zoom").glob("*.pcap"))) == totals["flows"] + 1
+
+
+def test_unknown_rule_option_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown repair rule"):
+        RepairConfig.from_rules(nonsense=1)
