@@ -37,6 +37,7 @@ def stage_log(stage: str, **counts: object) -> str:
 
 # ------------------------------------------------------------------------------------------ URIs
 def is_s3(uri: str) -> bool:
+    """Object-storage URI (everything else is a local or mounted path)."""
     return uri.startswith("s3://")
 
 
@@ -60,7 +61,7 @@ def fetch(uri: str, scratch: str | os.PathLike) -> Path:
 def publish(local: str | os.PathLike, uri: str) -> int:
     """Copy a local file tree to ``uri`` (``s3://`` prefix or local directory); returns files copied."""
     local = Path(local)
-    if is_s3(uri):  # pragma: no cover - needs an S3 endpoint; storage is tested by the tracking tests
+    if is_s3(uri):
         from netdiffusion.tracking import storage
 
         return storage.upload_dir(local, uri)

@@ -28,6 +28,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,19 +138,39 @@ class Packets:
             yield str(ids[a]), self.take(order[a:b])
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that readers see the old file or the whole new one, never a part."""
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once at import: os.umask() is process-wide and not thread-safe
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it replaces ``path`` in one rename.
+
+    Readers see the old file or the whole new one, never a part. The file gets the usual
+    umask-based mode (mkstemp's 0600 would hide reports from other users)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: str | os.PathLike, obj: object) -> None:
@@ -158,17 +179,8 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
 
 def write_shard(packets: Packets, path: str | os.PathLike) -> None:
     """Write one Parquet shard atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(packets.to_table(), tmp, **PARQUET_WRITE_OPTIONS)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_fields(directory: str | os.PathLike, layout: Layout) -> None:
@@ -190,13 +202,12 @@ def shard_paths(directory: str | os.PathLike) -> list[Path]:
     return sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith("."))
 
 
-def read_packets(directory: str | os.PathLike, labels: Sequence[str] | None = None,
-                 columns: Sequence[str] | None = None) -> Packets:
+def read_packets(directory: str | os.PathLike, labels: Sequence[str] | None = None) -> Packets:
     """Read a whole dataset (optionally only some labels) into memory."""
     paths = shard_paths(directory)
     if not paths:
         raise FileNotFoundError(f"{directory}: no Parquet shards")
-    cols = list(columns) if columns else [*META_COLUMNS, "nprint"]
+    cols = [*META_COLUMNS, "nprint"]
     filters = [("label", "in", list(labels))] if labels else None
     tables = [pq.read_table(p, columns=cols, filters=filters) for p in paths]
     table = pa.concat_tables([t for t in tables if t.num_rows] or tables[:1])

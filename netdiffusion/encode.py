@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -42,7 +42,7 @@ from netdiffusion.pcap.parse import (
     SKIP_REASONS,
     parse_batch,
 )
-from netdiffusion.pcap.reader import DEFAULT_CHUNK, CaptureError, iter_records
+from netdiffusion.pcap.reader import DEFAULT_CHUNK, CaptureError, RecordBatch, iter_records
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +82,20 @@ def shard_prefix(source: str) -> str:
     return f"{_safe(stem)}-{digest}"
 
 
-def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
-    """(path, source) for every capture: files as given, folders searched recursively.
+def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str, bool]]:
+    """(path, source, in_class_folder) for every capture: files as given, folders searched recursively.
 
-    ``source`` is the path as given on the command line, or relative to the input folder."""
-    found: list[tuple[Path, str]] = []
+    ``source`` is the path as given on the command line, or relative to the input folder;
+    ``in_class_folder`` is true for captures found in a subfolder of an input folder."""
+    found: list[tuple[Path, str, bool]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
                 if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES) and not f.name.startswith("."):
-                    found.append((f, f.relative_to(p).as_posix()))
+                    found.append((f, f.relative_to(p).as_posix(), f.parent != p))
         else:
-            found.append((p, str(item)))
+            found.append((p, str(item), False))
     return found
 
 
@@ -139,11 +140,13 @@ class _FileEncoder:
         self.split_flows = False
         self.ndpi_rule = ""
 
-    def run(self, chunk_bytes: int) -> dict:
+    def run(self, chunk_bytes: int, on_batch: Callable[[int], None] | None = None) -> dict:
         read = 0
         for batch in iter_records(self.path, chunk_bytes):
             read += len(batch)
             self._add(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
             if self.buffer.rows >= self.max_buffer_rows:
                 self.split_flows = True
                 log.warning("%s: more than %d kept packets; flushing early, flows may span shards",
@@ -158,7 +161,7 @@ class _FileEncoder:
             **({"ndpi_rule": self.ndpi_rule} if self.ndpi_rule else {}),
         }
 
-    def _add(self, batch) -> None:
+    def _add(self, batch: RecordBatch) -> None:
         parsed = parse_batch(batch)
         counts = np.bincount(parsed.reason.astype(np.int64) + 1, minlength=len(SKIP_REASONS) + 1)
         for name, c in zip(SKIP_REASONS, counts[1:].tolist(), strict=True):
@@ -171,7 +174,7 @@ class _FileEncoder:
         if not len(kept):
             return
         keys, src_low = canonical_keys(parsed.proto[kept], parsed.src[kept], parsed.sport[kept],
-                                       parsed.dst[kept], parsed.dport[kept])
+                                       parsed.dst[kept], parsed.dport[kept], parsed.kind[kept])
         ts = batch.ts_ns[kept]
         flow = self.flows.assign(keys, src_low, ts, self.packets if self.windows else None)
         take = np.ones(len(kept), dtype=bool) if self.windows else flow["position"] < self.packets
@@ -216,10 +219,14 @@ class _FileEncoder:
         n = len(sample)
         # cut shards at sample boundaries close to shard_size rows
         cuts = [0]
+        ends = np.r_[bounds[1:], n]  # sample end positions
         while n - cuts[-1] > self.shard_size:
             target = cuts[-1] + self.shard_size
             j = int(np.searchsorted(bounds, target, side="right")) - 1
-            cut = int(bounds[j]) if bounds[j] > cuts[-1] else target
+            # the last sample start within the budget; a sample larger than a shard gets its own
+            cut = int(bounds[j]) if bounds[j] > cuts[-1] else int(ends[j])
+            if cut >= n:
+                break
             cuts.append(cut)
         cuts.append(n)
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
@@ -255,12 +262,15 @@ class _FileEncoder:
 def encode_file(path: str | os.PathLike, source: str, output: str | os.PathLike, *, label: str, macro: str = "",
                 packets: int = 1024, windows: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
                 headers: Sequence[str] = DEFAULT_HEADERS, flow_labels: FlowLabels | None = None,
-                chunk_bytes: int = DEFAULT_CHUNK, max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS) -> dict:
-    """Encode one capture; returns its summary, with ``error`` set (and no shards) if rejected."""
+                chunk_bytes: int = DEFAULT_CHUNK, max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS,
+                on_batch: Callable[[int], None] | None = None) -> dict:
+    """Encode one capture; returns its summary, with ``error`` set (and no shards) if rejected.
+
+    ``on_batch(packets)`` is called after every batch read (progress reporting)."""
     enc = _FileEncoder(Path(path), source, label, macro, Path(output), Layout(headers), packets, windows,
                        shard_size, flow_labels, max_buffer_rows)
     try:
-        return enc.run(chunk_bytes)
+        return enc.run(chunk_bytes, on_batch)
     except CaptureError as exc:
         enc.discard()
         return {"file": source, "error": str(exc)}
@@ -295,8 +305,8 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
     labels = FlowLabels.load(flow_labels) if flow_labels else None
     captures = discover_inputs(inputs)
     jobs = []
-    for path, source in captures:
-        lab = label_for(path, manifest_map)
+    for path, source, in_class_folder in captures:
+        lab = label_for(path, manifest_map, prefer_folder=in_class_folder)
         jobs.append({"path": str(path), "source": source, "output": str(out), "label": lab.label,
                      "macro": lab.macro, "packets": packets, "windows": windows, "shard_size": shard_size,
                      "headers": tuple(layout.headers), "flow_labels": labels, "chunk_bytes": chunk_bytes})
@@ -308,8 +318,16 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
                 results.append(result)
                 bar.update()
     else:
+        seen = 0
+
+        def tick(n: int) -> None:  # a long single capture still shows progress
+            nonlocal seen
+            seen += n
+            bar.set_postfix(packets=seen, refresh=False)
+            bar.refresh()
+
         for job in jobs:
-            results.append(_encode_job(job))
+            results.append(encode_file(**job, on_batch=tick if not bar.disable else None))
             bar.update()
     bar.close()
 

@@ -1,11 +1,12 @@
 """Bidirectional flow assembly over a stream of parsed packet batches.
 
 A flow is the set of packets sharing (protocol, {endpoint A, endpoint B}) where an endpoint is
-(address, port); ICMP uses the query identifier (or the error type) in place of ports, so echo
-requests and replies meet in one flow. Packets keep capture order; the first packet's sender is
+(address, port); ICMP uses the query identifier in place of ports plus the type (request and reply
+types paired) as a key qualifier, so echo requests and replies meet in one flow and ICMP errors
+of each type form their own. Packets keep capture order; the first packet's sender is
 the initiator (direction 0), the other side is the responder (direction 1).
 
-Assembly is vectorized per batch: a canonical 37-byte key per packet, ``np.unique`` over the batch,
+Assembly is vectorized per batch: a canonical 39-byte key per packet, ``np.unique`` over the batch,
 and a dict lookup per *distinct flow in the batch* (not per packet) to continue flows across
 batches.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-KEY_BYTES = 37  # proto(1) + low endpoint (16 + 2) + high endpoint (16 + 2)
+KEY_BYTES = 39  # proto(1) + low endpoint (16 + 2) + high endpoint (16 + 2) + kind (2, ICMP type class)
 
 
 def endpoint_bytes(addr: np.ndarray, port: np.ndarray) -> np.ndarray:
@@ -27,8 +28,11 @@ def endpoint_bytes(addr: np.ndarray, port: np.ndarray) -> np.ndarray:
 
 
 def canonical_keys(proto: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarray,
-                   dport: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Direction-free flow keys (void array) and whether each packet's source is the low endpoint."""
+                   dport: np.ndarray, kind: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Direction-free flow keys (void array) and whether each packet's source is the low endpoint.
+
+    ``kind`` (16 bits) separates flows that share addresses and ports, e.g. ICMP echo vs. ICMP
+    errors between the same hosts."""
     a = endpoint_bytes(src, sport)
     b = endpoint_bytes(dst, dport)
     differs = a != b
@@ -37,7 +41,9 @@ def canonical_keys(proto: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: n
     src_low = a[rows, first] <= b[rows, first]
     low = np.where(src_low[:, None], a, b)
     high = np.where(src_low[:, None], b, a)
-    key = np.concatenate([(np.asarray(proto, dtype=np.int64) & 0xFF).astype(np.uint8)[:, None], low, high], axis=1)
+    k = np.zeros(a.shape[0], dtype=np.int64) if kind is None else np.asarray(kind, dtype=np.int64) & 0xFFFF
+    key = np.concatenate([(np.asarray(proto, dtype=np.int64) & 0xFF).astype(np.uint8)[:, None], low, high,
+                          (k >> 8).astype(np.uint8)[:, None], (k & 0xFF).astype(np.uint8)[:, None]], axis=1)
     key = np.ascontiguousarray(key)
     return key.view(np.dtype((np.void, KEY_BYTES))).ravel(), src_low
 

@@ -1,8 +1,9 @@
 """Class labels for captures, and nDPI per-flow filtering.
 
 A capture's label comes from, in order: a manifest CSV (``path,label,macro``; paths relative to the
-manifest's folder), the original NetDiffusion file naming ``<label>_<NN>.pcap``, or the parent
-folder's name. nDPI's per-flow labels (``ndpi_flow_labels.csv``) can then drop the flows of a
+manifest's folder); the class folder, for captures found in a subfolder of an input folder
+(``pcaps/youtube/baseline_Jan17_exp_41.pcap`` is ``youtube``); the original NetDiffusion file
+naming ``<label>_<NN>.pcap``; else the parent folder's name. nDPI's per-flow labels (``ndpi_flow_labels.csv``) can then drop the flows of a
 capture that are not the application's own (a Netflix capture's DNS or SSDP flows).
 """
 
@@ -60,12 +61,15 @@ def load_manifest(path: str | os.PathLike) -> dict[Path, tuple[str, str]]:
     return out
 
 
-def label_for(path: str | os.PathLike, manifest: dict[Path, tuple[str, str]] | None = None) -> Label:
-    """The label of one capture by the rules above."""
+def label_for(path: str | os.PathLike, manifest: dict[Path, tuple[str, str]] | None = None,
+              prefer_folder: bool = False) -> Label:
+    """The label of one capture by the rules above (``prefer_folder``: it sits in a class folder)."""
     full = Path(path).resolve()
     if manifest and full in manifest:
         label, macro = manifest[full]
         return Label(label, macro, "manifest")
+    if prefer_folder:
+        return Label(full.parent.name, "", "folder")
     m = _NUMBERED.match(capture_stem(path))
     if m:
         return Label(m.group("label"), "", "filename")
@@ -80,6 +84,9 @@ _L4_PROTO = {"TCP": 6, "UDP": 17, "ICMP": 1, "IGMP": 2, "ICMPV6": 58}
 def _addr16(text: str) -> bytes:
     ip = ipaddress.ip_address(text.strip().strip("[]"))
     return ip.packed if ip.version == 6 else b"\x00" * 12 + ip.packed
+
+
+_NDPI_KEY = 37  # nDPI keys: proto + two endpoints, no kind qualifier
 
 
 def _key(proto: int, a: bytes, ap: int, b: bytes, bp: int) -> bytes:
@@ -132,7 +139,7 @@ class FlowLabels:
         by_label = any(names_label(info) for info in table.values())
         keep = np.zeros(len(flow_keys), dtype=bool)
         for i, key in enumerate(flow_keys):
-            info = table.get(key if key[0] in (6, 17) else key[:1] + _zero_ports(key))
+            info = table.get(key[:_NDPI_KEY] if key[0] in (6, 17) else key[:1] + _zero_ports(key))
             if info is None:
                 continue
             keep[i] = names_label(info) if by_label else info[2] not in NOISE_CATEGORIES

@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     where = {"debian": f"the Debian ndpi source package ({NDPI_SOURCE})",
              "shared": f"the shared data at {summary.get('shared')}",
-             "existing": "sample data already present"}[summary["source"]]
+             "existing": "an earlier download (delete the folder to fetch again)"}[summary["source"]]
     print(f"sample-data: {summary['captures']} captures, {summary['classes']} classes in {summary['output']} "
           f"from {where}")
     if summary.get("reason"):

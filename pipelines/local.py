@@ -66,6 +66,8 @@ def init_local(out: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     # components declare their container image; SubprocessRunner warns that it is not used locally
     warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+    # display names, accelerators and Kubernetes settings only matter on a cluster
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     return root
 
@@ -109,7 +111,9 @@ def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None,
 
 def run_generate(out: str | os.PathLike = "out", *, model: str, classes: list[str] | None = None,
                  count: int = 10, seed: int = 0, output_uri: str = "", tracking_uri: str = "") -> dict[str, Any]:
-    """The ``generate`` pipeline locally from a model URI/dir; outputs land in ``<out>/pcaps``."""
+    """The ``generate`` pipeline locally from a model URI/dir.
+
+    Outputs land in ``<out>/generated/{pcaps,validation}`` so a refresh's ``<out>/pcaps`` is kept."""
     from pipelines.generate import generate
 
     out = Path(out).resolve()
@@ -122,8 +126,8 @@ def run_generate(out: str | os.PathLike = "out", *, model: str, classes: list[st
     started = time.monotonic()
     task = generate(model_uri=model, classes=list(classes or []), count=count, seed=seed, generate_gpus=0,
                     output_uri=output_uri, tracking_uri=tracking_uri)
-    paths = {"pcaps": _replace_tree(task.outputs["pcaps"].path, out / "pcaps"),
-             "validation": _replace_tree(task.outputs["validation"].path, out / "validation")}
+    paths = {"pcaps": _replace_tree(task.outputs["pcaps"].path, out / "generated" / "pcaps"),
+             "validation": _replace_tree(task.outputs["validation"].path, out / "generated" / "validation")}
     summary = _summary(out, paths, {}, time.monotonic() - started)
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

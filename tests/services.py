@@ -106,7 +106,7 @@ def _stop(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         return
     try:
-        proc.wait(timeout=5)
+        proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -196,3 +196,28 @@ def mlflow_server(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory)
         yield MlflowServer(url, artifacts, s3_server, log)
     finally:
         _stop(proc)
+
+
+# what netdiffusion.tracking.configure()/apply_env() and mlflow.set_tracking_uri() write into os.environ
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
+               "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+@pytest.fixture
+def isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Undo MLflow's process-global state after a test (tracking/registry URI, active experiment and
+    the env vars ``set_tracking_uri`` exports), so later tests never log into this test's store."""
+    import mlflow
+    import mlflow.tracking.fluent as fluent
+
+    for var in _MLFLOW_ENV:  # setenv/delenv with the current value: monkeypatch restores it afterwards
+        if var in os.environ:
+            monkeypatch.setenv(var, os.environ[var])
+        else:
+            monkeypatch.delenv(var, raising=False)
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    fluent._active_experiment_id = None

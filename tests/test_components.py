@@ -30,7 +30,8 @@ CLASSES = ["facebook", "webex"]
 
 
 # components name their container image; the subprocess runner warns that it runs them here instead
-pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning"),
+              pytest.mark.filterwarnings("ignore:.*have no effect in the current local runner:UserWarning")]
 
 @pytest.fixture(scope="module")
 def kfp_local(tmp_path_factory) -> Path:
@@ -104,6 +105,7 @@ def trained(encoded):
     return Path(task.output.path)
 
 
+@pytest.mark.slow
 def test_train_splits_holdout_and_trains(trained, encoded):
     meta = json.loads((trained / "model.json").read_text())
     assert sorted(meta["classes"]) == CLASSES
@@ -125,6 +127,7 @@ def _generate_repair_validate(model: str, label: str, count: int) -> Artifact:
     return validate_pcaps(repaired=dsl.Collected(repaired.outputs["repaired"])).outputs["report"]
 
 
+@pytest.mark.slow
 def test_generate_repair_validate(trained):
     task = _generate_repair_validate(model=str(trained), label="webex", count=3)
     report_dir = Path(task.output.path)
@@ -167,6 +170,7 @@ def _register(model: str, data: str, validation: str, evaluation: str, out: str)
                           train_summary="{}", config="tiny", out=out).output
 
 
+@pytest.mark.slow
 def test_register_then_resolve_and_publish(trained, encoded, tmp_path):
     validation = tmp_path / "validation"
     validation.mkdir()

@@ -81,17 +81,23 @@ def test_rerun_is_idempotent_and_workers_give_the_same_dataset(shared_data: Path
 def test_label_rules(shared_data: Path, tmp_path: Path) -> None:
     src = shared_data / "pcaps/facebook/facebook.pcap"
     (tmp_path / "in/videos").mkdir(parents=True)
-    shutil.copy(src, tmp_path / "in/videos/netflix_03.pcap")  # original NetDiffusion naming
-    shutil.copy(src, tmp_path / "in/videos/capture.pcap")  # parent folder
+    (tmp_path / "flat").mkdir()
+    shutil.copy(src, tmp_path / "in/videos/baseline_exp_41.pcap")  # class folder wins over _NN
+    shutil.copy(src, tmp_path / "in/videos/capture.pcap")
+    shutil.copy(src, tmp_path / "flat/netflix_03.pcap")  # original NetDiffusion naming, flat folder
+    shutil.copy(src, tmp_path / "flat/misc.pcap")  # parent folder
     manifest = tmp_path / "in/manifest.csv"
     manifest.write_text("path,label,macro\nvideos/capture.pcap,webex,conferencing\n")
-    out = encode_paths([tmp_path / "in"], tmp_path / "o1", progress=False)
+    out = encode_paths([tmp_path / "in", tmp_path / "flat"], tmp_path / "o1", progress=False)
     got = {f["file"]: f["label"] for f in out["files"]}
-    assert got == {"videos/netflix_03.pcap": "netflix", "videos/capture.pcap": "videos"}
+    assert got == {"videos/baseline_exp_41.pcap": "videos", "videos/capture.pcap": "videos",
+                   "netflix_03.pcap": "netflix", "misc.pcap": "flat"}
+    single = encode_paths([tmp_path / "flat/netflix_03.pcap"], tmp_path / "o3", progress=False)
+    assert single["files"][0]["label"] == "netflix"
     out = encode_paths([tmp_path / "in"], tmp_path / "o2", manifest=manifest, progress=False)
     got = {f["file"]: (f["label"], f["macro"]) for f in out["files"]}
     assert got["videos/capture.pcap"] == ("webex", "conferencing")
-    assert got["videos/netflix_03.pcap"] == ("netflix", "")
+    assert got["videos/baseline_exp_41.pcap"] == ("videos", "")
 
 
 def test_ndpi_flow_labels_keep_only_the_application_flows(shared_data: Path, tmp_path: Path) -> None:
@@ -151,3 +157,53 @@ def test_packets_cap_windows_and_icmp_pairing(tmp_path: Path) -> None:
                           progress=False)
     assert read_layout(tmp_path / "narrow").columns == Layout(["ipv4", "tcp"]).columns
     assert narrow["width"] == 960
+
+
+def test_batch_boundaries_do_not_change_the_dataset(shared_data: Path, tmp_path: Path) -> None:
+    """Flows, positions, directions and window start times carry across reader batches."""
+    capture = shared_data / "pcaps/whatsapp/wa_voice.pcap"
+    whole = encode_paths([capture], tmp_path / "whole", packets=5, windows=True, progress=False)
+    small = encode_paths([capture], tmp_path / "small", packets=5, windows=True, chunk_bytes=20000,
+                         progress=False)
+    assert whole["packets"] == small["packets"] == whole["packets_read"] - whole["skipped"].get("non_ip", 0)
+    a, b = read_packets(tmp_path / "whole"), read_packets(tmp_path / "small")
+    oa, ob = np.lexsort((a.packet_index, a.flow_id)), np.lexsort((b.packet_index, b.flow_id))
+    for col in (*META_COLUMNS, "nprint"):
+        assert np.array_equal(getattr(a, col)[oa], getattr(b, col)[ob]), col
+    capped = encode_paths([capture], tmp_path / "capped", packets=5, chunk_bytes=20000, progress=False)
+    c = read_packets(tmp_path / "capped")
+    first_windows = a.take(np.char.endswith(a.flow_id.astype(str), "w0000"))
+    assert len(c) == capped["packets"] and sorted(c.frame) == sorted(first_windows.frame)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_icmp_flows_pair_requests_and_replies_and_split_by_type(tmp_path: Path) -> None:
+    (tmp_path / "in/icmp").mkdir(parents=True)
+    a, b = "10.0.0.1", "10.0.0.2"
+    pkts = [IP(src=a, dst=b) / ICMP(type=8, id=5), IP(src=b, dst=a) / ICMP(type=0, id=5),  # echo id 5
+            IP(src=a, dst=b) / ICMP(type=8, id=6), IP(src=b, dst=a) / ICMP(type=0, id=6),  # echo id 6
+            IP(src=a, dst=b) / ICMP(type=13, id=5), IP(src=b, dst=a) / ICMP(type=14, id=5),  # timestamp
+            IP(src=b, dst=a) / ICMP(type=3, code=3), IP(src=b, dst=a) / ICMP(type=3, code=1),  # unreachable
+            IP(src=b, dst=a) / ICMP(type=11)]  # time exceeded
+    write_pcap(tmp_path / "in/icmp/icmp.pcap", [bytes(Ether(dst="02:00:00:00:00:01") / p) for p in pkts],
+               np.arange(len(pkts)) + 1_000)
+    encode_paths([tmp_path / "in"], tmp_path / "out", progress=False)
+    rows = read_packets(tmp_path / "out")
+    groups = sorted(sorted(f.frame.tolist()) for _, f in rows.flows())
+    assert groups == [[1, 2], [3, 4], [5, 6], [7, 8], [9]]
+    directions = {tuple(f.frame.tolist()): f.direction.tolist() for _, f in rows.flows()}
+    assert directions[(1, 2)] == [0, 1] and directions[(7, 8)] == [0, 0]
+
+
+def test_shards_hold_whole_flow_samples(shared_data: Path, tmp_path: Path) -> None:
+    capture = shared_data / "pcaps/zoom/zoom.pcap"
+    summary = encode_paths([capture], tmp_path, packets=64, shard_size=50, progress=False)
+    shards = shard_paths(tmp_path)
+    assert len(shards) == summary["shards"] > 3
+    seen: dict[str, str] = {}
+    for shard in shards:
+        for flow_id in set(pq.read_table(shard, columns=["flow_id"]).column("flow_id").to_pylist()):
+            assert flow_id not in seen, f"{flow_id} in {seen.get(flow_id)} and {shard.name}"
+            seen[flow_id] = shard.name
+    assert len(seen) == sum(summary["flows"].values())
+    assert len(read_packets(tmp_path)) == summary["packets"]

@@ -15,10 +15,19 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import Dot1Q, Ether
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
-from netdiffusion.pcap.parse import L3_IPV4, L3_IPV6, L4_ICMP, L4_NONE, L4_TCP, L4_UDP, SKIP_REASONS, parse_batch
+from netdiffusion.pcap.parse import (
+    L3_IPV4,
+    L3_IPV6,
+    L4_ICMP,
+    L4_NONE,
+    L4_TCP,
+    L4_UDP,
+    SKIP_REASONS,
+    parse_batch,
+)
 from netdiffusion.pcap.reader import CaptureError, capture_format, iter_records
+
+pytestmark = pytest.mark.filterwarnings("ignore")  # scapy's "no route / MAC" warnings
 
 IP_PACKETS = [
     bytes(IP(src="10.0.0.1", dst="10.0.0.2", id=7, ttl=61) / TCP(sport=1234, dport=443, flags="S", seq=99,
@@ -179,8 +188,9 @@ def test_parse_rules_count_every_outcome(tmp_path: Path) -> None:
         bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP()),  # snap cuts the TCP fixed header
         bytes(Ether(type=0x0800) / b"\x45\x00"),  # IPv4 header cut short
         bytes(Ether() / IP(ihl=4) / TCP()),  # bad IP header length
+        bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2", len=0) / TCP(sport=7, dport=8)),  # TSO: ip.len 0
     ]
-    snap = [None, None, None, None, None, 14 + 20 + 30, 14 + 20 + 10, None, None]
+    snap = [None, None, None, None, None, 14 + 20 + 30, 14 + 20 + 10, None, None, None]
     path = tmp_path / "rules.pcap"
     out = [struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1)]
     for f, s in zip(frames, snap, strict=True):
@@ -191,10 +201,25 @@ def test_parse_rules_count_every_outcome(tmp_path: Path) -> None:
     p = parse_batch(batch)
     reasons = [SKIP_REASONS[i] if i >= 0 else "kept" for i in p.reason.tolist()]
     assert reasons == ["kept", "ip_fragment", "non_ip", "kept", "kept", "kept", "truncated_l4", "truncated_l3",
-                       "bad_ip_header"]
+                       "bad_ip_header", "kept"]
+    assert p.l4[9] == L4_TCP and p.sport[9] == 7 and p.l4_len[9] == 20
     assert p.l4.tolist()[:6] == [L4_UDP, L4_NONE, L4_NONE, L4_NONE, L4_NONE, L4_TCP]
     assert p.notes == {"unknown_l4": 2, "truncated_options": 1}
     assert p.l4_len[5] == 30  # options kept as far as captured
+
+
+def test_pcapng_power_of_two_resolution(tmp_path: Path) -> None:
+    """if_tsresol with the high bit set: 2**-30 s ticks, converted to ns without overflow."""
+    frame = IP_PACKETS[0]
+    ticks = 1_600_000_000 * (1 << 30) + (1 << 29)  # 1.6e9 s + 0.5 s
+    blocks = [_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)),
+              _block(1, struct.pack("<HHI", 101, 0, 0) + struct.pack("<HHB3x", 9, 1, 0x80 | 30)
+                     + struct.pack("<HH", 0, 0)),
+              _block(6, struct.pack("<IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)) + frame)]
+    path = tmp_path / "p2.pcapng"
+    path.write_bytes(b"".join(blocks))
+    batch = next(iter_records(path))
+    assert batch.ts_ns.tolist() == [1_600_000_000_500_000_000]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,8 @@ COMPILED = REPO / "pipelines" / "compiled"
 TINY_CLASSES = ["facebook", "webex"]
 
 # components name their container image; the subprocess runner warns that it runs them here instead
-pytestmark = pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning"),
+              pytest.mark.filterwarnings("ignore:.*have no effect in the current local runner:UserWarning")]
 
 
 def _docs(name: str) -> tuple[dict, dict]:
@@ -37,7 +38,7 @@ def test_stale_check_can_fail(tmp_path):
     from pipelines.compile import compile_all, stale
 
     compile_all(tmp_path)
-    text = (tmp_path / "generate.yaml").read_text().replace("nvidia.com/gpu", "nvidia.com/gpuX", 1)
+    text = (tmp_path / "generate.yaml").read_text().replace("name: netdiffusion-generate", "name: renamed", 1)
     (tmp_path / "generate.yaml").write_text(text)
     assert [p for p in stale(tmp_path) if "generate.yaml: stale" in p]
 
@@ -131,3 +132,16 @@ def test_generate_runs_locally_from_compiled_yaml(local_refresh, tmp_path):
     assert len(list((published / "pcaps").rglob("*.pcap"))) == 3
     assert (published / "validation" / "report.json").exists()
     assert list((published / "data").rglob("*.parquet"))
+
+
+def test_cli_shims_do_not_import_kfp_until_run():
+    """``netdiffusion --help`` and the run/submit/schedule shims stay free of kfp and kubernetes."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from netdiffusion.cli import build_parser; build_parser(); "
+            "import netdiffusion.sample_data, netdiffusion.commands.run, netdiffusion.commands.submit, "
+            "netdiffusion.commands.schedule; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('kfp', 'kubernetes')); print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

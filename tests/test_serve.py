@@ -52,7 +52,7 @@ def test_probes_metrics_and_openapi_need_no_token(server) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200, ready.text
-    assert all(ready.json()["checks"].values())
+    assert all(ready.json()["checks"].values()) and ready.json()["model"] == "ok"
     spec = httpx.get(f"{server.url}/openapi.json").json()
     for path in ("/v1/classes", "/v1/models", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result"):
         assert path in spec["paths"], path
@@ -131,6 +131,26 @@ def test_jobs_are_private_to_their_token(server, tiny_model: Path) -> None:
     assert httpx.get(f"{server.url}/v1/jobs/{job_id}/result", headers=AUTH_B).status_code == 404
     assert job_id in [j["id"] for j in httpx.get(f"{server.url}/v1/jobs", headers=AUTH).json()]
     assert job_id not in [j["id"] for j in httpx.get(f"{server.url}/v1/jobs", headers=AUTH_B).json()]
+
+
+def test_logs_are_json_lines_without_tokens(server) -> None:
+    httpx.get(f"{server.url}/v1/classes", headers={**AUTH, "X-Request-Id": "trace-me-123"})
+    time.sleep(0.2)
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    requests = [e for e in lines if e.get("message") == "request"]
+    assert any(e["request_id"] == "trace-me-123" and e["status"] == 200 and e["token_id"] for e in requests)
+    assert all({"time", "level", "logger"} <= set(e) for e in lines)
+    assert TOKENS[0] not in server.log() and TOKENS[1] not in server.log()
+
+
+def test_without_a_model_the_service_is_ready_and_says_why(tmp_path: Path) -> None:
+    with run_server(tmp_path / "state", tmp_path / "no-model-yet", TOKENS, env=BASE_ENV) as srv:
+        ready = httpx.get(f"{srv.url}/readyz")
+        assert ready.status_code == 200 and "not a model directory" in ready.json()["model"]
+        classes = httpx.get(f"{srv.url}/v1/classes", headers=AUTH)
+        assert classes.status_code == 404 and "not a model directory" in classes.json()["error"]
+        job = httpx.post(f"{srv.url}/v1/jobs", json={"classes": ["zoom"], "count": 1}, headers=AUTH)
+        assert job.status_code == 404 and "not a model directory" in job.json()["error"]
 
 
 def test_quotas_per_token(tiny_model: Path, tmp_path: Path) -> None:
@@ -217,15 +237,6 @@ def test_real_pcap_job_passes_the_validator(server, tiny_model: Path, tmp_path: 
     assert report["failed"] == [] and report["totals"], report["totals"]
 
 
-def test_bounded_load_has_no_errors(server, tiny_model: Path) -> None:
-    """200 requests (50 submissions + 150 status reads), 4 clients at a time, loopback only."""
-    body = {"classes": model_classes(tiny_model)[:1], "count": 1, "packets": 4, "format": "parquet"}
-    result = load_test(server.url, TOKENS[1], body, submits=50, status_per_submit=3, concurrency=4)
-    summary = result.summary()
-    assert summary["requests"] == 200
-    assert result.errors == [], result.errors[:5]
-
-
 @pytest.mark.slow
 def test_real_nprint_job(server, tiny_model: Path, tmp_path: Path) -> None:
     """format=nprint: nPrint CSVs that the project's own CSV reader parses back."""
@@ -247,3 +258,16 @@ def test_real_nprint_job(server, tiny_model: Path, tmp_path: Path) -> None:
         assert set(map(int, set(matrix.ravel().tolist()))) <= {-1, 0, 1}
         rows += len(matrix)
     assert 2 <= rows <= 12
+
+
+def test_bounded_load_has_no_errors(tiny_model: Path, tmp_path: Path) -> None:
+    """200 requests (50 submissions + 150 status reads), 4 clients at a time, loopback only.
+
+    Its own server, so the 50 queued jobs are dropped with it instead of delaying other tests."""
+    body = {"classes": model_classes(tiny_model)[:1], "count": 1, "packets": 4, "format": "parquet"}
+    env = {**BASE_ENV, "NETDIFFUSION_SERVE_QUOTA_JOBS": "1000"}
+    with run_server(tmp_path / "state", tiny_model, TOKENS, env=env) as srv:
+        result = load_test(srv.url, TOKENS[1], body, submits=50, status_per_submit=3, concurrency=4)
+    summary = result.summary()
+    assert summary["requests"] == 200
+    assert result.errors == [], result.errors[:5]

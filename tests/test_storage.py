@@ -10,7 +10,9 @@ import pytest
 
 from netdiffusion.tracking import storage
 from netdiffusion.tracking.settings import ConfigError, TrackingSettings
-from tests.services import S3Server, free_port
+from tests.services import S3Server, free_port, isolated_mlflow  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("isolated_mlflow")
 
 
 def settings_for(s3: S3Server, tmp_path, **overrides) -> TrackingSettings:
@@ -99,3 +101,40 @@ def test_cli_reports_bad_setting(s3_server: S3Server, tmp_path, monkeypatch, cap
     rc = main(["promote", "--model", "x", "--version", "1", "--out", str(tmp_path)])
     assert rc == 2
     assert "NETDIFFUSION_S3_BUCKET: bucket 'missing-bucket' does not exist" in capsys.readouterr().out
+
+
+def test_load_model_dir_from_s3_copy(s3_server: S3Server, tmp_path) -> None:
+    from netdiffusion.tracking.model import load_model_dir
+
+    settings = settings_for(s3_server, tmp_path)
+    model = tmp_path / "model"
+    (model / "weights").mkdir(parents=True)
+    (model / "model.json").write_text('{"backend": "native", "classes": ["a"]}')
+    (model / "weights" / "w.bin").write_bytes(b"\x00" * 64)
+    uri = storage.publish(model, settings.s3_uri("models", "m1"), settings)
+    local = load_model_dir(uri, tmp_path / "dl", settings=settings)
+    assert (local / "model.json").read_text() == (model / "model.json").read_text()
+    assert (local / "weights" / "w.bin").stat().st_size == 64
+    assert load_model_dir(model) == model
+    with pytest.raises(FileNotFoundError, match="no model.json"):
+        load_model_dir(tmp_path / "dl" / "weights")
+
+
+def test_local_tracking_with_s3_artifacts(s3_server: S3Server, tmp_path, monkeypatch) -> None:
+    """sqlite tracking + a bucket: the experiment's artifacts go straight to S3 (client-side boto3)."""
+    import json
+
+    from netdiffusion.tracking import log_refresh
+
+    for key, value in s3_server.env().items():  # restored after the test: apply_env() exports these
+        monkeypatch.setenv(key, value)
+    settings = settings_for(s3_server, tmp_path, experiment="local-s3", prefix="local-s3")
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "report.json").write_text(json.dumps({"similarity": {"overall": {"jsd": 0.5}}}))
+    run_id = log_refresh("local-s3", settings=settings, evaluation_dir=evaluation,
+                         validation_report={"totals": {"files": 1, "files_failed": 0}, "failed": []})
+    keys = storage.list_uri(settings.s3_uri("mlartifacts"), settings)
+    assert f"{run_id}/artifacts/evaluation/report.json" in keys
+    assert f"{run_id}/artifacts/validate/report.json" in keys
+    assert (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()

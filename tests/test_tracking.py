@@ -16,6 +16,9 @@ from netdiffusion.tracking.runs import (
     validation_clean,
 )
 from netdiffusion.tracking.settings import ConfigError, TrackingSettings, ui_hint
+from tests.services import isolated_mlflow  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("isolated_mlflow")
 
 
 def test_settings_precedence(tmp_path: Path) -> None:
@@ -130,7 +133,7 @@ def test_refresh_to_local_default_store(tiny_model: Path, tmp_path: Path) -> Non
                          validation_report={"summary": {"failed": 0}}, evaluation_dir=evaluation)
     assert (out / "mlflow.db").exists()
     assert any((out / "mlartifacts").rglob("report.json")) and any((out / "mlartifacts").rglob("MLmodel"))
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
     run = client.get_run(run_id)
     assert run.data.metrics["similarity.overall.jsd"] == 0.3
     assert run.data.params["count"] == "2"

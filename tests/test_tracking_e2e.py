@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from netdiffusion.tracking.settings import TrackingSettings
-from tests.services import MlflowServer
+from tests.services import MlflowServer, isolated_mlflow  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("isolated_mlflow")]
 
 TSTR = "utility.train_synthetic_test_real.*.*.accuracy"
 
@@ -88,7 +88,7 @@ def test_refresh_logged_registered_promoted_and_loaded(mlflow_server: MlflowServ
                          repair_report=refresh["repair_report"], validation_report=refresh["validation_report"],
                          evaluation_dir=refresh["evaluation"])
 
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     run = client.get_run(run_id)
     report = json.loads((refresh["evaluation"] / "report.json").read_text())
     model_json = json.loads((refresh["model"] / "model.json").read_text())
@@ -162,7 +162,7 @@ def test_promotion_moves_champion_only_when_better(mlflow_server: MlflowServer, 
     from netdiffusion.tracking import log_refresh, promote
 
     settings = server_settings(mlflow_server, "e2e-promote", "promote-model", tmp_path)
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
     def log(name: str, evaluation: Path, validation: dict) -> str:
         return log_refresh(name, settings=settings, model_dir=refresh["model"], validation_report=validation,

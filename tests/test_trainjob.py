@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +17,7 @@ from components.train.trainjob import (
     TRAINER_JOB,
     build_trainjob,
     job_state,
+    run_trainjob,
     train_command,
     trainjob_name,
 )
@@ -131,3 +134,70 @@ def test_trainjob_entrypoint_trains_under_torchrun(small_dataset, tmp_path, monk
     assert rc == 0
     meta = json.loads((tmp_path / "published" / "model.json").read_text())
     assert meta["backend"] == "native" and meta["classes"]
+
+
+class FakeKubeAPI(BaseHTTPRequestHandler):
+    """The two TrainJob endpoints of a Kubernetes API server; a job completes (or fails) on the 3rd poll."""
+
+    jobs: dict[str, dict] = {}
+    polls: dict[str, int] = {}
+    outcome = "Complete"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        jsonschema.validate(body, SCHEMA)  # what reaches the API server is a valid TrainJob
+        FakeKubeAPI.jobs[self.path + "/" + body["metadata"]["name"]] = body
+        self._send(201, body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        job = FakeKubeAPI.jobs.get(self.path)
+        if job is None:
+            self._send(404, {"kind": "Status", "code": 404})
+            return
+        n = FakeKubeAPI.polls[self.path] = FakeKubeAPI.polls.get(self.path, 0) + 1
+        cond = [{"type": FakeKubeAPI.outcome, "status": "True"}] if n >= 3 else []
+        self._send(200, {**job, "status": {"conditions": cond}})
+
+
+@pytest.fixture()
+def kube_api():
+    from kubernetes import client
+
+    FakeKubeAPI.jobs, FakeKubeAPI.polls = {}, {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKubeAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    conf = client.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        yield client.CustomObjectsApi(client.ApiClient(conf))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_run_trainjob_creates_and_waits_for_completion(kube_api):
+    FakeKubeAPI.outcome = "Complete"
+    assert run_trainjob(manifest(), api=kube_api, poll_seconds=0.01) == "Complete"
+    (path,) = FakeKubeAPI.jobs
+    assert path.startswith("/apis/trainer.kubeflow.org/v1alpha1/namespaces/kubeflow-user/trainjobs/")
+    assert FakeKubeAPI.polls[path] == 3
+
+
+def test_run_trainjob_raises_on_failure_and_timeout(kube_api):
+    FakeKubeAPI.outcome = "Failed"
+    with pytest.raises(RuntimeError, match="failed"):
+        run_trainjob(manifest(), api=kube_api, poll_seconds=0.01)
+    FakeKubeAPI.jobs.clear()
+    FakeKubeAPI.polls.clear()
+    with pytest.raises(TimeoutError):
+        run_trainjob(manifest(), api=kube_api, poll_seconds=0.01, timeout_seconds=0.0)

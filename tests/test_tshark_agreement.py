@@ -71,7 +71,8 @@ def tshark_rows(capture: Path, frames: list[int]) -> list[dict[str, str]]:
         # every occurrence, ';'-joined: the outer header is the first (ICMP errors quote inner
         # headers); ip.opt.type keeps all its values
         cmd = ["tshark", "-n", "-r", str(sub), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;",
-               "-E", "separator=\t", "-o", "tcp.analyze_sequence_numbers:FALSE"]
+               "-E", "separator=\t", "-o", "tcp.analyze_sequence_numbers:FALSE",
+               "-o", "ip.defragment:FALSE"]  # dissect a first fragment's own transport header
         for f in TSHARK_FIELDS:
             cmd += ["-e", f]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -251,3 +252,49 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def test_fields_agree_with_tshark_on_a_varied_unseen_capture(tmp_path: Path) -> None:
+    """Headers the shared data barely has (IPv4 options, ICMP errors quoting inner headers,
+    timestamp queries, every TCP flag incl. NS and reserved bits, VLAN, IPv6 UDP), written as
+    pcapng by scapy's own writer."""
+    import warnings
+
+    from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1Q, Ether
+    from scapy.utils import wrpcapng
+
+    from netdiffusion.encode import encode_paths
+
+    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    inner = IP(src="10.9.9.9", dst="10.8.8.8") / UDP(sport=5000, dport=53)
+    pkts = [
+        e / IP(src="10.0.0.1", dst="10.0.0.2", tos=0xB8, id=4242, ttl=3, flags="DF",
+               options=[IPOption_RR(routers=["1.2.3.4"])]) / TCP(sport=1, dport=2, flags="SEC", reserved=5,
+                                                                  seq=2**32 - 5, ack=77, window=1, urgptr=9,
+                                                                  options=[("MSS", 1), ("SAckOK", b""),
+                                                                           ("Timestamp", (1, 2)), ("WScale", 14)]),
+        e / IP(src="10.0.0.2", dst="10.0.0.1") / TCP(sport=2, dport=1, flags=0x1FF),
+        e / Dot1Q(vlan=7) / IP(src="10.0.0.3", dst="10.0.0.4", flags="MF") / UDP(sport=9, dport=10) / (b"q" * 30),
+        e / IP(src="10.0.0.5", dst="10.0.0.6") / ICMP(type=8, id=300, seq=7) / b"ping",
+        e / IP(src="10.0.0.6", dst="10.0.0.5") / ICMP(type=0, id=300, seq=7) / b"ping",
+        e / IP(src="10.0.0.7", dst="10.9.9.9") / ICMP(type=3, code=3) / inner,
+        e / IP(src="10.0.0.7", dst="10.9.9.9") / ICMP(type=11, code=0) / inner,
+        e / IP(src="10.0.0.5", dst="10.0.0.6") / ICMP(type=13, id=5, seq=6, ts_ori=1, ts_rx=2, ts_tx=3),
+        e / IPv6(src="2001:db8::1", dst="2001:db8::2", tc=0x2E, fl=0xBEEF, hlim=1) / UDP(sport=53, dport=5353) / b"z",
+        e / IPv6(src="2001:db8::2", dst="2001:db8::1") / TCP(sport=443, dport=50000, flags="PA") / b"data",
+    ]
+    capture = tmp_path / "varied.pcapng"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wrpcapng(str(capture), pkts)
+    out = tmp_path / "ds"
+    summary = encode_paths([capture], out, windows=True, progress=False)
+    assert summary["packets"] == len(pkts) and not summary["files_rejected"]
+    layout = read_layout(out)
+    rows = Packets.concat(list(iter_shards(out)))
+    rows = rows.take(np.argsort(rows.frame))
+    problems = compare_rows(layout, rows, tshark_rows(capture, rows.frame.tolist()))
+    assert not problems, problems[:5]
+    assert (layout.field_values(rows.nprint, "ipv4_hl") > 5).sum() == 1

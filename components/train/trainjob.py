@@ -131,20 +131,25 @@ def job_state(trainjob: Mapping[str, Any]) -> str | None:
     return None
 
 
-def run_trainjob(manifest: Mapping[str, Any], *, poll_seconds: float = 15.0,
-                 timeout_seconds: float = 24 * 3600) -> str:  # pragma: no cover - needs a cluster
-    """Create the TrainJob in the current cluster and block until it completes; raise if it fails."""
-    from kubernetes import client, config
+def run_trainjob(manifest: Mapping[str, Any], *, api: Any = None, poll_seconds: float = 15.0,
+                 timeout_seconds: float = 24 * 3600) -> str:
+    """Create the TrainJob and block until it completes; raise if it fails or times out.
 
-    config.load_incluster_config()
-    api = client.CustomObjectsApi()
+    ``api`` is a ``kubernetes.client.CustomObjectsApi``; by default the in-cluster one (the pod's
+    service account needs create/get on ``trainjobs.trainer.kubeflow.org``).
+    """
+    if api is None:
+        from kubernetes import client, config
+
+        config.load_incluster_config()
+        api = client.CustomObjectsApi()
     namespace = manifest["metadata"].get("namespace") or current_namespace()
     name = manifest["metadata"]["name"]
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, dict(manifest))
     log.info("stage=train trainjob=%s/%s created (nodes=%s)", namespace, name,
              manifest["spec"]["trainer"]["numNodes"])
     deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
+    while True:
         obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         state = job_state(obj)
         if state == "Complete":
@@ -152,5 +157,6 @@ def run_trainjob(manifest: Mapping[str, Any], *, poll_seconds: float = 15.0,
             return state
         if state == "Failed":
             raise RuntimeError(f"TrainJob {namespace}/{name} failed: {obj.get('status')}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"TrainJob {namespace}/{name} did not finish within {timeout_seconds:.0f} s")
         time.sleep(poll_seconds)
-    raise TimeoutError(f"TrainJob {namespace}/{name} did not finish within {timeout_seconds:.0f} s")

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", choices=("flow", "packet"), default="flow",
                         help="decide the protocol stack per flow or per packet (highest share of present bits)")
     parser.add_argument("--mtu", type=int, default=1500, help="largest IP packet (65535 keeps GRO/TSO captures)")
+    parser.add_argument("--gaps", choices=("close", "keep"), default="close",
+                        help="close capture gaps in TCP sequences, or keep gaps the trace confirms")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     totals = repair_dataset(args.input, args.output, dataset_output=args.dataset_output,
                             anonymize=args.anonymize, payload=args.payload, merged=args.merged,
-                            seed=args.seed, stack=args.stack, mtu=args.mtu,
+                            seed=args.seed, stack=args.stack, mtu=args.mtu, gaps=args.gaps,
                             private_v4=args.private_v4, private_v6=args.private_v6)
     brief = {k: totals[k] for k in ("flows", "packets", "flows_dropped", "bits_changed_total",
                                     "bits_changed_share", "bits_changed", "seconds")}

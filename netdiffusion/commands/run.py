@@ -7,6 +7,7 @@ every class, evaluates them and registers the model in the local MLflow store, a
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "run the refresh pipeline locally (kfp.local): encode, train, generate, repair, validate, evaluate"
 
@@ -29,8 +30,13 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.local import format_summary, run_refresh
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    summary = run_refresh(args.out, input_uri=args.input, classes=classes, preset=args.preset,
-                          count=args.count, packets=args.packets, config=args.config, seed=args.seed,
-                          tcpreplay=args.tcpreplay)
+    try:
+        summary = run_refresh(args.out, input_uri=args.input, classes=classes, preset=args.preset,
+                              count=args.count, packets=args.packets, config=args.config, seed=args.seed,
+                              tcpreplay=args.tcpreplay)
+    except (RuntimeError, FileNotFoundError, ValueError) as exc:
+        # kfp.local already printed the failing task's log; end with one line that says what failed
+        print(f"netdiffusion run: {exc} (task logs above; artifacts under {args.out}/kfp/)", file=sys.stderr)
+        return 1
     print(format_summary(summary))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "schedule recurring refresh runs on Kubeflow Pipelines (cron)"
 
@@ -26,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.submit import schedule_from_args
 
-    result = schedule_from_args(args)
+    try:
+        result = schedule_from_args(args)
+    except Exception as exc:  # noqa: BLE001 (API/connection errors from kfp: one clear line, not a traceback)
+        print(f"netdiffusion schedule: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+              file=sys.stderr)
+        return 1
     print(result["message"])
     return 0 if result.get("ok", True) else 1

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "submit the generate/refresh pipeline to Kubeflow Pipelines (or run it locally without --host)"
 
@@ -31,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.submit import submit_from_args
 
-    result = submit_from_args(args)
+    try:
+        result = submit_from_args(args)
+    except Exception as exc:  # noqa: BLE001 (API/connection errors from kfp: one clear line, not a traceback)
+        print(f"netdiffusion submit: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+              file=sys.stderr)
+        return 1
     print(result["message"])
     return 0 if result.get("ok", True) else 1

@@ -83,8 +83,9 @@ class Parsed:
     proto: np.ndarray  # IP protocol / next header
     src: np.ndarray  # (n, 16) uint8, IPv4 in the last 4 bytes
     dst: np.ndarray
-    sport: np.ndarray  # int64 (ICMP: query id or type)
+    sport: np.ndarray  # int64 (ICMP: query identifier, 0 for errors)
     dport: np.ndarray
+    kind: np.ndarray  # int64 flow-key qualifier: ICMP type (request/reply paired) + 1, else 0
     notes: dict[str, int]
 
 
@@ -208,16 +209,19 @@ def parse_batch(batch: RecordBatch) -> Parsed:
     sport = np.where(ported, _be16(l4win, 0), sport)
     dport = np.where(ported, _be16(l4win, 2), dport)
     # ICMP: queries pair by identifier (request and reply share a key), errors by type
+    kind = np.zeros(n, dtype=np.int64)
     icmp = l4 == L4_ICMP
     if icmp.any():
         itype = l4win[:, 0].astype(np.int64)
         query = np.isin(itype, (0, 8, 13, 14, 15, 16, 17, 18))
         # request/reply share a key: echo 8/0 -> 8, timestamp 13/14 -> 13, info 15/16, mask 17/18
         pair = np.where(np.isin(itype, (0, 8)), 8, itype - (itype % 2 == 0))
-        key = np.where(query, (pair << 16) | _be16(l4win, 4), itype << 16)
-        sport = np.where(icmp, key, sport)
-        dport = np.where(icmp, key, dport)
+        ident = np.where(query, _be16(l4win, 4), 0)
+        sport = np.where(icmp, ident, sport)
+        dport = np.where(icmp, ident, dport)
+        kind = np.where(icmp, np.where(query, pair, itype) + 1, kind)  # +1: never 0 for ICMP
 
     return Parsed(reason=reason, l3=np.where(kept, l3, L3_NONE), l3_len=np.where(kept, l3_len, 0),
                   l3_bytes=l3win, l4=np.where(kept, l4, L4_NONE), l4_len=np.where(kept & (l4 >= 0), l4_len, 0),
-                  l4_bytes=l4win, proto=proto, src=src, dst=dst, sport=sport, dport=dport, notes=notes)
+                  l4_bytes=l4win, proto=proto, src=src, dst=dst, sport=sport, dport=dport, kind=kind,
+                  notes=notes)

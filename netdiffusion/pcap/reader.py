@@ -275,7 +275,9 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
             ifc_idx = np.where(ifc < 0, 0, ifc)
             ticks = (arr[:, 3] << 32) | arr[:, 4]
             mul, div = info[ifc_idx, 2], info[ifc_idx, 3]
-            ts = np.where(div == 1, ticks * mul, (ticks * mul) // np.maximum(div, 1))
+            div = np.maximum(div, 1)
+            # split so power-of-two resolutions (mul = 1e9, div = 2**e) do not overflow int64
+            ts = np.where(div == 1, ticks * mul, (ticks // div) * mul + ((ticks % div) * mul) // div)
             ts = np.where(ifc < 0, 0, ts)
             n = len(recs)
             yield RecordBatch(

@@ -76,6 +76,25 @@ def _positions(flow: np.ndarray) -> np.ndarray:
     return rank(flow)
 
 
+READ_ONCE_BYTES = 1 << 30  # datasets up to this many nPrint bytes are read once, not once per class
+
+
+def _by_label(directory: Path, labels: list[str], width: int):
+    """Yield ``(label, packets)``; one read for datasets that fit in memory, else one per class."""
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in shard_paths(directory))
+    if rows * width > READ_ONCE_BYTES:
+        for label in labels:
+            yield label, read_packets(directory, labels=[label])
+        return
+    everything = read_packets(directory)
+    order = np.argsort(everything.label, kind="stable")
+    everything = everything.take(order)
+    names = everything.label.astype(str)
+    for label in labels:
+        a, b = np.searchsorted(names, label, "left"), np.searchsorted(names, label, "right")
+        yield label, everything.take(slice(a, b))
+
+
 def _labels(directory: Path) -> list[str]:
     labels: set[str] = set()
     for p in shard_paths(directory):
@@ -114,8 +133,8 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     generated_ts = 0
     written_bytes = 0
     labels = _labels(src)
-    for label in tqdm(labels, desc="repair", unit="class", disable=None if progress is None else not progress):
-        packets = read_packets(src, labels=[label])
+    for label, packets in tqdm(_by_label(src, labels, layout.width), total=len(labels), desc="repair",
+                               unit="class", disable=None if progress is None else not progress):
         n_in_packets += len(packets)
         rep = repair_packets(layout, packets, cfg, payload, rng)
         res: RepairResult = rep["result"]

@@ -89,6 +89,21 @@ class RepairResult:
     timestamps_generated: np.ndarray | None = None  # per flow: default timing used
 
 
+def _bits_to_values(bits: np.ndarray) -> np.ndarray:
+    """Big-endian value of each row of 1/0/-1 bits (<= 62 wide); -1 where any bit is absent."""
+    width = bits.shape[1]
+    if width % 8 == 0:
+        packed = np.packbits(bits > 0, axis=1).astype(np.int64)
+        values = np.zeros(len(bits), dtype=np.int64)
+        for j in range(packed.shape[1]):
+            values = (values << 8) | packed[:, j]
+    else:
+        weights = np.int64(1) << np.arange(width - 1, -1, -1, dtype=np.int64)
+        values = (bits > 0).astype(np.int64) @ weights
+    values[(bits < 0).any(axis=1)] = -1
+    return values
+
+
 def _words(bits: np.ndarray) -> np.ndarray:
     """Rows of 0/1 bits -> int64 32-bit words (for address keys)."""
     n, w = bits.shape
@@ -154,10 +169,10 @@ class Repairer:
         if not len(rows):
             return
         old = self.m[rows, cols]
-        diff = old != new
-        changed = diff.any(axis=1)
+        counts = np.count_nonzero(old != new, axis=1)
+        changed = counts > 0
         if changed.any():
-            self.bits[rule][rows] += diff.sum(axis=1)
+            self.bits[rule][rows] += counts
             mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
             mask[rows[changed]] = True
             self.m[rows, cols] = new
@@ -176,8 +191,11 @@ class Repairer:
         self._put_bits(rule, key, rows, self.layout.field_slice(f), new)
 
     def _get(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
-        m = self.m if rows is None else self.m[rows]
-        return self.layout.field_values(m, key)
+        """Field values (int64, -1 where absent), reading only the field's columns."""
+        f = self.layout.field(key)
+        sl = self.layout.field_slice(f)
+        bits = self.m[:, sl] if rows is None else self.m[rows, sl]
+        return _bits_to_values(bits)
 
     def has(self, header: str) -> bool:
         return header in self.layout.headers
@@ -304,6 +322,18 @@ class Repairer:
     def _write_options(self, rule: str, header: str, rows: np.ndarray, data: np.ndarray,
                        length: np.ndarray) -> None:
         opt = self.layout.field(f"{header}_opt")
+        sl = self.layout.field_slice(opt)
+        # only rows whose option bytes or length differ need their 320 bits rewritten
+        cur = self.m[rows, sl]
+        nb = opt.width // 8
+        present = (cur.reshape(len(rows), nb, 8) != ABSENT).all(axis=2)
+        cur_len = np.where(present.all(axis=1), nb, np.argmin(present, axis=1))
+        cur_data = np.packbits(cur > 0, axis=1)
+        cols = np.arange(nb)[None, :]
+        differs = ((cur_data != data) & (cols < length[:, None])).any(axis=1) | (cur_len != length)
+        rows, data, length = rows[differs], data[differs], length[differs]
+        if not len(rows):
+            return
         bits = np.unpackbits(data, axis=1).astype(np.int8)
         bits[np.arange(opt.width)[None, :] >= (length[:, None] * 8)] = ABSENT
         self._put_bits(rule, opt.key, rows, self.layout.field_slice(opt), bits)
@@ -504,12 +534,24 @@ class Repairer:
         return np.minimum(payload, np.maximum(self.cfg.mtu - l3 - l4, 0))
 
     def tcp_state(self) -> None:
-        """TCP flags, sequence and acknowledgement numbers per flow (see docs/repair.md)."""
+        """TCP flags, sequence and acknowledgement numbers per connection (see docs/repair.md).
+
+        A connection is a flow's TCP packets of one address family (with ``stack="packet"`` a
+        flow can hold an IPv4 and an IPv6 conversation)."""
         t = np.flatnonzero(self.is_["tcp"])
         if not len(t):
             return
+        nflows = self.nflows
+        self.nflows = 2 * nflows  # connection ids: flow * 2 + (IPv6)
+        try:
+            self._tcp_state(t)
+        finally:
+            self.nflows = nflows
+
+    def _tcp_state(self, t: np.ndarray) -> None:
         get = lambda k: self._get(k, t)  # noqa: E731
-        ft, dt = self.flow[t], self.direction[t].astype(np.int64)
+        ft = self.flow[t] * 2 + (self.l3[t] == "ipv6")
+        dt = self.direction[t].astype(np.int64)
         syn0, ack0, fin0, rst0 = get("tcp_syn"), get("tcp_ackf"), get("tcp_fin"), get("tcp_rst")
         payload = self.payload[t].copy()
         first = G.starts(ft)
@@ -640,10 +682,18 @@ class Repairer:
         thr = irtt_flow[ft[og]]
         pos = np.arange(len(rel))
         rel = np.where(syn_retry, 0, rel)  # SYN / SYN-ACK retransmissions restart at the ISN
+        # a later FIN of a direction repeats its first FIN (same sequence number)
+        first_fin = (s_fin == 1) & (G.cumsum_incl(s_fin, gid_sorted) == 1)
+        fin_retry = (s_fin == 1) & ~first_fin
+        fin_src = G.cummax(np.where(first_fin, np.arange(len(rel)), -1), gid_sorted)
         kept = np.ones(len(rel), dtype=bool)
-        for _ in range(12):
+        for it in range(64):
             expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
             final_iter = np.where(kept, rel, expected)
+            if fin_retry.any():
+                rel = np.where(fin_retry, final_iter[np.maximum(fin_src, 0)], rel)
+                expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
+                final_iter = np.where(kept, rel, expected)
             adv_iter = np.where(kept, np.maximum(rel + s_len - expected, 0), s_len)
             # exact restart of an earlier (final) segment of the group
             fkeys = gid_sorted * (MOD32 * 4) + (final_iter + MOD32 * 2)
@@ -662,6 +712,9 @@ class Repairer:
                 ok |= (rel > expected) & (rel - expected < (1 << 30)) & confirmed & ~s_phase
             ok |= syn_retry & (rel == 0)
             ok |= s_rst & (s_len == 0) & (rel >= 0) & (rel <= expected)  # RST in window (RFC 5961)
+            ok |= fin_retry
+            if it >= 6:
+                ok &= kept  # after a few rounds only drop segments, so the fixed point is reached
             if np.array_equal(ok, kept):
                 break
             kept = ok
@@ -827,7 +880,9 @@ class Repairer:
         rows = np.flatnonzero(self.is_["ipv4"])
         if not len(rows):
             return
-        self._put("ipv4_checksum", "ipv4_cksum", rows, ipv4_header_checksums(self.layout, self.m[rows]))
+        hs = self.layout.header_slice("ipv4")
+        sub = Layout(["ipv4"])
+        self._put("ipv4_checksum", "ipv4_cksum", rows, ipv4_header_checksums(sub, self.m[rows, hs]))
 
     def timestamps(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Non-decreasing ns offsets from the flow start; generated when the column is unusable."""

@@ -13,6 +13,7 @@ from netdiffusion.fields import IP_PROTO, Layout
 from netdiffusion.packets import build_ip_packets
 from netdiffusion.repair.engine import ICMP_ERRORS_V4, ICMP_QUOTE_BYTES, fold_checksum
 
+_NONZERO_SPAN = 60 + 8 + 28  # longest TCP header, or ICMP header + quoted datagram (even)
 L4_CKSUM = {"tcp": "tcp_cksum", "udp": "udp_cksum", "icmp": "icmp_cksum"}
 
 
@@ -99,7 +100,15 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
     l4_start = starts + l3_len
     if "icmp" in layout.headers and "ipv4" in layout.headers:
         _quote_datagrams(layout, m, is_, buf, l4_start, ends)
-    total = _word_sums(buf, l4_start, ends)
+    if payload_mode == "zero":
+        # only the L4 header (<= 60 bytes) and an ICMP quote can be non-zero: gather those
+        span = np.minimum(ends - l4_start, _NONZERO_SPAN)
+        idx = l4_start[:, None] + np.arange(_NONZERO_SPAN)[None, :]
+        inside = np.arange(_NONZERO_SPAN)[None, :] < span[:, None]
+        block = np.where(inside, buf[np.minimum(idx, max(len(buf) - 1, 0))], 0).astype(np.int64)
+        total = ((block[:, 0::2] << 8) + block[:, 1::2]).sum(axis=1)
+    else:
+        total = _word_sums(buf, l4_start, ends)
     seg_len = ends - l4_start
     pseudo = np.zeros(n, dtype=np.int64)
     if "ipv4" in layout.headers:

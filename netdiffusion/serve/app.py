@@ -133,6 +133,15 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     stop_polling = threading.Event()
 
+    def sweep_stale_jobs() -> None:
+        """Fail running jobs whose process stopped beating (a replica sharing the DB died)."""
+        while not stop_polling.wait(15.0):
+            try:
+                if lost := store.fail_stale():
+                    log.warning("failed %d jobs that stopped beating", lost)
+            except Exception as exc:  # noqa: BLE001 - a busy database must not stop the sweeper
+                log.warning("sweeping stale jobs failed: %s", exc)
+
     def poll_pipeline_runs() -> None:
         """Follow jobs that became KFP runs until their runs finish (every 30 s)."""
         from netdiffusion.serve.pipeline import poll_submitted
@@ -145,10 +154,11 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
-        failed, queued = store.recover()
+        failed, queued = store.recover(pool.owner)
         pool.start()
         for job_id in queued:
             pool.submit(job_id)
+        threading.Thread(target=sweep_stale_jobs, name="stale-sweeper", daemon=True).start()
         if config.kfp_host:
             threading.Thread(target=poll_pipeline_runs, name="pipeline-poller", daemon=True).start()
         log.info("service started", extra={"state_dir": str(state_dir), "tokens": len(tokens),
@@ -224,18 +234,19 @@ def create_app(config: ServeConfig) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="readiness: job store writable, workers alive, model readable",
+    @app.get("/readyz", tags=["ops"], summary="readiness: job store writable, workers alive, tokens configured",
              responses={503: ERRORS[503]})
     def readyz() -> JSONResponse:
+        """The model is reported but does not gate readiness: a fresh install has no champion yet,
+        and the API must still answer (catalogue calls then say why with a 503 of their own)."""
         checks = {"store": store.writable(), "workers": pool.alive(), "tokens": len(tokens) > 0}
         try:
             models.info()
-            checks["model"] = True
+            model = "ok"
         except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
-            checks["model"] = False
-            log.warning("readiness: model unavailable: %s", exc)
+            model = str(exc)[:300]
         ok = all(checks.values())
-        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks, "model": model},
                             status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)

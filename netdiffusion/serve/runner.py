@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from netdiffusion.serve.store import FAILED, SUCCEEDED, JobStore
+from netdiffusion.serve.store import FAILED, HEARTBEAT_S, SUCCEEDED, JobStore
 
 log = logging.getLogger("netdiffusion.serve.runner")
 
@@ -155,18 +155,26 @@ def _small(obj: Any, depth: int = 0) -> Any:
     return str(obj)
 
 
-def _die_with_parent(store: JobStore, job_id: str) -> None:
-    """If the service process dies (kill -9, OOM), stop too and say so, instead of running orphaned."""
+def _watch(store: JobStore, job_id: str) -> None:
+    """Beat the job's heartbeat (so other replicas know it is alive) and, if the service process
+    dies (kill -9, OOM), stop too and say so instead of running orphaned."""
     parent = os.getppid()
 
     def watch() -> None:
+        last_beat = 0.0
         while True:
             time.sleep(1.0)
             if os.getppid() != parent:
                 store.finish(job_id, FAILED, error="interrupted: the service process died while the job was running")
                 os._exit(3)
+            if time.monotonic() - last_beat >= HEARTBEAT_S:
+                try:
+                    store.beat(job_id)
+                except Exception as exc:  # noqa: BLE001 - a busy database must not kill the job
+                    log.warning("job %s: heartbeat failed: %s", job_id, exc)
+                last_beat = time.monotonic()
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    threading.Thread(target=watch, name="job-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_json_logging()
     store = JobStore(args.state_dir / "jobs.db")
-    _die_with_parent(store, args.job_id)
+    _watch(store, args.job_id)
     started = time.time()
     try:
         result = run_job(args.state_dir, args.job_id, args.s3_uri)

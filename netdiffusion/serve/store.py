@@ -34,12 +34,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,
     created REAL NOT NULL,
     started REAL,
-    finished REAL
+    finished REAL,
+    owner TEXT,
+    heartbeat REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_token_created ON jobs (token_id, created);
 """
 
 RESTART_REASON = "interrupted: the service restarted while the job was running; submit it again"
+LOST_REASON = ("lost: no heartbeat from the job for {stale:g} s (the service replica running it stopped); "
+               "submit it again")
+HEARTBEAT_S = 5.0  # job processes touch their row this often
+STALE_S = 60.0  # a running job silent for this long is failed by any replica
 
 
 class JobStore:
@@ -50,6 +56,10 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
+        columns = {r[1] for r in self._conn().execute("PRAGMA table_info(jobs)")}
+        for column in ("owner TEXT", "heartbeat REAL"):  # databases from before these columns
+            if column.split()[0] not in columns:
+                self._conn().execute(f"ALTER TABLE jobs ADD COLUMN {column}")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -125,12 +135,18 @@ class JobStore:
         with self._tx() as db:
             db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*changes.values(), job_id))
 
-    def claim(self, job_id: str) -> bool:
-        """queued → running; False if someone else got it first or it is no longer queued."""
+    def claim(self, job_id: str, owner: str = "") -> bool:
+        """queued → running by ``owner`` (the replica's host name); False if it is no longer queued
+        (another replica that re-queued it after a restart got it first)."""
+        now = time.time()
         with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET status = ?, started = ? WHERE id = ? AND status = ?",
-                             (RUNNING, time.time(), job_id, QUEUED))
+            cur = db.execute("UPDATE jobs SET status = ?, started = ?, owner = ?, heartbeat = ? "
+                             "WHERE id = ? AND status = ?", (RUNNING, now, owner, now, job_id, QUEUED))
         return cur.rowcount == 1
+
+    def beat(self, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ? AND status = ?", (time.time(), job_id, RUNNING))
 
     def finish(self, job_id: str, status: str, *, error: str | None = None, result: Any = None) -> None:
         changes: dict[str, Any] = {"status": status, "finished": time.time(), "error": error}
@@ -141,15 +157,31 @@ class JobStore:
             changes["result"] = result
         self.update(job_id, **changes)
 
-    def recover(self) -> tuple[int, list[str]]:
-        """After a restart: running → failed (with the reason), queued → returned for re-queueing."""
+    def recover(self, owner: str = "", stale_s: float = STALE_S) -> tuple[int, list[str]]:
+        """After a restart: this host's running jobs (and any whose heartbeat went stale) → failed
+        with the reason; queued jobs → returned for re-queueing (claim() keeps them single-run).
+
+        Jobs running on other live replicas sharing the database keep beating and are left alone."""
+        now = time.time()
         with self._tx() as db:
-            cur = db.execute("UPDATE jobs SET status = ?, error = ?, finished = ? WHERE status = ?",
-                             (FAILED, RESTART_REASON, time.time(), RUNNING))
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished = ? WHERE status = ? "
+                "AND (owner = ? OR owner IS NULL OR COALESCE(heartbeat, started, created) < ?)",
+                (FAILED, RESTART_REASON, now, RUNNING, owner, now - stale_s))
             failed = cur.rowcount
             queued = [r[0] for r in db.execute(
                 "SELECT id FROM jobs WHERE status = ? ORDER BY created", (QUEUED,)).fetchall()]
         return failed, queued
+
+    def fail_stale(self, stale_s: float = STALE_S) -> int:
+        """Running jobs whose process stopped beating (its replica died) → failed, with the reason."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished = ? WHERE status = ? "
+                "AND COALESCE(heartbeat, started, created) < ?",
+                (FAILED, LOST_REASON.format(stale=stale_s), now, RUNNING, now - stale_s))
+        return cur.rowcount
 
     def counts(self) -> dict[str, int]:
         rows = self._conn().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +38,7 @@ class WorkerPool:
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._stopping = False
+        self.owner = socket.gethostname()
 
     def start(self) -> None:
         for t in self._threads:
@@ -79,7 +81,7 @@ class WorkerPool:
                 self.store.finish(job_id, FAILED, error="internal error while running the job")
 
     def _run(self, job_id: str) -> None:
-        if not self.store.claim(job_id):
+        if not self.store.claim(job_id, self.owner):
             return
         env = dict(os.environ)
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -160,7 +160,10 @@ class TrackingSettings:
                 raise ConfigError("MLFLOW_TRACKING_URI", f"cannot reach MLflow server at {self.tracking_uri} "
                                   f"({reason})") from exc
         elif parsed.scheme == "sqlite":
-            db = Path(parsed.path[1:] if parsed.path.startswith("//") else parsed.path)
+            # sqlite:////abs/path.db -> "//abs/path.db"; sqlite:///rel/path.db -> "/rel/path.db"
+            db = Path(parsed.path[1:])
+            if str(db) == ":memory:":
+                return
             try:
                 db.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -1,0 +1,92 @@
+"""Repair + write throughput (packets/s, one process) and validation time per 1,000 packets.
+
+Data: real captures from the shared data encoded at 1,024 packets per flow, with their flows
+replicated (new flow ids) to ~100k packets, plus the same rows with 10% of bits corrupted so the
+rules actually fire. Stages timed separately: the bit rules alone, rules + packet bytes +
+checksums, and the whole ``repair_dataset`` (Parquet read, pcap per flow, report).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CAPTURES = ("pcaps/netflix/netflix.pcap", "pcaps/youtube/baseline_Jan17_exp_41.pcap",
+            "pcaps/zoom/zoom2.pcap", "pcaps/whatsapp/wa_voice.pcap")
+TARGET_PACKETS = 100_000
+VALIDATE_FILES = 24
+
+
+def _shared() -> Path:
+    env = os.environ.get("NETDIFFUSION_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def main() -> dict:
+    from netdiffusion.dataset import Packets, read_layout, read_packets, write_fields, write_shard
+    from netdiffusion.encode import encode_paths
+    from netdiffusion.repair import RepairConfig, repair_dataset, repair_matrix, repair_packets
+    from netdiffusion.validate import validate_dir
+    from tests.test_repair import corrupt
+
+    shared = _shared()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        encode_paths([shared / c for c in CAPTURES], tmp / "enc", manifest=shared / "manifest.csv",
+                     packets=1024, progress=False)
+        layout = read_layout(tmp / "enc")
+        base = read_packets(tmp / "enc")
+        copies = max(1, TARGET_PACKETS // len(base))
+        parts = []
+        for i in range(copies):
+            p = base if i % 2 == 0 else corrupt(base, 0.1, seed=i)
+            parts.append(Packets(**{**p.__dict__, "flow_id": np.char.add(f"c{i}-", p.flow_id.astype(str))
+                                    .astype(object)}))
+        data = Packets.concat(parts)
+        write_fields(tmp / "ds", layout)
+        write_shard(data, tmp / "ds" / "part.parquet")
+        n = len(data)
+        order = np.lexsort((data.packet_index, data.flow_id))
+        sorted_rows = data.take(order)
+        _, flow = np.unique(sorted_rows.flow_id, return_inverse=True)
+        cfg = RepairConfig(mtu=65535)
+
+        # CPU seconds of this process: "per core" throughput, robust to other jobs on the machine
+        t, c = time.perf_counter(), time.process_time()
+        repair_matrix(layout, sorted_rows.nprint, flow.reshape(-1), sorted_rows.timestamp, cfg)
+        rules_s, rules_cpu = time.perf_counter() - t, time.process_time() - c
+        t, c = time.perf_counter(), time.process_time()
+        repair_packets(layout, data, cfg)
+        bytes_s, bytes_cpu = time.perf_counter() - t, time.process_time() - c
+        t, c = time.perf_counter(), time.process_time()
+        totals = repair_dataset(tmp / "ds", tmp / "pcaps", progress=False, mtu=65535)
+        full_s, full_cpu = time.perf_counter() - t, time.process_time() - c
+        load = os.getloadavg()[0]
+
+        files = sorted((tmp / "pcaps").rglob("*.pcap"))[:VALIDATE_FILES]
+        vdir = tmp / "val"
+        for f in files:
+            (vdir / f.parent.name).mkdir(parents=True, exist_ok=True)
+            (vdir / f.parent.name / f.name).write_bytes(f.read_bytes())
+        val = validate_dir(vdir, progress=False)["totals"]
+        val_no_replay = validate_dir(vdir, progress=False, tcpreplay=False)["totals"]
+    return {
+        "packets": n, "flows": totals["flows"], "cpu_count": os.cpu_count(),
+        "load_average_1min": round(load, 2),
+        "rules_packets_per_s": round(n / rules_s),
+        "rules_packets_per_cpu_s": round(n / rules_cpu),
+        "rules_and_bytes_packets_per_s": round(n / bytes_s),
+        "rules_and_bytes_packets_per_cpu_s": round(n / bytes_cpu),
+        "repair_dataset_packets_per_s": round(n / full_s),
+        "repair_dataset_packets_per_cpu_s": round(n / full_cpu),
+        "repair_dataset_seconds": round(full_s, 2),
+        "bits_changed_share": totals["bits_changed_share"],
+        "validate_files": val["files"], "validate_packets": val["packets"],
+        "validate_seconds_per_1000_packets": val["seconds_per_1000_packets"],
+        "validate_seconds_per_1000_packets_without_tcpreplay": val_no_replay["seconds_per_1000_packets"],
+        "validate_tcpreplay": val["tcpreplay"], "validate_files_failed": val["files_failed"],
+    }
