@@ -196,3 +196,31 @@ def test_anonymize_merged_and_dropped_flows(small_dataset: Path, tmp_path: Path)
 def test_unknown_rule_option_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown repair rule"):
         RepairConfig.from_rules(nonsense=1)
+
+
+def test_ip_id_outlier_in_a_counter_is_restored(small_dataset: Path) -> None:
+    layout = read_layout(small_dataset)
+    packets = read_packets(small_dataset)
+    packets = packets.take(np.lexsort((packets.packet_index, packets.flow_id)))
+    v4 = layout.header_present(packets.nprint, "ipv4")
+    ids = layout.field_values(packets.nprint, "ipv4_id")
+    chosen = None
+    for fid in np.unique(packets.flow_id[v4]):
+        for d in (0, 1):
+            rows = np.flatnonzero((packets.flow_id == fid) & (packets.direction == d) & v4)
+            if len(rows) >= 6 and (np.diff(ids[rows]) % 65536 == 1).all():
+                chosen = (fid, rows)
+                break
+        if chosen:
+            break
+    assert chosen is not None, "no IPv4 direction with a +1 IP ID counter in the sample"
+    fid, rows = chosen
+    flow = packets.take(np.flatnonzero(packets.flow_id == fid))
+    target = int(np.flatnonzero(np.isin(np.flatnonzero(packets.flow_id == fid), rows))[3])
+    m = flow.nprint.copy()
+    original = layout.field_values(m[target : target + 1], "ipv4_id")[0]
+    layout.set_field(m, "ipv4_id", original ^ 0x8000, np.array([target]))
+    out = repair_packets(layout, Packets(**{**flow.__dict__, "nprint": m}), RepairConfig(mtu=65535))
+    repaired = out["packets"]
+    assert layout.field_values(repaired.nprint[target : target + 1], "ipv4_id")[0] == original
+    assert out["result"].bits["ip_id"].sum() == 1

@@ -574,7 +574,13 @@ class Repairer:
         phase = phase_c | phase_s
         est = ~phase
         payload[phase] = 0
-        syn = (phase_c | (phase_s & ~refused)).astype(np.int64)
+        # a SYN-ACK the server repeats later (its ACK was lost) is a retransmission, not a new SYN
+        seq_orig = get("tcp_seq")
+        srv_isn = np.full(self.nflows, -1, dtype=np.int64)
+        srv_isn[ft[first1]] = seq_orig[first1]
+        late_synack = (hs & ~refused & (dt == 1) & est & (syn0 == 1) & (payload == 0) & (rst0 == 0)
+                       & (fin0 == 0) & (seq_orig == srv_isn[ft]))
+        syn = (phase_c | (phase_s & ~refused) | late_synack).astype(np.int64)
         # ordering per (flow, direction), positions kept
         og = np.lexsort((np.arange(len(t)), dt, ft))
         gid_sorted = ft[og] * 2 + dt[og]
@@ -605,7 +611,8 @@ class Repairer:
         self._put("tcp_flags", "tcp_urp", t, np.where(urg == 1, urp0, 0))
         self.payload[t] = payload
         self._tcp_options(t, syn, phase_c)
-        self._tcp_seq_ack(t, ft, dt, og, gid_sorted, inv, syn, fin, ackf, payload, phase_c, phase_s & ~refused)
+        self._tcp_seq_ack(t, ft, dt, og, gid_sorted, inv, syn, fin, ackf, payload, phase_c,
+                          (phase_s & ~refused) | late_synack)
 
     def _tcp_seq_ack(self, t, ft, dt, og, gid_sorted, inv, syn, fin, ackf, payload, phase_c, synack) -> None:
         seq0 = self._get("tcp_seq", t)
@@ -749,6 +756,8 @@ class Repairer:
         uses_ack = ackf == 1
         ok = uses_ack & (arel <= upper) & (arel >= lower_abs) & ~synack
         target = np.where(has_peer, np.where(peer_seen, peer_sent, 0), arel)
+        # a SYN-ACK acknowledges exactly the SYN (a capture starting at the SYN-ACK never saw it)
+        target = np.where(synack & has_peer, np.where(dt == 1, 1, 0), target)
         final = np.where(ok, arel, target)
         for _ in range(6):  # acknowledgements never go backwards within a direction
             prev = G.cummax(final[og], gid_sorted, exclusive=True, initial=lower_abs)[inv]
@@ -853,18 +862,33 @@ class Repairer:
         og = np.lexsort((np.arange(len(rows)), d, fl))
         g = (fl * 2 + d)[og]
         ids = self._get("ipv4_id", rows)[og]
+        ts = self.ts[rows][og]
+        # a host's shared counter also advances for its other traffic: a big step after an idle
+        # second is normal, so only steps within a second are judged
+        idle = (ts - np.r_[ts[:1], ts[:-1]]) >= 1_000_000_000
         step = self.cfg.ip_id_step_max
         for _ in range(2):
             delta = (ids - np.r_[ids[:1], ids[:-1]]) % 65536
             fwd = (delta >= 1) & (delta < step)
             st = G.starts(g)
             en = G.ends(g)
-            left_bad = ~fwd & ~st
+            judged = ~st & ~idle
+            left_bad = ~fwd & judged
             right_bad = np.r_[left_bad[1:], False] & ~en
-            counts = np.bincount(np.cumsum(st) - 1)
-            share = np.bincount(np.cumsum(st) - 1, weights=(fwd & ~st)) / np.maximum(counts - 1, 1)
-            counter_like = (share >= 0.75)[np.cumsum(st) - 1] & (counts >= 3)[np.cumsum(st) - 1]
-            bad = left_bad & right_bad & counter_like & (ids != 0)
+            gi = np.cumsum(st) - 1
+            n_judged = np.bincount(gi, weights=judged)
+            share = np.bincount(gi, weights=fwd & judged) / np.maximum(n_judged, 1)
+            counter_like = ((share >= 0.75) & (n_judged >= 2))[gi]
+            # an ID near another of the group belongs to an interleaved counter (NAT, several
+            # hosts behind one address): not an outlier
+            o2 = np.lexsort((ids, g))
+            sid, sg = ids[o2], g[o2]
+            gap_prev = np.where(np.r_[False, sg[1:] == sg[:-1]], sid - np.r_[sid[:1], sid[:-1]], 65536)
+            gap_next = np.r_[gap_prev[1:], 65536]
+            near_sorted = (gap_prev < step) | (gap_next < step)
+            near = np.empty_like(near_sorted)
+            near[o2] = near_sorted
+            bad = left_bad & right_bad & counter_like & (ids != 0) & ~near
             if not bad.any():
                 break
             idx = np.arange(len(ids))

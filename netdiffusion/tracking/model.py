@@ -155,19 +155,32 @@ def load_model_dir(uri: str | os.PathLike, dst: str | os.PathLike | None = None,
     else:
         import mlflow
 
-        from netdiffusion.tracking.runs import configure
-
-        if settings is not None:
-            configure(settings)
+        _ensure_tracking(settings)
         root = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(dst)))
     return _find_model_dir(root, text)
 
 
-def load_model(uri: str) -> Any:
+def load_model(uri: str, *, settings: Any = None) -> Any:
     """The pyfunc (``predict(DataFrame[class, count, seed])``) for a model URI."""
     import mlflow
 
+    _ensure_tracking(settings)
     return mlflow.pyfunc.load_model(uri)
+
+
+def _ensure_tracking(settings: Any) -> None:
+    """Use ``settings`` if given; else keep what the process configured, or load the settings
+    (env / ``out/mlflow.db``) rather than let MLflow fall back to a ``mlflow.db`` in the cwd."""
+    import mlflow
+
+    from netdiffusion.tracking.settings import TrackingSettings
+
+    if settings is None and mlflow.is_tracking_uri_set():
+        return
+    settings = settings or TrackingSettings.load()
+    settings.apply_env()  # read-only use: point MLflow at the store, create no experiment
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri or settings.tracking_uri)
 
 
 def _find_model_dir(root: Path, uri: str) -> Path:
