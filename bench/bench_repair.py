@@ -30,8 +30,8 @@ def main() -> dict:
     from netdiffusion.dataset import Packets, read_layout, read_packets, write_fields, write_shard
     from netdiffusion.encode import encode_paths
     from netdiffusion.repair import RepairConfig, repair_dataset, repair_matrix, repair_packets
+    from netdiffusion.repair.noise import corrupt
     from netdiffusion.validate import validate_dir
-    from tests.test_repair import corrupt
 
     shared = _shared()
     with tempfile.TemporaryDirectory() as tmp:

@@ -90,7 +90,7 @@ def download_ndpi_source(workdir: Path, timeout: float = 600) -> Path:
     (workdir / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (workdir / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
     sources = workdir / "sources.list"
-    sources.write_text(f"deb-src http://deb.debian.org/debian {suite} main\n")
+    sources.write_text(f"deb-src {_debian_archive_uri()} {suite} main\n")
     opts = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
             "-o", f"Dir::State::Lists={workdir / 'lists'}", "-o", f"Dir::Cache={workdir / 'cache'}"]
     if os.geteuid() == 0:  # the _apt sandbox user cannot write into our private directories
@@ -104,6 +104,35 @@ def download_ndpi_source(workdir: Path, timeout: float = 600) -> Path:
     if not tarballs:
         raise RuntimeError("apt-get source did not deliver the ndpi orig tarball")
     return tarballs[-1]
+
+
+def _debian_archive_uri(apt_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian archive this machine is configured to use (its ``deb`` line for ``main``).
+
+    We reuse the system's own mirror rather than naming one, so the fetch goes wherever the
+    machine's apt already goes (a local mirror or proxy included)."""
+    candidates: list[Path] = [apt_dir / "sources.list"]
+    parts = apt_dir / "sources.list.d"
+    if parts.is_dir():
+        candidates += sorted(p for p in parts.iterdir() if p.suffix in (".list", ".sources"))
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if path.suffix == ".sources":  # deb822 stanzas
+            for stanza in re.split(r"\n\s*\n", text):
+                types = re.search(r"^Types:\s*(.+)$", stanza, re.M)
+                uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+                if types and uris and "deb" in types.group(1).split() and not uris.group(1).rstrip("/").endswith(
+                        "-security"):
+                    return uris.group(1)
+        else:
+            for line in text.splitlines():
+                m = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+\S+\s+.*\bmain\b", line)
+                if m and not m.group(1).rstrip("/").endswith("-security"):
+                    return m.group(1)
+    raise RuntimeError(f"no Debian archive configured in {apt_dir} (sources.list or sources.list.d)")
 
 
 def _debian_suite() -> str:

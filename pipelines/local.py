@@ -185,7 +185,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     header = ["class", *keys]
     body = [[label, *(str(r.get(k, "")) for k in keys)] for label, r in sorted(rows.items())]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=False)] if body else [5]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(header, widths, strict=False))]
+    lines = ["", "summary:", "  ".join(str(x).ljust(w) for x, w in zip(header, widths, strict=False))]
     lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False)) for row in body]
     for k, v in summary.get("evaluation", {}).items():
         lines.append(f"evaluation {k}: {v}")

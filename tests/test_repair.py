@@ -12,32 +12,12 @@ from netdiffusion.dataset import Packets, read_layout, read_packets, write_field
 from netdiffusion.fields import Layout
 from netdiffusion.repair import RepairConfig, repair_dataset, repair_packets
 from netdiffusion.repair.engine import ipv4_header_checksums
+from netdiffusion.repair.noise import random_packets
 from netdiffusion.validate import tshark_file
 
 CAPTURE_LOSS = ("lost_segment", "ack_lost_segment")
 # rules that may touch a real flow, and only one that tshark shows lost segments in
 LOSS_RULES = {"tcp_seq", "tcp_ack", "lengths", "ipv4_checksum"}
-
-
-def corrupt(packets: Packets, rate: float, seed: int = 0) -> Packets:
-    """Replace a share ``rate`` of all bits with one of the two other values (-1/0/1)."""
-    rng = np.random.default_rng(seed)
-    m = packets.nprint.copy()
-    hit = rng.random(m.shape) < rate
-    shift = rng.integers(1, 3, size=m.shape)
-    m[hit] = (m[hit] + 1 + shift[hit]) % 3 - 1
-    return Packets(**{**packets.__dict__, "nprint": m})
-
-
-def random_packets(layout: Layout, flows: int, packets: int, seed: int = 0, label: str = "random") -> Packets:
-    rng = np.random.default_rng(seed)
-    n = flows * packets
-    return Packets(
-        flow_id=np.repeat([f"{label}-{i:03d}" for i in range(flows)], packets), label=np.full(n, label),
-        macro=np.full(n, ""), packet_index=np.tile(np.arange(packets), flows).astype(np.int32),
-        timestamp=np.zeros(n, np.int64), direction=np.zeros(n, np.int8), wire_length=np.zeros(n, np.int32),
-        source=np.full(n, "test"), frame=np.zeros(n, np.int64),
-        nprint=rng.integers(-1, 2, size=(n, layout.width)).astype(np.int8))
 
 
 def write_dataset(packets: Packets, layout: Layout, out: Path) -> Path:
@@ -224,3 +204,22 @@ def test_ip_id_outlier_in_a_counter_is_restored(small_dataset: Path) -> None:
     repaired = out["packets"]
     assert layout.field_values(repaired.nprint[target : target + 1], "ipv4_id")[0] == original
     assert out["result"].bits["ip_id"].sum() == 1
+
+
+def test_maxplus_scan_matches_the_sequential_recurrence() -> None:
+    from netdiffusion.repair.engine import _maxplus_scan
+
+    rng = np.random.default_rng(0)
+    gid = np.sort(rng.integers(0, 20, size=400))
+    kept = rng.random(400) < 0.7
+    rel = rng.integers(-50, 3000, size=400)
+    length = rng.integers(0, 60, size=400)
+    got = _maxplus_scan(kept, rel, length, gid)
+    expected = np.empty(400, dtype=np.int64)
+    e = 0
+    for i in range(400):
+        if i == 0 or gid[i] != gid[i - 1]:
+            e = 0
+        expected[i] = e
+        e = max(e, rel[i] + length[i]) if kept[i] else e + length[i]
+    assert np.array_equal(got, expected)

@@ -11,8 +11,9 @@ import pytest
 
 from netdiffusion.dataset import Packets, read_layout, read_packets
 from netdiffusion.repair import repair_dataset
+from netdiffusion.repair.noise import corrupt, random_packets
 from netdiffusion.validate import validate_dir
-from tests.test_repair import corrupt, random_packets, write_dataset
+from tests.test_repair import write_dataset
 
 RATES = (0.01, 0.1, 0.5)
 FLOWS_PER_RATE = 8

@@ -38,6 +38,8 @@ ICMP_ERRORS_V4 = (3, 4, 5, 11, 12)
 ICMP_QUOTE_BYTES = 28
 ICMP_TYPES_V6 = {128: (0,), 129: (0,)}
 
+Arr = np.ndarray
+
 RULES = ("stack", "options", "ipv4", "ipv6", "tcp_fields", "udp", "icmp", "endpoints", "lengths",
          "tcp_flags", "tcp_seq", "tcp_ack", "tcp_options", "ip_id", "ipv4_checksum", "l4_checksum")
 
@@ -330,7 +332,8 @@ class Repairer:
         cur_len = np.where(present.all(axis=1), nb, np.argmin(present, axis=1))
         cur_data = np.packbits(cur > 0, axis=1)
         cols = np.arange(nb)[None, :]
-        differs = ((cur_data != data) & (cols < length[:, None])).any(axis=1) | (cur_len != length)
+        stray = ((cur != ABSENT) & (np.arange(opt.width)[None, :] >= length[:, None] * 8)).any(axis=1)
+        differs = ((cur_data != data) & (cols < length[:, None])).any(axis=1) | (cur_len != length) | stray
         rows, data, length = rows[differs], data[differs], length[differs]
         if not len(rows):
             return
@@ -396,7 +399,7 @@ class Repairer:
         typ = self._get("icmp_type", rows)
         code = self._get("icmp_code", rows)
         new_t, new_c = typ.copy(), code.copy()
-        for is6, table, (req, rep) in ((False, ICMP_TYPES_V4, (8, 0)), (True, ICMP_TYPES_V6, (128, 129))):
+        for is6, table, req in ((False, ICMP_TYPES_V4, 8), (True, ICMP_TYPES_V6, 128)):
             sel = v6 == is6
             known = np.isin(typ, list(table)) & sel
             if not is6:
@@ -406,7 +409,6 @@ class Repairer:
                 bad_code = sel & (new_t == t_) & ~np.isin(code, codes)
                 new_c[bad_code] = codes[0]
             new_c[sel & ~known] = 0
-            del rep
         self._put("icmp", "icmp_type", rows, new_t)
         self._put("icmp", "icmp_code", rows, new_c)
 
@@ -614,7 +616,12 @@ class Repairer:
         self._tcp_seq_ack(t, ft, dt, og, gid_sorted, inv, syn, fin, ackf, payload, phase_c,
                           (phase_s & ~refused) | late_synack)
 
-    def _tcp_seq_ack(self, t, ft, dt, og, gid_sorted, inv, syn, fin, ackf, payload, phase_c, synack) -> None:
+    def _tcp_seq_ack(self, t: Arr, ft: Arr, dt: Arr, og: Arr, gid_sorted: Arr, inv: Arr, syn: Arr, fin: Arr,
+                     ackf: Arr, payload: Arr, phase_c: Arr, synack: Arr) -> None:
+        """Sequence numbers per direction, then acknowledgements against what the peer sent.
+
+        ``t`` are the TCP rows in flow order, ``ft``/``dt`` their connection and direction,
+        ``og`` the order grouping them by (connection, direction), ``inv`` its inverse."""
         seq0 = self._get("tcp_seq", t)
         ack0 = self._get("tcp_ackn", t)
         length = payload + syn + fin
@@ -689,6 +696,11 @@ class Repairer:
         thr = irtt_flow[ft[og]]
         pos = np.arange(len(rel))
         rel = np.where(syn_retry, 0, rel)  # SYN / SYN-ACK retransmissions restart at the ISN
+        # retransmission candidates restart exactly where an earlier segment of the direction did
+        rkeys = gid_sorted * (MOD32 * 4) + (rel + MOD32 * 2)
+        _, first_of_key = np.unique(rkeys, return_index=True)
+        cand = np.ones(len(rel), dtype=bool)
+        cand[first_of_key] = False
         # a later FIN of a direction repeats its first FIN (same sequence number)
         first_fin = (s_fin == 1) & (G.cumsum_incl(s_fin, gid_sorted) == 1)
         fin_retry = (s_fin == 1) & ~first_fin
@@ -702,12 +714,6 @@ class Repairer:
                 expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
                 final_iter = np.where(kept, rel, expected)
             adv_iter = np.where(kept, np.maximum(rel + s_len - expected, 0), s_len)
-            # exact restart of an earlier (final) segment of the group
-            fkeys = gid_sorted * (MOD32 * 4) + (final_iter + MOD32 * 2)
-            ukeys, ufirst = np.unique(fkeys, return_index=True)
-            rkeys = gid_sorted * (MOD32 * 4) + (rel + MOD32 * 2)
-            at = np.minimum(np.searchsorted(ukeys, rkeys), len(ukeys) - 1)
-            cand = (ukeys[at] == rkeys) & (ufirst[at] < pos)
             setter = np.where(adv_iter > 0, pos, -1)
             last_set = G.cummax(setter, gid_sorted, exclusive=True, initial=-1)
             since = s_ts - s_ts[np.maximum(last_set, 0)]
@@ -715,8 +721,8 @@ class Repairer:
             ok = rel == expected
             ok |= cand & (rel >= 0) & (rel + s_len <= expected) & late
             ok |= (s_len <= 1) & (rel == expected - 1) & (s_syn == 0) & (s_fin == 0)  # keep-alive
-            if self.cfg.gaps == "keep":
-                ok |= (rel > expected) & (rel - expected < (1 << 30)) & confirmed & ~s_phase
+            # a confirmed forward jump is a capture gap: kept here, closed below unless gaps="keep"
+            ok |= (rel > expected) & (rel - expected < (1 << 30)) & confirmed & ~s_phase
             ok |= syn_retry & (rel == 0)
             ok |= s_rst & (s_len == 0) & (rel >= 0) & (rel <= expected)  # RST in window (RFC 5961)
             ok |= fin_retry
@@ -725,9 +731,23 @@ class Repairer:
             if np.array_equal(ok, kept):
                 break
             kept = ok
+        # (a segment still out of place after these rounds is ahead of its predecessor: the gap
+        # closing below moves it into place)
         expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
         final_rel = np.where(kept, rel, np.where(syn_retry, 0, expected))
         adv = np.where(kept, np.maximum(rel + s_len - expected, 0), np.where(syn_retry, 0, s_len))
+        peer_shift = np.zeros(len(t), dtype=np.int64)
+        if self.cfg.gaps == "close":
+            # close each gap by moving the rest of the direction down by the missing bytes, and
+            # the peer's acknowledgements with it
+            gap = np.where(kept & (rel > expected) & ~syn_retry, rel - expected, 0)
+            shift = G.cumsum_incl(gap, gid_sorted)
+            final_rel = final_rel - shift
+            adv = adv - gap
+            shift_flow = shift[inv]
+            latest0 = G.cummax(np.where(dt == 0, shift_flow, 0), ft)
+            latest1 = G.cummax(np.where(dt == 1, shift_flow, 0), ft)
+            peer_shift = np.where(dt == 0, latest1, latest0)
         seq = ((isn + final_rel) % MOD32)[inv]
         self._put("tcp_seq", "tcp_seq", t, seq)
         # acknowledgements, in flow order: what the peer has sent so far
@@ -745,7 +765,7 @@ class Repairer:
         ack_first[gid_sorted[fa]] = ack0[og][fa]
         peer_isn = np.where(has_peer, isn_g[ft * 2 + (1 - dt)], ack_first[ft * 2 + dt])
         arel = (ack0 - peer_isn) % MOD32
-        arel = np.where(arel >= MOD32 // 2, arel - MOD32, arel)
+        arel = np.where(arel >= MOD32 // 2, arel - MOD32, arel) - peer_shift
         big = np.int64(1) << 40
         final_flow = final_rel[inv]
         nxt0 = _next_value(dt == 0, final_flow, ft)
@@ -798,7 +818,8 @@ class Repairer:
             self._write_options("tcp_options", "tcp", t, data, length)
         self.opt_data["tcp"] = data
 
-    def _tcp_timestamps(self, t, ft, dt, og, gid_sorted, inv, phase_c) -> None:
+    def _tcp_timestamps(self, t: Arr, ft: Arr, dt: Arr, og: Arr, gid_sorted: Arr, inv: Arr,
+                        phase_c: Arr) -> None:
         """TSval non-decreasing per direction; a connection-opening SYN echoes no TSecr (RFC 7323)."""
         kind_at, data = self.opt_kind["tcp"], self.opt_data["tcp"].copy()
         r, p = np.nonzero(kind_at == 8)

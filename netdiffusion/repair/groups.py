@@ -92,8 +92,7 @@ def mode(keys: np.ndarray, gid: np.ndarray, ngroups: int) -> tuple[np.ndarray, n
     run_start = np.flatnonzero(new)
     counts = np.diff(np.r_[run_start, len(g)])
     rg, rk = g[run_start], k[run_start]
-    first_pos = order[run_start]  # earliest? not exactly; use min original index per run
-    mins = np.minimum.reduceat(order, run_start) if len(order) else first_pos
+    mins = np.minimum.reduceat(order, run_start) if len(order) else run_start  # first appearance
     o2 = np.lexsort((mins, -counts, rg))
     rg, rk = rg[o2], rk[o2]
     r = rank(rg)
