@@ -228,6 +228,7 @@ class Repairer:
         idx = [self.layout.headers.index(h) for h in l3]
         best = share[:, idx].max(axis=1) if idx else np.zeros(self.n)
         keep = best >= self.cfg.padding_share
+        self._share = share[keep]  # reused by the stack decision
         if not keep.all():
             self.m, self.flow = self.m[keep], self.flow[keep]
             self.n = self.m.shape[0]
@@ -237,7 +238,7 @@ class Repairer:
     def stack(self) -> None:
         """Choose L3/L4 per packet (or per flow) by share of present bits; blank the rest."""
         layout, n = self.layout, self.n
-        share = layout.present_share(self.m).astype(np.float64)
+        share = self._share.astype(np.float64)
         if self.cfg.stack == "flow" and n:
             sums = np.zeros((self.nflows, share.shape[1]))
             np.add.at(sums, self.flow, share)
@@ -815,7 +816,8 @@ class Repairer:
                     data[r[keep], p[keep] + 2] = np.minimum(shift, 14)
                     changed = True
         if changed:
-            self._write_options("tcp_options", "tcp", t, data, length)
+            moved = np.flatnonzero((data != self.opt_data["tcp"]).any(axis=1))
+            self._write_options("tcp_options", "tcp", t[moved], data[moved], length[moved])
         self.opt_data["tcp"] = data
 
     def _tcp_timestamps(self, t: Arr, ft: Arr, dt: Arr, og: Arr, gid_sorted: Arr, inv: Arr,
@@ -851,7 +853,9 @@ class Repairer:
             v = arr[r]
             for j in range(4):
                 data[r, p + off + j] = (v >> (24 - 8 * j)) & 0xFF
-        self._write_options("tcp_options", "tcp", t, data, self.opt_len["tcp"][t])
+        moved = np.flatnonzero((new_val != val) | (new_ecr != ecr))
+        if len(moved):
+            self._write_options("tcp_options", "tcp", t[moved], data[moved], self.opt_len["tcp"][t][moved])
 
     def lengths(self) -> None:
         """Length fields that must agree with the headers and payload actually written."""
@@ -925,9 +929,7 @@ class Repairer:
         rows = np.flatnonzero(self.is_["ipv4"])
         if not len(rows):
             return
-        hs = self.layout.header_slice("ipv4")
-        sub = Layout(["ipv4"])
-        self._put("ipv4_checksum", "ipv4_cksum", rows, ipv4_header_checksums(sub, self.m[rows, hs]))
+        self._put("ipv4_checksum", "ipv4_cksum", rows, ipv4_header_checksums(self.layout, self.m, rows))
 
     def timestamps(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Non-decreasing ns offsets from the flow start; generated when the column is unusable."""
@@ -979,13 +981,23 @@ def _next_value(mask: np.ndarray, values: np.ndarray, gid: np.ndarray) -> np.nda
     return out
 
 
-def ipv4_header_checksums(layout: Layout, rows: np.ndarray) -> np.ndarray:
-    """RFC 791 header checksum of IPv4 rows (the checksum field read as zero)."""
-    data, _ = layout.header_bytes(rows, "ipv4")
-    data = data.astype(np.int64)
+def ipv4_header_checksums(layout: Layout, matrix: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """RFC 791 header checksum of IPv4 rows (the checksum field read as zero).
+
+    ``rows`` selects rows of ``matrix`` (default all); only the columns needed are read."""
+    rows = np.arange(len(matrix)) if rows is None else np.asarray(rows)
+    hs = layout.header_slice("ipv4")
+    hl_sl = layout.field_slice("ipv4_hl")
+    hl = _bits_to_values(matrix[rows, hl_sl])
+    fixed = HEADERS["ipv4"].min_bits
+    data = np.zeros((len(rows), HEADERS["ipv4"].bytes), dtype=np.int64)
+    data[:, : fixed // 8] = np.packbits(matrix[rows, hs.start : hs.start + fixed] > 0, axis=1)
+    with_opts = np.flatnonzero(hl > 5)  # only these need their option bytes packed
+    if len(with_opts):
+        data[with_opts, fixed // 8 :] = np.packbits(matrix[rows[with_opts], hs.start + fixed : hs.stop] > 0,
+                                                    axis=1)
     ck = layout.field("ipv4_cksum")
     data[:, ck.offset // 8 : (ck.offset + ck.width) // 8] = 0
-    hl = layout.field_values(rows, "ipv4_hl")
     words = (data[:, 0::2] << 8) | data[:, 1::2]
     words[np.arange(words.shape[1])[None, :] >= (hl[:, None] * 2)] = 0
     return fold_checksum(words.sum(axis=1))
