@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netdiffusion.dataset import SUMMARY_FILE, Packets, write_fields, write_json, write_shard
+from netdiffusion.dataset import NPRINT_STORAGES, SUMMARY_FILE, Packets, write_fields, write_json, write_shard
 from netdiffusion.fields import DEFAULT_HEADERS, Layout
 from netdiffusion.flows import FlowTable, canonical_keys
 from netdiffusion.labels import CAPTURE_SUFFIXES, FlowLabels, label_for, load_manifest
@@ -113,8 +113,8 @@ def _headers_to_bits(layout: Layout, cols: dict[str, np.ndarray]) -> np.ndarray:
     ):
         if header not in layout.headers:
             continue
-        matrix[:, layout.header_slice(header)] = layout.header_bits_from_bytes(
-            header, window, np.where(kind == code, lengths, 0))
+        layout.header_bits_from_bytes(header, window, np.where(kind == code, lengths, 0),
+                                      out=matrix[:, layout.header_slice(header)])
     return matrix
 
 
@@ -123,12 +123,13 @@ class _FileEncoder:
 
     def __init__(self, path: Path, source: str, label: str, macro: str, output: Path, layout: Layout,
                  packets: int, windows: bool, shard_size: int, flow_labels: FlowLabels | None,
-                 max_buffer_rows: int) -> None:
+                 max_buffer_rows: int, nprint_storage: str = "list") -> None:
         self.path, self.source, self.label, self.macro = path, source, label, macro
         self.output, self.layout = output, layout
         self.packets, self.windows = packets, windows
         self.shard_size, self.flow_labels = shard_size, flow_labels
         self.max_buffer_rows = max_buffer_rows
+        self.nprint_storage = nprint_storage
         self.prefix = shard_prefix(source)
         self.flows = FlowTable()
         self.buffer = _Buffer([])
@@ -244,7 +245,7 @@ class _FileEncoder:
                 nprint=_headers_to_bits(self.layout, part),
             )
             name = f"{self.prefix}-{len(self.written):04d}.parquet"
-            write_shard(packets, self.output / name)
+            write_shard(packets, self.output / name, storage=self.nprint_storage)
             self.written.append(name)
             self.rows += b - a
 
@@ -263,12 +264,12 @@ def encode_file(path: str | os.PathLike, source: str, output: str | os.PathLike,
                 packets: int = 1024, windows: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
                 headers: Sequence[str] = DEFAULT_HEADERS, flow_labels: FlowLabels | None = None,
                 chunk_bytes: int = DEFAULT_CHUNK, max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS,
-                on_batch: Callable[[int], None] | None = None) -> dict:
+                nprint_storage: str = "list", on_batch: Callable[[int], None] | None = None) -> dict:
     """Encode one capture; returns its summary, with ``error`` set (and no shards) if rejected.
 
     ``on_batch(packets)`` is called after every batch read (progress reporting)."""
     enc = _FileEncoder(Path(path), source, label, macro, Path(output), Layout(headers), packets, windows,
-                       shard_size, flow_labels, max_buffer_rows)
+                       shard_size, flow_labels, max_buffer_rows, nprint_storage)
     try:
         return enc.run(chunk_bytes, on_batch)
     except CaptureError as exc:
@@ -287,9 +288,11 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
                  manifest: str | os.PathLike | None = None, flow_labels: str | os.PathLike | None = None,
                  packets: int = 1024, windows: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
                  workers: int = 1, headers: Sequence[str] = DEFAULT_HEADERS,
-                 chunk_bytes: int = DEFAULT_CHUNK, progress: bool | None = None) -> dict:
+                 chunk_bytes: int = DEFAULT_CHUNK, progress: bool | None = None,
+                 nprint_storage: str = "list") -> dict:
     """Encode captures (files or folders) into a dataset directory; returns ``summary.json``'s content.
 
+    ``nprint_storage`` picks the on-disk type of the ``nprint`` column (see ``dataset.write_shard``).
     Bad captures are logged with a one-line reason, listed in ``files_rejected`` and skipped."""
     from tqdm import tqdm
 
@@ -298,6 +301,8 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
         inputs = [inputs]
     if packets < 1:
         raise ValueError("packets must be >= 1")
+    if nprint_storage not in NPRINT_STORAGES:
+        raise ValueError(f"nprint_storage must be one of {NPRINT_STORAGES}")
     layout = Layout(headers)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -309,7 +314,8 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
         lab = label_for(path, manifest_map, prefer_folder=in_class_folder)
         jobs.append({"path": str(path), "source": source, "output": str(out), "label": lab.label,
                      "macro": lab.macro, "packets": packets, "windows": windows, "shard_size": shard_size,
-                     "headers": tuple(layout.headers), "flow_labels": labels, "chunk_bytes": chunk_bytes})
+                     "headers": tuple(layout.headers), "flow_labels": labels, "chunk_bytes": chunk_bytes,
+                     "nprint_storage": nprint_storage})
     results: list[dict] = []
     bar = tqdm(total=len(jobs), desc="encode", unit="file", disable=(not progress) if progress is not None else None)
     if workers > 1 and len(jobs) > 1:

@@ -7,11 +7,9 @@ from kfp.dsl import Artifact, Model
 
 from components.encode.component import encode_shard, list_classes, plan_shards
 from components.evaluate.component import evaluate_synthetic
-from components.generate.component import generate_class
 from components.register.component import register_model
-from components.repair.component import repair_flows
 from components.train.component import train_model
-from components.validate.component import validate_pcaps
+from pipelines.per_class import generate_repair_validate
 from pipelines.placement import DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATIONS, on_gpu, with_s3_secret
 
 NAME = "netdiffusion-refresh"
@@ -66,15 +64,10 @@ def refresh(
 
     labels = list_classes(input_uri=input_uri, classes=classes).set_display_name("classes")
     with_s3_secret(labels, s3_secret)
-    with dsl.ParallelFor(labels.output, parallelism=4, name="per-class") as label:
-        generated = generate_class(model=trained.outputs["model"], label=label, count=count, seed=seed,
-                                   gpus=generate_gpus, accelerator=accelerator_type).set_display_name("generate")
-        on_gpu(generated, node_selector=gpu_node_selector, tolerations=gpu_tolerations,
-               accelerator_type=accelerator_type, accelerator_limit=generate_gpus)
-        repaired = repair_flows(generated=generated.outputs["generated"]).set_display_name("repair")
-
-    validated = validate_pcaps(repaired=dsl.Collected(repaired.outputs["repaired"]),
-                               tcpreplay=tcpreplay).set_display_name("validate")
+    repaired, validated = generate_repair_validate(
+        labels=labels.output, model=trained.outputs["model"], count=count, seed=seed,
+        gpus=generate_gpus, accelerator_type=accelerator_type, gpu_node_selector=gpu_node_selector,
+        gpu_tolerations=gpu_tolerations, tcpreplay=tcpreplay)
     evaluated = evaluate_synthetic(real=trained.outputs["holdout_data"], train=trained.outputs["train_data"],
                                    synthetic=dsl.Collected(repaired.outputs["repaired_data"]),
                                    quick=quick_evaluation, seed=seed).set_display_name("evaluate")

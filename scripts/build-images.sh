@@ -2,6 +2,7 @@
 # Build the container images (images/<name>/Dockerfile) with the tags the components reference
 # (components/images.py): $REGISTRY/netdiffusion-<name>:<version>. Needs a Docker engine.
 #   REGISTRY=registry.example.com/ml PUSH=1 scripts/build-images.sh [base train generate validate]
+# Order matters: validate is built FROM base and generate FROM train (BASE_IMAGE / TRAIN_IMAGE args).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REGISTRY="${REGISTRY:-ghcr.io/netdiffusion}"
@@ -17,6 +18,7 @@ for name in "${names[@]}"; do
   tag="$REGISTRY/netdiffusion-$name:$VERSION"
   echo "build-images: $tag"
   DOCKER_BUILDKIT=1 docker build -f "images/$name/Dockerfile" -t "$tag" \
-    --build-arg "BASE_IMAGE=$REGISTRY/netdiffusion-base:$VERSION" .
+    --build-arg "BASE_IMAGE=$REGISTRY/netdiffusion-base:$VERSION" \
+    --build-arg "TRAIN_IMAGE=$REGISTRY/netdiffusion-train:$VERSION" .
   if [ "${PUSH:-0}" = "1" ]; then docker push "$tag"; fi
 done

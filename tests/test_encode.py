@@ -7,15 +7,35 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import Ether
 
-from netdiffusion.dataset import META_COLUMNS, read_layout, read_packets, shard_paths
+from netdiffusion.dataset import META_COLUMNS, read_layout, read_packets, read_table, shard_paths
 from netdiffusion.encode import encode_paths
 from netdiffusion.fields import DEFAULT_LAYOUT, Layout
 from netdiffusion.pcap.writer import write_pcap
+
+
+def test_binary_nprint_storage_reads_back_identical(small_dataset: Path, shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "binary"
+    capture = shared_data / "pcaps/zoom/zoom.pcap"
+    encode_paths([capture], out, manifest=shared_data / "manifest.csv", packets=64, progress=False,
+                 nprint_storage="binary")
+    listed = tmp_path / "list"
+    encode_paths([capture], listed, manifest=shared_data / "manifest.csv", packets=64, progress=False)
+    raw = pq.read_table(shard_paths(out)[0])
+    assert raw.schema.field("nprint").type == pa.binary(1408)  # on disk: one int8 per byte
+    table = read_table(shard_paths(out)[0])
+    assert str(table.schema.field("nprint").type).startswith("fixed_size_list<element: int8 not null>[1408]")
+    raw_rows = np.frombuffer(raw.column("nprint").chunk(0).buffers()[1], dtype=np.int8)
+    assert raw_rows[: 2 * 1408].tolist() == table.column("nprint").chunk(0).flatten()[: 2 * 1408].to_pylist()
+    a, b = read_packets(out), read_packets(listed)
+    assert np.array_equal(a.nprint, b.nprint) and a.flow_id.tolist() == b.flow_id.tolist()
+    with pytest.raises(ValueError, match="nprint_storage"):
+        encode_paths([capture], tmp_path / "bad", nprint_storage="csv", progress=False)
 
 
 def test_small_dataset_follows_the_contract(small_dataset: Path) -> None:
@@ -28,9 +48,9 @@ def test_small_dataset_follows_the_contract(small_dataset: Path) -> None:
     assert len(packets) == summary["packets"]
     assert set(summary["flows"]) == set(packets.label) and len(set(packets.label)) >= 3
     assert summary["skipped"]["beyond_packets"] > 0
-    table = pq.read_table(shard_paths(small_dataset)[0])
-    assert table.column_names == [*META_COLUMNS, "nprint"]
-    assert str(table.schema.field("nprint").type).startswith("fixed_size_list<element: int8 not null>[1408]")
+    raw = pq.read_table(shard_paths(small_dataset)[0])  # a plain Parquet reader sees the contract's type
+    assert raw.column_names == [*META_COLUMNS, "nprint"]
+    assert str(raw.schema.field("nprint").type).startswith("fixed_size_list<element: int8 not null>[1408]")
     assert set(np.unique(packets.nprint)) <= {-1, 0, 1}
     labels = dict(zip(packets.label, packets.macro, strict=True))
     assert labels["zoom"] == "conferencing" and labels["reddit"] == "social"

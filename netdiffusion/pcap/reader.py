@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import mmap
 import os
 import struct
 from collections.abc import Iterator
@@ -109,16 +110,68 @@ class _Chunks:
         self.buf = buf
 
 
+class _MappedChunks:
+    """:class:`_Chunks` over a memory-mapped uncompressed file: windows are views, nothing is copied.
+
+    Reading an 8 MiB chunk into a fresh buffer cost more CPU than parsing it (page faults on the new
+    buffer, the kernel copy, the tail copy): on pinterest.pcap (28 MB, 17,657 packets) the reader
+    took ~60% of the encode's CPU time. ``buf`` may only be set to a suffix of itself (records
+    consumed); the pages before it are then dropped from this process (``MADV_DONTNEED`` on a
+    read-only file mapping just unmaps them), so resident memory stays flat however long the file."""
+
+    def __init__(self, fh: io.BufferedIOBase, chunk_bytes: int) -> None:
+        self.chunk_bytes = chunk_bytes
+        self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self.view = memoryview(self.mm)
+        self.size = len(self.mm)
+        self.start = self.end = 0
+        self.released = 0  # page-aligned offset below which pages were dropped
+        self.eof = False
+
+    @property
+    def buf(self) -> memoryview:
+        return self.view[self.start:self.end]
+
+    @buf.setter
+    def buf(self, rest: bytes | bytearray | memoryview) -> None:
+        self.start = self.end - len(rest)
+        drop = (self.start // mmap.PAGESIZE) * mmap.PAGESIZE
+        if drop - self.released >= self.chunk_bytes and hasattr(mmap, "MADV_DONTNEED"):
+            self.mm.madvise(mmap.MADV_DONTNEED, self.released, drop - self.released)
+            self.released = drop
+
+    def fill(self, need: int = 0) -> None:
+        target = max(self.end - self.start + self.chunk_bytes, need)
+        self.end = min(self.start + target, self.size)
+        self.eof = self.end >= self.size
+
+
+def _pcap_chunks(fh: io.BufferedIOBase, chunk_bytes: int) -> _Chunks | _MappedChunks:
+    """Memory-mapped chunks for a plain pcap file, read chunks otherwise (gzip, pipes, empty files)."""
+    if not isinstance(fh, gzip.GzipFile):
+        try:
+            if os.fstat(fh.fileno()).st_size > 24:
+                return _MappedChunks(fh, chunk_bytes)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+    fh.seek(0)
+    return _Chunks(fh, chunk_bytes)
+
+
 def iter_records(path: str | os.PathLike, chunk_bytes: int = DEFAULT_CHUNK) -> Iterator[RecordBatch]:
     """Yield the records of a pcap or pcapng capture (gzip allowed) in batches."""
     with _open(path) as fh:
-        chunks = _Chunks(fh, chunk_bytes)
+        chunks = _Chunks(fh, 24)  # sniff the magic without reading a whole chunk
         chunks.fill(24)
+        chunks.chunk_bytes = chunk_bytes
         head = bytes(chunks.buf[:4])
         if len(chunks.buf) < 4:
             raise CaptureError("empty or shorter than a capture header")
         if head in PCAP_MAGICS:
-            yield from _pcap_records(chunks)
+            fh.seek(0)
+            chunks = _pcap_chunks(fh, chunk_bytes)
+            chunks.fill(24)
+            yield from _pcap_records(chunks)  # type: ignore[arg-type]
         elif head == PCAPNG_SHB:
             yield from _pcapng_records(chunks)
         else:
