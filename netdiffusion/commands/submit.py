@@ -15,7 +15,7 @@ HELP = "submit the generate/refresh pipeline to Kubeflow Pipelines (or run it lo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_pipeline_arguments(parser, default_pipeline="generate",
-                           host_help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow (default: run locally)")
+                           host_help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow; none = run locally")
     parser.add_argument("--run-name", default=None)
     parser.add_argument("--out", default="out", help="output directory for local runs")
     parser.add_argument("--wait", action="store_true", help="wait for the KFP run to finish")
