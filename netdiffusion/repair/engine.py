@@ -43,6 +43,15 @@ Arr = np.ndarray
 RULES = ("stack", "options", "ipv4", "ipv6", "tcp_fields", "udp", "icmp", "endpoints", "lengths",
          "tcp_flags", "tcp_seq", "tcp_ack", "tcp_options", "ip_id", "ipv4_checksum", "l4_checksum")
 
+_ALL_BYTES_SET = np.uint64(0x0101010101010101)
+
+
+def _present_bytes(bits: np.ndarray) -> np.ndarray:
+    """(rows, bytes) bool: every bit of the byte is present. One uint64 compare per byte instead
+    of an ``all`` over an 8-wide axis (numpy reduces short axes slowly: 2.7 vs 84 ms on 100k rows)."""
+    ok = np.ascontiguousarray(bits != ABSENT)
+    return ok.view(np.uint64) == _ALL_BYTES_SET
+
 
 @dataclass
 class RepairConfig:
@@ -108,9 +117,7 @@ def _bits_to_values(bits: np.ndarray) -> np.ndarray:
 
 def _words(bits: np.ndarray) -> np.ndarray:
     """Rows of 0/1 bits -> int64 32-bit words (for address keys)."""
-    n, w = bits.shape
-    b = np.clip(bits, 0, 1).astype(np.int64).reshape(n, w // 32, 32)
-    return (b << np.arange(31, -1, -1, dtype=np.int64)).sum(axis=2)
+    return np.packbits(bits > 0, axis=1).view(">u4").astype(np.int64)
 
 
 def _private_hosts(prefix: str, v6: bool, index: np.ndarray) -> np.ndarray:
@@ -277,10 +284,10 @@ class Repairer:
         sl = self.layout.field_slice(opt)
         bits = self.m[rows, sl]
         nb = opt.width // 8
-        present = (bits.reshape(len(rows), nb, 8) != ABSENT).all(axis=2)
+        present = _present_bytes(bits)
         run = np.where(present.all(axis=1), nb, np.argmin(present, axis=1))
         length = (run // 4) * 4
-        data = np.packbits(np.clip(bits, 0, 1).astype(np.uint8), axis=1)
+        data = np.packbits(bits > 0, axis=1)
         kind_at = np.full((len(rows), nb + 1), -1, dtype=np.int16)
         pos = np.zeros(len(rows), dtype=np.int64)
         cut = length.copy()  # where the valid list ends (zero padding from here to the word end)
@@ -329,7 +336,7 @@ class Repairer:
         # only rows whose option bytes or length differ need their 320 bits rewritten
         cur = self.m[rows, sl]
         nb = opt.width // 8
-        present = (cur.reshape(len(rows), nb, 8) != ABSENT).all(axis=2)
+        present = _present_bytes(cur)
         cur_len = np.where(present.all(axis=1), nb, np.argmin(present, axis=1))
         cur_data = np.packbits(cur > 0, axis=1)
         cols = np.arange(nb)[None, :]
