@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +26,7 @@ from netdiffusion.dataset import (
     write_json,
     write_shard,
 )
+from netdiffusion.repair import groups as G
 from netdiffusion.repair.engine import RULES, RepairConfig, RepairResult, repair_matrix
 from netdiffusion.repair.synth import L4_CKSUM, build_packets
 
@@ -33,24 +35,39 @@ __all__ = ["RULES", "RepairConfig", "RepairResult", "repair_dataset", "repair_ma
 log = logging.getLogger(__name__)
 REPORT_FILE = "repair_report.json"
 MERGED_GAP_NS = 1_000_000_000  # flows in a merged class pcap follow each other with this gap
+SNAPLEN = 262144  # pcap_bytes' default
+
+
+PCAP_FILE_HEADER = 24  # bytes of a pcap file header
+PCAP_RECORD = 16 + 14  # pcap record header + Ethernet header before each IP packet
 
 
 def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "zero",
-                   rng: np.random.Generator | None = None) -> dict:
-    """Repair every flow in ``packets``; returns the repaired rows, packet bytes and accounting."""
+                   rng: np.random.Generator | None = None, inplace: bool = False) -> dict:
+    """Repair every flow in ``packets``; returns the repaired rows, packet bytes and accounting.
+
+    ``buffer[starts[i]:ends[i]]`` is repaired packet ``i`` (IP header on). The buffer already
+    has room for the pcap layout: a 24-byte file header before each flow's first packet and 30
+    bytes (pcap record + Ethernet header) before every packet, which :func:`pcap_files` fills.
+    ``inplace=True``: ``packets.nprint`` may be overwritten (saves a copy of every row)."""
     order = np.lexsort((packets.packet_index, packets.flow_id))
-    packets = packets.take(order)
+    if not _is_identity(order):
+        packets = packets.take(order)
+        inplace = True  # the rows are our copy now
     flow_ids, flow = np.unique(packets.flow_id, return_inverse=True)
     flow = flow.reshape(-1).astype(np.int64)
-    result = repair_matrix(layout, packets.nprint, flow, packets.timestamp, cfg)
-    kept = packets.take(np.flatnonzero(result.keep))
+    result = repair_matrix(layout, packets.nprint, flow, packets.timestamp, cfg,
+                           copy=not inplace)
+    kept_rows = None if result.keep.all() else np.flatnonzero(result.keep)
+    meta = {k: (getattr(packets, k) if kept_rows is None else getattr(packets, k)[kept_rows])
+            for k in ("flow_id", "label", "macro", "source", "frame")}
     m = result.matrix
-    is_ = {h: np.zeros(len(m), dtype=bool) for h in layout.headers}
     # recover the stack from the repaired bits (every chosen header's fixed part is present now)
-    for h in layout.headers:
-        is_[h] = layout.header_present(m, h)
+    is_ = {h: layout.header_present(m, h) for h in layout.headers}
     before = {k: layout.field_values(m, k) for h, k in L4_CKSUM.items() if h in layout.headers}
-    buf, starts, ends = build_packets(layout, m, is_, result.payload, payload, rng)
+    gap = np.full(len(m), PCAP_RECORD, dtype=np.int64)
+    gap[G.starts(result.flow)] += PCAP_FILE_HEADER
+    buf, starts, ends = build_packets(layout, m, is_, result.payload, payload, rng, gap_before=gap)
     for h, k in L4_CKSUM.items():
         if h in layout.headers:
             after = layout.field_values(m, k)
@@ -61,13 +78,67 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
                 result.bits["l4_checksum"][rows] += (old_bits != new_bits).sum(axis=1)
                 mask = result.fields.setdefault(("l4_checksum", k), np.zeros(len(m), dtype=bool))
                 mask |= rows
-    repaired = Packets(flow_id=kept.flow_id, label=kept.label, macro=kept.macro,
-                       packet_index=_positions(result.flow).astype(np.int32),
+    repaired = Packets(**meta, packet_index=_positions(result.flow).astype(np.int32),
                        timestamp=result.timestamp, direction=result.direction.astype(np.int8),
-                       wire_length=(ends - starts + 14).astype(np.int32), source=kept.source,
-                       frame=kept.frame, nprint=m)
+                       wire_length=(ends - starts + 14).astype(np.int32), nprint=m)
     return {"flow_ids": flow_ids, "result": result, "packets": repaired, "buffer": buf,
             "starts": starts, "ends": ends, "input_rows": np.bincount(flow, minlength=len(flow_ids))}
+
+
+def _is_identity(order: np.ndarray) -> bool:
+    return bool(len(order) == 0 or (order[0] == 0 and (np.diff(order) == 1).all()))
+
+
+def pcap_files(rep: dict, timestamps_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Fill the pcap file, record and Ethernet headers around the packets of ``repair_packets``.
+
+    ``timestamps_ns``: absolute per packet. Returns ``(buffer, file_start, file_end)`` per flow
+    index (flows without rows: start == end), the same bytes :func:`pcap_bytes` of
+    :func:`ethernet_frames` writes, or ``None`` when a frame exceeds the snap length (the caller
+    then uses those per-packet functions)."""
+    from netdiffusion.pcap.writer import (
+        LINKTYPE_ETHERNET,
+        MAC_INITIATOR,
+        MAC_RESPONDER,
+        PCAP_MAGIC_NS,
+    )
+
+    buf, starts, ends = rep["buffer"], rep["starts"], rep["ends"]
+    res = rep["result"]
+    n = len(starts)
+    sizes = ends - starts
+    frame_len = sizes + 14
+    if n and int(frame_len.max()) > SNAPLEN:
+        return None
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    if n and ts.min() < 0:
+        raise ValueError("timestamps must be >= 0 ns since the epoch")
+    head = np.zeros((n, PCAP_RECORD), dtype=np.uint8)
+    rec = head[:, :16].view("<u4")
+    rec[:, 0] = ts // 1_000_000_000
+    rec[:, 1] = ts % 1_000_000_000
+    rec[:, 2] = frame_len
+    rec[:, 3] = frame_len
+    mac0 = np.frombuffer(MAC_RESPONDER + MAC_INITIATOR, dtype=np.uint8)  # direction 0: dst, src
+    mac1 = np.frombuffer(MAC_INITIATOR + MAC_RESPONDER, dtype=np.uint8)
+    head[:, 16:28] = np.where(res.direction.astype(bool)[:, None], mac1, mac0)
+    first = buf[np.minimum(starts, max(len(buf) - 1, 0))] if len(buf) else np.zeros(n, dtype=np.uint8)
+    v6 = (sizes > 0) & ((first >> 4) == 6)
+    head[:, 28] = np.where(v6, 0x86, 0x08)
+    head[:, 29] = np.where(v6, 0xDD, 0x00)
+    buf[(starts - PCAP_RECORD)[:, None] + np.arange(PCAP_RECORD)[None, :]] = head
+    nflows = len(rep["flow_ids"])
+    counts = np.bincount(res.flow, minlength=nflows)
+    bounds = np.r_[0, np.cumsum(counts)]
+    has = counts > 0
+    file_start = np.zeros(nflows, dtype=np.int64)
+    file_end = np.zeros(nflows, dtype=np.int64)
+    file_start[has] = starts[bounds[:-1][has]] - PCAP_RECORD - PCAP_FILE_HEADER
+    file_end[has] = ends[bounds[1:][has] - 1]
+    header = np.frombuffer(struct.pack("<IHHiIII", PCAP_MAGIC_NS, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET),
+                           dtype=np.uint8)
+    buf[file_start[has][:, None] + np.arange(PCAP_FILE_HEADER)[None, :]] = header
+    return buf, file_start, file_end
 
 
 def _positions(flow: np.ndarray) -> np.ndarray:
@@ -87,8 +158,10 @@ def _by_label(directory: Path, labels: list[str], width: int):
             yield label, read_packets(directory, labels=[label])
         return
     everything = read_packets(directory)
-    order = np.argsort(everything.label, kind="stable")
-    everything = everything.take(order)
+    # label, then the order repair_packets wants (so it need not copy the rows a second time)
+    order = np.lexsort((everything.packet_index, everything.flow_id, everything.label))
+    if not _is_identity(order):
+        everything = everything.take(order)
     names = everything.label.astype(str)
     for label in labels:
         a, b = np.searchsorted(names, label, "left"), np.searchsorted(names, label, "right")
@@ -112,6 +185,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     Writes ``output/repair_report.json`` and returns its totals."""
     from tqdm import tqdm
 
+    from netdiffusion.dataset import atomic_write_bytes
     from netdiffusion.decode import BASE_EPOCH_NS, _safe, flow_pcap_path
     from netdiffusion.pcap.writer import LINKTYPE_ETHERNET, pcap_bytes
 
@@ -136,7 +210,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     for label, packets in tqdm(_by_label(src, labels, layout.width), total=len(labels), desc="repair",
                                unit="class", disable=None if progress is None else not progress):
         n_in_packets += len(packets)
-        rep = repair_packets(layout, packets, cfg, payload, rng)
+        rep = repair_packets(layout, packets, cfg, payload, rng, inplace=True)  # rows read for this call
         res: RepairResult = rep["result"]
         fp = rep["packets"]
         flow_ids = rep["flow_ids"]
@@ -146,29 +220,22 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
                         for r, v in res.bits.items() if v.any()}
         fields_by = {f"{rule}:{key}": np.bincount(res.flow, weights=v, minlength=nflows).astype(np.int64)
                      for (rule, key), v in res.fields.items() if v.any()}
-        raw = rep["buffer"]
-        frames_all = _frames(raw, rep["starts"], rep["ends"], fp.direction)
         bounds = np.r_[0, np.cumsum(counts)]
-        merged_parts: list[bytes] = []
-        merged_ts: list[np.ndarray] = []
-        offset_ns = 0
+        abs_ts = BASE_EPOCH_NS + fp.timestamp
+        files = pcap_files(rep, abs_ts)
+        frames_all = _frames(rep["buffer"], rep["starts"], rep["ends"], fp.direction) if files is None else None
         for i, fid in enumerate(flow_ids.tolist()):
             if counts[i] == 0:
                 dropped.append({"flow_id": fid, "label": label, "reason": "no rows with a network header",
                                 "input_packets": int(rep["input_rows"][i])})
                 continue
             a, b = bounds[i], bounds[i + 1]
-            frames = frames_all[a:b]
-            ts = BASE_EPOCH_NS + fp.timestamp[a:b]
-            data = pcap_bytes(frames, ts, LINKTYPE_ETHERNET)
-            from netdiffusion.dataset import atomic_write_bytes
-
+            if files is None:
+                data = pcap_bytes(frames_all[a:b], abs_ts[a:b], LINKTYPE_ETHERNET)
+            else:
+                data = memoryview(files[0][files[1][i] : files[2][i]])  # no copy
             atomic_write_bytes(flow_pcap_path(out, label, fid), data)
             written_bytes += len(data)
-            if merged:
-                merged_parts.extend(frames)
-                merged_ts.append(ts + offset_ns)
-                offset_ns += int(fp.timestamp[b - 1]) + MERGED_GAP_NS
             entry = {"flow_id": fid, "label": label, "packets": int(counts[i]),
                      "padding_rows_dropped": int(rep["input_rows"][i] - counts[i]),
                      "bits_changed": {r: int(v[i]) for r, v in bits_by_rule.items() if v[i]},
@@ -179,13 +246,34 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
             n_flows += 1
             n_packets += int(counts[i])
             generated_ts += int(res.timestamps_generated[i])
+        if merged and len(fp):
+            # flows one after another, each MERGED_GAP_NS after the previous flow's last packet
+            last_ts = np.where(counts > 0, fp.timestamp[np.maximum(bounds[1:] - 1, 0)], 0)
+            step = np.where(counts > 0, last_ts + MERGED_GAP_NS, 0)
+            offset = (np.cumsum(step) - step)[res.flow]
+            merged_ts = abs_ts + offset
+            path = out / _safe(label) / f"{_safe(label)}_merged.pcap"
+            if files is None:
+                atomic_write_bytes(path, pcap_bytes(frames_all, merged_ts, LINKTYPE_ETHERNET))
+            else:
+                buf, fstart, fend = files
+                keep = np.flatnonzero(counts > 0)
+                body = [buf[fstart[0] : fstart[0] + PCAP_FILE_HEADER]]
+                body += [buf[fstart[i] + PCAP_FILE_HEADER : fend[i]] for i in keep.tolist()]
+                joined = np.concatenate(body)
+                sizes = fend - fstart - PCAP_FILE_HEADER
+                base = np.zeros(len(counts), dtype=np.int64)
+                base[keep] = PCAP_FILE_HEADER + np.cumsum(sizes[keep]) - sizes[keep]
+                pos = rep["starts"] - PCAP_RECORD - fstart[res.flow] - PCAP_FILE_HEADER + base[res.flow]
+                stamp = np.empty((len(pos), 2), dtype="<u4")
+                stamp[:, 0] = merged_ts // 1_000_000_000
+                stamp[:, 1] = merged_ts % 1_000_000_000
+                joined[pos[:, None] + np.arange(8)[None, :]] = stamp.view(np.uint8)
+                atomic_write_bytes(path, memoryview(joined))
         for r, v in bits_by_rule.items():
             totals_bits[r] += int(v.sum())
         for k, v in fields_by.items():
             totals_fields[k] += int(v.sum())
-        if merged and merged_parts:
-            atomic_write_bytes(out / _safe(label) / f"{_safe(label)}_merged.pcap",
-                               pcap_bytes(merged_parts, np.concatenate(merged_ts), LINKTYPE_ETHERNET))
         if dataset_output is not None:
             write_shard(fp, Path(dataset_output) / f"{_safe(label)}.parquet")
     width_bits = n_packets * layout.width

@@ -1,8 +1,9 @@
 """Repaired rows -> IP packets with correct L4 checksums -> Ethernet pcaps.
 
-Packets are assembled by :func:`netdiffusion.packets.build_ip_packets` (the one packet builder);
+Packets are assembled by :func:`netdiffusion.packets.build_ip_buffer` (the one packet builder)
+into one buffer, optionally with room before each packet for its pcap record and Ethernet headers;
 here we compute the TCP/UDP/ICMP checksums over the bytes actually written (payload included:
-zero or random), patch them into the buffer and into the rows, and slice the frames.
+zero or random) and patch them into the buffer and into the rows.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from netdiffusion.fields import IP_PROTO, Layout
-from netdiffusion.packets import build_ip_packets
+from netdiffusion.packets import build_ip_buffer
 from netdiffusion.repair.engine import ICMP_ERRORS_V4, ICMP_QUOTE_BYTES, fold_checksum
 
 _NONZERO_SPAN = 60 + 8 + 28  # longest TCP header, or ICMP header + quoted datagram (even)
@@ -37,10 +38,10 @@ def _word_sums(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndar
     return np.where(start_even, (se << 8) + so, (so << 8) + se)
 
 
-def _addr_sum(layout: Layout, m: np.ndarray, key: str) -> np.ndarray:
-    bits = np.clip(layout.field_bits(m, key), 0, 1).astype(np.int64)
-    words = bits.reshape(len(m), bits.shape[1] // 16, 16) @ (np.int64(1) << np.arange(15, -1, -1, dtype=np.int64))
-    return words.sum(axis=1)
+def _addr_sum(layout: Layout, m: np.ndarray, key: str, rows: np.ndarray) -> np.ndarray:
+    """Sum of the 16-bit words of an address field (absent bits read as 0) of ``m[rows]``."""
+    bits = layout.field_bits(m, key)[rows]
+    return np.packbits(bits > 0, axis=1).view(">u2").sum(axis=1, dtype=np.int64)
 
 
 def _quote_datagrams(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
@@ -77,24 +78,21 @@ def _quote_datagrams(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], 
 
 
 def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], payload: np.ndarray,
-                  payload_mode: str = "zero", rng: np.random.Generator | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  payload_mode: str = "zero", rng: np.random.Generator | None = None,
+                  gap_before: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IP packets of repaired rows as one buffer with offsets; L4 checksums fixed in ``m`` too.
 
-    Returns ``(buffer, starts, ends)``."""
+    Returns ``(buffer, starts, ends)``; ``gap_before`` as in :func:`build_ip_buffer`."""
     n = len(m)
     for h, key in L4_CKSUM.items():
         if h in layout.headers and is_[h].any():
             layout.set_field(m, key, 0, np.flatnonzero(is_[h]))
-    packets = build_ip_packets(layout, m, payload_lengths=payload, payload=payload_mode, rng=rng)
-    sizes = np.fromiter((len(p) for p in packets), dtype=np.int64, count=n)
-    ends = np.cumsum(sizes)
-    starts = ends - sizes
-    buf = np.frombuffer(b"".join(packets), dtype=np.uint8).copy()
+    buf, starts, ends = build_ip_buffer(layout, m, payload_lengths=payload, payload=payload_mode, rng=rng,
+                                        gap_before=gap_before)
     l3_len = np.zeros(n, dtype=np.int64)
     if "ipv4" in layout.headers:
         v4 = is_["ipv4"]
-        l3_len[v4] = layout.field_values(m[v4], "ipv4_hl") * 4
+        l3_len[v4] = layout.field_values(m, "ipv4_hl")[v4] * 4
     if "ipv6" in layout.headers:
         l3_len[is_["ipv6"]] = 40
     l4_start = starts + l3_len
@@ -105,23 +103,21 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
         span = np.minimum(ends - l4_start, _NONZERO_SPAN)
         idx = l4_start[:, None] + np.arange(_NONZERO_SPAN)[None, :]
         inside = np.arange(_NONZERO_SPAN)[None, :] < span[:, None]
-        block = np.where(inside, buf[np.minimum(idx, max(len(buf) - 1, 0))], 0).astype(np.int64)
-        total = ((block[:, 0::2] << 8) + block[:, 1::2]).sum(axis=1)
+        block = np.where(inside, buf[np.minimum(idx, max(len(buf) - 1, 0))], np.uint8(0))
+        total = block.view(">u2").sum(axis=1, dtype=np.int64)  # big-endian 16-bit words
     else:
         total = _word_sums(buf, l4_start, ends)
     seg_len = ends - l4_start
     pseudo = np.zeros(n, dtype=np.int64)
     if "ipv4" in layout.headers:
         v4 = is_["ipv4"]
-        mv = m[v4]
-        proto = layout.field_values(mv, "ipv4_proto")
-        pseudo[v4] = (_addr_sum(layout, mv, "ipv4_src") + _addr_sum(layout, mv, "ipv4_dst")
+        proto = layout.field_values(m, "ipv4_proto")[v4]
+        pseudo[v4] = (_addr_sum(layout, m, "ipv4_src", v4) + _addr_sum(layout, m, "ipv4_dst", v4)
                       + np.where(proto == IP_PROTO["icmp"], 0, proto + seg_len[v4]))
     if "ipv6" in layout.headers:
         v6 = is_["ipv6"]
-        mv = m[v6]
-        nh = layout.field_values(mv, "ipv6_nh")
-        pseudo[v6] = (_addr_sum(layout, mv, "ipv6_src") + _addr_sum(layout, mv, "ipv6_dst")
+        nh = layout.field_values(m, "ipv6_nh")[v6]
+        pseudo[v6] = (_addr_sum(layout, m, "ipv6_src", v6) + _addr_sum(layout, m, "ipv6_dst", v6)
                       + (seg_len[v6] >> 16) + (seg_len[v6] & 0xFFFF) + nh)
     for h, key in L4_CKSUM.items():
         if h not in layout.headers:
