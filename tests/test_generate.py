@@ -56,6 +56,30 @@ def test_pick_templates_is_stratified() -> None:
     assert sorted(pick_templates(lengths, offsets, 20, np.random.default_rng(1))) == list(range(20))
 
 
+def test_stratified_flow_subset_keeps_header_mix() -> None:
+    """A capped subset of a skewed class (many short TCP flows, few long UDP ones) keeps the
+    class's packet-weighted header mix; independent random subsets of the same size do not."""
+    from netdiffusion.model.data import stratified_flows
+
+    rng = np.random.default_rng(5)
+    sizes = np.r_[rng.integers(2, 60, 300), rng.integers(600, 1024, 12)]
+    stacks = [[160, 0, 160, 0, 0]] * 300 + [[160, 0, 0, 64, 0]] * 12
+    presence = np.concatenate([np.tile(np.array([s]) > 0, (n, 1)) for s, n in zip(stacks, sizes, strict=True)])
+    offsets = np.r_[0, np.cumsum(sizes)]
+    full = presence.mean(axis=0)
+
+    def mix_error(idx: np.ndarray) -> float:
+        rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx])
+        return float(np.abs(presence[rows].mean(axis=0) - full).max())
+
+    idx = stratified_flows(presence, offsets, 40, np.random.default_rng(0))
+    assert len(idx) == len(np.unique(idx)) == 40
+    assert mix_error(idx) < 0.03
+    random_errors = [mix_error(np.random.default_rng(s).choice(len(sizes), 40, replace=False)) for s in range(20)]
+    assert max(random_errors) > 0.05  # the test's class is skewed enough to need stratification
+    np.testing.assert_array_equal(stratified_flows(presence, offsets, 400, np.random.default_rng(0)), np.arange(312))
+
+
 def test_direction_and_wire_length_from_bits() -> None:
     from netdiffusion.fields import Layout
 

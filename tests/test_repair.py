@@ -223,3 +223,30 @@ def test_maxplus_scan_matches_the_sequential_recurrence() -> None:
         expected[i] = e
         e = max(e, rel[i] + length[i]) if kept[i] else e + length[i]
     assert np.array_equal(got, expected)
+
+
+def test_capture_starting_at_syn_ack_keeps_client_seq_at_the_acknowledged_isn(small_dataset: Path) -> None:
+    """Regression (make run, facebook): a flow that starts at the SYN-ACK, whose client ACK came
+    out one below the acknowledged sequence number, was kept as a 'keep-alive' and tshark then
+    saw 'ACKed unseen segment'. The first segment of a direction is never a keep-alive."""
+    layout = read_layout(small_dataset)
+    packets = read_packets(small_dataset)
+    packets = packets.take(np.lexsort((packets.packet_index, packets.flow_id)))
+    tcp = layout.header_present(packets.nprint, "tcp")
+    syn, ackf = layout.field_values(packets.nprint, "tcp_syn"), layout.field_values(packets.nprint, "tcp_ackf")
+    chosen = None
+    for fid in np.unique(packets.flow_id[tcp]):
+        rows = np.flatnonzero(packets.flow_id == fid)
+        if (len(rows) >= 8 and tcp[rows].all() and syn[rows[0]] == 1 and ackf[rows[0]] == 0
+                and syn[rows[1]] == 1 and ackf[rows[1]] == 1 and packets.direction[rows[2]] == 0):
+            chosen = rows
+            break
+    assert chosen is not None, "no flow with a SYN / SYN-ACK / ACK start in the sample"
+    flow = packets.take(chosen[1:])  # the capture starts at the SYN-ACK
+    m = flow.nprint.copy()
+    seq = layout.field_values(m[1:2], "tcp_seq")[0]
+    layout.set_field(m, "tcp_seq", (seq - 1) % (1 << 32), np.array([1]))
+    out = repair_packets(layout, Packets(**{**flow.__dict__, "nprint": m}), RepairConfig(mtu=65535))
+    repaired = out["packets"].nprint
+    synack_ack = layout.field_values(repaired[0:1], "tcp_ackn")[0]
+    assert layout.field_values(repaired[1:2], "tcp_seq")[0] == synack_ack

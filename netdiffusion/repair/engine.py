@@ -774,7 +774,8 @@ class Repairer:
             late = (last_set < 0) | (since >= sub(thr)) | (a_rel + a_len == expected)
             ok = a_rel == expected
             ok |= sub(cand) & (a_rel >= 0) & (a_rel + a_len <= expected) & late
-            ok |= (a_len <= 1) & (a_rel == expected - 1) & (sub(s_syn) == 0) & (sub(s_fin) == 0)  # keep-alive
+            # keep-alive: one byte below what the direction already sent (never its first segment)
+            ok |= (a_len <= 1) & (a_rel == expected - 1) & (sub(s_syn) == 0) & (sub(s_fin) == 0) & ~sub(st)
             # a confirmed forward jump is a capture gap: kept here, closed below unless gaps="keep"
             ok |= (a_rel > expected) & (a_rel - expected < (1 << 30)) & sub(confirmed) & ~sub(s_phase)
             ok |= sub(syn_retry) & (a_rel == 0)
