@@ -47,13 +47,19 @@ def gather(data: np.ndarray, starts: np.ndarray, available: np.ndarray, width: i
     """``(n, width)`` uint8: bytes at ``starts`` per row, zero past ``available`` bytes."""
     cols = np.arange(width, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
+    data = np.ascontiguousarray(data, dtype=np.uint8)  # a no-op for a batch's buffer
     if len(data) >= width:
         # rows of a zero-copy sliding window: one contiguous copy per row, no index matrix
-        windows = np.lib.stride_tricks.sliding_window_view(data, width)
+        # (built with the ndarray constructor: sliding_window_view's checks cost more than the copy)
+        windows = np.ndarray((len(data) - width + 1, width), np.uint8, buffer=data, strides=(1, 1))
         inside = (starts >= 0) & (starts <= len(data) - width)
-        out = np.empty((len(starts), width), dtype=np.uint8)
-        out[inside] = windows[starts[inside]]
-        edge = np.flatnonzero(~inside)
+        if inside.all():  # every window inside the buffer (all but the last batch's last records)
+            out = windows[starts]
+            edge = np.zeros(0, dtype=np.int64)
+        else:
+            out = np.empty((len(starts), width), dtype=np.uint8)
+            out[inside] = windows[starts[inside]]
+            edge = np.flatnonzero(~inside)
     else:
         out = np.empty((len(starts), width), dtype=np.uint8)
         edge = np.arange(len(starts))
@@ -65,6 +71,8 @@ def gather(data: np.ndarray, starts: np.ndarray, available: np.ndarray, width: i
 
 
 def _be16(window: np.ndarray, col: np.ndarray | int) -> np.ndarray:
+    if isinstance(col, int):  # a fixed column: two column views, no fancy indexing
+        return (window[:, col].astype(np.int64) << 8) | window[:, col + 1]
     rows = np.arange(window.shape[0])
     return (window[rows, col].astype(np.int64) << 8) | window[rows, np.asarray(col) + 1]
 
@@ -105,7 +113,9 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
         off = np.full(n, 12, dtype=np.int64)
         etype = _be16(link, np.minimum(off, LINK_WINDOW - 2))
         for _ in range(3):
-            tagged = eth & np.isin(etype, _VLAN_TYPES)
+            tagged = eth & ((etype == 0x8100) | (etype == 0x88A8) | (etype == 0x9100))  # _VLAN_TYPES
+            if not tagged.any():
+                break
             off = np.where(tagged, off + 4, off)
             etype = np.where(tagged, _be16(link, np.minimum(off, LINK_WINDOW - 2)), etype)
         l3off = np.where(eth, off + 2, l3off)

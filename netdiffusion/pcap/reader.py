@@ -178,6 +178,28 @@ def iter_records(path: str | os.PathLike, chunk_bytes: int = DEFAULT_CHUNK) -> I
             raise CaptureError(f"not a pcap or pcapng file (magic {head.hex()})")
 
 
+def _too_long(record: int, incl: int, snaplen: int) -> None:
+    raise CaptureError(f"record {record}: captured length {incl} exceeds snap length {snaplen} "
+                       "(corrupt record header)")
+
+
+def _walk(buf: memoryview | bytes, end: int, incl_at) -> list[int]:
+    """Start offsets of the whole records in ``buf[:end]``: the one sequential step (each record
+    starts where the previous one ends), kept to the fewest Python operations per record (measured
+    ~75 ns/record; lengths are range-checked afterwards, vectorized, by the caller)."""
+    starts: list[int] = []
+    append = starts.append
+    pos = 0
+    last = end - 16  # a header must fit
+    while pos <= last:
+        nxt = pos + 16 + incl_at(buf, pos)[0]
+        if nxt > end:
+            break
+        append(pos)
+        pos = nxt
+    return starts
+
+
 def _pcap_records(chunks: _Chunks) -> Iterator[RecordBatch]:
     buf = chunks.buf
     if len(buf) < 24:
@@ -187,7 +209,7 @@ def _pcap_records(chunks: _Chunks) -> Iterator[RecordBatch]:
     linktype &= 0x0FFFFFFF  # upper bits carry FCS info in some writers
     limit = max(snaplen, 262144, MAX_RECORD if snaplen == 0 else 0)
     limit = min(limit, MAX_RECORD)
-    u32 = struct.Struct(order + "I").unpack_from
+    incl_at = struct.Struct(order + "8xI").unpack_from  # a record header's captured length
     chunks.buf = buf[24:]
     frame = 1
     rec_dtype = np.dtype([("sec", order + "u4"), ("frac", order + "u4"), ("incl", order + "u4"),
@@ -197,25 +219,22 @@ def _pcap_records(chunks: _Chunks) -> Iterator[RecordBatch]:
             chunks.fill()
         buf = chunks.buf
         end = len(buf)
-        starts: list[int] = []
-        append = starts.append
+        starts = _walk(buf, end, incl_at)
         pos = 0
-        # The one sequential step: each record starts where the previous one ends.
-        while pos + 16 <= end:
-            incl = u32(buf, pos + 8)[0]
-            if incl > limit:
-                raise CaptureError(f"record {frame + len(starts)}: captured length {incl} exceeds "
-                                   f"snap length {snaplen} (corrupt record header)")
-            nxt = pos + 16 + incl
-            if nxt > end:
-                break
-            append(pos)
-            pos = nxt
         if starts:
             data = np.frombuffer(buf, dtype=np.uint8)
-            offs = np.asarray(starts, dtype=np.int64)
-            idx = offs[:, None] + np.arange(16)[None, :]
-            recs = data[idx].copy().view(rec_dtype).reshape(-1)
+            offs = np.array(starts, dtype=np.int64)
+            # the 16-byte record headers, one strided row copy each (no index matrix)
+            rows = np.ndarray((end - 15, 16), np.uint8, buffer=data, strides=(1, 1))
+            recs = rows[offs].view(rec_dtype).reshape(-1)
+            caplen = recs["incl"].astype(np.int64)
+            pos = int(offs[-1] + 16 + caplen[-1])
+            bad = np.flatnonzero(caplen > limit)
+            if len(bad):  # checked after the walk: the first corrupt length decides
+                _too_long(frame + int(bad[0]), int(caplen[bad[0]]), snaplen)
+        if pos + 16 <= end and incl_at(buf, pos)[0] > limit:  # the next header, even if not all read
+            _too_long(frame + len(starts), incl_at(buf, pos)[0], snaplen)
+        if starts:
             n = len(offs)
             ts = recs["sec"].astype(np.int64) * 1_000_000_000
             frac = recs["frac"].astype(np.int64)
@@ -223,7 +242,7 @@ def _pcap_records(chunks: _Chunks) -> Iterator[RecordBatch]:
             yield RecordBatch(
                 data=data,
                 offset=offs + 16,
-                caplen=recs["incl"].astype(np.int64),
+                caplen=caplen,
                 wirelen=recs["orig"].astype(np.int64),
                 ts_ns=ts,
                 linktype=np.full(n, linktype, dtype=np.int64),
