@@ -154,8 +154,14 @@ def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float
     files = {name: str(path) for name, path in paths.items()}
     if (out / "mlflow.db").exists():
         files["mlflow"] = str(out / "mlflow.db")
+    from netdiffusion.tracking.settings import TrackingSettings, ui_hint
+
+    try:
+        hint = ui_hint(TrackingSettings.load(out=out))
+    except Exception as exc:  # noqa: BLE001 - the hint must never fail a finished run
+        hint = f"MLflow UI: unavailable ({exc})"
     return {"seconds": round(seconds, 1), "classes": per_class, "evaluation": headline,
-            "registered": registered, "paths": files}
+            "registered": registered, "paths": files, "mlflow_ui": hint}
 
 
 def _read_json(path: Path) -> dict:
@@ -183,10 +189,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     order = ["pcaps", "valid", "invalid", "packets", "jsd"]
     keys = sorted({k for r in rows.values() for k in r}, key=lambda k: (order.index(k) if k in order else 99, k))
     header = ["class", *keys]
-    body = [[label, *(str(r.get(k, "")) for k in keys)] for label, r in sorted(rows.items())]
+    body = [[label, *(str(r.get(k, "-")) for k in keys)] for label, r in sorted(rows.items())]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=False)] if body else [5]
     lines = ["", "summary:", "  ".join(str(x).ljust(w) for x, w in zip(header, widths, strict=False))]
     lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False)) for row in body]
+    if "jsd" in keys and any("jsd" not in r for r in rows.values()):
+        lines.append("(jsd '-': the class has no held-out real flows to compare with; see report.md)")
     for k, v in summary.get("evaluation", {}).items():
         lines.append(f"evaluation {k}: {v}")
     reg = summary.get("registered") or {}
@@ -195,4 +203,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"finished in {summary['seconds']:.0f} s")
     for name, path in summary["paths"].items():
         lines.append(f"{name:>10}: {path}")
+    if summary.get("mlflow_ui"):
+        lines.append(summary["mlflow_ui"])
     return "\n".join(lines)

@@ -145,3 +145,31 @@ def test_cli_shims_do_not_import_kfp_until_run():
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('kfp', 'kubernetes')); print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_local_run_summary_table_and_mlflow_hint(tmp_path):
+    """The end of `make run`: per-class table (a class without held-out flows shows '-') and how
+    to open the MLflow UI on the run's local store."""
+    import json as _json
+
+    from pipelines.local import _summary, format_summary
+
+    out = tmp_path / "out"
+    for label in ("zoom", "youtube"):
+        (out / "pcaps" / label).mkdir(parents=True)
+        (out / "pcaps" / label / f"{label}-0.pcap").write_bytes(b"")
+    (out / "validation").mkdir()
+    (out / "validation" / "report.json").write_text(_json.dumps({"files": [
+        {"file": "zoom/zoom-0.pcap", "ok": True, "packets": 3},
+        {"file": "youtube/youtube-0.pcap", "ok": False, "packets": 5}]}))
+    (out / "report").mkdir()
+    (out / "report" / "report.json").write_text(_json.dumps({"similarity": {"per_class": {"zoom": {"jsd": 0.1234}}}}))
+    (out / "mlflow.db").write_bytes(b"")
+    summary = _summary(out, {"pcaps": out / "pcaps", "validation": out / "validation", "report": out / "report"},
+                       {}, 12.0)
+    assert summary["classes"]["zoom"] == {"pcaps": 1, "valid": 1, "invalid": 0, "packets": 3, "jsd": 0.123}
+    assert summary["classes"]["youtube"]["invalid"] == 1 and "jsd" not in summary["classes"]["youtube"]
+    text = format_summary(summary)
+    youtube_row = next(line for line in text.splitlines() if line.startswith("youtube"))
+    assert youtube_row.split()[-1] == "-"
+    assert f"ui --backend-store-uri sqlite:///{out.resolve() / 'mlflow.db'}" in text

@@ -14,6 +14,8 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -223,7 +225,10 @@ def ui_hint(settings: TrackingSettings | None = None) -> str:
     settings = settings or TrackingSettings.load()
     if settings.is_remote_tracking:
         return f"MLflow UI: open {settings.tracking_uri} (experiment {settings.experiment!r})"
-    cmd = f"mlflow ui --backend-store-uri {settings.tracking_uri}"
+    # the venv's mlflow when it is not on PATH (make run never activates the venv)
+    venv_mlflow = Path(sys.executable).parent / "mlflow"
+    exe = "mlflow" if shutil.which("mlflow") or not venv_mlflow.exists() else os.path.relpath(venv_mlflow)
+    cmd = f"{exe} ui --backend-store-uri {settings.tracking_uri}"
     return f"MLflow UI: run `{cmd}` and open http://127.0.0.1:5000"
 
 
