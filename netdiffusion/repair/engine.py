@@ -206,7 +206,8 @@ class Repairer:
     def _put_bits(self, rule: str, key: str, rows: np.ndarray, cols: slice, new: np.ndarray) -> None:
         if not len(rows):
             return
-        old = self.m[rows, cols]
+        every = len(rows) == self.n  # rows are sorted and unique: all of them, read as a view
+        old = self.m[:, cols] if every else self.m[rows, cols]
         counts = _row_counts(old != new)
         changed = counts > 0
         if changed.any():
@@ -214,7 +215,7 @@ class Repairer:
             mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
             mask[rows[changed]] = True
             if changed.all():
-                self.m[rows, cols] = new
+                self.m[slice(None) if every else rows, cols] = new
             else:  # only the rows that change (e.g. blanking headers that are mostly absent already)
                 new = np.broadcast_to(new, old.shape)
                 self.m[rows[changed], cols] = new[changed]
@@ -299,8 +300,7 @@ class Repairer:
         for h in layout.headers:
             hs = layout.header_slice(h)
             off = np.flatnonzero(~self.is_[h])
-            self._put_bits("stack", f"{h}_header", off, hs, np.full((len(off), hs.stop - hs.start), ABSENT,
-                                                                       dtype=np.int8))
+            self._put_bits("stack", f"{h}_header", off, hs, np.int8(ABSENT))
             on = np.flatnonzero(self.is_[h])
             fixed = slice(hs.start, hs.start + HEADERS[h].min_bits)
             block = self.m[on, fixed]
