@@ -163,6 +163,22 @@ def test_pcapng_interfaces_epb_spb_and_gzip(tmp_path: Path) -> None:
     assert all((rg[k] == r[k]).all() for k in r)
 
 
+def test_pcapng_sections_keep_their_own_interfaces(tmp_path: Path) -> None:
+    """Concatenated sections (``cat a.pcapng b.pcapng``): interface 0 of the second section is
+    another link type and resolution; records of both sections in one chunk must each use their
+    own section's interface (they used the last section's, or failed with IndexError)."""
+    eth = [bytes(Ether() / _ip_layer(p)) for p in IP_PACKETS]
+    first = pcapng_file(tmp_path / "a.pcapng", [eth[0], eth[1], eth[2]], [1, 1])  # 2 interfaces
+    second = pcapng_file(tmp_path / "b.pcapng", [IP_PACKETS[3], IP_PACKETS[3]], [101])  # 1 interface
+    both = tmp_path / "both.pcapng"
+    both.write_bytes(first.read_bytes() + second.read_bytes())
+    for chunk in (1 << 20, 64):
+        r = read_all(both, chunk_bytes=chunk)
+        assert r["linktype"].tolist() == [1, 1, 1, 101, 101], chunk
+        assert r["ts_ns"].tolist() == [TIMES_NS[0] // 1000 * 1000, TIMES_NS[1], 0, TIMES_NS[0] // 1000 * 1000, 0]
+        assert (r["reason"] == -1).all() and r["l3"].tolist() == [L3_IPV4, L3_IPV6, L3_IPV4, L3_IPV4, L3_IPV4]
+
+
 def test_chunk_boundaries_do_not_change_results(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     frames = [bytes(Ether() / IP(src="10.1.0.1", dst="10.1.0.2") / TCP(sport=int(s), dport=80) / (b"p" * int(n)))

@@ -16,6 +16,7 @@ import io
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -66,7 +67,7 @@ def capture_format(path: str | os.PathLike) -> str:
     with _open(path) as fh:
         try:
             head = fh.read(4)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise CaptureError(f"unreadable: {exc}") from exc
         gz = isinstance(fh, gzip.GzipFile)
     if len(head) < 4:
@@ -99,7 +100,7 @@ class _Chunks:
         while size < target and not self.eof:
             try:
                 got = self.fh.readinto(view[size:])
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            except (OSError, EOFError, zlib.error) as exc:  # zlib.error: corrupt deflate data
                 raise CaptureError(f"read error: {exc}") from exc
             if not got:
                 self.eof = True
@@ -279,7 +280,10 @@ def _tsresol_ns(code: int) -> tuple[int, int]:
 
 def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
     order = "<"
-    interfaces: list[tuple[int, int, int, int]] = []  # (linktype, snaplen, mul, div)
+    # every interface of every section so far, (linktype, snaplen, mul, div); a record keeps the
+    # index into this list, so records of an earlier section in the same chunk keep its interfaces
+    interfaces: list[tuple[int, int, int, int]] = []
+    base = 0  # index of the current section's interface 0
     frame = 1
     seen_shb = False
     while True:
@@ -288,7 +292,8 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
         buf = chunks.buf
         end = len(buf)
         pos = 0
-        recs: list[tuple[int, int, int, int, int, int]] = []  # frame start, caplen, wirelen, ts_hi, ts_lo, ifc
+        # frame start, caplen, wirelen, ts_hi, ts_lo, interface (global index), has timestamp
+        recs: list[tuple[int, int, int, int, int, int, int]] = []
         while pos + 12 <= end:
             if buf[pos:pos + 4] == PCAPNG_SHB:
                 if pos + 12 > end:
@@ -307,7 +312,7 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
                 break
             if btype == _SHB:
                 seen_shb = True
-                interfaces = []
+                base = len(interfaces)
             elif not seen_shb:
                 raise CaptureError("pcapng without a section header block")
             elif btype == _IDB:
@@ -327,30 +332,29 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
                     ifc, hi, lo, cap, wire = struct.unpack_from(order + "IIIII", buf, pos + 8)
                 else:
                     ifc, _drops, hi, lo, cap, wire = struct.unpack_from(order + "HHIIII", buf, pos + 8)
-                if ifc >= len(interfaces):
+                if ifc >= len(interfaces) - base:
                     raise CaptureError(f"record {frame + len(recs)}: unknown interface {ifc}")
                 if 28 + cap > blen - 4:
                     raise CaptureError(f"record {frame + len(recs)}: captured length {cap} exceeds its block")
-                recs.append((pos + 28, cap, wire, hi, lo, ifc))
+                recs.append((pos + 28, cap, wire, hi, lo, base + ifc, 1))
             elif btype == _SPB:
-                if not interfaces:
+                if len(interfaces) == base:
                     raise CaptureError(f"record {frame + len(recs)}: simple packet block before any interface")
                 (wire,) = struct.unpack_from(order + "I", buf, pos + 8)
-                snap = interfaces[0][1] or wire
+                snap = interfaces[base][1] or wire
                 cap = min(wire, snap, blen - 16)
-                recs.append((pos + 12, cap, wire, 0, 0, -1))
+                recs.append((pos + 12, cap, wire, 0, 0, base, 0))
             pos += blen
         if recs:
             arr = np.asarray(recs, dtype=np.int64)
-            ifc = arr[:, 5]
+            ifc_idx = arr[:, 5]
             info = np.asarray(interfaces, dtype=np.int64).reshape(-1, 4)
-            ifc_idx = np.where(ifc < 0, 0, ifc)
             ticks = (arr[:, 3] << 32) | arr[:, 4]
             mul, div = info[ifc_idx, 2], info[ifc_idx, 3]
             div = np.maximum(div, 1)
             # split so power-of-two resolutions (mul = 1e9, div = 2**e) do not overflow int64
             ts = np.where(div == 1, ticks * mul, (ticks // div) * mul + ((ticks % div) * mul) // div)
-            ts = np.where(ifc < 0, 0, ts)
+            ts = np.where(arr[:, 6] == 0, 0, ts)  # simple packet blocks carry no timestamp
             n = len(recs)
             yield RecordBatch(
                 data=np.frombuffer(buf, dtype=np.uint8),
