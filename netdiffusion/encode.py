@@ -239,7 +239,9 @@ class _FileEncoder:
                 packet_index=index[a:b].astype(np.int32),
                 timestamp=part["timestamp"].astype(np.int64),
                 direction=part["direction"].astype(np.int8),
-                wire_length=part["wire_length"].astype(np.int32),
+                # a corrupt record can claim up to 2**32-1 bytes: saturate (as tshark does) instead
+                # of wrapping to a negative int32
+                wire_length=np.minimum(part["wire_length"], np.iinfo(np.int32).max).astype(np.int32),
                 source=np.full(b - a, self.source, dtype=object),
                 frame=part["frame"].astype(np.int64),
                 nprint=_headers_to_bits(self.layout, part),
@@ -278,6 +280,12 @@ def encode_file(path: str | os.PathLike, source: str, output: str | os.PathLike,
     except OSError as exc:
         enc.discard()
         return {"file": source, "error": f"cannot read: {exc.strerror or exc}"}
+    except Exception as exc:  # noqa: BLE001 - one odd capture must not end a run over thousands
+        # a reader/parser bug, not a reason we foresaw: reject the file, keep the traceback in the log
+        log.debug("%s: unexpected error", source, exc_info=True)
+        enc.discard()
+        message = " ".join(str(exc).split())
+        return {"file": source, "error": f"unexpected {type(exc).__name__}: {message}"}
 
 
 def _encode_job(kwargs: dict) -> dict:

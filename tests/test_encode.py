@@ -227,3 +227,19 @@ def test_shards_hold_whole_flow_samples(shared_data: Path, tmp_path: Path) -> No
             seen[flow_id] = shard.name
     assert len(seen) == sum(summary["flows"].values())
     assert len(read_packets(tmp_path)) == summary["packets"]
+
+
+def test_corrupt_wire_length_saturates_instead_of_wrapping(tmp_path: Path) -> None:
+    """A record claiming ~4 GB on the wire (nDPI's fuzz-2021-06-07 capture) is stored as the int32
+    maximum, as tshark shows it, not wrapped to a negative length."""
+    import struct
+
+    frame = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2))
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    capture = tmp_path / "huge_wire.pcap"
+    capture.write_bytes(head + struct.pack("<IIII", 1, 0, len(frame), 4_093_509_168) + frame
+                        + struct.pack("<IIII", 1, 1, len(frame), 60) + frame)
+    summary = encode_paths([capture], tmp_path / "out", progress=False)
+    assert summary["packets"] == 2
+    packets = read_packets(tmp_path / "out")
+    assert sorted(packets.wire_length.tolist()) == [60, 2**31 - 1]

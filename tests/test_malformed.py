@@ -29,6 +29,11 @@ def _make_bad_files(root: Path, good: Path) -> dict[str, str]:
         "short_header.pcap": (data[:10], "pcap header cut short"),
         "huge_record.pcap": (HEADER + struct.pack("<IIII", 1, 0, 0x7FFFFFFF, 60) + b"\x00" * 64, "exceeds snap length"),
         "bad_gzip.pcap.gz": (gzip.compress(data)[:300], "read error"),
+        # valid gzip header and a stored deflate block, then a block of the reserved type: zlib.error
+        # mid-stream (it escaped as a crash of the whole run)
+        "corrupt_deflate.pcap.gz": (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\x00"
+                                    + struct.pack("<HH", 2000, 0xFFFF ^ 2000) + data[:2000] + b"\x07\x00",
+                                    "invalid block type"),
         "pcapng_bad_bom.pcapng": (b"\x0a\x0d\x0d\x0a" + struct.pack("<I", 28) + b"\x00" * 20, "byte-order magic"),
     }
     for name, (content, _) in files.items():
@@ -75,3 +80,27 @@ def test_missing_input_is_a_rejected_file(tmp_path: Path) -> None:
     assert rc == 1
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "cannot read" in summary["files_rejected"][0]["reason"]
+
+
+def test_an_unexpected_error_rejects_only_that_file(shared_data: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader/parser bug we did not foresee (here: IndexError on one capture) rejects that
+    capture with a one-line reason instead of ending the whole run."""
+    import netdiffusion.encode as encode
+
+    real = encode.parse_batch
+
+    def flaky(batch):
+        if len(batch) == 1:
+            raise IndexError("index 1 is out of bounds\nfor axis 0")
+        return real(batch)
+
+    monkeypatch.setattr(encode, "parse_batch", flaky)
+    one = tmp_path / "in" / "one.pcap"
+    one.parent.mkdir()
+    one.write_bytes(HEADER + struct.pack("<IIII", 1, 0, 4, 4) + b"\x00" * 4)
+    summary = encode.encode_paths([one, shared_data / "pcaps/zoom/zoom.pcap"], tmp_path / "out", packets=4,
+                                  progress=False)
+    assert summary["files_read"] == 1
+    [bad] = summary["files_rejected"]
+    assert bad["file"].endswith("one.pcap") and bad["reason"] == "unexpected IndexError: index 1 is out of bounds for axis 0"
