@@ -256,3 +256,15 @@ def test_malformed_containers_raise_one_line_reasons(tmp_path: Path, content: by
     with pytest.raises(CaptureError) as exc:
         list(iter_records(path))
     assert reason in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("tsresol", [0x7F, 0xFF])
+def test_pcapng_absurd_resolution_is_clamped_not_a_crash(tmp_path: Path, tsresol: int) -> None:
+    """if_tsresol 10**-127 or 2**-127 (a corrupt IDB) overflowed the int64 interface table."""
+    path = pcapng_file(tmp_path / "a.pcapng", [bytes(Ether() / _ip_layer(IP_PACKETS[0]))] * 2, [1, 1])
+    data = bytearray(path.read_bytes())
+    at = data.index(struct.pack("<HHB", 9, 1, 9))  # the second interface's if_tsresol option
+    data[at + 4] = tsresol
+    path.write_bytes(bytes(data))
+    r = read_all(path)
+    assert r["linktype"].tolist() == [1, 1] and (r["reason"] == -1).all()

@@ -269,10 +269,12 @@ _EPB, _SPB, _OPB, _IDB, _SHB = 6, 3, 2, 1, 0x0A0D0D0A
 
 def _tsresol_ns(code: int) -> tuple[int, int]:
     """(multiplier, divisor) turning pcapng ticks into ns for an if_tsresol value."""
+    # exponents past what 64-bit ticks can mean (only corrupt files have them) are clamped, as
+    # Wireshark does, so the interface table stays int64
     if code & 0x80:
         # power of two: ns = ticks * 1e9 / 2**e (exact in integers for e <= 30 via divisor)
-        return 1_000_000_000, 1 << (code & 0x7F)
-    exp = code
+        return 1_000_000_000, 1 << min(code & 0x7F, 62)
+    exp = min(code, 18)
     if exp <= 9:
         return 10 ** (9 - exp), 1
     return 1, 10 ** (exp - 9)
