@@ -38,6 +38,24 @@ def _word_sums(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndar
     return np.where(start_even, (se << 8) + so, (so << 8) + se)
 
 
+def _gather_spans(buf: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """``(len(starts), width)`` uint8: ``buf[starts[i] : starts[i] + width]`` (zeros past the end).
+
+    Rows of a strided window view, so no ``(n, width)`` index matrix is built."""
+    out = np.zeros((len(starts), width), dtype=np.uint8)
+    if not len(starts) or not len(buf):
+        return out
+    fits = starts <= len(buf) - width
+    if len(buf) >= width:
+        windows = np.lib.stride_tricks.as_strided(buf, shape=(len(buf) - width + 1, width), strides=(1, 1),
+                                                  writeable=False)
+        out[fits] = windows[starts[fits]]
+    for r in np.flatnonzero(~fits).tolist():  # the last few packets of the buffer only
+        tail = buf[starts[r] :]
+        out[r, : len(tail)] = tail
+    return out
+
+
 def _addr_sum(layout: Layout, m: np.ndarray, key: str, rows: np.ndarray) -> np.ndarray:
     """Sum of the 16-bit words of an address field (absent bits read as 0) of ``m[rows]``."""
     bits = layout.field_bits(m, key)[rows]
@@ -101,9 +119,8 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
     if payload_mode == "zero":
         # only the L4 header (<= 60 bytes) and an ICMP quote can be non-zero: gather those
         span = np.minimum(ends - l4_start, _NONZERO_SPAN)
-        idx = l4_start[:, None] + np.arange(_NONZERO_SPAN)[None, :]
-        inside = np.arange(_NONZERO_SPAN)[None, :] < span[:, None]
-        block = np.where(inside, buf[np.minimum(idx, max(len(buf) - 1, 0))], np.uint8(0))
+        block = _gather_spans(buf, l4_start, _NONZERO_SPAN)
+        block[np.arange(_NONZERO_SPAN)[None, :] >= span[:, None]] = 0
         total = block.view(">u2").sum(axis=1, dtype=np.int64)  # big-endian 16-bit words
     else:
         total = _word_sums(buf, l4_start, ends)
