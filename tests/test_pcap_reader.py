@@ -121,8 +121,10 @@ def _ip_layer(raw: bytes):
 
 
 def test_link_types(tmp_path: Path) -> None:
-    """Ethernet with 802.1Q and QinQ, SLL, SLL2, raw (101/228/229), null (both orders), loop."""
+    """Ethernet with 802.1Q and QinQ, SLL, SLL2, raw (101/228/229), null (both orders), loop, PPP /
+    Cisco HDLC (9/50/104)."""
     et = {4: 0x0800, 6: 0x86DD}
+    ppp = {4: b"\x00\x21", 6: b"\x00\x57"}
     cases: dict[str, tuple[int, list[bytes]]] = {
         "vlan": (1, [bytes(Ether() / Dot1Q(vlan=5) / _ip_layer(p)) for p in IP_PACKETS]),
         "qinq": (1, [bytes(Ether(type=0x88A8) / Dot1Q(vlan=5, type=0x8100) / Dot1Q(vlan=6) / _ip_layer(p))
@@ -134,6 +136,13 @@ def test_link_types(tmp_path: Path) -> None:
         "null_le": (0, [struct.pack("<I", 2 if p[0] >> 4 == 4 else 30) + p for p in IP_PACKETS]),
         "null_be": (0, [struct.pack(">I", 2 if p[0] >> 4 == 4 else 24) + p for p in IP_PACKETS]),
         "loop": (108, [struct.pack(">I", 2 if p[0] >> 4 == 4 else 28) + p for p in IP_PACKETS]),
+        # PPP as nDPI's captures have it: HDLC-like framing, none, compressed protocol, Cisco HDLC
+        # framing under DLT_PPP (BGP_Cisco_hdlc_slarp.pcap) and C-HDLC proper (BGP_redist.pcap)
+        "ppp_hdlc": (9, [b"\xff\x03" + ppp[p[0] >> 4] + p for p in IP_PACKETS]),
+        "ppp_bare": (9, [ppp[p[0] >> 4] + p for p in IP_PACKETS]),
+        "ppp_pfc": (50, [ppp[p[0] >> 4][1:] + p for p in IP_PACKETS]),
+        "ppp_cisco": (9, [struct.pack(">BBH", 0x0F, 0, et[p[0] >> 4]) + p for p in IP_PACKETS]),
+        "chdlc": (104, [struct.pack(">BBH", 0x8F, 0, et[p[0] >> 4]) + p for p in IP_PACKETS]),
     }
     for name, (linktype, frames) in cases.items():
         r = read_all(pcap_file(tmp_path / f"{name}.pcap", frames, linktype))
@@ -143,6 +152,9 @@ def test_link_types(tmp_path: Path) -> None:
     assert r["l3"].tolist() == [L3_IPV4, L3_IPV4] and (r["reason"] == -1).all()
     r = read_all(pcap_file(tmp_path / "v6.pcap", [IP_PACKETS[1]], 229))
     assert r["l3"].tolist() == [L3_IPV6] and r["l4"].tolist() == [L4_UDP]
+    # PPP LCP and Cisco SLARP are not IP
+    r = read_all(pcap_file(tmp_path / "lcp.pcap", [b"\xff\x03\xc0\x21" + bytes(10), b"\x8f\x00\x80\x35" + bytes(20)], 9))
+    assert [SKIP_REASONS[i] for i in r["reason"]] == ["non_ip", "non_ip"]
 
 
 def test_pcapng_interfaces_epb_spb_and_gzip(tmp_path: Path) -> None:

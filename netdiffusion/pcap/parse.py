@@ -6,7 +6,8 @@ gathered per record (zeros past the captured length), and header fields are read
 Rules (documented in docs/encode.md, each outcome counted by reason):
 
 - link layers: Ethernet II (802.1Q / 802.1ad / QinQ tags skipped, up to 3), Linux cooked SLL and
-  SLL2, raw IP (101, 12, 14, 228, 229), BSD null / loopback (0, 108). Other link types -> skipped
+  SLL2, raw IP (101, 12, 14, 228, 229), BSD null / loopback (0, 108), PPP and Cisco HDLC (9, 50,
+  104; HDLC-like, Cisco or no framing, compressed protocol field). Other link types -> skipped
   as ``unsupported_linktype``; frames that are not IPv4 / IPv6 -> ``non_ip``.
 - IPv4: header length < 20 or version mismatch -> ``bad_ip_header``; header not fully captured
   -> ``truncated_l3``; non-first fragments (offset > 0) -> ``ip_fragment`` (they carry no
@@ -150,7 +151,23 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
         kind = np.where(null & (family == 2), L3_IPV4, kind)
         kind = np.where(null & np.isin(family, (10, 23, 24, 26, 28, 30)), L3_IPV6, kind)
 
-    supported = eth | sll | sll2 | raw | null | (lt == 228) | (lt == 229)
+    # PPP (9), PPP in HDLC framing (50), Cisco HDLC (104). A frame starts with ff 03 (PPP in
+    # HDLC-like framing, RFC 1662), 0f/8f 00 (Cisco HDLC: an Ethernet type follows; also found
+    # under 9 and 50, as tshark and libpcap accept) or, for PPP without framing, the PPP protocol
+    # directly: 2 bytes, or 1 when compressed (odd first byte). IPv4 is PPP protocol 0x21, IPv6 0x57.
+    ppp = np.isin(lt, (9, 50, 104))
+    if ppp.any():
+        b0, b1 = link[:, 0], link[:, 1]
+        cisco = (lt == 104) | (((b0 == 0x0F) | (b0 == 0x8F)) & (b1 == 0x00))
+        start = np.where(cisco | ((b0 == 0xFF) & (b1 == 0x03)), 2, 0)
+        first = link[rows, start]
+        short = ~cisco & (first & 1 == 1)
+        proto = np.where(short, first, _be16(link, start))
+        l3off = np.where(ppp, start + np.where(short, 1, 2), l3off)
+        kind = np.where(ppp & np.where(cisco, proto == 0x0800, proto == 0x21), L3_IPV4, kind)
+        kind = np.where(ppp & np.where(cisco, proto == 0x86DD, proto == 0x57), L3_IPV6, kind)
+
+    supported = eth | sll | sll2 | raw | null | ppp | (lt == 228) | (lt == 229)
     del rows
     return l3off, kind, supported
 
