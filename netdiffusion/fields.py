@@ -278,18 +278,27 @@ class Layout:
 
         Returns ``(data, lengths)``: ``(packets, header.bytes)`` uint8 with absent bits read as 0,
         and the number of leading bytes whose bits are all present."""
-        bits = matrix[:, self.header_slice(header)]
-        data = np.packbits(bits > 0, axis=1)
-        # all 8 bits present <=> the byte's 8 bools read as one uint64 are 0x0101...01 (30x faster
-        # than .all() over an 8-wide axis; repair and decode call this for every header)
-        present_bytes = np.ascontiguousarray(bits != ABSENT).view(np.uint64) == np.uint64(0x0101010101010101)
-        # length = leading run of fully present bytes
-        lengths = np.where(present_bytes.all(axis=1), present_bytes.shape[1], np.argmin(present_bytes, axis=1))
-        return data, lengths.astype(np.int64)
+        return packed_bytes(matrix[:, self.header_slice(header)])
 
     def empty(self, packets: int) -> np.ndarray:
         """A matrix of ``packets`` rows with every bit absent."""
         return np.full((packets, self.width), ABSENT, dtype=np.int8)
+
+
+def present_bytes(bits: np.ndarray) -> np.ndarray:
+    """``(rows, bits // 8)`` bool: every bit of the byte is present (not ``ABSENT``).
+
+    All 8 bits present <=> the byte's 8 bools read as one uint64 are 0x0101...01: 30x faster than
+    ``.all()`` over an 8-wide axis (repair and decode call this for every header)."""
+    return np.ascontiguousarray(bits != ABSENT).view(np.uint64) == np.uint64(0x0101010101010101)
+
+
+def packed_bytes(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of byte-aligned bits -> ``(data, lengths)``: uint8 bytes with absent bits read as 0, and
+    the number of leading bytes whose bits are all present (nPrint's absence is a suffix)."""
+    present = present_bytes(bits)
+    lengths = np.where(present.all(axis=1), present.shape[1], np.argmin(present, axis=1))
+    return np.packbits(bits > 0, axis=1), lengths.astype(np.int64)
 
 
 DEFAULT_LAYOUT = Layout()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout
+from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, packed_bytes
 from netdiffusion.repair import groups as G
 
 L3 = ("ipv4", "ipv6")
@@ -43,9 +43,6 @@ Arr = np.ndarray
 RULES = ("stack", "options", "ipv4", "ipv6", "tcp_fields", "udp", "icmp", "endpoints", "lengths",
          "tcp_flags", "tcp_seq", "tcp_ack", "tcp_options", "ip_id", "ipv4_checksum", "l4_checksum")
 
-_ALL_BYTES_SET = np.uint64(0x0101010101010101)
-
-
 _BYTE_SUM = np.uint64(0x0101010101010101)
 
 
@@ -70,13 +67,6 @@ def _present_share(layout: Layout, matrix: np.ndarray) -> np.ndarray:
         fixed = HEADERS[h].min_bits
         out[:, i] = _row_counts(matrix[:, s.start : s.start + fixed] != ABSENT) / fixed
     return out
-
-
-def _present_bytes(bits: np.ndarray) -> np.ndarray:
-    """(rows, bytes) bool: every bit of the byte is present. One uint64 compare per byte instead
-    of an ``all`` over an 8-wide axis (numpy reduces short axes slowly: 2.7 vs 84 ms on 100k rows)."""
-    ok = np.ascontiguousarray(bits != ABSENT)
-    return ok.view(np.uint64) == _ALL_BYTES_SET
 
 
 @dataclass
@@ -315,12 +305,9 @@ class Repairer:
         multiple of 4) and the option kind at each option's first byte (-1 elsewhere)."""
         opt = self.layout.field(f"{header}_opt")
         sl = self.layout.field_slice(opt)
-        bits = self.m[rows, sl]
         nb = opt.width // 8
-        present = _present_bytes(bits)
-        run = np.where(present.all(axis=1), nb, np.argmin(present, axis=1))
+        data, run = packed_bytes(self.m[rows, sl])
         length = (run // 4) * 4
-        data = np.packbits(bits > 0, axis=1)
         kind_at = np.full((len(rows), nb + 1), -1, dtype=np.int16)
         pos = np.zeros(len(rows), dtype=np.int64)
         cut = length.copy()  # where the valid list ends (zero padding from here to the word end)
@@ -369,9 +356,7 @@ class Repairer:
         # only rows whose option bytes or length differ need their 320 bits rewritten
         cur = self.m[rows, sl]
         nb = opt.width // 8
-        present = _present_bytes(cur)
-        cur_len = np.where(present.all(axis=1), nb, np.argmin(present, axis=1))
-        cur_data = np.packbits(cur > 0, axis=1)
+        cur_data, cur_len = packed_bytes(cur)
         cols = np.arange(nb)[None, :]
         # any present bit past the new length (lengths are whole bytes: test 8 bits at a time)
         some_bit = np.ascontiguousarray(cur != ABSENT).view(np.uint64) != 0
