@@ -136,6 +136,13 @@ def test_link_types(tmp_path: Path) -> None:
         "null_le": (0, [struct.pack("<I", 2 if p[0] >> 4 == 4 else 30) + p for p in IP_PACKETS]),
         "null_be": (0, [struct.pack(">I", 2 if p[0] >> 4 == 4 else 24) + p for p in IP_PACKETS]),
         "loop": (108, [struct.pack(">I", 2 if p[0] >> 4 == 4 else 28) + p for p in IP_PACKETS]),
+        # a PPPoE session behind a VLAN tag; a two-label MPLS stack (also inside SLL)
+        "pppoe": (1, [bytes(Ether(type=0x8100) / Dot1Q(vlan=5, type=0x8864)) + struct.pack(">BBHH", 0x11, 0, 7, len(p) + 2)
+                      + ppp[p[0] >> 4] + p for p in IP_PACKETS]),
+        "mpls": (1, [bytes(Ether(type=0x8847)) + struct.pack(">II", 16 << 12 | 64, 17 << 12 | 1 << 8 | 64) + p
+                     for p in IP_PACKETS]),
+        "sll_mpls": (113, [struct.pack(">HHH8sHI", 0, 1, 6, b"\x02" * 8, 0x8847, 3 << 12 | 1 << 8 | 9) + p
+                           for p in IP_PACKETS]),
         # PPP as nDPI's captures have it: HDLC-like framing, none, compressed protocol, Cisco HDLC
         # framing under DLT_PPP (BGP_Cisco_hdlc_slarp.pcap) and C-HDLC proper (BGP_redist.pcap)
         "ppp_hdlc": (9, [b"\xff\x03" + ppp[p[0] >> 4] + p for p in IP_PACKETS]),
@@ -143,6 +150,7 @@ def test_link_types(tmp_path: Path) -> None:
         "ppp_pfc": (50, [ppp[p[0] >> 4][1:] + p for p in IP_PACKETS]),
         "ppp_cisco": (9, [struct.pack(">BBH", 0x0F, 0, et[p[0] >> 4]) + p for p in IP_PACKETS]),
         "chdlc": (104, [struct.pack(">BBH", 0x8F, 0, et[p[0] >> 4]) + p for p in IP_PACKETS]),
+        "chdlc_mpls": (104, [struct.pack(">BBHI", 0x0F, 0, 0x8847, 5 << 12 | 1 << 8 | 9) + p for p in IP_PACKETS]),
     }
     for name, (linktype, frames) in cases.items():
         r = read_all(pcap_file(tmp_path / f"{name}.pcap", frames, linktype))
@@ -152,6 +160,15 @@ def test_link_types(tmp_path: Path) -> None:
     assert r["l3"].tolist() == [L3_IPV4, L3_IPV4] and (r["reason"] == -1).all()
     r = read_all(pcap_file(tmp_path / "v6.pcap", [IP_PACKETS[1]], 229))
     assert r["l3"].tolist() == [L3_IPV6] and r["l4"].tolist() == [L4_UDP]
+    # PPPoE discovery / LCP, an MPLS stack without a bottom label in 5 and a pseudowire control
+    # word are not IP
+    ip = IP_PACKETS[0]
+    frames = [bytes(Ether(type=0x8863)) + struct.pack(">BBHH", 0x11, 9, 0, 0) + bytes(20),
+              bytes(Ether(type=0x8864)) + struct.pack(">BBHH", 0x11, 0, 7, 12) + b"\xc0\x21" + bytes(10),
+              bytes(Ether(type=0x8847)) + struct.pack(">5I", *[64] * 5) + ip,
+              bytes(Ether(type=0x8847)) + struct.pack(">II", 1 << 8 | 64, 0) + bytes(Ether()) + ip]
+    r = read_all(pcap_file(tmp_path / "encap.pcap", frames, 1))
+    assert [SKIP_REASONS[i] for i in r["reason"]] == ["non_ip"] * 4
     # PPP LCP and Cisco SLARP are not IP
     r = read_all(pcap_file(tmp_path / "lcp.pcap", [b"\xff\x03\xc0\x21" + bytes(10), b"\x8f\x00\x80\x35" + bytes(20)], 9))
     assert [SKIP_REASONS[i] for i in r["reason"]] == ["non_ip", "non_ip"]

@@ -6,7 +6,7 @@ gathered per record (zeros past the captured length), and header fields are read
 Rules (documented in docs/encode.md, each outcome counted by reason):
 
 - link layers: Ethernet II (802.1Q / 802.1ad / QinQ tags skipped, up to 3), Linux cooked SLL and
-  SLL2, raw IP (101, 12, 14, 228, 229), BSD null / loopback (0, 108), PPP and Cisco HDLC (9, 50,
+  SLL2 (each also with a PPPoE session or an MPLS stack of up to 5 labels inside), raw IP (101, 12, 14, 228, 229), BSD null / loopback (0, 108), PPP and Cisco HDLC (9, 50,
   104; HDLC-like, Cisco or no framing, compressed protocol field). Other link types -> skipped
   as ``unsupported_linktype``; frames that are not IPv4 / IPv6 -> ``non_ip``.
 - IPv4: header length < 20 or version mismatch -> ``bad_ip_header``; header not fully captured
@@ -98,6 +98,33 @@ class Parsed:
     notes: dict[str, int]
 
 
+def _pppoe_mpls(batch: RecordBatch, etype: np.ndarray, start: np.ndarray, l3off: np.ndarray,
+                kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IP inside PPPoE sessions (0x8864) and MPLS label stacks (0x8847 / 0x8848) for rows whose
+    Ethernet type is ``etype`` with the payload at ``start``; other rows are returned unchanged.
+
+    PPPoE: 6-byte session header, then the PPP protocol (0x0021 IPv4, 0x0057 IPv6). MPLS: up to
+    5 labels to the bottom-of-stack bit, then IPv4 / IPv6 by the version nibble (what tshark
+    guesses too); anything else (a pseudowire control word, a deeper stack) stays non-IP."""
+    sel = np.flatnonzero((etype == 0x8864) | (etype == 0x8847) | (etype == 0x8848))
+    if not len(sel):
+        return l3off, kind
+    at = start[sel]
+    ext = gather(batch.data, batch.offset[sel] + at, np.maximum(batch.caplen[sel] - at, 0), 24)
+    pppoe = etype[sel] == 0x8864
+    ppp = _be16(ext, 6)
+    bottom = (ext[:, 2:20:4] & 1) == 1  # (rows, 5) bottom-of-stack bits of labels 1..5
+    labels = np.where(bottom.any(axis=1), bottom.argmax(axis=1) + 1, 0)
+    nibble = ext[np.arange(len(sel)), 4 * labels] >> 4
+    new = np.where(pppoe, np.where(ppp == 0x0021, L3_IPV4, np.where(ppp == 0x0057, L3_IPV6, L3_NONE)),
+                   np.where(labels == 0, L3_NONE,
+                            np.where(nibble == 4, L3_IPV4, np.where(nibble == 6, L3_IPV6, L3_NONE))))
+    l3off, kind = l3off.copy(), kind.copy()
+    l3off[sel] = at + np.where(pppoe, 8, 4 * labels)
+    kind[sel] = new
+    return l3off, kind
+
+
 def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(l3 offset from frame start, L3 kind expected, supported link mask) per record."""
     n = len(batch)
@@ -122,6 +149,7 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
         l3off = np.where(eth, off + 2, l3off)
         kind = np.where(eth & (etype == 0x0800), L3_IPV4, kind)
         kind = np.where(eth & (etype == 0x86DD), L3_IPV6, kind)
+        l3off, kind = _pppoe_mpls(batch, np.where(eth, etype, 0), off + 2, l3off, kind)
 
     sll = lt == 113
     if sll.any():
@@ -129,12 +157,14 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
         l3off = np.where(sll, 16, l3off)
         kind = np.where(sll & (proto == 0x0800), L3_IPV4, kind)
         kind = np.where(sll & (proto == 0x86DD), L3_IPV6, kind)
+        l3off, kind = _pppoe_mpls(batch, np.where(sll, proto, 0), np.full(n, 16), l3off, kind)
     sll2 = lt == 276
     if sll2.any():
         proto = _be16(link, 0)
         l3off = np.where(sll2, 20, l3off)
         kind = np.where(sll2 & (proto == 0x0800), L3_IPV4, kind)
         kind = np.where(sll2 & (proto == 0x86DD), L3_IPV6, kind)
+        l3off, kind = _pppoe_mpls(batch, np.where(sll2, proto, 0), np.full(n, 20), l3off, kind)
 
     raw = np.isin(lt, (101, 12, 14))
     kind = np.where(raw & (first_nibble == 4), L3_IPV4, kind)
@@ -166,6 +196,7 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
         l3off = np.where(ppp, start + np.where(short, 1, 2), l3off)
         kind = np.where(ppp & np.where(cisco, proto == 0x0800, proto == 0x21), L3_IPV4, kind)
         kind = np.where(ppp & np.where(cisco, proto == 0x86DD, proto == 0x57), L3_IPV6, kind)
+        l3off, kind = _pppoe_mpls(batch, np.where(ppp & cisco, proto, 0), start + 2, l3off, kind)
 
     supported = eth | sll | sll2 | raw | null | ppp | (lt == 228) | (lt == 229)
     del rows
