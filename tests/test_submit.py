@@ -1,4 +1,5 @@
-"""``netdiffusion submit`` / ``schedule`` against a fake Kubeflow Pipelines API server on 127.0.0.1.
+"""``netdiffusion submit`` / ``schedule`` against a fake Kubeflow Pipelines API server on 127.0.0.1
+(``tests/fake_kfp.py``).
 
 The fake answers the few v2beta1 endpoints ``kfp.Client`` calls (healthz, experiments, runs,
 recurring runs) and records every request, so the tests check the real HTTP bodies the real
@@ -7,78 +8,19 @@ client sends: the compiled pipeline spec and the run parameters.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse
 
 import pytest
 
 from netdiffusion.cli import main as cli_main
-
-
-class FakeKFP(BaseHTTPRequestHandler):
-    requests: list[dict] = []
-
-    def log_message(self, *args) -> None:  # keep test output quiet
-        pass
-
-    def _record(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        entry = {"method": self.command, "path": urlparse(self.path).path, "query": urlparse(self.path).query,
-                 "body": json.loads(raw) if raw else None}
-        FakeKFP.requests.append(entry)
-        return entry
-
-    def _answer(self, payload: dict, status: int = 200) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        entry = self._record()
-        if entry["path"].endswith("/healthz"):
-            self._answer({"multi_user": False})
-        elif entry["path"].endswith("/experiments"):
-            self._answer({"experiments": [], "total_size": 0})
-        elif "/runs/" in entry["path"]:
-            self._answer({"run_id": entry["path"].rsplit("/", 1)[-1], "state": "SUCCEEDED"})
-        else:
-            self._answer({})
-
-    def do_POST(self) -> None:  # noqa: N802
-        entry = self._record()
-        if entry["path"].endswith("/experiments"):
-            self._answer({"experiment_id": "exp-1", "display_name": entry["body"]["display_name"]})
-        elif entry["path"].endswith("/recurringruns"):
-            self._answer({"recurring_run_id": "rr-1", **entry["body"]})
-        elif entry["path"].endswith("/runs"):
-            self._answer({"run_id": "run-42", "experiment_id": entry["body"].get("experiment_id"),
-                          "display_name": entry["body"].get("display_name"), "state": "PENDING"})
-        else:
-            self._answer({"error": "unexpected"}, 404)
+from tests.fake_kfp import FakeKFP, serve_fake_kfp
+from tests.fake_kfp import posts as _posts
 
 
 @pytest.fixture()
 def kfp_server() -> Iterator[str]:
-    FakeKFP.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKFP)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _posts(suffix: str) -> list[dict]:
-    return [r for r in FakeKFP.requests if r["method"] == "POST" and r["path"].endswith(suffix)]
+    with serve_fake_kfp() as url:
+        yield url
 
 
 def test_submit_generate_sends_the_compiled_pipeline_and_parameters(kfp_server, capsys):

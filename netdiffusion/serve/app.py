@@ -143,10 +143,10 @@ def create_app(config: ServeConfig) -> FastAPI:
                 log.warning("sweeping stale jobs failed: %s", exc)
 
     def poll_pipeline_runs() -> None:
-        """Follow jobs that became KFP runs until their runs finish (every 30 s)."""
+        """Follow jobs that became KFP runs until their runs finish (every ``pipeline_poll_s``)."""
         from netdiffusion.serve.pipeline import poll_submitted
 
-        while not stop_polling.wait(30.0):
+        while not stop_polling.wait(config.pipeline_poll_s):
             try:
                 poll_submitted(store, config.kfp_host)
             except Exception as exc:  # noqa: BLE001 - KFP briefly unreachable must not stop the poller
@@ -314,6 +314,13 @@ def create_app(config: ServeConfig) -> FastAPI:
                 raise HTTPException(413, f"{flows} flows is above this service's local limit of "
                                          f"{config.local_max_flows} and no Kubeflow Pipelines host is "
                                          "configured for large jobs; ask for fewer flows or split the request")
+            local_only = ([f"format {body.format!r}"] if body.format != "pcap" else []) + (
+                [f"packets {body.packets}"] if body.packets not in (None, info["packets"]) else [])
+            if local_only:  # the generate pipeline writes pcaps of the model's flow length, nothing else
+                metrics.jobs_rejected.labels("limit").inc()
+                raise HTTPException(422, f"{', '.join(local_only)}: jobs above {config.local_max_flows} flows run "
+                                         "as generate pipeline runs, which write pcaps with the model's flow length "
+                                         f"({info['packets']} packets); leave these out or ask for fewer flows")
             target = "pipeline"
         record = {**body.model_dump(), "model_ref": reference, "model_packets": info["packets"], "target": target}
         job_id, reason = store.create_within_quota(token_id, record, flows, window_s=config.quota_window_s,
@@ -322,16 +329,17 @@ def create_app(config: ServeConfig) -> FastAPI:
             metrics.jobs_rejected.labels("quota").inc()
             raise HTTPException(429, reason, headers={"Retry-After": str(int(config.quota_window_s))})
         if target == "pipeline":
-            _submit_pipeline(job_id, record)
+            status = _submit_pipeline(job_id, record)
         else:
             pool.submit(job_id)
+            status = "queued"
         metrics.jobs_submitted.labels(target, body.format).inc()
         log.info("job accepted", extra={"job_id": job_id, "token_id": token_id, "flows": flows, "target": target})
-        return JobAccepted(id=job_id, status=SUBMITTED if target == "pipeline" else "queued", target=target,
-                           flows=flows, links=_job_links(job_id))
+        return JobAccepted(id=job_id, status=status, target=target, flows=flows, links=_job_links(job_id))
 
-    def _submit_pipeline(job_id: str, record: dict[str, Any]) -> None:
-        """Large jobs run as ``generate`` pipeline runs (pipelines.submit, imported lazily: no kfp here)."""
+    def _submit_pipeline(job_id: str, record: dict[str, Any]) -> str:
+        """Large jobs run as ``generate`` pipeline runs (pipelines.submit, imported lazily: no kfp here);
+        returns the job's status: submitted, or failed with the reason in the job row."""
         try:
             from netdiffusion.serve.pipeline import submit_generate
 
@@ -339,8 +347,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - the job row must say why
             store.finish(job_id, FAILED, error=f"pipeline submission failed: {type(exc).__name__}: {exc}")
             log.error("pipeline submission failed", extra={"job_id": job_id, "error": str(exc)})
-            return
+            return FAILED
         store.update(job_id, status=SUBMITTED, stage="pipeline run submitted", result=run)
+        return SUBMITTED
 
     def _owned(job_id: str, token_id: str) -> dict[str, Any]:
         job = store.get(job_id) if len(job_id) <= 64 else None

@@ -35,6 +35,7 @@ class ServeConfig:
     quota_flows: int = 100_000
     # optional integrations
     kfp_host: str | None = None
+    pipeline_poll_s: float = 30.0  # how often submitted jobs' KFP runs are checked
     s3_uri: str | None = None  # s3://bucket/prefix for job results
     tokens: list[str] = field(default_factory=list, repr=False)
 

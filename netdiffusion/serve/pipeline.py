@@ -7,8 +7,11 @@ the library, and the service's start-up, must not depend on kfp.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
+
+log = logging.getLogger("netdiffusion.serve")
 
 # pipeline parameter <- env variable set by the Helm chart's ConfigMap (JSON-decoded when JSON)
 ENV_PARAMETERS = {
@@ -83,7 +86,16 @@ def poll_submitted(store: Any, host: str) -> int:
         run_id = result.get("pipeline_run_id")
         if not run_id:
             continue
-        state, message = run_state(host, run_id)
+        try:
+            state, message = run_state(host, run_id)
+        except Exception as exc:
+            if getattr(exc, "status", None) is None:
+                raise  # KFP unreachable: every run would fail alike; the poller logs it once and retries
+            # KFP answered with an error for this run (deleted: 404): the others must still be followed
+            reason = f"HTTP {exc.status} {getattr(exc, 'reason', '') or ''}".strip()
+            store.update(job["id"], stage=f"pipeline run state unavailable: {reason}")
+            log.warning("cannot read pipeline run %s of job %s: %s", run_id, job["id"], reason)
+            continue
         if state in FINISHED_OK:
             store.finish(job["id"], SUCCEEDED, result={**result, "pipeline_state": state})
             changed += 1
