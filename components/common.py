@@ -76,10 +76,18 @@ def publish(local: str | os.PathLike, uri: str) -> int:
 
 # -------------------------------------------------------------------------------------- manifests
 def read_manifest(root_uri: str, scratch: str | os.PathLike, classes: Sequence[str] = ()) -> list[dict[str, str]]:
-    """Rows of ``<root>/manifest.csv`` (path,label,macro,source), optionally only some classes."""
-    manifest = fetch(root_uri.rstrip("/") + "/" + MANIFEST, scratch)
-    with open(manifest, newline="") as fh:
-        rows = [{k: (r.get(k) or "") for k in MANIFEST_COLUMNS} for r in csv.DictReader(fh)]
+    """Rows of ``<root>/manifest.csv`` (path,label,macro,source), optionally only some classes.
+
+    A local folder without a manifest is read the way ``netdiffusion encode`` reads a folder:
+    every capture below it, labelled by its class folder (or a ``label_NN.pcap`` name)."""
+    local_root = Path(root_uri.removeprefix("file://"))
+    if not is_s3(root_uri) and local_root.is_dir() and not (local_root / MANIFEST).exists():
+        manifest: Path | str = f"{local_root} (no {MANIFEST}: labels from class folders / file names)"
+        rows = _rows_from_folder(local_root)
+    else:
+        manifest = fetch(root_uri.rstrip("/") + "/" + MANIFEST, scratch)
+        with open(manifest, newline="") as fh:
+            rows = [{k: (r.get(k) or "") for k in MANIFEST_COLUMNS} for r in csv.DictReader(fh)]
     wanted = {c.strip() for c in classes if c.strip()}
     if wanted:
         unknown = wanted - {r["label"] for r in rows}
@@ -88,6 +96,19 @@ def read_manifest(root_uri: str, scratch: str | os.PathLike, classes: Sequence[s
         rows = [r for r in rows if r["label"] in wanted]
     if not rows:
         raise ValueError(f"{manifest}: no captures listed")
+    return rows
+
+
+def _rows_from_folder(root: Path) -> list[dict[str, str]]:
+    """Manifest rows for every capture below ``root`` (the encoder's discovery and label rules)."""
+    from netdiffusion.encode import discover_inputs
+    from netdiffusion.labels import label_for
+
+    rows = []
+    for path, source, in_class_folder in discover_inputs([root]):
+        label = label_for(path, prefer_folder=in_class_folder)
+        rows.append({"path": source, "label": label.label, "macro": label.macro, "source": ""})
+    log.info("%s: no %s; %d captures labelled by folder / file name", root, MANIFEST, len(rows))
     return rows
 
 

@@ -89,8 +89,10 @@ def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None,
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     init_local(out)
+    user_input = input_uri
     input_uri = str(Path(input_uri).resolve()) if input_uri and "://" not in input_uri else (input_uri or default_input())
-    chosen = list(classes or p.classes)
+    # a preset's class choice is for the sample data; another input runs all its classes by default
+    chosen = list(classes or (p.classes if user_input is None else ()))
     started = time.monotonic()
     task = refresh(input_uri=input_uri, classes=chosen, count=count or p.count, packets=packets or p.packets,
                    encode_shards=p.encode_shards, config=config or p.config, seed=seed, tcpreplay=tcpreplay,

@@ -35,3 +35,18 @@ def test_plan_shards_balances_sizes_and_keeps_every_capture(tmp_path):
     assert [r["label"] for r in read_manifest(str(tmp_path), tmp_path / "s", ["y"])] == ["y", "y", "y"]
     with pytest.raises(ValueError, match="zoom"):
         read_manifest(str(tmp_path), tmp_path / "s", ["zoom"])
+
+
+def test_folder_without_manifest_is_labelled_by_class_folders(tmp_path):
+    """`netdiffusion run --input DIR` on captures sorted into class folders, with no manifest.csv."""
+    for rel in ("zoom/a.pcap", "zoom/b.pcapng", "teams/x.pcap.gz", "meet_03.pcap", "notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    rows = read_manifest(str(tmp_path), tmp_path / "scratch")
+    assert sorted((r["path"], r["label"]) for r in rows) == [
+        ("meet_03.pcap", "meet"), ("teams/x.pcap.gz", "teams"), ("zoom/a.pcap", "zoom"), ("zoom/b.pcapng", "zoom")]
+    assert [r["path"] for r in read_manifest(str(tmp_path), tmp_path / "s", ["zoom"])] == ["zoom/a.pcap", "zoom/b.pcapng"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no captures"):
+        read_manifest(str(empty), tmp_path / "s")
