@@ -250,3 +250,43 @@ def test_capture_starting_at_syn_ack_keeps_client_seq_at_the_acknowledged_isn(sm
     repaired = out["packets"].nprint
     synack_ack = layout.field_values(repaired[0:1], "tcp_ackn")[0]
     assert layout.field_values(repaired[1:2], "tcp_seq")[0] == synack_ack
+
+
+def test_zero_window_before_a_consumed_one_byte_segment_is_reopened(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (make run, zoom): a generated zero window right before the peer's 1-byte segment
+    made Wireshark call that segment a zero-window probe (sequence not advanced), so the next
+    segment looked like a gap: 'previous segment not captured' and 'ACKed unseen segment'."""
+    from netdiffusion.decode import flow_pcap_path
+    from netdiffusion.validate import TCP_ERROR_FLAGS
+
+    layout = read_layout(small_dataset)
+    packets = read_packets(small_dataset)
+    packets = packets.take(np.lexsort((packets.packet_index, packets.flow_id)))
+    tcp = layout.header_present(packets.nprint, "tcp")
+    syn = layout.field_values(packets.nprint, "tcp_syn")
+    chosen = None
+    for fid in np.unique(packets.flow_id[tcp]):
+        rows = np.flatnonzero(packets.flow_id == fid)
+        d = packets.direction[rows]
+        if len(rows) < 12 or not tcp[rows].all() or syn[rows].any():
+            continue
+        # a peer packet i right before a packet j of the other direction, which sends again later
+        for i in range(2, len(rows) - 3):
+            if d[i] != d[i + 1] and (d[i + 2 :] == d[i + 1]).any():
+                chosen = (fid, rows, i)
+                break
+        if chosen:
+            break
+    assert chosen is not None, "no suitable TCP flow in the sample"
+    fid, rows, i = chosen
+    flow = packets.take(rows)
+    m = flow.nprint.copy()
+    layout.set_field(m, "tcp_wsize", 0, np.array([i]))
+    j = i + 1
+    header = 4 * (layout.field_values(m[j : j + 1], "ipv4_hl")[0] + layout.field_values(m[j : j + 1], "tcp_doff")[0])
+    layout.set_field(m, "ipv4_tl", header + 1, np.array([j]))  # a 1-byte segment
+    data = write_dataset(Packets(**{**flow.__dict__, "nprint": m}), layout, tmp_path / "in")
+    totals = repair_dataset(data, tmp_path / "out", mtu=65535, progress=False)
+    assert totals["bits_changed"].get("tcp_window", 0) > 0, totals["bits_changed"]
+    flags = tshark_file(flow_pcap_path(tmp_path / "out", flow.label[0], fid))["tcp_flags"]
+    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)

@@ -41,7 +41,7 @@ ICMP_TYPES_V6 = {128: (0,), 129: (0,)}
 Arr = np.ndarray
 
 RULES = ("stack", "options", "ipv4", "ipv6", "tcp_fields", "udp", "icmp", "endpoints", "lengths",
-         "tcp_flags", "tcp_seq", "tcp_ack", "tcp_options", "ip_id", "ipv4_checksum", "l4_checksum")
+         "tcp_flags", "tcp_seq", "tcp_ack", "tcp_window", "tcp_options", "ip_id", "ipv4_checksum", "l4_checksum")
 
 _BYTE_SUM = np.uint64(0x0101010101010101)
 
@@ -837,7 +837,45 @@ class Repairer:
             final = new
         ack = np.where(uses_ack, (peer_isn + final) % MOD32, 0)
         self._put("tcp_ack", "tcp_ackn", t, ack)
+        self._tcp_zero_window_probes(t, ft, dt, og, gid_sorted, inv, syn, fin, payload)
         self._tcp_timestamps(t, ft, dt, og, gid_sorted, inv, phase_c)
+
+    def _tcp_zero_window_probes(self, t: Arr, ft: Arr, dt: Arr, og: Arr, gid_sorted: Arr, inv: Arr, syn: Arr,
+                                fin: Arr, payload: Arr) -> None:
+        """No zero window before a 1-byte segment whose byte the sender then treats as sent.
+
+        Wireshark calls a 1-byte in-order segment sent while the peer's last advertised window is 0
+        a zero-window probe and does not advance the sequence past it, so when the next segment of
+        that direction starts one byte later it reports "previous segment not captured" and the
+        peer's ACK "ACKed unseen segment". Generated windows can be 0 anywhere: such a zero window
+        gets the last non-zero window its direction advertised (1 if none). Real probes, whose next
+        segment resends the same byte, are left alone."""
+        n = len(t)
+        if n < 3:
+            return
+        win = self._get("tcp_wsize", t)
+        seq = self._get("tcp_seq", t)
+        pos = np.arange(n)
+        # the peer's latest packet before each row (flow order), -1 if the peer has not spoken
+        last0 = G.cummax(np.where(dt == 0, pos, -1), ft, exclusive=True, initial=-1)
+        last1 = G.cummax(np.where(dt == 1, pos, -1), ft, exclusive=True, initial=-1)
+        peer = np.where(dt == 0, last1, last0)
+        # the next segment of the same direction (group order), -1 at a group's end
+        s_next = np.r_[og[1:], -1]
+        s_next[G.ends(gid_sorted)] = -1
+        nxt = s_next[inv]
+        consumed = (nxt >= 0) & (seq[np.maximum(nxt, 0)] == (seq + 1) % MOD32)
+        probe = ((payload == 1) & (syn == 0) & (fin == 0) & (peer >= 0) & consumed
+                 & (win[np.maximum(peer, 0)] == 0) & (self._get("tcp_rst", t)[np.maximum(peer, 0)] == 0))
+        if not probe.any():
+            return
+        fix = np.unique(peer[probe])
+        # last non-zero window of the same direction before each row (group order), else 1
+        s_pos = np.arange(n)
+        s_win = win[og]
+        last_nz = G.cummax(np.where(s_win > 0, s_pos, -1), gid_sorted, exclusive=True, initial=-1)[inv]
+        value = np.where(last_nz >= 0, s_win[np.maximum(last_nz, 0)], 1)
+        self._put("tcp_window", "tcp_wsize", t[fix], value[fix])
 
     def _tcp_options(self, t: np.ndarray, syn: np.ndarray, phase_c: np.ndarray) -> None:
         """SYN-only options become NOPs elsewhere; window scale at most 14."""
