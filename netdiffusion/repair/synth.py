@@ -12,7 +12,7 @@ import numpy as np
 
 from netdiffusion.fields import IP_PROTO, Layout
 from netdiffusion.packets import build_ip_buffer
-from netdiffusion.repair.engine import ICMP_ERRORS_V4, ICMP_QUOTE_BYTES, fold_checksum
+from netdiffusion.repair.engine import ICMP_ERRORS_V4, ICMP_QUOTE_BYTES, ICMPV6_PROTO, fold_checksum
 
 _NONZERO_SPAN = 60 + 8 + 28  # longest TCP header, or ICMP header + quoted datagram (even)
 L4_CKSUM = {"tcp": "tcp_cksum", "udp": "udp_cksum", "icmp": "icmp_cksum"}
@@ -95,6 +95,26 @@ def _quote_datagrams(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], 
     buf[pos] = q.astype(np.uint8)
 
 
+def _bare_icmpv6(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
+                 l4_start: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """IPv6 rows with next header ICMPv6 but no nPrint L4 header (nPrint's icmp is ICMPv4, so real
+    ICMPv6 packets encode as IPv6 only): their payload starts an echo request (type 128, code 0),
+    whose checksum the caller fills in, instead of zero bytes tshark reports as a bad checksum.
+    Returns those rows. Payload bytes only: no nPrint bit changes."""
+    if "ipv6" not in layout.headers:
+        return np.zeros(0, dtype=np.int64)
+    bare = is_["ipv6"].copy()
+    for h in L4_CKSUM:
+        if h in layout.headers:
+            bare &= ~is_[h]
+    rows = np.flatnonzero(bare)
+    rows = rows[(layout.field_values(m[rows], "ipv6_nh") == ICMPV6_PROTO) & (ends[rows] - l4_start[rows] >= 8)]
+    if len(rows):
+        for k, value in enumerate((128, 0, 0, 0)):  # type, code, checksum (filled in later)
+            buf[l4_start[rows] + k] = value
+    return rows
+
+
 def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], payload: np.ndarray,
                   payload_mode: str = "zero", rng: np.random.Generator | None = None,
                   gap_before: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -116,6 +136,7 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
     l4_start = starts + l3_len
     if "icmp" in layout.headers and "ipv4" in layout.headers:
         _quote_datagrams(layout, m, is_, buf, l4_start, ends)
+    icmpv6 = _bare_icmpv6(layout, m, is_, buf, l4_start, ends)
     if payload_mode == "zero":
         # only the L4 header (<= 60 bytes) and an ICMP quote can be non-zero: gather those
         span = np.minimum(ends - l4_start, _NONZERO_SPAN)
@@ -136,6 +157,10 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
         nh = layout.field_values(m, "ipv6_nh")[v6]
         pseudo[v6] = (_addr_sum(layout, m, "ipv6_src", v6) + _addr_sum(layout, m, "ipv6_dst", v6)
                       + (seg_len[v6] >> 16) + (seg_len[v6] & 0xFFFF) + nh)
+    if len(icmpv6):
+        ck = fold_checksum(total[icmpv6] + pseudo[icmpv6])
+        buf[l4_start[icmpv6] + 2] = ck >> 8
+        buf[l4_start[icmpv6] + 3] = ck & 0xFF
     for h, key in L4_CKSUM.items():
         if h not in layout.headers:
             continue
