@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Preset:
-    """Sizes for a local run; ``default`` is what ``make run`` uses (CPU, about 15 min on 2 cores)."""
+    """Sizes for a local run; ``default`` is what ``make run`` uses (CPU, about 5 min on 2 quiet cores)."""
 
     config: str
     count: int

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder or s3:// prefix with manifest.csv (default: data/sample, else shared data)")
     parser.add_argument("--classes", default=None, help="comma-separated classes (default: preset's, all)")
     parser.add_argument("--preset", choices=["default", "tiny"], default="default",
-                        help="run size: default (CPU model, ~15 min on 2 cores) or tiny (smoke test)")
+                        help="run size: default (CPU model, about 5 min on 2 quiet cores) or tiny (smoke test)")
     parser.add_argument("--count", type=int, default=None, help="flows to generate per class")
     parser.add_argument("--packets", type=int, default=None, help="packets per flow when encoding")
     parser.add_argument("--config", default=None, help="model config preset or file (default: preset's)")
