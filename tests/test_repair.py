@@ -26,6 +26,12 @@ def write_dataset(packets: Packets, layout: Layout, out: Path) -> Path:
     return out
 
 
+def flow_ordered(dataset: Path) -> tuple[Layout, Packets]:
+    """The dataset's layout and packets, sorted by flow and position in the flow."""
+    packets = read_packets(dataset)
+    return read_layout(dataset), packets.take(np.lexsort((packets.packet_index, packets.flow_id)))
+
+
 @pytest.mark.slow
 def test_real_flows_change_only_where_the_capture_lost_segments(small_dataset: Path, tmp_path: Path) -> None:
     from netdiffusion.decode import decode_dataset, flow_pcap_path
@@ -179,9 +185,7 @@ def test_unknown_rule_option_is_rejected() -> None:
 
 
 def test_ip_id_outlier_in_a_counter_is_restored(small_dataset: Path) -> None:
-    layout = read_layout(small_dataset)
-    packets = read_packets(small_dataset)
-    packets = packets.take(np.lexsort((packets.packet_index, packets.flow_id)))
+    layout, packets = flow_ordered(small_dataset)
     v4 = layout.header_present(packets.nprint, "ipv4")
     ids = layout.field_values(packets.nprint, "ipv4_id")
     chosen = None
@@ -229,9 +233,7 @@ def test_capture_starting_at_syn_ack_keeps_client_seq_at_the_acknowledged_isn(sm
     """Regression (make run, facebook): a flow that starts at the SYN-ACK, whose client ACK came
     out one below the acknowledged sequence number, was kept as a 'keep-alive' and tshark then
     saw 'ACKed unseen segment'. The first segment of a direction is never a keep-alive."""
-    layout = read_layout(small_dataset)
-    packets = read_packets(small_dataset)
-    packets = packets.take(np.lexsort((packets.packet_index, packets.flow_id)))
+    layout, packets = flow_ordered(small_dataset)
     tcp = layout.header_present(packets.nprint, "tcp")
     syn, ackf = layout.field_values(packets.nprint, "tcp_syn"), layout.field_values(packets.nprint, "tcp_ackf")
     chosen = None
@@ -259,9 +261,7 @@ def test_zero_window_before_a_consumed_one_byte_segment_is_reopened(small_datase
     from netdiffusion.decode import flow_pcap_path
     from netdiffusion.validate import TCP_ERROR_FLAGS
 
-    layout = read_layout(small_dataset)
-    packets = read_packets(small_dataset)
-    packets = packets.take(np.lexsort((packets.packet_index, packets.flow_id)))
+    layout, packets = flow_ordered(small_dataset)
     tcp = layout.header_present(packets.nprint, "tcp")
     syn = layout.field_values(packets.nprint, "tcp_syn")
     chosen = None
