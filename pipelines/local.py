@@ -107,6 +107,7 @@ def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None,
     }
     registered = json.loads(outputs["registered"]) if outputs["registered"] else {}
     summary = _summary(out, paths, registered, seconds)
+    summary["captures"] = _encode_totals(out / "kfp", Path(outputs["model"].path))
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
@@ -166,6 +167,22 @@ def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float
             "registered": registered, "paths": files, "mlflow_ui": hint}
 
 
+def _encode_totals(root: Path, artifact: Path) -> dict[str, Any]:
+    """Captures read and rejected (with reasons) by this run's encode tasks, from their summaries.
+
+    ``artifact`` is any output of the run: its first folder under ``root`` is the run's."""
+    try:
+        run_dir = root / artifact.resolve().relative_to(root.resolve()).parts[0]
+    except (ValueError, IndexError):
+        return {}
+    read, rejected = 0, []
+    for path in sorted(run_dir.glob("for-loop-*/encode-shard/**/summary.json")):
+        encoded = _read_json(path)
+        read += int(encoded.get("files_read") or 0)
+        rejected += list(encoded.get("files_rejected") or [])
+    return {"read": read, "rejected": rejected}
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -197,6 +214,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths, strict=False)) for row in body]
     if "jsd" in keys and any("jsd" not in r for r in rows.values()):
         lines.append("(jsd '-': the class has no held-out real flows to compare with; see report.md)")
+    captures = summary.get("captures") or {}
+    if captures:
+        lines.append(f"captures: {captures['read']} read, {len(captures['rejected'])} rejected")
+        lines += [f"  rejected {r.get('file')}: {r.get('reason')}" for r in captures["rejected"]]
     for k, v in summary.get("evaluation", {}).items():
         lines.append(f"evaluation {k}: {v}")
     reg = summary.get("registered") or {}

@@ -169,7 +169,19 @@ def test_local_run_summary_table_and_mlflow_hint(tmp_path):
                        {}, 12.0)
     assert summary["classes"]["zoom"] == {"pcaps": 1, "valid": 1, "invalid": 0, "packets": 3, "jsd": 0.123}
     assert summary["classes"]["youtube"]["invalid"] == 1 and "jsd" not in summary["classes"]["youtube"]
+    # what encode rejected is counted and named at the end of the run
+    from pipelines.local import _encode_totals
+
+    run = out / "kfp" / "netdiffusion-refresh-1"
+    for i, rejected in enumerate(([{"file": "/in/zoom/bad.pcap", "reason": "not a pcap or pcapng file"}], [])):
+        shard = run / f"for-loop-1-iteration-{i}" / "encode-shard" / "data"
+        shard.mkdir(parents=True)
+        (shard / "summary.json").write_text(_json.dumps({"files_read": 3, "files_rejected": rejected}))
+    (run / "train-model" / "model").mkdir(parents=True)
+    summary["captures"] = _encode_totals(out / "kfp", run / "train-model" / "model")
+    assert summary["captures"]["read"] == 6 and len(summary["captures"]["rejected"]) == 1
     text = format_summary(summary)
+    assert "captures: 6 read, 1 rejected" in text and "rejected /in/zoom/bad.pcap: not a pcap" in text
     youtube_row = next(line for line in text.splitlines() if line.startswith("youtube"))
     assert youtube_row.split()[-1] == "-"
     assert f"ui --backend-store-uri sqlite:///{out.resolve() / 'mlflow.db'}" in text
