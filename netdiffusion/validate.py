@@ -19,6 +19,7 @@ duplicate ACKs, window and keep-alive notes are legitimate TCP behaviour and onl
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -36,9 +37,14 @@ TSHARK_PREFS = ("ip.check_checksum:TRUE", "tcp.check_checksum:TRUE", "udp.check_
                 "tcp.analyze_sequence_numbers:TRUE")
 # Payload bytes are synthetic (nPrint holds headers only), so dissectors that parse application
 # payloads would call zero/random bytes malformed; they are turned off, headers are fully checked.
+# These always; plus every dissector this tshark selects by TCP/UDP port or heuristic
+# (:func:`payload_protocols`), so a flow on, say, UDP 521 is not judged as RIPng.
 PAYLOAD_PROTOCOLS = ("dhcp", "dns", "mdns", "llmnr", "nbns", "nbdgm", "ssdp", "tls", "dtls", "http", "quic",
                      "gquic", "stun", "classicstun", "rtp", "rtcp", "igmp", "ntp", "snmp", "smb", "browser",
                      "cldap", "sip", "xml")
+# never turned off: the headers we validate (a tunnel registered on a port must not take them)
+HEADER_PROTOCOLS = frozenset({"frame", "eth", "ethertype", "vlan", "sll", "ip", "ipv6", "tcp", "udp", "icmp",
+                              "icmpv6", "data"})
 # Wireshark expert severities and groups (epan/proto.h)
 SEVERITY = {0x00200000: "chat", 0x00400000: "note", 0x00600000: "warning", 0x00800000: "error",
             0x00100000: "comment"}
@@ -73,12 +79,32 @@ def _run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+@functools.lru_cache(maxsize=1)
+def payload_protocols() -> tuple[str, ...]:
+    """:data:`PAYLOAD_PROTOCOLS` and every protocol tshark dissects TCP/UDP payloads with, by port
+    (``tshark -G decodes``) or heuristic (``-G heuristic-decodes``). Asked once per process."""
+    found = set(PAYLOAD_PROTOCOLS)
+    for table, column, keys in (("decodes", 2, ("tcp.port", "udp.port")), ("heuristic-decodes", 1, ("tcp", "udp"))):
+        try:
+            proc = _run(["tshark", "-G", table])
+        except (OSError, subprocess.SubprocessError):
+            break  # no tshark: tshark_file reports that per file
+        if proc.returncode != 0:
+            log.warning("tshark -G %s failed; payload dissectors off: the fixed list only", table)
+            continue
+        for line in proc.stdout.splitlines():
+            cols = line.split("\t")
+            if len(cols) > column and cols[0] in keys:
+                found.add(cols[column])
+    return tuple(sorted(found - HEADER_PROTOCOLS))
+
+
 def tshark_file(path: Path) -> dict:
     """Expert/analysis counts of one capture."""
     cmd = ["tshark", "-n", "-r", str(path)]
     for pref in TSHARK_PREFS:
         cmd += ["-o", pref]
-    for proto in PAYLOAD_PROTOCOLS:
+    for proto in payload_protocols():
         cmd += ["--disable-protocol", proto]
     cmd += ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=\x1f", "-E", "separator=\t",
             "-e", "frame.number", "-e", "_ws.malformed", "-e", "_ws.expert.severity",

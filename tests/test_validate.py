@@ -61,3 +61,27 @@ def test_replay_namespace_is_removed(small_dataset: Path, tmp_path: Path) -> Non
     assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     res = validate_dir(one, progress=False, tcpreplay=False)
     assert sent["sent"] == res["totals"]["packets"] and sent["failed"] == 0
+
+
+def test_payload_dissectors_chosen_by_port_are_off(tmp_path: Path) -> None:
+    """Payloads are synthetic: a zero payload on UDP 521 is 'malformed RIPng' to plain tshark (seen
+    on generated telegram flows), but no header is wrong, so validation must not count it. The
+    headers themselves stay checked (a bad UDP checksum is still caught)."""
+    from scapy.all import IP, UDP, Ether, Raw, wrpcap
+
+    from netdiffusion.validate import HEADER_PROTOCOLS, payload_protocols
+
+    assert "ripng" in payload_protocols() and not HEADER_PROTOCOLS & set(payload_protocols())
+    pkt = Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=40000, dport=521) / Raw(bytes(70))  # not a whole RIPng entry
+    good = tmp_path / "good.pcap"
+    wrpcap(str(good), [pkt])
+    plain = subprocess.run(["tshark", "-r", str(good), "-T", "fields", "-e", "_ws.malformed"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "Malformed" in plain  # what plain tshark says
+    result = tshark_file(good)
+    assert (result["malformed"], result["expert_errors"], result["bad_checksums"]) == (0, 0, 0), result
+    bad = tmp_path / "bad.pcap"
+    broken = Ether(bytes(pkt))
+    broken[UDP].chksum ^= 0x1234
+    wrpcap(str(bad), [broken])
+    assert tshark_file(bad)["bad_checksums"] == 1
