@@ -295,12 +295,13 @@ def test_zero_window_before_a_consumed_one_byte_segment_is_reopened(small_datase
 def test_ipv6_without_its_transport_header_gets_no_next_header(tmp_path: Path) -> None:
     """Regression (generated youtube flows): IPv6-only rows (real ICMPv6 and other protocols nPrint
     does not encode) mixed with TCP rows came out with next header 6 and no TCP header, and tshark
-    dissected the zero payload as 'bogus TCP header length'. ICMPv6 rows keep their 58 and get an
+    dissected the zero payload as 'bogus TCP header length' (and IGMP, which IPv6 does not carry, as
+    an IGMP body with a bad checksum). ICMPv6 rows keep their 58 and get an
     echo request header with a valid checksum in their (synthetic) payload."""
     from netdiffusion.fields import HEADERS
 
     layout = Layout()
-    m = layout.empty(3)
+    m = layout.empty(4)
     m[:, layout.header_slice("ipv6")] = 0
     for f in HEADERS["ipv6"].fields:
         if f.width <= 32:
@@ -310,16 +311,16 @@ def test_ipv6_without_its_transport_header_gets_no_next_header(tmp_path: Path) -
     layout.set_field(m, "ipv6_len", 8)
     m[:, layout.field_slice("ipv6_src").stop - 1] = 1  # 2 distinct endpoints: ::1 -> ::2
     m[:, layout.field_slice("ipv6_dst").stop - 2] = 1
-    layout.set_field(m, "ipv6_nh", np.array([6, 17, 58]))
-    rows = {"flow_id": np.array(["v6-000"] * 3), "label": np.array(["v6"] * 3), "macro": np.array([""] * 3),
-            "packet_index": np.arange(3), "timestamp": np.arange(3) * 1000, "direction": np.zeros(3, np.int8),
-            "wire_length": np.full(3, 62), "source": np.array(["synthetic"] * 3), "frame": np.arange(1, 4)}
+    layout.set_field(m, "ipv6_nh", np.array([6, 17, 58, 2]))
+    rows = {"flow_id": np.array(["v6-000"] * 4), "label": np.array(["v6"] * 4), "macro": np.array([""] * 4),
+            "packet_index": np.arange(4), "timestamp": np.arange(4) * 1000, "direction": np.zeros(4, np.int8),
+            "wire_length": np.full(4, 62), "source": np.array(["synthetic"] * 4), "frame": np.arange(1, 5)}
     pk = Packets(**{k: v for k, v in rows.items() if k in Packets.__dataclass_fields__}, nprint=m)
     data = write_dataset(pk, layout, tmp_path / "in")
     repair_dataset(data, tmp_path / "out", dataset_output=tmp_path / "ds", progress=False)
     out = read_packets(tmp_path / "ds")
     out = out.take(np.argsort(out.packet_index))
-    assert layout.field_values(out.nprint, "ipv6_nh").tolist() == [59, 59, 58]
+    assert layout.field_values(out.nprint, "ipv6_nh").tolist() == [59, 59, 58, 59]
     pcap = next((tmp_path / "out").rglob("*.pcap"))
     result = tshark_file(pcap)
     assert (result["malformed"], result["expert_errors"]) == (0, 0), result

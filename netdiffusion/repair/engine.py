@@ -20,6 +20,7 @@ L3 = ("ipv4", "ipv6")
 L4 = ("tcp", "udp", "icmp")
 ICMPV6_PROTO = 58
 IPV6_NO_NEXT_HEADER = 59  # RFC 8200 §4.7
+IGMP_PROTO = 2  # IPv4 only
 MOD32 = 1 << 32
 
 # TCP option kind -> (min length, max length, SYN only); anything else ends the option list.
@@ -416,10 +417,11 @@ class Repairer:
             has_l4 = v6 & (proto >= 0)
             self._put("ipv6", "ipv6_nh", has_l4, nh[has_l4])
             # a next header we would have encoded (TCP/UDP/ICMP) but no such header follows: tshark
-            # would dissect the zero payload as one ("bogus TCP header length"). ICMPv6 and other
-            # protocols nPrint does not encode stay as generated (real rows carry them).
+            # would dissect the zero payload as one ("bogus TCP header length"); IGMP does not
+            # exist over IPv6 (MLD is ICMPv6). ICMPv6 and other protocols nPrint does not encode
+            # stay as generated (real rows carry them).
             cur = self._get("ipv6_nh")
-            clash = v6 & (proto < 0) & np.isin(cur, list(IP_PROTO.values()))
+            clash = v6 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO])
             self._put("ipv6", "ipv6_nh", clash, IPV6_NO_NEXT_HEADER)
         if self.has("tcp"):
             t = self.is_["tcp"]
