@@ -91,11 +91,16 @@ def packet_lengths(layout: Layout, matrix: np.ndarray,
 
 
 def _scatter(buf: np.ndarray, starts: np.ndarray, data: np.ndarray, lengths: np.ndarray) -> None:
-    """Copy ``data[r, :lengths[r]]`` to ``buf[starts[r]:]`` for every row at once."""
-    cols = np.arange(data.shape[1])
-    mask = cols[None, :] < lengths[:, None]
-    positions = starts[:, None] + cols[None, :]
-    buf[positions[mask]] = data[mask]
+    """Copy ``data[r, :lengths[r]]`` to ``buf[starts[r]:]`` for every row at once.
+
+    One block copy per distinct length (header lengths take few values): no row-by-column mask
+    or position matrix over the widest row."""
+    lengths = np.minimum(lengths, data.shape[1])
+    for size in np.unique(lengths).tolist():
+        if size <= 0:
+            continue
+        rows = np.flatnonzero(lengths == size)
+        buf[starts[rows, None] + np.arange(size)] = data[rows, :size]
 
 
 def build_ip_buffer(layout: Layout, matrix: np.ndarray, payload_lengths: np.ndarray | None = None,
