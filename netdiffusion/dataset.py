@@ -187,40 +187,18 @@ _UMASK = _current_umask()  # read once at import: os.umask() is process-wide and
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it replaces ``path`` in one rename.
+def _atomic_temp(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield ``(fd, temp path)`` beside ``path``; on success the temp file replaces ``path``.
 
-    Readers see the old file or the whole new one, never a part. The file gets the usual
-    umask-based mode (mkstemp's 0600 would hide reports from other users)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file atomically (see :func:`atomic_path`); ``data``: any contiguous bytes-like object.
-
-    Same result as writing through :func:`atomic_path`, with fewer system calls (the file is
-    written through the descriptor that created it, not opened a second time by name): repair
-    writes one file per flow, where those calls were a large part of the time."""
+    The file gets the usual umask-based mode (mkstemp's 0600 would hide reports from other users);
+    ``fd`` is closed before the rename, and the temp file is removed on any error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         try:
             os.fchmod(fd, 0o666 & ~_UMASK)
-            view = memoryview(data).cast("B")
-            while view:
-                view = view[os.write(fd, view) :]
+            yield fd, tmp
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -228,6 +206,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it replaces ``path`` in one rename.
+
+    Readers see the old file or the whole new one, never a part."""
+    with _atomic_temp(path) as (_, tmp):
+        yield Path(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file atomically (see :func:`atomic_path`); ``data``: any contiguous bytes-like object.
+
+    Written through the descriptor that created the temp file, not opened a second time by name:
+    repair writes one file per flow, where those system calls were a large part of the time."""
+    with _atomic_temp(path) as (fd, _):
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def write_json(path: str | os.PathLike, obj: object) -> None:

@@ -207,7 +207,7 @@ class Layout:
         for i, h in enumerate(self.headers):
             s = self.header_slice(h)
             fixed = HEADERS[h].min_bits
-            out[:, i] = (matrix[:, s.start : s.start + fixed] != ABSENT).mean(axis=1)
+            out[:, i] = row_counts(matrix[:, s.start : s.start + fixed] != ABSENT) / fixed
         return out
 
     # -- values ---------------------------------------------------------------------------------
@@ -285,12 +285,28 @@ class Layout:
         return np.full((packets, self.width), ABSENT, dtype=np.int8)
 
 
+_BYTE_SUM = np.uint64(0x0101010101010101)
+
+
+def row_counts(flags: np.ndarray) -> np.ndarray:
+    """Number of True per row of a 2-D bool array (int64).
+
+    Eight flags at a time: a uint64 holding eight 0/1 bytes times 0x0101..01 has their sum in its
+    top byte (``count_nonzero(axis=1)`` on bool is ~10x slower)."""
+    flags = np.ascontiguousarray(flags, dtype=bool)
+    n, w = flags.shape
+    if w % 8 or not n:
+        return np.count_nonzero(flags, axis=1).astype(np.int64)
+    words = flags.view(np.uint64)
+    return ((words * _BYTE_SUM) >> np.uint64(56)).sum(axis=1, dtype=np.int64)
+
+
 def present_bytes(bits: np.ndarray) -> np.ndarray:
     """``(rows, bits // 8)`` bool: every bit of the byte is present (not ``ABSENT``).
 
     All 8 bits present <=> the byte's 8 bools read as one uint64 are 0x0101...01: 30x faster than
     ``.all()`` over an 8-wide axis (repair and decode call this for every header)."""
-    return np.ascontiguousarray(bits != ABSENT).view(np.uint64) == np.uint64(0x0101010101010101)
+    return np.ascontiguousarray(bits != ABSENT).view(np.uint64) == _BYTE_SUM
 
 
 def packed_bytes(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, packed_bytes
+from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, packed_bytes, row_counts
 from netdiffusion.repair import groups as G
 
 L3 = ("ipv4", "ipv6")
@@ -44,32 +44,6 @@ Arr = np.ndarray
 
 RULES = ("stack", "options", "ipv4", "ipv6", "tcp_fields", "udp", "icmp", "endpoints", "lengths",
          "tcp_flags", "tcp_seq", "tcp_ack", "tcp_window", "tcp_options", "ip_id", "ipv4_checksum", "l4_checksum")
-
-_BYTE_SUM = np.uint64(0x0101010101010101)
-
-
-def _row_counts(flags: np.ndarray) -> np.ndarray:
-    """Number of True per row of a 2-D bool array (int64).
-
-    Eight flags at a time: a uint64 holding eight 0/1 bytes times 0x0101..01 has their sum in its
-    top byte (``count_nonzero(axis=1)`` on bool is ~10x slower)."""
-    flags = np.ascontiguousarray(flags, dtype=bool)
-    n, w = flags.shape
-    if w % 8 or not n:
-        return np.count_nonzero(flags, axis=1).astype(np.int64)
-    words = flags.view(np.uint64)
-    return ((words * _BYTE_SUM) >> np.uint64(56)).sum(axis=1, dtype=np.int64)
-
-
-def _present_share(layout: Layout, matrix: np.ndarray) -> np.ndarray:
-    """:meth:`Layout.present_share` (same float32 values), counting with :func:`_row_counts`."""
-    out = np.empty((matrix.shape[0], len(layout.headers)), dtype=np.float32)
-    for i, h in enumerate(layout.headers):
-        s = layout.header_slice(h)
-        fixed = HEADERS[h].min_bits
-        out[:, i] = _row_counts(matrix[:, s.start : s.start + fixed] != ABSENT) / fixed
-    return out
-
 
 @dataclass
 class RepairConfig:
@@ -200,7 +174,7 @@ class Repairer:
             return
         every = len(rows) == self.n  # rows are sorted and unique: all of them, read as a view
         old = self.m[:, cols] if every else self.m[rows, cols]
-        counts = _row_counts(old != new)
+        counts = row_counts(old != new)
         changed = counts > 0
         if changed.any():
             self.bits[rule][rows] += counts
@@ -257,7 +231,7 @@ class Repairer:
     def drop_padding(self) -> np.ndarray:
         """Rows with (almost) no network-layer bits are padding the model emitted, not packets."""
         l3 = [h for h in L3 if self.has(h)]
-        share = _present_share(self.layout, self.m)
+        share = self.layout.present_share(self.m)
         idx = [self.layout.headers.index(h) for h in l3]
         best = share[:, idx].max(axis=1) if idx else np.zeros(self.n)
         keep = best >= self.cfg.padding_share
@@ -880,9 +854,8 @@ class Repairer:
             return
         fix = np.unique(peer[probe])
         # last non-zero window of the same direction before each row (group order), else 1
-        s_pos = np.arange(n)
         s_win = win[og]
-        last_nz = G.cummax(np.where(s_win > 0, s_pos, -1), gid_sorted, exclusive=True, initial=-1)[inv]
+        last_nz = G.cummax(np.where(s_win > 0, pos, -1), gid_sorted, exclusive=True, initial=-1)[inv]
         value = np.where(last_nz >= 0, s_win[np.maximum(last_nz, 0)], 1)
         self._put("tcp_window", "tcp_wsize", t[fix], value[fix])
 
