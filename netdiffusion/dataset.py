@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from netdiffusion.fields import Layout
+from netdiffusion.parquet_writer import shard_bytes
 
 FIELDS_FILE = "fields.json"
 SUMMARY_FILE = "summary.json"
@@ -217,15 +218,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file atomically (see :func:`atomic_path`); ``data``: any contiguous bytes-like object.
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | Sequence[bytes]) -> None:
+    """Write a file atomically (see :func:`atomic_path`); ``data``: any contiguous bytes-like object,
+    or a sequence of them written in order (no joined copy).
 
     Written through the descriptor that created the temp file, not opened a second time by name:
     repair writes one file per flow, where those system calls were a large part of the time."""
     with _atomic_temp(path) as (fd, _):
-        view = memoryview(data).cast("B")
-        while view:
-            view = view[os.write(fd, view) :]
+        for piece in data if isinstance(data, (list, tuple)) else (data,):
+            view = memoryview(piece).cast("B")
+            while view:
+                view = view[os.write(fd, view) :]
 
 
 def write_json(path: str | os.PathLike, obj: object) -> None:
@@ -244,6 +247,11 @@ def write_shard(packets: Packets, path: str | os.PathLike, storage: str = "list"
     bytes; every reader in this module converts it back (see :func:`nprint_column`)."""
     if storage not in NPRINT_STORAGES:
         raise ValueError(f"nprint storage must be one of {NPRINT_STORAGES}, not {storage!r}")
+    if storage == "list":
+        pieces = shard_bytes({k: getattr(packets, k) for k in META_COLUMNS}, packets.nprint)
+        if pieces is not None:  # the fast writer (see netdiffusion.parquet_writer); else pyarrow's
+            atomic_write_bytes(path, pieces)
+            return
     table = packets.to_table()
     metadata = None
     if storage == "binary":
