@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from netdiffusion.fields import Layout
+from netdiffusion.fields import Layout, unpack_ternary
 from netdiffusion.parquet_writer import shard_bytes
 
 FIELDS_FILE = "fields.json"
@@ -263,6 +263,19 @@ def write_shard(packets: Packets, path: str | os.PathLike, storage: str = "list"
         metadata = NPRINT_DISK_NOTE
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata(metadata), tmp, **PARQUET_WRITE_OPTIONS)
+
+
+def write_ternary_shard(columns: dict[str, np.ndarray], ternary: np.ndarray, width: int,
+                        path: str | os.PathLike) -> None:
+    """:func:`write_shard` (``list`` storage) for rows already in the packed ternary form
+    (:func:`netdiffusion.fields.pack_ternary`, ``width // 4`` bytes per row): the encoder's path,
+    where no int8 row is built at all. ``columns``: the :data:`META_COLUMNS` arrays."""
+    pieces = shard_bytes(columns, ternary=ternary, width=width)
+    if pieces is None:  # pyarrow's writer needs the int8 rows
+        nprint = unpack_ternary(ternary.reshape(-1), len(ternary) * width).reshape(len(ternary), width)
+        write_shard(Packets(**columns, nprint=nprint), path)
+        return
+    atomic_write_bytes(path, pieces)
 
 
 def write_fields(directory: str | os.PathLike, layout: Layout) -> None:

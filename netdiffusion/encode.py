@@ -28,7 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from netdiffusion.dataset import NPRINT_STORAGES, SUMMARY_FILE, Packets, write_fields, write_json, write_shard
+from netdiffusion.dataset import (
+    NPRINT_STORAGES,
+    SUMMARY_FILE,
+    Packets,
+    write_fields,
+    write_json,
+    write_shard,
+    write_ternary_shard,
+)
 from netdiffusion.fields import DEFAULT_HEADERS, Layout
 from netdiffusion.flows import FlowTable, canonical_keys
 from netdiffusion.labels import CAPTURE_SUFFIXES, FlowLabels, label_for, load_manifest
@@ -99,10 +107,12 @@ def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str
     return found
 
 
-def _headers_to_bits(layout: Layout, cols: dict[str, np.ndarray]) -> np.ndarray:
-    """nPrint rows from buffered header bytes."""
+def _headers_to_bits(layout: Layout, cols: dict[str, np.ndarray], ternary: bool = False) -> np.ndarray:
+    """nPrint rows from buffered header bytes: int8 rows, or with ``ternary`` the packed ternary
+    form the list-storage shard writer takes directly (one uint16 lookup per header byte)."""
     n = len(cols["flow"])
-    matrix = np.empty((n, layout.width), dtype=np.int8)
+    matrix = np.empty((n, layout.width // 4 if ternary else layout.width), dtype=np.uint8 if ternary else np.int8)
+    scale = 4 if ternary else 1
     l3, l4 = cols["l3"], cols["l4"]
     for header, kind, window, lengths, code in (
         ("ipv4", l3, cols["l3_bytes"], cols["l3_len"], L3_IPV4),
@@ -113,8 +123,12 @@ def _headers_to_bits(layout: Layout, cols: dict[str, np.ndarray]) -> np.ndarray:
     ):
         if header not in layout.headers:
             continue
-        layout.header_bits_from_bytes(header, window, np.where(kind == code, lengths, 0),
-                                      out=matrix[:, layout.header_slice(header)])
+        cut = layout.header_slice(header)
+        lengths = np.where(kind == code, lengths, 0)
+        if ternary:
+            layout.header_ternary_from_bytes(header, window, lengths, out=matrix[:, cut.start // scale:cut.stop // scale])
+        else:
+            layout.header_bits_from_bytes(header, window, lengths, out=matrix[:, cut])
     return matrix
 
 
@@ -232,22 +246,26 @@ class _FileEncoder:
         cuts.append(n)
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             part = {k: v[a:b] for k, v in cols.items()}
-            packets = Packets(
-                flow_id=flow_ids[a:b],
-                label=np.full(b - a, self.label, dtype=object),
-                macro=np.full(b - a, self.macro, dtype=object),
-                packet_index=index[a:b].astype(np.int32),
-                timestamp=part["timestamp"].astype(np.int64),
-                direction=part["direction"].astype(np.int8),
+            columns = {
+                "flow_id": flow_ids[a:b],
+                "label": np.full(b - a, self.label, dtype=object),
+                "macro": np.full(b - a, self.macro, dtype=object),
+                "packet_index": index[a:b].astype(np.int32),
+                "timestamp": part["timestamp"].astype(np.int64),
+                "direction": part["direction"].astype(np.int8),
                 # a corrupt record can claim up to 2**32-1 bytes: saturate (as tshark does) instead
                 # of wrapping to a negative int32
-                wire_length=np.minimum(part["wire_length"], np.iinfo(np.int32).max).astype(np.int32),
-                source=np.full(b - a, self.source, dtype=object),
-                frame=part["frame"].astype(np.int64),
-                nprint=_headers_to_bits(self.layout, part),
-            )
+                "wire_length": np.minimum(part["wire_length"], np.iinfo(np.int32).max).astype(np.int32),
+                "source": np.full(b - a, self.source, dtype=object),
+                "frame": part["frame"].astype(np.int64),
+            }
             name = f"{self.prefix}-{len(self.written):04d}.parquet"
-            write_shard(packets, self.output / name, storage=self.nprint_storage)
+            if self.nprint_storage == "list":  # header bytes -> packed ternary rows -> file: no int8 rows
+                write_ternary_shard(columns, _headers_to_bits(self.layout, part, ternary=True), self.layout.width,
+                                    self.output / name)
+            else:
+                write_shard(Packets(**columns, nprint=_headers_to_bits(self.layout, part)), self.output / name,
+                            storage=self.nprint_storage)
             self.written.append(name)
             self.rows += b - a
 

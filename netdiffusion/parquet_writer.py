@@ -28,6 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from netdiffusion.fields import TERNARY_DICTIONARY, pack_ternary
+
 MAGIC = b"PAR1"
 CREATED_BY = b"netdiffusion shard writer (parquet-format 2.6)"
 PAGE_VALUES = 1 << 20  # nprint values per data page: ~745 rows at 1,408 columns; a page's temporaries stay
@@ -138,27 +140,6 @@ def _bitpack(values: np.ndarray, bit_width: int) -> bytes:
     return _varint((groups << 1) | 1) + np.packbits(bits.reshape(-1), bitorder="little").tobytes()
 
 
-def _pack_ternary(flat: np.ndarray) -> bytes:
-    """int8 values in {-1, 0, 1} as dictionary indices {2, 0, 1}, 2 bits each, LSB first (one
-    bit-packed run). Works on 4 values per uint32: byte & 3 maps 0/1/-1 to 0/1/3, then 3 -> 2."""
-    n = len(flat)
-    if n % 32:  # whole groups of 8 values and whole uint32 words; the padding is ignored by readers
-        padded = np.zeros(-(-n // 32) * 32, dtype=np.int8)
-        padded[:n] = flat
-        flat = padded
-    words = flat.view("<u4")
-    code = np.bitwise_and(words, np.uint32(0x03030303))
-    tmp = np.right_shift(code, np.uint32(1))  # two buffers reused (out=): ~4x faster than temporaries
-    tmp &= np.uint32(0x01010101)
-    code ^= tmp
-    np.right_shift(code, np.uint32(6), out=tmp)
-    code |= tmp
-    np.right_shift(code, np.uint32(12), out=tmp)
-    code |= tmp
-    packed = code
-    return _varint((len(flat) // 8 << 1) | 1) + packed.astype(np.uint8).tobytes()
-
-
 def _ternary_rows_ok(matrix: np.ndarray) -> bool:
     return matrix.size == 0 or (int(matrix.min()) >= -1 and int(matrix.max()) <= 1)
 
@@ -235,20 +216,27 @@ def _int_chunk(name: str, values: np.ndarray, bits: int) -> _Chunk:
     return chunk
 
 
-def _nprint_chunk(matrix: np.ndarray) -> _Chunk:
-    rows, width = matrix.shape
+def _nprint_chunk(matrix: np.ndarray | None, ternary: np.ndarray | None, width: int) -> _Chunk:
+    """The nprint column from int8 rows, or from rows already in the packed ternary form (the
+    dictionary indices themselves, see :func:`netdiffusion.fields.pack_ternary`)."""
+    rows = len(matrix) if matrix is not None else len(ternary)  # type: ignore[arg-type]
     chunk = _Chunk(["nprint", "list", "element"], _INT32, [_PLAIN, _RLE, _RLE_DICTIONARY])
-    chunk.page(_DICTIONARY_PAGE, np.array([0, 1, -1], dtype="<i4").tobytes(),
-               _struct((1, "i32", 3), (2, "i32", _PLAIN)))
+    chunk.page(_DICTIONARY_PAGE, np.array(TERNARY_DICTIONARY, dtype="<i4").tobytes(),
+               _struct((1, "i32", len(TERNARY_DICTIONARY)), (2, "i32", _PLAIN)))
     # repetition level 0 starts a row, 1 continues it; definition level 2 = a value is present
     # (nprint optional: 1, the repeated list: 2, element required)
     row_levels = _rle_run(1, 0, 1) + (_rle_run(width - 1, 1, 1) if width > 1 else b"")
     step = max(1, PAGE_VALUES // width)
     for start in range(0, rows, step):
-        part = matrix[start:start + step]
-        count = part.size
-        body = (_levels(row_levels * len(part)) + _levels(_rle_run(count, 2, 2)) + b"\x02"
-                + _pack_ternary(part.reshape(-1)))
+        stop = min(start + step, rows)
+        count = (stop - start) * width
+        if ternary is not None:
+            packed = ternary[start:stop].tobytes()
+        else:
+            packed = pack_ternary(matrix[start:stop].reshape(-1)).tobytes()  # type: ignore[index]
+        groups = -(-count // 8)  # a run holds whole groups of 8 values; padding codes are ignored
+        values = _varint((groups << 1) | 1) + packed + bytes(2 * groups - len(packed))
+        body = (_levels(row_levels * (stop - start)) + _levels(_rle_run(count, 2, 2)) + b"\x02" + values)
         chunk.page(_DATA_PAGE, body, _data_page_header(count, _RLE_DICTIONARY), count)
     return chunk
 
@@ -294,11 +282,25 @@ def _arrow_schema_key(width: int) -> bytes:
     return pq.read_metadata(io.BytesIO(buf.getvalue())).metadata[b"ARROW:schema"]
 
 
-def shard_bytes(columns: dict[str, np.ndarray], matrix: np.ndarray) -> list[bytes] | None:
+def shard_bytes(columns: dict[str, np.ndarray], matrix: np.ndarray | None = None, *,
+                ternary: np.ndarray | None = None, width: int | None = None) -> list[bytes] | None:
     """The pieces of one Parquet shard file (concatenate or write them in order), or ``None`` when
-    the shard needs pyarrow's general writer (no rows, a null string, a value outside -1/0/1)."""
-    rows, width = matrix.shape
-    if rows == 0 or width == 0 or not _ternary_rows_ok(matrix):
+    the shard needs pyarrow's general writer (no rows, a null string, a value outside -1/0/1).
+
+    ``nprint`` comes as int8 rows (``matrix``) or, from the encoder, as ``(rows, width // 4)``
+    packed ternary rows (``ternary``, ``width`` a multiple of 8): then no int8 row is ever built."""
+    if ternary is not None:
+        if width is None or width % 8 or ternary.shape[1:] != (width // 4,):
+            raise ValueError("ternary rows need a width that is a multiple of 8 and width // 4 bytes per row")
+        rows = len(ternary)
+    else:
+        if matrix is None:
+            raise ValueError("give matrix or ternary")
+        rows, width = matrix.shape
+        if not _ternary_rows_ok(matrix):
+            return None
+        matrix = np.ascontiguousarray(matrix, dtype=np.int8)
+    if rows == 0 or width == 0:
         return None
     chunks: list[_Chunk] = []
     for name, kind in _COLUMN_KINDS.items():
@@ -312,7 +314,7 @@ def shard_bytes(columns: dict[str, np.ndarray], matrix: np.ndarray) -> list[byte
         else:
             chunk = _int_chunk(name, values, 64 if kind == _I64 else 32)
         chunks.append(chunk)
-    chunks.append(_nprint_chunk(np.ascontiguousarray(matrix, dtype=np.int8)))
+    chunks.append(_nprint_chunk(matrix, ternary, width))
 
     pieces = [MAGIC]
     offset = len(MAGIC)

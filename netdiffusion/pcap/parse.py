@@ -67,7 +67,10 @@ def gather(data: np.ndarray, starts: np.ndarray, available: np.ndarray, width: i
     if len(edge):  # windows running past the buffer's end (only the last records)
         idx = np.clip(starts[edge, None] + cols[None, :], 0, max(len(data) - 1, 0))
         out[edge] = data[idx] if len(data) else 0
-    out[cols[None, :] >= np.asarray(available)[:, None]] = 0
+    available = np.asarray(available)
+    short = np.flatnonzero(available < width)  # only these rows have bytes to zero (few, usually)
+    if len(short):
+        out[short] = np.where(cols[None, :] >= available[short, None], 0, out[short])
     return out
 
 
