@@ -188,18 +188,24 @@ def _stats(lo: bytes, hi: bytes) -> bytes:
 
 
 def _string_chunk(name: str, values: np.ndarray) -> _Chunk | None:
-    array = pa.array(values, pa.string())
-    if array.null_count:
-        return None
-    encoded = array.dictionary_encode()
-    words = [s.encode() for s in encoded.dictionary.to_pylist()]
+    n = len(values)
+    first = values[0]
+    if isinstance(first, str) and values.dtype == object and bool((values == first).all()):
+        words = [first.encode()]  # one value (a shard's label, macro, source): one RLE run
+        width = 1
+        runs = _rle_run(n, 0, width)
+    else:
+        array = pa.array(values, pa.string())
+        if array.null_count:
+            return None
+        encoded = array.dictionary_encode()
+        words = [s.encode() for s in encoded.dictionary.to_pylist()]
+        width = max(1, (len(words) - 1).bit_length())
+        runs = _bitpack(encoded.indices.to_numpy(zero_copy_only=False).astype("<u4", copy=False), width)
     chunk = _Chunk([name], _BYTE_ARRAY, [_PLAIN, _RLE, _RLE_DICTIONARY])
     plain = b"".join(struct.pack("<I", len(w)) + w for w in words)
     chunk.page(_DICTIONARY_PAGE, plain, _struct((1, "i32", len(words)), (2, "i32", _PLAIN)))
-    n = len(array)
-    width = max(1, (len(words) - 1).bit_length())
-    indices = encoded.indices.to_numpy(zero_copy_only=False).astype("<u4", copy=False)
-    body = _levels(_rle_run(n, 1, 1)) + bytes([width]) + _bitpack(indices, width)
+    body = _levels(_rle_run(n, 1, 1)) + bytes([width]) + runs
     chunk.page(_DATA_PAGE, body, _data_page_header(n, _RLE_DICTIONARY), n)
     chunk.stats = _stats(min(words), max(words))
     return chunk
@@ -248,6 +254,7 @@ _COLUMN_KINDS: dict[str, object] = {
 }
 
 
+@lru_cache(maxsize=16)
 def _schema_elements(width: int) -> list[bytes]:
     int8 = _struct((10, "struct", _struct((1, "byte", 8), (2, "bool", True))))
     elements = [_struct((3, "i32", _REQUIRED), (4, "bin", "schema"), (5, "i32", len(_COLUMN_KINDS) + 1))]
