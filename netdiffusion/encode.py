@@ -203,7 +203,7 @@ class _FileEncoder:
             "wire_length": batch.wirelen[sel], "frame": batch.frame[sel],
             "l3": parsed.l3[sel].astype(np.int8), "l3_len": parsed.l3_len[sel].astype(np.int16),
             "l3_bytes": parsed.l3_bytes[sel], "l4": parsed.l4[sel].astype(np.int8),
-            "l4_len": parsed.l4_len[sel].astype(np.int16), "l4_bytes": parsed.l4_bytes[sel],
+            "l4_len": parsed.l4_len[sel].astype(np.int16), "l4_bytes": parsed.l4_window(sel),
         })
 
     def _flush(self) -> None:

@@ -74,6 +74,9 @@ def gather(data: np.ndarray, starts: np.ndarray, available: np.ndarray, width: i
     return out
 
 
+_L4_PARSE_BYTES = 13  # bytes 0..12 of a transport header: ports, ICMP type / identifier, TCP data offset
+
+
 def _be16(window: np.ndarray, col: np.ndarray | int) -> np.ndarray:
     if isinstance(col, int):  # a fixed column: two column views, no fancy indexing
         return (window[:, col].astype(np.int64) << 8) | window[:, col + 1]
@@ -91,7 +94,6 @@ class Parsed:
     l3_bytes: np.ndarray  # (n, 60) uint8
     l4: np.ndarray  # L4_* kind
     l4_len: np.ndarray
-    l4_bytes: np.ndarray  # (n, 60) uint8
     proto: np.ndarray  # IP protocol / next header
     src: np.ndarray  # (n, 16) uint8, IPv4 in the last 4 bytes
     dst: np.ndarray
@@ -99,6 +101,19 @@ class Parsed:
     dport: np.ndarray
     kind: np.ndarray  # int64 flow-key qualifier: ICMP type (request/reply paired) + 1, else 0
     notes: dict[str, int]
+    l4_start: np.ndarray  # offset of the transport header in the batch's buffer
+    l4_avail: np.ndarray  # its bytes captured (and inside the IP packet)
+    data: np.ndarray  # the batch's buffer
+
+    def l4_window(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """``(rows, 60)`` uint8 transport header bytes (zeros past what was captured), gathered
+        only for the rows asked: the encoder needs them for the packets it keeps, which in long
+        flows are a small part of those read (flow keys only need ports, read directly)."""
+        return gather(self.data, self.l4_start[rows], self.l4_avail[rows], L4_WINDOW)
+
+    @property
+    def l4_bytes(self) -> np.ndarray:  # (n, 60) uint8
+        return self.l4_window()
 
 
 def _pppoe_mpls(batch: RecordBatch, etype: np.ndarray, start: np.ndarray, l3off: np.ndarray,
@@ -245,7 +260,10 @@ def parse_batch(batch: RecordBatch) -> Parsed:
     l4 = np.where(proto == 17, L4_UDP, l4)
     l4 = np.where(proto == 1, L4_ICMP, l4)
     l4 = np.where(reason < 0, l4, L4_NONE)
-    l4win = gather(batch.data, batch.offset + l3off + l3_len, l4avail, L4_WINDOW)
+    # the few transport bytes parsing needs (ports / ICMP type and identifier, TCP data offset),
+    # read directly; whole header windows are gathered later, only for the packets kept
+    l4start = batch.offset + l3off + l3_len
+    l4win = gather(batch.data, l4start, l4avail, _L4_PARSE_BYTES)
     doff = (l4win[:, 12] >> 4).astype(np.int64) * 4
     fixed = np.where(l4 == L4_TCP, 20, np.where(l4 >= 0, 8, 0))
     skip((l4 >= 0) & (l4avail < fixed), "truncated_l4")
@@ -284,5 +302,5 @@ def parse_batch(batch: RecordBatch) -> Parsed:
 
     return Parsed(reason=reason, l3=np.where(kept, l3, L3_NONE), l3_len=np.where(kept, l3_len, 0),
                   l3_bytes=l3win, l4=np.where(kept, l4, L4_NONE), l4_len=np.where(kept & (l4 >= 0), l4_len, 0),
-                  l4_bytes=l4win, proto=proto, src=src, dst=dst, sport=sport, dport=dport, kind=kind,
-                  notes=notes)
+                  proto=proto, src=src, dst=dst, sport=sport, dport=dport, kind=kind,
+                  notes=notes, l4_start=l4start, l4_avail=l4avail, data=batch.data)
