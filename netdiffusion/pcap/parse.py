@@ -153,11 +153,18 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
     lt = batch.linktype
     rows = np.arange(n)
     first_nibble = link[:, 0] >> 4
+    # a pcap batch has one link type: then every "which link type" mask is a constant
+    single = int(lt[0]) if n and lt[0] == lt[-1] and (lt == lt[0]).all() else None
 
-    eth = lt == 1
+    def of_type(*codes: int) -> np.ndarray:
+        if single is not None:
+            return np.full(n, single in codes)
+        return np.isin(lt, codes)
+
+    eth = of_type(1)
     if eth.any():
         off = np.full(n, 12, dtype=np.int64)
-        etype = _be16(link, np.minimum(off, LINK_WINDOW - 2))
+        etype = _be16(link, 12)
         for _ in range(3):
             tagged = eth & ((etype == 0x8100) | (etype == 0x88A8) | (etype == 0x9100))  # _VLAN_TYPES
             if not tagged.any():
@@ -169,14 +176,14 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
         kind = np.where(eth & (etype == 0x86DD), L3_IPV6, kind)
         l3off, kind = _pppoe_mpls(batch, np.where(eth, etype, 0), off + 2, l3off, kind)
 
-    sll = lt == 113
+    sll = of_type(113)
     if sll.any():
         proto = _be16(link, 14)
         l3off = np.where(sll, 16, l3off)
         kind = np.where(sll & (proto == 0x0800), L3_IPV4, kind)
         kind = np.where(sll & (proto == 0x86DD), L3_IPV6, kind)
         l3off, kind = _pppoe_mpls(batch, np.where(sll, proto, 0), np.full(n, 16), l3off, kind)
-    sll2 = lt == 276
+    sll2 = of_type(276)
     if sll2.any():
         proto = _be16(link, 0)
         l3off = np.where(sll2, 20, l3off)
@@ -184,13 +191,15 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
         kind = np.where(sll2 & (proto == 0x86DD), L3_IPV6, kind)
         l3off, kind = _pppoe_mpls(batch, np.where(sll2, proto, 0), np.full(n, 20), l3off, kind)
 
-    raw = np.isin(lt, (101, 12, 14))
-    kind = np.where(raw & (first_nibble == 4), L3_IPV4, kind)
-    kind = np.where(raw & (first_nibble == 6), L3_IPV6, kind)
-    kind = np.where(lt == 228, L3_IPV4, kind)
-    kind = np.where(lt == 229, L3_IPV6, kind)
+    raw = of_type(101, 12, 14)
+    raw4, raw6 = of_type(228), of_type(229)
+    if raw.any() or raw4.any() or raw6.any():
+        kind = np.where(raw & (first_nibble == 4), L3_IPV4, kind)
+        kind = np.where(raw & (first_nibble == 6), L3_IPV6, kind)
+        kind = np.where(raw4, L3_IPV4, kind)
+        kind = np.where(raw6, L3_IPV6, kind)
 
-    null = np.isin(lt, (0, 108))
+    null = of_type(0, 108)
     if null.any():
         le = link[:, 0].astype(np.int64) | (link[:, 1].astype(np.int64) << 8)
         be = (link[:, 2].astype(np.int64) << 8) | link[:, 3]
@@ -203,7 +212,7 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
     # HDLC-like framing, RFC 1662), 0f/8f 00 (Cisco HDLC: an Ethernet type follows; also found
     # under 9 and 50, as tshark and libpcap accept) or, for PPP without framing, the PPP protocol
     # directly: 2 bytes, or 1 when compressed (odd first byte). IPv4 is PPP protocol 0x21, IPv6 0x57.
-    ppp = np.isin(lt, (9, 50, 104))
+    ppp = of_type(9, 50, 104)
     if ppp.any():
         b0, b1 = link[:, 0], link[:, 1]
         cisco = (lt == 104) | (((b0 == 0x0F) | (b0 == 0x8F)) & (b1 == 0x00))
@@ -216,7 +225,7 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
         kind = np.where(ppp & np.where(cisco, proto == 0x86DD, proto == 0x57), L3_IPV6, kind)
         l3off, kind = _pppoe_mpls(batch, np.where(ppp & cisco, proto, 0), start + 2, l3off, kind)
 
-    supported = eth | sll | sll2 | raw | null | ppp | (lt == 228) | (lt == 229)
+    supported = eth | sll | sll2 | raw | null | ppp | raw4 | raw6
     del rows
     return l3off, kind, supported
 
@@ -276,12 +285,11 @@ def parse_batch(batch: RecordBatch) -> Parsed:
         "truncated_options": int((kept & (l4 == L4_TCP) & (doff > l4avail)).sum()),
     }
 
-    src = np.zeros((n, 16), dtype=np.uint8)
-    dst = np.zeros((n, 16), dtype=np.uint8)
-    src[v4, 12:] = l3win[v4, 12:16]
-    dst[v4, 12:] = l3win[v4, 16:20]
-    src[v6] = l3win[v6, 8:24]
-    dst[v6] = l3win[v6, 24:40]
+    # addresses as 16 bytes (IPv4 in the last 4): np.where over columns, no boolean row indexing
+    src = np.where(v6[:, None], l3win[:, 8:24], 0).astype(np.uint8, copy=False)
+    dst = np.where(v6[:, None], l3win[:, 24:40], 0).astype(np.uint8, copy=False)
+    src[:, 12:] = np.where(v4[:, None], l3win[:, 12:16], src[:, 12:])
+    dst[:, 12:] = np.where(v4[:, None], l3win[:, 16:20], dst[:, 12:])
     sport = np.zeros(n, dtype=np.int64)
     dport = np.zeros(n, dtype=np.int64)
     ported = (l4 == L4_TCP) | (l4 == L4_UDP)
