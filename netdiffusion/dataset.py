@@ -33,6 +33,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from netdiffusion.fields import Layout, unpack_ternary
-from netdiffusion.parquet_writer import shard_bytes
+from netdiffusion.parquet_writer import DictionaryColumn, shard_bytes
 
 FIELDS_FILE = "fields.json"
 SUMMARY_FILE = "summary.json"
@@ -265,21 +266,29 @@ def write_shard(packets: Packets, path: str | os.PathLike, storage: str = "list"
         pq.write_table(table.replace_schema_metadata(metadata), tmp, **PARQUET_WRITE_OPTIONS)
 
 
-def write_ternary_shard(columns: dict[str, np.ndarray], ternary: np.ndarray, width: int,
+def write_ternary_shard(columns: dict[str, np.ndarray | DictionaryColumn], ternary: np.ndarray, width: int,
                         path: str | os.PathLike) -> None:
     """:func:`write_shard` (``list`` storage) for rows already in the packed ternary form
     (:func:`netdiffusion.fields.pack_ternary`, ``width // 4`` bytes per row): the encoder's path,
-    where no int8 row is built at all. ``columns``: the :data:`META_COLUMNS` arrays."""
+    where no int8 row is built at all. ``columns``: the :data:`META_COLUMNS` arrays (string ones
+    may be :class:`~netdiffusion.parquet_writer.DictionaryColumn`)."""
     pieces = shard_bytes(columns, ternary=ternary, width=width)
     if pieces is None:  # pyarrow's writer needs the int8 rows
         nprint = unpack_ternary(ternary.reshape(-1), len(ternary) * width).reshape(len(ternary), width)
-        write_shard(Packets(**columns, nprint=nprint), path)
+        plain = {k: v.to_numpy() if isinstance(v, DictionaryColumn) else v for k, v in columns.items()}
+        write_shard(Packets(**plain, nprint=nprint), path)
         return
     atomic_write_bytes(path, pieces)
 
 
 def write_fields(directory: str | os.PathLike, layout: Layout) -> None:
-    write_json(Path(directory) / FIELDS_FILE, layout.columns)
+    atomic_write_bytes(Path(directory) / FIELDS_FILE, _fields_json(tuple(layout.columns)))
+
+
+@lru_cache(maxsize=8)
+def _fields_json(columns: tuple[str, ...]) -> bytes:
+    """``fields.json``'s bytes (1,408 names: serialized once per process, not per dataset)."""
+    return (json.dumps(list(columns), indent=2) + "\n").encode()
 
 
 def read_layout(directory: str | os.PathLike) -> Layout:

@@ -40,6 +40,7 @@ from netdiffusion.dataset import (
 from netdiffusion.fields import DEFAULT_HEADERS, Layout
 from netdiffusion.flows import FlowTable, canonical_keys
 from netdiffusion.labels import CAPTURE_SUFFIXES, FlowLabels, label_for, load_manifest
+from netdiffusion.parquet_writer import DictionaryColumn
 from netdiffusion.pcap.parse import (
     L3_IPV4,
     L3_IPV6,
@@ -230,7 +231,6 @@ class _FileEncoder:
         names = [f"{self.prefix}-{f:06d}" + (f"w{w:04d}" if self.windows else "")
                  for f, w in zip(cols["flow"][bounds].tolist(), window[bounds].tolist(), strict=True)]
         sample_number = np.cumsum(np.r_[True, sample[1:] != sample[:-1]]) - 1
-        flow_ids = np.asarray(names, dtype=object)[sample_number]
         n = len(sample)
         # cut shards at sample boundaries close to shard_size rows
         cuts = [0]
@@ -246,17 +246,20 @@ class _FileEncoder:
         cuts.append(n)
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             part = {k: v[a:b] for k, v in cols.items()}
-            columns = {
-                "flow_id": flow_ids[a:b],
-                "label": np.full(b - a, self.label, dtype=object),
-                "macro": np.full(b - a, self.macro, dtype=object),
+            first_sample = int(sample_number[a])
+            one = np.zeros(b - a, dtype=np.int32)
+            columns: dict[str, np.ndarray | DictionaryColumn] = {  # strings by index: no per-row objects
+                "flow_id": DictionaryColumn(sample_number[a:b] - first_sample,
+                                            names[first_sample:int(sample_number[b - 1]) + 1]),
+                "label": DictionaryColumn(one, [self.label]),
+                "macro": DictionaryColumn(one, [self.macro]),
                 "packet_index": index[a:b].astype(np.int32),
                 "timestamp": part["timestamp"].astype(np.int64),
                 "direction": part["direction"].astype(np.int8),
                 # a corrupt record can claim up to 2**32-1 bytes: saturate (as tshark does) instead
                 # of wrapping to a negative int32
                 "wire_length": np.minimum(part["wire_length"], np.iinfo(np.int32).max).astype(np.int32),
-                "source": np.full(b - a, self.source, dtype=object),
+                "source": DictionaryColumn(one, [self.source]),
                 "frame": part["frame"].astype(np.int64),
             }
             name = f"{self.prefix}-{len(self.written):04d}.parquet"
@@ -264,7 +267,8 @@ class _FileEncoder:
                 write_ternary_shard(columns, _headers_to_bits(self.layout, part, ternary=True), self.layout.width,
                                     self.output / name)
             else:
-                write_shard(Packets(**columns, nprint=_headers_to_bits(self.layout, part)), self.output / name,
+                plain = {k: v.to_numpy() if isinstance(v, DictionaryColumn) else v for k, v in columns.items()}
+                write_shard(Packets(**plain, nprint=_headers_to_bits(self.layout, part)), self.output / name,
                             storage=self.nprint_storage)
             self.written.append(name)
             self.rows += b - a

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import struct
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -187,10 +188,29 @@ def _stats(lo: bytes, hi: bytes) -> bytes:
     return _struct((3, "i64", 0), (5, "bin", hi), (6, "bin", lo))
 
 
-def _string_chunk(name: str, values: np.ndarray) -> _Chunk | None:
+@dataclass
+class DictionaryColumn:
+    """A string column given as its distinct values and one index per row (what the encoder has
+    anyway: flow sample numbers and names; one label per shard), so no row string is built."""
+
+    indices: np.ndarray  # int, one per row, into ``values``
+    values: list[str]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to_numpy(self) -> np.ndarray:
+        return np.asarray(self.values, dtype=object)[self.indices]
+
+
+def _string_chunk(name: str, values: np.ndarray | DictionaryColumn) -> _Chunk | None:
     n = len(values)
-    first = values[0]
-    if isinstance(first, str) and values.dtype == object and bool((values == first).all()):
+    if isinstance(values, DictionaryColumn):
+        words = [v.encode() for v in values.values]
+        width = max(1, (len(words) - 1).bit_length())
+        runs = _rle_run(n, 0, width) if len(words) == 1 else _bitpack(values.indices.astype("<u4"), width)
+    elif isinstance(values[0], str) and values.dtype == object and bool((values == values[0]).all()):
+        first = values[0]
         words = [first.encode()]  # one value (a shard's label, macro, source): one RLE run
         width = 1
         runs = _rle_run(n, 0, width)
@@ -289,10 +309,11 @@ def _arrow_schema_key(width: int) -> bytes:
     return pq.read_metadata(io.BytesIO(buf.getvalue())).metadata[b"ARROW:schema"]
 
 
-def shard_bytes(columns: dict[str, np.ndarray], matrix: np.ndarray | None = None, *,
+def shard_bytes(columns: dict[str, np.ndarray | DictionaryColumn], matrix: np.ndarray | None = None, *,
                 ternary: np.ndarray | None = None, width: int | None = None) -> list[bytes] | None:
     """The pieces of one Parquet shard file (concatenate or write them in order), or ``None`` when
     the shard needs pyarrow's general writer (no rows, a null string, a value outside -1/0/1).
+    String columns may be given as :class:`DictionaryColumn`.
 
     ``nprint`` comes as int8 rows (``matrix``) or, from the encoder, as ``(rows, width // 4)``
     packed ternary rows (``ternary``, ``width`` a multiple of 8): then no int8 row is ever built."""
