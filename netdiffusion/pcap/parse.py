@@ -143,10 +143,10 @@ def _pppoe_mpls(batch: RecordBatch, etype: np.ndarray, start: np.ndarray, l3off:
     return l3off, kind
 
 
-def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(l3 offset from frame start, L3 kind expected, supported link mask) per record."""
+def _link_offsets(batch: RecordBatch, link: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(l3 offset from frame start, L3 kind expected, supported link mask) per record, from each
+    frame's first ``LINK_WINDOW`` bytes (``link``)."""
     n = len(batch)
-    link = gather(batch.data, batch.offset, batch.caplen, LINK_WINDOW)
     l3off = np.zeros(n, dtype=np.int64)
     kind = np.full(n, L3_NONE, dtype=np.int64)
     supported = np.ones(n, dtype=bool)
@@ -230,6 +230,20 @@ def _link_offsets(batch: RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return l3off, kind, supported
 
 
+_ETHERNET = 14  # bytes of an untagged Ethernet header
+
+
+def _address(l3win: np.ndarray, v4: np.ndarray, v6: np.ndarray, at4: int, at6: int) -> np.ndarray:
+    """``(n, 16)`` uint8 addresses: IPv6 from ``at6`` (16 bytes), IPv4 from ``at4`` (4 bytes,
+    right-aligned), zeros for other rows."""
+    words = np.zeros((len(l3win), 2), dtype=">u8")
+    if v6.any():
+        words[:, 0] = np.where(v6, l3win[:, at6:at6 + 8].view(">u8")[:, 0], 0)
+        words[:, 1] = np.where(v6, l3win[:, at6 + 8:at6 + 16].view(">u8")[:, 0], 0)
+    words[:, 1] = np.where(v4, l3win[:, at4:at4 + 4].view(">u4")[:, 0], words[:, 1])
+    return words.view(np.uint8)
+
+
 def parse_batch(batch: RecordBatch) -> Parsed:
     """Parse link, network and transport headers of every record in ``batch``."""
     n = len(batch)
@@ -238,11 +252,22 @@ def parse_batch(batch: RecordBatch) -> Parsed:
     def skip(mask: np.ndarray, name: str) -> None:
         reason[mask & (reason < 0)] = SKIP_REASONS.index(name)
 
-    l3off, l3, supported = _link_offsets(batch)
+    # one gather serves the link header and, behind a plain 14-byte Ethernet header (the common
+    # case), the network header too; other rows get their own network-header gather
+    frame = gather(batch.data, batch.offset, batch.caplen, _ETHERNET + L3_WINDOW)
+    l3off, l3, supported = _link_offsets(batch, frame[:, :LINK_WINDOW])
     skip(~supported, "unsupported_linktype")
     skip(l3 == L3_NONE, "non_ip")
     l3avail = np.maximum(batch.caplen - l3off, 0)
-    l3win = gather(batch.data, batch.offset + l3off, l3avail, L3_WINDOW)
+    elsewhere = np.flatnonzero(l3off != _ETHERNET)
+    if len(elsewhere) == n:
+        l3win = gather(batch.data, batch.offset + l3off, l3avail, L3_WINDOW)
+    else:
+        l3win = frame[:, _ETHERNET:]
+        if len(elsewhere):
+            l3win = l3win.copy()
+            l3win[elsewhere] = gather(batch.data, batch.offset[elsewhere] + l3off[elsewhere], l3avail[elsewhere],
+                                      L3_WINDOW)
     version = l3win[:, 0] >> 4
     v4 = l3 == L3_IPV4
     v6 = l3 == L3_IPV6
@@ -285,11 +310,9 @@ def parse_batch(batch: RecordBatch) -> Parsed:
         "truncated_options": int((kept & (l4 == L4_TCP) & (doff > l4avail)).sum()),
     }
 
-    # addresses as 16 bytes (IPv4 in the last 4): np.where over columns, no boolean row indexing
-    src = np.where(v6[:, None], l3win[:, 8:24], 0).astype(np.uint8, copy=False)
-    dst = np.where(v6[:, None], l3win[:, 24:40], 0).astype(np.uint8, copy=False)
-    src[:, 12:] = np.where(v4[:, None], l3win[:, 12:16], src[:, 12:])
-    dst[:, 12:] = np.where(v4[:, None], l3win[:, 16:20], dst[:, 12:])
+    # addresses as 16 bytes (IPv4 in the last 4), built as two big-endian words each: a handful of
+    # 1-D operations instead of row-wise byte copies
+    src, dst = _address(l3win, v4, v6, 12, 8), _address(l3win, v4, v6, 16, 24)
     sport = np.zeros(n, dtype=np.int64)
     dport = np.zeros(n, dtype=np.int64)
     ported = (l4 == L4_TCP) | (l4 == L4_UDP)
