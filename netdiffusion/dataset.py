@@ -27,9 +27,9 @@ Shards are written atomically (temp file + rename), so readers never see half a 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -179,27 +179,35 @@ class Packets:
             yield str(ids[a]), self.take(order[a:b])
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_TEMP_NAMES = itertools.count()
 
 
-_UMASK = _current_umask()  # read once at import: os.umask() is process-wide and not thread-safe
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new hidden file beside ``path`` (``O_EXCL``: never someone else's), mode from the umask.
+
+    Named by pid, a counter and random bits rather than through ``tempfile.mkstemp``: the
+    encoder writes a shard, ``fields.json`` and ``summary.json`` per run, and mkstemp plus fchmod
+    cost more than the shard's own write (measured ~0.3 ms per encode)."""
+    for _ in range(100):
+        tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}.{next(_TEMP_NAMES)}.{os.urandom(3).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 @contextmanager
 def _atomic_temp(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield ``(fd, temp path)`` beside ``path``; on success the temp file replaces ``path``.
 
-    The file gets the usual umask-based mode (mkstemp's 0600 would hide reports from other users);
+    The file gets the usual umask-based mode (0666 & ~umask, as ``open`` would give it);
     ``fd`` is closed before the rename, and the temp file is removed on any error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         try:
-            os.fchmod(fd, 0o666 & ~_UMASK)
             yield fd, tmp
         finally:
             os.close(fd)

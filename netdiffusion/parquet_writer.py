@@ -42,7 +42,7 @@ _INT32, _INT64, _BYTE_ARRAY = 1, 2, 6
 _REQUIRED, _OPTIONAL, _REPEATED = 0, 1, 2
 _UTF8, _LIST, _INT_8 = 0, 3, 15
 _PLAIN, _RLE, _RLE_DICTIONARY = 0, 3, 8
-_ZSTD = 6
+_UNCOMPRESSED, _ZSTD = 0, 6
 _DATA_PAGE, _DICTIONARY_PAGE = 0, 2
 
 # Thrift compact protocol type ids
@@ -148,8 +148,9 @@ def _ternary_rows_ok(matrix: np.ndarray) -> bool:
 class _Chunk:
     """One column chunk: its pages' bytes, offsets and the metadata the footer needs."""
 
-    def __init__(self, path: list[str], physical: int, encodings: list[int]) -> None:
+    def __init__(self, path: list[str], physical: int, encodings: list[int], compress: bool = True) -> None:
         self.path = path
+        self.compress = compress  # the codec is per column chunk: tiny ones (one RLE run) stay plain
         self.physical = physical
         self.encodings = encodings
         self.pages: list[bytes] = []
@@ -161,7 +162,7 @@ class _Chunk:
         self.stats: bytes | None = None
 
     def page(self, page_type: int, body: bytes, header: bytes, num_values: int = 0) -> None:
-        compressed = _zstd().compress(body, asbytes=True)
+        compressed = _zstd().compress(body, asbytes=True) if self.compress else body
         head = _struct((1, "i32", page_type), (2, "i32", len(body)), (3, "i32", len(compressed)),
                        (5, "struct", header if page_type == _DATA_PAGE else None),
                        (7, "struct", header if page_type == _DICTIONARY_PAGE else None))
@@ -174,7 +175,7 @@ class _Chunk:
 
     def meta(self) -> bytes:
         col = _struct((1, "i32", self.physical), (2, "list:i32", self.encodings), (3, "list:bin", self.path),
-                      (4, "i32", _ZSTD), (5, "i64", self.num_values), (6, "i64", self.uncompressed),
+                      (4, "i32", _ZSTD if self.compress else _UNCOMPRESSED), (5, "i64", self.num_values), (6, "i64", self.uncompressed),
                       (7, "i64", self.size()), (9, "i64", self.data_offset),
                       (11, "i64", self.dictionary_offset), (12, "struct", self.stats))
         return _struct((2, "i64", self.start), (3, "struct", col))
@@ -222,7 +223,7 @@ def _string_chunk(name: str, values: np.ndarray | DictionaryColumn) -> _Chunk | 
         words = [s.encode() for s in encoded.dictionary.to_pylist()]
         width = max(1, (len(words) - 1).bit_length())
         runs = _bitpack(encoded.indices.to_numpy(zero_copy_only=False).astype("<u4", copy=False), width)
-    chunk = _Chunk([name], _BYTE_ARRAY, [_PLAIN, _RLE, _RLE_DICTIONARY])
+    chunk = _Chunk([name], _BYTE_ARRAY, [_PLAIN, _RLE, _RLE_DICTIONARY], compress=len(words) > 1)
     plain = b"".join(struct.pack("<I", len(w)) + w for w in words)
     chunk.page(_DICTIONARY_PAGE, plain, _struct((1, "i32", len(words)), (2, "i32", _PLAIN)))
     body = _levels(_rle_run(n, 1, 1)) + bytes([width]) + runs
