@@ -189,9 +189,11 @@ class _FileEncoder:
         kept = np.flatnonzero(parsed.reason < 0)
         if not len(kept):
             return
-        keys, src_low = canonical_keys(parsed.proto[kept], parsed.src[kept], parsed.sport[kept],
-                                       parsed.dst[kept], parsed.dport[kept], parsed.kind[kept])
-        ts = batch.ts_ns[kept]
+        every = len(kept) == len(batch)  # the usual case: whole arrays, no row copies
+        rows = slice(None) if every else kept
+        keys, src_low = canonical_keys(parsed.proto[rows], parsed.src[rows], parsed.sport[rows],
+                                       parsed.dst[rows], parsed.dport[rows], parsed.kind[rows])
+        ts = batch.ts_ns[rows]
         flow = self.flows.assign(keys, src_low, ts, self.packets if self.windows else None)
         take = np.ones(len(kept), dtype=bool) if self.windows else flow["position"] < self.packets
         beyond = int((~take).sum())

@@ -20,63 +20,89 @@ import numpy as np
 KEY_BYTES = 39  # proto(1) + low endpoint (16 + 2) + high endpoint (16 + 2) + kind (2, ICMP type class)
 
 
-_KEY_STRIDE = 40  # KEY_BYTES + one zero byte: five uint64 words per key, for hashing
+@dataclass
+class FlowKeys:
+    """Direction-free flow keys of a batch of packets, as integer components (one array each):
+    protocol, low endpoint (address as two big-endian words, port), high endpoint, kind.
+
+    Grouping hashes the components (no per-packet byte strings); the 39-byte key (:data:`KEY_BYTES`:
+    proto, low endpoint 16 + 2 bytes, high endpoint, kind 2 bytes) is built only for the rows asked
+    (:meth:`key_bytes`: a batch's first packet of each flow)."""
+
+    words: np.ndarray  # (n, 8) uint64: proto, low hi, low lo, low port, high hi, high lo, high port, kind
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def key_bytes(self, rows: np.ndarray) -> list[bytes]:
+        w = self.words[rows]
+        key = np.empty((len(w), KEY_BYTES), dtype=np.uint8)
+        key[:, 0] = w[:, 0]
+        for at, (hi, lo, port) in ((1, (1, 2, 3)), (19, (4, 5, 6))):
+            key[:, at:at + 8] = w[:, hi].astype(">u8").view(np.uint8).reshape(-1, 8)
+            key[:, at + 8:at + 16] = w[:, lo].astype(">u8").view(np.uint8).reshape(-1, 8)
+            key[:, at + 16:at + 18] = w[:, port].astype(">u2").view(np.uint8).reshape(-1, 2)
+        key[:, 37:39] = w[:, 7].astype(">u2").view(np.uint8).reshape(-1, 2)
+        return [bytes(k) for k in key]
 
 
 def canonical_keys(proto: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarray,
-                   dport: np.ndarray, kind: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   dport: np.ndarray, kind: np.ndarray | None = None) -> tuple[FlowKeys, np.ndarray]:
     """Direction-free flow keys and whether each packet's source is the low endpoint.
 
-    Keys are a void array of 40-byte items: the 39-byte key (proto, low endpoint, high endpoint,
-    kind) and a zero byte, so that :meth:`FlowTable.assign` can hash them as five uint64 words.
-    ``kind`` (16 bits) separates flows that share addresses and ports, e.g. ICMP echo vs. ICMP
-    errors between the same hosts. Endpoints compare as (address, port) big-endian byte strings."""
+    Endpoints compare as (address, port) big-endian byte strings, i.e. as (high word, low word,
+    port) integers. ``kind`` (16 bits) separates flows that share addresses and ports, e.g. ICMP
+    echo vs. ICMP errors between the same hosts."""
     n = len(proto)
-    src = np.ascontiguousarray(src, dtype=np.uint8)
-    dst = np.ascontiguousarray(dst, dtype=np.uint8)
-    sport = np.asarray(sport, dtype=np.int64) & 0xFFFF
-    dport = np.asarray(dport, dtype=np.int64) & 0xFFFF
-    # (address, port) <= (address, port) lexicographically: big-endian words compare like the bytes
-    sa, da = src.view(">u8"), dst.view(">u8")
+    sa = np.ascontiguousarray(src, dtype=np.uint8).view(">u8").astype(np.uint64)
+    da = np.ascontiguousarray(dst, dtype=np.uint8).view(">u8").astype(np.uint64)
+    sport = (np.asarray(sport, dtype=np.int64) & 0xFFFF).astype(np.uint64)
+    dport = (np.asarray(dport, dtype=np.int64) & 0xFFFF).astype(np.uint64)
     hi_lt, hi_eq = sa[:, 0] < da[:, 0], sa[:, 0] == da[:, 0]
     lo_lt, lo_eq = sa[:, 1] < da[:, 1], sa[:, 1] == da[:, 1]
     src_low = hi_lt | (hi_eq & (lo_lt | (lo_eq & (sport <= dport))))
-    k = np.zeros(n, dtype=np.int64) if kind is None else np.asarray(kind, dtype=np.int64) & 0xFFFF
-    key = np.empty((n, _KEY_STRIDE), dtype=np.uint8)
-    key[:, 0] = np.asarray(proto, dtype=np.int64) & 0xFF
-    low, high = np.where(src_low[:, None], src, dst), np.where(src_low[:, None], dst, src)
-    low_port, high_port = np.where(src_low, sport, dport), np.where(src_low, dport, sport)
-    key[:, 1:17] = low
-    key[:, 17] = low_port >> 8
-    key[:, 18] = low_port & 0xFF
-    key[:, 19:35] = high
-    key[:, 35] = high_port >> 8
-    key[:, 36] = high_port & 0xFF
-    key[:, 37] = k >> 8
-    key[:, 38] = k & 0xFF
-    key[:, 39] = 0
-    return key.view(np.dtype((np.void, _KEY_STRIDE))).ravel(), src_low
+    words = np.empty((n, 8), dtype=np.uint64)
+    words[:, 0] = np.asarray(proto, dtype=np.int64) & 0xFF
+    low = src_low[:, None]
+    words[:, 1:3] = np.where(low, sa, da)
+    words[:, 3] = np.where(src_low, sport, dport)
+    words[:, 4:6] = np.where(low, da, sa)
+    words[:, 6] = np.where(src_low, dport, sport)
+    words[:, 7] = 0 if kind is None else np.asarray(kind, dtype=np.int64) & 0xFFFF
+    return FlowKeys(words), src_low
 
 
-_HASH_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
-                              0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD], dtype=np.uint64)
+_HASH_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+                              0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9],
+                             dtype=np.uint64)
 
 
-def _unique_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(first index, inverse)`` of ``np.unique`` over 40-byte keys, through a 64-bit hash of
-    their words (an integer sort instead of a byte-string sort), checked exactly: if two distinct
-    keys ever share a hash, the byte-string unique decides."""
-    words = keys.view(np.uint64).reshape(len(keys), _KEY_STRIDE // 8)
+def _group_keys(keys: FlowKeys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, first, inverse)``: a stable order that puts equal keys together (capture order
+    inside each group), each group's first packet, and each packet's group.
+
+    Equal keys are found through a 64-bit hash of their components (one integer sort), checked
+    exactly: if two distinct keys ever shared a hash, an exact row-wise unique decides."""
+    words = keys.words
+    n = len(words)
     h = words[:, 0] * _HASH_MULTIPLIERS[0]
     for i in range(1, words.shape[1]):
         h ^= words[:, i] * _HASH_MULTIPLIERS[i]
         h ^= h >> np.uint64(29)
-    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    order = np.argsort(h, kind="stable")
+    sorted_h = h[order]
+    new = np.empty(n, dtype=bool)
+    new[:1] = True
+    np.not_equal(sorted_h[1:], sorted_h[:-1], out=new[1:])
+    group_sorted = np.cumsum(new) - 1
+    first = order[new]
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = group_sorted
     if not (words == words[first[inverse]]).all():  # a hash collision: exact path
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        _, first, inverse = np.unique(words, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
-    return first, inverse
+        order = np.argsort(inverse, kind="stable")
+    return order, first, inverse
 
 
 @dataclass
@@ -102,23 +128,22 @@ class FlowTable:
             grown[: len(old)] = old
             setattr(self, name, grown)
 
-    def assign(self, keys: np.ndarray, src_low: np.ndarray, ts_ns: np.ndarray,
+    def assign(self, keys: FlowKeys, src_low: np.ndarray, ts_ns: np.ndarray,
                window: int | None) -> dict[str, np.ndarray]:
         """Flow number, position in flow, direction and sample-relative timestamp per packet.
 
         ``window``: packets per sample when long flows are cut into consecutive windows (the
         sample start then moves every ``window`` packets); ``None`` keeps one sample per flow."""
-        n = keys.shape[0]
+        n = len(keys)
         if n == 0:
             empty = np.zeros(0, dtype=np.int64)
             return {"flow": empty, "position": empty, "direction": empty.astype(np.int8), "timestamp": empty}
-        first_idx, inverse = _unique_keys(keys)
+        sort, first_idx, inverse = _group_keys(keys)
         # keep first-appearance order for new flows so flow numbers follow the capture
         order = np.argsort(first_idx, kind="stable")
         local_to_global = np.empty(len(first_idx), dtype=np.int64)
         ids = self.ids
-        for u, k in zip(order.tolist(), keys[first_idx[order]].tolist(), strict=True):
-            k = k[:KEY_BYTES]
+        for u, k in zip(order.tolist(), keys.key_bytes(first_idx[order]), strict=True):
             g = ids.get(k)
             if g is None:
                 g = len(self.keys)
@@ -127,8 +152,8 @@ class FlowTable:
             local_to_global[u] = g
         self._grow(len(self.keys))
         flow = local_to_global[inverse]
-        # rank of each packet within its flow in this batch (stable: capture order)
-        sort = np.argsort(flow, kind="stable")
+        # rank of each packet within its flow in this batch: ``sort`` groups each flow's packets
+        # together, in capture order
         sorted_flow = flow[sort]
         starts = np.r_[True, sorted_flow[1:] != sorted_flow[:-1]]
         group_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))

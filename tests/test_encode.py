@@ -243,3 +243,20 @@ def test_corrupt_wire_length_saturates_instead_of_wrapping(tmp_path: Path) -> No
     assert summary["packets"] == 2
     packets = read_packets(tmp_path / "out")
     assert sorted(packets.wire_length.tolist()) == [60, 2**31 - 1]
+
+
+def test_atomic_writes_get_the_umask_mode_and_leave_no_temp_files(tmp_path: Path) -> None:
+    """Shards and reports are readable as any file the user creates (0666 & ~umask), not 0600."""
+    import os
+
+    from netdiffusion.dataset import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        atomic_write_bytes(tmp_path / "a.json", [b"{", b"}\n"])  # replaced whole, pieces in order
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "a.json").read_bytes() == b"{}\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
