@@ -61,14 +61,13 @@ def canonical_keys(proto: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: n
     hi_lt, hi_eq = sa[:, 0] < da[:, 0], sa[:, 0] == da[:, 0]
     lo_lt, lo_eq = sa[:, 1] < da[:, 1], sa[:, 1] == da[:, 1]
     src_low = hi_lt | (hi_eq & (lo_lt | (lo_eq & (sport <= dport))))
-    words = np.empty((n, 8), dtype=np.uint64)
-    words[:, 0] = np.asarray(proto, dtype=np.int64) & 0xFF
-    low = src_low[:, None]
-    words[:, 1:3] = np.where(low, sa, da)
-    words[:, 3] = np.where(src_low, sport, dport)
-    words[:, 4:6] = np.where(low, da, sa)
-    words[:, 6] = np.where(src_low, dport, sport)
-    words[:, 7] = 0 if kind is None else np.asarray(kind, dtype=np.int64) & 0xFFFF
+    words = np.empty((8, n), dtype=np.uint64)  # component-major: every write below is contiguous
+    np.bitwise_and(np.asarray(proto, dtype=np.int64), 0xFF, out=words[0], casting="unsafe")
+    for i, (a, b) in enumerate(((sa[:, 0], da[:, 0]), (sa[:, 1], da[:, 1]), (sport, dport)), start=1):
+        np.copyto(words[i], np.where(src_low, a, b))
+        np.copyto(words[i + 3], np.where(src_low, b, a))
+    words[7] = 0 if kind is None else np.asarray(kind, dtype=np.int64) & 0xFFFF
+    words = words.T
     return FlowKeys(words), src_low
 
 
@@ -98,7 +97,9 @@ def _group_keys(keys: FlowKeys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     first = order[new]
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = group_sorted
-    if not (words == words[first[inverse]]).all():  # a hash collision: exact path
+    # exact check: in hash order, a row continuing its group equals the row before it
+    in_order = words[order]
+    if not ((in_order[1:] == in_order[:-1]).all(axis=1) | new[1:]).all():  # a hash collision: exact path
         _, first, inverse = np.unique(words, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(inverse, kind="stable")
