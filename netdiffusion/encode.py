@@ -40,7 +40,6 @@ from netdiffusion.dataset import (
 from netdiffusion.fields import DEFAULT_HEADERS, Layout
 from netdiffusion.flows import FlowTable, canonical_keys
 from netdiffusion.labels import CAPTURE_SUFFIXES, FlowLabels, label_for, load_manifest
-from netdiffusion.parquet_writer import DictionaryColumn
 from netdiffusion.pcap.parse import (
     L3_IPV4,
     L3_IPV6,
@@ -52,6 +51,7 @@ from netdiffusion.pcap.parse import (
     parse_batch,
 )
 from netdiffusion.pcap.reader import DEFAULT_CHUNK, CaptureError, RecordBatch, iter_records
+from netdiffusion.shard_parquet import DictionaryColumn
 
 log = logging.getLogger(__name__)
 

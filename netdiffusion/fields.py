@@ -129,7 +129,7 @@ _BYTE_BITS_U64 = np.ascontiguousarray(_BYTE_BITS).view(np.uint64).ravel()  # row
 
 # The packed ternary form of nPrint rows: 2 bits per value, code 0 = unset (0), 1 = set (1),
 # 2 = absent (-1), four values per byte, the first in the lowest bits. It is exactly the body of
-# a Parquet bit-packed run of dictionary indices into [0, 1, -1] (netdiffusion.parquet_writer), and
+# a Parquet bit-packed run of dictionary indices into [0, 1, -1] (netdiffusion.shard_parquet), and
 # 4x smaller than int8 rows. _BYTE_CODES_U16[b]: the 8 bits of byte b (row 256 = absent) as codes.
 TERNARY_DICTIONARY = (0, 1, ABSENT)
 _BYTE_CODES_U16 = ((np.where(_BYTE_BITS == ABSENT, 2, _BYTE_BITS).astype(np.uint16)

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import netdiffusion.parquet_writer as writer
-from netdiffusion.dataset import META_COLUMNS, Packets, nprint_type, read_packets, write_shard
+import netdiffusion.shard_parquet as writer
+from netdiffusion.dataset import META_COLUMNS, Packets, nprint_type, read_packets, read_shard, write_shard
 
 
 def _packets(n: int, width: int, seed: int = 0) -> Packets:
@@ -46,6 +46,10 @@ def test_round_trip_pyarrow_and_duckdb(tmp_path, monkeypatch, n, width, page_val
     table = pq.read_table(path)
     assert table.schema.field("nprint").type == nprint_type(width)
     _same(Packets.from_table(table), packets)
+    assert np.array_equal(writer.read_nprint(path), packets.nprint)  # the direct page reader
+    _same(read_shard(path), packets)
+    zoom = packets.label == "zoom"
+    _same(read_shard(path, labels=["zoom"]), packets.take(zoom))
 
     got = duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchnumpy()
     for key in META_COLUMNS:
@@ -79,6 +83,25 @@ def test_falls_back_to_pyarrow_without_loss(tmp_path, case):
         packets.label[0] = None
     write_shard(packets, tmp_path / "part.parquet")
     assert "parquet-cpp-arrow" in pq.read_metadata(tmp_path / "part.parquet").created_by
+    assert writer.read_nprint(tmp_path / "part.parquet") is None  # not ours: pyarrow reads it
+    if case != "null_label":
+        _same(read_shard(tmp_path / "part.parquet"), packets)
     back = Packets.from_table(pq.read_table(tmp_path / "part.parquet"))
     assert np.array_equal(back.nprint, packets.nprint)
     assert list(back.label) == list(packets.label)
+
+
+def test_page_reader_declines_what_it_did_not_write(tmp_path):
+    packets = _packets(50, 1408, seed=9)
+    write_shard(packets, tmp_path / "binary.parquet", storage="binary")
+    assert writer.read_nprint(tmp_path / "binary.parquet") is None
+    _same(read_shard(tmp_path / "binary.parquet"), packets)
+    write_shard(packets, tmp_path / "ours.parquet")
+    data = bytearray((tmp_path / "ours.parquet").read_bytes())
+    for at, patch in ((-8, b"\xff\xff\xff\x7f"), (-8, b"\x40\x00\x00\x00"), (-40, b"\xff" * 8)):
+        damaged = bytearray(data)
+        damaged[at:at + len(patch)] = patch  # footer length or content broken: not readable as ours
+        (tmp_path / "damaged.parquet").write_bytes(bytes(damaged))
+        assert writer.read_nprint(tmp_path / "damaged.parquet") is None
+    (tmp_path / "tiny.parquet").write_bytes(b"PAR1")
+    assert writer.read_nprint(tmp_path / "tiny.parquet") is None
