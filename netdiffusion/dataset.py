@@ -18,9 +18,11 @@ frame          int64                       1-based frame number in that capture 
 nprint         fixed_size_list<int8>[W]    the nPrint row, columns as in ``fields.json``
 =============  ==========================  ===================================================
 
-By default the Parquet file stores ``nprint`` as that list type; ``encode --nprint-storage binary``
-stores the same bytes as ``fixed_size_binary(W)`` (~10x faster to write and read, see
-``PARQUET_WRITE_OPTIONS``), and every reader here returns the list type above for both.
+By default the Parquet file stores ``nprint`` as that list type, written (and read back) by
+:mod:`netdiffusion.shard_parquet` as RLE levels plus 2-bit dictionary indices: standard Parquet
+that any reader sees as the list type, ~10x cheaper than pyarrow's value-by-value list encoding.
+``encode --nprint-storage binary`` stores the same bytes as ``fixed_size_binary(W)`` instead (for
+readers that want raw bytes); every reader here returns the list type above for both.
 ``fields.json`` holds the ordered column names; ``summary.json`` what produced the dataset.
 Shards are written atomically (temp file + rename), so readers never see half a shard.
 """
@@ -57,11 +59,10 @@ def nprint_type(width: int) -> pa.DataType:
     return pa.list_(pa.field("element", pa.int8(), nullable=False), width)  # Parquet's own name
 
 
-# Parquet options for shards: nprint values are 1/0/-1, so dictionary pages and min/max statistics
-# buy nothing. With ``storage="binary"``, ``nprint`` is a FIXED_LEN_BYTE_ARRAY (``fixed_size_binary(W)``, each byte one
-# int8 value): Parquet has no 8-bit physical type, so a list<int8> column is widened to INT32 and
-# written value by value (measured on 17,657 pinterest rows: ~165k rows/s write, 0.89 MB); the byte
-# row is one value per packet (1.6M rows/s write, 3.4M rows/s read, 0.70 MB with zstd).
+# pyarrow's options for the shards it writes (``binary`` storage, and the fallback for shards the
+# fast writer does not take: empty, nulls, values outside -1/0/1): nprint values are 1/0/-1, so
+# dictionary pages and min/max statistics buy nothing there. With ``storage="binary"``, ``nprint``
+# is a FIXED_LEN_BYTE_ARRAY (``fixed_size_binary(W)``, each byte one int8 value);
 # :func:`nprint_column` turns it back into ``fixed_size_list<int8>[W]`` without a copy.
 PARQUET_WRITE_OPTIONS: dict = {
     "compression": "zstd",
@@ -251,9 +252,10 @@ def write_shard(packets: Packets, path: str | os.PathLike, storage: str = "list"
     """Write one Parquet shard atomically.
 
     ``storage="list"`` (default) stores ``nprint`` as the contract's ``fixed_size_list<int8>[W]``, so
-    any Parquet reader (pyarrow, pandas, Spark) sees the bit rows as they are. ``"binary"`` stores the
-    same bytes as ``fixed_size_binary(W)``: about 10x faster to write and read, but plain readers see
-    bytes; every reader in this module converts it back (see :func:`nprint_column`)."""
+    any Parquet reader (pyarrow, pandas, Spark, DuckDB) sees the bit rows as they are; written by
+    :func:`netdiffusion.shard_parquet.shard_bytes` (pyarrow for what it does not take). ``"binary"``
+    stores the same bytes as ``fixed_size_binary(W)``: plain readers see bytes; every reader in this
+    module converts it back (see :func:`nprint_column`)."""
     if storage not in NPRINT_STORAGES:
         raise ValueError(f"nprint storage must be one of {NPRINT_STORAGES}, not {storage!r}")
     if storage == "list":

@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headers", default="ipv4,ipv6,tcp,udp,icmp",
                         help="comma-separated nPrint headers to include")
     parser.add_argument("--nprint-storage", choices=("list", "binary"), default="list",
-                        help="on-disk type of the nprint column: fixed_size_list<int8> (readable by any "
-                             "Parquet reader) or fixed_size_binary (~10x faster; netdiffusion readers convert)")
+                        help="on-disk type of the nprint column: fixed_size_list<int8> (default: readable as bit "
+                             "rows by any Parquet reader, and the fastest here) or fixed_size_binary (one int8 "
+                             "per byte, for readers that want raw bytes; netdiffusion readers convert)")
 
 
 def run(args: argparse.Namespace) -> int:
