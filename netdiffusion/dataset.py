@@ -195,6 +195,8 @@ def _create_temp(path: Path) -> tuple[int, str]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
         except FileExistsError:
             continue
+        except FileNotFoundError:  # the folder does not exist yet (checked only then: mkdir costs)
+            path.parent.mkdir(parents=True, exist_ok=True)
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
@@ -205,7 +207,6 @@ def _atomic_temp(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     The file gets the usual umask-based mode (0666 & ~umask, as ``open`` would give it);
     ``fd`` is closed before the rename, and the temp file is removed on any error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
     try:
         try:

@@ -97,9 +97,13 @@ def _group_keys(keys: FlowKeys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     first = order[new]
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = group_sorted
-    # exact check: in hash order, a row continuing its group equals the row before it
-    in_order = words[order]
-    if not ((in_order[1:] == in_order[:-1]).all(axis=1) | new[1:]).all():  # a hash collision: exact path
+    # exact check: in hash order, a row continuing its group equals the row before it (component by
+    # component: each component is a contiguous row of the component-major array behind ``words``)
+    same = np.ones(n - 1, dtype=bool)
+    for component in np.ascontiguousarray(words.T):
+        in_order = component[order]
+        same &= in_order[1:] == in_order[:-1]
+    if not (same | new[1:]).all():  # a hash collision: exact path
         _, first, inverse = np.unique(words, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(inverse, kind="stable")

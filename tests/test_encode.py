@@ -260,3 +260,5 @@ def test_atomic_writes_get_the_umask_mode_and_leave_no_temp_files(tmp_path: Path
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "a.json").read_bytes() == b"{}\n"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    atomic_write_bytes(tmp_path / "new" / "deeper" / "b.json", b"1")  # folders made on demand
+    assert (tmp_path / "new" / "deeper" / "b.json").read_bytes() == b"1"
