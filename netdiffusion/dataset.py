@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from netdiffusion.fields import Layout, unpack_ternary
-from netdiffusion.shard_parquet import DictionaryColumn, read_nprint, shard_bytes
+from netdiffusion.shard_parquet import DictionaryColumn, plain_columns, read_nprint, shard_bytes
 
 FIELDS_FILE = "fields.json"
 SUMMARY_FILE = "summary.json"
@@ -286,8 +286,7 @@ def write_ternary_shard(columns: dict[str, np.ndarray | DictionaryColumn], terna
     pieces = shard_bytes(columns, ternary=ternary, width=width)
     if pieces is None:  # pyarrow's writer needs the int8 rows
         nprint = unpack_ternary(ternary.reshape(-1), len(ternary) * width).reshape(len(ternary), width)
-        plain = {k: v.to_numpy() if isinstance(v, DictionaryColumn) else v for k, v in columns.items()}
-        write_shard(Packets(**plain, nprint=nprint), path)
+        write_shard(Packets(**plain_columns(columns), nprint=nprint), path)
         return
     atomic_write_bytes(path, pieces)
 

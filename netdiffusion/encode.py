@@ -51,7 +51,7 @@ from netdiffusion.pcap.parse import (
     parse_batch,
 )
 from netdiffusion.pcap.reader import DEFAULT_CHUNK, CaptureError, RecordBatch, iter_records
-from netdiffusion.shard_parquet import DictionaryColumn
+from netdiffusion.shard_parquet import DictionaryColumn, plain_columns
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str
     return found
 
 
-def _headers_to_bits(layout: Layout, cols: dict[str, np.ndarray], ternary: bool = False) -> np.ndarray:
+def _nprint_rows(layout: Layout, cols: dict[str, np.ndarray], ternary: bool = False) -> np.ndarray:
     """nPrint rows from buffered header bytes: int8 rows, or with ``ternary`` the packed ternary
     form the list-storage shard writer takes directly (one uint16 lookup per header byte)."""
     n = len(cols["flow"])
@@ -266,12 +266,11 @@ class _FileEncoder:
             }
             name = f"{self.prefix}-{len(self.written):04d}.parquet"
             if self.nprint_storage == "list":  # header bytes -> packed ternary rows -> file: no int8 rows
-                write_ternary_shard(columns, _headers_to_bits(self.layout, part, ternary=True), self.layout.width,
+                write_ternary_shard(columns, _nprint_rows(self.layout, part, ternary=True), self.layout.width,
                                     self.output / name)
             else:
-                plain = {k: v.to_numpy() if isinstance(v, DictionaryColumn) else v for k, v in columns.items()}
-                write_shard(Packets(**plain, nprint=_headers_to_bits(self.layout, part)), self.output / name,
-                            storage=self.nprint_storage)
+                write_shard(Packets(**plain_columns(columns), nprint=_nprint_rows(self.layout, part)),
+                            self.output / name, storage=self.nprint_storage)
             self.written.append(name)
             self.rows += b - a
 

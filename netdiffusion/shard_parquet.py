@@ -210,6 +210,11 @@ class DictionaryColumn:
         return np.asarray(self.values, dtype=object)[self.indices]
 
 
+def plain_columns(columns: dict[str, np.ndarray | DictionaryColumn]) -> dict[str, np.ndarray]:
+    """``columns`` with every :class:`DictionaryColumn` as a plain object array (for pyarrow)."""
+    return {k: v.to_numpy() if isinstance(v, DictionaryColumn) else v for k, v in columns.items()}
+
+
 def _string_chunk(name: str, values: np.ndarray | DictionaryColumn) -> _Chunk | None:
     n = len(values)
     if isinstance(values, DictionaryColumn):
