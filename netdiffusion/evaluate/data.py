@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netdiffusion.dataset import META_COLUMNS, Packets, read_layout, shard_paths
+from netdiffusion.dataset import Packets, read_layout, read_shard, shard_paths
 from netdiffusion.fields import Layout
 
 log = logging.getLogger(__name__)
@@ -112,20 +112,17 @@ def load(path: str | Path, classes: Sequence[str] | None = None) -> tuple[FlowSe
     A shard that cannot be read (truncated, not Parquet, wrong schema) is logged with its path and
     reason and skipped; the list of skipped shards is returned for the report."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = Path(path)
     layout = read_layout(path)
     shards = shard_paths(path)
     if not shards:
         raise FileNotFoundError(f"{path}: no Parquet shards")
-    filters = [("label", "in", list(classes))] if classes else None
     parts: list[Packets] = []
     skipped: list[str] = []
     for shard in shards:
         try:
-            table = pq.read_table(shard, columns=[*META_COLUMNS, "nprint"], filters=filters)
-            part = Packets.from_table(table)
+            part = read_shard(shard, classes)
             if part.nprint.shape[1] != layout.width:
                 raise ValueError(f"{part.nprint.shape[1]} nPrint columns, fields.json has {layout.width}")
         except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
