@@ -337,7 +337,8 @@ def read_packets(directory: str | os.PathLike, labels: Sequence[str] | None = No
     if not paths:
         raise FileNotFoundError(f"{directory}: no Parquet shards")
     parts = [read_shard(p, labels) for p in paths]
-    return Packets.concat([p for p in parts if len(p)] or parts[:1])
+    parts = [p for p in parts if len(p)] or parts[:1]
+    return parts[0] if len(parts) == 1 else Packets.concat(parts)  # one shard: its fresh arrays, no copy
 
 
 def iter_shards(directory: str | os.PathLike) -> Iterator[Packets]:

@@ -132,7 +132,7 @@ def load(path: str | Path, classes: Sequence[str] | None = None) -> tuple[FlowSe
         parts.append(part)
     if not parts:
         raise ValueError(f"{path}: none of its {len(shards)} shards could be read")
-    flows = FlowSet.from_packets(Packets.concat(parts))
+    flows = FlowSet.from_packets(parts[0] if len(parts) == 1 else Packets.concat(parts))
     log.info("%s: %d flows, %d packets, %d classes%s", path, len(flows), flows.n_packets,
              len(np.unique(flows.label)), f", {len(skipped)} shards skipped" if skipped else "")
     return flows, layout, skipped
