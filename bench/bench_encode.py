@@ -65,7 +65,7 @@ def _parse_only(path: Path) -> int:
     for batch in iter_records(path):
         p = parse_batch(batch)
         kept = np.flatnonzero(p.reason < 0)
-        keys, low = canonical_keys(p.proto[kept], p.src[kept], p.sport[kept], p.dst[kept], p.dport[kept],
+        keys, low = canonical_keys(p.proto[kept], p.src_words[kept], p.sport[kept], p.dst_words[kept], p.dport[kept],
                                    p.kind[kept])
         table.assign(keys, low, batch.ts_ns[kept], None)
         n += len(batch)

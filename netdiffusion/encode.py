@@ -191,8 +191,8 @@ class _FileEncoder:
             return
         every = len(kept) == len(batch)  # the usual case: whole arrays, no row copies
         rows = slice(None) if every else kept
-        keys, src_low = canonical_keys(parsed.proto[rows], parsed.src[rows], parsed.sport[rows],
-                                       parsed.dst[rows], parsed.dport[rows], parsed.kind[rows])
+        keys, src_low = canonical_keys(parsed.proto[rows], parsed.src_words[rows], parsed.sport[rows],
+                                       parsed.dst_words[rows], parsed.dport[rows], parsed.kind[rows])
         ts = batch.ts_ns[rows]
         flow = self.flows.assign(keys, src_low, ts, self.packets if self.windows else None)
         take = np.ones(len(kept), dtype=bool) if self.windows else flow["position"] < self.packets

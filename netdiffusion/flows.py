@@ -50,12 +50,12 @@ def canonical_keys(proto: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: n
                    dport: np.ndarray, kind: np.ndarray | None = None) -> tuple[FlowKeys, np.ndarray]:
     """Direction-free flow keys and whether each packet's source is the low endpoint.
 
-    Endpoints compare as (address, port) big-endian byte strings, i.e. as (high word, low word,
-    port) integers. ``kind`` (16 bits) separates flows that share addresses and ports, e.g. ICMP
-    echo vs. ICMP errors between the same hosts."""
+    Addresses are ``(n, 16)`` uint8, or already ``(n, 2)`` uint64 words (the 16 bytes read as two
+    big-endian numbers, as the parser gives them). Endpoints compare as (address, port) big-endian
+    byte strings, i.e. as (high word, low word, port) integers. ``kind`` (16 bits) separates flows
+    that share addresses and ports, e.g. ICMP echo vs. ICMP errors between the same hosts."""
     n = len(proto)
-    sa = np.ascontiguousarray(src, dtype=np.uint8).view(">u8").astype(np.uint64)
-    da = np.ascontiguousarray(dst, dtype=np.uint8).view(">u8").astype(np.uint64)
+    sa, da = _address_words(src), _address_words(dst)
     sport = (np.asarray(sport, dtype=np.int64) & 0xFFFF).astype(np.uint64)
     dport = (np.asarray(dport, dtype=np.int64) & 0xFFFF).astype(np.uint64)
     hi_lt, hi_eq = sa[:, 0] < da[:, 0], sa[:, 0] == da[:, 0]
@@ -69,6 +69,12 @@ def canonical_keys(proto: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: n
     words[7] = 0 if kind is None else np.asarray(kind, dtype=np.int64) & 0xFFFF
     words = words.T
     return FlowKeys(words), src_low
+
+
+def _address_words(address: np.ndarray) -> np.ndarray:
+    if address.dtype == np.uint64:
+        return address
+    return np.ascontiguousarray(address, dtype=np.uint8).view(">u8").astype(np.uint64)
 
 
 _HASH_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,

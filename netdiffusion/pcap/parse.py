@@ -95,8 +95,8 @@ class Parsed:
     l4: np.ndarray  # L4_* kind
     l4_len: np.ndarray
     proto: np.ndarray  # IP protocol / next header
-    src: np.ndarray  # (n, 16) uint8, IPv4 in the last 4 bytes
-    dst: np.ndarray
+    src_words: np.ndarray  # (n, 2) uint64: the source address's 16 bytes as big-endian words
+    dst_words: np.ndarray
     sport: np.ndarray  # int64 (ICMP: query identifier, 0 for errors)
     dport: np.ndarray
     kind: np.ndarray  # int64 flow-key qualifier: ICMP type (request/reply paired) + 1, else 0
@@ -114,6 +114,14 @@ class Parsed:
     @property
     def l4_bytes(self) -> np.ndarray:  # (n, 60) uint8
         return self.l4_window()
+
+    @property
+    def src(self) -> np.ndarray:  # (n, 16) uint8, IPv4 in the last 4 bytes
+        return self.src_words.astype(">u8").view(np.uint8).reshape(-1, 16)
+
+    @property
+    def dst(self) -> np.ndarray:
+        return self.dst_words.astype(">u8").view(np.uint8).reshape(-1, 16)
 
 
 def _pppoe_mpls(batch: RecordBatch, etype: np.ndarray, start: np.ndarray, l3off: np.ndarray,
@@ -233,15 +241,21 @@ def _link_offsets(batch: RecordBatch, link: np.ndarray) -> tuple[np.ndarray, np.
 _ETHERNET = 14  # bytes of an untagged Ethernet header
 
 
-def _address(l3win: np.ndarray, v4: np.ndarray, v6: np.ndarray, at4: int, at6: int) -> np.ndarray:
-    """``(n, 16)`` uint8 addresses: IPv6 from ``at6`` (16 bytes), IPv4 from ``at4`` (4 bytes,
-    right-aligned), zeros for other rows."""
-    words = np.zeros((len(l3win), 2), dtype=">u8")
-    if v6.any():
-        words[:, 0] = np.where(v6, l3win[:, at6:at6 + 8].view(">u8")[:, 0], 0)
-        words[:, 1] = np.where(v6, l3win[:, at6 + 8:at6 + 16].view(">u8")[:, 0], 0)
-    words[:, 1] = np.where(v4, l3win[:, at4:at4 + 4].view(">u4")[:, 0], words[:, 1])
-    return words.view(np.uint8)
+def _address_words(l3win: np.ndarray, v4: np.ndarray, v6: np.ndarray, at4: int, at6: int) -> np.ndarray:
+    """``(n, 2)`` uint64: each packet's address as 16 big-endian bytes read as two numbers (IPv6
+    from ``at6``; IPv4 from ``at4`` in the low word; 0 otherwise). Flow keys compare and hash
+    these words; :attr:`Parsed.src` gives the bytes."""
+    words = np.zeros((len(l3win), 2), dtype=np.uint64)
+    hi, lo = l3win[:, at6:at6 + 8].view(">u8")[:, 0], l3win[:, at6 + 8:at6 + 16].view(">u8")[:, 0]
+    four = l3win[:, at4:at4 + 4].view(">u4")[:, 0]
+    if v6.all():  # one-family batches (the usual case): plain copies, no select
+        words[:, 0], words[:, 1] = hi, lo
+    elif v4.all():
+        words[:, 1] = four
+    else:
+        words[:, 0] = np.where(v6, hi, 0)
+        words[:, 1] = np.where(v6, lo, np.where(v4, four, 0))
+    return words
 
 
 def parse_batch(batch: RecordBatch) -> Parsed:
@@ -310,9 +324,8 @@ def parse_batch(batch: RecordBatch) -> Parsed:
         "truncated_options": int((kept & (l4 == L4_TCP) & (doff > l4avail)).sum()),
     }
 
-    # addresses as 16 bytes (IPv4 in the last 4), built as two big-endian words each: a handful of
-    # 1-D operations instead of row-wise byte copies
-    src, dst = _address(l3win, v4, v6, 12, 8), _address(l3win, v4, v6, 16, 24)
+    # addresses as two big-endian words each: a handful of 1-D operations, no row-wise byte copies
+    src, dst = _address_words(l3win, v4, v6, 12, 8), _address_words(l3win, v4, v6, 16, 24)
     sport = np.zeros(n, dtype=np.int64)
     dport = np.zeros(n, dtype=np.int64)
     ported = (l4 == L4_TCP) | (l4 == L4_UDP)
@@ -333,5 +346,5 @@ def parse_batch(batch: RecordBatch) -> Parsed:
 
     return Parsed(reason=reason, l3=np.where(kept, l3, L3_NONE), l3_len=np.where(kept, l3_len, 0),
                   l3_bytes=l3win, l4=np.where(kept, l4, L4_NONE), l4_len=np.where(kept & (l4 >= 0), l4_len, 0),
-                  proto=proto, src=src, dst=dst, sport=sport, dport=dport, kind=kind,
+                  proto=proto, src_words=src, dst_words=dst, sport=sport, dport=dport, kind=kind,
                   notes=notes, l4_start=l4start, l4_avail=l4avail, data=batch.data)
