@@ -218,6 +218,8 @@ def plain_columns(columns: dict[str, np.ndarray | DictionaryColumn]) -> dict[str
 def _string_chunk(name: str, values: np.ndarray | DictionaryColumn) -> _Chunk | None:
     n = len(values)
     if isinstance(values, DictionaryColumn):
+        if not all(isinstance(v, str) for v in values.values):
+            return None  # a null (or non-string) value: pyarrow's writer
         words = [v.encode() for v in values.values]
         width = max(1, (len(words) - 1).bit_length())
         runs = _rle_run(n, 0, width) if len(words) == 1 else _bitpack(values.indices.astype("<u4"), width)
