@@ -322,13 +322,19 @@ def read_shard(path: str | os.PathLike, labels: Sequence[str] | None = None) -> 
     Shards this package wrote have their ``nprint`` rows decoded straight from the pages (~13x
     faster than pyarrow's list decoding, see :mod:`netdiffusion.shard_parquet`); other files
     (``binary`` storage, files from other writers) are read by pyarrow."""
-    matrix = read_nprint(path)
-    if matrix is None:
-        filters = [("label", "in", list(labels))] if labels else None
-        return Packets.from_table(pq.read_table(path, columns=[*META_COLUMNS, "nprint"], filters=filters))
-    table = pq.read_table(path, columns=list(META_COLUMNS))
-    packets = Packets(**{k: table.column(k).to_numpy(zero_copy_only=False) for k in META_COLUMNS}, nprint=matrix)
-    return packets.take(np.isin(packets.label, list(labels))) if labels else packets
+    data = Path(path).read_bytes()  # read once: our page reader and pyarrow share the bytes
+    matrix = read_nprint(data)
+    if matrix is not None:
+        try:
+            table = pq.read_table(pa.BufferReader(data), columns=list(META_COLUMNS))
+        except pa.ArrowException:
+            pass  # damaged elsewhere: the read by path below reports it, naming the file
+        else:
+            packets = Packets(**{k: table.column(k).to_numpy(zero_copy_only=False) for k in META_COLUMNS},
+                              nprint=matrix)
+            return packets.take(np.isin(packets.label, list(labels))) if labels else packets
+    filters = [("label", "in", list(labels))] if labels else None
+    return Packets.from_table(pq.read_table(path, columns=[*META_COLUMNS, "nprint"], filters=filters))
 
 
 def read_packets(directory: str | os.PathLike, labels: Sequence[str] | None = None) -> Packets:

@@ -323,15 +323,13 @@ class Layout:
         codes = out.view("<u2")
         codes[...] = _BYTE_CODES_U16[256]  # every byte absent, then each packet's present bytes
         lengths = np.minimum(np.asarray(lengths, dtype=np.int64), h.bytes)
-        # rows grouped by header length (a handful of distinct lengths): no per-byte absence mask
-        for length in np.unique(lengths).tolist():
-            if length <= 0:
-                continue
-            if length == lengths[0] and length == lengths[-1] and (lengths == length).all():
-                codes[:, :length] = _BYTE_CODES_U16[data[:, :length]]
-                break
-            rows = np.flatnonzero(lengths == length)
-            codes[rows, :length] = _BYTE_CODES_U16[data[rows, :length]]
+        # rows grouped by header length (a handful of distinct lengths): no per-byte absence mask;
+        # one length for all rows (common) needs no row selection at all
+        distinct = np.unique(lengths).tolist()
+        for length in distinct:
+            if length > 0:
+                rows = slice(None) if len(distinct) == 1 else np.flatnonzero(lengths == length)
+                codes[rows, :length] = _BYTE_CODES_U16[data[rows, :length]]
         return out
 
     def header_bytes(self, matrix: np.ndarray, header: str) -> tuple[np.ndarray, np.ndarray]:

@@ -29,13 +29,15 @@ class FlowKeys:
     proto, low endpoint 16 + 2 bytes, high endpoint, kind 2 bytes) is built only for the rows asked
     (:meth:`key_bytes`: a batch's first packet of each flow)."""
 
-    words: np.ndarray  # (n, 8) uint64: proto, low hi, low lo, low port, high hi, high lo, high port, kind
+    # (8, n) uint64, one contiguous row per component: proto, low hi, low lo, low port, high hi,
+    # high lo, high port, kind
+    components: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.words)
+        return self.components.shape[1]
 
     def key_bytes(self, rows: np.ndarray) -> list[bytes]:
-        w = self.words[rows]
+        w = self.components[:, rows].T
         key = np.empty((len(w), KEY_BYTES), dtype=np.uint8)
         key[:, 0] = w[:, 0]
         for at, (hi, lo, port) in ((1, (1, 2, 3)), (19, (4, 5, 6))):
@@ -61,14 +63,13 @@ def canonical_keys(proto: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: n
     hi_lt, hi_eq = sa[:, 0] < da[:, 0], sa[:, 0] == da[:, 0]
     lo_lt, lo_eq = sa[:, 1] < da[:, 1], sa[:, 1] == da[:, 1]
     src_low = hi_lt | (hi_eq & (lo_lt | (lo_eq & (sport <= dport))))
-    words = np.empty((8, n), dtype=np.uint64)  # component-major: every write below is contiguous
-    np.bitwise_and(np.asarray(proto, dtype=np.int64), 0xFF, out=words[0], casting="unsafe")
+    components = np.empty((8, n), dtype=np.uint64)  # component-major: every write below is contiguous
+    np.bitwise_and(np.asarray(proto, dtype=np.int64), 0xFF, out=components[0], casting="unsafe")
     for i, (a, b) in enumerate(((sa[:, 0], da[:, 0]), (sa[:, 1], da[:, 1]), (sport, dport)), start=1):
-        np.copyto(words[i], np.where(src_low, a, b))
-        np.copyto(words[i + 3], np.where(src_low, b, a))
-    words[7] = 0 if kind is None else np.asarray(kind, dtype=np.int64) & 0xFFFF
-    words = words.T
-    return FlowKeys(words), src_low
+        np.copyto(components[i], np.where(src_low, a, b))
+        np.copyto(components[i + 3], np.where(src_low, b, a))
+    components[7] = 0 if kind is None else np.asarray(kind, dtype=np.int64) & 0xFFFF
+    return FlowKeys(components), src_low
 
 
 def _address_words(address: np.ndarray) -> np.ndarray:
@@ -88,11 +89,11 @@ def _group_keys(keys: FlowKeys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     Equal keys are found through a 64-bit hash of their components (one integer sort), checked
     exactly: if two distinct keys ever shared a hash, an exact row-wise unique decides."""
-    words = keys.words
-    n = len(words)
-    h = words[:, 0] * _HASH_MULTIPLIERS[0]
-    for i in range(1, words.shape[1]):
-        h ^= words[:, i] * _HASH_MULTIPLIERS[i]
+    components = keys.components
+    n = len(keys)
+    h = components[0] * _HASH_MULTIPLIERS[0]
+    for i in range(1, len(components)):
+        h ^= components[i] * _HASH_MULTIPLIERS[i]
         h ^= h >> np.uint64(29)
     order = np.argsort(h, kind="stable")
     sorted_h = h[order]
@@ -103,14 +104,13 @@ def _group_keys(keys: FlowKeys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     first = order[new]
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = group_sorted
-    # exact check: in hash order, a row continuing its group equals the row before it (component by
-    # component: each component is a contiguous row of the component-major array behind ``words``)
+    # exact check: in hash order, a packet continuing its group has the key of the one before it
     same = np.ones(n - 1, dtype=bool)
-    for component in np.ascontiguousarray(words.T):
+    for component in components:
         in_order = component[order]
         same &= in_order[1:] == in_order[:-1]
     if not (same | new[1:]).all():  # a hash collision: exact path
-        _, first, inverse = np.unique(words, axis=0, return_index=True, return_inverse=True)
+        _, first, inverse = np.unique(components.T, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(inverse, kind="stable")
     return order, first, inverse

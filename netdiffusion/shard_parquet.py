@@ -26,7 +26,6 @@ hand below (a few dozen lines each way).
 from __future__ import annotations
 
 import io
-import os
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
@@ -462,12 +461,10 @@ _CODES_TO_INT8 = np.array([[TERNARY_DICTIONARY[(b >> (2 * k)) & 3] if (b >> (2 *
                             for k in range(4)] for b in range(256)], dtype=np.int8).view("<u4").reshape(-1)
 
 
-def read_nprint(path: str | os.PathLike) -> np.ndarray | None:
-    """The ``nprint`` rows (int8, ``(rows, width)``) of a shard written by :func:`shard_bytes`,
-    read from its pages directly; ``None`` for any file this writer did not write (or whose
-    layout is not exactly what it writes), which the caller then reads with pyarrow."""
-    with open(path, "rb") as fh:
-        data = fh.read()
+def read_nprint(data: bytes) -> np.ndarray | None:
+    """The ``nprint`` rows (int8, ``(rows, width)``) of a shard written by :func:`shard_bytes`
+    (``data``: the file's bytes), read from its pages directly; ``None`` for any file this writer
+    did not write (or whose layout is not exactly what it writes): the caller then uses pyarrow."""
     if len(data) < 12 or data[:4] != MAGIC or data[-4:] != MAGIC:
         return None
     (size,) = struct.unpack_from("<I", data, len(data) - 8)

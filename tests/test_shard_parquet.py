@@ -46,7 +46,7 @@ def test_round_trip_pyarrow_and_duckdb(tmp_path, monkeypatch, n, width, page_val
     table = pq.read_table(path)
     assert table.schema.field("nprint").type == nprint_type(width)
     _same(Packets.from_table(table), packets)
-    assert np.array_equal(writer.read_nprint(path), packets.nprint)  # the direct page reader
+    assert np.array_equal(writer.read_nprint(path.read_bytes()), packets.nprint)  # the direct page reader
     _same(read_shard(path), packets)
     zoom = packets.label == "zoom"
     _same(read_shard(path, labels=["zoom"]), packets.take(zoom))
@@ -83,7 +83,7 @@ def test_falls_back_to_pyarrow_without_loss(tmp_path, case):
         packets.label[0] = None
     write_shard(packets, tmp_path / "part.parquet")
     assert "parquet-cpp-arrow" in pq.read_metadata(tmp_path / "part.parquet").created_by
-    assert writer.read_nprint(tmp_path / "part.parquet") is None  # not ours: pyarrow reads it
+    assert writer.read_nprint((tmp_path / "part.parquet").read_bytes()) is None  # not ours: pyarrow reads it
     if case != "null_label":
         _same(read_shard(tmp_path / "part.parquet"), packets)
     back = Packets.from_table(pq.read_table(tmp_path / "part.parquet"))
@@ -94,7 +94,7 @@ def test_falls_back_to_pyarrow_without_loss(tmp_path, case):
 def test_page_reader_declines_what_it_did_not_write(tmp_path):
     packets = _packets(50, 1408, seed=9)
     write_shard(packets, tmp_path / "binary.parquet", storage="binary")
-    assert writer.read_nprint(tmp_path / "binary.parquet") is None
+    assert writer.read_nprint((tmp_path / "binary.parquet").read_bytes()) is None
     _same(read_shard(tmp_path / "binary.parquet"), packets)
     write_shard(packets, tmp_path / "ours.parquet")
     data = bytearray((tmp_path / "ours.parquet").read_bytes())
@@ -102,9 +102,9 @@ def test_page_reader_declines_what_it_did_not_write(tmp_path):
         damaged = bytearray(data)
         damaged[at:at + len(patch)] = patch  # footer length or content broken: not readable as ours
         (tmp_path / "damaged.parquet").write_bytes(bytes(damaged))
-        assert writer.read_nprint(tmp_path / "damaged.parquet") is None
+        assert writer.read_nprint((tmp_path / "damaged.parquet").read_bytes()) is None
     (tmp_path / "tiny.parquet").write_bytes(b"PAR1")
-    assert writer.read_nprint(tmp_path / "tiny.parquet") is None
+    assert writer.read_nprint((tmp_path / "tiny.parquet").read_bytes()) is None
 
 
 def test_ternary_rows_and_dictionary_columns_write_the_same_file_content(tmp_path):
