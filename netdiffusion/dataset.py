@@ -242,8 +242,35 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | Sequence[bytes]) -
                 view = view[os.write(fd, view) :]
 
 
-def write_json(path: str | os.PathLike, obj: object) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+def atomic_write_extents(path: str | os.PathLike, extents: Sequence[tuple[int, object]], size: int) -> None:
+    """Write a ``size``-byte file atomically from ``(offset, bytes-like)`` pieces in offset order.
+
+    Bytes no piece covers read as zeros and, where the file system supports holes, take no disk
+    space and are never copied: repair's pcaps with zero payloads are mostly zeros (64 KiB
+    segments), and copying those zeros from untouched buffer pages was most of its system time."""
+    with _atomic_temp(path) as (fd, _):
+        for offset, piece in extents:
+            view, at = memoryview(piece).cast("B"), int(offset)
+            while view:
+                done = os.pwrite(fd, view, at)
+                view, at = view[done:], at + done
+        os.ftruncate(fd, int(size))
+
+
+def write_json(path: str | os.PathLike, obj: object, one_line_items: str | None = None) -> None:
+    """Write ``obj`` as indented JSON; ``one_line_items``: a top-level key whose list is written
+    one compact item per line, after the other keys (per-flow reports: still readable and diffable, and encoded by
+    json's C encoder, which ``indent`` turns off: ~8x faster for a thousand flows)."""
+    if one_line_items is None or not isinstance(obj, dict) or not obj.get(one_line_items):
+        text = json.dumps(obj, indent=2, sort_keys=False, default=str)
+    else:
+        items = obj[one_line_items]
+        rest = {k: v for k, v in obj.items() if k != one_line_items}
+        head = json.dumps(rest, indent=2, sort_keys=False, default=str)[:-2]  # without "\n}"
+        lines = ",\n    ".join(json.dumps(item, default=str) for item in items)
+        key = json.dumps(one_line_items)
+        text = f"{head},\n  {key}: [\n    {lines}\n  ]\n}}" if rest else f"{{\n  {key}: [\n    {lines}\n  ]\n}}"
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 NPRINT_STORAGES = ("list", "binary")

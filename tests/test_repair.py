@@ -326,3 +326,114 @@ def test_ipv6_without_its_transport_header_gets_no_next_header(tmp_path: Path) -
     assert (result["malformed"], result["expert_errors"]) == (0, 0), result
     # the ICMPv6 row is an echo request with a valid checksum, not zeros ("Bad checksum" warning)
     assert sum(result["expert"].values()) == 0, result
+
+
+def test_sparse_pcaps_hold_the_bytes_of_the_per_packet_writer(small_dataset: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long zero payloads are left as file holes; what the files read must not change."""
+    import netdiffusion.repair as repair_module
+
+    layout = read_layout(small_dataset)
+    noisy = random_packets(layout, flows=6, packets=40, seed=3, label="zoom")  # lengths up to 64 KiB
+    data = write_dataset(Packets.concat([read_packets(small_dataset, labels=["zoom"]), noisy]), layout,
+                         tmp_path / "in")
+    sparse = repair_dataset(data, tmp_path / "sparse", mtu=65535, merged=True, progress=False)
+    planned = []
+    real_extents = repair_module.file_extents
+
+    def spy(*args: object) -> list:
+        pieces = real_extents(*args)
+        planned.extend(pieces)
+        return pieces
+
+    monkeypatch.setattr(repair_module, "file_extents", spy)
+    repair_dataset(data, tmp_path / "sparse2", mtu=65535, merged=True, progress=False)
+    assert max(len(pieces) for pieces in planned) > 1  # some files do have holes
+    monkeypatch.setattr(repair_module, "pcap_files", lambda rep, ts: None)  # the per-packet writer
+    dense = repair_dataset(data, tmp_path / "dense", mtu=65535, merged=True, progress=False)
+    assert sparse["packets"] == dense["packets"] and sparse["flows"] == dense["flows"] > 6
+    names = sorted(p.relative_to(tmp_path / "dense") for p in (tmp_path / "dense").rglob("*.pcap"))
+    assert names == sorted(p.relative_to(tmp_path / "sparse") for p in (tmp_path / "sparse").rglob("*.pcap"))
+    for name in names:
+        assert (tmp_path / "sparse" / name).read_bytes() == (tmp_path / "dense" / name).read_bytes(), name
+
+
+def test_extents_write_zeros_between_and_after_the_pieces(tmp_path: Path) -> None:
+    from netdiffusion.dataset import atomic_write_extents
+
+    atomic_write_extents(tmp_path / "f", [(0, b"ab"), (5, np.frombuffer(b"cd", dtype=np.uint8))], 20000)
+    assert (tmp_path / "f").read_bytes() == b"ab\0\0\0cd" + bytes(20000 - 7)
+    atomic_write_extents(tmp_path / "f", [(3, b"x")], 4)  # replaces the file whole
+    assert (tmp_path / "f").read_bytes() == b"\0\0\0x"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]  # no temporary file left
+
+
+def test_report_json_has_one_line_per_item_and_parses_back(tmp_path: Path) -> None:
+    from netdiffusion.dataset import write_json
+
+    report = {"totals": {"flows": 2, "bits": {"a": 1}}, "dropped": [],
+              "flows": [{"flow_id": "x", "bits_changed": {"tcp_seq": 3}}, {"flow_id": "y\n", "bits_changed": {}}]}
+    write_json(tmp_path / "r.json", report, one_line_items="flows")
+    text = (tmp_path / "r.json").read_text()
+    assert json.loads(text) == report
+    assert '    {"flow_id": "x", "bits_changed": {"tcp_seq": 3}},\n' in text
+    write_json(tmp_path / "r.json", {"flows": []}, one_line_items="flows")
+    assert json.loads((tmp_path / "r.json").read_text()) == {"flows": []}
+
+
+def _handshake_flows(layout: Layout, packets: Packets, count: int) -> list[np.ndarray]:
+    """Rows of TCP flows (all TCP, >= 8 packets) that start with a SYN / SYN-ACK handshake and that
+    repair leaves unchanged as they are."""
+    tcp = layout.header_present(packets.nprint, "tcp")
+    syn, ackf = layout.field_values(packets.nprint, "tcp_syn"), layout.field_values(packets.nprint, "tcp_ackf")
+    found = []
+    for fid in np.unique(packets.flow_id[tcp]):
+        rows = np.flatnonzero(packets.flow_id == fid)
+        if (len(rows) >= 8 and tcp[rows].all() and syn[rows[0]] == 1 and ackf[rows[0]] == 0
+                and syn[rows[1]] == 1 and ackf[rows[1]] == 1 and (packets.direction[rows] == 0).sum() >= 4):
+            out = repair_packets(layout, packets.take(rows), RepairConfig(mtu=65535))
+            if not any(v.any() for r, v in out["result"].bits.items() if r != "l4_checksum"):
+                found.append(rows)
+                if len(found) == count:
+                    break
+    assert len(found) == count, "not enough clean handshake flows in the sample"
+    return found
+
+
+def _changed_rules(layout: Layout, flow: Packets) -> dict[str, int]:
+    out = repair_packets(layout, flow, RepairConfig(mtu=65535))
+    return {r: int(v.sum()) for r, v in out["result"].bits.items() if r != "l4_checksum" and v.any()}
+
+
+def test_a_conversation_on_one_host_is_left_as_captured(small_dataset: Path) -> None:
+    """Regression (nDPI's cassandra, quic-33, WebattackRCE captures, on ``lo``): both ends at
+    127.0.0.1 (or ::1) were remapped into the private range, and with one address for both ends
+    every packet was taken for the client's, so ports, flags and sequence numbers were rewritten."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 2):
+        flow = packets.take(rows)
+        m = flow.nprint.copy()
+        for key in ("ipv4_src", "ipv4_dst"):
+            layout.set_field(m, key, 0x7F000001, np.arange(len(m)))  # 127.0.0.1 talking to itself
+        layout.set_field(m, "ipv4_cksum", ipv4_header_checksums(layout, m), np.arange(len(m)))
+        assert _changed_rules(layout, Packets(**{**flow.__dict__, "nprint": m})) == {}
+        two = m.copy()  # two loopback addresses: 127.0.0.1 and 127.0.1.1
+        server = flow.direction == 1
+        layout.set_field(two, "ipv4_src", 0x7F000101, np.flatnonzero(server))
+        layout.set_field(two, "ipv4_dst", 0x7F000101, np.flatnonzero(~server))
+        layout.set_field(two, "ipv4_cksum", ipv4_header_checksums(layout, two), np.arange(len(two)))
+        assert _changed_rules(layout, Packets(**{**flow.__dict__, "nprint": two})) == {}
+    # a loopback address talking to a routable one cannot be real: still repaired
+    m = packets.take(rows).nprint.copy()
+    layout.set_field(m, "ipv4_src", 0x7F000001, np.flatnonzero(flow.direction == 0))
+    layout.set_field(m, "ipv4_dst", 0x7F000001, np.flatnonzero(flow.direction == 1))
+    assert "endpoints" in _changed_rules(layout, Packets(**{**flow.__dict__, "nprint": m}))
+
+
+def test_a_one_sided_capture_keeps_its_handshake_and_acknowledgements(small_dataset: Path) -> None:
+    """Regression (nDPI's ocs capture: only the client's packets): every client packet after the
+    SYN was turned into a SYN retransmission, and the acknowledgement numbers into 0."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 2):
+        flow = packets.take(rows[packets.direction[rows] == 0])
+        assert _changed_rules(layout, flow) == {}

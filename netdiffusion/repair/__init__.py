@@ -67,7 +67,7 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
     before = {k: layout.field_values(m, k) for h, k in L4_CKSUM.items() if h in layout.headers}
     gap = np.full(len(m), PCAP_RECORD, dtype=np.int64)
     gap[G.starts(result.flow)] += PCAP_FILE_HEADER
-    buf, starts, ends = build_packets(layout, m, is_, result.payload, payload, rng, gap_before=gap)
+    buf, starts, ends, zero_from = build_packets(layout, m, is_, result.payload, payload, rng, gap_before=gap)
     for h, k in L4_CKSUM.items():
         if h in layout.headers:
             after = layout.field_values(m, k)
@@ -82,7 +82,7 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
                        timestamp=result.timestamp, direction=result.direction.astype(np.int8),
                        wire_length=(ends - starts + 14).astype(np.int32), nprint=m)
     return {"flow_ids": flow_ids, "result": result, "packets": repaired, "buffer": buf,
-            "starts": starts, "ends": ends, "input_rows": np.bincount(flow, minlength=len(flow_ids))}
+            "starts": starts, "ends": ends, "zero_from": zero_from, "input_rows": np.bincount(flow, minlength=len(flow_ids))}
 
 
 def _is_identity(order: np.ndarray) -> bool:
@@ -141,6 +141,38 @@ def pcap_files(rep: dict, timestamps_ns: np.ndarray) -> tuple[np.ndarray, np.nda
     return buf, file_start, file_end
 
 
+HOLE_MIN = 8192  # zero runs at least this long are left as holes in the pcap files
+
+
+def file_extents(files: tuple[np.ndarray, np.ndarray, np.ndarray], ends: np.ndarray, zero_from: np.ndarray,
+                 flow: np.ndarray) -> list[list[tuple[int, np.ndarray]]]:
+    """Per flow index, the ``(offset in its file, buffer slice)`` pieces that hold its pcap's bytes.
+
+    What lies between pieces (and after the last one, up to the file's size) is a packet's zero
+    payload of at least :data:`HOLE_MIN` bytes, which :func:`atomic_write_extents` leaves as a
+    hole. ``flow``: flow index per packet, non-decreasing (the buffer's order)."""
+    buf, fstart, fend = files
+    holes = np.flatnonzero(ends - zero_from >= HOLE_MIN)
+    extents: list[list[tuple[int, np.ndarray]]] = [[(0, buf[a:b])] for a, b in zip(fstart.tolist(), fend.tolist(),
+                                                                                  strict=True)]
+    if not len(holes):
+        return extents
+    hole_flow = flow[holes]
+    bounds = np.flatnonzero(np.r_[True, hole_flow[1:] != hole_flow[:-1], True])
+    hole_start, hole_end = zero_from[holes].tolist(), ends[holes].tolist()
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        i = int(hole_flow[a])
+        first, last, pieces = int(fstart[i]), int(fend[i]), []
+        cursor = first
+        for k in range(a, b):
+            pieces.append((cursor - first, buf[cursor : hole_start[k]]))
+            cursor = hole_end[k]
+        if cursor < last:
+            pieces.append((cursor - first, buf[cursor:last]))
+        extents[i] = pieces
+    return extents
+
+
 def _positions(flow: np.ndarray) -> np.ndarray:
     from netdiffusion.repair.groups import rank
 
@@ -185,7 +217,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     Writes ``output/repair_report.json`` and returns its totals."""
     from tqdm import tqdm
 
-    from netdiffusion.dataset import atomic_write_bytes
+    from netdiffusion.dataset import atomic_write_bytes, atomic_write_extents
     from netdiffusion.decode import BASE_EPOCH_NS, _safe, flow_pcap_path
     from netdiffusion.pcap.writer import LINKTYPE_ETHERNET, pcap_bytes
 
@@ -207,8 +239,14 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     generated_ts = 0
     written_bytes = 0
     labels = _labels(src)
+    # CPU seconds of this process by step (reported; file creation cost depends on the file system)
+    cpu: Counter[str] = Counter()
+    clock = time.process_time
+    mark = clock()
     for label, packets in tqdm(_by_label(src, labels, layout.width), total=len(labels), desc="repair",
                                unit="class", disable=None if progress is None else not progress):
+        cpu["read"] += clock() - mark
+        mark = clock()
         n_in_packets += len(packets)
         rep = repair_packets(layout, packets, cfg, payload, rng, inplace=True)  # rows read for this call
         res: RepairResult = rep["result"]
@@ -222,30 +260,49 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
                      for (rule, key), v in res.fields.items() if v.any()}
         bounds = np.r_[0, np.cumsum(counts)]
         abs_ts = BASE_EPOCH_NS + fp.timestamp
+        now = clock()
+        cpu["repair"] += now - mark
+        mark = now
         files = pcap_files(rep, abs_ts)
         frames_all = _frames(rep["buffer"], rep["starts"], rep["ends"], fp.direction) if files is None else None
+        if files is not None:
+            extents = file_extents(files, rep["ends"], rep["zero_from"], res.flow)
+            sizes = (files[2] - files[1]).tolist()
+        # plain Python values for the per-flow loop (numpy scalar indexing costs ~10x more)
+        count_list, input_rows = counts.tolist(), rep["input_rows"].tolist()
+        generated_list = res.timestamps_generated.astype(bool).tolist()
+        bits_lists = {r: v.tolist() for r, v in bits_by_rule.items()}
+        fields_lists = {k: v.tolist() for k, v in fields_by.items()}
+        write_seconds = 0.0
         for i, fid in enumerate(flow_ids.tolist()):
-            if counts[i] == 0:
+            if count_list[i] == 0:
                 dropped.append({"flow_id": fid, "label": label, "reason": "no rows with a network header",
-                                "input_packets": int(rep["input_rows"][i])})
+                                "input_packets": input_rows[i]})
                 continue
             a, b = bounds[i], bounds[i + 1]
+            write_started = clock()
             if files is None:
                 data = pcap_bytes(frames_all[a:b], abs_ts[a:b], LINKTYPE_ETHERNET)
-            else:
-                data = memoryview(files[0][files[1][i] : files[2][i]])  # no copy
-            atomic_write_bytes(flow_pcap_path(out, label, fid), data)
-            written_bytes += len(data)
-            entry = {"flow_id": fid, "label": label, "packets": int(counts[i]),
-                     "padding_rows_dropped": int(rep["input_rows"][i] - counts[i]),
-                     "bits_changed": {r: int(v[i]) for r, v in bits_by_rule.items() if v[i]},
-                     "fields_changed": {k: int(v[i]) for k, v in fields_by.items() if v[i]},
-                     "timestamps_generated": bool(res.timestamps_generated[i])}
+                atomic_write_bytes(flow_pcap_path(out, label, fid), data)
+                written_bytes += len(data)
+            else:  # slices of the buffer (no copy); long zero payloads left as holes
+                atomic_write_extents(flow_pcap_path(out, label, fid), extents[i], sizes[i])
+                written_bytes += int(sizes[i])
+            write_seconds += clock() - write_started
+            entry = {"flow_id": fid, "label": label, "packets": count_list[i],
+                     "padding_rows_dropped": input_rows[i] - count_list[i],
+                     "bits_changed": {r: v[i] for r, v in bits_lists.items() if v[i]},
+                     "fields_changed": {k: v[i] for k, v in fields_lists.items() if v[i]},
+                     "timestamps_generated": generated_list[i]}
             entry["bits_changed_total"] = sum(v for r, v in entry["bits_changed"].items() if r != "l4_checksum")
             flows_report.append(entry)
             n_flows += 1
-            n_packets += int(counts[i])
-            generated_ts += int(res.timestamps_generated[i])
+            n_packets += count_list[i]
+            generated_ts += generated_list[i]
+        now = clock()
+        cpu["write_files"] += write_seconds
+        cpu["pcap_layout_and_flow_reports"] += now - mark - write_seconds
+        mark = now
         if merged and len(fp):
             # flows one after another, each MERGED_GAP_NS after the previous flow's last packet
             last_ts = np.where(counts > 0, fp.timestamp[np.maximum(bounds[1:] - 1, 0)], 0)
@@ -256,26 +313,33 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
             if files is None:
                 atomic_write_bytes(path, pcap_bytes(frames_all, merged_ts, LINKTYPE_ETHERNET))
             else:
+                # the flows' files are written: patch the merged timestamps into the buffer itself
+                # and write the same extents one after another (no copy of the packets)
                 buf, fstart, fend = files
-                keep = np.flatnonzero(counts > 0)
-                body = [buf[fstart[0] : fstart[0] + PCAP_FILE_HEADER]]
-                body += [buf[fstart[i] + PCAP_FILE_HEADER : fend[i]] for i in keep.tolist()]
-                joined = np.concatenate(body)
-                sizes = fend - fstart - PCAP_FILE_HEADER
-                base = np.zeros(len(counts), dtype=np.int64)
-                base[keep] = PCAP_FILE_HEADER + np.cumsum(sizes[keep]) - sizes[keep]
-                pos = rep["starts"] - PCAP_RECORD - fstart[res.flow] - PCAP_FILE_HEADER + base[res.flow]
-                stamp = np.empty((len(pos), 2), dtype="<u4")
+                stamp = np.empty((len(merged_ts), 2), dtype="<u4")
                 stamp[:, 0] = merged_ts // 1_000_000_000
                 stamp[:, 1] = merged_ts % 1_000_000_000
-                joined[pos[:, None] + np.arange(8)[None, :]] = stamp.view(np.uint8)
-                atomic_write_bytes(path, memoryview(joined))
+                buf[(rep["starts"] - PCAP_RECORD)[:, None] + np.arange(8)[None, :]] = stamp.view(np.uint8)
+                keep = np.flatnonzero(counts > 0).tolist()
+                pieces = [(0, buf[fstart[keep[0]] : fstart[keep[0]] + PCAP_FILE_HEADER])]
+                at = PCAP_FILE_HEADER
+                for i in keep:
+                    for offset, piece in extents[i]:
+                        if offset == 0:  # the flow's own file header is not repeated
+                            piece, offset = piece[PCAP_FILE_HEADER:], PCAP_FILE_HEADER
+                        if len(piece):
+                            pieces.append((at + offset - PCAP_FILE_HEADER, piece))
+                    at += sizes[i] - PCAP_FILE_HEADER
+                atomic_write_extents(path, pieces, at)
         for r, v in bits_by_rule.items():
             totals_bits[r] += int(v.sum())
         for k, v in fields_by.items():
             totals_fields[k] += int(v.sum())
         if dataset_output is not None:
             write_shard(fp, Path(dataset_output) / f"{_safe(label)}.parquet")
+        now = clock()
+        cpu["merged_and_dataset_output"] += now - mark
+        mark = now
     width_bits = n_packets * layout.width
     changed = sum(v for r, v in totals_bits.items() if r != "l4_checksum")
     totals = {"flows": n_flows, "packets": n_packets, "input_packets": n_in_packets,
@@ -285,8 +349,10 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
               "fields_changed": dict(sorted(totals_fields.items())),
               "flows_with_generated_timestamps": generated_ts,
               "config": {**cfg.__dict__, "payload": payload, "merged": merged},
-              "seconds": round(time.perf_counter() - started, 3), "output": str(out)}
-    write_json(out / REPORT_FILE, {"totals": totals, "dropped": dropped, "flows": flows_report})
+              "seconds": round(time.perf_counter() - started, 3),
+              "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()}, "output": str(out)}
+    write_json(out / REPORT_FILE, {"totals": totals, "dropped": dropped, "flows": flows_report},
+               one_line_items="flows")
     if dataset_output is not None:
         write_json(Path(dataset_output) / "summary.json", {"produced_by": "netdiffusion repair",
                                                            "input": str(src), **totals})

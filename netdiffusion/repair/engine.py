@@ -143,6 +143,16 @@ def _bad_source(words: np.ndarray, v6: bool) -> np.ndarray:
     return (first == 0) | (first == 127) | (first >= 224)
 
 
+PORT_FIELDS = {"tcp": ("tcp_sprt", "tcp_dprt"), "udp": ("udp_sport", "udp_dport")}
+
+
+def _loopback(words: np.ndarray, v6: bool) -> np.ndarray:
+    """127.0.0.0/8 and ::1: fine in a conversation held entirely on one host (captures on ``lo``)."""
+    if v6:
+        return (words[:, :3] == 0).all(axis=1) & (words[:, 3] == 1)
+    return (words[:, 0] >> 24) == 127
+
+
 def _bad_destination(words: np.ndarray, v6: bool) -> np.ndarray:
     """Addresses nothing can be sent to: unspecified, loopback (multicast/broadcast are fine)."""
     if v6:
@@ -459,6 +469,8 @@ class Repairer:
             d0 = (src != A).sum(1) + (dst != B).sum(1)
             d1 = (src != B).sum(1) + (dst != A).sum(1)
             direction = (d1 < d0).astype(np.int8)
+            # one address for both ends (a host talking to itself): the ports tell the ends apart
+            directed = self._port_direction(rows, fl, (ep_a == ep_b).all(axis=1), direction)
             # the flow's first packet of this family is the initiator's
             first = G.starts(fl)
             swap = np.zeros(self.nflows, dtype=bool)
@@ -477,6 +489,7 @@ class Repairer:
             else:
                 wa, wb = _words(ep_a), _words(ep_b)
                 bad_a = _bad_source(wa, v6)
+                on_host = _loopback(wa, v6) & _loopback(wb, v6)
                 udp_flow = np.zeros(self.nflows, dtype=bool)
                 if self.has("udp"):
                     udp_flow[self.flow[self.is_["udp"]]] = True
@@ -487,13 +500,14 @@ class Repairer:
                     tcp_flow[self.flow[self.is_["tcp"]]] = True
                     bad_b |= tcp_flow & _bad_source(wb, v6)
                 prefix = self.cfg.private_v6 if v6 else self.cfg.private_v4
-                fix_a = np.flatnonzero(bad_a)
-                fix_b = np.flatnonzero(bad_b)
+                fix_a = np.flatnonzero(bad_a & ~on_host)
+                fix_b = np.flatnonzero(bad_b & ~on_host)
                 if len(fix_a):
                     ep_a[fix_a] = _private_hosts(prefix, v6, 2 * fix_a + 1)
                 if len(fix_b):
                     ep_b[fix_b] = _private_hosts(prefix, v6, 2 * fix_b + 2)
-            same = (ep_a == ep_b).all(axis=1) & responds  # a host may send to itself, not answer itself
+            # a host may send to itself; it answers itself only where the ports tell the ends apart
+            same = (ep_a == ep_b).all(axis=1) & responds & ~directed
             ep_b[same, -1] ^= 1
             self.same_host = getattr(self, "same_host", np.zeros(self.nflows, dtype=bool))
             self.same_host[flows_here] |= (ep_a == ep_b).all(axis=1)[flows_here]
@@ -504,7 +518,7 @@ class Repairer:
             self._put_bits("endpoints", f"{h}_dst", rows, dst_sl, new_dst)
             self.direction[rows] = direction
         del pos
-        for h, (sp, dp) in (("tcp", ("tcp_sprt", "tcp_dprt")), ("udp", ("udp_sport", "udp_dport"))):
+        for h, (sp, dp) in PORT_FIELDS.items():
             if not self.has(h):
                 continue
             rows = np.flatnonzero(self.is_[h])
@@ -524,6 +538,42 @@ class Repairer:
             pb = np.where((pb == pa) & same_host, np.where(pa == 65535, 1024, pa + 1), pb)
             self._put("endpoints", sp, rows, np.where(d, pb[fl], pa[fl]))
             self._put("endpoints", dp, rows, np.where(d, pa[fl], pb[fl]))
+
+    def _port_direction(self, rows: np.ndarray, fl: np.ndarray, same_address: np.ndarray,
+                        direction: np.ndarray) -> np.ndarray:
+        """Directions (in place) of the TCP/UDP ``rows`` of flows whose two ends have one address.
+
+        The flow's first packet with both ports names the initiator's (source, destination)
+        ports; a packet whose ports are closer to those swapped goes the other way. Returns the
+        flows so directed (those whose two ports differ)."""
+        directed = np.zeros(self.nflows, dtype=bool)
+        sel = np.flatnonzero(same_address[fl])
+        if not len(sel):
+            return directed
+        r = rows[sel]
+        sport = np.full(len(r), -1, dtype=np.int64)
+        dport = np.full(len(r), -1, dtype=np.int64)
+        for h, (sp, dp) in PORT_FIELDS.items():
+            if self.has(h):
+                on = self.is_[h][r]
+                if on.any():
+                    sport[on], dport[on] = self._get(sp, r[on]), self._get(dp, r[on])
+        ok = np.flatnonzero((sport >= 0) & (dport >= 0))
+        if not len(ok):
+            return directed
+        f = fl[sel]
+        firsts = ok[G.starts(f[ok])]
+        first_s = np.zeros(self.nflows, dtype=np.int64)
+        first_d = np.zeros(self.nflows, dtype=np.int64)
+        first_s[f[firsts]], first_d[f[firsts]] = sport[firsts], dport[firsts]
+        directed[f[firsts]] = sport[firsts] != dport[firsts]
+        ok = ok[directed[f[ok]]]
+        s, d, fs, fd = sport[ok], dport[ok], first_s[f[ok]], first_d[f[ok]]
+        same_way = np.bitwise_count(s ^ fs) + np.bitwise_count(d ^ fd)
+        other_way = np.bitwise_count(s ^ fd) + np.bitwise_count(d ^ fs)
+        direction[sel[directed[f]]] = 0
+        direction[sel[ok]] = (other_way < same_way).astype(np.int8)
+        return directed
 
     def header_lengths(self) -> tuple[np.ndarray, np.ndarray]:
         """L3 and L4 header bytes per row after option repair."""
@@ -580,7 +630,12 @@ class Repairer:
         seen1 = G.cumsum_excl(dt == 1, ft) > 0
         seen1_incl = seen1 | (dt == 1)
         after = G.cumsum_excl((dt == 0) & seen1, ft)  # client packets after the server spoke
-        phase_c = hs & (dt == 0) & ~seen1
+        # a one-sided capture (the server's packets never seen): the client's handshake ends at
+        # its first ACK, which acknowledges a SYN-ACK the capture missed
+        silent = np.ones(self.nflows, dtype=bool)
+        silent[ft[dt == 1]] = False
+        client_acked = G.cumsum_incl((dt == 0) & (ack0 == 1) & (syn0 != 1), ft) > 0
+        phase_c = hs & (dt == 0) & ~seen1 & ~(silent[ft] & client_acked)
         phase_sa = sa_flow[ft] & (dt == 0) & ~seen1
         phase_s = (hs & (dt == 1) & (after == 0)) | phase_sa
         del seen1_incl
@@ -792,8 +847,11 @@ class Repairer:
         isn_g = np.full(2 * self.nflows, -1, dtype=np.int64)
         isn_g[gid_sorted] = isn
         has_peer = isn_g[ft * 2 + (1 - dt)] >= 0
+        # with no packet of the peer to check against, acknowledgements are relative to the
+        # direction's first one (a SYN's zero acknowledgement field does not count)
         ack_first = np.full(2 * self.nflows, 0, dtype=np.int64)
-        fa = G.starts(gid_sorted)
+        with_ack = np.flatnonzero(ackf[og] == 1)
+        fa = with_ack[G.starts(gid_sorted[with_ack])]
         ack_first[gid_sorted[fa]] = ack0[og][fa]
         peer_isn = np.where(has_peer, isn_g[ft * 2 + (1 - dt)], ack_first[ft * 2 + dt])
         arel = (ack0 - peer_isn) % MOD32
@@ -810,11 +868,14 @@ class Repairer:
         target = np.where(has_peer, np.where(peer_seen, peer_sent, 0), arel)
         # a SYN-ACK acknowledges exactly the SYN (a capture starting at the SYN-ACK never saw it)
         target = np.where(synack & has_peer, np.where(dt == 1, 1, 0), target)
-        final = np.where(ok, arel, target)
+        # a segment without ACK acknowledges nothing: with no peer seen, its field (a SYN's 0)
+        # must not hold the direction's later acknowledgements back
+        counts = uses_ack | has_peer
+        final = np.where(ok, arel, np.where(counts, target, lower_abs))
         for _ in range(6):  # acknowledgements never go backwards within a direction
             prev = G.cummax(final[og], gid_sorted, exclusive=True, initial=lower_abs)[inv]
             ok2 = ok & (arel >= prev)
-            new = np.where(ok2, arel, np.maximum(target, prev))
+            new = np.where(ok2, arel, np.where(counts, np.maximum(target, prev), lower_abs))
             if np.array_equal(new, final):
                 break
             final = new

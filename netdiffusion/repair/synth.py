@@ -117,10 +117,13 @@ def _bare_icmpv6(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf:
 
 def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], payload: np.ndarray,
                   payload_mode: str = "zero", rng: np.random.Generator | None = None,
-                  gap_before: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  gap_before: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """IP packets of repaired rows as one buffer with offsets; L4 checksums fixed in ``m`` too.
 
-    Returns ``(buffer, starts, ends)``; ``gap_before`` as in :func:`build_ip_buffer`."""
+    Returns ``(buffer, starts, ends, zero_from)``: ``buffer[zero_from[i]:ends[i]]`` is known to be
+    all zeros (zero payloads), so a writer may leave it as a hole; ``gap_before`` as in
+    :func:`build_ip_buffer`."""
     n = len(m)
     for h, key in L4_CKSUM.items():
         if h in layout.headers and is_[h].any():
@@ -178,4 +181,5 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
         off = l4_start[rows] + layout.field(key).offset // 8
         buf[off] = ck >> 8
         buf[off + 1] = ck & 0xFF
-    return buf, starts, ends
+    zero_from = np.minimum(ends, l4_start + _NONZERO_SPAN) if payload_mode == "zero" else ends
+    return buf, starts, ends, zero_from
