@@ -870,12 +870,12 @@ class Repairer:
         target = np.where(synack & has_peer, np.where(dt == 1, 1, 0), target)
         # a segment without ACK acknowledges nothing: with no peer seen, its field (a SYN's 0)
         # must not hold the direction's later acknowledgements back
-        counts = uses_ack | has_peer
-        final = np.where(ok, arel, np.where(counts, target, lower_abs))
+        acknowledges = uses_ack | has_peer
+        final = np.where(ok, arel, np.where(acknowledges, target, lower_abs))
         for _ in range(6):  # acknowledgements never go backwards within a direction
             prev = G.cummax(final[og], gid_sorted, exclusive=True, initial=lower_abs)[inv]
             ok2 = ok & (arel >= prev)
-            new = np.where(ok2, arel, np.where(counts, np.maximum(target, prev), lower_abs))
+            new = np.where(ok2, arel, np.where(acknowledges, np.maximum(target, prev), lower_abs))
             if np.array_equal(new, final):
                 break
             final = new
