@@ -85,12 +85,17 @@ def test_syn_fin_noise_is_confined_to_handshake_and_close(small_dataset: Path) -
     assert syn.sum() <= 2 * 20 and (pos[syn] < 8).all()  # SYN / SYN-ACK at the start only
     assert not (syn & fin).any()
     assert ack[~syn | (rep.direction == 1)].all() or ack[pos > 2].mean() > 0.99
-    # at most one FIN per direction (plus exact retransmissions of it)
+    # at most one FIN per direction (plus retransmissions of it): the FIN's sequence number, which
+    # is where the segment's data ends, is the same on all of them
+    v6 = layout.header_present(rep.nprint, "ipv6")
+    l3 = np.where(v6, 40, 4 * layout.field_values(rep.nprint, "ipv4_hl"))
+    payload = rep.wire_length - 14 - l3 - 4 * layout.field_values(rep.nprint, "tcp_doff")
+    fin_at = (layout.field_values(rep.nprint, "tcp_seq") + payload) % (1 << 32)
+    assert (payload[fin] >= 0).all()
     for fid in np.unique(rep.flow_id):
         for d in (0, 1):
             sel = (rep.flow_id == fid) & (rep.direction == d) & fin
-            seqs = layout.field_values(rep.nprint[sel], "tcp_seq")
-            assert len(np.unique(seqs)) <= 1
+            assert len(np.unique(fin_at[sel])) <= 1
 
 
 def test_random_rows_become_consistent_flows(small_dataset: Path) -> None:
@@ -437,3 +442,54 @@ def test_a_one_sided_capture_keeps_its_handshake_and_acknowledgements(small_data
     for rows in _handshake_flows(layout, packets, 2):
         flow = packets.take(rows[packets.direction[rows] == 0])
         assert _changed_rules(layout, flow) == {}
+
+
+def test_a_resent_data_and_fin_segment_keeps_its_fin(small_dataset: Path) -> None:
+    """Regression (nDPI's android and skype captures): a client resends its last data together
+    with the FIN (same end, earlier start). FIN was allowed only where the direction sent no more
+    data, so every FIN but the last was cleared and the sequence numbers moved."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 3):
+        flow = packets.take(rows)
+        m = flow.nprint
+        tl = layout.field_values(m, "ipv4_tl")
+        ihl, off = layout.field_values(m, "ipv4_hl"), layout.field_values(m, "tcp_doff")
+        pay = tl - 4 * ihl - 4 * off
+        client = np.flatnonzero((flow.direction == 0) & (pay > 0))
+        if len(client) >= 2:
+            break
+    else:
+        pytest.fail("no flow with two client data segments")
+    a, b = client[-2], client[-1]
+    m = m[: b + 1].copy()  # the flow up to the client's last data segment, then the FIN resent
+    layout.set_field(m, "tcp_fin", 1, np.array([b]))
+    resend = m[b].copy()[None, :]  # b's acknowledgement and options, a's start, a's and b's data
+    layout.set_field(resend, "tcp_seq", layout.field_values(m[a : a + 1], "tcp_seq"), np.array([0]))
+    layout.set_field(resend, "ipv4_tl", tl[b] + pay[a], np.array([0]))
+    m = np.concatenate([m, resend, resend])
+    meta = flow.take(np.r_[np.arange(b + 1), b, b])
+    ts = meta.timestamp.copy()
+    ts[-2:] = ts[b] + np.array([300_000_000, 900_000_000])  # retransmission timeouts
+    layout.set_field(m, "ipv4_cksum", ipv4_header_checksums(layout, m), np.arange(len(m)))
+    resent = Packets(**{**meta.__dict__, "nprint": m, "timestamp": ts,
+                        "packet_index": np.arange(len(m), dtype=np.int32)})
+    assert _changed_rules(layout, resent) == {}
+
+
+def test_an_ipv4_row_naming_an_ipv6_extension_header_gets_protocol_253(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (a 30%-corrupted netflix row): IPv4 protocol 0 (IPv6 Hop-by-Hop) with no transport
+    header: tshark dissected the zero payload as 185 Hop-by-Hop headers, malformed."""
+    layout, packets = flow_ordered(small_dataset)
+    udp = np.flatnonzero(layout.header_present(packets.nprint, "udp") & layout.header_present(packets.nprint, "ipv4"))
+    row = packets.take(udp[:1])
+    m = row.nprint.copy()
+    m[:, layout.header_slice("udp")] = -1
+    for proto in (0, 44, 60):
+        layout.set_field(m, "ipv4_proto", proto, np.array([0]))
+        data = write_dataset(Packets(**{**row.__dict__, "nprint": m}), layout, tmp_path / f"in{proto}")
+        repair_dataset(data, tmp_path / f"out{proto}", dataset_output=tmp_path / f"ds{proto}", progress=False)
+        repaired = read_packets(tmp_path / f"ds{proto}")
+        assert layout.field_values(repaired.nprint, "ipv4_proto").tolist() == [253]
+        pcap = next((tmp_path / f"out{proto}").rglob("*.pcap"))
+        result = tshark_file(pcap)
+        assert result["malformed"] == 0 and result["expert"].get("error", 0) == 0, result

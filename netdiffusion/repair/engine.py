@@ -21,6 +21,10 @@ L4 = ("tcp", "udp", "icmp")
 ICMPV6_PROTO = 58
 IPV6_NO_NEXT_HEADER = 59  # RFC 8200 §4.7
 IGMP_PROTO = 2  # IPv4 only
+# IPv6 extension headers and IPv6-only protocols: never real after an IPv4 header, and tshark
+# dissects a zero payload behind them as a malformed Hop-by-Hop chain (HOPOPT, Routing, Fragment,
+# ICMPv6, Destination Options, Mobility, HIP, Shim6)
+IPV6_ONLY_PROTOS = (0, 43, 44, 58, 60, 135, 139, 140)
 MOD32 = 1 << 32
 
 # TCP option kind -> (min length, max length, SYN only); anything else ends the option list.
@@ -390,7 +394,7 @@ class Repairer:
             has_l4 = v4 & (proto >= 0)
             self._put("ipv4", "ipv4_proto", has_l4, proto[has_l4])
             cur = self._get("ipv4_proto")
-            clash = v4 & (proto < 0) & np.isin(cur, list(IP_PROTO.values()))
+            clash = v4 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS])
             self._put("ipv4", "ipv4_proto", clash, 253)  # RFC 3692 experimental: no L4 header follows
         if self.has("ipv6"):
             v6 = self.is_["ipv6"]
@@ -666,12 +670,21 @@ class Repairer:
         rst_ok = (rst == 1) & ~later((payload > 0) | (fin0 == 1))
         rst = np.where(est, rst_ok.astype(np.int64), rst)
         rst_seen = G.cumsum_incl(rst[og], gid_sorted)[inv] > 0
-        fin_ok = est & (fin0 == 1) & ~later(payload > 0) & ~rst_seen & (rst == 0)
+        # FIN only where no later segment of the direction carries data beyond it: resending
+        # earlier data with the FIN again (a retransmitted data+FIN segment) is fine
+        data_end = _relative(seq_orig[og], G.first_value(seq_orig[og], gid_sorted)) + payload[og]
+        beyond = G.cummax(np.where(payload[og] > 0, data_end, -MOD32)[::-1], gid_sorted[::-1],
+                          exclusive=True, initial=-MOD32)[::-1] > data_end
+        data_end, beyond = data_end[inv], beyond[inv]
+        fin_ok = est & (fin0 == 1) & ~beyond & ~rst_seen & (rst == 0)
         first_fin = fin_ok & (G.cumsum_incl(fin_ok[og], gid_sorted)[inv] == 1)
-        seq0 = get("tcp_seq")
         fin_seq = np.full(2 * self.nflows, -1, dtype=np.int64)
-        fin_seq[(ft * 2 + dt)[first_fin]] = seq0[first_fin]
-        fin = (first_fin | (fin_ok & (seq0 == fin_seq[ft * 2 + dt]))).astype(np.int64)
+        fin_seq[(ft * 2 + dt)[first_fin]] = seq_orig[first_fin]
+        fin_end = np.full(2 * self.nflows, -MOD32, dtype=np.int64)
+        fin_end[(ft * 2 + dt)[first_fin]] = data_end[first_fin]
+        # later FINs repeat the first: the same sequence number, or the same end (more data resent)
+        fin = (first_fin | (fin_ok & ((seq_orig == fin_seq[ft * 2 + dt])
+                                      | (data_end == fin_end[ft * 2 + dt])))).astype(np.int64)
         ackf = np.where(phase_c, 0, np.where((rst == 1) & est & (ack0 == 0), 0, 1))
         urp0 = get("tcp_urp")
         urg = ((get("tcp_urg") == 1) & (urp0 > 0) & (urp0 <= payload)).astype(np.int64)
@@ -712,8 +725,7 @@ class Repairer:
         first_seq = G.first_value(s_seq, gid_sorted)
 
         def relative(isn: np.ndarray) -> np.ndarray:
-            r = (s_seq - isn) % MOD32
-            return np.where(r >= MOD32 // 2, r - MOD32, r)
+            return _relative(s_seq, isn)
 
         ack_s = ack0[og]
         s_ackf = ackf[og] == 1
@@ -773,6 +785,8 @@ class Repairer:
         # a later FIN of a direction repeats its first FIN (same sequence number)
         first_fin = (s_fin == 1) & (G.cumsum_incl(s_fin, gid_sorted) == 1)
         fin_retry = (s_fin == 1) & ~first_fin
+        first_fin_seq = G.cummax(np.where(first_fin, np.arange(len(s_seq)), -1), gid_sorted)
+        fin_same_seq = s_seq == s_seq[np.maximum(first_fin_seq, 0)]
         kept = np.ones(len(rel), dtype=bool)
         # Fixed point per (flow, direction) group. Groups are independent, so each round only
         # recomputes the groups whose kept set changed in the previous round (the rest are settled:
@@ -793,7 +807,10 @@ class Repairer:
             expected = _maxplus_scan(a_kept, a_rel, a_len, a_gid)
             if a_fin_retry.any():
                 final_iter = np.where(a_kept, a_rel, expected)
-                a_rel = np.where(a_fin_retry, final_iter[np.maximum(a_fin_src, 0)], a_rel)
+                src = np.maximum(a_fin_src, 0)
+                # a FIN resent with more of the earlier data ends where the first FIN ended
+                a_rel = np.where(a_fin_retry, final_iter[src] + np.where(sub(fin_same_seq), 0, a_len[src] - a_len),
+                                 a_rel)
                 expected = _maxplus_scan(a_kept, a_rel, a_len, a_gid)
             adv_iter = np.where(a_kept, np.maximum(a_rel + a_len - expected, 0), a_len)
             setter = np.where(adv_iter > 0, a_pos, -1)
@@ -1079,6 +1096,12 @@ class Repairer:
             ts = ts - G.first_value(ts, fl)
             ts = G.cummax(ts, fl)
         return ts, gen_flow
+
+
+def _relative(seq: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """``seq - base`` modulo 2**32, as a signed distance (sequence numbers wrap)."""
+    r = (seq - base) % MOD32
+    return np.where(r >= MOD32 // 2, r - MOD32, r)
 
 
 def _maxplus_scan(kept: np.ndarray, rel: np.ndarray, length: np.ndarray, gid: np.ndarray) -> np.ndarray:
