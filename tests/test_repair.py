@@ -493,3 +493,63 @@ def test_an_ipv4_row_naming_an_ipv6_extension_header_gets_protocol_253(small_dat
         pcap = next((tmp_path / f"out{proto}").rglob("*.pcap"))
         result = tshark_file(pcap)
         assert result["malformed"] == 0 and result["expert"].get("error", 0) == 0, result
+
+
+def _udp_row(small_dataset: Path) -> tuple[Layout, Packets]:
+    layout, packets = flow_ordered(small_dataset)
+    m = packets.nprint
+    udp = np.flatnonzero(layout.header_present(m, "udp") & layout.header_present(m, "ipv4"))
+    return layout, packets.take(udp[:1])
+
+
+def _repair_one(layout: Layout, row: Packets, m: np.ndarray, out: Path) -> tuple[dict, np.ndarray, dict]:
+    """Repair one row as its own dataset: (totals, repaired row, tshark summary of its pcap)."""
+    data = write_dataset(Packets(**{**row.__dict__, "nprint": m}), layout, out / "in")
+    totals = repair_dataset(data, out / "pcaps", dataset_output=out / "ds", progress=False)
+    return totals, read_packets(out / "ds").nprint, tshark_file(next((out / "pcaps").rglob("*.pcap")))
+
+
+def test_a_first_ipv4_fragment_of_a_longer_udp_datagram_is_kept(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (nDPI's dns_fragmented, dnscrypt captures): the first fragment of a large DNS
+    answer (MF set, UDP length = the whole datagram) had MF cleared and its UDP length cut."""
+    layout, row = _udp_row(small_dataset)
+    m = row.nprint.copy()
+    here = layout.field_values(m, "ipv4_tl") - 4 * layout.field_values(m, "ipv4_hl")
+    layout.set_field(m, "ipv4_mfbit", 1, np.array([0]))
+    layout.set_field(m, "ipv4_dfbit", 0, np.array([0]))
+    layout.set_field(m, "udp_len", here + 1200, np.array([0]))
+    layout.set_field(m, "ipv4_cksum", ipv4_header_checksums(layout, m), np.array([0]))
+    totals, repaired, tshark = _repair_one(layout, row, m, tmp_path / "first")
+    assert {r for r in totals["bits_changed"] if r != "l4_checksum"} == set()
+    keep = np.ones(layout.width, dtype=bool)
+    keep[layout.field_slice("udp_cksum")] = False
+    assert np.array_equal(repaired[:, keep], m[:, keep])
+    assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark
+    # MF on a datagram that fits the packet is noise: cleared, and the UDP length made to fit
+    layout.set_field(m, "udp_len", here, np.array([0]))
+    totals, repaired, tshark = _repair_one(layout, row, m, tmp_path / "noise")
+    assert layout.field_values(repaired, "ipv4_mfbit").tolist() == [0]
+    assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark
+
+
+def test_ipv6_fragment_header_rows_get_a_minimal_header_in_their_payload(small_dataset: Path,
+                                                                        tmp_path: Path) -> None:
+    """Regression (nDPI's dns_fragmented: IPv6 DNS answers in fragments): next header 44 with no
+    transport header; the zero payload read as 190 misplaced Hop-by-Hop headers (malformed)."""
+    layout, row = _udp_row(small_dataset)
+    m = row.nprint.copy()
+    m[:, layout.header_slice("ipv4")] = -1
+    m[:, layout.header_slice("udp")] = -1
+    m[:, layout.header_slice("ipv6")] = 0
+    for key, value in (("ipv6_ver", 6), ("ipv6_len", 120), ("ipv6_nh", 44), ("ipv6_hl", 64)):
+        layout.set_field(m, key, value, np.array([0]))
+    for key, last in (("ipv6_src", 1), ("ipv6_dst", 2)):  # 2001:db8::1 -> 2001:db8::2
+        sl = layout.field_slice(key)
+        m[0, sl] = 0
+        m[0, sl.start : sl.start + 32] = (0x20010DB8 >> np.arange(31, -1, -1)) & 1
+        m[0, sl.stop - 2 : sl.stop] = (last >> np.arange(1, -1, -1)) & 1
+    for nh in (44, 0, 60):
+        layout.set_field(m, "ipv6_nh", nh, np.array([0]))
+        totals, repaired, tshark = _repair_one(layout, row, m, tmp_path / f"nh{nh}")
+        assert {r for r in totals["bits_changed"] if r != "l4_checksum"} == set()
+        assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, (nh, tshark)

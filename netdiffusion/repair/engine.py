@@ -25,6 +25,13 @@ IGMP_PROTO = 2  # IPv4 only
 # dissects a zero payload behind them as a malformed Hop-by-Hop chain (HOPOPT, Routing, Fragment,
 # ICMPv6, Destination Options, Mobility, HIP, Shim6)
 IPV6_ONLY_PROTOS = (0, 43, 44, 58, 60, 135, 139, 140)
+# the 8 bytes that start the payload of an IPv6 row whose next header is one of these extension
+# headers (nPrint does not encode them): a minimal header of that kind whose next header is 59
+IPV6_EXTENSION_PAYLOADS = {
+    0: (IPV6_NO_NEXT_HEADER, 0, 1, 4, 0, 0, 0, 0),  # Hop-by-Hop: PadN over 6 bytes
+    44: (IPV6_NO_NEXT_HEADER, 0, 0, 0, 0, 0, 0, 0),  # Fragment: offset 0, last, id 0
+    60: (IPV6_NO_NEXT_HEADER, 0, 1, 4, 0, 0, 0, 0),  # Destination Options: PadN
+}
 MOD32 = 1 << 32
 
 # TCP option kind -> (min length, max length, SYN only); anything else ends the option list.
@@ -180,6 +187,7 @@ class Repairer:
         self.n = self.m.shape[0]
         self.nflows = int(self.flow.max()) + 1 if self.n else 0
         self.bits: dict[str, np.ndarray] = {r: np.zeros(self.n, dtype=np.int64) for r in RULES}
+        self.first_fragment = np.zeros(self.n, dtype=bool)
         self.fields: dict[tuple[str, str], np.ndarray] = {}
 
     # -- accounting -------------------------------------------------------------------------------
@@ -387,7 +395,8 @@ class Repairer:
             v4 = self.is_["ipv4"]
             self._put("ipv4", "ipv4_ver", v4, 4)
             self._put("ipv4", "ipv4_rbit", v4, 0)
-            self._put("ipv4", "ipv4_mfbit", v4, 0)
+            self.first_fragment = self._first_fragments(v4)
+            self._put("ipv4", "ipv4_mfbit", v4 & ~self.first_fragment, 0)
             self._put("ipv4", "ipv4_foff", v4, 0)
             ttl = self._get("ipv4_ttl")
             self._put("ipv4", "ipv4_ttl", v4 & (ttl <= 0), cfg.default_ttl)
@@ -410,6 +419,8 @@ class Repairer:
             # stay as generated (real rows carry them).
             cur = self._get("ipv6_nh")
             clash = v6 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO])
+            # an extension header the packet builder writes needs 8 payload bytes
+            clash |= v6 & (proto < 0) & np.isin(cur, list(IPV6_EXTENSION_PAYLOADS)) & (self._get("ipv6_len") < 8)
             self._put("ipv6", "ipv6_nh", clash, IPV6_NO_NEXT_HEADER)
         if self.has("tcp"):
             t = self.is_["tcp"]
@@ -578,6 +589,25 @@ class Repairer:
         direction[sel[directed[f]]] = 0
         direction[sel[ok]] = (other_way < same_way).astype(np.int8)
         return directed
+
+    def _first_fragments(self, v4: np.ndarray) -> np.ndarray:
+        """IPv4 rows kept as the first fragment of a longer UDP datagram (RFC 791: MF set, offset 0).
+
+        Real captures hold them (encode skips the later fragments, which carry no UDP header):
+        kept only where the UDP length says the datagram is longer than this packet and fits an
+        IP packet, the one field that can show it; everywhere else MF is cleared. The UDP
+        checksum then covers the whole datagram, whose bytes beyond this packet are zero payload."""
+        first = np.zeros(self.n, dtype=bool)
+        if not self.has("udp"):
+            return first
+        rows = np.flatnonzero(v4 & self.is_["udp"])
+        if not len(rows):
+            return first
+        mf, off = self._get("ipv4_mfbit", rows), self._get("ipv4_foff", rows)
+        here = self._get("ipv4_tl", rows) - 4 * self._get("ipv4_hl", rows)  # UDP bytes in this packet
+        udp_len = self._get("udp_len", rows)
+        first[rows] = (mf == 1) & (off == 0) & (here >= 8) & (udp_len > here) & (udp_len <= 65515)
+        return first
 
     def header_lengths(self) -> tuple[np.ndarray, np.ndarray]:
         """L3 and L4 header bytes per row after option repair."""
@@ -1017,7 +1047,12 @@ class Repairer:
             tcp = self.is_["tcp"]
             self._put("lengths", "tcp_doff", tcp, l4[tcp] // 4)
         if self.has("udp"):
-            udp = self.is_["udp"]
+            # a first fragment's UDP length is the whole datagram's; a row whose headers changed
+            # so that it no longer says more than this packet holds is not a fragment any more
+            frag = self.first_fragment & (self._get("udp_len") > l4 + self.payload)
+            self._put("lengths", "ipv4_mfbit", self.first_fragment & ~frag, 0)
+            self.first_fragment = frag
+            udp = self.is_["udp"] & ~frag
             self._put("lengths", "udp_len", udp, (l4 + self.payload)[udp])
 
     def ip_id(self) -> None:

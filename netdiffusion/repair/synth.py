@@ -12,7 +12,13 @@ import numpy as np
 
 from netdiffusion.fields import IP_PROTO, Layout
 from netdiffusion.packets import build_ip_buffer
-from netdiffusion.repair.engine import ICMP_ERRORS_V4, ICMP_QUOTE_BYTES, ICMPV6_PROTO, fold_checksum
+from netdiffusion.repair.engine import (
+    ICMP_ERRORS_V4,
+    ICMP_QUOTE_BYTES,
+    ICMPV6_PROTO,
+    IPV6_EXTENSION_PAYLOADS,
+    fold_checksum,
+)
 
 _NONZERO_SPAN = 60 + 8 + 28  # longest TCP header, or ICMP header + quoted datagram (even)
 L4_CKSUM = {"tcp": "tcp_cksum", "udp": "udp_cksum", "icmp": "icmp_cksum"}
@@ -115,6 +121,27 @@ def _bare_icmpv6(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf:
     return rows
 
 
+def _bare_ipv6_extensions(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
+                          l4_start: np.ndarray, ends: np.ndarray) -> None:
+    """IPv6 rows whose next header is an extension header nPrint does not encode (Hop-by-Hop,
+    Fragment, Destination Options: real fragmented DNS carries a Fragment header): their payload
+    starts with a minimal such header whose next header is 59 (No Next Header), instead of zero
+    bytes tshark dissects as a chain of misplaced Hop-by-Hop headers (malformed). Payload bytes
+    only: no nPrint bit changes (rows without room for it get next header 59 in repair)."""
+    if "ipv6" not in layout.headers:
+        return
+    bare = is_["ipv6"].copy()
+    for h in L4_CKSUM:
+        if h in layout.headers:
+            bare &= ~is_[h]
+    rows = np.flatnonzero(bare)
+    nh = layout.field_values(m[rows], "ipv6_nh")
+    for value, header in IPV6_EXTENSION_PAYLOADS.items():
+        sel = rows[(nh == value) & (ends[rows] - l4_start[rows] >= len(header))]
+        for k, byte in enumerate(header):
+            buf[l4_start[sel] + k] = byte
+
+
 def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], payload: np.ndarray,
                   payload_mode: str = "zero", rng: np.random.Generator | None = None,
                   gap_before: np.ndarray | None = None
@@ -140,6 +167,7 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
     if "icmp" in layout.headers and "ipv4" in layout.headers:
         _quote_datagrams(layout, m, is_, buf, l4_start, ends)
     icmpv6 = _bare_icmpv6(layout, m, is_, buf, l4_start, ends)
+    _bare_ipv6_extensions(layout, m, is_, buf, l4_start, ends)
     if payload_mode == "zero":
         # only the L4 header (<= 60 bytes) and an ICMP quote can be non-zero: gather those
         span = np.minimum(ends - l4_start, _NONZERO_SPAN)
@@ -153,8 +181,14 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
     if "ipv4" in layout.headers:
         v4 = is_["ipv4"]
         proto = layout.field_values(m, "ipv4_proto")[v4]
+        l4_len = seg_len[v4]
+        if "udp" in layout.headers:
+            # a first fragment (MF set): the checksum covers the whole datagram, whose length is
+            # the UDP length field; its bytes beyond this packet are zero payload (sum 0)
+            frag = (layout.field_values(m, "ipv4_mfbit")[v4] == 1) & is_["udp"][v4]
+            l4_len = np.where(frag, layout.field_values(m, "udp_len")[v4], l4_len)
         pseudo[v4] = (_addr_sum(layout, m, "ipv4_src", v4) + _addr_sum(layout, m, "ipv4_dst", v4)
-                      + np.where(proto == IP_PROTO["icmp"], 0, proto + seg_len[v4]))
+                      + np.where(proto == IP_PROTO["icmp"], 0, proto + l4_len))
     if "ipv6" in layout.headers:
         v6 = is_["ipv6"]
         nh = layout.field_values(m, "ipv6_nh")[v6]
