@@ -553,3 +553,16 @@ def test_ipv6_fragment_header_rows_get_a_minimal_header_in_their_payload(small_d
         totals, repaired, tshark = _repair_one(layout, row, m, tmp_path / f"nh{nh}")
         assert {r for r in totals["bits_changed"] if r != "l4_checksum"} == set()
         assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, (nh, tshark)
+
+
+def test_a_syn_repeated_after_the_syn_ack_stays_a_syn(small_dataset: Path) -> None:
+    """Regression (nDPI's webex capture): SYN, SYN-ACK, the SYN again (the SYN-ACK was lost on the
+    way), the SYN-ACK again, then the ACK. The repeated SYN was turned into an ACK."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 2):
+        order = np.r_[0, 1, 0, 1, np.arange(2, len(rows))]
+        flow = packets.take(rows[order])
+        ts = flow.timestamp.copy()
+        ts[2:] = ts[2:] + 200_000_000  # the client's SYN timer fires, then the rest follows
+        flow = Packets(**{**flow.__dict__, "timestamp": ts, "packet_index": np.arange(len(ts), dtype=np.int32)})
+        assert _changed_rules(layout, flow) == {}

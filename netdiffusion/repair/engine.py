@@ -686,6 +686,11 @@ class Repairer:
         srv_isn[ft[first1]] = seq_orig[first1]
         late_synack = (hs & ~refused & (dt == 1) & est & (syn0 == 1) & (payload == 0) & (rst0 == 0)
                        & (fin0 == 0) & (seq_orig == srv_isn[ft]))
+        # likewise a SYN the client repeats after the SYN-ACK (which it did not get), before its ACK
+        late_syn = (hs & (dt == 0) & est & ~client_acked & (syn0 == 1) & (ack0 == 0) & (payload == 0)
+                    & (rst0 == 0) & (fin0 == 0) & (seq_orig == G.first_value(seq_orig, ft)))
+        phase_c |= late_syn
+        est &= ~late_syn
         syn = (phase_c | (phase_s & ~refused) | late_synack).astype(np.int64)
         # ordering per (flow, direction), positions kept
         og = np.lexsort((np.arange(len(t)), dt, ft))
