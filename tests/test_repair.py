@@ -566,3 +566,34 @@ def test_a_syn_repeated_after_the_syn_ack_stays_a_syn(small_dataset: Path) -> No
         ts[2:] = ts[2:] + 200_000_000  # the client's SYN timer fires, then the rest follows
         flow = Packets(**{**flow.__dict__, "timestamp": ts, "packet_index": np.arange(len(ts), dtype=np.int32)})
         assert _changed_rules(layout, flow) == {}
+
+
+def test_a_late_retransmission_is_judged_against_the_initial_rtt(small_dataset: Path) -> None:
+    """Regression (nDPI's alexa-app capture): the initial RTT (how late a backward segment must
+    come to be a retransmission rather than out of order) was taken from the connection's *last*
+    client packet after a server packet, not its first: with one late packet minutes into the
+    flow, every earlier retransmission was moved forward as if out of order."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 3):
+        flow = packets.take(rows)
+        m = flow.nprint
+        pay = (layout.field_values(m, "ipv4_tl") - 4 * layout.field_values(m, "ipv4_hl")
+               - 4 * layout.field_values(m, "tcp_doff"))
+        data = np.flatnonzero((flow.direction == 0) & (pay > 0))
+        server = np.flatnonzero(flow.direction == 1)
+        if len(data) and len(server):
+            break
+    else:
+        pytest.fail("no flow with client data")
+    last = len(rows) - 1
+    # resend the client's first data segment 1 s after the flow, then, 100 s later, the server's
+    # last packet and the client's last packet again (duplicates that change nothing)
+    extra = np.array([data[0], server[-1], np.flatnonzero(flow.direction == 0)[-1]])
+    order = np.r_[np.arange(len(rows)), extra]
+    longer = flow.take(order)
+    ts = longer.timestamp.copy()
+    ts[-3:] = ts[last] + np.array([1_000_000_000, 100_000_000_000, 100_000_100_000])
+    longer = Packets(**{**longer.__dict__, "timestamp": ts, "packet_index": np.arange(len(ts), dtype=np.int32)})
+    out = repair_packets(layout, longer, RepairConfig(mtu=65535))
+    seq = layout.field_values(out["packets"].nprint, "tcp_seq")
+    assert seq[len(rows)] == layout.field_values(m[data[0] : data[0] + 1], "tcp_seq")[0]  # still a resend

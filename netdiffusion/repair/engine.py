@@ -805,7 +805,9 @@ class Repairer:
         first_ts = G.first_value(ts, ft)
         third = (dt == 0) & (G.cumsum_excl(dt == 1, ft) > 0)
         irtt_flow = np.full(self.nflows, 3_000_000, dtype=np.int64)
-        idx_third = np.flatnonzero(third & G.starts(np.where(third, ft, -1)))
+        # the first such packet per connection (Wireshark's initial RTT is its time)
+        idx_third = np.flatnonzero(third)
+        idx_third = idx_third[np.unique(ft[idx_third], return_index=True)[1]]
         hs_flows = np.zeros(self.nflows, dtype=bool)
         hs_flows[ft[phase_c]] = True
         sel = idx_third[hs_flows[ft[idx_third]]]
