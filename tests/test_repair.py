@@ -597,3 +597,14 @@ def test_a_late_retransmission_is_judged_against_the_initial_rtt(small_dataset: 
     out = repair_packets(layout, longer, RepairConfig(mtu=65535))
     seq = layout.field_values(out["packets"].nprint, "tcp_seq")
     assert seq[len(rows)] == layout.field_values(m[data[0] : data[0] + 1], "tcp_seq")[0]  # still a resend
+
+
+def test_a_flow_of_unanswered_syns_keeps_its_sequence_number(small_dataset: Path) -> None:
+    """Regression (nDPI's ocs capture): six SYNs nobody answered. Their implied initial sequence
+    number counted the earlier SYNs' sequence space, so the ISN came out one too low."""
+    layout, packets = flow_ordered(small_dataset)
+    rows = _handshake_flows(layout, packets, 1)[0]
+    syns = packets.take(np.repeat(rows[:1], 6))
+    ts = np.array([0, 1, 3, 7, 15, 31], dtype=np.int64) * 1_000_000_000
+    syns = Packets(**{**syns.__dict__, "timestamp": ts, "packet_index": np.arange(6, dtype=np.int32)})
+    assert _changed_rules(layout, syns) == {}

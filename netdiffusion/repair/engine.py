@@ -755,6 +755,7 @@ class Repairer:
         # initial sequence number: the first segment's, unless it is an outlier among the first
         # four segments' implied ISNs (seq minus the bytes sent before) and nothing confirms it
         implied = (s_seq - G.cumsum_excl(np.where(syn_retry, 0, s_len), gid_sorted)) % MOD32
+        implied = np.where(syn_retry, s_seq, implied)  # a repeated SYN / SYN-ACK carries the ISN itself
         early = G.rank(gid_sorted) < 4
         mode_isn = G.mode(implied[early], gid_sorted[early], ngroups)[0][gid_sorted]
         first_seq = G.first_value(s_seq, gid_sorted)
