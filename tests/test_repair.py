@@ -608,3 +608,38 @@ def test_a_flow_of_unanswered_syns_keeps_its_sequence_number(small_dataset: Path
     ts = np.array([0, 1, 3, 7, 15, 31], dtype=np.int64) * 1_000_000_000
     syns = Packets(**{**syns.__dict__, "timestamp": ts, "packet_index": np.arange(6, dtype=np.int32)})
     assert _changed_rules(layout, syns) == {}
+
+
+def test_closing_a_gap_keeps_acknowledgements_of_the_bytes_before_it(small_dataset: Path) -> None:
+    """Regression (shared safari capture): the client's duplicate ACKs of the bytes *before* a
+    lost segment came after later segments, and closing the gap moved them down by its size, to
+    the middle of a segment: tshark then saw an out-of-order segment and an ACK of unseen data."""
+    layout, packets = flow_ordered(small_dataset)
+    tcp = layout.header_present(packets.nprint, "tcp")
+    tl, ihl = layout.field_values(packets.nprint, "ipv4_tl"), layout.field_values(packets.nprint, "ipv4_hl")
+    pay = np.where(tcp, tl - 4 * ihl - 4 * layout.field_values(packets.nprint, "tcp_doff"), 0)
+    for rows in _handshake_flows(layout, packets, 4):
+        server = rows[(packets.direction[rows] == 1) & (pay[rows] > 0)]
+        if len(server) >= 3:
+            break
+    else:
+        pytest.fail("no flow with three server data segments")
+    s1, s2, s3 = server[:3]
+    client_ack = rows[(packets.direction[rows] == 0) & (np.arange(len(rows)) > 2)][0]
+    before = rows[rows <= s1]
+    # the capture lost s2; the client keeps acknowledging the end of s1 after s3 arrived, and
+    # finally acknowledges s3 (which confirms the jump: a capture gap, closed by default)
+    order = np.r_[before, s3, client_ack, client_ack, client_ack]
+    flow = packets.take(order)
+    m = flow.nprint.copy()
+    seq = layout.field_values(packets.nprint, "tcp_seq")
+    end1, end3 = (seq[s1] + pay[s1]) % (1 << 32), (seq[s3] + pay[s3]) % (1 << 32)
+    layout.set_field(m, "tcp_ackn", end1, np.array([len(order) - 3, len(order) - 2]))
+    layout.set_field(m, "tcp_ackn", end3, np.array([len(order) - 1]))
+    ts = flow.timestamp.copy()
+    ts[-4:] = ts[len(before) - 1] + np.array([1, 2, 3, 4]) * 1_000_000
+    flow = Packets(**{**flow.__dict__, "nprint": m, "timestamp": ts,
+                      "packet_index": np.arange(len(order), dtype=np.int32)})
+    out = repair_packets(layout, flow, RepairConfig(mtu=65535))
+    assert out["result"].bits["tcp_seq"].sum() > 0  # the gap was closed (s3 moved down)
+    assert layout.field_values(out["packets"].nprint[-3:-1], "tcp_ackn").tolist() == [end1, end1]

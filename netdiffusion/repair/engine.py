@@ -878,18 +878,16 @@ class Repairer:
         expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
         final_rel = np.where(kept, rel, np.where(syn_retry, 0, expected))
         adv = np.where(kept, np.maximum(rel + s_len - expected, 0), np.where(syn_retry, 0, s_len))
-        peer_shift = np.zeros(len(t), dtype=np.int64)
+        gaps = None
         if self.cfg.gaps == "close":
             # close each gap by moving the rest of the direction down by the missing bytes, and
-            # the peer's acknowledgements with it
+            # the peer's acknowledgements of bytes beyond it with it
             gap = np.where(kept & (rel > expected) & ~syn_retry, rel - expected, 0)
             shift = G.cumsum_incl(gap, gid_sorted)
             final_rel = final_rel - shift
             adv = adv - gap
-            shift_flow = shift[inv]
-            latest0 = G.cummax(np.where(dt == 0, shift_flow, 0), ft)
-            latest1 = G.cummax(np.where(dt == 1, shift_flow, 0), ft)
-            peer_shift = np.where(dt == 0, latest1, latest0)
+            at = np.flatnonzero(gap > 0)
+            gaps = (gid_sorted[at], expected[at], gap[at], shift[at] - gap[at])  # group, start, size, before
         seq = ((isn + final_rel) % MOD32)[inv]
         self._put("tcp_seq", "tcp_seq", t, seq)
         # acknowledgements, in flow order: what the peer has sent so far
@@ -909,8 +907,9 @@ class Repairer:
         fa = with_ack[G.starts(gid_sorted[with_ack])]
         ack_first[gid_sorted[fa]] = ack0[og][fa]
         peer_isn = np.where(has_peer, isn_g[ft * 2 + (1 - dt)], ack_first[ft * 2 + dt])
-        arel = (ack0 - peer_isn) % MOD32
-        arel = np.where(arel >= MOD32 // 2, arel - MOD32, arel) - peer_shift
+        arel = _relative(ack0, peer_isn)
+        if gaps is not None:
+            arel = arel - _gap_shift(gaps, ft * 2 + (1 - dt), arel, has_peer)
         big = np.int64(1) << 40
         final_flow = final_rel[inv]
         nxt0 = _next_value(dt == 0, final_flow, ft)
@@ -1139,6 +1138,25 @@ class Repairer:
             ts = ts - G.first_value(ts, fl)
             ts = G.cummax(ts, fl)
         return ts, gen_flow
+
+
+def _gap_shift(gaps: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], group: np.ndarray,
+               position: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """How far a closed gap moves each acknowledged ``position`` of ``group`` (the peer's direction).
+
+    ``gaps``: (group, start, size, total size of the group's earlier gaps), sorted by group and
+    start. An acknowledgement up to a gap's start acknowledges bytes before it and stays; one past
+    the gap moves down by its size (and every earlier gap's); one inside it, into bytes never
+    sent after closing, moves to its start."""
+    g_group, g_start, g_size, g_before = gaps
+    out = np.zeros(len(position), dtype=np.int64)
+    if not len(g_group):
+        return out
+    span, offset = np.int64(1) << 42, np.int64(1) << 40
+    j = np.searchsorted(g_group * span + g_start + offset, group * span + position + offset, side="left") - 1
+    jc = np.maximum(j, 0)
+    hit = valid & (j >= 0) & (g_group[jc] == group)
+    return np.where(hit, g_before[jc] + np.minimum(g_size[jc], position - g_start[jc]), 0)
 
 
 def _relative(seq: np.ndarray, base: np.ndarray) -> np.ndarray:
