@@ -532,22 +532,27 @@ def test_a_first_ipv4_fragment_of_a_longer_udp_datagram_is_kept(small_dataset: P
     assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark
 
 
-def test_ipv6_fragment_header_rows_get_a_minimal_header_in_their_payload(small_dataset: Path,
-                                                                        tmp_path: Path) -> None:
-    """Regression (nDPI's dns_fragmented: IPv6 DNS answers in fragments): next header 44 with no
-    transport header; the zero payload read as 190 misplaced Hop-by-Hop headers (malformed)."""
+def _ipv6_row(small_dataset: Path, src: int, dst: int, next_header: int) -> tuple[Layout, Packets, np.ndarray]:
+    """One IPv6 row with no transport header (built from a UDP row's metadata)."""
     layout, row = _udp_row(small_dataset)
     m = row.nprint.copy()
     m[:, layout.header_slice("ipv4")] = -1
     m[:, layout.header_slice("udp")] = -1
     m[:, layout.header_slice("ipv6")] = 0
-    for key, value in (("ipv6_ver", 6), ("ipv6_len", 120), ("ipv6_nh", 44), ("ipv6_hl", 64)):
+    for key, value in (("ipv6_ver", 6), ("ipv6_len", 120), ("ipv6_nh", next_header), ("ipv6_hl", 64)):
         layout.set_field(m, key, value, np.array([0]))
-    for key, last in (("ipv6_src", 1), ("ipv6_dst", 2)):  # 2001:db8::1 -> 2001:db8::2
+    for key, address in (("ipv6_src", src), ("ipv6_dst", dst)):
         sl = layout.field_slice(key)
-        m[0, sl] = 0
-        m[0, sl.start : sl.start + 32] = (0x20010DB8 >> np.arange(31, -1, -1)) & 1
-        m[0, sl.stop - 2 : sl.stop] = (last >> np.arange(1, -1, -1)) & 1
+        m[0, sl] = [(address >> (127 - i)) & 1 for i in range(128)]
+    return layout, row, m
+
+
+def test_ipv6_fragment_header_rows_get_a_minimal_header_in_their_payload(small_dataset: Path,
+                                                                        tmp_path: Path) -> None:
+    """Regression (nDPI's dns_fragmented: IPv6 DNS answers in fragments): next header 44 with no
+    transport header; the zero payload read as 190 misplaced Hop-by-Hop headers (malformed)."""
+    doc = 0x20010DB8 << 96  # 2001:db8::/32
+    layout, row, m = _ipv6_row(small_dataset, doc | 1, doc | 2, 44)
     for nh in (44, 0, 60):
         layout.set_field(m, "ipv6_nh", nh, np.array([0]))
         totals, repaired, tshark = _repair_one(layout, row, m, tmp_path / f"nh{nh}")
@@ -643,3 +648,14 @@ def test_closing_a_gap_keeps_acknowledgements_of_the_bytes_before_it(small_datas
     out = repair_packets(layout, flow, RepairConfig(mtu=65535))
     assert out["result"].bits["tcp_seq"].sum() > 0  # the gap was closed (s3 moved down)
     assert layout.field_values(out["packets"].nprint[-3:-1], "tcp_ackn").tolist() == [end1, end1]
+
+
+def test_the_unspecified_address_may_send_duplicate_address_detection(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (nDPI's android capture): IPv6 duplicate address detection (ICMPv6 from ::) and
+    MLD reports (:: with a Hop-by-Hop header) had their source remapped into fd00::/8."""
+    solicited = 0xFF02_0000_0000_0000_0000_0001_FF00_0001  # ff02::1:ff00:1
+    for nh in (58, 0):
+        layout, row, m = _ipv6_row(small_dataset, 0, solicited, nh)
+        totals, repaired, tshark = _repair_one(layout, row, m, tmp_path / f"nh{nh}")
+        assert "endpoints" not in totals["bits_changed"], totals["bits_changed"]
+        assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark

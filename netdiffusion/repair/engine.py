@@ -505,15 +505,14 @@ class Repairer:
                 wa, wb = _words(ep_a), _words(ep_b)
                 bad_a = _bad_source(wa, v6)
                 on_host = _loopback(wa, v6) & _loopback(wb, v6)
-                udp_flow = np.zeros(self.nflows, dtype=bool)
-                if self.has("udp"):
-                    udp_flow[self.flow[self.is_["udp"]]] = True
-                bad_a &= ~(udp_flow & (wa == 0).all(axis=1))  # 0.0.0.0 sends DHCP discovers
-                bad_b = np.where(responds, _bad_source(wb, v6), _bad_destination(wb, v6))
+                tcp_flow = np.zeros(self.nflows, dtype=bool)
                 if self.has("tcp"):
-                    tcp_flow = np.zeros(self.nflows, dtype=bool)
                     tcp_flow[self.flow[self.is_["tcp"]]] = True
-                    bad_b |= tcp_flow & _bad_source(wb, v6)
+                # the unspecified address sends DHCP discovers (0.0.0.0), IPv6 duplicate address
+                # detection and MLD reports (::): never TCP
+                bad_a &= ~(~tcp_flow & (wa == 0).all(axis=1))
+                bad_b = np.where(responds, _bad_source(wb, v6), _bad_destination(wb, v6))
+                bad_b |= tcp_flow & _bad_source(wb, v6)
                 prefix = self.cfg.private_v6 if v6 else self.cfg.private_v4
                 fix_a = np.flatnonzero(bad_a & ~on_host)
                 fix_b = np.flatnonzero(bad_b & ~on_host)
