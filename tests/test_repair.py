@@ -659,3 +659,30 @@ def test_the_unspecified_address_may_send_duplicate_address_detection(small_data
         totals, repaired, tshark = _repair_one(layout, row, m, tmp_path / f"nh{nh}")
         assert "endpoints" not in totals["bits_changed"], totals["bits_changed"]
         assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark
+
+
+def test_tunnel_rows_get_an_inner_header_in_their_payload(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (nDPI's 4in4/4in6/6in4/6in6 tunnel captures): nPrint encodes the outer header
+    only, and the zero payload behind protocol 4 / 41 read as an IP header of version 0
+    (malformed). The payload now starts with an inner header; too short rows lose the tunnel."""
+    layout, row = _udp_row(small_dataset)
+    v4 = row.nprint.copy()
+    v4[:, layout.header_slice("udp")] = -1
+    doc = 0x20010DB8 << 96
+    _, _, v6 = _ipv6_row(small_dataset, doc | 1, doc | 2, 4)
+    for name, m, key in (("v4", v4, "ipv4_proto"), ("v6", v6, "ipv6_nh")):
+        for proto in (4, 41):
+            m = m.copy()
+            layout.set_field(m, key, proto, np.array([0]))
+            if name == "v4":
+                layout.set_field(m, "ipv4_tl", 20 + 200, np.array([0]))
+                layout.set_field(m, "ipv4_cksum", ipv4_header_checksums(layout, m), np.array([0]))
+            totals, repaired, tshark = _repair_one(layout, row, m, tmp_path / f"{name}-{proto}")
+            assert {r for r in totals["bits_changed"] if r != "l4_checksum"} == set(), (name, proto, totals)
+            assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, (name, proto, tshark)
+    short = v4.copy()
+    layout.set_field(short, "ipv4_proto", 41, np.array([0]))
+    layout.set_field(short, "ipv4_tl", 20 + 30, np.array([0]))  # no room for a 40-byte IPv6 header
+    totals, repaired, tshark = _repair_one(layout, row, short, tmp_path / "short")
+    assert layout.field_values(repaired, "ipv4_proto").tolist() == [253]
+    assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark

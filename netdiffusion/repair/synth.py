@@ -17,6 +17,7 @@ from netdiffusion.repair.engine import (
     ICMP_QUOTE_BYTES,
     ICMPV6_PROTO,
     IPV6_EXTENSION_PAYLOADS,
+    TUNNEL_INNER_HEADER,
     fold_checksum,
 )
 
@@ -142,6 +143,49 @@ def _bare_ipv6_extensions(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarr
             buf[l4_start[sel] + k] = byte
 
 
+def _tunnel_inner_headers(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
+                          l4_start: np.ndarray, ends: np.ndarray) -> None:
+    """IP-in-IP (4) and IPv6-in-IP (41) rows (real tunnels: nPrint encodes the outer header only):
+    their payload starts with an inner IPv4 header (protocol 253, valid checksum) or IPv6 header
+    (next header 59) spanning the rest of the packet, from 192.0.2.1 to 192.0.2.2 / 2001:db8::1 to
+    2001:db8::2 (documentation prefixes), instead of zero bytes tshark reports as a malformed IP
+    version 0. Payload bytes only: no nPrint bit changes (too short rows get 253 / 59 in repair)."""
+    rows = np.zeros(len(m), dtype=bool)
+    for h in L4_CKSUM:
+        if h in layout.headers:
+            rows |= is_[h]
+    proto = np.full(len(m), -1, dtype=np.int64)
+    if "ipv4" in layout.headers:
+        proto = np.where(is_["ipv4"], layout.field_values(m, "ipv4_proto"), proto)
+    if "ipv6" in layout.headers:
+        proto = np.where(is_["ipv6"], layout.field_values(m, "ipv6_nh"), proto)
+    inner_len = ends - l4_start
+    for number, size in TUNNEL_INNER_HEADER.items():
+        sel = np.flatnonzero(~rows & (proto == number) & (inner_len >= size))
+        if not len(sel):
+            continue
+        n = inner_len[sel]
+        head = np.zeros((len(sel), size), dtype=np.int64)
+        if number == 4:
+            head[:, 0] = 0x45
+            head[:, 2], head[:, 3] = n >> 8 & 0xFF, n & 0xFF
+            head[:, 8], head[:, 9] = 64, 253
+            head[:, 12:16] = (192, 0, 2, 1)
+            head[:, 16:20] = (192, 0, 2, 2)
+            ck = fold_checksum(((head[:, 0:20:2] << 8) | head[:, 1:20:2]).sum(axis=1))
+            head[:, 10], head[:, 11] = ck >> 8, ck & 0xFF
+        else:
+            inner_payload = n - size
+            head[:, 0] = 0x60
+            head[:, 4], head[:, 5] = inner_payload >> 8 & 0xFF, inner_payload & 0xFF
+            head[:, 6], head[:, 7] = 59, 64
+            head[:, 8:12] = (0x20, 0x01, 0x0D, 0xB8)
+            head[:, 23] = 1
+            head[:, 24:28] = (0x20, 0x01, 0x0D, 0xB8)
+            head[:, 39] = 2
+        buf[l4_start[sel, None] + np.arange(size)[None, :]] = head.astype(np.uint8)
+
+
 def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], payload: np.ndarray,
                   payload_mode: str = "zero", rng: np.random.Generator | None = None,
                   gap_before: np.ndarray | None = None
@@ -168,6 +212,7 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
         _quote_datagrams(layout, m, is_, buf, l4_start, ends)
     icmpv6 = _bare_icmpv6(layout, m, is_, buf, l4_start, ends)
     _bare_ipv6_extensions(layout, m, is_, buf, l4_start, ends)
+    _tunnel_inner_headers(layout, m, is_, buf, l4_start, ends)
     if payload_mode == "zero":
         # only the L4 header (<= 60 bytes) and an ICMP quote can be non-zero: gather those
         span = np.minimum(ends - l4_start, _NONZERO_SPAN)
