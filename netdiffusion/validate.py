@@ -40,7 +40,7 @@ TSHARK_PREFS = ("ip.check_checksum:TRUE", "tcp.check_checksum:TRUE", "udp.check_
 # These always; plus every dissector this tshark selects by TCP/UDP port or heuristic
 # (:func:`payload_protocols`), so a flow on, say, UDP 521 is not judged as RIPng.
 PAYLOAD_PROTOCOLS = ("dhcp", "dns", "mdns", "llmnr", "nbns", "nbdgm", "ssdp", "tls", "dtls", "http", "quic",
-                     "gquic", "stun", "classicstun", "rtp", "rtcp", "igmp", "ntp", "snmp", "smb", "browser",
+                     "gquic", "stun", "classicstun", "rtp", "rtcp", "ntp", "snmp", "smb", "browser",
                      "cldap", "sip", "xml")
 # never turned off: the headers we validate (a tunnel registered on a port must not take them)
 HEADER_PROTOCOLS = frozenset({"frame", "eth", "ethertype", "vlan", "sll", "ip", "ipv6", "tcp", "udp", "icmp",

@@ -661,17 +661,18 @@ def test_the_unspecified_address_may_send_duplicate_address_detection(small_data
         assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark
 
 
-def test_tunnel_rows_get_an_inner_header_in_their_payload(small_dataset: Path, tmp_path: Path) -> None:
+def test_tunnel_and_igmp_rows_get_a_message_in_their_payload(small_dataset: Path, tmp_path: Path) -> None:
     """Regression (nDPI's 4in4/4in6/6in4/6in6 tunnel captures): nPrint encodes the outer header
     only, and the zero payload behind protocol 4 / 41 read as an IP header of version 0
-    (malformed). The payload now starts with an inner header; too short rows lose the tunnel."""
+    (malformed); an all-zero IGMP message is malformed too. The payload now starts with an inner
+    header / an IGMPv2 report; too short rows lose the protocol."""
     layout, row = _udp_row(small_dataset)
     v4 = row.nprint.copy()
     v4[:, layout.header_slice("udp")] = -1
     doc = 0x20010DB8 << 96
     _, _, v6 = _ipv6_row(small_dataset, doc | 1, doc | 2, 4)
-    for name, m, key in (("v4", v4, "ipv4_proto"), ("v6", v6, "ipv6_nh")):
-        for proto in (4, 41):
+    for name, m, key, protos in (("v4", v4, "ipv4_proto", (2, 4, 41)), ("v6", v6, "ipv6_nh", (4, 41))):
+        for proto in protos:
             m = m.copy()
             layout.set_field(m, key, proto, np.array([0]))
             if name == "v4":

@@ -27,10 +27,10 @@ IGMP_PROTO = 2  # IPv4 only
 IPV6_ONLY_PROTOS = (0, 43, 44, 58, 60, 135, 139, 140)
 # the 8 bytes that start the payload of an IPv6 row whose next header is one of these extension
 # headers (nPrint does not encode them): a minimal header of that kind whose next header is 59
-# IP-in-IP (4) and IPv6-in-IP (41) tunnels: the packet builder starts their payload with an inner
-# header of this many bytes (an inner packet that carries nothing); rows with less payload get
-# protocol 253 / next header 59 instead
-TUNNEL_INNER_HEADER = {4: 20, 41: 40}
+# protocols without an nPrint header whose payload the packet builder starts with a message of
+# this many bytes: an IGMPv2 membership report (IPv4 only), or an inner IPv4 / IPv6 header for
+# IP-in-IP (4) and IPv6-in-IP (41) tunnels; rows with less payload get protocol 253 / next header 59
+SYNTHETIC_PAYLOAD_BYTES = {IGMP_PROTO: 8, 4: 20, 41: 40}
 IPV6_EXTENSION_PAYLOADS = {
     0: (IPV6_NO_NEXT_HEADER, 0, 1, 4, 0, 0, 0, 0),  # Hop-by-Hop: PadN over 6 bytes
     44: (IPV6_NO_NEXT_HEADER, 0, 0, 0, 0, 0, 0, 0),  # Fragment: offset 0, last, id 0
@@ -408,7 +408,7 @@ class Repairer:
             self._put("ipv4", "ipv4_proto", has_l4, proto[has_l4])
             cur = self._get("ipv4_proto")
             clash = v4 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS])
-            clash |= v4 & (proto < 0) & self._tunnel_too_short(cur, self._get("ipv4_tl") - 4 * self._get("ipv4_hl"))
+            clash |= v4 & (proto < 0) & self._too_short(cur, self._get("ipv4_tl") - 4 * self._get("ipv4_hl"))
             self._put("ipv4", "ipv4_proto", clash, 253)  # RFC 3692 experimental: no L4 header follows
         if self.has("ipv6"):
             v6 = self.is_["ipv6"]
@@ -426,7 +426,7 @@ class Repairer:
             clash = v6 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO])
             # an extension header the packet builder writes needs 8 payload bytes
             clash |= v6 & (proto < 0) & np.isin(cur, list(IPV6_EXTENSION_PAYLOADS)) & (self._get("ipv6_len") < 8)
-            clash |= v6 & (proto < 0) & self._tunnel_too_short(cur, self._get("ipv6_len"))
+            clash |= v6 & (proto < 0) & self._too_short(cur, self._get("ipv6_len"))
             self._put("ipv6", "ipv6_nh", clash, IPV6_NO_NEXT_HEADER)
         if self.has("tcp"):
             t = self.is_["tcp"]
@@ -596,10 +596,10 @@ class Repairer:
         return directed
 
     @staticmethod
-    def _tunnel_too_short(proto: np.ndarray, payload: np.ndarray) -> np.ndarray:
-        """Tunnel rows whose payload cannot hold the inner header the packet builder writes."""
+    def _too_short(proto: np.ndarray, payload: np.ndarray) -> np.ndarray:
+        """Rows whose payload cannot hold the message the packet builder writes for their protocol."""
         short = np.zeros(len(proto), dtype=bool)
-        for number, size in TUNNEL_INNER_HEADER.items():
+        for number, size in SYNTHETIC_PAYLOAD_BYTES.items():
             short |= (proto == number) & (payload < size)
         return short
 

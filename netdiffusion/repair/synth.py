@@ -16,8 +16,9 @@ from netdiffusion.repair.engine import (
     ICMP_ERRORS_V4,
     ICMP_QUOTE_BYTES,
     ICMPV6_PROTO,
+    IGMP_PROTO,
     IPV6_EXTENSION_PAYLOADS,
-    TUNNEL_INNER_HEADER,
+    SYNTHETIC_PAYLOAD_BYTES,
     fold_checksum,
 )
 
@@ -143,13 +144,14 @@ def _bare_ipv6_extensions(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarr
             buf[l4_start[sel] + k] = byte
 
 
-def _tunnel_inner_headers(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
-                          l4_start: np.ndarray, ends: np.ndarray) -> None:
-    """IP-in-IP (4) and IPv6-in-IP (41) rows (real tunnels: nPrint encodes the outer header only):
-    their payload starts with an inner IPv4 header (protocol 253, valid checksum) or IPv6 header
-    (next header 59) spanning the rest of the packet, from 192.0.2.1 to 192.0.2.2 / 2001:db8::1 to
-    2001:db8::2 (documentation prefixes), instead of zero bytes tshark reports as a malformed IP
-    version 0. Payload bytes only: no nPrint bit changes (too short rows get 253 / 59 in repair)."""
+def _synthetic_payloads(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
+                        l4_start: np.ndarray, ends: np.ndarray) -> None:
+    """Rows of protocols nPrint has no header for, whose zero payload tshark reports as malformed:
+    IGMP (2, IPv4) gets an IGMPv2 membership report for 224.0.0.251; IP-in-IP (4) and IPv6-in-IP
+    (41) tunnels (nPrint encodes the outer header only) an inner IPv4 header (protocol 253, valid
+    checksum) or IPv6 header (next header 59) spanning the rest of the packet, from 192.0.2.1 to
+    192.0.2.2 / 2001:db8::1 to 2001:db8::2 (documentation prefixes). Payload bytes only: no nPrint
+    bit changes (rows too short for them get protocol 253 / next header 59 in repair)."""
     rows = np.zeros(len(m), dtype=bool)
     for h in L4_CKSUM:
         if h in layout.headers:
@@ -160,13 +162,17 @@ def _tunnel_inner_headers(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarr
     if "ipv6" in layout.headers:
         proto = np.where(is_["ipv6"], layout.field_values(m, "ipv6_nh"), proto)
     inner_len = ends - l4_start
-    for number, size in TUNNEL_INNER_HEADER.items():
+    for number, size in SYNTHETIC_PAYLOAD_BYTES.items():
         sel = np.flatnonzero(~rows & (proto == number) & (inner_len >= size))
         if not len(sel):
             continue
         n = inner_len[sel]
         head = np.zeros((len(sel), size), dtype=np.int64)
-        if number == 4:
+        if number == IGMP_PROTO:  # the rest of the message is zero: the checksum covers it as is
+            head[:, 0], head[:, 4:8] = 0x16, (224, 0, 0, 251)
+            ck = fold_checksum(((head[:, 0:8:2] << 8) | head[:, 1:8:2]).sum(axis=1))
+            head[:, 2], head[:, 3] = ck >> 8, ck & 0xFF
+        elif number == 4:
             head[:, 0] = 0x45
             head[:, 2], head[:, 3] = n >> 8 & 0xFF, n & 0xFF
             head[:, 8], head[:, 9] = 64, 253
@@ -212,7 +218,7 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
         _quote_datagrams(layout, m, is_, buf, l4_start, ends)
     icmpv6 = _bare_icmpv6(layout, m, is_, buf, l4_start, ends)
     _bare_ipv6_extensions(layout, m, is_, buf, l4_start, ends)
-    _tunnel_inner_headers(layout, m, is_, buf, l4_start, ends)
+    _synthetic_payloads(layout, m, is_, buf, l4_start, ends)
     if payload_mode == "zero":
         # only the L4 header (<= 60 bytes) and an ICMP quote can be non-zero: gather those
         span = np.minimum(ends - l4_start, _NONZERO_SPAN)
