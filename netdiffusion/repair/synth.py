@@ -92,8 +92,7 @@ def _quote_datagrams(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], 
     q[:, 2], q[:, 3] = (inner_len >> 8) & 0xFF, inner_len & 0xFF
     q[:, 8], q[:, 9] = 64, IP_PROTO["udp"]
     q[:, 12:16], q[:, 16:20] = dst, src
-    words = (q[:, 0:20:2] << 8) | q[:, 1:20:2]
-    ck = fold_checksum(words.sum(axis=1))
+    ck = _words_checksum(q[:, :20])
     q[:, 10], q[:, 11] = ck >> 8, ck & 0xFF
     udp_len = inner_len - 20
     q[:, 20], q[:, 21] = 0xC0, 0x00  # ports 49152 -> 33434 (traceroute's)
@@ -101,6 +100,20 @@ def _quote_datagrams(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], 
     q[:, 24], q[:, 25] = (udp_len >> 8) & 0xFF, udp_len & 0xFF
     pos = l4_start[rows, None] + 8 + np.arange(ICMP_QUOTE_BYTES)[None, :]
     buf[pos] = q.astype(np.uint8)
+
+
+def _no_transport(layout: Layout, is_: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """Rows that carry no nPrint transport header (their payload starts right after the IP header)."""
+    bare = np.ones(n, dtype=bool)
+    for h in L4_CKSUM:
+        if h in layout.headers:
+            bare &= ~is_[h]
+    return bare
+
+
+def _words_checksum(head: np.ndarray) -> np.ndarray:
+    """Internet checksum of each row of ``head`` (int64 bytes, even width)."""
+    return fold_checksum(((head[:, 0::2] << 8) | head[:, 1::2]).sum(axis=1))
 
 
 def _bare_icmpv6(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
@@ -111,11 +124,7 @@ def _bare_icmpv6(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf:
     Returns those rows. Payload bytes only: no nPrint bit changes."""
     if "ipv6" not in layout.headers:
         return np.zeros(0, dtype=np.int64)
-    bare = is_["ipv6"].copy()
-    for h in L4_CKSUM:
-        if h in layout.headers:
-            bare &= ~is_[h]
-    rows = np.flatnonzero(bare)
+    rows = np.flatnonzero(is_["ipv6"] & _no_transport(layout, is_, len(m)))
     rows = rows[(layout.field_values(m[rows], "ipv6_nh") == ICMPV6_PROTO) & (ends[rows] - l4_start[rows] >= 8)]
     if len(rows):
         for k, value in enumerate((128, 0, 0, 0)):  # type, code, checksum (filled in later)
@@ -132,11 +141,7 @@ def _bare_ipv6_extensions(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarr
     only: no nPrint bit changes (rows without room for it get next header 59 in repair)."""
     if "ipv6" not in layout.headers:
         return
-    bare = is_["ipv6"].copy()
-    for h in L4_CKSUM:
-        if h in layout.headers:
-            bare &= ~is_[h]
-    rows = np.flatnonzero(bare)
+    rows = np.flatnonzero(is_["ipv6"] & _no_transport(layout, is_, len(m)))
     nh = layout.field_values(m[rows], "ipv6_nh")
     for value, header in IPV6_EXTENSION_PAYLOADS.items():
         sel = rows[(nh == value) & (ends[rows] - l4_start[rows] >= len(header))]
@@ -152,10 +157,7 @@ def _synthetic_payloads(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray
     checksum) or IPv6 header (next header 59) spanning the rest of the packet, from 192.0.2.1 to
     192.0.2.2 / 2001:db8::1 to 2001:db8::2 (documentation prefixes). Payload bytes only: no nPrint
     bit changes (rows too short for them get protocol 253 / next header 59 in repair)."""
-    rows = np.zeros(len(m), dtype=bool)
-    for h in L4_CKSUM:
-        if h in layout.headers:
-            rows |= is_[h]
+    bare = _no_transport(layout, is_, len(m))
     proto = np.full(len(m), -1, dtype=np.int64)
     if "ipv4" in layout.headers:
         proto = np.where(is_["ipv4"], layout.field_values(m, "ipv4_proto"), proto)
@@ -163,14 +165,14 @@ def _synthetic_payloads(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray
         proto = np.where(is_["ipv6"], layout.field_values(m, "ipv6_nh"), proto)
     inner_len = ends - l4_start
     for number, size in SYNTHETIC_PAYLOAD_BYTES.items():
-        sel = np.flatnonzero(~rows & (proto == number) & (inner_len >= size))
+        sel = np.flatnonzero(bare & (proto == number) & (inner_len >= size))
         if not len(sel):
             continue
         n = inner_len[sel]
         head = np.zeros((len(sel), size), dtype=np.int64)
         if number == IGMP_PROTO:  # the rest of the message is zero: the checksum covers it as is
             head[:, 0], head[:, 4:8] = 0x16, (224, 0, 0, 251)
-            ck = fold_checksum(((head[:, 0:8:2] << 8) | head[:, 1:8:2]).sum(axis=1))
+            ck = _words_checksum(head)
             head[:, 2], head[:, 3] = ck >> 8, ck & 0xFF
         elif number == 4:
             head[:, 0] = 0x45
@@ -178,7 +180,7 @@ def _synthetic_payloads(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray
             head[:, 8], head[:, 9] = 64, 253
             head[:, 12:16] = (192, 0, 2, 1)
             head[:, 16:20] = (192, 0, 2, 2)
-            ck = fold_checksum(((head[:, 0:20:2] << 8) | head[:, 1:20:2]).sum(axis=1))
+            ck = _words_checksum(head)
             head[:, 10], head[:, 11] = ck >> 8, ck & 0xFF
         else:
             inner_payload = n - size
