@@ -25,12 +25,12 @@ IGMP_PROTO = 2  # IPv4 only
 # dissects a zero payload behind them as a malformed Hop-by-Hop chain (HOPOPT, Routing, Fragment,
 # ICMPv6, Destination Options, Mobility, HIP, Shim6)
 IPV6_ONLY_PROTOS = (0, 43, 44, 58, 60, 135, 139, 140)
-# the 8 bytes that start the payload of an IPv6 row whose next header is one of these extension
-# headers (nPrint does not encode them): a minimal header of that kind whose next header is 59
 # protocols without an nPrint header whose payload the packet builder starts with a message of
 # this many bytes: an IGMPv2 membership report (IPv4 only), or an inner IPv4 / IPv6 header for
 # IP-in-IP (4) and IPv6-in-IP (41) tunnels; rows with less payload get protocol 253 / next header 59
 SYNTHETIC_PAYLOAD_BYTES = {IGMP_PROTO: 8, 4: 20, 41: 40}
+# the 8 bytes that start the payload of an IPv6 row whose next header is one of these extension
+# headers (nPrint does not encode them): a minimal header of that kind whose next header is 59
 IPV6_EXTENSION_PAYLOADS = {
     0: (IPV6_NO_NEXT_HEADER, 0, 1, 4, 0, 0, 0, 0),  # Hop-by-Hop: PadN over 6 bytes
     44: (IPV6_NO_NEXT_HEADER, 0, 0, 0, 0, 0, 0, 0),  # Fragment: offset 0, last, id 0
