@@ -30,10 +30,13 @@ LOSS_FLAGS = ("lost_segment", "ack_lost_segment")
 VALIDATE_FILES = 400
 
 
-def _captures() -> list[Path]:
+def _root() -> Path:
     env = os.environ.get("NETDIFFUSION_REAL_PCAPS")
     shared = Path(os.environ.get("NETDIFFUSION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    root = Path(env) if env else shared / "pcaps"
+    return Path(env) if env else shared / "pcaps"
+
+
+def _captures(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and ".pcap" in p.name)
 
 
@@ -43,12 +46,14 @@ def main() -> dict:
     from netdiffusion.repair import repair_dataset
     from netdiffusion.validate import tshark_file, validate_dir
 
-    captures = _captures()
+    root = _root()
+    captures = _captures(root)
     started = time.perf_counter()
     totals: Counter[str] = Counter()
     bits: Counter[str] = Counter()
     changed_rules: Counter[str] = Counter()
     unexplained_rules: Counter[str] = Counter()
+    unexplained_captures: Counter[str] = Counter()
     unexplained_examples: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -89,6 +94,7 @@ def main() -> dict:
                     continue
                 totals["flows_changed_unexplained"] += 1
                 unexplained_rules.update(rules)
+                unexplained_captures[capture.name] += 1
                 if len(unexplained_examples) < 20:
                     unexplained_examples.append({"capture": capture.name, "flow_id": flow["flow_id"],
                                                  "bits_changed": flow["bits_changed"]})
@@ -104,10 +110,11 @@ def main() -> dict:
         val = validate_dir(vdir, progress=False, tcpreplay=False) if sample else {"totals": {}, "files": []}
     failed = [{"file": f["file"], "failed_checks": f["failed_checks"]} for f in val["files"] if not f["ok"]]
     return {
-        "source": str(captures[0].parent) if captures else None, "capture_files": len(captures),
+        "source": str(root), "capture_files": len(captures),
         **dict(totals), "bits_changed_by_rule": dict(bits.most_common()),
         "flows_changed_by_rule": dict(changed_rules.most_common()),
         "flows_changed_unexplained_by_rule": dict(unexplained_rules.most_common()),
+        "flows_changed_unexplained_by_capture": dict(unexplained_captures.most_common()),
         "unexplained_examples": unexplained_examples,
         "validated_files": val["totals"].get("files", 0), "validated_packets": val["totals"].get("packets", 0),
         "validated_files_failed": val["totals"].get("files_failed", 0),
