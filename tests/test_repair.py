@@ -687,3 +687,15 @@ def test_tunnel_and_igmp_rows_get_a_message_in_their_payload(small_dataset: Path
     totals, repaired, tshark = _repair_one(layout, row, short, tmp_path / "short")
     assert layout.field_values(repaired, "ipv4_proto").tolist() == [253]
     assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark
+
+
+@pytest.mark.parametrize("headers", [("ipv6", "udp"), ("ipv6", "tcp", "udp"), ("ipv4", "tcp"), ("ipv4",)])
+def test_layouts_without_some_headers_repair_with_padding_rows(headers: tuple[str, ...]) -> None:
+    """Regression: with no IPv4 header in the layout, the first-fragment mask kept the size it had
+    before padding rows were dropped, and the UDP length rule failed on a shape mismatch."""
+    layout = Layout(headers)
+    rows = random_packets(layout, flows=4, packets=20, seed=2)
+    rows.nprint[::5] = -1  # padding rows the model emitted
+    out = repair_packets(layout, rows, RepairConfig())
+    assert len(out["packets"]) == len(rows) - len(rows.nprint[::5])
+    assert (out["ends"] > out["starts"]).all()

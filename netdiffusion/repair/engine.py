@@ -191,7 +191,6 @@ class Repairer:
         self.n = self.m.shape[0]
         self.nflows = int(self.flow.max()) + 1 if self.n else 0
         self.bits: dict[str, np.ndarray] = {r: np.zeros(self.n, dtype=np.int64) for r in RULES}
-        self.first_fragment = np.zeros(self.n, dtype=bool)
         self.fields: dict[tuple[str, str], np.ndarray] = {}
 
     # -- accounting -------------------------------------------------------------------------------
@@ -395,6 +394,7 @@ class Repairer:
         for h in L4:
             if self.has(h):
                 proto[self.is_[h]] = IP_PROTO[h]
+        self.first_fragment = np.zeros(self.n, dtype=bool)  # rows are final here (padding dropped)
         if self.has("ipv4"):
             v4 = self.is_["ipv4"]
             self._put("ipv4", "ipv4_ver", v4, 4)
