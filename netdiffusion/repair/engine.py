@@ -25,6 +25,10 @@ IGMP_PROTO = 2  # IPv4 only
 # dissects a zero payload behind them as a malformed Hop-by-Hop chain (HOPOPT, Routing, Fragment,
 # ICMPv6, Destination Options, Mobility, HIP, Shim6)
 IPV6_ONLY_PROTOS = (0, 43, 44, 58, 60, 135, 139, 140)
+# protocols whose all-zero payload (8 or 100 bytes) `validate`'s tshark reports as malformed or as
+# an expert error, and which repair has no message for (DCCP, XTP, DSR, AH, SWIPE, NARP, EIGRP,
+# AX.25, UDP-Lite): a row of them without a transport header gets protocol 253 / next header 59
+ZERO_PAYLOAD_MALFORMED = (33, 36, 48, 51, 53, 54, 88, 93, 136)
 # protocols without an nPrint header whose payload the packet builder starts with a message of
 # this many bytes: an IGMPv2 membership report (IPv4 only), or an inner IPv4 / IPv6 header for
 # IP-in-IP (4) and IPv6-in-IP (41) tunnels; rows with less payload get protocol 253 / next header 59
@@ -407,7 +411,7 @@ class Repairer:
             has_l4 = v4 & (proto >= 0)
             self._put("ipv4", "ipv4_proto", has_l4, proto[has_l4])
             cur = self._get("ipv4_proto")
-            clash = v4 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS])
+            clash = v4 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS, *ZERO_PAYLOAD_MALFORMED])
             clash |= v4 & (proto < 0) & self._too_short(cur, self._get("ipv4_tl") - 4 * self._get("ipv4_hl"))
             self._put("ipv4", "ipv4_proto", clash, 253)  # RFC 3692 experimental: no L4 header follows
         if self.has("ipv6"):
@@ -423,7 +427,8 @@ class Repairer:
             # exist over IPv6 (MLD is ICMPv6). ICMPv6 and other protocols nPrint does not encode
             # stay as generated (real rows carry them).
             cur = self._get("ipv6_nh")
-            clash = v6 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO])
+            clash = v6 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO, *ZERO_PAYLOAD_MALFORMED,
+                                                     43, 140])  # Routing, Shim6: malformed when zero
             # an extension header the packet builder writes needs 8 payload bytes
             clash |= v6 & (proto < 0) & np.isin(cur, list(IPV6_EXTENSION_PAYLOADS)) & (self._get("ipv6_len") < 8)
             clash |= v6 & (proto < 0) & self._too_short(cur, self._get("ipv6_len"))
