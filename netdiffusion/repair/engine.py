@@ -429,9 +429,9 @@ class Repairer:
             cur = self._get("ipv6_nh")
             clash = v6 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO, *ZERO_PAYLOAD_MALFORMED,
                                                      43, 140])  # Routing, Shim6: malformed when zero
-            # an extension header the packet builder writes needs 8 payload bytes
-            clash |= v6 & (proto < 0) & np.isin(cur, list(IPV6_EXTENSION_PAYLOADS)) & (self._get("ipv6_len") < 8)
-            clash |= v6 & (proto < 0) & self._too_short(cur, self._get("ipv6_len"))
+            # the extension headers the packet builder writes need their 8 payload bytes too
+            sizes = {**SYNTHETIC_PAYLOAD_BYTES, **{nh: len(b) for nh, b in IPV6_EXTENSION_PAYLOADS.items()}}
+            clash |= v6 & (proto < 0) & self._too_short(cur, self._get("ipv6_len"), sizes)
             self._put("ipv6", "ipv6_nh", clash, IPV6_NO_NEXT_HEADER)
         if self.has("tcp"):
             t = self.is_["tcp"]
@@ -601,10 +601,12 @@ class Repairer:
         return directed
 
     @staticmethod
-    def _too_short(proto: np.ndarray, payload: np.ndarray) -> np.ndarray:
-        """Rows whose payload cannot hold the message the packet builder writes for their protocol."""
+    def _too_short(proto: np.ndarray, payload: np.ndarray,
+                   sizes: dict[int, int] = SYNTHETIC_PAYLOAD_BYTES) -> np.ndarray:
+        """Rows whose payload cannot hold the message the packet builder writes for their protocol
+        (``sizes``: protocol number -> bytes of that message)."""
         short = np.zeros(len(proto), dtype=bool)
-        for number, size in SYNTHETIC_PAYLOAD_BYTES.items():
+        for number, size in sizes.items():
             short |= (proto == number) & (payload < size)
         return short
 
