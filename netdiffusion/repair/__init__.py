@@ -237,7 +237,6 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     totals_fields: Counter[str] = Counter()
     n_packets = n_flows = n_in_packets = 0
     generated_ts = 0
-    written_bytes = 0
     labels = _labels(src)
     # CPU seconds of this process by step (reported; file creation cost depends on the file system)
     cpu: Counter[str] = Counter()
@@ -282,12 +281,10 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
             a, b = bounds[i], bounds[i + 1]
             write_started = clock()
             if files is None:
-                data = pcap_bytes(frames_all[a:b], abs_ts[a:b], LINKTYPE_ETHERNET)
-                atomic_write_bytes(flow_pcap_path(out, label, fid), data)
-                written_bytes += len(data)
+                atomic_write_bytes(flow_pcap_path(out, label, fid), pcap_bytes(frames_all[a:b], abs_ts[a:b],
+                                                                               LINKTYPE_ETHERNET))
             else:  # slices of the buffer (no copy); long zero payloads left as holes
                 atomic_write_extents(flow_pcap_path(out, label, fid), extents[i], sizes[i])
-                written_bytes += int(sizes[i])
             write_seconds += clock() - write_started
             entry = {"flow_id": fid, "label": label, "packets": count_list[i],
                      "padding_rows_dropped": input_rows[i] - count_list[i],
