@@ -290,6 +290,12 @@ def test_zero_window_before_a_consumed_one_byte_segment_is_reopened(small_datase
     j = i + 1
     header = 4 * (layout.field_values(m[j : j + 1], "ipv4_hl")[0] + layout.field_values(m[j : j + 1], "tcp_doff")[0])
     layout.set_field(m, "ipv4_tl", header + 1, np.array([j]))  # a 1-byte segment
+    # and the direction's next segment continues right after that byte (a resend of the byte's
+    # data from the same sequence number would be a retransmission instead, which needs no fix)
+    d = flow.direction
+    k = j + 1 + int(np.flatnonzero(d[j + 1 :] == d[j])[0])
+    seq_j = layout.field_values(m[j : j + 1], "tcp_seq")[0]
+    layout.set_field(m, "tcp_seq", (seq_j + 1) % (1 << 32), np.array([k]))
     data = write_dataset(Packets(**{**flow.__dict__, "nprint": m}), layout, tmp_path / "in")
     totals = repair_dataset(data, tmp_path / "out", mtu=65535, progress=False)
     assert totals["bits_changed"].get("tcp_window", 0) > 0, totals["bits_changed"]
@@ -699,3 +705,87 @@ def test_layouts_without_some_headers_repair_with_padding_rows(headers: tuple[st
     out = repair_packets(layout, rows, RepairConfig())
     assert len(out["packets"]) == len(rows) - len(rows.nprint[::5])
     assert (out["ends"] > out["starts"]).all()
+
+
+def _payloads(layout: Layout, m: np.ndarray) -> np.ndarray:
+    return (layout.field_values(m, "ipv4_tl") - 4 * layout.field_values(m, "ipv4_hl")
+            - 4 * layout.field_values(m, "tcp_doff"))
+
+
+def _flow_of(meta: Packets, m: np.ndarray, ts: np.ndarray, layout: Layout) -> Packets:
+    """``meta``'s rows with new bits and times: fresh positions, valid IPv4 checksums."""
+    m = m.copy()
+    layout.set_field(m, "ipv4_cksum", ipv4_header_checksums(layout, m), np.arange(len(m)))
+    return Packets(**{**meta.__dict__, "nprint": m, "timestamp": np.asarray(ts, dtype=np.int64),
+                      "packet_index": np.arange(len(m), dtype=np.int32)})
+
+
+def test_a_fin_resent_at_the_start_of_a_capture_keeps_its_sequence_number(small_dataset: Path) -> None:
+    """Regression (nDPI's teams capture): a capture that starts with a FIN, the FIN resent, then a
+    RST one past it. The resent FIN counted as a new byte in the initial sequence number's vote,
+    so the ISN and every sequence number of the direction came out one too low."""
+    layout, packets = flow_ordered(small_dataset)
+    rows = _handshake_flows(layout, packets, 1)[0]
+    flow = packets.take(rows)
+    client = np.flatnonzero((flow.direction == 0) & (_payloads(layout, flow.nprint) == 0))
+    last = flow.take(np.repeat(client[-1:], 3))
+    m = last.nprint.copy()
+    seq = layout.field_values(m[:1], "tcp_seq")[0]
+    layout.set_field(m, "tcp_fin", 1, np.array([0, 1]))
+    layout.set_field(m, "tcp_rst", 1, np.array([2]))
+    layout.set_field(m, "tcp_seq", (seq + 1) % (1 << 32), np.array([2]))
+    layout.set_field(m, "ipv4_id", (layout.field_values(m[:1], "ipv4_id")[0] + np.arange(3)) % 65536, np.arange(3))
+    fins = _flow_of(last, m, np.array([0, 2_000_000_000, 4_000_000_000]), layout)
+    assert _changed_rules(layout, fins) == {}
+
+
+def test_a_resend_from_an_earlier_start_may_carry_more_than_before(small_dataset: Path) -> None:
+    """Regression (nDPI's skype and quickplay captures): a sender resends its last segment from the
+    same sequence number with more data (repacketized), or with the FIN added. Only resends that
+    end at or before what was already sent counted as retransmissions: these were moved forward
+    as if they were new data."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 3):
+        flow = packets.take(rows)
+        data = np.flatnonzero((flow.direction == 0) & (_payloads(layout, flow.nprint) > 0))
+        if len(data):
+            break
+    else:
+        pytest.fail("no flow with client data")
+    a = data[-1]
+    for variant in ("more data", "with the FIN"):
+        resend = flow.nprint[a : a + 1].copy()
+        if variant == "more data":
+            layout.set_field(resend, "ipv4_tl", layout.field_values(resend, "ipv4_tl") + 100, np.array([0]))
+        else:
+            layout.set_field(resend, "tcp_fin", 1, np.array([0]))
+        layout.set_field(resend, "ipv4_id", (layout.field_values(resend, "ipv4_id") + 1) % 65536, np.array([0]))
+        meta = flow.take(np.r_[np.arange(a + 1), a])
+        ts = meta.timestamp.copy()
+        ts[-1] = ts[a] + 300_000_000  # the retransmission timer
+        longer = _flow_of(meta, np.concatenate([flow.nprint[: a + 1], resend]), ts, layout)
+        assert _changed_rules(layout, longer) == {}, variant
+
+
+def test_a_bare_ack_captured_after_the_data_it_preceded_keeps_its_sequence_number(small_dataset: Path) -> None:
+    """Regression (nDPI's whatsapp_voice_and_message capture): a bare ACK the host sent before a
+    data segment but that the capture saw right after it carries the data's starting sequence
+    number. It was moved past the data although tshark does not analyse empty segments."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 3):
+        flow = packets.take(rows)
+        data = np.flatnonzero((flow.direction == 0) & (_payloads(layout, flow.nprint) > 0))
+        if len(data):
+            break
+    else:
+        pytest.fail("no flow with client data")
+    j = data[-1]
+    bare = flow.nprint[j : j + 1].copy()
+    header = 4 * (layout.field_values(bare, "ipv4_hl") + layout.field_values(bare, "tcp_doff"))
+    layout.set_field(bare, "ipv4_tl", header, np.array([0]))
+    layout.set_field(bare, "tcp_psh", 0, np.array([0]))
+    meta = flow.take(np.r_[np.arange(j + 1), j])
+    ts = meta.timestamp.copy()
+    ts[-1] = ts[j] + 50_000  # 50 us later: no retransmission timer
+    reordered = _flow_of(meta, np.concatenate([flow.nprint[: j + 1], bare]), ts, layout)
+    assert _changed_rules(layout, reordered) == {}

@@ -774,9 +774,15 @@ class Repairer:
         ngroups = 2 * self.nflows
         # initial sequence number: the first segment's, unless it is an outlier among the first
         # four segments' implied ISNs (seq minus the bytes sent before) and nothing confirms it
-        implied = (s_seq - G.cumsum_excl(np.where(syn_retry, 0, s_len), gid_sorted)) % MOD32
+        # a segment resent from the same sequence number (a retransmission) sends nothing new: it
+        # neither adds to the bytes before later segments nor votes (a resent FIN would else move
+        # the ISN down by one)
+        seq_keys = gid_sorted * MOD32 + s_seq
+        resent = np.ones(len(s_seq), dtype=bool)
+        resent[np.unique(seq_keys, return_index=True)[1]] = False
+        implied = (s_seq - G.cumsum_excl(np.where(syn_retry | resent, 0, s_len), gid_sorted)) % MOD32
         implied = np.where(syn_retry, s_seq, implied)  # a repeated SYN / SYN-ACK carries the ISN itself
-        early = G.rank(gid_sorted) < 4
+        early = (G.rank(gid_sorted) < 4) & (~resent | syn_retry)
         mode_isn = G.mode(implied[early], gid_sorted[early], ngroups)[0][gid_sorted]
         first_seq = G.first_value(s_seq, gid_sorted)
 
@@ -845,6 +851,10 @@ class Repairer:
         fin_retry = (s_fin == 1) & ~first_fin
         first_fin_seq = G.cummax(np.where(first_fin, np.arange(len(s_seq)), -1), gid_sorted)
         fin_same_seq = s_seq == s_seq[np.maximum(first_fin_seq, 0)]
+        # does the peer acknowledge anything after this segment? (positions are flow order)
+        last_ack_pos = np.full(ngroups, -1, dtype=np.int64)
+        np.maximum.at(last_ack_pos, gid_sorted[s_ackf], og[s_ackf])
+        peer_later = last_ack_pos[gid_sorted ^ 1] > og
         kept = np.ones(len(rel), dtype=bool)
         # Fixed point per (flow, direction) group. Groups are independent, so each round only
         # recomputes the groups whose kept set changed in the previous round (the rest are settled:
@@ -877,13 +887,21 @@ class Repairer:
             since = a_ts - a_ts[np.maximum(last_set, 0)]
             late = (last_set < 0) | (since >= sub(thr)) | (a_rel + a_len == expected)
             ok = a_rel == expected
-            ok |= sub(cand) & (a_rel >= 0) & (a_rel + a_len <= expected) & late
+            # a resend from an earlier segment's start may carry more than before (repacketized
+            # data, or the data resent with the FIN), but only while the peer acknowledges nothing
+            # after it: tshark's highest byte to be acknowledged does not move on a retransmission,
+            # so an ACK of the new bytes would read as acknowledging an unseen segment
+            ok |= (sub(cand) & (a_rel >= 0) & late
+                   & ((a_rel + a_len <= expected) | ((a_rel < expected) & ~sub(peer_later))))
             # keep-alive: one byte below what the direction already sent (never its first segment)
             ok |= (a_len <= 1) & (a_rel == expected - 1) & (sub(s_syn) == 0) & (sub(s_fin) == 0) & ~sub(st)
             # a confirmed forward jump is a capture gap: kept here, closed below unless gaps="keep"
             ok |= (a_rel > expected) & (a_rel - expected < (1 << 30)) & sub(confirmed) & ~sub(s_phase)
             ok |= sub(syn_retry) & (a_rel == 0)
             ok |= sub(s_rst) & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)  # RST in window (RFC 5961)
+            # a bare ACK sent before a data segment but captured after it (reordered on the host):
+            # it restarts where an earlier segment did, and tshark does not analyse empty segments
+            ok |= sub(cand) & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)
             ok |= a_fin_retry
             if it >= 6:
                 ok &= a_kept  # after a few rounds only drop segments, so the fixed point is reached
