@@ -81,6 +81,8 @@ def read_manifest(root_uri: str, scratch: str | os.PathLike, classes: Sequence[s
     A local folder without a manifest is read the way ``netdiffusion encode`` reads a folder:
     every capture below it, labelled by its class folder (or a ``label_NN.pcap`` name)."""
     local_root = Path(root_uri.removeprefix("file://"))
+    if not is_s3(root_uri) and not local_root.exists():
+        raise FileNotFoundError(f"{root_uri}: input folder not found")
     if not is_s3(root_uri) and local_root.is_dir() and not (local_root / MANIFEST).exists():
         manifest: Path | str = f"{local_root} (no {MANIFEST}: labels from class folders / file names)"
         rows = _rows_from_folder(local_root)

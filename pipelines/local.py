@@ -91,6 +91,8 @@ def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None,
     init_local(out)
     user_input = input_uri
     input_uri = str(Path(input_uri).resolve()) if input_uri and "://" not in input_uri else (input_uri or default_input())
+    if "://" not in input_uri and not Path(input_uri).exists():
+        raise FileNotFoundError(f"{user_input or input_uri}: input folder not found")
     # a preset's class choice is for the sample data; another input runs all its classes by default
     chosen = list(classes or (p.classes if user_input is None else ()))
     started = time.monotonic()

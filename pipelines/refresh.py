@@ -62,7 +62,8 @@ def refresh(
            accelerator_type=accelerator_type, accelerator_limit=train_gpus)
     with_s3_secret(trained, s3_secret)
 
-    labels = list_classes(input_uri=input_uri, classes=classes).set_display_name("classes")
+    labels = list_classes(input_uri=input_uri, classes=classes, model=trained.outputs["model"]
+                          ).set_display_name("classes")
     with_s3_secret(labels, s3_secret)
     repaired, validated = generate_repair_validate(
         labels=labels.output, model=trained.outputs["model"], count=count, seed=seed,

@@ -57,8 +57,6 @@ def test_plan_and_list_classes(kfp_local, shared_data):
     files = sorted(f["path"] for s in shards for f in s["files"])
     assert files == sorted(["pcaps/facebook/facebook.pcap", "pcaps/webex/webex.pcap", "pcaps/whatsapp/wa_video.pcap",
                             "pcaps/whatsapp/wa_voice.pcap", "pcaps/whatsapp/whatsapp_login_call.pcap"])
-    assert list_classes(input_uri=str(shared_data), classes=[]).output == sorted(
-        {r.split(",")[1] for r in (shared_data / "manifest.csv").read_text().splitlines()[1:]})
 
 
 def test_plan_balances_by_size_and_rejects_unknown_classes(shared_data, tmp_path):
@@ -81,6 +79,17 @@ def encoded(kfp_local, shared_data) -> list[str]:
         assert task.outputs["Output"] > 0
         paths.append(task.outputs["data"].path)
     return paths
+
+
+def test_encode_shard_rejects_a_missing_capture_and_encodes_the_rest(kfp_local, shared_data):
+    """QA on unseen data: one manifest row naming a missing file ended the whole run."""
+    rows = [{"path": "pcaps/webex/no-such-capture.pcap", "label": "webex", "macro": "", "source": "test"},
+            {"path": "pcaps/webex/webex.pcap", "label": "webex", "macro": "", "source": "test"}]
+    task = encode_shard(shard=json.dumps({"index": 9, "root": str(shared_data), "files": rows}), packets=32)
+    assert task.outputs["Output"] > 0
+    assert task.outputs["data"].metadata["rejected"] == 1 and task.outputs["data"].metadata["captures"] == 2
+    summary = json.loads((Path(task.outputs["data"].path) / "summary.json").read_text())
+    assert any("no-such-capture.pcap" in json.dumps(r) for r in summary["files_rejected"])
 
 
 def test_encode_shard(encoded):
@@ -115,6 +124,25 @@ def test_train_splits_holdout_and_trains(trained, encoded):
     total, train, held = _flows(merged), _flows(train_dir), _flows(holdout_dir)
     assert {k: train.get(k, 0) + held.get(k, 0) for k in total} == total
     assert held["webex"] >= 1 and "facebook" in train
+
+
+@dsl.pipeline
+def _classes(model: str, input_uri: str, classes: List[str]) -> List[str]:  # noqa: UP006
+    imported = dsl.importer(artifact_uri=model, artifact_class=Model)
+    return list_classes(input_uri=input_uri, classes=classes, model=imported.output).output
+
+
+@pytest.mark.slow
+def test_list_classes_keeps_only_classes_the_model_learned(trained, shared_data):
+    """QA on unseen data: a manifest class whose captures were all rejected (no flows encoded) made
+    its generate task fail, and with it the whole run. The manifest lists many classes; the model
+    learned two: only those are generated, and asking only for unlearned ones is an error."""
+    manifest = {r.split(",")[1] for r in (shared_data / "manifest.csv").read_text().splitlines()[1:]}
+    assert len(manifest) > len(CLASSES)
+    assert _classes(model=str(trained), input_uri=str(shared_data), classes=[]).output == CLASSES
+    assert _classes(model=str(trained), input_uri=str(shared_data), classes=["webex", "zoom"]).output == ["webex"]
+    with pytest.raises(RuntimeError):
+        _classes(model=str(trained), input_uri=str(shared_data), classes=["zoom"])
 
 
 # --------------------------------------------------------------- generate / repair / validate

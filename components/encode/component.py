@@ -4,7 +4,7 @@
 from typing import List  # noqa: UP035 (KFP reads typing annotations)
 
 from kfp import dsl
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Dataset, Input, Model, Output
 
 from components.images import image_for
 
@@ -30,24 +30,42 @@ def plan_shards(input_uri: str, classes: List[str], shards: int) -> List[str]:  
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def list_classes(input_uri: str, classes: List[str]) -> List[str]:  # noqa: UP006
-    """The classes to generate: ``classes`` if given (checked against the manifest), else all of them.
+def list_classes(input_uri: str, classes: List[str], model: Input[Model]) -> List[str]:  # noqa: UP006
+    """The classes to generate: those asked for (all of the manifest's if none) that the model learned.
 
-    A separate single-output task because ParallelFor fans out over a task's ``Output``.
+    A class whose captures all failed to encode (truncated, unsupported, empty) has no flows, so
+    the model never saw it: it is skipped with a logged reason instead of failing its generate
+    task and with it the whole run. A separate single-output task because ParallelFor fans out
+    over a task's ``Output``.
     """
+    import json
+    import logging
     import tempfile
+    from pathlib import Path
 
-    from components.common import read_manifest, setup_logging
+    from components.common import read_manifest, setup_logging, stage_log
 
     setup_logging()
     rows = read_manifest(input_uri, tempfile.mkdtemp(prefix="manifest-"), classes)
-    return sorted({r["label"] for r in rows})
+    wanted = sorted({r["label"] for r in rows})
+    known = {str(c) for c in json.loads((Path(model.path) / "model.json").read_text()).get("classes", [])}
+    skipped = [c for c in wanted if c not in known]
+    for label in skipped:
+        logging.getLogger("netdiffusion.pipeline").warning(
+            "class %s: skipped, no flows of it were encoded (its captures were all rejected or empty; "
+            "see the encode task's log)", label)
+    chosen = [c for c in wanted if c in known]
+    if not chosen:
+        raise ValueError(f"{input_uri}: none of the classes {', '.join(wanted)} has encoded flows to generate")
+    stage_log("classes", generate=len(chosen), skipped=len(skipped))
+    return chosen
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def encode_shard(shard: str, packets: int, data: Output[Dataset]) -> int:
     """Encode one shard's captures (labels from the manifest) with ``netdiffusion.encode.encode_paths``."""
     import json
+    import logging
     import tempfile
     from pathlib import Path
 
@@ -59,7 +77,12 @@ def encode_shard(shard: str, packets: int, data: Output[Dataset]) -> int:
     root, scratch = spec["root"].rstrip("/"), Path(tempfile.mkdtemp(prefix="encode-"))
     rows = []
     for row in spec["files"]:
-        local = fetch(f"{root}/{row['path']}", scratch)
+        try:
+            local = fetch(f"{root}/{row['path']}", scratch)
+        except Exception as exc:  # noqa: BLE001 (a missing / unreadable capture must not end the run)
+            # encode_paths rejects the path it cannot read, names it and counts it in its summary
+            logging.getLogger("netdiffusion.pipeline").error("%s/%s: %s", root, row["path"], exc)
+            local = scratch / "missing" / row["path"]
         rows.append({**row, "path": str(Path(local).resolve())})
     manifest = write_manifest(rows, scratch / "manifest.csv")
     try:

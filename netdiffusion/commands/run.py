@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 HELP = "run the refresh pipeline locally (kfp.local): encode, train, generate, repair, validate, evaluate"
 
@@ -30,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.local import format_summary, run_refresh
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    if args.input and "://" not in args.input and not Path(args.input).exists():
+        print(f"netdiffusion run: {args.input}: input folder not found", file=sys.stderr)
+        return 2
     try:
         summary = run_refresh(args.out, input_uri=args.input, classes=classes, preset=args.preset,
                               count=args.count, packets=args.packets, config=args.config, seed=args.seed,
