@@ -4,7 +4,9 @@ Header bytes come straight from the nPrint rows (:func:`netdiffusion.packets.bui
 payloads are zero-filled to the length the IP header records, frames get fixed locally
 administered MACs per direction, and timestamps are the flow-relative ``timestamp`` column added
 to a fixed epoch (:data:`BASE_EPOCH_NS`), so decoding is deterministic. Used for round-trip tests
-and to turn generated (already repaired) rows into captures.
+and to turn generated (already repaired) rows into captures. A flow none of whose rows has a
+network header of the layout gets no file (an empty pcap would pass for a flow); such flows are
+counted as ``flows_without_packets``.
 """
 
 from __future__ import annotations
@@ -39,9 +41,14 @@ def flow_pcap_path(output: Path, label: str, flow_id: str) -> Path:
 
 
 def write_flow(layout, flow: Packets, path: Path) -> int:
-    """Write one flow's rows as an Ethernet pcap; returns the number of packets written."""
+    """Write one flow's rows as an Ethernet pcap; returns the number of packets written.
+
+    A flow with no row that has a network header (an IPv6 flow encoded with ``--headers
+    ipv4,tcp``) writes no file and returns 0: an empty pcap would pass for a flow."""
     ip_packets = build_ip_packets(layout, flow.nprint)
     keep = np.fromiter((len(p) > 0 for p in ip_packets), dtype=bool, count=len(ip_packets))
+    if not keep.any():
+        return 0
     if not keep.all():
         ip_packets = [p for p, k in zip(ip_packets, keep, strict=True) if k]
     frames = ethernet_frames(ip_packets, flow.direction[keep])
@@ -67,29 +74,39 @@ def decode_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
         seen.update(ids)
     split = {f for f, c in seen.items() if c > 1}
     pending: dict[str, list[Packets]] = {}
-    flows = packets = rows_without_ip = 0
+    flows = packets = rows_without_ip = flows_without_packets = 0
     per_label: Counter[str] = Counter()
+
+    def emit(flow_id: str, flow: Packets) -> None:
+        nonlocal flows, packets, rows_without_ip, flows_without_packets
+        path = flow_pcap_path(out, str(flow.label[0]), flow_id)
+        written = write_flow(layout, flow, path)
+        rows_without_ip += len(flow) - written
+        if not written:
+            flows_without_packets += 1
+            path.unlink(missing_ok=True)  # an earlier decode's file of this flow is no longer true
+            return
+        packets += written
+        flows += 1
+        per_label[str(flow.label[0])] += 1
+
     for shard in tqdm(iter_shards(src), total=len(paths), desc="decode", unit="shard", disable=None):
         for flow_id, flow in shard.flows():
             if flow_id in split:
                 pending.setdefault(flow_id, []).append(flow)
                 continue
-            written = write_flow(layout, flow, flow_pcap_path(out, str(flow.label[0]), flow_id))
-            rows_without_ip += len(flow) - written
-            packets += written
-            flows += 1
-            per_label[str(flow.label[0])] += 1
+            emit(flow_id, flow)
     for flow_id, parts in pending.items():
         flow = Packets.concat(parts)
-        flow = flow.take(np.argsort(flow.packet_index, kind="stable"))
-        written = write_flow(layout, flow, flow_pcap_path(out, str(flow.label[0]), flow_id))
-        rows_without_ip += len(flow) - written
-        packets += written
-        flows += 1
-        per_label[str(flow.label[0])] += 1
+        emit(flow_id, flow.take(np.argsort(flow.packet_index, kind="stable")))
     if rows_without_ip:
         log.warning("%s: %d rows had no network header and were left out", src, rows_without_ip)
+    if flows_without_packets:
+        log.warning("%s: %d %s no row with a network header of the layout %s: no pcap written", src,
+                    flows_without_packets, "flow had" if flows_without_packets == 1 else "flows had",
+                    ",".join(layout.headers))
     summary = {"flows": flows, "packets": packets, "rows_without_ip": rows_without_ip,
+               "flows_without_packets": flows_without_packets,
                "flows_per_label": dict(sorted(per_label.items())), "output": str(out)}
     write_json(out / SUMMARY_FILE, summary)
     summary["seconds"] = round(time.perf_counter() - started, 3)

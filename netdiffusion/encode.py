@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 131072  # packets per shard (~185 MB of bits before zstd at 1,408 columns)
 DEFAULT_MAX_BUFFER_ROWS = 2_000_000  # kept packets buffered per capture before an early flush
+CONTENT_PROBE_BYTES = 1 << 16  # copies are found by size + a hash of this many leading bytes
+_UNSUPPORTED = SKIP_REASONS.index("unsupported_linktype")
+_ORIGIN_WORDS = {"folder": "folder name", "filename": "file name"}  # labels.Label.origin, in words
 
 
 @dataclass
@@ -108,6 +111,134 @@ def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str
     return found
 
 
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _describe_folder(folder: Path, limit: int = 5) -> str:
+    """What a folder without captures holds, so a wrong --input is obvious from one line."""
+    files = sorted(f.relative_to(folder).as_posix() for f in folder.rglob("*") if f.is_file())
+    if not files:
+        return "it is empty"
+    more = f" and {len(files) - limit} more" if len(files) > limit else ""
+    return f"it holds {_plural(len(files), 'file', 'files')}: {', '.join(files[:limit])}{more}"
+
+
+def no_captures_message(inputs: Sequence[str | os.PathLike]) -> str:
+    """The one-line reason no capture was found under ``inputs``."""
+    if not inputs:
+        return "no captures found: no input given"
+    parts = []
+    for item in inputs:
+        p = Path(item)
+        parts.append(f"{p}: {_describe_folder(p)}" if p.is_dir() else str(p))
+    return (f"no captures found under {'; '.join(parts)} (capture files end in "
+            f"{', '.join(CAPTURE_SUFFIXES)})")
+
+
+def dedupe_inputs(captures: Sequence[tuple[Path, str, bool]]) -> tuple[list[tuple[Path, str, bool]], int]:
+    """Captures with repeated mentions of one file (same resolved path) dropped, and how many.
+
+    The first mention wins (its source name and label rule). Without this a file given twice
+    writes the same shard names twice (the summary counts it twice, the data once), and a folder
+    plus a file inside it stores the same flows twice under two flow ids (train/held-out leaks)."""
+    seen: set[Path] = set()
+    kept = []
+    for capture in captures:
+        key = capture[0].resolve()
+        if key not in seen:
+            seen.add(key)
+            kept.append(capture)
+    return kept, len(captures) - len(kept)
+
+
+def unique_sources(captures: Sequence[tuple[Path, str, bool]]) -> list[tuple[Path, str, bool]]:
+    """Captures whose source names are unique: two input folders can both hold ``zoom/x.pcap``, and
+    equal sources would write the same shard names and flow ids; such ones keep their full path."""
+    count = Counter(source for _, source, _ in captures)
+    return [(path, str(path) if count[source] > 1 else source, in_class)
+            for path, source, in_class in captures]
+
+
+def _file_digest(path: Path, limit: int | None) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        if limit is None:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(fh.read(limit))
+    return h.hexdigest()
+
+
+def find_copies(captures: Sequence[tuple[Path, str, bool]]) -> list[dict[str, str]]:
+    """``{file, same_as}`` for every capture whose bytes equal an earlier one's (another name for
+    the same capture: a copy, a hard link). Candidates by size + a hash of the first
+    :data:`CONTENT_PROBE_BYTES`, confirmed by a hash of the whole file. Both stay encoded: which
+    label is right is the user's call, so this is reported, not fixed."""
+    by_probe: dict[tuple[int, str], list[tuple[Path, str]]] = {}
+    for path, source, _ in captures:
+        try:
+            size = path.stat().st_size
+            if not path.is_file() or not size:
+                continue
+            by_probe.setdefault((size, _file_digest(path, CONTENT_PROBE_BYTES)), []).append((path, source))
+        except OSError:
+            continue  # unreadable: the encoder rejects it with the reason
+    copies = []
+    for (size, _), group in by_probe.items():
+        if len(group) < 2:
+            continue
+        first_by_digest: dict[str, str] = {}
+        for path, source in group:
+            try:
+                digest = _file_digest(path, None if size > CONTENT_PROBE_BYTES else CONTENT_PROBE_BYTES)
+            except OSError:
+                continue
+            if digest in first_by_digest:
+                copies.append({"file": source, "same_as": first_by_digest[digest]})
+            else:
+                first_by_digest[digest] = source
+    order = {source: i for i, (_, source, _) in enumerate(captures)}
+    return sorted(copies, key=lambda c: order[c["file"]])
+
+
+def _no_packets_reason(result: dict) -> str:
+    """Why a capture that was read kept no packet: its skip counters, largest first."""
+    parts = []
+    for name, count in sorted(result["skipped"].items(), key=lambda kv: (-kv[1], kv[0])):
+        if name == "unsupported_linktype" and result.get("unsupported_linktypes"):
+            name += " " + ", ".join(result["unsupported_linktypes"])
+        parts.append(f"{name}: {_plural(count, 'packet', 'packets')}")
+    return "; ".join(parts) or "nothing to keep"
+
+
+def _log_manifest_coverage(manifest: str | os.PathLike, manifest_map: dict[Path, tuple[str, str]],
+                           captures: Sequence[tuple[Path, str, bool]], origins: Sequence[str]) -> dict[str, int]:
+    """Log (one line each) the captures the manifest does not label and the rows that label
+    nothing given, so a typo in either is seen instead of silently changing labels."""
+    unlisted = Counter(o for o in origins if o != "manifest")
+    if unlisted:
+        how = ", ".join(f"{_ORIGIN_WORDS.get(o, o)} {n}" for o, n in sorted(unlisted.items()))
+        examples = [source for (_, source, _), o in zip(captures, origins, strict=True) if o != "manifest"][:3]
+        n = sum(unlisted.values())
+        log.warning("%s not in the manifest %s: labelled by %s (e.g. %s)",
+                    _plural(n, "capture", "captures"), manifest, how, ", ".join(examples))
+    given = {path.resolve() for path, _, _ in captures}
+    rows = [p for p in manifest_map if p not in given]
+    found = [p for p in rows if p.exists()]
+    missing = [p for p in rows if not p.exists()]
+    if found:
+        log.info("%s not given as input (not encoded)",
+                 "1 manifest row names a file" if len(found) == 1 else f"{len(found)} manifest rows name files")
+    if missing:
+        log.warning("%s not found (e.g. %s)",
+                    "1 manifest row names a file" if len(missing) == 1 else f"{len(missing)} manifest rows name files",
+                    ", ".join(str(p) for p in missing[:3]))
+    return {"captures_not_in_manifest": sum(unlisted.values()), "rows_not_given": len(found),
+            "rows_not_found": len(missing)}
+
+
 def _nprint_rows(layout: Layout, cols: dict[str, np.ndarray], ternary: bool = False) -> np.ndarray:
     """nPrint rows from buffered header bytes: int8 rows, or with ``ternary`` the packed ternary
     form the list-storage shard writer takes directly (one uint16 lookup per header byte)."""
@@ -151,6 +282,7 @@ class _FileEncoder:
         self.written: list[str] = []
         self.skipped: Counter[str] = Counter()
         self.notes: Counter[str] = Counter()
+        self.linktypes: Counter[int] = Counter()  # link types of packets skipped as unsupported
         self.flow_samples = 0
         self.rows = 0
         self.split_flows = False
@@ -175,6 +307,8 @@ class _FileEncoder:
             "packets": self.rows, "flows": self.flow_samples, "skipped": dict(self.skipped),
             "notes": dict(self.notes), "shards": self.written, "flows_split_across_shards": self.split_flows,
             **({"ndpi_rule": self.ndpi_rule} if self.ndpi_rule else {}),
+            **({"unsupported_linktypes": {str(k): v for k, v in sorted(self.linktypes.items())}}
+               if self.linktypes else {}),
         }
 
     def _add(self, batch: RecordBatch) -> None:
@@ -183,6 +317,9 @@ class _FileEncoder:
         for name, c in zip(SKIP_REASONS, counts[1:].tolist(), strict=True):
             if c:
                 self.skipped[name] += c
+        if counts[1 + _UNSUPPORTED]:  # which link types: the one thing a user can act on
+            types, n = np.unique(batch.linktype[parsed.reason == _UNSUPPORTED], return_counts=True)
+            self.linktypes.update(dict(zip(types.tolist(), n.tolist(), strict=True)))
         for name in NOTE_REASONS:
             if parsed.notes.get(name):
                 self.notes[name] += parsed.notes[name]
@@ -324,29 +461,66 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
     """Encode captures (files or folders) into a dataset directory; returns ``summary.json``'s content.
 
     ``nprint_storage`` picks the on-disk type of the ``nprint`` column (see ``dataset.write_shard``).
-    Bad captures are logged with a one-line reason, listed in ``files_rejected`` and skipped."""
+    Bad captures are logged with a one-line reason, listed in ``files_rejected`` and skipped; so
+    are captures read that keep no packet (counted in ``files_without_packets``). A file named
+    twice (or a folder and a file in it) is encoded once (``duplicate_inputs``); copies under
+    other names are reported in ``duplicate_content``. Raises ``FileNotFoundError`` when the
+    inputs hold no capture at all (nothing is written then) and ``ValueError`` for bad options."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if packets < 1:
-        raise ValueError("packets must be >= 1")
+        raise ValueError(f"packets must be >= 1 (got {packets})")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1 (got {shard_size})")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1 (got {workers})")
     if nprint_storage not in NPRINT_STORAGES:
         raise ValueError(f"nprint_storage must be one of {NPRINT_STORAGES}")
     layout = Layout(headers)
+    if not layout.headers:  # a zero-width row: nothing to encode (and a division by zero later)
+        raise ValueError(f"headers must name at least one of {list(DEFAULT_HEADERS)}")
+    manifest_map = load_manifest(manifest) if manifest else None
+    try:
+        labels = FlowLabels.load(flow_labels) if flow_labels else None
+    except KeyError as exc:
+        raise ValueError(f"{flow_labels}: flow labels lack column {exc}") from None
+    captures = []
+    barren = []  # input folders holding no capture
+    for item in inputs:
+        found = discover_inputs([item])
+        if not found and Path(item).is_dir():
+            barren.append(item)
+        captures += found
+    if not captures:
+        raise FileNotFoundError(no_captures_message(inputs))
+    for item in barren:
+        log.warning("%s", no_captures_message([item]))
+    captures, duplicates = dedupe_inputs(captures)
+    if duplicates:
+        log.info("%s already given: dropped (each file is encoded once)",
+                 "1 input names a file" if duplicates == 1 else f"{duplicates} inputs name files")
+    captures = unique_sources(captures)
+    copies = find_copies(captures)
+    for copy in copies[:10]:
+        log.warning("%s: same content as %s (both encoded; drop one if it is a copy)", copy["file"], copy["same_as"])
+    if len(copies) > 10:
+        log.warning("... and %d more captures with the same content as another (summary.json duplicate_content)",
+                    len(copies) - 10)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    manifest_map = load_manifest(manifest) if manifest else None
-    labels = FlowLabels.load(flow_labels) if flow_labels else None
-    captures = discover_inputs(inputs)
     jobs = []
+    origins = []
     for path, source, in_class_folder in captures:
         lab = label_for(path, manifest_map, prefer_folder=in_class_folder)
+        origins.append(lab.origin)
         jobs.append({"path": str(path), "source": source, "output": str(out), "label": lab.label,
                      "macro": lab.macro, "packets": packets, "windows": windows, "shard_size": shard_size,
                      "headers": tuple(layout.headers), "flow_labels": labels, "chunk_bytes": chunk_bytes,
                      "nprint_storage": nprint_storage})
+    coverage = _log_manifest_coverage(manifest, manifest_map, captures, origins) if manifest_map is not None else None
     results: list[dict] = []
     bar = tqdm(total=len(jobs), desc="encode", unit="file", disable=(not progress) if progress is not None else None)
     if workers > 1 and len(jobs) > 1:
@@ -370,12 +544,17 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
 
     rejected = []
     files = []
+    empty = 0
     for r in results:
         if "error" in r:
             log.error("%s: %s", r["file"], r["error"])
             rejected.append({"file": r["file"], "reason": r["error"]})
-        else:
-            files.append(r)
+            continue
+        files.append(r)
+        if not r["packets"]:  # read fine, yet nothing in the dataset: say which and why
+            empty += 1
+            log.warning("%s: 0 of %s kept (%s)", r["file"], _plural(r["packets_read"], "packet", "packets"),
+                        _no_packets_reason(r))
     written = {s for r in files for s in r["shards"]}
     for stale in out.glob("*.parquet"):
         if stale.name not in written:
@@ -393,12 +572,16 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
     summary = {
         "files_read": len(files),
         "files_rejected": rejected,
+        "files_without_packets": empty,
+        "duplicate_inputs": duplicates,
+        "duplicate_content": copies,
         "packets": int(sum(r["packets"] for r in files)),
         "packets_read": int(sum(r["packets_read"] for r in files)),
         "flows": dict(sorted(flows.items())),
         "packets_per_label": dict(sorted(per_label.items())),
         "skipped": dict(sorted(skipped.items())),
         "notes": dict(sorted(notes.items())),
+        **({"manifest_check": coverage} if coverage is not None else {}),
         "options": {"packets": packets, "windows": windows, "shard_size": shard_size, "workers": workers,
                     "headers": list(layout.headers), "manifest": str(manifest) if manifest else None,
                     "flow_labels": str(flow_labels) if flow_labels else None},
@@ -407,5 +590,13 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
         "files": files,
     }
     write_json(out / SUMMARY_FILE, summary)
+    caveats = [text for n, text in ((empty, f"{_plural(empty, 'capture', 'captures')} kept no packets"),
+                                     (len(rejected), f"{len(rejected)} rejected"),
+                                     (duplicates, f"{_plural(duplicates, 'duplicate input', 'duplicate inputs')} "
+                                                  "dropped"),
+                                     (len(copies), f"{len(copies)} with the same content as another")) if n]
+    log.info("%s: %s read, %s in %s%s", out, _plural(len(files), "capture", "captures"),
+             _plural(summary["packets"], "packet", "packets"), _plural(sum(flows.values()), "flow sample", "flow samples"),
+             "; " + ", ".join(caveats) if caveats else "")
     summary["seconds"] = round(time.perf_counter() - started, 3)  # not written: keeps re-runs identical
     return summary

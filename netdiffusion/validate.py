@@ -11,7 +11,8 @@ For every ``*.pcap`` under a directory (one flow per file, as repair writes them
   this run and always removed afterwards (needs root; skipped with a clear message otherwise).
 - **scapy** reads every file and must see as many packets as capinfos.
 
-A file *fails* when any count exceeds its threshold (:data:`DEFAULT_THRESHOLDS`, all zero).
+A file *fails* when any count exceeds its threshold (:data:`DEFAULT_THRESHOLDS`, all zero); a
+file with no packet at all fails the ``empty`` check (it would otherwise pass every other one).
 "TCP errors" are the analysis flags that cannot happen in a complete, well-formed capture:
 ``lost_segment``, ``ack_lost_segment``, ``out_of_order`` and ``reused_ports``; retransmissions,
 duplicate ACKs, window and keep-alive notes are legitimate TCP behaviour and only reported.
@@ -72,6 +73,7 @@ TCP_ERROR_FLAGS = ("lost_segment", "ack_lost_segment", "out_of_order", "reused_p
 DEFAULT_THRESHOLDS: dict[str, int] = {
     "malformed": 0, "bad_checksums": 0, "expert_errors": 0, "tcp_errors": 0,
     "tcpreplay_failed": 0, "tcpreplay_unsent": 0, "scapy_errors": 0,
+    "empty": 0,  # 1 for a file with no packet: a flow was asked for and nothing came out
 }
 
 
@@ -286,6 +288,7 @@ def validate_dir(input: str | os.PathLike, report: str | os.PathLike | None = No
         if ts.get("error"):
             rec["tshark_error"] = ts["error"]
             rec["malformed"] += 1
+        rec["empty"] = int(packets == 0 and scount == 0)
         rec["scapy_errors"] = int(serr is not None or scount != packets)
         if serr:
             rec["scapy_error"] = serr
@@ -299,7 +302,7 @@ def validate_dir(input: str | os.PathLike, report: str | os.PathLike | None = No
             rec["failed_checks"] = over
             failed.append(rec["file"])
         for k in ("packets", "malformed", "bad_checksums", "expert_errors", "tcp_errors", "scapy_errors",
-                  "tcpreplay_failed", "tcpreplay_unsent"):
+                  "tcpreplay_failed", "tcpreplay_unsent", "empty"):
             totals[k] += rec.get(k, 0)
         if rp is not None:
             totals["tcpreplay_sent"] += rp["sent"]
@@ -329,7 +332,7 @@ def summary_text(result: dict) -> str:
         f"{t['files']} files, {t.get('packets', 0)} packets: {t['files_ok']} ok, {t['files_failed']} failed",
         f"malformed {t.get('malformed', 0)}, bad checksums {t.get('bad_checksums', 0)}, "
         f"expert errors {t.get('expert_errors', 0)}, TCP errors {t.get('tcp_errors', 0)}, "
-        f"scapy errors {t.get('scapy_errors', 0)}",
+        f"scapy errors {t.get('scapy_errors', 0)}, empty {t.get('empty', 0)}",
         f"expert by severity: {t.get('expert', {})}",
         f"TCP analysis flags: {t.get('tcp_flags', {})}",
         (f"tcpreplay: sent {t.get('tcpreplay_sent', 0)}, failed {t.get('tcpreplay_failed', 0)}, "

@@ -60,3 +60,32 @@ def test_decoded_pcaps_open_in_tshark_and_cli_works(small_dataset: Path, tmp_pat
     epoch = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch", "-c", "1"],
                            capture_output=True, text=True, check=True).stdout.strip()
     assert epoch.startswith(str(BASE_EPOCH_NS // 1_000_000_000))
+
+
+def test_flows_with_no_row_in_the_layout_are_skipped_not_written_empty(tmp_path: Path, caplog) -> None:
+    """Encoded with ``--headers ipv4,tcp``, an IPv6 flow's rows carry no header: decoding it would
+    give a 0-packet pcap that looks like a flow. It is skipped and counted instead."""
+    import warnings
+
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    from netdiffusion.pcap.writer import write_pcap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frames = [bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=80)),
+                  bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=40001, dport=443)),
+                  bytes(Ether() / IP(src="10.0.0.2", dst="10.0.0.1") / TCP(sport=80, dport=40000))]
+    write_pcap(tmp_path / "in/demo/mixed.pcap", frames, np.arange(3) + 1_000)
+    encode_paths([tmp_path / "in"], tmp_path / "data", headers=("ipv4", "tcp"), progress=False)
+    assert len(dict(read_packets(tmp_path / "data").flows())) == 2
+    with caplog.at_level("WARNING"):
+        summary = decode_dataset(tmp_path / "data", tmp_path / "out")
+    assert summary["flows"] == 1 and summary["packets"] == 2
+    assert summary["flows_without_packets"] == 1 and summary["rows_without_ip"] == 1
+    assert len(list((tmp_path / "out").rglob("*.pcap"))) == 1
+    assert json.loads((tmp_path / "out/decode_summary.json").read_text())["flows_without_packets"] == 1
+    [line] = [r.getMessage() for r in caplog.records if "no pcap written" in r.getMessage()]
+    assert "1 flow had" in line and "ipv4,tcp" in line

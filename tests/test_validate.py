@@ -85,3 +85,25 @@ def test_payload_dissectors_chosen_by_port_are_off(tmp_path: Path) -> None:
     broken[UDP].chksum ^= 0x1234
     wrpcap(str(bad), [broken])
     assert tshark_file(bad)["bad_checksums"] == 1
+
+
+def test_a_pcap_without_packets_fails_as_empty(tmp_path: Path) -> None:
+    """A header-only pcap is a flow the user asked for and did not get: the ``empty`` check fails
+    it (counted in totals); a non-empty file is judged as before."""
+    import struct
+
+    from scapy.all import IP, UDP, Ether, wrpcap
+
+    (tmp_path / "empty.pcap").write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    wrpcap(str(tmp_path / "good.pcap"), [Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=40000, dport=40001)])
+    result = validate_dir(tmp_path, tcpreplay=False, progress=False)
+    assert result["failed"] == ["empty.pcap"]
+    files = {f["file"]: f for f in result["files"]}
+    assert files["empty.pcap"]["failed_checks"] == ["empty"] and files["empty.pcap"]["empty"] == 1
+    assert files["good.pcap"]["ok"] and files["good.pcap"]["empty"] == 0
+    assert result["totals"]["empty"] == 1 and result["totals"]["thresholds"]["empty"] == 0
+    from netdiffusion.validate import summary_text
+
+    assert "empty 1" in summary_text(result)
+    allowed = validate_dir(tmp_path, tcpreplay=False, progress=False, thresholds={"empty": 1})
+    assert allowed["failed"] == []

@@ -19,5 +19,6 @@ def run(args: argparse.Namespace) -> int:
     from netdiffusion.decode import decode_dataset
 
     summary = decode_dataset(args.input, args.output)
-    print(json.dumps({k: summary[k] for k in ("flows", "packets", "rows_without_ip", "seconds")}, indent=2))
+    print(json.dumps({k: summary.get(k, 0) for k in ("flows", "packets", "rows_without_ip", "flows_without_packets", "seconds")},
+                     indent=2))
     return 0
