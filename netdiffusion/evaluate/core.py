@@ -70,6 +70,20 @@ def split_halves(fs: FlowSet, seed: int) -> tuple[np.ndarray, dict[str, list[str
     return mask, method
 
 
+def classes_left_out(real: set[str], synthetic: set[str]) -> dict[str, str]:
+    """Classes on one side only, with why: they cannot be compared, so they stay out of every
+    real-vs-synthetic number (overall and per class)."""
+    out = {str(c): "no held-out real flows, only synthetic ones" for c in synthetic - real}
+    out |= {str(c): "no synthetic flows, only held-out real ones" for c in real - synthetic}
+    return dict(sorted(out.items()))
+
+
+def only_classes(fs: FlowSet, classes: Sequence[str]) -> FlowSet:
+    """The flows of ``classes``; ``fs`` itself when it has no other (no copy of a large matrix)."""
+    keep = np.isin(fs.label, list(classes))
+    return fs if keep.all() else fs.subset(keep)
+
+
 def _nan_to_none(obj):
     """JSON has no NaN: report missing numbers as null."""
     if isinstance(obj, float):
@@ -132,24 +146,37 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
         notes.append(f"{len(skipped)} unreadable shard(s) skipped: " + ", ".join(skipped))
     real_k, syn_k, train_k = real_fs.first_k(k), syn_fs.first_k(k), train_fs.first_k(k)
     labels_real, labels_syn, labels_train = (set(np.unique(f.label)) for f in (real_k, syn_k, train_k))
+    # real vs synthetic is compared only over classes both sides have: packets of other classes
+    # would make the overall numbers a distance between different kinds of traffic
     sim_classes = sorted(labels_real & labels_syn)
-    for cls in sorted(labels_syn - labels_real):
-        notes.append(f"class {cls} is in the synthetic data but not in the held-out real data: no per-class numbers")
-    for cls in sorted(labels_real - labels_syn):
-        notes.append(f"class {cls} has no synthetic flows: no per-class numbers")
+    left_out = classes_left_out(labels_real, labels_syn)
+    for cls, reason in left_out.items():
+        notes.append(f"class {cls} left out of the real-vs-synthetic comparison: {reason}")
+    if not sim_classes:
+        notes.append("no class has both held-out real and synthetic flows: similarity and flow statistics "
+                     "are null (nothing to compare)")
+        log.warning("no class has both held-out real and synthetic flows (real: %s; synthetic: %s)",
+                    ", ".join(sorted(map(str, labels_real))), ", ".join(sorted(map(str, labels_syn))))
+    real_cmp, syn_cmp = only_classes(real_k, sim_classes), only_classes(syn_k, sim_classes)
 
     # -- statistical similarity, floor, random baseline -----------------------------------------
+    # every reference covers the compared classes only, so it stays comparable with the synthetic score
     t0 = time.time()
-    sim = similarity.compare(real_k, syn_k, layout, sim_classes)
-    half_a, split_method = split_halves(real_k, seed)
-    floor_a, floor_b = real_k.subset(half_a), real_k.subset(~half_a)
+    sim = similarity.compare(real_cmp, syn_cmp, layout, sim_classes)
+    half_a, split_method = split_halves(real_cmp, seed)
+    floor_a, floor_b = real_cmp.subset(half_a), real_cmp.subset(~half_a)
     floor = similarity.compare(floor_a, floor_b, layout, sorted(set(floor_a.label) & set(floor_b.label)))
-    random_fs = randomize_bits(real_k, seed)
-    rand = similarity.compare(real_k, random_fs, layout, sim_classes)
+    random_fs = randomize_bits(real_cmp, seed)
+    rand = similarity.compare(real_cmp, random_fs, layout, sim_classes)
     # a second real-vs-real reference at the synthetic comparison's sample size (when the generator
     # made about as many flows as it was trained on): per-field JSD of high-cardinality fields
     # (sequence numbers, checksums, IP ids) grows as samples shrink, so the halves floor sits higher
-    train_ref = similarity.compare(real_k, train_k, layout, sorted(labels_real & labels_train))
+    train_classes = sorted(set(sim_classes) & labels_train)
+    train_ref = similarity.compare(only_classes(real_cmp, train_classes), only_classes(train_k, train_classes),
+                                   layout, train_classes)
+    if set(train_classes) != set(sim_classes):
+        notes.append("train_vs_real covers only the compared classes with training flows: "
+                     + (", ".join(train_classes) or "none"))
     if split_method["by_flow"]:
         notes.append("floor: classes with one capture file were split by flow instead of by file: "
                      + ", ".join(split_method["by_flow"]))
@@ -161,9 +188,9 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
         per_field[key] = row
     per_class = {}
     for cls, row in sim["per_class"].items():
-        per_class[cls] = dict(row)
-        if cls in floor["per_class"]:
-            per_class[cls] |= {f"floor_{m}": floor["per_class"][cls][m] for m in METRICS}
+        # a class with one flow cannot be split into halves: its floor is null, not missing
+        floor_row = floor["per_class"].get(cls, {})
+        per_class[cls] = dict(row) | {f"floor_{m}": floor_row.get(m, float("nan")) for m in METRICS}
         per_class[cls] |= {f"random_{m}": rand["per_class"][cls][m] for m in METRICS}
     similarity_report = {
         "overall": sim["overall"],
@@ -174,14 +201,15 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
         "per_class": per_class,
         "floor_split": split_method,
         "classes": sim_classes,
+        "classes_left_out": left_out,
         "packets_per_flow": k,
     }
     log.info("similarity: JSD %.4f (floor %.4f, random %.4f) in %.1fs", sim["overall"]["jsd"],
              floor["overall"]["jsd"], rand["overall"]["jsd"], time.time() - t0)
 
     # -- flow statistics ------------------------------------------------------------------------
-    stats_real = flowstats.collect(real_k, layout, sim_classes)
-    stats_syn = flowstats.collect(syn_k, layout, sim_classes)
+    stats_real = flowstats.collect(real_cmp, layout, sim_classes)
+    stats_syn = flowstats.collect(syn_cmp, layout, sim_classes)
     flow_stats = flowstats.compare(stats_real, stats_syn, sim_classes)
     stats_floor = flowstats.compare(flowstats.collect(floor_a, layout, sim_classes),
                                     flowstats.collect(floor_b, layout, sim_classes), sim_classes)
@@ -196,21 +224,30 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
     # -- ML utility -----------------------------------------------------------------------------
     t0 = time.time()
     util_classes = sorted(labels_real & labels_syn & labels_train)
-    u_train = train_k.subset(np.isin(train_k.label, util_classes))
-    u_test = real_k.subset(np.isin(real_k.label, util_classes))
-    u_syn = syn_k.subset(np.isin(syn_k.label, util_classes))
-    if len(u_train) == 0 or len(u_test) == 0 or len(u_syn) == 0:
-        notes.append("utility skipped: no class has flows in all of train, real and synthetic")
-        utility_report: dict = {s: {t: {m: {"accuracy": float("nan")} for m in models} for t in tasks}
-                                for s in utility.SCENARIOS}
-        mixing_report: dict = {}
-        balancing_report: dict = {}
-        random_utility: dict = {}
-        chance: dict = {}
-        memo_x = None
-    else:
+    u_train, u_test, u_syn = (only_classes(f, util_classes) for f in (train_k, real_k, syn_k))
+    # null numbers, the same keys as a real run, for whatever cannot be classified
+    utility_report: dict = {s: {t: {m: {"accuracy": float("nan")} for m in models} for t in tasks}
+                            for s in utility.SCENARIOS}
+    random_utility: dict = {t: {m: {"accuracy": float("nan")} for m in models} for t in tasks}
+    chance: dict = {t: float("nan") for t in tasks}
+    mixing_report: dict = {}
+    balancing_report: dict = {}
+    memo_x = None
+    if util_classes:  # the feature space also serves memorisation, which needs no second class
         space = utility.build_space(u_train, k, max_features)
+        memo_x = (utility.features(train_k, space), utility.features(real_k, space), utility.features(syn_k, space))
+    if len(util_classes) < utility.MIN_CLASSES:
+        which = f"only class {util_classes[0]} has" if util_classes else "no class has"
+        notes.append(f"utility skipped: {which} flows in all of train, held-out real and synthetic; "
+                     f"classification needs at least {utility.MIN_CLASSES} classes")
+    else:
         l_train, l_test, l_syn = (utility.labelled(f, space) for f in (u_train, u_test, u_syn))
+        for task in tasks:
+            task_classes = np.unique(l_train.y(task))
+            if task_classes.size < utility.MIN_CLASSES:
+                notes.append(f"utility {task} task skipped: the training flows have one {task} class "
+                             f"({', '.join(map(str, task_classes))}); classification needs at least "
+                             f"{utility.MIN_CLASSES} classes")
         utility_report = utility.scenarios(l_train, l_test, l_syn, models, list(tasks), seed)
         rates = (0.0, 0.5, 1.0) if quick else utility.MIXING_RATES
         mix_models = models[:1] if quick else models
@@ -223,7 +260,6 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
             for task in tasks
         }
         chance = {task: utility.chance(l_train, l_test, task) for task in tasks}
-        memo_x = (utility.features(train_k, space), utility.features(real_k, space), utility.features(syn_k, space))
         small = [c for c in util_classes if (u_train.label == c).sum() < 2 or (u_test.label == c).sum() < 2]
         if small:
             notes.append("classes with fewer than 2 flows in train or test (accuracy is noisy): " + ", ".join(small))
@@ -271,7 +307,7 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
     if plots:
         from netdiffusion.evaluate import plots as plotting
 
-        report["figures"] = plotting.write_all(output, report, real_k, syn_k, layout, stats_real, stats_syn)
+        report["figures"] = plotting.write_all(output, report, real_cmp, syn_cmp, layout, stats_real, stats_syn)
     report["meta"]["seconds"] = round(time.time() - started, 2)
     report = _nan_to_none(report)
     write_json(output / "details.json", _nan_to_none(details))

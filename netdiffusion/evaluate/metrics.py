@@ -23,8 +23,8 @@ def _normalise(counts: np.ndarray) -> np.ndarray:
 def distances(p: np.ndarray, q: np.ndarray) -> dict[str, np.ndarray]:
     """JSD (base 2), TVD and Hellinger distance between ``p`` and ``q`` along the last axis.
 
-    ``p``/``q`` are counts or probabilities over the same categories; an all-zero vector gives
-    NaN (no data is not the same as a perfect match)."""
+    ``p``/``q`` are counts or probabilities over the same categories; an all-zero (or empty)
+    vector gives NaN (no data is not the same as a perfect match)."""
     p = _normalise(p)
     q = _normalise(q)
     m = 0.5 * (p + q)
@@ -34,8 +34,9 @@ def distances(p: np.ndarray, q: np.ndarray) -> dict[str, np.ndarray]:
     jsd = 0.5 * kl_pm.sum(axis=-1) + 0.5 * kl_qm.sum(axis=-1)
     tvd = 0.5 * np.abs(p - q).sum(axis=-1)
     hd = np.sqrt(np.clip(0.5 * ((np.sqrt(p) - np.sqrt(q)) ** 2).sum(axis=-1), 0.0, 1.0))
-    # propagate NaN rows (an empty side) explicitly; clip float noise into [0, 1]
-    nan = np.isnan(p).any(axis=-1) | np.isnan(q).any(axis=-1)
+    # propagate NaN rows (an empty side, or no category at all: both sides empty) explicitly;
+    # clip float noise into [0, 1]
+    nan = np.isnan(p).any(axis=-1) | np.isnan(q).any(axis=-1) | (p.shape[-1] == 0)
     out = {}
     for name, value in (("jsd", jsd), ("tvd", tvd), ("hd", hd)):
         value = np.clip(np.asarray(value, dtype=np.float64), 0.0, 1.0)

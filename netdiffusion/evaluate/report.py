@@ -54,6 +54,9 @@ def render(report: dict) -> str:
             "field's bits, absent = own category). Floor = two disjoint halves of the held-out real data; "
             "random = real header stacks with random bit values. Lower is better; the floor is the best "
             "achievable at this sample size.", ""]
+    left_out = sim.get("classes_left_out") or {}
+    out += [f"Classes compared (in both held-out real and synthetic data): {', '.join(sim.get('classes', [])) or 'none'}."
+            + (" Left out: " + "; ".join(f"{c} ({why})" for c, why in left_out.items()) + "." if left_out else ""), ""]
     rows = []
     for name, key in (("synthetic vs real (ours)", "overall"), ("real vs real floor (halves)", "floor"),
                       ("train vs held-out real", "train_vs_real"), ("random bits vs real", "random_baseline")):

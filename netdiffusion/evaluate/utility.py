@@ -24,6 +24,7 @@ MODELS: tuple[str, ...] = ("rf", "dt", "svm")
 TASKS: tuple[str, ...] = ("micro", "macro")
 SCENARIOS: tuple[str, ...] = ("train_real_test_real", "train_synthetic_test_real", "train_real_test_synthetic")
 MIXING_RATES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+MIN_CLASSES = 2  # fewer classes make every accuracy a trivial 1.0
 
 
 @dataclass(frozen=True)
@@ -106,27 +107,31 @@ def stratified_sample(y: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
 
 def fit_score(model: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
               seed: int, svm_max_train: int = 2000) -> dict:
-    """Train one classifier and score it: accuracy, balanced accuracy, macro F1, per-class recall."""
+    """Train one classifier and score it: accuracy, balanced accuracy, macro F1, per-class recall.
+
+    Fewer than 2 training classes scores NaN: a one-class "classifier" predicts that class for
+    every flow, so its accuracy on a one-class test set is a meaningless 1.0."""
     import warnings
 
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-    if len(y_train) == 0 or len(y_test) == 0:
-        return {"accuracy": float("nan"), "train": int(len(y_train)), "test": int(len(y_test))}
+    if len(np.unique(y_train)) < MIN_CLASSES or len(y_test) == 0:
+        nan = float("nan")
+        return {"accuracy": nan, "balanced_accuracy": nan, "macro_f1": nan, "train": int(len(y_train)),
+                "test": int(len(y_test))}
     rng = np.random.default_rng(seed)
     if model == "svm":
-        idx = stratified_sample(y_train, svm_max_train, rng)
+        idx = stratified_sample(y_train, svm_max_train, rng)  # keeps every class
         x_train, y_train = x_train[idx], y_train[idx]
-    if len(np.unique(y_train)) < 2:  # a single class: every model predicts it
-        predicted = np.full(len(y_test), y_train[0], dtype=y_train.dtype)
-    else:
-        clf = make_model(model, seed)
-        clf.fit(x_train.astype(np.float32), y_train)
-        predicted = clf.predict(x_test.astype(np.float32))
+    clf = make_model(model, seed)
+    clf.fit(x_train.astype(np.float32), y_train)
+    predicted = clf.predict(x_test.astype(np.float32))
     labels = np.unique(y_test)
     per_class = {str(c): float((predicted[y_test == c] == c).mean()) for c in labels}
-    with warnings.catch_warnings():  # predicting a class the test set lacks is expected in TRTS/TSTR
+    with warnings.catch_warnings():  # predicting a class the test set lacks is expected in TRTS/TSTR,
+        # and a one-class test set predicted right is a valid (if small) confusion matrix
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
         balanced = float(balanced_accuracy_score(y_test, predicted))
     return {
         "accuracy": float(accuracy_score(y_test, predicted)),
@@ -248,9 +253,11 @@ def balancing(train: Labelled, test: Labelled, synthetic: Labelled, models: list
 
 
 def chance(train: Labelled, test: Labelled, task: str) -> float:
-    """Accuracy of always predicting the training set's most common class."""
+    """Accuracy of always predicting the training set's most common class.
+
+    NaN with fewer than 2 training classes, like :func:`fit_score` (it would be a trivial 1.0)."""
     y_train, y_test = train.y(task), test.y(task)
-    if len(y_train) == 0 or len(y_test) == 0:
+    if len(np.unique(y_train)) < MIN_CLASSES or len(y_test) == 0:
         return float("nan")
     values, counts = np.unique(y_train, return_counts=True)
     return float((y_test == values[np.argmax(counts)]).mean())

@@ -1,0 +1,177 @@
+"""Edge cases of ``netdiffusion evaluate`` found on unseen data: class sets that do not match.
+
+Real traffic (the ``small_dataset`` captures: instagram, netflix, reddit, whatsapp, zoom) is split
+flow by flow into a training half and a held-out half; each test writes the class subsets it needs.
+A "synthetic" set that is a copy of held-out real flows makes the expected numbers exact (0).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdiffusion.dataset import Packets, read_layout, read_packets, write_fields, write_shard
+from netdiffusion.evaluate.metrics import METRICS
+
+
+@pytest.fixture(scope="module")
+def halves(small_dataset: Path) -> dict:
+    """Training and held-out halves of the real captures (alternate flows of each class)."""
+    packets = read_packets(small_dataset)
+    ids, first, inverse = np.unique(packets.flow_id, return_index=True, return_inverse=True)
+    labels = packets.label[first].astype(str)
+    train_flow = np.zeros(ids.size, dtype=bool)
+    for label in np.unique(labels):
+        train_flow[np.flatnonzero(labels == label)[::2]] = True
+    in_train = train_flow[inverse.ravel()]
+    return {"train": packets.take(in_train), "real": packets.take(~in_train), "layout": read_layout(small_dataset)}
+
+
+def write_classes(halves: dict, half: str, classes: Iterable[str], path: Path,
+                  max_flows: dict[str, int] | None = None) -> Path:
+    """One half's flows of ``classes`` as a dataset (``max_flows``: at most that many for a class)."""
+    packets: Packets = halves[half]
+    labels = packets.label.astype(str)
+    keep = np.isin(labels, list(classes))
+    for cls, limit in (max_flows or {}).items():
+        kept_flows = np.unique(packets.flow_id[labels == cls])[:limit]
+        keep &= (labels != cls) | np.isin(packets.flow_id, kept_flows)
+    write_shard(packets.take(keep), path / "part-0.parquet")
+    write_fields(path, halves["layout"])
+    return path
+
+
+def run(real: Path, synthetic: Path, train: Path, out: Path) -> dict:
+    from netdiffusion.evaluate import evaluate
+
+    return evaluate(real, synthetic, train, out, packets_k=64, models=["dt"], seed=0, quick=True, plots=False)
+
+
+def all_accuracies(report: dict) -> list:
+    """Every accuracy of the utility section, the random-bits baseline, chance and mixing."""
+    values = [report["utility"][s][t][m]["accuracy"] for s in report["utility"] for t in report["utility"][s]
+              for m in report["utility"][s][t]]
+    base = report["random_baseline"]
+    values += [v["accuracy"] for models in base["utility"].values() for v in models.values()]
+    values += list(base["chance_accuracy"].values())
+    values += [acc for task, models in report["mixing"].items() if isinstance(models, dict)
+               for curve in models.values() for acc in curve.values()]
+    return values
+
+
+def test_overall_similarity_only_over_shared_classes(halves, tmp_path):
+    """Real zoom/reddit/whatsapp, synthetic = an exact copy of real zoom/reddit plus netflix flows:
+    over the shared classes the copy is perfect, so every overall distance must be 0; netflix (no
+    held-out real flows) and whatsapp (no synthetic flows) are left out and named with a reason."""
+    real = write_classes(halves, "real", ["zoom", "reddit", "whatsapp"], tmp_path / "real")
+    syn = write_classes(halves, "real", ["zoom", "reddit", "netflix"], tmp_path / "syn")
+    train = write_classes(halves, "train", ["zoom", "reddit", "whatsapp", "netflix"], tmp_path / "train")
+    r = run(real, syn, train, tmp_path / "out")
+    sim = r["similarity"]
+    for m in METRICS:
+        assert sim["overall"][m] == pytest.approx(0.0, abs=1e-12), m
+        assert sim["overall"]["bits"][m] == pytest.approx(0.0, abs=1e-12), m
+        assert sim["overall"]["protocol"][m] == pytest.approx(0.0, abs=1e-12), m
+    assert r["flow_stats"]["mean_tvd"] == pytest.approx(0.0, abs=1e-12)
+    assert sim["classes"] == ["reddit", "zoom"]
+    assert set(sim["classes_left_out"]) == {"netflix", "whatsapp"}
+    assert "no held-out real flows" in sim["classes_left_out"]["netflix"]
+    assert "no synthetic flows" in sim["classes_left_out"]["whatsapp"]
+    # the references cover the same classes as the comparison: floor and random baseline too
+    packets_compared = sim["overall"]["packets"][0]
+    assert sim["random_baseline"]["packets"] == [packets_compared, packets_compared]
+    assert sum(sim["floor"]["packets"]) == packets_compared
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert on_disk["similarity"]["classes_left_out"] == sim["classes_left_out"]
+    assert "whatsapp" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_no_shared_class_gives_null_similarity(halves, tmp_path):
+    """No class in both real and synthetic: nothing to compare, so no number (null) and a note,
+    as utility already does when no class is shared, never a distance between different classes."""
+    real = write_classes(halves, "real", ["zoom", "reddit", "whatsapp"], tmp_path / "real")
+    syn = write_classes(halves, "real", ["netflix", "instagram"], tmp_path / "syn")
+    train = write_classes(halves, "train", ["zoom", "reddit", "whatsapp"], tmp_path / "train")
+    r = run(real, syn, train, tmp_path / "out")
+    sim = r["similarity"]
+    for key in ("overall", "floor", "random_baseline", "train_vs_real"):
+        for m in METRICS:
+            assert sim[key][m] is None, (key, m)
+            assert sim[key]["protocol"][m] is None, (key, m)
+            assert sim[key]["bits"][m] is None, (key, m)
+    assert r["random_baseline"]["similarity"]["jsd"] is None
+    assert r["flow_stats"]["mean_tvd"] is None
+    assert sim["classes"] == [] and sim["per_class"] == {}
+    assert set(sim["classes_left_out"]) == {"zoom", "reddit", "whatsapp", "netflix", "instagram"}
+    assert any("no class has both held-out real and synthetic flows" in n for n in r["notes"])
+    assert all(v is None for v in all_accuracies(r))
+
+
+def test_one_class_gives_null_utility(halves, tmp_path):
+    """A single class everywhere: every classifier trivially scores 1.0, so utility must be null
+    with a note (classification needs 2 classes), without sklearn's single-label warnings."""
+    real = write_classes(halves, "real", ["zoom"], tmp_path / "real")
+    train = write_classes(halves, "train", ["zoom"], tmp_path / "train")
+    syn = write_classes(halves, "train", ["zoom"], tmp_path / "syn")  # a copy of the training flows
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = run(real, syn, train, tmp_path / "out")
+    assert not [w for w in caught if "single label" in str(w.message)]
+    accuracies = all_accuracies(r)
+    assert accuracies and all(v is None for v in accuracies)
+    assert any("at least 2 classes" in n for n in r["notes"])
+    assert r["similarity"]["overall"]["jsd"] is not None  # similarity needs no second class
+    assert r["memorisation"]["synthetic_sequence_in_train"] == 1.0  # and memorisation still runs
+
+
+def test_one_macro_class_gives_null_macro_utility(halves, tmp_path):
+    """zoom and whatsapp are both "conferencing": the micro task works, the macro task has one
+    class, so its accuracies are null (not a trivial 1.0) and a note says why."""
+    classes = ["zoom", "whatsapp"]
+    real = write_classes(halves, "real", classes, tmp_path / "real")
+    train = write_classes(halves, "train", classes, tmp_path / "train")
+    syn = write_classes(halves, "real", classes, tmp_path / "syn")
+    r = run(real, syn, train, tmp_path / "out")
+    for scenario in r["utility"].values():
+        assert 0.0 <= scenario["micro"]["dt"]["accuracy"] <= 1.0
+        assert scenario["macro"]["dt"]["accuracy"] is None
+    assert r["random_baseline"]["chance_accuracy"]["macro"] is None
+    assert r["random_baseline"]["utility"]["macro"]["dt"]["accuracy"] is None
+    assert all(v is None for v in r["mixing"]["macro"]["dt"].values())
+    assert any("macro" in n and "at least 2 classes" in n for n in r["notes"])
+
+
+def test_fit_score_needs_two_training_classes():
+    from netdiffusion.evaluate.utility import fit_score
+
+    x = np.arange(12, dtype=np.int8).reshape(6, 2) % 2
+    y = np.full(6, "zoom")
+    scores = fit_score("rf", x, y, x, y, seed=0)
+    assert np.isnan(scores["accuracy"]) and np.isnan(scores["balanced_accuracy"]) and np.isnan(scores["macro_f1"])
+
+
+def test_single_flow_class_has_null_floor_keys(halves, tmp_path):
+    """A class with one held-out flow cannot be split into two halves: its floor is null, not missing."""
+    classes = ["zoom", "reddit", "netflix"]
+    real = write_classes(halves, "real", classes, tmp_path / "real", max_flows={"netflix": 1})
+    syn = write_classes(halves, "real", classes, tmp_path / "syn")
+    train = write_classes(halves, "train", ["zoom", "reddit", "netflix"], tmp_path / "train")
+    r = run(real, syn, train, tmp_path / "out")
+    row = r["similarity"]["per_class"]["netflix"]
+    for m in METRICS:
+        assert f"floor_{m}" in row and row[f"floor_{m}"] is None, m
+        assert row[m] is not None
+    assert r["similarity"]["per_class"]["zoom"]["floor_jsd"] is not None
+
+
+def test_no_category_at_all_is_nan_not_zero():
+    """Both sides empty (no class compared): no data, so NaN, never a perfect 0."""
+    from netdiffusion.evaluate.metrics import distances
+
+    for value in distances(np.zeros(0), np.zeros(0)).values():
+        assert np.isnan(value)
