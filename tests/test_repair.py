@@ -789,3 +789,63 @@ def test_a_bare_ack_captured_after_the_data_it_preceded_keeps_its_sequence_numbe
     ts[-1] = ts[j] + 50_000  # 50 us later: no retransmission timer
     reordered = _flow_of(meta, np.concatenate([flow.nprint[: j + 1], bare]), ts, layout)
     assert _changed_rules(layout, reordered) == {}
+
+
+def _repaired_seq(layout: Layout, flow: Packets) -> np.ndarray:
+    return layout.field_values(repair_packets(layout, flow, RepairConfig(mtu=65535))["packets"].nprint, "tcp_seq")
+
+
+def test_the_initial_rtt_starts_at_the_most_recent_syn(small_dataset: Path) -> None:
+    """Regression (nDPI's alexa-app capture): the client's first SYN went unanswered and was resent
+    a few seconds later. Wireshark times the initial RTT (its out-of-order window) from the resent
+    SYN; repair timed it from the first, so retransmissions that came later than the real RTT but
+    sooner than those seconds were taken for out-of-order segments and moved."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 8):
+        flow = packets.take(rows)
+        data = np.flatnonzero((flow.direction == 0) & (_payloads(layout, flow.nprint) > 0))
+        if len(data) >= 2:
+            break
+    else:
+        pytest.fail("no flow with two client data segments")
+    # the SYN twice, the flow up to the client's last data, then its first data resent
+    order = np.r_[0, np.arange(data[-1] + 1), data[0]]
+    longer = flow.take(order)
+    m = longer.nprint.copy()
+    layout.set_field(m, "ipv4_id", (layout.field_values(m[-2:-1], "ipv4_id") + 1) % 65536, np.array([len(m) - 1]))
+    ts = longer.timestamp.copy()
+    ts[1:] = ts[1:] + 3_000_000_000  # the SYN timer: 3 s
+    irtt = ts[3] - ts[1]  # resent SYN -> the client's ACK, as Wireshark measures it
+    ts[-1] = ts[-2] + irtt + 200_000_000  # later than the real RTT, far sooner than 3 s
+    longer = _flow_of(longer, m, ts, layout)
+    assert _repaired_seq(layout, longer)[-1] == layout.field_values(m[-1:], "tcp_seq")[0]  # still a resend
+
+
+def test_a_resend_of_acknowledged_data_is_a_spurious_retransmission(small_dataset: Path) -> None:
+    """Regression (nDPI's weibo capture): a segment resent right after the peer had acknowledged it.
+    tshark calls it a spurious retransmission (it checks that before its out-of-order window),
+    but repair took it for out of order and moved it and everything after it."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 8):
+        flow = packets.take(rows)
+        m = flow.nprint
+        seq, ack, pay = (layout.field_values(m, "tcp_seq"), layout.field_values(m, "tcp_ackn"),
+                         _payloads(layout, m))
+        client_data = np.flatnonzero((flow.direction == 0) & (pay > 0))
+        server = np.flatnonzero(flow.direction == 1)
+        found = [(a, b, j) for a, b in zip(client_data[:-1], client_data[1:], strict=True)
+                 for j in server[server > b] if ack[j] == (seq[a] + pay[a]) % (1 << 32)]
+        if found:
+            a, b, j = found[0]
+            break
+    else:
+        pytest.fail("no server ACK of exactly a client segment's end after the next one")
+    # the flow up to the client's next data segment, the peer's ACK of the first, the first again
+    order = np.r_[np.arange(b + 1), j, a]
+    shorter = flow.take(order)
+    m = shorter.nprint.copy()
+    layout.set_field(m, "ipv4_id", (layout.field_values(m[b : b + 1], "ipv4_id") + 1) % 65536,
+                     np.array([len(m) - 1]))
+    ts = shorter.timestamp.copy()
+    ts[-2:] = ts[b] + np.array([10_000, 20_000])  # 10 us apart: within any initial RTT
+    assert _repaired_seq(layout, _flow_of(shorter, m, ts, layout))[-1] == seq[a]

@@ -63,7 +63,8 @@ def variant(refresh: dict, target: Path, *, jsd_factor: float = 1.0, accuracy_de
     report["similarity"]["overall"]["jsd"] *= jsd_factor
     for task in report["utility"]["train_synthetic_test_real"].values():
         for scores in task.values():
-            scores["accuracy"] = min(1.0, max(0.0, scores["accuracy"] + accuracy_delta))
+            if scores["accuracy"] is not None:  # null where a task has fewer than 2 classes
+                scores["accuracy"] = min(1.0, max(0.0, scores["accuracy"] + accuracy_delta))
     (target / "report.json").write_text(json.dumps(report))
     return target
 

@@ -829,7 +829,10 @@ class Repairer:
         # sooner than the initial RTT (3 ms if unknown) after the highest one: keep only later ones
         ts = self.ts[t]
         s_ts = ts[og]
-        first_ts = G.first_value(ts, ft)
+        # Wireshark times the initial RTT from the most recent SYN (a SYN it had to resend starts
+        # the clock again) to the client's first packet after the server's
+        syn_ts = G.cummax(np.where(phase_c & (syn == 1), ts, -1), ft)
+        first_ts = np.where(syn_ts >= 0, syn_ts, G.first_value(ts, ft))
         third = (dt == 0) & (G.cumsum_excl(dt == 1, ft) > 0)
         irtt_flow = np.full(self.nflows, 3_000_000, dtype=np.int64)
         # the first such packet per connection (Wireshark's initial RTT is its time)
@@ -855,123 +858,159 @@ class Repairer:
         last_ack_pos = np.full(ngroups, -1, dtype=np.int64)
         np.maximum.at(last_ack_pos, gid_sorted[s_ackf], og[s_ackf])
         peer_later = last_ack_pos[gid_sorted ^ 1] > og
-        kept = np.ones(len(rel), dtype=bool)
-        # Fixed point per (flow, direction) group. Groups are independent, so each round only
-        # recomputes the groups whose kept set changed in the previous round (the rest are settled:
-        # the same inputs give the same result); most settle after a round or two.
-        active = np.arange(len(rel))
-        for it in range(64):
-            if not len(active):
-                break
-            idx = slice(None) if len(active) == len(rel) else active
+        rel_in = rel
+        s_data = (payload[og] > 0) & (s_syn == 0)
 
-            def sub(x: np.ndarray, idx: slice | np.ndarray = idx) -> np.ndarray:
-                return x[idx]
+        def solve(forced: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """Sequence and acknowledgement numbers (flow order) with ``forced`` segments kept;
+            also which sorted segments tshark would call spurious retransmissions there."""
+            rel = rel_in.copy()
+            kept = np.ones(len(rel), dtype=bool)
+            # Fixed point per (flow, direction) group. Groups are independent, so each round only
+            # recomputes the groups whose kept set changed in the previous round (the rest are settled:
+            # the same inputs give the same result); most settle after a round or two.
+            active = np.arange(len(rel))
+            for it in range(64):
+                if not len(active):
+                    break
+                idx = slice(None) if len(active) == len(rel) else active
 
-            a_kept, a_rel, a_len, a_gid = sub(kept), sub(rel), sub(s_len), sub(gid_sorted)
-            a_fin_retry = sub(fin_retry)
-            a_pos = np.arange(len(active))
-            a_fin_src = G.cummax(np.where(sub(first_fin), a_pos, -1), a_gid)
-            expected = _maxplus_scan(a_kept, a_rel, a_len, a_gid)
-            if a_fin_retry.any():
-                final_iter = np.where(a_kept, a_rel, expected)
-                src = np.maximum(a_fin_src, 0)
-                # a FIN resent with more of the earlier data ends where the first FIN ended
-                a_rel = np.where(a_fin_retry, final_iter[src] + np.where(sub(fin_same_seq), 0, a_len[src] - a_len),
-                                 a_rel)
+                def sub(x: np.ndarray, idx: slice | np.ndarray = idx) -> np.ndarray:
+                    return x[idx]
+
+                a_kept, a_rel, a_len, a_gid = sub(kept), sub(rel), sub(s_len), sub(gid_sorted)
+                a_fin_retry = sub(fin_retry)
+                a_pos = np.arange(len(active))
+                a_fin_src = G.cummax(np.where(sub(first_fin), a_pos, -1), a_gid)
                 expected = _maxplus_scan(a_kept, a_rel, a_len, a_gid)
-            adv_iter = np.where(a_kept, np.maximum(a_rel + a_len - expected, 0), a_len)
-            setter = np.where(adv_iter > 0, a_pos, -1)
-            last_set = G.cummax(setter, a_gid, exclusive=True, initial=-1)
-            a_ts = sub(s_ts)
-            since = a_ts - a_ts[np.maximum(last_set, 0)]
-            late = (last_set < 0) | (since >= sub(thr)) | (a_rel + a_len == expected)
-            ok = a_rel == expected
-            # a resend from an earlier segment's start may carry more than before (repacketized
-            # data, or the data resent with the FIN), but only while the peer acknowledges nothing
-            # after it: tshark's highest byte to be acknowledged does not move on a retransmission,
-            # so an ACK of the new bytes would read as acknowledging an unseen segment
-            ok |= (sub(cand) & (a_rel >= 0) & late
-                   & ((a_rel + a_len <= expected) | ((a_rel < expected) & ~sub(peer_later))))
-            # keep-alive: one byte below what the direction already sent (never its first segment)
-            ok |= (a_len <= 1) & (a_rel == expected - 1) & (sub(s_syn) == 0) & (sub(s_fin) == 0) & ~sub(st)
-            # a confirmed forward jump is a capture gap: kept here, closed below unless gaps="keep"
-            ok |= (a_rel > expected) & (a_rel - expected < (1 << 30)) & sub(confirmed) & ~sub(s_phase)
-            ok |= sub(syn_retry) & (a_rel == 0)
-            ok |= sub(s_rst) & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)  # RST in window (RFC 5961)
-            # a bare ACK sent before a data segment but captured after it (reordered on the host):
-            # it restarts where an earlier segment did, and tshark does not analyse empty segments
-            ok |= sub(cand) & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)
-            ok |= a_fin_retry
-            if it >= 6:
-                ok &= a_kept  # after a few rounds only drop segments, so the fixed point is reached
-            rel[active] = a_rel
-            changed = ok != a_kept
-            kept[active] = ok
-            moving = np.zeros(ngroups, dtype=bool)
-            moving[a_gid[changed]] = True
-            active = active[moving[a_gid]]
-        # (a segment still out of place after these rounds is ahead of its predecessor: the gap
-        # closing below moves it into place)
-        expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
-        final_rel = np.where(kept, rel, np.where(syn_retry, 0, expected))
-        adv = np.where(kept, np.maximum(rel + s_len - expected, 0), np.where(syn_retry, 0, s_len))
-        gaps = None
-        if self.cfg.gaps == "close":
-            # close each gap by moving the rest of the direction down by the missing bytes, and
-            # the peer's acknowledgements of bytes beyond it with it
-            gap = np.where(kept & (rel > expected) & ~syn_retry, rel - expected, 0)
-            shift = G.cumsum_incl(gap, gid_sorted)
-            final_rel = final_rel - shift
-            adv = adv - gap
-            at = np.flatnonzero(gap > 0)
-            gaps = (gid_sorted[at], expected[at], gap[at], shift[at] - gap[at])  # group, start, size, before
-        seq = ((isn + final_rel) % MOD32)[inv]
-        self._put("tcp_seq", "tcp_seq", t, seq)
-        # acknowledgements, in flow order: what the peer has sent so far
-        adv_flow = adv[inv]
-        sent0 = G.cumsum_excl(np.where(dt == 0, adv_flow, 0), ft)
-        sent1 = G.cumsum_excl(np.where(dt == 1, adv_flow, 0), ft)
-        peer_sent = np.where(dt == 0, sent1, sent0)
-        peer_seen = G.cumsum_excl(dt == 1, ft) > 0
-        peer_seen = np.where(dt == 0, peer_seen, G.cumsum_excl(dt == 0, ft) > 0)
-        isn_g = np.full(2 * self.nflows, -1, dtype=np.int64)
-        isn_g[gid_sorted] = isn
-        has_peer = isn_g[ft * 2 + (1 - dt)] >= 0
-        # with no packet of the peer to check against, acknowledgements are relative to the
-        # direction's first one (a SYN's zero acknowledgement field does not count)
-        ack_first = np.full(2 * self.nflows, 0, dtype=np.int64)
-        with_ack = np.flatnonzero(ackf[og] == 1)
-        fa = with_ack[G.starts(gid_sorted[with_ack])]
-        ack_first[gid_sorted[fa]] = ack0[og][fa]
-        peer_isn = np.where(has_peer, isn_g[ft * 2 + (1 - dt)], ack_first[ft * 2 + dt])
-        arel = _relative(ack0, peer_isn)
-        if gaps is not None:
-            arel = arel - _gap_shift(gaps, ft * 2 + (1 - dt), arel, has_peer)
-        big = np.int64(1) << 40
-        final_flow = final_rel[inv]
-        nxt0 = _next_value(dt == 0, final_flow, ft)
-        nxt1 = _next_value(dt == 1, final_flow, ft)
-        peer_next = np.where(dt == 0, nxt1, nxt0)
-        upper = np.where(~has_peer, big, np.maximum(np.where(peer_seen, peer_sent, 0), peer_next))
-        lower_abs = -self.cfg.ack_window
-        uses_ack = ackf == 1
-        ok = uses_ack & (arel <= upper) & (arel >= lower_abs) & ~synack
-        target = np.where(has_peer, np.where(peer_seen, peer_sent, 0), arel)
-        # a SYN-ACK acknowledges exactly the SYN (a capture starting at the SYN-ACK never saw it)
-        target = np.where(synack & has_peer, np.where(dt == 1, 1, 0), target)
-        # a segment without ACK acknowledges nothing: with no peer seen, its field (a SYN's 0)
-        # must not hold the direction's later acknowledgements back
-        acknowledges = uses_ack | has_peer
-        final = np.where(ok, arel, np.where(acknowledges, target, lower_abs))
-        for _ in range(6):  # acknowledgements never go backwards within a direction
-            prev = G.cummax(final[og], gid_sorted, exclusive=True, initial=lower_abs)[inv]
-            ok2 = ok & (arel >= prev)
-            new = np.where(ok2, arel, np.where(acknowledges, np.maximum(target, prev), lower_abs))
-            if np.array_equal(new, final):
+                if a_fin_retry.any():
+                    final_iter = np.where(a_kept, a_rel, expected)
+                    src = np.maximum(a_fin_src, 0)
+                    # a FIN resent with more of the earlier data ends where the first FIN ended
+                    a_rel = np.where(a_fin_retry, final_iter[src] + np.where(sub(fin_same_seq), 0, a_len[src] - a_len),
+                                     a_rel)
+                    expected = _maxplus_scan(a_kept, a_rel, a_len, a_gid)
+                adv_iter = np.where(a_kept, np.maximum(a_rel + a_len - expected, 0), a_len)
+                setter = np.where(adv_iter > 0, a_pos, -1)
+                last_set = G.cummax(setter, a_gid, exclusive=True, initial=-1)
+                a_ts = sub(s_ts)
+                since = a_ts - a_ts[np.maximum(last_set, 0)]
+                late = (last_set < 0) | (since >= sub(thr)) | (a_rel + a_len == expected)
+                ok = a_rel == expected
+                # a resend from an earlier segment's start may carry more than before (repacketized
+                # data, or the data resent with the FIN), but only while the peer acknowledges nothing
+                # after it: tshark's highest byte to be acknowledged does not move on a retransmission,
+                # so an ACK of the new bytes would read as acknowledging an unseen segment
+                ok |= (sub(cand) & (a_rel >= 0) & late
+                       & ((a_rel + a_len <= expected) | ((a_rel < expected) & ~sub(peer_later))))
+                # keep-alive: one byte below what the direction already sent (never its first segment)
+                ok |= (a_len <= 1) & (a_rel == expected - 1) & (sub(s_syn) == 0) & (sub(s_fin) == 0) & ~sub(st)
+                # a confirmed forward jump is a capture gap: kept here, closed below unless gaps="keep"
+                ok |= (a_rel > expected) & (a_rel - expected < (1 << 30)) & sub(confirmed) & ~sub(s_phase)
+                ok |= sub(syn_retry) & (a_rel == 0)
+                ok |= sub(s_rst) & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)  # RST in window (RFC 5961)
+                # a bare ACK sent before a data segment but captured after it (reordered on the host):
+                # it restarts where an earlier segment did, and tshark does not analyse empty segments
+                ok |= sub(cand) & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)
+                ok |= a_fin_retry
+                ok |= sub(forced)
+                if it >= 6:
+                    ok &= a_kept  # after a few rounds only drop segments, so the fixed point is reached
+                rel[active] = a_rel
+                changed = ok != a_kept
+                kept[active] = ok
+                moving = np.zeros(ngroups, dtype=bool)
+                moving[a_gid[changed]] = True
+                active = active[moving[a_gid]]
+            # (a segment still out of place after these rounds is ahead of its predecessor: the gap
+            # closing below moves it into place)
+            expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
+            final_rel = np.where(kept, rel, np.where(syn_retry, 0, expected))
+            adv = np.where(kept, np.maximum(rel + s_len - expected, 0), np.where(syn_retry, 0, s_len))
+            gaps = None
+            if self.cfg.gaps == "close":
+                # close each gap by moving the rest of the direction down by the missing bytes, and
+                # the peer's acknowledgements of bytes beyond it with it
+                gap = np.where(kept & (rel > expected) & ~syn_retry, rel - expected, 0)
+                shift = G.cumsum_incl(gap, gid_sorted)
+                final_rel = final_rel - shift
+                adv = adv - gap
+                at = np.flatnonzero(gap > 0)
+                gaps = (gid_sorted[at], expected[at], gap[at], shift[at] - gap[at])  # group, start, size, before
+            seq = ((isn + final_rel) % MOD32)[inv]
+            # acknowledgements, in flow order: what the peer has sent so far
+            adv_flow = adv[inv]
+            sent0 = G.cumsum_excl(np.where(dt == 0, adv_flow, 0), ft)
+            sent1 = G.cumsum_excl(np.where(dt == 1, adv_flow, 0), ft)
+            peer_sent = np.where(dt == 0, sent1, sent0)
+            peer_seen = G.cumsum_excl(dt == 1, ft) > 0
+            peer_seen = np.where(dt == 0, peer_seen, G.cumsum_excl(dt == 0, ft) > 0)
+            isn_g = np.full(2 * self.nflows, -1, dtype=np.int64)
+            isn_g[gid_sorted] = isn
+            has_peer = isn_g[ft * 2 + (1 - dt)] >= 0
+            # with no packet of the peer to check against, acknowledgements are relative to the
+            # direction's first one (a SYN's zero acknowledgement field does not count)
+            ack_first = np.full(2 * self.nflows, 0, dtype=np.int64)
+            with_ack = np.flatnonzero(ackf[og] == 1)
+            fa = with_ack[G.starts(gid_sorted[with_ack])]
+            ack_first[gid_sorted[fa]] = ack0[og][fa]
+            peer_isn = np.where(has_peer, isn_g[ft * 2 + (1 - dt)], ack_first[ft * 2 + dt])
+            arel = _relative(ack0, peer_isn)
+            if gaps is not None:
+                arel = arel - _gap_shift(gaps, ft * 2 + (1 - dt), arel, has_peer)
+            big = np.int64(1) << 40
+            final_flow = final_rel[inv]
+            nxt0 = _next_value(dt == 0, final_flow, ft)
+            nxt1 = _next_value(dt == 1, final_flow, ft)
+            peer_next = np.where(dt == 0, nxt1, nxt0)
+            upper = np.where(~has_peer, big, np.maximum(np.where(peer_seen, peer_sent, 0), peer_next))
+            lower_abs = -self.cfg.ack_window
+            uses_ack = ackf == 1
+            ok = uses_ack & (arel <= upper) & (arel >= lower_abs) & ~synack
+            target = np.where(has_peer, np.where(peer_seen, peer_sent, 0), arel)
+            # a SYN-ACK acknowledges exactly the SYN (a capture starting at the SYN-ACK never saw it)
+            target = np.where(synack & has_peer, np.where(dt == 1, 1, 0), target)
+            # a segment without ACK acknowledges nothing: with no peer seen, its field (a SYN's 0)
+            # must not hold the direction's later acknowledgements back
+            acknowledges = uses_ack | has_peer
+            final = np.where(ok, arel, np.where(acknowledges, target, lower_abs))
+            for _ in range(6):  # acknowledgements never go backwards within a direction
+                prev = G.cummax(final[og], gid_sorted, exclusive=True, initial=lower_abs)[inv]
+                ok2 = ok & (arel >= prev)
+                new = np.where(ok2, arel, np.where(acknowledges, np.maximum(target, prev), lower_abs))
+                if np.array_equal(new, final):
+                    break
+                final = new
+            ack = np.where(uses_ack, (peer_isn + final) % MOD32, 0)
+            # tshark checks a backward data segment against the peer's last acknowledgement
+            # before its out-of-order window: ending at or below it, it is a spurious
+            # retransmission (a note), however soon it follows the highest segment
+            acked = np.where(uses_ack, final, -big)
+            last0 = G.cummax(np.where(dt == 0, acked, -big), ft, exclusive=True, initial=-big)
+            last1 = G.cummax(np.where(dt == 1, acked, -big), ft, exclusive=True, initial=-big)
+            peer_last = np.where(dt == 0, last1, last0)[og]
+            as_kept = rel - (np.where(kept, rel, np.where(syn_retry, 0, expected)) - final_rel)  # gap shift
+            spurious = (cand & s_data & (rel >= 0) & (rel < expected) & (as_kept + s_len <= peer_last)
+                        & (peer_last > 0))
+            return seq, ack, spurious
+
+        forced = np.zeros(len(rel), dtype=bool)
+        seq, ack, spurious = solve(forced)
+        # Segments moved forward that would stay in place as spurious retransmissions: keep them
+        # and solve again, as long as they still qualify under the acknowledgements that gives
+        # (keeping one changes nothing before it; a few rounds, else the first solution stands)
+        wanted = spurious & ~forced
+        for _ in range(3):
+            if not wanted.any():
                 break
-            final = new
-        ack = np.where(uses_ack, (peer_isn + final) % MOD32, 0)
+            trial = forced | wanted
+            t_seq, t_ack, t_spurious = solve(trial)
+            holds = trial & t_spurious
+            if np.array_equal(holds, trial):
+                seq, ack = t_seq, t_ack
+                break
+            wanted = holds
+        self._put("tcp_seq", "tcp_seq", t, seq)
         self._put("tcp_ack", "tcp_ackn", t, ack)
         self._tcp_zero_window_probes(t, ft, dt, og, gid_sorted, inv, syn, fin, payload)
         self._tcp_timestamps(t, ft, dt, og, gid_sorted, inv, phase_c)
