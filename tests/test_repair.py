@@ -849,3 +849,35 @@ def test_a_resend_of_acknowledged_data_is_a_spurious_retransmission(small_datase
     ts = shorter.timestamp.copy()
     ts[-2:] = ts[b] + np.array([10_000, 20_000])  # 10 us apart: within any initial RTT
     assert _repaired_seq(layout, _flow_of(shorter, m, ts, layout))[-1] == seq[a]
+
+
+def test_a_shorter_resend_keeps_its_length(small_dataset: Path) -> None:
+    """Regression (nDPI's ethereum, forticlient and long_tls_certificate captures): a sender resends
+    a segment with fewer bytes than before (repacketized), then resends the next one. The gap
+    between the short resend's end and the next resend's start was taken for a corrupted IP
+    length and the short resend was lengthened to close it."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 8):
+        flow = packets.take(rows)
+        m = flow.nprint
+        seq, pay = layout.field_values(m, "tcp_seq"), _payloads(layout, m)
+        data = np.flatnonzero((flow.direction == 0) & (pay > 16))
+        end = (seq + pay) % (1 << 32)
+        runs = [(a, b, c) for a, b, c in zip(data[:-2], data[1:-1], data[2:], strict=True)
+                if seq[b] == end[a] and seq[c] == end[b]]
+        if runs:
+            a, b, c = runs[0]
+            break
+    else:
+        pytest.fail("no three consecutive client data segments")
+    # the flow up to b, then a resent 16 bytes short, b resent, and c (which continues from b)
+    order = np.r_[np.arange(b + 1), a, b, c]
+    longer = flow.take(order)
+    m = longer.nprint.copy()
+    n = len(m)
+    layout.set_field(m, "ipv4_tl", layout.field_values(m[n - 3 : n - 2], "ipv4_tl") - 16, np.array([n - 3]))
+    layout.set_field(m, "ipv4_id", (layout.field_values(m[b : b + 1], "ipv4_id") + np.array([1, 2, 3])) % 65536,
+                     np.array([n - 3, n - 2, n - 1]))
+    ts = longer.timestamp.copy()
+    ts[-3:] = ts[b] + np.array([300_000_000, 300_100_000, 300_200_000])  # the retransmission timer
+    assert "lengths" not in _changed_rules(layout, _flow_of(longer, m, ts, layout))

@@ -818,6 +818,9 @@ class Repairer:
         max_pay = np.maximum.reduceat(s_pay, np.flatnonzero(st))[np.cumsum(st) - 1] if len(s_pay) else s_pay
         fix = ~en & nxt_conf & (s_pay > 0) & (d > 0) & (d != s_pay) & ~s_phase & (d <= max_pay)
         fix &= (d < s_pay) | (s_pay + (d - s_pay) <= max_pay)
+        # only new data: a resend of earlier bytes (starting below the end of what the direction
+        # already sent) is followed by whatever comes next, not by its own continuation
+        fix &= rel >= G.cummax(rel + s_len, gid_sorted, exclusive=True, initial=0)
         if fix.any():
             s_pay[fix] = d[fix]
             s_len = s_pay + flags
