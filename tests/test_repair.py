@@ -881,3 +881,29 @@ def test_a_shorter_resend_keeps_its_length(small_dataset: Path) -> None:
     ts = longer.timestamp.copy()
     ts[-3:] = ts[b] + np.array([300_000_000, 300_100_000, 300_200_000])  # the retransmission timer
     assert "lengths" not in _changed_rules(layout, _flow_of(longer, m, ts, layout))
+
+
+def test_an_ip_id_counter_that_changes_is_not_an_outlier(small_dataset: Path) -> None:
+    """Regression (nDPI's alexa-app capture): a server's IDs 47808, 52952, then a counter from 7166
+    (its load balancer's backends). The lone 52952 was taken for a corrupted ID in a counter and
+    rewritten, though no counter carries on across it; a corrupted ID in a counter still is."""
+    layout, packets = flow_ordered(small_dataset)
+    v4 = layout.header_present(packets.nprint, "ipv4")
+    for fid in np.unique(packets.flow_id[v4]):
+        rows = np.flatnonzero(packets.flow_id == fid)
+        if v4[rows].all() and (packets.direction[rows] == 1).sum() >= 20:
+            break
+    else:
+        pytest.fail("no IPv4 flow with 20 server packets")
+    flow = packets.take(rows)
+    m = flow.nprint.copy()
+    server = np.flatnonzero(flow.direction == 1)
+    ids = np.r_[47808, 52952, 7166 + np.arange(len(server) - 2)]
+    layout.set_field(m, "ipv4_id", ids, server)
+    ts = np.arange(len(m), dtype=np.int64) * 1_000_000  # 1 ms apart: every step is judged
+    changed = repair_packets(layout, _flow_of(flow, m, ts, layout), RepairConfig(mtu=65535))["result"].bits
+    assert changed["ip_id"].sum() == 0
+    ids[4] ^= 0x4000  # a corrupted ID inside the counter: restored
+    layout.set_field(m, "ipv4_id", ids, server)
+    out = repair_packets(layout, _flow_of(flow, m, ts, layout), RepairConfig(mtu=65535))
+    assert layout.field_values(out["packets"].nprint, "ipv4_id")[server[4]] == 7166 + 2

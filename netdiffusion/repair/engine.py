@@ -1181,7 +1181,11 @@ class Repairer:
             near_sorted = (gap_prev < step) | (gap_next < step)
             near = np.empty_like(near_sorted)
             near[o2] = near_sorted
-            bad = left_bad & right_bad & counter_like & (ids != 0) & ~near
+            # and the counter carries on across it (within one or two rows): a step to another
+            # counter (a load balancer's other backend) is a change of counter, not an outlier
+            carries_on = (_id_span(ids, g, -1, 1, 2 * step) | _id_span(ids, g, -1, 2, 3 * step)
+                          | _id_span(ids, g, -2, 1, 3 * step))
+            bad = left_bad & right_bad & counter_like & (ids != 0) & ~near & carries_on
             if not bad.any():
                 break
             idx = np.arange(len(ids))
@@ -1218,6 +1222,17 @@ class Repairer:
             ts = ts - G.first_value(ts, fl)
             ts = G.cummax(ts, fl)
         return ts, gen_flow
+
+
+def _id_span(ids: np.ndarray, group: np.ndarray, before: int, after: int, limit: int) -> np.ndarray:
+    """Per row: the IP ID ``after`` rows on is 1..``limit``-1 ahead of the one ``before`` rows back
+    (``before`` < 0), both in the row's group, i.e. a counter carries on across the row."""
+    pos = np.arange(len(ids))
+    i, j = pos + before, pos + after
+    inside = (i >= 0) & (j < len(ids))
+    i, j = np.clip(i, 0, max(len(ids) - 1, 0)), np.clip(j, 0, max(len(ids) - 1, 0))
+    gap = (ids[j] - ids[i]) % 65536
+    return inside & (group[i] == group) & (group[j] == group) & (gap >= 1) & (gap < limit)
 
 
 def _gap_shift(gaps: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], group: np.ndarray,
