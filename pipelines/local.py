@@ -9,12 +9,17 @@ MLflow writes ``<out>/mlflow.db`` with artifacts in ``<out>/mlartifacts``.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +77,72 @@ def init_local(out: Path) -> Path:
     return root
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _TailedStdout:
+    """Writes through to ``stream`` and keeps the last lines written: kfp.local prints each task's log
+    to ``sys.stdout`` and keeps no copy, so this is where a failed task's reason can be read back."""
+
+    def __init__(self, stream: Any, keep: int = 2000) -> None:
+        self.stream = stream
+        self._lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        written = self.stream.write(text)
+        *complete, self._partial = (self._partial + text).split("\n")
+        self._lines.extend(complete)
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def lines(self) -> list[str]:
+        return [*self._lines, self._partial]
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ... of the real stream
+        return getattr(self.stream, name)
+
+
+def _failure_reason(lines: list[str]) -> str:
+    """The exception line (``ValueError: ...``) of the last traceback in the last task's log, or ''."""
+    lines = [_ANSI.sub("", line).rstrip() for line in lines]
+    started = max((i for i, line in enumerate(lines) if "Executing task" in line), default=0)
+    task_log = lines[started:]
+    tracebacks = [i for i, line in enumerate(task_log) if line.strip() == "Traceback (most recent call last):"]
+    if not tracebacks:
+        return ""
+    header = task_log[tracebacks[-1]]
+    indent = len(header) - len(header.lstrip())
+    for line in task_log[tracebacks[-1] + 1:]:
+        body = line[indent:]
+        if line.strip() and not body[:1].isspace() and len(line) - len(line.lstrip()) == indent:
+            return body.strip()
+    return ""
+
+
+@contextlib.contextmanager
+def explain_task_failure() -> Iterator[None]:
+    """Run a ``kfp.local`` pipeline; if it fails, raise ``RuntimeError`` naming the failed task *and* its
+    error (the last line of the task's traceback) instead of kfp's bare "Inner task failed: 'task'"."""
+    tail = _TailedStdout(sys.stdout)
+    sys.stdout = tail
+    try:
+        yield
+    except RuntimeError as exc:
+        message = _ANSI.sub("", str(exc))
+        reason = _failure_reason(tail.lines())
+        if reason and reason not in message:
+            message = f"{message.rstrip('.')}: {reason}"
+        if message == str(exc):
+            raise
+        raise RuntimeError(message) from exc
+    finally:
+        if sys.stdout is tail:
+            sys.stdout = tail.stream
+
+
 def _replace_tree(src: str | os.PathLike, dst: Path) -> Path:
     if dst.exists():
         shutil.rmtree(dst)
@@ -96,9 +167,10 @@ def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None,
     # a preset's class choice is for the sample data; another input runs all its classes by default
     chosen = list(classes or (p.classes if user_input is None else ()))
     started = time.monotonic()
-    task = refresh(input_uri=input_uri, classes=chosen, count=count or p.count, packets=packets or p.packets,
-                   encode_shards=p.encode_shards, config=config or p.config, seed=seed, tcpreplay=tcpreplay,
-                   quick_evaluation=p.quick_evaluation, tracking_out=str(out))
+    with explain_task_failure():
+        task = refresh(input_uri=input_uri, classes=chosen, count=count or p.count, packets=packets or p.packets,
+                       encode_shards=p.encode_shards, config=config or p.config, seed=seed, tcpreplay=tcpreplay,
+                       quick_evaluation=p.quick_evaluation, tracking_out=str(out))
     seconds = time.monotonic() - started
     outputs = task.outputs
     paths = {
@@ -118,7 +190,8 @@ def run_generate(out: str | os.PathLike = "out", *, model: str, classes: list[st
                  count: int = 10, seed: int = 0, output_uri: str = "", tracking_uri: str = "") -> dict[str, Any]:
     """The ``generate`` pipeline locally from a model URI/dir.
 
-    Outputs land in ``<out>/generated/{pcaps,validation}`` so a refresh's ``<out>/pcaps`` is kept."""
+    Outputs land in ``<out>/generated/{pcaps,validation,run_summary.json}`` so a refresh's ``<out>/pcaps``
+    and ``<out>/run_summary.json`` are kept."""
     from pipelines.generate import generate
 
     out = Path(out).resolve()
@@ -129,12 +202,14 @@ def run_generate(out: str | os.PathLike = "out", *, model: str, classes: list[st
 
         tracking_uri = TrackingSettings.load(out=out).tracking_uri
     started = time.monotonic()
-    task = generate(model_uri=model, classes=list(classes or []), count=count, seed=seed, generate_gpus=0,
-                    output_uri=output_uri, tracking_uri=tracking_uri)
+    with explain_task_failure():
+        task = generate(model_uri=model, classes=list(classes or []), count=count, seed=seed, generate_gpus=0,
+                        output_uri=output_uri, tracking_uri=tracking_uri)
     paths = {"pcaps": _replace_tree(task.outputs["pcaps"].path, out / "generated" / "pcaps"),
              "validation": _replace_tree(task.outputs["validation"].path, out / "generated" / "validation")}
     summary = _summary(out, paths, {}, time.monotonic() - started)
-    (out / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    # next to its pcaps: <out>/run_summary.json is the refresh run's and stays
+    (out / "generated" / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 

@@ -211,6 +211,8 @@ def test_cronjob_command_is_accepted_by_submit(helm: Path, values: str | None) -
     args = [re.sub(r"\$\((\w+)\)", lambda m: config[m.group(1)], a) for a in container["args"]]
     parsed = build_parser().parse_args(args)
     assert parsed.pipeline == "refresh" and parsed.host.startswith("http")
+    # values-production.yaml sets endpoints.kfpNamespace; the default leaves the flag to KFP_NAMESPACE in the env
+    assert parsed.namespace == ("netdiffusion" if values else None)
     arguments = pipeline_arguments("refresh", classes=split_classes(parsed.classes), count=parsed.count,
                                    input_uri=parsed.input, extra=parse_params(parsed.param))
     assert arguments["gpu_node_selector"] == yaml.safe_load(config["NETDIFFUSION_GPU_NODE_SELECTOR"])
@@ -227,3 +229,121 @@ def test_default_images_are_the_project_images(helm: Path) -> None:
     images = {c["image"] for _, spec in pod_specs(render(helm)) for c in spec["containers"]}
     assert images <= set(IMAGES.values()), images - set(IMAGES.values())
     assert all(i.endswith(":" + chart["appVersion"]) for i in images)
+
+
+# --- value combinations the chart must refuse, and values that must reach the objects ---------------------------
+
+def _serve(objs: list[dict]) -> dict:
+    return next(d for d in by_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-serve"))
+
+
+def _cron_container(objs: list[dict]) -> dict:
+    return by_kind(objs, "CronJob")[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+
+
+def _template_error(helm: Path, *sets: str) -> str:
+    """The chart's own message (templates/_validate.tpl) for values the schema already rejects."""
+    proc = subprocess.run([str(helm), "template", "nd", str(CHART), "--skip-schema-validation",
+                           *_values_args(None, sets)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0, f"the templates accepted bad values {sets}"
+    return proc.stderr
+
+
+def _lint_fails(helm: Path, *sets: str) -> bool:
+    proc = subprocess.run([str(helm), "lint", "--strict", str(CHART), *_values_args(None, sets)],
+                          capture_output=True, text=True, timeout=120)
+    return proc.returncode != 0
+
+
+def test_mlflow_disabled_needs_an_external_tracking_uri(helm: Path) -> None:
+    """Without the built-in server and without endpoints.mlflowTrackingUri every workload would get an empty
+    MLFLOW_TRACKING_URI (a throw-away local store in the service, an empty tracking_uri for refresh runs)."""
+    assert "/endpoints/mlflowTrackingUri" in render_error(helm, "mlflow.enabled=false")
+    assert _lint_fails(helm, "mlflow.enabled=false")
+    err = _template_error(helm, "mlflow.enabled=false")
+    assert "mlflow.enabled=false needs endpoints.mlflowTrackingUri" in err
+    objs = render(helm, None, "mlflow.enabled=false", "endpoints.mlflowTrackingUri=http://mlflow.tracking.svc:5000")
+    assert by_kind(objs, "ConfigMap")[0]["data"]["MLFLOW_TRACKING_URI"] == "http://mlflow.tracking.svc:5000"
+    assert not [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-mlflow")]
+
+
+def test_kfp_namespace_reaches_the_refresh_cronjob(helm: Path) -> None:
+    objs = render(helm, None, "endpoints.kfpNamespace=team-a")
+    config = by_kind(objs, "ConfigMap")[0]["data"]
+    assert config["KFP_NAMESPACE"] == "team-a"
+    container = _cron_container(objs)
+    args = container["args"]
+    assert "--namespace" in args
+    value = args[args.index("--namespace") + 1]
+    assert value in ("team-a", "$(KFP_NAMESPACE)")
+    assert {"configMapRef": {"name": "nd-netdiffusion"}} in container["envFrom"]
+    for obj in objs:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    # without an explicit namespace the runs go where the release is (the ConfigMap's KFP_NAMESPACE)
+    assert by_kind(render(helm), "ConfigMap")[0]["data"]["KFP_NAMESPACE"] == "synth"
+
+
+@pytest.mark.parametrize(("sets", "schema_path", "message"), [
+    (["serve.replicaCount=3"], "/serve/persistence", "serve.replicaCount=3 needs shared job state"),
+    (["serve.replicaCount=2", "serve.persistence.enabled=true"], "/serve/persistence/accessMode",
+     "the state is a ReadWriteOnce PersistentVolumeClaim"),
+    (["serve.replicaCount=2", "serve.persistence.enabled=true", "serve.persistence.accessMode=ReadWriteOncePod"],
+     "/serve/persistence/accessMode", "ReadWriteMany"),
+    (["serve.autoscaling.enabled=true"], "/serve/persistence", "serve.autoscaling.enabled=true (up to 4 replicas)"),
+    (["serve.autoscaling.enabled=true", "serve.persistence.enabled=true"], "/serve/persistence/accessMode",
+     "serve.persistence.accessMode=ReadWriteMany"),
+    (["mlflow.replicaCount=3"], "/mlflow/externalDatabase/enabled", "mlflow.replicaCount=3 needs mlflow.externalDatabase"),
+    (["mlflow.replicaCount=2", "mlflow.persistence.enabled=true"], "/mlflow/externalDatabase/enabled",
+     "SQLite"),
+])
+def test_replicas_need_shared_state(helm: Path, sets: list[str], schema_path: str, message: str) -> None:
+    """More than one serve pod on an emptyDir/ReadWriteOnce state volume gives each pod its own job store
+    (lookups 404 on the others, quotas per pod); more than one MLflow pod on SQLite splits the registry.
+    The schema refuses them (so `helm lint` does too); the templates explain why."""
+    assert schema_path in render_error(helm, *sets)
+    assert _lint_fails(helm, *sets)
+    assert message in _template_error(helm, *sets)
+
+
+@pytest.mark.parametrize("sets", [
+    ["serve.replicaCount=3", "serve.persistence.enabled=true", "serve.persistence.accessMode=ReadWriteMany"],
+    ["serve.autoscaling.enabled=true", "serve.persistence.enabled=true", "serve.persistence.accessMode=ReadWriteMany"],
+    ["serve.autoscaling.enabled=true", "serve.autoscaling.maxReplicas=1"],
+    ["serve.replicaCount=3", "serve.enabled=false"],
+    ["mlflow.replicaCount=3", "mlflow.externalDatabase.enabled=true", "mlflow.externalDatabase.existingSecret=db"],
+    ["mlflow.replicaCount=3", "mlflow.enabled=false", "endpoints.mlflowTrackingUri=http://mlflow.example:5000"],
+    ["serve.replicaCount=0", "mlflow.replicaCount=0"],
+])
+def test_replicas_with_shared_state_render(helm: Path, sets: list[str]) -> None:
+    assert render(helm, None, *sets)
+
+
+def test_prometheus_port_follows_the_container_port(helm: Path) -> None:
+    objs = render(helm, None, "serve.containerPort=9090")
+    pod = _serve(objs)["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9090"
+    container = pod["spec"]["containers"][0]
+    assert container["ports"] == [{"name": "http", "containerPort": 9090, "protocol": "TCP"}]
+    assert container["args"][-2:] == ["--port", "9090"]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] in ("http", 9090), probe
+    (service,) = [s for s in by_kind(objs, "Service") if s["metadata"]["name"].endswith("-serve")]
+    assert service["spec"]["ports"][0]["targetPort"] in ("http", 9090)
+    assert _serve(render(helm))["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+
+
+@pytest.mark.parametrize("schedule", [
+    "61 * * * *", "60 * * * *", "0 24 * * *", "0 0 0 * *", "0 0 32 * *", "0 0 * 0 *", "0 0 * 13 *", "0 0 * * 8",
+    "*/0 * * * *", "0-61 * * * *", "0 3 * * 0 2026", "0 3 * *", "0 3 * * funday", "@every 5m", "0,,5 * * * *",
+])
+def test_schema_rejects_bad_cron_fields(helm: Path, schedule: str) -> None:
+    assert "schedule" in render_error(helm, "refresh.schedule=" + schedule.replace(",", "\\,"))
+
+
+@pytest.mark.parametrize("schedule", [
+    "0 3 * * 0", "30 2 * * 1", "15 4 * * 2", "@weekly", "@daily", "59 23 31 12 7", "*/15 0-6 1-31/2 * *",
+    "0 3 * jan-jun,dec MON-FRI", "0 3 * * sun", "5,35 */2 ? * ?", "0 0 1 1 *", "00 03 01 01 0",
+])
+def test_schema_accepts_valid_cron(helm: Path, schedule: str) -> None:
+    cron = by_kind(render(helm, None, "refresh.schedule=" + schedule.replace(",", "\\,")), "CronJob")[0]
+    assert cron["spec"]["schedule"] == schedule

@@ -185,3 +185,38 @@ def test_local_run_summary_table_and_mlflow_hint(tmp_path):
     youtube_row = next(line for line in text.splitlines() if line.startswith("youtube"))
     assert youtube_row.split()[-1] == "-"
     assert f"ui --backend-store-uri sqlite:///{out.resolve() / 'mlflow.db'}" in text
+
+
+@pytest.mark.slow
+def test_local_generate_keeps_the_refresh_run_summary(local_refresh, tmp_path):
+    """A local `submit` (generate) writes its summary under <out>/generated/, next to its pcaps, and leaves
+    the <out>/run_summary.json that `netdiffusion run` wrote alone."""
+    from pipelines.local import run_generate
+
+    _, _, refreshed = local_refresh
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run_summary.json").write_text(json.dumps({"from": "refresh"}))
+    summary = run_generate(out, model=refreshed.outputs["model"].path, classes=["webex"], count=1,
+                           tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert json.loads((out / "run_summary.json").read_text()) == {"from": "refresh"}
+    written = json.loads((out / "generated" / "run_summary.json").read_text())
+    assert written["classes"] == summary["classes"] and list(summary["classes"]) == ["webex"]
+    assert summary["classes"]["webex"]["pcaps"] == 1
+
+
+def test_local_run_failure_names_the_reason(tmp_path):
+    """When a task fails, the error that ends a local run says why (the task's last error line), not only
+    which task: kfp.local itself raises just "Inner task failed: 'resolve-model'"."""
+    from pipelines.local import run_generate
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"classes": ["facebook", "webex"]}))
+    with pytest.raises(RuntimeError) as failed:
+        run_generate(tmp_path / "out", model=str(model), classes=["meet", "zoom"], count=1,
+                     tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    message = str(failed.value)
+    assert "resolve-model" in message
+    assert "model has no class(es) meet, zoom (it knows facebook, webex)" in message
+    assert "\033[" not in message  # no terminal colours in the one line `netdiffusion` prints
