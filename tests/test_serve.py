@@ -232,6 +232,8 @@ def test_real_pcap_job_passes_the_validator(server, tiny_model: Path, tmp_path: 
     pcaps = sorted((tmp_path / "pcaps").rglob("*.pcap"))
     assert len(pcaps) == 4 and {p.parent.name for p in pcaps} == set(classes)
     assert job["result"]["validation"]["valid"] is True, job["result"]["validation"]
+    # no server file paths in what the client sees (paths inside the result are archive-relative)
+    assert "/jobs/" not in json.dumps(job["result"]) and '"/' not in json.dumps(job["result"]), job["result"]
     assert (tmp_path / "validation.json").exists()
     report = validate_dir(tmp_path / "pcaps", tcpreplay=False)
     assert report["failed"] == [] and report["totals"], report["totals"]

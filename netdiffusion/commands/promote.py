@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = TrackingSettings.load(args.config, out=args.out, tracking_uri=args.tracking_uri)
+        settings.require_store()  # promoting needs the registry that holds the model: never a new, empty one
         settings.check()
         metrics = parse_metric_specs(args.metric)
         decision = promote(args.model or settings.model_name, args.version, args.run, metrics=metrics,

@@ -22,16 +22,54 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from netdiffusion.serve.auth import TokenStore
 from netdiffusion.serve.config import ServeConfig
+from netdiffusion.serve.lock import acquire as lock_state_dir
+from netdiffusion.serve.lock import release as unlock_state_dir
 from netdiffusion.serve.metrics import ServiceMetrics
-from netdiffusion.serve.models import ModelNotFound, ModelSource, ModelUnavailable
-from netdiffusion.serve.runner import job_paths
-from netdiffusion.serve.store import FAILED, SUBMITTED, SUCCEEDED, JobStore
+from netdiffusion.serve.models import ModelNotFound, ModelReferenceInvalid, ModelSource, ModelUnavailable
+from netdiffusion.serve.pipeline import PipelineSubmitter
+from netdiffusion.serve.runner import job_paths, public_result
+from netdiffusion.serve.store import FAILED, SUCCEEDED, JobStore
 from netdiffusion.serve.worker import WorkerPool
 
 log = logging.getLogger("netdiffusion.serve")
 
 MAX_BODY_BYTES = 64 * 1024
 API_VERSION = "v1"
+BODY_TOO_LARGE = f"request body too large (limit {MAX_BODY_BYTES} bytes)"
+
+
+class BodyLimit:
+    """ASGI middleware: 413 once a request body passes ``limit`` bytes, whether it announces its
+    length (``Content-Length``, refused up front) or streams it (``Transfer-Encoding: chunked``,
+    counted as it arrives). The route reads the body before authentication runs, so an oversized
+    body is refused without being buffered and before any token check."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            response = JSONResponse({"error": f"{BODY_TOO_LARGE} or bad Content-Length"}, status_code=413,
+                                    headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise StarletteHTTPException(413, BODY_TOO_LARGE, headers={"Connection": "close"})
+            return message
+
+        await self.app(scope, limited, send)
 
 
 class JobRequest(BaseModel):
@@ -88,15 +126,35 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _error_detail(err: dict[str, Any], body: Any, request: Request) -> dict[str, Any]:
+    """One validation error as ``{field, message, type}``, worded for someone holding only curl."""
+    kind = err.get("type")
+    loc = [p for p in err.get("loc", ()) if p != "body"]
+    message = str(err.get("msg", "invalid"))
+    if kind == "json_invalid":  # loc is the offset where decoding failed, not a field
+        pos = int(loc[0]) if loc and isinstance(loc[0], int) else 0
+        offset = len(body[:pos].encode("utf-8", "replace")) if isinstance(body, str) else pos
+        reason = (err.get("ctx") or {}).get("error") or "JSON decode error"
+        return {"field": "body", "message": f"invalid JSON at byte {offset}: {reason}", "type": kind}
+    if not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
+        content_type = request.headers.get("content-type") or "none"
+        if "json" not in content_type.lower():
+            message = (f"expected a JSON object; send it with Content-Type: application/json "
+                       f"(got Content-Type: {content_type})")
+        else:
+            message = f"expected a JSON object: {message}"
+    return {"field": ".".join(str(p) for p in loc) or "body", "message": message, "type": kind}
+
+
 def _job_links(job_id: str) -> dict[str, str]:
     return {"self": f"/{API_VERSION}/jobs/{job_id}", "result": f"/{API_VERSION}/jobs/{job_id}/result"}
 
 
-def _view(job: dict[str, Any]) -> dict[str, Any]:
+def _view(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:
     request = {k: v for k, v in job["request"].items() if k not in ("model_ref", "model_packets")}
     result = job["result"]
-    if result:
-        result = {k: v for k, v in result.items() if k != "archive"}
+    if result:  # no server paths (jobs recorded before runner.public_result cleaned them)
+        result = public_result({k: v for k, v in result.items() if k != "archive"}, state_dir, job["id"])
     return {**{k: job[k] for k in ("id", "status", "stage", "progress", "error", "flows", "created",
                                    "started", "finished")},
             "request": request, "result": result, "links": _job_links(job["id"])}
@@ -130,6 +188,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     models = ModelSource(config.model, cache_dir=state_dir / "models")
     pool = WorkerPool(store, state_dir, workers=config.workers, job_threads=config.job_threads,
                       timeout_s=config.job_timeout_s, s3_uri=config.s3_uri, metrics=metrics)
+    submitter = PipelineSubmitter(store, config.kfp_host, s3_uri=config.s3_uri, timeout_s=config.kfp_timeout_s,
+                                  owner=pool.owner)
 
     stop_polling = threading.Event()
 
@@ -148,16 +208,19 @@ def create_app(config: ServeConfig) -> FastAPI:
 
         while not stop_polling.wait(config.pipeline_poll_s):
             try:
-                poll_submitted(store, config.kfp_host)
+                poll_submitted(store, config.kfp_host, config.kfp_timeout_s)
             except Exception as exc:  # noqa: BLE001 - KFP briefly unreachable must not stop the poller
                 log.warning("polling pipeline runs failed: %s", exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
+        lock_state_dir(state_dir, pool.owner)  # before recovery: never two live services on one state dir
         failed, queued = store.recover(pool.owner)
         pool.start()
-        for job_id in queued:
-            pool.submit(job_id)
+        submitter.start()
+        for job_id in queued:  # each job back to where it runs: KFP for pipeline jobs, never locally
+            job = store.get(job_id) or {}
+            (submitter if job.get("request", {}).get("target") == "pipeline" else pool).submit(job_id)
         threading.Thread(target=sweep_stale_jobs, name="stale-sweeper", daemon=True).start()
         if config.kfp_host:
             threading.Thread(target=poll_pipeline_runs, name="pipeline-poller", daemon=True).start()
@@ -166,7 +229,9 @@ def create_app(config: ServeConfig) -> FastAPI:
                                            "recovered_failed": failed, "requeued": len(queued)})
         yield
         stop_polling.set()
+        submitter.stop()
         pool.stop()
+        unlock_state_dir(state_dir, pool.owner)
         log.info("service stopped")
 
     app = FastAPI(
@@ -183,10 +248,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     # -- errors: always JSON, 4xx for anything the client sent ---------------------------------
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-            details.append({"field": loc, "message": str(err.get("msg", "invalid")), "type": err.get("type")})
+        details = [_error_detail(err, exc.body, request) for err in exc.errors()]
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
         metrics.jobs_rejected.labels("invalid").inc() if request.url.path.endswith("/jobs") else None
         return JSONResponse({"error": f"invalid request: {summary}", "details": details,
@@ -203,19 +265,16 @@ def create_app(config: ServeConfig) -> FastAPI:
         return JSONResponse({"error": "internal error", "request_id": getattr(request.state, "request_id", None)},
                             status_code=500)
 
+    # -- request body limit (innermost: its 413s are logged and counted by ``observe``) ---------
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
     # -- request logging + metrics ---------------------------------------------------------------
     @app.middleware("http")
     async def observe(request: Request, call_next):  # noqa: ANN001, ANN202
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
         request.state.request_id = request_id
         started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response: Response = JSONResponse(
-                {"error": f"request body too large or bad Content-Length (limit {MAX_BODY_BYTES} bytes)",
-                 "request_id": request_id}, status_code=413)
-        else:
-            response = await call_next(request)
+        response: Response = await call_next(request)
         elapsed = time.perf_counter() - started
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
@@ -257,13 +316,15 @@ def create_app(config: ServeConfig) -> FastAPI:
     def _model_info(model: str | None = None) -> dict[str, Any]:
         try:
             return models.info(model)
+        except ModelReferenceInvalid as exc:
+            raise HTTPException(422, str(exc)) from exc
         except ModelNotFound as exc:
             raise HTTPException(404 if models.configured else 503, str(exc)) from exc
         except ModelUnavailable as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from exc
 
     @app.get("/v1/classes", tags=["catalogue"], summary="traffic classes the model can generate",
-             responses={k: ERRORS[k] for k in (401, 403, 404, 503)})
+             responses={k: ERRORS[k] for k in (401, 403, 404, 422, 503)})
     def list_classes(token_id: TokenId, model: Annotated[str | None, Query(max_length=256)] = None
                      ) -> dict[str, Any]:
         info = _model_info(model)
@@ -274,7 +335,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     def list_models(token_id: TokenId) -> dict[str, Any]:
         try:
             return {"models": models.list_models()}
-        except (ModelNotFound, ModelUnavailable) as exc:
+        except (ModelNotFound, ModelReferenceInvalid, ModelUnavailable) as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from exc
 
     # -- jobs ----------------------------------------------------------------------------------------
@@ -296,6 +357,9 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise HTTPException(422, "; ".join(problems))
         try:
             reference = models.reference(body.model)
+        except ModelReferenceInvalid as exc:
+            metrics.jobs_rejected.labels("model").inc()
+            raise HTTPException(422, str(exc)) from exc
         except ModelNotFound as exc:
             metrics.jobs_rejected.labels("model").inc()
             raise HTTPException(404 if models.configured else 503, str(exc)) from exc
@@ -328,28 +392,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         if job_id is None:
             metrics.jobs_rejected.labels("quota").inc()
             raise HTTPException(429, reason, headers={"Retry-After": str(int(config.quota_window_s))})
-        if target == "pipeline":
-            status = _submit_pipeline(job_id, record)
-        else:
-            pool.submit(job_id)
-            status = "queued"
+        # both kinds are queued; pipeline jobs are submitted to KFP by the submitter's threads, so a
+        # slow KFP API never holds this request (or the thread pool that health probes need)
+        (submitter if target == "pipeline" else pool).submit(job_id)
+        status = "queued"
         metrics.jobs_submitted.labels(target, body.format).inc()
         log.info("job accepted", extra={"job_id": job_id, "token_id": token_id, "flows": flows, "target": target})
         return JobAccepted(id=job_id, status=status, target=target, flows=flows, links=_job_links(job_id))
-
-    def _submit_pipeline(job_id: str, record: dict[str, Any]) -> str:
-        """Large jobs run as ``generate`` pipeline runs (pipelines.submit, imported lazily: no kfp here);
-        returns the job's status: submitted, or failed with the reason in the job row."""
-        try:
-            from netdiffusion.serve.pipeline import submit_generate
-
-            run = submit_generate(config.kfp_host, record, job_id=job_id, s3_uri=config.s3_uri)
-        except Exception as exc:  # noqa: BLE001 - the job row must say why
-            store.finish(job_id, FAILED, error=f"pipeline submission failed: {type(exc).__name__}: {exc}")
-            log.error("pipeline submission failed", extra={"job_id": job_id, "error": str(exc)})
-            return FAILED
-        store.update(job_id, status=SUBMITTED, stage="pipeline run submitted", result=run)
-        return SUBMITTED
 
     def _owned(job_id: str, token_id: str) -> dict[str, Any]:
         job = store.get(job_id) if len(job_id) <= 64 else None
@@ -360,12 +409,12 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get("/v1/jobs", tags=["jobs"], summary="this token's recent jobs", response_model=list[JobView],
              responses={k: ERRORS[k] for k in (401, 403, 422)})
     def list_jobs(token_id: TokenId, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
-        return [_view(j) for j in store.list(token_id, limit)]
+        return [_view(j, state_dir) for j in store.list(token_id, limit)]
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="status, progress and error of a job",
              response_model=JobView, responses={k: ERRORS[k] for k in (401, 403, 404)})
     def get_job(job_id: str, token_id: TokenId) -> dict[str, Any]:
-        return _view(_owned(job_id, token_id))
+        return _view(_owned(job_id, token_id), state_dir)
 
     @app.get("/v1/jobs/{job_id}/result", tags=["jobs"],
              summary="download the result (zip or tar stream), or its S3 URIs",

@@ -36,6 +36,7 @@ class ServeConfig:
     # optional integrations
     kfp_host: str | None = None
     pipeline_poll_s: float = 30.0  # how often submitted jobs' KFP runs are checked
+    kfp_timeout_s: float = 30.0  # bound on each KFP API call (connect: at most 10 s of it)
     s3_uri: str | None = None  # s3://bucket/prefix for job results
     tokens: list[str] = field(default_factory=list, repr=False)
 

@@ -8,11 +8,19 @@ are cached briefly because every job and listing needs them.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +39,31 @@ class ModelUnavailable(RuntimeError):
     """The registry or model storage cannot be reached right now (503: retry later)."""
 
 
+class ModelReferenceInvalid(ValueError):
+    """The request's model reference is malformed (422: the client must change it)."""
+
+
+# MLflow error codes that say "the reference is wrong", not "the registry is down"
+_NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND")
+_INVALID_CODES = ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE")
+
+
 def _registry_error(reference: str, exc: Exception) -> Exception:
-    """Map a registry failure to 'no such model' (4xx) or 'registry unavailable' (503)."""
+    """Map a registry failure to 'no such model' (404), 'malformed reference' (422) or 'registry
+    unavailable' (503, only for failures that a retry could fix)."""
+    if isinstance(exc, ModelNotFound | ModelReferenceInvalid | ModelUnavailable):
+        return exc
     text = f"{type(exc).__name__}: {exc}"
-    if any(k in text for k in ("RESOURCE_DOES_NOT_EXIST", "not found", "NotFound", "No such", "does not exist",
-                               "not a model directory")):
-        return ModelNotFound(f"model {reference} not found in the registry")
+    code = str(getattr(exc, "error_code", "") or "")
+    first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    if code in _NOT_FOUND_CODES or any(k in text for k in (
+            "RESOURCE_DOES_NOT_EXIST", "not found", "NotFound", "No such", "does not exist",
+            "not a model directory", "No versions of model")):
+        return ModelNotFound(f"model {reference} not found in the registry: {first}")
+    if code in _INVALID_CODES or "INVALID_PARAMETER_VALUE" in text:
+        return ModelReferenceInvalid(f"model {reference}: {first}")
+    if type(exc).__name__ == "ConfigError":  # a missing/incorrect tracking setting: say which
+        return ModelUnavailable(f"model registry not configured for {reference}: {first}")
     return ModelUnavailable(f"model registry unavailable for {reference}: {text[:300]}")
 
 
@@ -87,30 +114,48 @@ class ModelSource:
         if requested in (None, ""):
             return self.model
         if requested.startswith("models:/"):
-            if not requested.startswith(f"models:/{name}@") and not requested.startswith(f"models:/{name}/"):
-                raise ModelNotFound(f"model {requested!r} not found: this service serves {name!r}")
-            return requested
+            return _checked_uri(requested, name)
         version = _VERSION.match(requested)
         if version:
             return f"models:/{name}/{version.group(1)}"
         if _ALIAS.match(requested):
             return f"models:/{name}@{requested}"
-        raise ModelNotFound(f"model {requested!r}: expected a version number, an alias or models:/{name}@ALIAS")
+        raise ModelReferenceInvalid(f"model {requested!r}: expected a version number, an alias or "
+                                    f"models:/{name}@ALIAS")
 
     def local_dir(self, reference: str) -> Path:
-        """A directory holding the model (downloads registry models through netdiffusion.tracking)."""
+        """A directory holding the model (downloads registry models through netdiffusion.tracking).
+
+        One cache dir per reference, refreshed on each fetch (aliases move between versions). Many
+        threads and job processes fetch concurrently, so a fetch downloads into a temp dir and
+        renames it into place under a lock (thread lock + ``flock``); a caller that waited while
+        another one fetched uses that fresh copy instead of downloading again."""
         if not is_registry_uri(reference):
             return Path(reference)
-        import hashlib
-        import shutil
-
         from netdiffusion import tracking  # lazy: mlflow is heavy
 
-        # one download dir per reference, replaced on each fetch (aliases move between versions)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         dst = self.cache_dir / hashlib.sha256(reference.encode()).hexdigest()[:16]
-        shutil.rmtree(dst, ignore_errors=True)
-        dst.mkdir(parents=True)
-        return Path(tracking.load_model_dir(reference, dst))
+        marker = self.cache_dir / f"{dst.name}.fetched"
+        asked = time.time()
+        with _exclusive(self.cache_dir / f"{dst.name}.lock"):
+            if marker.exists() and marker.stat().st_mtime >= asked and dst.exists():
+                found = dst / marker.read_text().strip()
+                if (found / "model.json").exists():
+                    return found
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", suffix=".tmp", dir=self.cache_dir))
+            try:
+                relative = Path(tracking.load_model_dir(reference, tmp)).relative_to(tmp)
+                old = None
+                if dst.exists():
+                    old = dst.rename(self.cache_dir / f".{dst.name}-{uuid.uuid4().hex[:8]}.old")
+                os.replace(tmp, dst)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            marker.write_text(relative.as_posix())
+            return dst / relative
 
     def info(self, requested: str | None = None) -> dict[str, Any]:
         """Classes and packets per flow of the model a request would use (cached)."""
@@ -176,6 +221,47 @@ class ModelSource:
         with self._lock:
             self._cache[key] = (now, value)
         return value
+
+
+def _checked_uri(requested: str, name: str) -> str:
+    """A client's ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``, checked before MLflow sees it."""
+    rest = requested[len("models:/"):]
+    if "@" in rest:
+        ref_name, alias = rest.split("@", 1)
+        if ref_name == name and not _ALIAS.match(alias):
+            raise ModelReferenceInvalid(f"model {requested!r}: alias must be letters, digits, _ or - "
+                                        "(starting with a letter)")
+    elif "/" in rest:
+        ref_name, version = rest.split("/", 1)
+        if ref_name == name and not version.isdigit():
+            raise ModelReferenceInvalid(f"model {requested!r}: expected models:/{name}/VERSION with a version "
+                                        f"number, or models:/{name}@ALIAS (stages are not supported)")
+    else:
+        ref_name = rest
+        if ref_name == name:
+            raise ModelReferenceInvalid(f"model {requested!r}: expected models:/{name}@ALIAS or "
+                                        f"models:/{name}/VERSION")
+    if ref_name != name:
+        raise ModelNotFound(f"model {requested!r} not found: this service serves {name!r}")
+    return requested
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold ``path`` exclusively: a thread lock within this process, ``flock`` across processes."""
+    with _thread_locks_guard:
+        lock = _thread_locks.setdefault(str(path), threading.Lock())
+    with lock:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
 
 def _local_metrics(model_dir: Path) -> dict[str, float]:

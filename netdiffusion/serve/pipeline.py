@@ -2,6 +2,12 @@
 
 Delegates to ``pipelines.submit`` (the pipeline package), imported only when a large job arrives:
 the library, and the service's start-up, must not depend on kfp.
+
+Submission happens off the request path: ``POST /v1/jobs`` stores the job as ``queued`` and hands
+it to the :class:`PipelineSubmitter`'s threads, so a slow or hung KFP API never holds a request
+thread (every KFP call is bounded by ``kfp_timeout_s`` as well). A job being submitted is
+``running`` (claimed by this host, heartbeat kept), then ``submitted`` with its run id, or
+``failed`` with the reason.
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import threading
 from typing import Any
 
 log = logging.getLogger("netdiffusion.serve")
@@ -38,7 +46,8 @@ def env_parameters(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return out
 
 
-def submit_generate(host: str, record: dict[str, Any], *, job_id: str, s3_uri: str | None) -> dict[str, Any]:
+def submit_generate(host: str, record: dict[str, Any], *, job_id: str, s3_uri: str | None,
+                    timeout_s: float | None = None) -> dict[str, Any]:
     """Submit one ``generate`` run for a job request; returns what the job row records about it."""
     try:
         from pipelines import submit as kfp_submit
@@ -53,7 +62,7 @@ def submit_generate(host: str, record: dict[str, Any], *, job_id: str, s3_uri: s
             output_uri=f"{s3_uri.rstrip('/')}/{job_id}" if s3_uri else None,
             extra={k: v for k, v in optional.items() if v is not None and k in known})
         run = kfp_submit.submit("generate", host, arguments, run_name=f"serve-{job_id}",
-                                namespace=os.environ.get("KFP_NAMESPACE") or None)
+                                namespace=os.environ.get("KFP_NAMESPACE") or None, timeout_s=timeout_s)
     except SystemExit as exc:  # the pipeline helpers report bad arguments with SystemExit
         raise RuntimeError(str(exc)) from None
     result = {"pipeline_run_id": run["run_id"], "run_url": run.get("url"), "kfp_host": host}
@@ -66,17 +75,18 @@ FINISHED_OK = {"SUCCEEDED", "SKIPPED"}
 FINISHED_BAD = {"FAILED", "CANCELED"}
 
 
-def run_state(host: str, run_id: str) -> tuple[str, str | None]:
+def run_state(host: str, run_id: str, timeout_s: float | None = None) -> tuple[str, str | None]:
     """(state, error message) of a KFP run, e.g. ("RUNNING", None) or ("FAILED", "...")."""
     from pipelines import submit as kfp_submit
 
-    run = kfp_submit.client(host, os.environ.get("KFP_NAMESPACE") or None).get_run(run_id)
+    kfp_client = kfp_submit.client(host, os.environ.get("KFP_NAMESPACE") or None, timeout_s)
+    run = kfp_submit.call(host, kfp_client, "get_run", run_id)
     error = getattr(run, "error", None)
     message = getattr(error, "message", None) if error is not None else None
     return str(getattr(run, "state", "") or "UNKNOWN").upper(), message
 
 
-def poll_submitted(store: Any, host: str) -> int:
+def poll_submitted(store: Any, host: str, timeout_s: float | None = None) -> int:
     """Move ``submitted`` jobs whose KFP run has finished to succeeded/failed; returns how many."""
     from netdiffusion.serve.store import FAILED, SUBMITTED, SUCCEEDED
 
@@ -87,7 +97,7 @@ def poll_submitted(store: Any, host: str) -> int:
         if not run_id:
             continue
         try:
-            state, message = run_state(host, run_id)
+            state, message = run_state(host, run_id, timeout_s)
         except Exception as exc:
             if getattr(exc, "status", None) is None:
                 raise  # KFP unreachable: every run would fail alike; the poller logs it once and retries
@@ -106,3 +116,71 @@ def poll_submitted(store: Any, host: str) -> int:
         else:
             store.update(job["id"], stage=f"pipeline run {state.lower()}")
     return changed
+
+
+class PipelineSubmitter:
+    """A few threads that turn queued pipeline jobs into KFP runs (see the module docstring)."""
+
+    def __init__(self, store: Any, host: str | None, *, s3_uri: str | None, timeout_s: float, owner: str,
+                 threads: int = 4) -> None:
+        self.store = store
+        self.host = host
+        self.s3_uri = s3_uri
+        self.timeout_s = timeout_s
+        self.owner = owner
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._threads = [threading.Thread(target=self._loop, name=f"pipeline-submitter-{i}", daemon=True)
+                         for i in range(threads)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def submit(self, job_id: str) -> None:
+        self._queue.put(job_id)
+
+    def _loop(self) -> None:
+        while (job_id := self._queue.get()) is not None:
+            try:
+                self._submit(job_id)
+            except Exception:  # noqa: BLE001 - a submitter thread must survive any one job
+                log.exception("pipeline submission of job %s failed", job_id)
+
+    def _submit(self, job_id: str) -> None:
+        from netdiffusion.serve.store import FAILED, HEARTBEAT_S, SUBMITTED
+
+        if not self.store.claim(job_id, self.owner):
+            return  # no longer queued (another replica took it)
+        job = self.store.get(job_id)
+        if not self.host:
+            self.store.finish(job_id, FAILED, error="pipeline submission failed: no Kubeflow Pipelines host is "
+                                                    "configured for large jobs; ask for fewer flows")
+            return
+        self.store.update(job_id, stage="submitting pipeline run")
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["run"] = submit_generate(self.host, job["request"], job_id=job_id, s3_uri=self.s3_uri,
+                                                 timeout_s=self.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - the job row must say why
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=work, name=f"submit-{job_id[:8]}", daemon=True)
+        worker.start()
+        while worker.is_alive():  # keep the claim alive: other replicas fail jobs that stop beating
+            worker.join(HEARTBEAT_S)
+            if worker.is_alive():
+                self.store.beat(job_id)
+        if "run" in outcome:
+            self.store.update(job_id, status=SUBMITTED, stage="pipeline run submitted", result=outcome["run"])
+            log.info("pipeline run submitted", extra={"job_id": job_id, "run_id": outcome["run"]["pipeline_run_id"]})
+            return
+        exc = outcome.get("error") or RuntimeError("no outcome")
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        self.store.finish(job_id, FAILED, error=f"pipeline submission failed: {type(exc).__name__}: {text}"[:2000])
+        log.error("pipeline submission failed", extra={"job_id": job_id, "error": text})

@@ -53,6 +53,9 @@ def run_job(state_dir: Path, job_id: str, s3_uri: str | None = None) -> dict[str
     if job is None:
         raise LookupError(f"job {job_id} not found")
     req = job["request"]
+    if req.get("target", "local") != "local":  # large jobs run as KFP runs; locally they would bypass limits
+        raise RuntimeError(f"job {job_id} is a {req.get('target')} job: it runs as a Kubeflow Pipelines run, "
+                           "not in a local job process")
     paths = job_paths(state_dir, job_id)
     work, output = paths["work"], paths["output"]
     shutil.rmtree(work, ignore_errors=True)
@@ -144,6 +147,37 @@ def upload(output: Path, archive: Path, prefix: str) -> dict[str, str]:
     return {"archive": f"{prefix}/{archive.name}", "prefix": f"{prefix}/files/"}
 
 
+def public_result(obj: Any, state_dir: Path, job_id: str) -> Any:
+    """``obj`` without server file paths: paths inside the job's output become relative to it (the
+    layout of the downloaded archive), other paths under the state dir are left out."""
+    root = str(Path(state_dir).resolve())
+    output = str(job_paths(Path(state_dir).resolve(), job_id)["output"])
+
+    def server_path(value: Any) -> bool:
+        return isinstance(value, str) and (value.startswith(root) or value.startswith(str(state_dir)))
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if not server_path(v) or _inside(v, output)}
+        if isinstance(value, list):
+            return [clean(v) for v in value if not server_path(v) or _inside(v, output)]
+        if isinstance(value, str) and _inside(value, output):
+            return Path(value).resolve().relative_to(output).as_posix() or "."
+        return value
+
+    return clean(obj)
+
+
+def _inside(value: Any, folder: str) -> bool:
+    if not isinstance(value, str) or not value.startswith("/"):
+        return False
+    try:
+        Path(value).resolve().relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
 def _small(obj: Any, depth: int = 0) -> Any:
     """A JSON-safe summary of a stage's return value (no huge per-file lists in the job row)."""
     if isinstance(obj, dict):
@@ -197,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         store.finish(args.job_id, FAILED, error=reason[:2000])
         return 1
     result["seconds"] = round(time.time() - started, 3)
-    store.finish(args.job_id, SUCCEEDED, result=result)
+    store.finish(args.job_id, SUCCEEDED, result=public_result(result, args.state_dir, args.job_id))
     return 0
 
 

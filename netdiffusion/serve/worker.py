@@ -81,6 +81,10 @@ class WorkerPool:
                 self.store.finish(job_id, FAILED, error="internal error while running the job")
 
     def _run(self, job_id: str) -> None:
+        job = self.store.get(job_id) or {}
+        if job.get("request", {}).get("target", "local") != "local":
+            log.error("job %s is a pipeline job: not run locally", job_id)
+            return
         if not self.store.claim(job_id, self.owner):
             return
         env = dict(os.environ)

@@ -173,11 +173,13 @@ def _ensure_tracking(settings: Any) -> None:
     (env / ``out/mlflow.db``) rather than let MLflow fall back to a ``mlflow.db`` in the cwd."""
     import mlflow
 
-    from netdiffusion.tracking.settings import TrackingSettings
+    from netdiffusion.tracking.settings import TrackingSettings, require_store
 
     if settings is None and mlflow.is_tracking_uri_set():
+        require_store(mlflow.get_tracking_uri())
         return
     settings = settings or TrackingSettings.load()
+    settings.require_store()  # read-only use: never create an empty store that then has "no such model"
     settings.apply_env()  # read-only use: point MLflow at the store, create no experiment
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri or settings.tracking_uri)

@@ -141,6 +141,13 @@ class TrackingSettings:
         return data
 
     # ----------------------------------------------------------------------------------- checks
+    def require_store(self) -> None:
+        """For read-only use (registry look-ups, promotion): the tracking store must exist already.
+
+        A sqlite URI naming a missing file would otherwise make MLflow create an empty store, and
+        the caller would report "model not found" instead of the setting that is missing."""
+        require_store(self.tracking_uri, defaulted=self.tracking_uri == local_tracking_uri(self.out))
+
     def check(self, *, timeout: float = 5.0) -> None:
         """Fail early, naming the setting, if tracking or S3 is unusable. Makes real requests."""
         self._check_tracking(timeout)
@@ -213,6 +220,22 @@ class TrackingSettings:
                                   f"credentials have no access to bucket {self.bucket!r} at {where} ({code})") from exc
             raise ConfigError("NETDIFFUSION_S3_ENDPOINT", f"{where} answered {code or status}: {exc}") from exc
         log.info("S3 ok: s3://%s at %s", self.bucket, where)
+
+
+def require_store(tracking_uri: str, *, defaulted: bool = False) -> None:
+    """Raise ``ConfigError`` (naming MLFLOW_TRACKING_URI) if ``tracking_uri`` is a sqlite store that
+    does not exist; ``defaulted``: the URI is the built-in ``<out>/mlflow.db``, nothing was set."""
+    parsed = urllib.parse.urlparse(tracking_uri)
+    if parsed.scheme != "sqlite":
+        return
+    db = Path(parsed.path[1:])
+    if str(db) in (":memory:", "") or db.exists():
+        return
+    if defaulted:
+        raise ConfigError("MLFLOW_TRACKING_URI", f"not set (nor --tracking-uri), and no tracking store at {db}; "
+                                                 "models:/ references and promotion need the MLflow store that "
+                                                 "holds the model registry")
+    raise ConfigError("MLFLOW_TRACKING_URI", f"no tracking store at {db} ({tracking_uri})")
 
 
 def local_tracking_uri(out: str | os.PathLike) -> str:
