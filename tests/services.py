@@ -8,6 +8,7 @@ identities file, so tests can check that a wrong secret is rejected. Registered 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -203,21 +204,31 @@ _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_
                "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
 
-@pytest.fixture
-def isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Undo MLflow's process-global state after a test (tracking/registry URI, active experiment and
-    the env vars ``set_tracking_uri`` exports), so later tests never log into this test's store."""
+@contextlib.contextmanager
+def mlflow_state_restored(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Undo MLflow's process-global state afterwards (tracking/registry URI, active experiment and
+    the env vars ``set_tracking_uri`` exports), so later tests never log into this store."""
     import mlflow
     import mlflow.tracking.fluent as fluent
 
-    for var in _MLFLOW_ENV:  # setenv/delenv with the current value: monkeypatch restores it afterwards
+    for var in _MLFLOW_ENV:  # monkeypatch records each var's value now and restores it afterwards
         if var in os.environ:
             monkeypatch.setenv(var, os.environ[var])
-        else:
-            monkeypatch.delenv(var, raising=False)
-    yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-    fluent._active_experiment_id = None
+        else:  # delenv of an unset var records nothing: set it first, so undo removes it again
+            monkeypatch.setenv(var, "")
+            monkeypatch.delenv(var)
+    try:
+        yield
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        fluent._active_experiment_id = None
+
+
+@pytest.fixture
+def isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """:func:`mlflow_state_restored` around one test."""
+    with mlflow_state_restored(monkeypatch):
+        yield

@@ -31,8 +31,12 @@ import pytest
 from netdiffusion.serve.loadtest import free_port, run_server
 from netdiffusion.serve.store import QUEUED, RUNNING, JobStore
 from tests.fake_kfp import FakeKFP, posts, serve_fake_kfp
+from tests.services import isolated_mlflow, mlflow_state_restored  # noqa: F401 (fixture)
 from tests.test_serve import AUTH, BASE_ENV, TOKENS, model_classes
 from tests.test_serve_pipeline import PLACEMENT_ENV, get_job, wait_for
+
+# MLflow keeps process-global state (URIs, active experiment, env): undone after every test here
+pytestmark = pytest.mark.usefixtures("isolated_mlflow")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -229,16 +233,14 @@ def sqlite_registry(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) 
 
     out = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{out / 'mlflow.db'}"
-    try:
+    # restored afterwards: a later test's mlflow.start_run() must not reuse this store's experiment
+    with pytest.MonkeyPatch.context() as mp, mlflow_state_restored(mp):
         configure(TrackingSettings.load(out=out, env={}, tracking_uri=uri))
         v1 = log_model(tiny_model, registered_model_name=MODEL_NAME)["version"]
         v2 = log_model(tiny_model, registered_model_name=MODEL_NAME)["version"]
         client = mlflow.MlflowClient()
         client.set_registered_model_alias(MODEL_NAME, "champion", v1)
         client.set_registered_model_alias(MODEL_NAME, "challenger", v2)
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
     return uri
 
 

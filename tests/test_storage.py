@@ -98,6 +98,7 @@ def test_cli_reports_bad_setting(s3_server: S3Server, tmp_path, monkeypatch, cap
     for key, value in {**s3_server.env(), "NETDIFFUSION_S3_BUCKET": "missing-bucket"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlflow.db").touch()  # the default store exists (promote needs one): only S3 is wrong
     rc = main(["promote", "--model", "x", "--version", "1", "--out", str(tmp_path)])
     assert rc == 2
     assert "NETDIFFUSION_S3_BUCKET: bucket 'missing-bucket' does not exist" in capsys.readouterr().out
