@@ -849,9 +849,15 @@ class Repairer:
         rel = np.where(syn_retry, 0, rel)  # SYN / SYN-ACK retransmissions restart at the ISN
         # retransmission candidates restart exactly where an earlier segment of the direction did
         rkeys = gid_sorted * (MOD32 * 4) + (rel + MOD32 * 2)
-        _, first_of_key = np.unique(rkeys, return_index=True)
-        cand = np.ones(len(rel), dtype=bool)
-        cand[first_of_key] = False
+        # ... and that earlier segment stayed where it was: restarting where a segment that repair
+        # moved used to start is no retransmission of anything on the wire
+        key_order = np.lexsort((np.arange(len(rel)), rkeys))
+        key_sorted = rkeys[key_order]
+
+        def restarts_kept(kept: np.ndarray) -> np.ndarray:
+            out = np.empty(len(kept), dtype=bool)
+            out[key_order] = G.cumsum_excl(kept[key_order], key_sorted) > 0
+            return out
         # a later FIN of a direction repeats its first FIN (same sequence number)
         first_fin = (s_fin == 1) & (G.cumsum_incl(s_fin, gid_sorted) == 1)
         fin_retry = (s_fin == 1) & ~first_fin
@@ -882,6 +888,7 @@ class Repairer:
                     return x[idx]
 
                 a_kept, a_rel, a_len, a_gid = sub(kept), sub(rel), sub(s_len), sub(gid_sorted)
+                a_cand = sub(restarts_kept(kept))
                 a_fin_retry = sub(fin_retry)
                 a_pos = np.arange(len(active))
                 a_fin_src = G.cummax(np.where(sub(first_fin), a_pos, -1), a_gid)
@@ -904,7 +911,7 @@ class Repairer:
                 # data, or the data resent with the FIN), but only while the peer acknowledges nothing
                 # after it: tshark's highest byte to be acknowledged does not move on a retransmission,
                 # so an ACK of the new bytes would read as acknowledging an unseen segment
-                ok |= (sub(cand) & (a_rel >= 0) & late
+                ok |= (a_cand & (a_rel >= 0) & late
                        & ((a_rel + a_len <= expected) | ((a_rel < expected) & ~sub(peer_later))))
                 # keep-alive: one byte below what the direction already sent (never its first segment)
                 ok |= (a_len <= 1) & (a_rel == expected - 1) & (sub(s_syn) == 0) & (sub(s_fin) == 0) & ~sub(st)
@@ -914,7 +921,7 @@ class Repairer:
                 ok |= sub(s_rst) & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)  # RST in window (RFC 5961)
                 # a bare ACK sent before a data segment but captured after it (reordered on the host):
                 # it restarts where an earlier segment did, and tshark does not analyse empty segments
-                ok |= sub(cand) & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)
+                ok |= a_cand & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)
                 ok |= a_fin_retry
                 ok |= sub(forced)
                 if it >= 6:
@@ -993,7 +1000,7 @@ class Repairer:
             last1 = G.cummax(np.where(dt == 1, acked, -big), ft, exclusive=True, initial=-big)
             peer_last = np.where(dt == 0, last1, last0)[og]
             as_kept = rel - (np.where(kept, rel, np.where(syn_retry, 0, expected)) - final_rel)  # gap shift
-            spurious = (cand & s_data & (rel >= 0) & (rel < expected) & (as_kept + s_len <= peer_last)
+            spurious = (restarts_kept(kept) & s_data & (rel >= 0) & (rel < expected) & (as_kept + s_len <= peer_last)
                         & (peer_last > 0))
             return seq, ack, spurious
 
