@@ -335,6 +335,16 @@ def read_layout(directory: str | os.PathLike) -> Layout:
     return Layout.from_columns(json.loads(path.read_text()))
 
 
+def dataset_layout(path: str | os.PathLike) -> Layout:
+    """The layout of the dataset at ``path``: a dataset directory or one shard file in it.
+
+    A path that does not exist is "no such dataset" (not its parent folder's dataset)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such dataset")
+    return read_layout(path if path.is_dir() else path.parent)
+
+
 def shard_paths(directory: str | os.PathLike) -> list[Path]:
     """Parquet shards of a dataset directory (recursively, hidden temp files excluded)."""
     directory = Path(directory)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from netdiffusion.dataset import Packets, iter_shards, read_layout, shard_paths, write_json
+from netdiffusion.dataset import Packets, dataset_layout, iter_shards, shard_paths, write_json
 from netdiffusion.packets import build_ip_packets
 from netdiffusion.pcap.writer import LINKTYPE_ETHERNET, ethernet_frames, write_pcap
 
@@ -63,7 +63,7 @@ def decode_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
 
     started = time.perf_counter()
     src, out = Path(input), Path(output)
-    layout = read_layout(src if src.is_dir() else src.parent)
+    layout = dataset_layout(src)
     paths = shard_paths(src)
     if not paths:
         raise FileNotFoundError(f"{src}: no Parquet shards")

@@ -31,8 +31,8 @@ import pyarrow.csv as pacsv
 from netdiffusion.dataset import (
     SUMMARY_FILE,
     Packets,
+    dataset_layout,
     iter_shards,
-    read_layout,
     write_fields,
     write_json,
     write_shard,
@@ -88,7 +88,7 @@ def export_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
     """Write every flow of a dataset as ``<output>/<label>/<flow_id>.nprint``."""
     started = time.perf_counter()
     src, out = Path(input), Path(output)
-    layout = read_layout(src if src.is_dir() else src.parent)
+    layout = dataset_layout(src)
     flows = rows = 0
     per_label: Counter[str] = Counter()
     pending: dict[str, list[Packets]] = {}

@@ -1,1 +1,26 @@
-"""Subcommands of the netdiffusion CLI (see netdiffusion.cli)."""
+"""Subcommands of the netdiffusion CLI (see netdiffusion.cli).
+
+Input problems (a missing dataset, a bad argument or config) end a command with one line on
+stderr, ``netdiffusion COMMAND: error: ...``, and exit status 2; set ``NETDIFFUSION_DEBUG=1`` to get
+the traceback instead. Anything else (a bug) still raises."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# what the library raises for bad input: ValueError covers model.config.ConfigError
+INPUT_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirectoryError, ValueError)
+
+
+def error(command: str, message: object) -> int:
+    """One line on stderr, exit status 2: a usage / input error."""
+    print(f"netdiffusion {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
+def input_error(command: str, exc: BaseException) -> int:
+    """:func:`error` for a caught input exception; re-raised when ``NETDIFFUSION_DEBUG`` is set."""
+    if os.environ.get("NETDIFFUSION_DEBUG", "") not in ("", "0"):
+        raise exc
+    return error(command, exc)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from netdiffusion.commands import INPUT_ERRORS, input_error
+
 HELP = "nPrint dataset -> one pcap per flow (headers exact, payload zero-filled)"
 
 
@@ -18,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from netdiffusion.decode import decode_dataset
 
-    summary = decode_dataset(args.input, args.output)
+    try:
+        summary = decode_dataset(args.input, args.output)
+    except INPUT_ERRORS as exc:  # no such dataset, no shards, ...
+        return input_error("decode", exc)
     print(json.dumps({k: summary.get(k, 0) for k in ("flows", "packets", "rows_without_ip", "flows_without_packets", "seconds")},
                      indent=2))
     return 0

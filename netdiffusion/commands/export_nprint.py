@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from netdiffusion.commands import INPUT_ERRORS, input_error
+
 HELP = "dataset -> nPrint CSV files (one per flow)"
 
 
@@ -17,5 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from netdiffusion.nprint_csv import export_dataset
 
-    print(json.dumps(export_dataset(args.input, args.output), indent=2))
+    try:
+        summary = export_dataset(args.input, args.output)
+    except INPUT_ERRORS as exc:  # no such dataset, ...
+        return input_error("export-nprint", exc)
+    print(json.dumps(summary, indent=2))
     return 0

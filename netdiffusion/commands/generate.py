@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from netdiffusion.commands import INPUT_ERRORS, error, input_error
+
 HELP = "generate synthetic flows per class from a trained model"
 
 
@@ -25,8 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from netdiffusion.model.generate import generate
 
+    for flag, value in (("--count", args.count), ("--batch", args.batch), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            return error("generate", f"{flag} {value}: must be at least 1")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    stats = generate(args.model, args.output, classes=classes, count=args.count, seed=args.seed,
-                     batch=args.batch, steps=args.steps, sampler=args.sampler, images=not args.no_images)
+    try:
+        stats = generate(args.model, args.output, classes=classes, count=args.count, seed=args.seed,
+                         batch=args.batch, steps=args.steps, sampler=args.sampler, images=not args.no_images)
+    except INPUT_ERRORS as exc:  # not a model, unknown class or sampler, ...
+        return input_error("generate", exc)
     print(json.dumps(stats, indent=2))
     return 0

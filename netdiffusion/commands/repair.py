@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from netdiffusion.commands import INPUT_ERRORS, input_error
+
 HELP = "repair generated flows into protocol-valid pcaps (+ repair_report.json)"
 
 
@@ -28,10 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from netdiffusion.repair import repair_dataset
 
-    totals = repair_dataset(args.input, args.output, dataset_output=args.dataset_output,
-                            anonymize=args.anonymize, payload=args.payload, merged=args.merged,
-                            seed=args.seed, stack=args.stack, mtu=args.mtu, gaps=args.gaps,
-                            private_v4=args.private_v4, private_v6=args.private_v6)
+    try:
+        totals = repair_dataset(args.input, args.output, dataset_output=args.dataset_output,
+                                anonymize=args.anonymize, payload=args.payload, merged=args.merged,
+                                seed=args.seed, stack=args.stack, mtu=args.mtu, gaps=args.gaps,
+                                private_v4=args.private_v4, private_v6=args.private_v6)
+    except INPUT_ERRORS as exc:  # no such dataset, a bad rule value, ...
+        return input_error("repair", exc)
     brief = {k: totals[k] for k in ("flows", "packets", "flows_dropped", "bits_changed_total",
                                     "bits_changed_share", "bits_changed", "seconds")}
     print(json.dumps(brief, indent=2))

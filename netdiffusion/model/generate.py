@@ -35,8 +35,10 @@ ETHERNET_BYTES = 14
 
 def load_model_meta(model: str | os.PathLike) -> dict[str, Any]:
     path = Path(model) / MODEL_FILE
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"{model}: no such model directory")
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not a model directory (no {MODEL_FILE})")
+        raise FileNotFoundError(f"{model}: not a model directory (no {MODEL_FILE})")
     return json.loads(path.read_text())
 
 
@@ -105,21 +107,23 @@ def wire_lengths(matrix: np.ndarray, layout: Layout) -> np.ndarray:
 def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: list[str] | None = None,
              count: int = 10, seed: int = 0, batch: int | None = None, steps: int | None = None,
              sampler: str | None = None, images: bool = True) -> dict[str, Any]:
-    """Generate ``count`` flows per class into ``output`` (Parquet dataset + ``images/<class>/``)."""
+    """Generate ``count`` flows per class into ``output`` (Parquet dataset + ``images/<class>/``).
+
+    ``batch`` and ``steps`` default (None) to the model config's; given, they must be at least 1.
+    Every argument is checked before ``output`` is created."""
     model_dir, output = Path(model), Path(output)
+    for name, value in (("count", count), ("batch", batch), ("steps", steps)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise ValueError(f"{name} must be an integer of at least 1, not {value!r}")
     meta = load_model_meta(model_dir)
     known = list(meta["classes"])
     wanted = list(classes) if classes else known
     unknown = [c for c in wanted if c not in known]
     if unknown:
         raise ValueError(f"{model_dir}: model has no classes {unknown}; it knows {known}")
-    if count < 1:
-        raise ValueError("count must be at least 1")
     layout = Layout.from_columns(meta["columns"])
     templates = load_templates(model_dir / TEMPLATES_FILE, known)
     timing = json.loads((model_dir / TIMING_FILE).read_text())
-    output.mkdir(parents=True, exist_ok=True)
-    write_fields(output, layout)
 
     if meta["backend"] == "native":
         fill = _native_filler(model_dir, meta, steps=steps, sampler=sampler)
@@ -129,7 +133,9 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
         fill = sd_filler(model_dir, meta, steps=steps, sampler=sampler)
     else:
         raise ValueError(f"{model_dir}: unknown backend {meta['backend']!r}")
-    batch = int(batch or meta["config"].get("generation", {}).get("batch", 4))
+    batch = int(batch if batch is not None else (meta["config"].get("generation") or {}).get("batch", 4))
+    output.mkdir(parents=True, exist_ok=True)
+    write_fields(output, layout)
 
     started = time.time()
     per_class: dict[str, Any] = {}
@@ -205,7 +211,7 @@ def _native_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: s
 
     net = PacketDiffusionTransformer.from_pretrained(str(model_dir / WEIGHTS_DIR)).eval()
     dcfg = meta["config"]["diffusion"]
-    n_steps = int(steps or dcfg.get("sample_steps", 12))
+    n_steps = int(steps if steps is not None else dcfg.get("sample_steps", 12))
     guidance = float(dcfg.get("guidance_scale", 1.0))
     scheduler = make_sampler(dcfg, sampler)
     columns = np.asarray(meta.get("active_columns", range(len(meta["columns"]))), dtype=np.int64)

@@ -57,8 +57,16 @@ def model_id_for(config: dict, classes: list[str], data: str, seed: int) -> str:
 def train(data: str | os.PathLike, output: str | os.PathLike, *, backend: str = "native",
           config: str | os.PathLike | dict[str, Any] | None = None, resume: bool = False, seed: int = 0
           ) -> dict[str, Any]:
-    """Train a model on an encoded dataset; returns final metrics (steps, loss, seconds, steps/s)."""
+    """Train a model on an encoded dataset; returns final metrics (steps, loss, seconds, steps/s).
+
+    Raises ConfigError (a ValueError) for a bad config, FileNotFoundError for a missing dataset
+    or, with ``resume``, when ``output`` holds no checkpoint (nothing is written then)."""
     cfg = load_config(config, backend=backend)
+    if not Path(data).exists():
+        raise FileNotFoundError(f"{data}: no such dataset")
+    if resume and latest_checkpoint(Path(output)) is None:
+        raise FileNotFoundError(f"no checkpoint in {Path(output) / CHECKPOINTS_DIR}: nothing to resume "
+                                f"(drop --resume to train from scratch)")
     if backend == "native":
         return _train_native(Path(data), Path(output), cfg, resume=resume, seed=seed)
     if backend == "sd":
@@ -84,7 +92,8 @@ def make_accelerator(training: dict):
 
 
 def latest_checkpoint(output: Path) -> Path | None:
-    ckpts = sorted((output / CHECKPOINTS_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = sorted((p for p in (output / CHECKPOINTS_DIR).glob("step-*") if p.name[5:].isdigit()),
+                   key=lambda p: int(p.name[5:]))
     return ckpts[-1] if ckpts else None
 
 

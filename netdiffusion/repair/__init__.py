@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from netdiffusion.dataset import (
     Packets,
-    read_layout,
+    dataset_layout,
     read_packets,
     shard_paths,
     write_fields,
@@ -225,7 +225,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
         raise ValueError(f"payload must be 'zero' or 'random', not {payload!r}")
     started = time.perf_counter()
     src, out = Path(input), Path(output)
-    layout = read_layout(src if src.is_dir() else src.parent)
+    layout = dataset_layout(src)
     cfg = RepairConfig.from_rules(anonymize=anonymize, seed=seed, **rules)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,186 @@
+"""Input errors end every stage with one line on stderr and exit status 2, never a traceback.
+
+Covers generate, train (config files, --set, --resume), decode, export-nprint and repair, plus the
+config checks (unknown keys, types, ranges) and the "no such dataset" check behind them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from netdiffusion.cli import main as cli_main
+from netdiffusion.model.config import PRESETS, ConfigError, load_config
+
+
+def _one_line_error(capsys: pytest.CaptureFixture, command: str, rc: int, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("netdiffusion ")]
+    assert len(lines) == 1 and lines[0].startswith(f"netdiffusion {command}: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# -- generate ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--classes", "nosuch"], "nosuch"),
+    (["--count", "0"], "--count 0"),
+    (["--sampler", "foo"], "unknown sampler 'foo'"),
+    (["--batch", "-1"], "--batch -1"),
+    (["--batch", "0"], "--batch 0"),
+    (["--steps", "-3"], "--steps -3"),
+    (["--steps", "0"], "--steps 0"),
+])
+def test_generate_bad_arguments(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                extra: list[str], needle: str) -> None:
+    out = tmp_path / "gen"
+    rc = cli_main(["generate", "--model", str(tiny_model), "--output", str(out), "--count", "3", *extra])
+    _one_line_error(capsys, "generate", rc, needle)
+    assert not out.exists()  # checked before anything is written
+
+
+def test_generate_not_a_model(small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = cli_main(["generate", "--model", str(small_dataset), "--output", str(tmp_path / "g"), "--count", "1"])
+    _one_line_error(capsys, "generate", rc, str(small_dataset), "not a model directory")
+    rc = cli_main(["generate", "--model", str(tmp_path / "nope"), "--output", str(tmp_path / "g"), "--count", "1"])
+    _one_line_error(capsys, "generate", rc, "no such model directory")
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": -3}, {"steps": 0}, {"batch": 0}, {"batch": -1}, {"count": 0}])
+def test_generate_library_rejects_counts_below_one(tiny_model: Path, tmp_path: Path, kwargs: dict) -> None:
+    from netdiffusion.model.generate import generate
+
+    with pytest.raises(ValueError, match="at least 1"):
+        generate(tiny_model, tmp_path / "g", **{"count": 1, **kwargs}, images=False)
+
+
+def test_debug_env_reraises(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NETDIFFUSION_DEBUG", "1")
+    with pytest.raises(ValueError, match="no classes"):
+        cli_main(["generate", "--model", str(tiny_model), "--output", str(tmp_path / "g"), "--classes", "nosuch"])
+
+
+# -- train: config and inputs --------------------------------------------------------------------------
+
+def _train(data: Path, out: Path, *extra: str) -> int:
+    return cli_main(["train", "--data", str(data), "--output", str(out), *extra])
+
+
+@pytest.mark.parametrize(("extra", "needles"), [
+    (["--config", "nosuch"], ["nosuch", "no such config file", "tiny"]),
+    (["--config", "tiny", "--set", "training.steps=abc"], ["training.steps", "integer", "'abc'"]),
+    (["--config", "tiny", "--set", "training.batch_size=0"], ["training.batch_size", "at least 1"]),
+    (["--config", "tiny", "--set", "training.steps=0"], ["training.steps", "at least 1"]),
+    (["--config", "tiny", "--set", "training.stepz=3"], ["'training.stepz'", "known keys of training", "steps"]),
+    (["--config", "tiny", "--set", "model.dim=-4"], ["model.dim", "at least 1"]),
+    (["--config", "tiny", "--set", "training.steps"], ["expected KEY=VALUE"]),
+])
+def test_train_bad_config(small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                          extra: list[str], needles: list[str]) -> None:
+    out = tmp_path / "model"
+    _one_line_error(capsys, "train", _train(small_dataset, out, *extra), *needles)
+    assert not out.exists()
+
+
+def test_train_bad_config_files(small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("training:\n  steps: 3\n  lr: [1\n")
+    line = _one_line_error(capsys, "train", _train(small_dataset, tmp_path / "m", "--config", str(bad_yaml)),
+                           str(bad_yaml), "invalid YAML", "line ")
+    assert "yaml." not in line
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"model": {"dim": 32,}}')
+    _one_line_error(capsys, "train", _train(small_dataset, tmp_path / "m", "--config", str(bad_json)),
+                    str(bad_json), "invalid JSON", "line 1")
+    wrong_type = tmp_path / "bad2.json"
+    wrong_type.write_text('{"model": {"dim": "abc"}}')
+    _one_line_error(capsys, "train", _train(small_dataset, tmp_path / "m", "--config", str(wrong_type)),
+                    "model.dim", "integer", "'abc'")
+    typo = tmp_path / "typo.json"
+    typo.write_text('{"modle": {"dim": 32}, "preset": "tiny"}')
+    _one_line_error(capsys, "train", _train(small_dataset, tmp_path / "m", "--config", str(typo)),
+                    "'modle'", "known keys", "model")
+    not_mapping = tmp_path / "list.yaml"
+    not_mapping.write_text("- 1\n")
+    _one_line_error(capsys, "train", _train(small_dataset, tmp_path / "m", "--config", str(not_mapping)),
+                    "must be a mapping")
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_no_such_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _one_line_error(capsys, "train", _train(tmp_path / "nonexist", tmp_path / "m", "--config", "tiny"),
+                    "nonexist: no such dataset")
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_resume_without_checkpoint(small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+                                         ) -> None:
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "model.json").write_text('{"keep": "me"}')
+    rc = _train(small_dataset, out, "--config", "tiny", "--resume")
+    _one_line_error(capsys, "train", rc, "no checkpoint in", str(out), "nothing to resume", "drop --resume")
+    assert sorted(p.name for p in out.iterdir()) == ["model.json"]
+    assert json.loads((out / "model.json").read_text()) == {"keep": "me"}
+
+
+# -- config checks ---------------------------------------------------------------------------------------
+
+def test_every_preset_and_shipped_override_validates() -> None:
+    for name in PRESETS:
+        cfg = load_config(name, backend="sd" if name.startswith("sd") else "native")
+        assert cfg["preset"] == name
+    # the override shapes tests, docs and pipelines use
+    load_config({"preset": "tiny", "init_from": "/base", "lora": {"r": 4, "alpha": 4},
+                 "training": {"steps": 3, "keep_checkpoints": True, "checkpoint_every": 0, "lr": 3e-3}})
+    load_config({"preset": "sd-tiny", "training": {"steps": 3}}, backend="sd")
+    assert load_config({"preset": "tiny", "training": {"lr": "1e-4"}})["training"]["lr"] == 1e-4  # YAML 1e-4
+
+
+@pytest.mark.parametrize(("override", "match"), [
+    ({"preset": "tiny", "training": {"stepz": 3}}, r"unknown config key 'training\.stepz'; known keys of training"),
+    ({"preset": "tiny", "modle": {"dim": 32}}, r"unknown config key 'modle'"),
+    ({"preset": "tiny", "training": {"steps": 0}}, r"training\.steps: must be at least 1"),
+    ({"preset": "tiny", "training": {"steps": 2.5}}, r"training\.steps: must be an integer"),
+    ({"preset": "tiny", "training": {"gradient_checkpointing": "yes"}}, r"must be true or false"),
+    ({"preset": "tiny", "training": {"mixed_precision": "fp8"}}, r"must be one of no, fp16, bf16"),
+    ({"preset": "tiny", "training": "fast"}, r"config training: must be a mapping"),
+    ({"preset": "tiny", "model": {"dim": 30, "heads": 4}}, r"multiple of model\.heads"),
+    ({"preset": "sd-tiny", "model": {"dim": 32}}, r"unknown config key 'model'"),
+])
+def test_config_rejects(override: dict, match: str) -> None:
+    backend = "sd" if override["preset"].startswith("sd") else "native"
+    with pytest.raises(ConfigError, match=match):
+        load_config(override, backend=backend)
+
+
+# -- dataset paths ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["decode", "export-nprint", "repair"])
+def test_no_such_dataset(command: str, small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    typo = small_dataset / "typo"  # its parent is a dataset: must not be read instead
+    flags = ["--input", str(typo), "--output", str(tmp_path / "out")]
+    _one_line_error(capsys, command, cli_main([command, *flags]), f"{typo}: no such dataset")
+
+
+def test_not_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _one_line_error(capsys, "export-nprint", cli_main(["export-nprint", "-i", str(tmp_path), "-o",
+                                                       str(tmp_path / "o")]), "not an encoded dataset")
+
+
+def test_library_no_such_dataset(small_dataset: Path, tmp_path: Path) -> None:
+    from netdiffusion.decode import decode_dataset
+    from netdiffusion.nprint_csv import export_dataset
+    from netdiffusion.repair import repair_dataset
+
+    for fn in (export_dataset, decode_dataset, repair_dataset):
+        with pytest.raises(FileNotFoundError, match="typo: no such dataset"):
+            fn(small_dataset / "typo", tmp_path / fn.__name__)
+    # a shard file still reads its folder's dataset
+    shard = next(small_dataset.glob("*.parquet"))
+    assert export_dataset(shard, tmp_path / "one")["flows"] > 0
