@@ -6,8 +6,9 @@ NetDiffusion's generated files carry a pandas index as the first column instead 
 files may hold only some headers and may omit columns (NetDiffusion's generated files drop the
 address bits); omitted bits import as absent (-1). Import accepts all of these.
 
-Export writes one file per flow, ``<output>/<label>/<flow_id>.nprint``, with ``src_ip`` first as
-nPrint does. Import turns each file into one flow sample (or, with ``flow_size``, consecutive
+Export writes one file per flow, ``<output>/<label>/<flow_id>.nprint``, with ``src_ip`` first and
+nPrint's ``tv_sec`` / ``tv_usec`` after it (as nPrint writes them with absolute timestamps on; here
+the time since the flow's first packet, to the microsecond). Import turns each file into one flow sample (or, with ``flow_size``, consecutive
 chunks of that many rows); direction comes from ``src_ip`` (or the IP source field) against the
 first row's, timestamps are 0 unless the file has nPrint's ``tv_sec`` / ``tv_usec`` columns.
 """
@@ -71,16 +72,24 @@ def source_addresses(layout: Layout, matrix: np.ndarray) -> list[str]:
 
 
 def write_csv(path: str | os.PathLike, layout: Layout, matrix: np.ndarray, first_column: Sequence[str],
-              first_name: str = "src_ip") -> None:
-    """Write rows in nPrint's CSV format (atomically)."""
+              first_name: str = "src_ip", timestamps: np.ndarray | None = None) -> None:
+    """Write rows in nPrint's CSV format (atomically); with ``timestamps`` (ns) also nPrint's
+    ``tv_sec`` / ``tv_usec`` columns after the first, so a round trip keeps the inter-arrival times."""
     from netdiffusion.dataset import atomic_write_bytes
 
-    header = ",".join([first_name, *layout.columns])
+    times = [] if timestamps is None else ["tv_sec", "tv_usec"]
+    header = ",".join([first_name, *times, *layout.columns])
     # int8 -> text in one vectorized pass: a lookup per value, rows joined once
     text = np.array(["-1", "0", "1"])[np.asarray(matrix, dtype=np.int64) + 1]
+    if timestamps is None:
+        firsts = list(first_column)
+    else:
+        ts = np.asarray(timestamps, dtype=np.int64)
+        firsts = [f"{ip},{sec},{usec}" for ip, sec, usec in
+                  zip(first_column, (ts // 1_000_000_000).tolist(), (ts % 1_000_000_000 // 1000).tolist(), strict=True)]
     lines = [header]
-    for ip, row in zip(first_column, text, strict=True):
-        lines.append(ip + "," + ",".join(row.tolist()))
+    for first, row in zip(firsts, text, strict=True):
+        lines.append(first + "," + ",".join(row.tolist()))
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
@@ -100,7 +109,7 @@ def export_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
         flow = flow.take(np.argsort(flow.packet_index, kind="stable"))
         label = str(flow.label[0])
         write_csv(out / _safe(label or "unlabelled") / f"{_safe(flow_id)}.nprint", layout, flow.nprint,
-                  source_addresses(layout, flow.nprint))
+                  source_addresses(layout, flow.nprint), timestamps=flow.timestamp)
         flows += 1
         rows += len(flow)
         per_label[label] += 1
