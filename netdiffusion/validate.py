@@ -250,6 +250,8 @@ def validate_dir(input: str | os.PathLike, report: str | os.PathLike | None = No
 
     started = time.perf_counter()
     root = Path(input)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or folder")
     files = sorted(root.rglob("*.pcap")) if root.is_dir() else [root]
     if not files:
         raise FileNotFoundError(f"{root}: no *.pcap files")

@@ -184,3 +184,16 @@ def test_library_no_such_dataset(small_dataset: Path, tmp_path: Path) -> None:
     # a shard file still reads its folder's dataset
     shard = next(small_dataset.glob("*.parquet"))
     assert export_dataset(shard, tmp_path / "one")["flows"] > 0
+
+
+# -- validate ----------------------------------------------------------------------------------------
+
+def test_validate_missing_or_empty_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A missing path was validated as one "malformed" file (exit 1); a folder without pcaps raised."""
+    rc = cli_main(["validate", "--input", str(tmp_path / "nosuch"), "--report", str(tmp_path / "r.json")])
+    _one_line_error(capsys, "validate", rc, "no such file or folder")
+    assert not (tmp_path / "r.json").exists()
+    (tmp_path / "empty").mkdir()
+    _one_line_error(capsys, "validate", cli_main(["validate", "--input", str(tmp_path / "empty")]), "no *.pcap files")
+    rc = cli_main(["validate", "--input", str(tmp_path / "empty"), "--threshold", "nosuch=1"])
+    _one_line_error(capsys, "validate", rc, "--threshold")

@@ -23,16 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netdiffusion.commands import error, input_error
     from netdiffusion.validate import DEFAULT_THRESHOLDS, summary_text, validate_dir
 
     thresholds = {}
     for item in args.threshold:
         key, _, value = item.partition("=")
         if key not in DEFAULT_THRESHOLDS or not value.isdigit():
-            raise SystemExit(f"--threshold {item!r}: expected CHECK=N with CHECK in {sorted(DEFAULT_THRESHOLDS)}")
+            return error("validate", f"--threshold {item!r}: expected CHECK=N with CHECK in {sorted(DEFAULT_THRESHOLDS)}")
         thresholds[key] = int(value)
-    result = validate_dir(args.input, args.report, tcpreplay=args.tcpreplay, thresholds=thresholds,
-                          workers=args.workers)
+    try:
+        result = validate_dir(args.input, args.report, tcpreplay=args.tcpreplay, thresholds=thresholds,
+                              workers=args.workers)
+    except FileNotFoundError as exc:  # a missing input or a folder without pcaps: nothing was validated
+        return input_error("validate", exc)
     print(summary_text(result))
     if not args.report:
         print(json.dumps(result["totals"], indent=2))
