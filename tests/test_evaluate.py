@@ -194,7 +194,8 @@ def test_cli_reports_bad_input(tmp_path, capsys, datasets):
     rc = main(["evaluate", "--real", str(tmp_path / "missing"), "--synthetic", str(datasets["copy"]),
                "--train", str(datasets["train"]), "--output", str(tmp_path / "out"), "--quick"])
     assert rc == 2
-    assert "missing" in capsys.readouterr().out
+    err = capsys.readouterr().err  # one line on stderr, like every other stage
+    assert err.startswith("netdiffusion evaluate: error: ") and "missing" in err
 
 
 def test_cli_subset_layout_classes_and_missing_macro(tmp_path, capsys):

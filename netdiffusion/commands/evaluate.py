@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netdiffusion.commands import INPUT_ERRORS, input_error
     from netdiffusion.evaluate import evaluate
 
     classes = [c for part in args.classes for c in part.split(",") if c] if args.classes else None
@@ -39,9 +40,8 @@ def run(args: argparse.Namespace) -> int:
             tasks=[t for t in args.tasks.split(",") if t], seed=args.seed, quick=args.quick,
             max_features=args.max_features, plots=not args.no_plots,
         )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"netdiffusion evaluate: error: {exc}")
-        return 2
+    except INPUT_ERRORS as exc:
+        return input_error("evaluate", exc)
     sim = report["similarity"]
     tstr = report["utility"].get("train_synthetic_test_real", {})
     print(f"similarity JSD {sim['overall']['jsd']} (floor {sim['floor']['jsd']}, "
