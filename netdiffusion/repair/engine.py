@@ -870,6 +870,24 @@ class Repairer:
         rel_in = rel
         s_data = (payload[og] > 0) & (s_syn == 0)
 
+        # the acknowledgement side that does not depend on which segments are kept
+        peer_seen = G.cumsum_excl(dt == 1, ft) > 0
+        peer_seen = np.where(dt == 0, peer_seen, G.cumsum_excl(dt == 0, ft) > 0)
+        isn_g = np.full(2 * self.nflows, -1, dtype=np.int64)
+        isn_g[gid_sorted] = isn
+        has_peer = isn_g[ft * 2 + (1 - dt)] >= 0
+        # with no packet of the peer to check against, acknowledgements are relative to the
+        # direction's first one (a SYN's zero acknowledgement field does not count)
+        ack_first = np.full(2 * self.nflows, 0, dtype=np.int64)
+        with_ack = np.flatnonzero(ackf[og] == 1)
+        fa = with_ack[G.starts(gid_sorted[with_ack])]
+        ack_first[gid_sorted[fa]] = ack0[og][fa]
+        peer_isn = np.where(has_peer, isn_g[ft * 2 + (1 - dt)], ack_first[ft * 2 + dt])
+        arel_base = _relative(ack0, peer_isn)
+        big = np.int64(1) << 40
+        lower_abs = -self.cfg.ack_window
+        uses_ack = ackf == 1
+
         def solve(forced: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             """Sequence and acknowledgement numbers (flow order) with ``forced`` segments kept;
             also which sorted segments tshark would call spurious retransmissions there."""
@@ -953,29 +971,14 @@ class Repairer:
             sent0 = G.cumsum_excl(np.where(dt == 0, adv_flow, 0), ft)
             sent1 = G.cumsum_excl(np.where(dt == 1, adv_flow, 0), ft)
             peer_sent = np.where(dt == 0, sent1, sent0)
-            peer_seen = G.cumsum_excl(dt == 1, ft) > 0
-            peer_seen = np.where(dt == 0, peer_seen, G.cumsum_excl(dt == 0, ft) > 0)
-            isn_g = np.full(2 * self.nflows, -1, dtype=np.int64)
-            isn_g[gid_sorted] = isn
-            has_peer = isn_g[ft * 2 + (1 - dt)] >= 0
-            # with no packet of the peer to check against, acknowledgements are relative to the
-            # direction's first one (a SYN's zero acknowledgement field does not count)
-            ack_first = np.full(2 * self.nflows, 0, dtype=np.int64)
-            with_ack = np.flatnonzero(ackf[og] == 1)
-            fa = with_ack[G.starts(gid_sorted[with_ack])]
-            ack_first[gid_sorted[fa]] = ack0[og][fa]
-            peer_isn = np.where(has_peer, isn_g[ft * 2 + (1 - dt)], ack_first[ft * 2 + dt])
-            arel = _relative(ack0, peer_isn)
+            arel = arel_base
             if gaps is not None:
                 arel = arel - _gap_shift(gaps, ft * 2 + (1 - dt), arel, has_peer)
-            big = np.int64(1) << 40
             final_flow = final_rel[inv]
             nxt0 = _next_value(dt == 0, final_flow, ft)
             nxt1 = _next_value(dt == 1, final_flow, ft)
             peer_next = np.where(dt == 0, nxt1, nxt0)
             upper = np.where(~has_peer, big, np.maximum(np.where(peer_seen, peer_sent, 0), peer_next))
-            lower_abs = -self.cfg.ack_window
-            uses_ack = ackf == 1
             ok = uses_ack & (arel <= upper) & (arel >= lower_abs) & ~synack
             target = np.where(has_peer, np.where(peer_seen, peer_sent, 0), arel)
             # a SYN-ACK acknowledges exactly the SYN (a capture starting at the SYN-ACK never saw it)
