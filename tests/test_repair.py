@@ -712,6 +712,17 @@ def _payloads(layout: Layout, m: np.ndarray) -> np.ndarray:
             - 4 * layout.field_values(m, "tcp_doff"))
 
 
+def _flow_with_client_data(layout: Layout, packets: Packets, candidates: int, segments: int) -> tuple[Packets, np.ndarray]:
+    """The first of ``candidates`` clean handshake flows whose client sends at least ``segments``
+    data segments, and the positions of those segments."""
+    for rows in _handshake_flows(layout, packets, candidates):
+        flow = packets.take(rows)
+        data = np.flatnonzero((flow.direction == 0) & (_payloads(layout, flow.nprint) > 0))
+        if len(data) >= segments:
+            return flow, data
+    pytest.fail(f"no flow with {segments} client data segment(s)")
+
+
 def _flow_of(meta: Packets, m: np.ndarray, ts: np.ndarray, layout: Layout) -> Packets:
     """``meta``'s rows with new bits and times: fresh positions, valid IPv4 checksums."""
     m = m.copy()
@@ -745,13 +756,7 @@ def test_a_resend_from_an_earlier_start_may_carry_more_than_before(small_dataset
     end at or before what was already sent counted as retransmissions: these were moved forward
     as if they were new data."""
     layout, packets = flow_ordered(small_dataset)
-    for rows in _handshake_flows(layout, packets, 3):
-        flow = packets.take(rows)
-        data = np.flatnonzero((flow.direction == 0) & (_payloads(layout, flow.nprint) > 0))
-        if len(data):
-            break
-    else:
-        pytest.fail("no flow with client data")
+    flow, data = _flow_with_client_data(layout, packets, 3, segments=1)
     a = data[-1]
     for variant in ("more data", "with the FIN"):
         resend = flow.nprint[a : a + 1].copy()
@@ -772,13 +777,7 @@ def test_a_bare_ack_captured_after_the_data_it_preceded_keeps_its_sequence_numbe
     data segment but that the capture saw right after it carries the data's starting sequence
     number. It was moved past the data although tshark does not analyse empty segments."""
     layout, packets = flow_ordered(small_dataset)
-    for rows in _handshake_flows(layout, packets, 3):
-        flow = packets.take(rows)
-        data = np.flatnonzero((flow.direction == 0) & (_payloads(layout, flow.nprint) > 0))
-        if len(data):
-            break
-    else:
-        pytest.fail("no flow with client data")
+    flow, data = _flow_with_client_data(layout, packets, 3, segments=1)
     j = data[-1]
     bare = flow.nprint[j : j + 1].copy()
     header = 4 * (layout.field_values(bare, "ipv4_hl") + layout.field_values(bare, "tcp_doff"))
@@ -801,13 +800,7 @@ def test_the_initial_rtt_starts_at_the_most_recent_syn(small_dataset: Path) -> N
     SYN; repair timed it from the first, so retransmissions that came later than the real RTT but
     sooner than those seconds were taken for out-of-order segments and moved."""
     layout, packets = flow_ordered(small_dataset)
-    for rows in _handshake_flows(layout, packets, 8):
-        flow = packets.take(rows)
-        data = np.flatnonzero((flow.direction == 0) & (_payloads(layout, flow.nprint) > 0))
-        if len(data) >= 2:
-            break
-    else:
-        pytest.fail("no flow with two client data segments")
+    flow, data = _flow_with_client_data(layout, packets, 8, segments=2)
     # the SYN twice, the flow up to the client's last data, then its first data resent
     order = np.r_[0, np.arange(data[-1] + 1), data[0]]
     longer = flow.take(order)
