@@ -900,3 +900,40 @@ def test_an_ip_id_counter_that_changes_is_not_an_outlier(small_dataset: Path) ->
     layout.set_field(m, "ipv4_id", ids, server)
     out = repair_packets(layout, _flow_of(flow, m, ts, layout), RepairConfig(mtu=65535))
     assert layout.field_values(out["packets"].nprint, "ipv4_id")[server[4]] == 7166 + 2
+
+
+def test_merged_pcap_gives_repeated_conversations_their_own_port(small_dataset: Path, tmp_path: Path) -> None:
+    """Generated flows of a class often share their endpoints: one after another in the merged pcap
+    they would read as one connection with reused ports. The merged copy gives each repeat a new
+    initiator port (checksums updated); the flows' own pcaps keep theirs."""
+    from scapy.all import rdpcap
+
+    from netdiffusion.validate import validate_dir
+
+    layout = read_layout(small_dataset)
+    packets = read_packets(small_dataset, labels=["zoom"])
+    m = packets.nprint.copy()  # the repeat: same endpoints, other initial sequence numbers
+    tcp = layout.header_present(m, "tcp")
+    seq, ack = layout.field_values(m, "tcp_seq"), layout.field_values(m, "tcp_ackn")
+    acks = tcp & (layout.field_values(m, "tcp_ackf") == 1)
+    shift = np.where(packets.direction == 0, 1_000_003, 7_000_001)
+    layout.set_field(m, "tcp_seq", (seq[tcp] + shift[tcp]) % (1 << 32), rows=tcp)
+    layout.set_field(m, "tcp_ackn", (ack[acks] + (8_000_004 - shift[acks])) % (1 << 32), rows=acks)
+    again = Packets(**{**packets.__dict__, "nprint": m,
+                       "flow_id": np.char.add(packets.flow_id.astype(str), "-again").astype(object)})
+    data = write_dataset(Packets.concat([packets, again]), layout, tmp_path / "in")
+    totals = repair_dataset(data, tmp_path / "out", merged=True, progress=False)
+    ported = layout.header_present(packets.nprint, "tcp") | layout.header_present(packets.nprint, "udp")
+    flows = np.unique(packets.flow_id[ported]).tolist()
+    assert totals["merged_flows_with_new_initiator_port"] == len(flows) > 10
+    for fid in flows[:3]:  # the flows' own pcaps keep their ports
+        first, repeat = (rdpcap(str(tmp_path / "out" / "zoom" / f"{f}.pcap"))[0] for f in (fid, f"{fid}-again"))
+        assert (first.sport, first.dport) == (repeat.sport, repeat.dport)
+    merged = tmp_path / "merged" / "zoom"
+    merged.mkdir(parents=True)
+    (merged / "zoom_merged.pcap").write_bytes((tmp_path / "out" / "zoom" / "zoom_merged.pcap").read_bytes())
+    report = validate_dir(tmp_path / "merged", progress=False, tcpreplay=False)
+    file = report["files"][0]
+    assert file["packets"] == 2 * len(packets)
+    assert report["totals"]["files_failed"] == 0, file
+    assert file["bad_checksums"] == 0 and file["tcp_errors"] == 0

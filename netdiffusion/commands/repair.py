@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private-v4", default="10.0.0.0/8", help="IPv4 range for --anonymize")
     parser.add_argument("--private-v6", default="fd00::/8", help="IPv6 range for --anonymize")
     parser.add_argument("--payload", choices=("zero", "random"), default="zero", help="payload bytes")
-    parser.add_argument("--merged", action="store_true", help="also write one merged pcap per class")
+    parser.add_argument("--merged", action="store_true",
+                        help="also write one merged pcap per class (flows 1 s apart; a repeated TCP/UDP "
+                             "conversation gets a new initiator port there)")
     parser.add_argument("--stack", choices=("flow", "packet"), default="flow",
                         help="decide the protocol stack per flow or per packet (highest share of present bits)")
     parser.add_argument("--mtu", type=int, default=1500, help="largest IP packet (65535 keeps GRO/TSO captures)")

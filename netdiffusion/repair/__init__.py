@@ -235,7 +235,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     dropped: list[dict] = []
     totals_bits: Counter[str] = Counter()
     totals_fields: Counter[str] = Counter()
-    n_packets = n_flows = n_in_packets = 0
+    n_packets = n_flows = n_in_packets = merged_remapped = 0
     generated_ts = 0
     labels = _labels(src)
     # CPU seconds of this process by step (reported; file creation cost depends on the file system)
@@ -301,6 +301,12 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
         cpu["pcap_layout_and_flow_reports"] += now - mark - write_seconds
         mark = now
         if merged and len(fp):
+            # the flows' own files are written: from here on the buffer is the merged file's copy
+            remapped = distinct_conversations(rep["buffer"], rep["starts"], rep["ends"], res.flow,
+                                              fp.direction, nflows)
+            merged_remapped += remapped
+            if remapped and files is None:
+                frames_all = _frames(rep["buffer"], rep["starts"], rep["ends"], fp.direction)
             # flows one after another, each MERGED_GAP_NS after the previous flow's last packet
             last_ts = np.where(counts > 0, fp.timestamp[np.maximum(bounds[1:] - 1, 0)], 0)
             step = np.where(counts > 0, last_ts + MERGED_GAP_NS, 0)
@@ -346,6 +352,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
               "fields_changed": dict(sorted(totals_fields.items())),
               "flows_with_generated_timestamps": generated_ts,
               "config": {**cfg.__dict__, "payload": payload, "merged": merged},
+              **({"merged_flows_with_new_initiator_port": merged_remapped} if merged else {}),
               "seconds": round(time.perf_counter() - started, 3),
               "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()}, "output": str(out)}
     write_json(out / REPORT_FILE, {"totals": totals, "dropped": dropped, "flows": flows_report},
@@ -356,6 +363,92 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     if dropped:
         log.warning("%s: %d flow(s) dropped (see %s)", src, len(dropped), out / REPORT_FILE)
     return totals
+
+
+MERGED_PORT_FIRST = 49152  # remapped initiator ports are taken from the dynamic range (RFC 6335)
+
+
+def _conversation(proto: int, a: tuple[bytes, int], b: tuple[bytes, int]) -> tuple:
+    """tshark's conversation key: no direction (a flow that starts from the other end is the same one)."""
+    return (proto, *sorted((a, b)))
+
+
+def distinct_conversations(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, flow: np.ndarray,
+                           direction: np.ndarray, nflows: int) -> int:
+    """Give every TCP/UDP flow whose conversation (addresses, protocol, both ports) an earlier flow
+    of the same merged pcap already has a fresh initiator port, in ``buf`` in place; returns how
+    many flows changed.
+
+    Why: generated flows of one class often agree on their endpoints, and one after another in a
+    merged pcap they read as one connection whose ports were reused (tshark's ``reused_ports``,
+    out-of-order and lost segments). Each flow's own pcap keeps its ports; only the merged copy
+    changes, with each packet's checksum updated incrementally (RFC 1624)."""
+    n = len(starts)
+    if not n:
+        return 0
+    starts = np.asarray(starts, dtype=np.int64)
+    size = np.asarray(ends, dtype=np.int64) - starts
+    last = len(buf) - 1
+    at = lambda off: buf[np.minimum(starts + off, last)].astype(np.int64)  # noqa: E731
+    version = at(0) >> 4
+    v4, v6 = (version == 4) & (size >= 20), (version == 6) & (size >= 40)
+    ihl = np.where(v4, (at(0) & 0xF) * 4, 40)
+    proto = np.where(v4, at(9), at(6))
+    first_fragment = ~v4 | ((((at(6) & 0x1F) << 8) | at(7)) == 0)
+    l4 = starts + ihl
+    header = np.where(proto == 6, 20, 8)
+    ported = (v4 | v6) & ((proto == 6) | (proto == 17)) & first_fragment & (size >= ihl + header)
+    rows = np.flatnonzero(ported)
+    if not len(rows):
+        return 0
+    # each flow's conversation from its first packet with ports, seen from the initiator (direction 0)
+    flows_of = flow[rows]
+    firsts = rows[np.r_[True, flows_of[1:] != flows_of[:-1]]]
+    used: set[tuple] = set()
+    new_port: dict[int, tuple[int, int]] = {}  # flow -> (protocol, port)
+    candidate = MERGED_PORT_FIRST
+    for r in firsts.tolist():
+        a = int(starts[r])
+        src, dst = ((a + 12, a + 16), (a + 16, a + 20)) if v4[r] else ((a + 8, a + 24), (a + 24, a + 40))
+        ports = int(l4[r])
+        sport, dport = int(buf[ports]) << 8 | int(buf[ports + 1]), int(buf[ports + 2]) << 8 | int(buf[ports + 3])
+        hosts = (bytes(buf[src[0]:src[1]]), sport), (bytes(buf[dst[0]:dst[1]]), dport)
+        initiator, responder = hosts if direction[r] == 0 else hosts[::-1]
+        own = _conversation(int(proto[r]), initiator, responder)
+        if own not in used:
+            used.add(own)
+            continue
+        for _ in range(65536 - MERGED_PORT_FIRST):
+            if _conversation(int(proto[r]), (initiator[0], candidate), responder) not in used:
+                break
+            candidate = MERGED_PORT_FIRST + (candidate + 1 - MERGED_PORT_FIRST) % (65536 - MERGED_PORT_FIRST)
+        else:
+            continue  # every dynamic port of this conversation is taken: leave the flow as it is
+        used.add(_conversation(int(proto[r]), (initiator[0], candidate), responder))
+        new_port[int(flow[r])] = (int(proto[r]), candidate)
+    if not new_port:
+        return 0
+    targets = np.array(sorted(new_port), dtype=np.int64)
+    port_of = np.zeros(nflows, dtype=np.int64)
+    proto_of = np.full(nflows, -1, dtype=np.int64)
+    port_of[targets] = [new_port[f][1] for f in targets.tolist()]
+    proto_of[targets] = [new_port[f][0] for f in targets.tolist()]
+    change = rows[proto_of[flows_of] == proto[rows]]
+    field = l4[change] + np.where(direction[change] == 0, 0, 2)  # initiator's port: source or destination
+    old = (buf[field].astype(np.int64) << 8) | buf[field + 1]
+    new = port_of[flow[change]]
+    buf[field], buf[field + 1] = (new >> 8).astype(np.uint8), (new & 0xFF).astype(np.uint8)
+    ck = l4[change] + np.where(proto[change] == 6, 16, 6)
+    stored = (buf[ck].astype(np.int64) << 8) | buf[ck + 1]
+    total = (~stored & 0xFFFF) + (~old & 0xFFFF) + new
+    for _ in range(2):
+        total = (total & 0xFFFF) + (total >> 16)
+    updated = ~total & 0xFFFF
+    udp = proto[change] == 17
+    updated = np.where(udp & (updated == 0), 0xFFFF, updated)  # UDP: 0 means "no checksum"
+    updated = np.where(udp & (stored == 0), 0, updated)  # and a datagram without one keeps none
+    buf[ck], buf[ck + 1] = (updated >> 8).astype(np.uint8), (updated & 0xFF).astype(np.uint8)
+    return len(new_port)
 
 
 def _frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, direction: np.ndarray) -> list[bytes]:
