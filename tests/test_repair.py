@@ -588,8 +588,7 @@ def test_a_late_retransmission_is_judged_against_the_initial_rtt(small_dataset: 
     for rows in _handshake_flows(layout, packets, 3):
         flow = packets.take(rows)
         m = flow.nprint
-        pay = (layout.field_values(m, "ipv4_tl") - 4 * layout.field_values(m, "ipv4_hl")
-               - 4 * layout.field_values(m, "tcp_doff"))
+        pay = _payloads(layout, m)
         data = np.flatnonzero((flow.direction == 0) & (pay > 0))
         server = np.flatnonzero(flow.direction == 1)
         if len(data) and len(server):
@@ -937,3 +936,32 @@ def test_merged_pcap_gives_repeated_conversations_their_own_port(small_dataset: 
     assert file["packets"] == 2 * len(packets)
     assert report["totals"]["files_failed"] == 0, file
     assert file["bad_checksums"] == 0 and file["tcp_errors"] == 0
+
+
+def test_server_data_before_the_clients_handshake_ack_stays_data(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (generated flows whose server speaks first): every server packet between the
+    SYN-ACK and the client's next packet was made a SYN-ACK retransmission with its data erased,
+    i.e. runs of identical SYN-ACKs microseconds apart. Data there is what a server sends when the
+    client's ACK is lost or late; only rows that say SYN without data repeat the SYN-ACK."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 3):
+        flow = packets.take(rows)
+        m = flow.nprint
+        pay = _payloads(layout, m)
+        server_data = np.flatnonzero((flow.direction == 1) & (pay > 0))
+        if len(server_data) >= 2:
+            break
+    else:
+        pytest.fail("no flow with two server data segments")
+    # the handshake's SYN and SYN-ACK, then the server's first two data segments: the client's
+    # packets before the second are gone
+    order = np.r_[0, 1, server_data[:2], np.arange(server_data[1] + 1, len(flow))]
+    cut = flow.take(order)
+    out = repair_packets(layout, cut, RepairConfig(mtu=65535))
+    repaired = out["result"].matrix
+    assert layout.field_values(repaired, "tcp_syn")[2:4].tolist() == [0, 0]
+    assert out["result"].payload[2:4].tolist() == pay[server_data[:2]].tolist()
+    assert _changed_rules(layout, cut).get("tcp_flags", 0) == 0
+    _, _, result = _repair_one(layout, cut, cut.nprint.copy(), tmp_path)
+    assert result["tcp_errors"] == 0 and result["malformed"] == 0 and result["bad_checksums"] == 0, result
+    assert result["tcp_flags"].get("retransmission", 0) == 0, result

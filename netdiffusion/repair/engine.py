@@ -697,6 +697,14 @@ class Repairer:
         refused_flow = np.zeros(self.nflows, dtype=bool)
         refused_flow[ft[first1]] = (rst0[first1] == 1) & (syn0[first1] == 0)
         refused = refused_flow[ft]
+        # the SYN-ACK is the server's first packet; what it sends before the client's next packet is a
+        # repeat of it only where the row says so (SYN, no data). Other rows are data sent while the
+        # client's ACK was lost or late: forcing them into SYN-ACKs made runs of identical SYN-ACKs
+        # microseconds apart out of generated flows whose server spoke first, and erased their data
+        synack_first = first1 | (phase_sa & (G.rank(ft) == 0))
+        synack_repeat = (syn0 == 1) & (payload == 0) & (rst0 == 0) & (fin0 == 0)
+        phase_sa &= synack_first | synack_repeat
+        phase_s &= refused | synack_first | synack_repeat
         phase = phase_c | phase_s
         est = ~phase
         payload[phase] = 0
