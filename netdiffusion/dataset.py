@@ -332,7 +332,10 @@ def read_layout(directory: str | os.PathLike) -> Layout:
     path = Path(directory) / FIELDS_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: not an encoded dataset (no {FIELDS_FILE})")
-    return Layout.from_columns(json.loads(path.read_text()))
+    try:
+        return Layout.from_columns(json.loads(path.read_text()))
+    except (ValueError, TypeError, AttributeError) as exc:  # bad JSON, or not a list of nPrint columns
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def dataset_layout(path: str | os.PathLike) -> Layout:
@@ -342,7 +345,27 @@ def dataset_layout(path: str | os.PathLike) -> Layout:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such dataset")
-    return read_layout(path if path.is_dir() else path.parent)
+    layout = read_layout(path if path.is_dir() else path.parent)
+    _check_shard_widths(path, layout)
+    return layout
+
+
+def _check_shard_widths(path: Path, layout: Layout) -> None:
+    """Raise ``ValueError`` naming the shard whose ``nprint`` rows are not as wide as ``fields.json``.
+
+    Reads only the shards' footers; a file that is not Parquet is left to the read, which names it."""
+    fields = (path if path.is_dir() else path.parent) / FIELDS_FILE
+    for shard in shard_paths(path):
+        try:
+            schema = pq.read_schema(shard)
+        except (pa.ArrowException, OSError):
+            continue
+        if schema.get_field_index("nprint") < 0:
+            raise ValueError(f"{shard}: no nprint column")
+        kind = schema.field("nprint").type
+        width = getattr(kind, "list_size", None) or getattr(kind, "byte_width", None)
+        if width != layout.width:
+            raise ValueError(f"{shard}: nPrint rows of {width} columns, but {fields} lists {layout.width}")
 
 
 def shard_paths(directory: str | os.PathLike) -> list[Path]:

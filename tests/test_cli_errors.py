@@ -186,6 +186,35 @@ def test_library_no_such_dataset(small_dataset: Path, tmp_path: Path) -> None:
     assert export_dataset(shard, tmp_path / "one")["flows"] > 0
 
 
+@pytest.mark.parametrize("command", ["decode", "export-nprint", "repair"])
+def test_a_dataset_whose_fields_json_disagrees_with_its_shards(command: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """Regression (QA): a fields.json of another layout, a damaged fields.json or one that is not a
+    layout ended in 'matrix shape (5, 1408) does not match layout width 960', a bare JSON error or
+    'columns are not a complete nPrint layout' without the file; a layout without an IP header
+    crashed repair ('need at least one array to stack')."""
+    from netdiffusion.dataset import write_fields, write_shard
+    from netdiffusion.fields import Layout
+    from netdiffusion.repair.noise import random_packets
+
+    data = tmp_path / "d"
+    write_shard(random_packets(Layout(), 2, 3), data / "part-0.parquet")
+    flags = ["--input", str(data), "--output", str(tmp_path / "out")]
+    write_fields(data, Layout(["ipv4", "tcp"]))
+    _one_line_error(capsys, command, cli_main([command, *flags]), f"{data / 'part-0.parquet'}: nPrint rows of 1408",
+                    f"{data / 'fields.json'} lists 960")
+    (data / "fields.json").write_text("[")
+    _one_line_error(capsys, command, cli_main([command, *flags]), f"{data / 'fields.json'}: ")
+    (data / "fields.json").write_text(json.dumps(Layout().columns[::-1]))
+    _one_line_error(capsys, command, cli_main([command, *flags]), f"{data / 'fields.json'}: columns are not")
+    if command == "repair":
+        no_ip = tmp_path / "no_ip"
+        write_fields(no_ip, Layout(["tcp", "udp"]))
+        write_shard(random_packets(Layout(["tcp", "udp"]), 1, 2), no_ip / "part-0.parquet")
+        rc = cli_main(["repair", "--input", str(no_ip), "--output", str(tmp_path / "o2")])
+        _one_line_error(capsys, "repair", rc, f"{no_ip}: its layout (tcp, udp) has no ipv4 or ipv6 header")
+
+
 # -- validate ----------------------------------------------------------------------------------------
 
 def test_validate_missing_or_empty_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

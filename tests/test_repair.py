@@ -450,6 +450,17 @@ def test_a_one_sided_capture_keeps_its_handshake_and_acknowledgements(small_data
         assert _changed_rules(layout, flow) == {}
 
 
+def test_a_one_sided_capture_of_the_server_from_its_syn_ack_keeps_its_data(small_dataset: Path) -> None:
+    """Regression (nDPI's whois capture, a flow of the server's packets only, starting at its
+    SYN-ACK): every server packet was taken for a SYN-ACK retransmission, its data removed, its
+    FIN cleared and its sequence number set back to the ISN."""
+    layout, packets = flow_ordered(small_dataset)
+    for rows in _handshake_flows(layout, packets, 2):
+        server = rows[packets.direction[rows] == 1]
+        assert len(server) >= 2
+        assert _changed_rules(layout, packets.take(server)) == {}
+
+
 def test_a_resent_data_and_fin_segment_keeps_its_fin(small_dataset: Path) -> None:
     """Regression (nDPI's android and skype captures): a client resends its last data together
     with the FIN (same end, earlier start). FIN was allowed only where the direction sent no more
@@ -965,3 +976,78 @@ def test_server_data_before_the_clients_handshake_ack_stays_data(small_dataset: 
     _, _, result = _repair_one(layout, cut, cut.nprint.copy(), tmp_path)
     assert result["tcp_errors"] == 0 and result["malformed"] == 0 and result["bad_checksums"] == 0, result
     assert result["tcp_flags"].get("retransmission", 0) == 0, result
+
+
+def test_flows_and_classes_whose_names_differ_only_in_unsafe_characters_keep_their_own_files(tmp_path: Path) -> None:
+    """Regression (QA): flow ids 'f 1' and 'f_1', or classes 'web video' and 'web_video' (whose
+    generated flow ids are the same), were written to one file name: the report counted both flows,
+    one pcap was lost, and --dataset-output kept one class's shard only."""
+    layout = Layout()
+    packets = random_packets(layout, 4, 6, seed=3)
+    packets.flow_id = np.repeat(["f 1", "f_1", "web_video-s0-000000", "web_video-s0-000000"], 6).astype(object)
+    packets.label = np.repeat(["c", "c", "web video", "web_video"], 6).astype(object)
+    data = write_dataset(packets, layout, tmp_path / "in")
+    totals = repair_dataset(data, tmp_path / "out", dataset_output=tmp_path / "ds", merged=True, progress=False)
+    assert totals["flows"] == 4 and totals["flows_dropped"] == 0
+    assert len(list((tmp_path / "out").rglob("*.pcap"))) == 4 + 3  # a file per flow, a merged one per class
+    assert len(read_packets(tmp_path / "ds")) == totals["packets"]
+    report = json.loads((tmp_path / "out" / "repair_report.json").read_text())
+    files = {f["file"] for f in report["flows"]}  # where each flow went
+    assert len(files) == 4 and all((tmp_path / "out" / f).is_file() for f in files)
+
+
+def test_a_second_run_into_the_same_dataset_output_keeps_no_shard_of_the_first(tmp_path: Path) -> None:
+    """Regression (QA): --dataset-output kept the shards of an earlier run's classes, so the
+    repaired dataset (what evaluate reads) mixed two runs; encode removes such stale shards."""
+    layout = Layout()
+    first = random_packets(layout, 2, 5, seed=1, label="zoom")
+    second = random_packets(layout, 3, 4, seed=2, label="netflix")
+    repair_dataset(write_dataset(first, layout, tmp_path / "a"), tmp_path / "pa", dataset_output=tmp_path / "ds",
+                   progress=False)
+    totals = repair_dataset(write_dataset(second, layout, tmp_path / "b"), tmp_path / "pb",
+                            dataset_output=tmp_path / "ds", progress=False)
+    repaired = read_packets(tmp_path / "ds")
+    assert set(repaired.label) == {"netflix"} and len(repaired) == totals["packets"]
+    with pytest.raises(ValueError, match="cannot replace its input"):
+        repair_dataset(tmp_path / "b", tmp_path / "pc", dataset_output=tmp_path / "b", progress=False)
+
+
+@pytest.mark.parametrize(("family", "proto"), [("ipv4", 9), ("ipv4", 89), ("ipv4", 224), ("ipv6", 97), ("ipv6", 112)])
+def test_a_row_too_short_for_its_protocols_header_gets_no_transport(family: str, proto: int, tmp_path: Path) -> None:
+    """Regression (QA, a 10%-corrupted nDPI 6in4tunnel flow): IPv4 protocol 9 (IGRP) with 8 zero
+    payload bytes was 'Malformed Packet' in tshark; likewise OSPF, EtherIP, VRRP, ... behind IPv4
+    or IPv6 when the (corrupted) IP length leaves less than their fixed header."""
+    layout = Layout()
+    row = random_packets(layout, 1, 1, seed=proto)
+    m = row.nprint
+    for h in ("tcp", "udp", "icmp", "ipv6" if family == "ipv4" else "ipv4"):
+        m[:, layout.header_slice(h)] = -1
+    one = np.array([0])
+    if family == "ipv4":
+        m[:, layout.header_slice("ipv4")] = np.maximum(m[:, layout.header_slice("ipv4")], 0)
+        layout.set_field(m, "ipv4_hl", 5, one)
+        layout.set_field(m, "ipv4_tl", 28, one)
+        layout.set_field(m, "ipv4_proto", proto, one)
+        for key in ("ipv4_src", "ipv4_dst"):
+            layout.set_field(m, key, 0x0A000001 + (key == "ipv4_dst"), one)
+        m[:, layout.field_slice("ipv4_opt")] = -1
+    else:
+        m[:, layout.header_slice("ipv6")] = np.maximum(m[:, layout.header_slice("ipv6")], 0)
+        layout.set_field(m, "ipv6_len", 6, one)
+        layout.set_field(m, "ipv6_nh", proto, one)
+    data = write_dataset(row, layout, tmp_path / "in")
+    repair_dataset(data, tmp_path / "out", dataset_output=tmp_path / "ds", progress=False)
+    repaired = read_packets(tmp_path / "ds").nprint
+    key = "ipv4_proto" if family == "ipv4" else "ipv6_nh"
+    assert layout.field_values(repaired, key).tolist() == [253 if family == "ipv4" else 59]
+    result = tshark_file(next((tmp_path / "out").rglob("*.pcap")))
+    assert result["malformed"] == 0 and result["expert"].get("error", 0) == 0, result
+
+
+@pytest.mark.parametrize("mtu", [0, 100, 1279, 65536])
+def test_an_mtu_that_cannot_carry_every_row_is_refused(mtu: int) -> None:
+    """Regression (QA): --mtu 0 was accepted and cut tunnel rows' inner headers into malformed
+    packets (nDPI 4in6/6in6 tunnel flows, 10% corrupted); IP lengths stop at 65535."""
+    with pytest.raises(ValueError, match=f"mtu must be between 1280 and 65535, not {mtu}"):
+        RepairConfig.from_rules(mtu=mtu)
+    assert RepairConfig.from_rules(mtu=1280).mtu == 1280

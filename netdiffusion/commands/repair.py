@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "conversation gets a new initiator port there)")
     parser.add_argument("--stack", choices=("flow", "packet"), default="flow",
                         help="decide the protocol stack per flow or per packet (highest share of present bits)")
-    parser.add_argument("--mtu", type=int, default=1500, help="largest IP packet (65535 keeps GRO/TSO captures)")
+    parser.add_argument("--mtu", type=int, default=1500, help="largest IP packet, 1280-65535 (65535 keeps GRO/TSO captures)")
     parser.add_argument("--gaps", choices=("close", "keep"), default="close",
                         help="close capture gaps in TCP sequences, or keep gaps the trace confirms")
     parser.add_argument("--seed", type=int, default=0)

@@ -7,6 +7,7 @@ optionally one merged pcap per class), ``repair_report.json`` and, if asked, the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import struct
@@ -83,6 +84,15 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
                        wire_length=(ends - starts + 14).astype(np.int32), nprint=m)
     return {"flow_ids": flow_ids, "result": result, "packets": repaired, "buffer": buf,
             "starts": starts, "ends": ends, "zero_from": zero_from, "input_rows": np.bincount(flow, minlength=len(flow_ids))}
+
+
+def _unique_path(path: Path, key: str, used: set[Path]) -> Path:
+    """``path``, or when this run already wrote a file there (names that differ only in characters
+    that are not file-safe, e.g. flows 'f 1' and 'f_1'), the same name with a hash of ``key``."""
+    if path in used:
+        path = path.with_name(f"{path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}{path.suffix}")
+    used.add(path)
+    return path
 
 
 def _is_identity(order: np.ndarray) -> bool:
@@ -226,6 +236,11 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     started = time.perf_counter()
     src, out = Path(input), Path(output)
     layout = dataset_layout(src)
+    if dataset_output is not None and Path(dataset_output).resolve() == (src if src.is_dir() else src.parent).resolve():
+        raise ValueError(f"{dataset_output}: the repaired dataset cannot replace its input")
+    if not {"ipv4", "ipv6"} & set(layout.headers):
+        raise ValueError(f"{src}: its layout ({', '.join(layout.headers)}) has no ipv4 or ipv6 header: "
+                         "no packet can be built")
     cfg = RepairConfig.from_rules(anonymize=anonymize, seed=seed, **rules)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,6 +253,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     n_packets = n_flows = n_in_packets = merged_remapped = 0
     generated_ts = 0
     labels = _labels(src)
+    used: set[Path] = set()  # files this run wrote: no flow, merged pcap or shard overwrites another
     # CPU seconds of this process by step (reported; file creation cost depends on the file system)
     cpu: Counter[str] = Counter()
     clock = time.process_time
@@ -280,13 +296,13 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
                 continue
             a, b = bounds[i], bounds[i + 1]
             write_started = clock()
+            path = _unique_path(flow_pcap_path(out, label, fid), f"{label}/{fid}", used)
             if files is None:
-                atomic_write_bytes(flow_pcap_path(out, label, fid), pcap_bytes(frames_all[a:b], abs_ts[a:b],
-                                                                               LINKTYPE_ETHERNET))
+                atomic_write_bytes(path, pcap_bytes(frames_all[a:b], abs_ts[a:b], LINKTYPE_ETHERNET))
             else:  # slices of the buffer (no copy); long zero payloads left as holes
-                atomic_write_extents(flow_pcap_path(out, label, fid), extents[i], sizes[i])
+                atomic_write_extents(path, extents[i], sizes[i])
             write_seconds += clock() - write_started
-            entry = {"flow_id": fid, "label": label, "packets": count_list[i],
+            entry = {"flow_id": fid, "label": label, "file": path.relative_to(out).as_posix(), "packets": count_list[i],
                      "padding_rows_dropped": input_rows[i] - count_list[i],
                      "bits_changed": {r: v[i] for r, v in bits_lists.items() if v[i]},
                      "fields_changed": {k: v[i] for k, v in fields_lists.items() if v[i]},
@@ -312,7 +328,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
             step = np.where(counts > 0, last_ts + MERGED_GAP_NS, 0)
             offset = (np.cumsum(step) - step)[res.flow]
             merged_ts = abs_ts + offset
-            path = out / _safe(label) / f"{_safe(label)}_merged.pcap"
+            path = _unique_path(out / _safe(label) / f"{_safe(label)}_merged.pcap", f"{label}/", used)
             if files is None:
                 atomic_write_bytes(path, pcap_bytes(frames_all, merged_ts, LINKTYPE_ETHERNET))
             else:
@@ -339,7 +355,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
         for k, v in fields_by.items():
             totals_fields[k] += int(v.sum())
         if dataset_output is not None:
-            write_shard(fp, Path(dataset_output) / f"{_safe(label)}.parquet")
+            write_shard(fp, _unique_path(Path(dataset_output) / f"{_safe(label)}.parquet", label, used))
         now = clock()
         cpu["merged_and_dataset_output"] += now - mark
         mark = now
@@ -357,7 +373,13 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
               "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()}, "output": str(out)}
     write_json(out / REPORT_FILE, {"totals": totals, "dropped": dropped, "flows": flows_report},
                one_line_items="flows")
+    stale_pcaps = sum(1 for p in out.rglob("*.pcap") if p not in used)
+    if stale_pcaps:  # validate reads every *.pcap under the folder
+        log.warning("%s: %d pcap file(s) there were not written by this run (an earlier run's?)", out, stale_pcaps)
     if dataset_output is not None:
+        for stale in Path(dataset_output).glob("*.parquet"):  # an earlier run's classes: not this dataset
+            if stale not in used:
+                stale.unlink()
         write_json(Path(dataset_output) / "summary.json", {"produced_by": "netdiffusion repair",
                                                            "input": str(src), **totals})
     if dropped:

@@ -33,6 +33,11 @@ ZERO_PAYLOAD_MALFORMED = (33, 36, 48, 51, 53, 54, 88, 93, 136)
 # this many bytes: an IGMPv2 membership report (IPv4 only), or an inner IPv4 / IPv6 header for
 # IP-in-IP (4) and IPv6-in-IP (41) tunnels; rows with less payload get protocol 253 / next header 59
 SYNTHETIC_PAYLOAD_BYTES = {IGMP_PROTO: 8, 4: 20, 41: 40}
+# protocols whose zero payload `validate`'s tshark calls malformed when shorter than this many bytes
+# (their fixed header): IGRP, ESP, OSPF, EtherIP, PIM, IPComp, VRRP, Ethernet (143), NCS heartbeat
+# (224); measured for 0-40 zero bytes behind IPv4 and IPv6 (scripts/proto_min_sizes.py). Real packets are
+# never that short; corrupted IP lengths are: such rows get protocol 253 / next header 59
+SHORT_PAYLOAD_MALFORMED = {9: 12, 50: 8, 89: 14, 97: 16, 103: 4, 108: 4, 112: 8, 143: 14, 224: 12}
 # the 8 bytes that start the payload of an IPv6 row whose next header is one of these extension
 # headers (nPrint does not encode them): a minimal header of that kind whose next header is 59
 IPV6_EXTENSION_PAYLOADS = {
@@ -93,6 +98,10 @@ class RepairConfig:
             raise ValueError(f"gaps must be 'close' or 'keep', not {cfg.gaps!r}")
         if cfg.stack not in ("flow", "packet"):
             raise ValueError(f"stack must be 'flow' or 'packet', not {cfg.stack!r}")
+        # IPv6's minimum link MTU (RFC 8200 §5; below it a tunnel row's inner header was cut into a
+        # malformed packet) up to the largest IPv4 total length
+        if not 1280 <= cfg.mtu <= 65535:
+            raise ValueError(f"mtu must be between 1280 and 65535, not {cfg.mtu}")
         return cfg
 
 
@@ -186,6 +195,9 @@ class Repairer:
 
     def __init__(self, layout: Layout, matrix: np.ndarray, flow: np.ndarray, cfg: RepairConfig,
                  copy: bool = True) -> None:
+        if not set(L3) & set(layout.headers):
+            raise ValueError(f"the layout ({', '.join(layout.headers)}) has no network header ({' or '.join(L3)}): "
+                             "no packet can be built")
         self.layout = layout
         matrix = np.asarray(matrix)
         copy = copy or matrix.dtype != np.int8 or not matrix.flags.writeable  # e.g. a read-only Arrow buffer
@@ -412,7 +424,9 @@ class Repairer:
             self._put("ipv4", "ipv4_proto", has_l4, proto[has_l4])
             cur = self._get("ipv4_proto")
             clash = v4 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS, *ZERO_PAYLOAD_MALFORMED])
-            clash |= v4 & (proto < 0) & self._too_short(cur, self._get("ipv4_tl") - 4 * self._get("ipv4_hl"))
+            v4_payload = self._get("ipv4_tl") - 4 * self._get("ipv4_hl")
+            clash |= v4 & (proto < 0) & self._too_short(cur, v4_payload)
+            clash |= v4 & (proto < 0) & (v4_payload > 0) & self._too_short(cur, v4_payload, SHORT_PAYLOAD_MALFORMED)
             self._put("ipv4", "ipv4_proto", clash, 253)  # RFC 3692 experimental: no L4 header follows
         if self.has("ipv6"):
             v6 = self.is_["ipv6"]
@@ -430,7 +444,8 @@ class Repairer:
             clash = v6 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO, *ZERO_PAYLOAD_MALFORMED,
                                                      43, 140])  # Routing, Shim6: malformed when zero
             # the extension headers the packet builder writes need their 8 payload bytes too
-            sizes = {**SYNTHETIC_PAYLOAD_BYTES, **{nh: len(b) for nh, b in IPV6_EXTENSION_PAYLOADS.items()}}
+            sizes = {**SHORT_PAYLOAD_MALFORMED, **SYNTHETIC_PAYLOAD_BYTES,
+                     **{nh: len(b) for nh, b in IPV6_EXTENSION_PAYLOADS.items()}}
             clash |= v6 & (proto < 0) & self._too_short(cur, self._get("ipv6_len"), sizes)
             self._put("ipv6", "ipv6_nh", clash, IPV6_NO_NEXT_HEADER)
         if self.has("tcp"):
@@ -690,7 +705,9 @@ class Repairer:
         silent[ft[dt == 1]] = False
         client_acked = G.cumsum_incl((dt == 0) & (ack0 == 1) & (syn0 != 1), ft) > 0
         phase_c = hs & (dt == 0) & ~seen1 & ~(silent[ft] & client_acked)
-        phase_sa = sa_flow[ft] & (dt == 0) & ~seen1
+        # likewise a capture of the server alone that starts at its SYN-ACK: the handshake ends at
+        # the server's first packet without SYN (nDPI's whois: its data became SYN-ACKs)
+        phase_sa = sa_flow[ft] & (dt == 0) & ~seen1 & ~(silent[ft] & client_acked)
         phase_s = (hs & (dt == 1) & (after == 0)) | phase_sa
         del seen1_incl
         first1 = phase_s & ~phase_sa & (G.cumsum_excl(dt == 1, ft) == 0)
