@@ -1051,3 +1051,30 @@ def test_an_mtu_that_cannot_carry_every_row_is_refused(mtu: int) -> None:
     with pytest.raises(ValueError, match=f"mtu must be between 1280 and 65535, not {mtu}"):
         RepairConfig.from_rules(mtu=mtu)
     assert RepairConfig.from_rules(mtu=1280).mtu == 1280
+
+
+def test_random_payloads_only_behind_a_transport_header(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (QA on nDPI's 6in4tunnel, 10% corrupted, ``--payload random``): rows of protocols
+    without an nPrint header (IGRP 9, VRRP 112) got random payload bytes, which tshark reads as
+    their header and calls malformed. Those rows keep zeros; TCP/UDP payloads stay random."""
+    from scapy.all import rdpcap
+
+    layout, row = _udp_row(small_dataset)
+    rows = [row]
+    for proto in (9, 112):
+        for length in (28, 60, 600):
+            m = row.nprint.copy()
+            m[:, layout.header_slice("udp")] = -1
+            layout.set_field(m, "ipv4_proto", proto, np.array([0]))
+            layout.set_field(m, "ipv4_tl", length, np.array([0]))
+            rows.append(Packets(**{**row.__dict__, "nprint": m,
+                                   "flow_id": np.array([f"p{proto}-{length}"], dtype=object)}))
+    data = write_dataset(Packets.concat(rows), layout, tmp_path / "in")
+    repair_dataset(data, tmp_path / "out", payload="random", progress=False)
+    pcaps = sorted((tmp_path / "out").rglob("*.pcap"))
+    assert len(pcaps) == 7
+    for pcap in pcaps:
+        result = tshark_file(pcap)
+        assert result["malformed"] == 0 and result["expert_errors"] == 0, (pcap.name, result)
+    udp = rdpcap(str(tmp_path / "out" / row.label[0] / f"{row.flow_id[0]}.pcap"))[0]["UDP"]
+    assert len(bytes(udp.payload)) > 8 and any(bytes(udp.payload))  # random, not zeros

@@ -102,6 +102,19 @@ def _quote_datagrams(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], 
     buf[pos] = q.astype(np.uint8)
 
 
+def _zero_bare_payloads(buf: np.ndarray, l4_start: np.ndarray, ends: np.ndarray, bare: np.ndarray) -> None:
+    """Random payloads only behind a TCP/UDP/ICMP header: a row of another protocol (GRE, ESP, OSPF,
+    VRRP, ...) keeps a zero payload, because its payload is that protocol's header to tshark, and
+    random bytes there are malformed (measured for IGRP and VRRP at every length) where the zeros
+    repair's protocol rules were measured with are not."""
+    rows = np.flatnonzero(bare & (ends > l4_start))
+    if not len(rows):
+        return
+    lengths = ends[rows] - l4_start[rows]
+    first = np.repeat(l4_start[rows] - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    buf[first + np.arange(int(lengths.sum()))] = 0
+
+
 def _no_transport(layout: Layout, is_: dict[str, np.ndarray], n: int) -> np.ndarray:
     """Rows that carry no nPrint transport header (their payload starts right after the IP header)."""
     bare = np.ones(n, dtype=bool)
@@ -216,6 +229,8 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
     if "ipv6" in layout.headers:
         l3_len[is_["ipv6"]] = 40
     l4_start = starts + l3_len
+    if payload_mode == "random":
+        _zero_bare_payloads(buf, l4_start, ends, _no_transport(layout, is_, n))
     if "icmp" in layout.headers and "ipv4" in layout.headers:
         _quote_datagrams(layout, m, is_, buf, l4_start, ends)
     icmpv6 = _bare_icmpv6(layout, m, is_, buf, l4_start, ends)
