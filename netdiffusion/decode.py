@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from netdiffusion.dataset import Packets, dataset_layout, iter_shards, shard_paths, write_json
+from netdiffusion.names import file_name
 from netdiffusion.packets import build_ip_packets
 from netdiffusion.pcap.writer import LINKTYPE_ETHERNET, ethernet_frames, write_pcap
 
@@ -31,13 +31,9 @@ BASE_EPOCH_NS = 1_704_067_200 * 1_000_000_000  # 2024-01-01T00:00:00Z: decoded f
 SUMMARY_FILE = "decode_summary.json"
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
-
-
 def flow_pcap_path(output: Path, label: str, flow_id: str) -> Path:
     """Where a flow's pcap goes: ``<output>/<label>/<flow_id>.pcap`` (names made file-safe)."""
-    return output / _safe(label or "unlabelled") / f"{_safe(flow_id)}.pcap"
+    return output / file_name(label or "unlabelled") / f"{file_name(flow_id)}.pcap"
 
 
 def write_flow(layout, flow: Packets, path: Path) -> int:

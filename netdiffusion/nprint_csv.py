@@ -39,6 +39,7 @@ from netdiffusion.dataset import (
     write_shard,
 )
 from netdiffusion.fields import ABSENT, DEFAULT_HEADERS, HEADERS, Layout
+from netdiffusion.names import file_name
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,6 @@ _EXTRA_COLUMNS = ("src_ip", "tv_sec", "tv_usec", "rts")
 
 class NprintFormatError(ValueError):
     """A CSV that is not nPrint's format; the message is a one-line reason."""
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
 
 
 def source_addresses(layout: Layout, matrix: np.ndarray) -> list[str]:
@@ -108,7 +105,7 @@ def export_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
         flow = Packets.concat(parts) if len(parts) > 1 else parts[0]
         flow = flow.take(np.argsort(flow.packet_index, kind="stable"))
         label = str(flow.label[0])
-        write_csv(out / _safe(label or "unlabelled") / f"{_safe(flow_id)}.nprint", layout, flow.nprint,
+        write_csv(out / file_name(label or "unlabelled") / f"{file_name(flow_id)}.nprint", layout, flow.nprint,
                   source_addresses(layout, flow.nprint), timestamps=flow.timestamp)
         flows += 1
         rows += len(flow)
@@ -301,7 +298,7 @@ def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
         count = matrix.shape[0]
         chunk = np.arange(count) // size
         index = np.arange(count) - chunk * size
-        stem = f"{_safe(f.stem)}-{n:04d}"
+        stem = f"{file_name(f.stem)}-{n:04d}"
         flow_ids = np.array([f"{stem}-{c:06d}" for c in range(int(chunk.max()) + 1)], dtype=object)[chunk]
         directions = np.zeros(count, dtype=np.int8)
         src_ip = extra.get("src_ip")

@@ -89,3 +89,27 @@ def test_flows_with_no_row_in_the_layout_are_skipped_not_written_empty(tmp_path:
     assert json.loads((tmp_path / "out/decode_summary.json").read_text())["flows_without_packets"] == 1
     [line] = [r.getMessage() for r in caplog.records if "no pcap written" in r.getMessage()]
     assert "1 flow had" in line and "ipv4,tcp" in line
+
+
+def test_names_that_differ_only_in_unsafe_characters_get_their_own_files(small_dataset: Path,
+                                                                        tmp_path: Path) -> None:
+    """Flows 'f 1' and 'f_1' (or classes 'web video' and 'web_video') were one file name: the
+    second overwrote the first while the summary counted both."""
+    from netdiffusion.dataset import Packets, read_layout, write_fields, write_shard
+    from netdiffusion.names import file_name
+
+    assert file_name("zoom-0001") == "zoom-0001"  # safe names stay as they are
+    assert file_name("f 1") != file_name("f_1") == "f_1"
+    assert file_name("web video").startswith("web_video-") and file_name("..") not in ("..", "_")
+    packets = read_packets(small_dataset)
+    two = packets.take(np.flatnonzero(packets.flow_id == packets.flow_id[0]))
+    a = Packets(**{**two.__dict__, "flow_id": np.full(len(two), "f 1", dtype=object),
+                   "label": np.full(len(two), "web video", dtype=object)})
+    b = Packets(**{**two.__dict__, "flow_id": np.full(len(two), "f_1", dtype=object),
+                   "label": np.full(len(two), "web_video", dtype=object)})
+    write_fields(tmp_path / "in", read_layout(small_dataset))
+    write_shard(Packets.concat([a, b]), tmp_path / "in" / "part-0.parquet")
+    summary = decode_dataset(tmp_path / "in", tmp_path / "out")
+    files = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.pcap"))
+    assert summary["flows"] == 2 and len(files) == 2, files
+    assert flow_pcap_path(tmp_path / "out", "web_video", "f_1").exists()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 import zlib
 from pathlib import Path
@@ -27,6 +26,7 @@ from netdiffusion.fields import ABSENT, Layout
 from netdiffusion.image import mask_from_lengths, matrix_to_image, save_png
 from netdiffusion.model.data import load_templates, sample_timestamps, stratified_flows
 from netdiffusion.model.train import MODEL_FILE, TEMPLATES_FILE, TIMING_FILE, WEIGHTS_DIR
+from netdiffusion.names import file_name
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ def load_model_meta(model: str | os.PathLike) -> dict[str, Any]:
 def class_seed(seed: int, label: str) -> list[int]:
     """Per-class seed material: independent of which other classes share the call."""
     return [int(seed), zlib.crc32(label.encode())]
-
-
-def safe_name(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label) or "_"
 
 
 def pick_templates(lengths: np.ndarray, offsets: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -156,7 +152,7 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
             for i, m in zip(idx, out, strict=True):
                 matrices[i] = m
         flows = [np.asarray(m, dtype=np.int8) for m in matrices if m is not None]
-        flow_ids = [f"{safe_name(label)}-s{seed}-{i:06d}" for i in range(count)]
+        flow_ids = [f"{file_name(label)}-s{seed}-{i:06d}" for i in range(count)]
         n_rows = np.array([len(m) for m in flows])
         matrix = np.concatenate(flows)
         direction = np.concatenate([directions_from_bits(m, layout) for m in flows])
@@ -172,10 +168,10 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
             frame=np.zeros(len(matrix), dtype=np.int64),
             nprint=matrix,
         )
-        write_shard(packets, output / f"{safe_name(label)}-s{seed}.parquet")
+        write_shard(packets, output / f"{file_name(label)}-s{seed}.parquet")
         if images:
             for fid, m in zip(flow_ids, flows, strict=True):
-                save_png(output / "images" / safe_name(label) / f"{fid}.png",
+                save_png(output / "images" / file_name(label) / f"{fid}.png",
                          matrix_to_image(m, rows=int(meta["packets"])))
         secs = time.time() - t0
         per_class[label] = {"flows": count, "packets": int(n_rows.sum()), "seconds": round(secs, 3),

@@ -27,6 +27,7 @@ from netdiffusion.dataset import (
     write_json,
     write_shard,
 )
+from netdiffusion.names import file_name
 from netdiffusion.repair import groups as G
 from netdiffusion.repair.engine import RULES, RepairConfig, RepairResult, repair_matrix
 from netdiffusion.repair.synth import L4_CKSUM, build_packets
@@ -228,7 +229,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     from tqdm import tqdm
 
     from netdiffusion.dataset import atomic_write_bytes, atomic_write_extents
-    from netdiffusion.decode import BASE_EPOCH_NS, _safe, flow_pcap_path
+    from netdiffusion.decode import BASE_EPOCH_NS, flow_pcap_path
     from netdiffusion.pcap.writer import LINKTYPE_ETHERNET, pcap_bytes
 
     if payload not in ("zero", "random"):
@@ -328,7 +329,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
             step = np.where(counts > 0, last_ts + MERGED_GAP_NS, 0)
             offset = (np.cumsum(step) - step)[res.flow]
             merged_ts = abs_ts + offset
-            path = _unique_path(out / _safe(label) / f"{_safe(label)}_merged.pcap", f"{label}/", used)
+            path = _unique_path(out / file_name(label) / f"{file_name(label)}_merged.pcap", f"{label}/", used)
             if files is None:
                 atomic_write_bytes(path, pcap_bytes(frames_all, merged_ts, LINKTYPE_ETHERNET))
             else:
@@ -355,7 +356,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
         for k, v in fields_by.items():
             totals_fields[k] += int(v.sum())
         if dataset_output is not None:
-            write_shard(fp, _unique_path(Path(dataset_output) / f"{_safe(label)}.parquet", label, used))
+            write_shard(fp, _unique_path(Path(dataset_output) / f"{file_name(label)}.parquet", label, used))
         now = clock()
         cpu["merged_and_dataset_output"] += now - mark
         mark = now
