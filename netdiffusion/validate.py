@@ -32,6 +32,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from netdiffusion.labels import CAPTURE_SUFFIXES
+
 log = logging.getLogger(__name__)
 
 TSHARK_PREFS = ("ip.check_checksum:TRUE", "tcp.check_checksum:TRUE", "udp.check_checksum:TRUE",
@@ -237,10 +239,20 @@ def can_replay() -> tuple[bool, str]:
     return True, ""
 
 
+def capture_files(root: Path) -> list[Path]:
+    """``root`` itself, or every capture under it (recursively): ``*.pcap`` as repair and decode
+    write them, and the other capture names encode reads (a ``*.pcapng`` left out would pass
+    unseen)."""
+    if not root.is_dir():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.name.lower().endswith(CAPTURE_SUFFIXES) and p.is_file())
+
+
 def validate_dir(input: str | os.PathLike, report: str | os.PathLike | None = None, *,
                  tcpreplay: bool | None = None, thresholds: dict[str, int] | None = None,
                  workers: int | None = None, progress: bool | None = None) -> dict:
-    """Validate every ``*.pcap`` under ``input`` (recursively); optionally write ``report`` JSON.
+    """Validate every capture under ``input`` (recursively, :func:`capture_files`); optionally write
+    ``report`` JSON.
 
     ``tcpreplay=None`` replays when possible (root), ``True`` requires it, ``False`` skips it.
     Returns the report: ``files`` (per file), ``totals`` and ``failed`` (files over threshold)."""
@@ -252,9 +264,9 @@ def validate_dir(input: str | os.PathLike, report: str | os.PathLike | None = No
     root = Path(input)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or folder")
-    files = sorted(root.rglob("*.pcap")) if root.is_dir() else [root]
+    files = capture_files(root)
     if not files:
-        raise FileNotFoundError(f"{root}: no *.pcap files")
+        raise FileNotFoundError(f"{root}: no *.pcap files (nor {', '.join(CAPTURE_SUFFIXES[1:])})")
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     workers = workers or max(1, os.cpu_count() or 1)
     replay_ok, replay_reason = can_replay()

@@ -107,3 +107,15 @@ def test_a_pcap_without_packets_fails_as_empty(tmp_path: Path) -> None:
     assert "empty 1" in summary_text(result)
     allowed = validate_dir(tmp_path, tcpreplay=False, progress=False, thresholds={"empty": 1})
     assert allowed["failed"] == []
+
+
+def test_every_capture_under_the_folder_is_validated_not_only_pcap(tmp_path: Path, shared_data: Path) -> None:
+    """A folder of ``*.pcapng`` / ``*.cap`` captures was reported as 'no *.pcap files' and a mixed
+    folder validated only its ``*.pcap`` ones: the rest passed unseen."""
+    source = next(p for p in sorted((shared_data / "pcaps").rglob("*.pcap")) if p.stat().st_size < 200_000)
+    (tmp_path / "in" / "a").mkdir(parents=True)
+    subprocess.run(["editcap", "-F", "pcapng", str(source), str(tmp_path / "in" / "a" / "x.pcapng")], check=True)
+    (tmp_path / "in" / "a" / "y.CAP").write_bytes(source.read_bytes())
+    (tmp_path / "in" / "a" / "notes.txt").write_text("not a capture")
+    report = validate_dir(tmp_path / "in", progress=False, tcpreplay=False)
+    assert sorted(f["file"] for f in report["files"]) == ["a/x.pcapng", "a/y.CAP"]
