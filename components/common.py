@@ -88,8 +88,19 @@ def read_manifest(root_uri: str, scratch: str | os.PathLike, classes: Sequence[s
         rows = _rows_from_folder(local_root)
     else:
         manifest = fetch(root_uri.rstrip("/") + "/" + MANIFEST, scratch)
-        with open(manifest, newline="") as fh:
-            rows = [{k: (r.get(k) or "") for k in MANIFEST_COLUMNS} for r in csv.DictReader(fh)]
+        # utf-8-sig: a byte order mark (spreadsheet exports) would otherwise hide the "path" column
+        with open(manifest, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"path", "label"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"{manifest}: manifest lacks column(s) {sorted(missing)}")
+            rows = []
+            for r in reader:
+                row = {k: (r.get(k) or "") for k in MANIFEST_COLUMNS}
+                row["label"] = row["label"].strip()  # as netdiffusion encode reads it
+                if not row["path"] or not row["label"]:
+                    raise ValueError(f"{manifest}: line {reader.line_num}: empty path or label")
+                rows.append(row)
     wanted = {c.strip() for c in classes if c.strip()}
     if wanted:
         unknown = wanted - {r["label"] for r in rows}

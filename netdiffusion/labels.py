@@ -49,15 +49,19 @@ def load_manifest(path: str | os.PathLike) -> dict[Path, tuple[str, str]]:
     path = Path(path)
     base = path.parent
     out: dict[Path, tuple[str, str]] = {}
-    with open(path, newline="") as fh:
+    # utf-8-sig: spreadsheet programs write a byte order mark, which would otherwise hide "path"
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: manifest lacks column(s) {sorted(missing)}")
         for row in reader:
+            label = (row["label"] or "").strip()
+            if not label:  # an unnamed class would go through train, generate and repair as ""
+                raise ValueError(f"{path}: line {reader.line_num}: empty label for {row['path']!r}")
             p = Path(row["path"])
             full = (p if p.is_absolute() else base / p).resolve()
-            out[full] = (row["label"].strip(), (row.get("macro") or "").strip())
+            out[full] = (label, (row.get("macro") or "").strip())
     return out
 
 

@@ -150,6 +150,37 @@ def test_a_manifest_without_the_columns_is_one_line(tmp_path: Path, capsys: pyte
     assert "manifest lacks column" in line
 
 
+def test_a_manifest_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Spreadsheet programs save CSV with a UTF-8 BOM; it used to hide the path column
+    ("manifest lacks column(s) ['path']"), and the pipeline's reader lost every path."""
+    from components.common import read_manifest
+
+    _tcp_capture(tmp_path / "in/x.pcap")
+    (tmp_path / "in/manifest.csv").write_bytes(b"\xef\xbb\xbfpath,label,macro\r\nx.pcap,zoom,conf\r\n")
+    summary = encode_paths([tmp_path / "in/x.pcap"], tmp_path / "out", manifest=tmp_path / "in/manifest.csv",
+                           progress=False)
+    assert [f["label"] for f in summary["files"]] == ["zoom"]
+    assert [(r["path"], r["label"]) for r in read_manifest(str(tmp_path / "in"), tmp_path / "s")] == [
+        ("x.pcap", "zoom")]
+
+
+def test_a_manifest_row_without_a_label_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty label used to become a class named "" all the way through train, generate and repair."""
+    from components.common import read_manifest
+
+    _tcp_capture(tmp_path / "in/x.pcap")
+    _tcp_capture(tmp_path / "in/y.pcap")
+    (tmp_path / "in/manifest.csv").write_text("path,label,macro\nx.pcap,zoom,conf\ny.pcap, ,conf\n")
+    rc = cli_main(["encode", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                   "--manifest", str(tmp_path / "in/manifest.csv")])
+    assert rc == 2
+    [line] = _one_line_errors(capsys)
+    assert "empty label" in line and "y.pcap" in line and "line 3" in line
+    assert not (tmp_path / "out/summary.json").exists()
+    with pytest.raises(ValueError, match="line 3: empty path or label"):
+        read_manifest(str(tmp_path / "in"), tmp_path / "s")
+
+
 # -- 4. captures that keep no packet; manifest coverage -------------------------------------------
 
 def test_files_that_keep_no_packet_are_logged_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture,
