@@ -109,6 +109,22 @@ def test_generation_deterministic_and_per_class_parallel(trained: tuple[Path, di
     assert set(summary["per_class"]) == {"alpha", "beta"}
 
 
+def test_summary_counts_every_seed_written_to_the_folder(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    """Regression: a second call with another seed adds <class>-s<seed>.parquet next to the first,
+    yet summary.json kept only the last call's count (5 flows listed, 8 in the files)."""
+    out, _ = trained
+    generate(out, tmp_path / "g", count=3, seed=0, images=False)
+    generate(out, tmp_path / "g", classes=["alpha"], count=2, seed=1, images=False)
+    generate(out, tmp_path / "g", classes=["alpha"], count=1, seed=1, images=False)  # rewrites alpha-s1
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    data = read_packets(tmp_path / "g")
+    for label in ("alpha", "beta"):
+        flows = {f for f, lab in zip(data.flow_id.tolist(), data.label.tolist(), strict=True) if lab == label}
+        assert summary["per_class"][label]["flows"] == len(flows), label
+        assert summary["per_class"][label]["packets"] == int((data.label == label).sum()), label
+    assert summary["flows"] == len(set(data.flow_id.tolist())) == 3 + 1 + 3
+
+
 def test_samplers_and_steps(trained: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = trained
     for sampler in ("ddpm", "dpmsolver", "unipc"):

@@ -193,8 +193,15 @@ def _merge_summary(output: Path, stats: dict) -> None:
         previous = json.loads(path.read_text())
     except (OSError, ValueError):
         previous = {}
+    # each seed writes its own <class>-s<seed>.parquet, so a class's count is the sum over its
+    # seeds' latest calls (a call with the same seed rewrites that file)
+    per_class = dict(previous.get("per_class", {}))
+    for label, entry in stats["per_class"].items():
+        seeds = {**(per_class.get(label) or {}).get("seeds", {}), str(stats["seed"]): entry}
+        per_class[label] = {**entry, "flows": sum(v["flows"] for v in seeds.values()),
+                            "packets": sum(v["packets"] for v in seeds.values()), "seeds": seeds}
     merged = {"stage": "generate", "model_id": stats["model_id"], "backend": stats["backend"],
-              "per_class": {**previous.get("per_class", {}), **stats["per_class"]}}
+              "per_class": per_class}
     merged["flows"] = sum(v["flows"] for v in merged["per_class"].values())
     write_json(path, merged)
 
