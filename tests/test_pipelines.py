@@ -220,3 +220,23 @@ def test_local_run_failure_names_the_reason(tmp_path):
     assert "resolve-model" in message
     assert "model has no class(es) meet, zoom (it knows facebook, webex)" in message
     assert "\033[" not in message  # no terminal colours in the one line `netdiffusion` prints
+
+
+def test_run_input_may_name_the_manifest_but_no_other_file(tmp_path, monkeypatch, capsys):
+    """Regression: `netdiffusion run --input caps/manifest.csv` started the pipeline and failed in
+    plan-shards with "caps/manifest.csv/manifest.csv: does not exist"; any other file failed the same
+    way. The manifest now stands for its folder; another file is one line, exit 2, nothing run."""
+    import pipelines.local
+    from netdiffusion.cli import main
+
+    calls = []
+    monkeypatch.setattr(pipelines.local, "run_refresh", lambda out, **kw: calls.append(kw) or {})
+    monkeypatch.setattr(pipelines.local, "format_summary", lambda summary: "")
+    (tmp_path / "caps").mkdir()
+    (tmp_path / "caps" / "manifest.csv").write_text("path,label\nx.pcap,a\n")
+    (tmp_path / "caps" / "x.pcap").write_bytes(b"")
+    assert main(["run", "--input", str(tmp_path / "caps" / "manifest.csv"), "--out", str(tmp_path / "o")]) == 0
+    assert calls[0]["input_uri"] == str(tmp_path / "caps")
+    assert main(["run", "--input", str(tmp_path / "caps" / "x.pcap"), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "x.pcap: --input is a folder" in err and len(calls) == 1 and not (tmp_path / "o2").exists()

@@ -34,6 +34,13 @@ def run(args: argparse.Namespace) -> int:
     if args.input and "://" not in args.input and not Path(args.input).exists():
         print(f"netdiffusion run: {args.input}: input folder not found", file=sys.stderr)
         return 2
+    if args.input and "://" not in args.input and Path(args.input).is_file():
+        # the pipeline reads <folder>/manifest.csv: the manifest itself names its folder
+        if Path(args.input).name != "manifest.csv":
+            print(f"netdiffusion run: {args.input}: --input is a folder (holding manifest.csv or class "
+                  "folders of captures), not a file", file=sys.stderr)
+            return 2
+        args.input = str(Path(args.input).parent)
     try:
         summary = run_refresh(args.out, input_uri=args.input, classes=classes, preset=args.preset,
                               count=args.count, packets=args.packets, config=args.config, seed=args.seed,
