@@ -1078,3 +1078,27 @@ def test_random_payloads_only_behind_a_transport_header(small_dataset: Path, tmp
         assert result["malformed"] == 0 and result["expert_errors"] == 0, (pcap.name, result)
     udp = rdpcap(str(tmp_path / "out" / row.label[0] / f"{row.flow_id[0]}.pcap"))[0]["UDP"]
     assert len(bytes(udp.payload)) > 8 and any(bytes(udp.payload))  # random, not zeros
+
+
+def test_a_rerun_into_the_same_folders_leaves_no_earlier_flows(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (QA): repairing a smaller dataset into an earlier repair's folders kept the
+    earlier run's pcaps, merged files and dataset shards, so validate and evaluate read flows (and
+    classes) that repair_report.json and the dataset's summary did not list. Other files stay."""
+    layout, packets = flow_ordered(small_dataset)
+    labels = sorted(set(packets.label.tolist()))
+    assert len(labels) >= 2
+    first = write_dataset(packets, layout, tmp_path / "all")
+    out, ds = tmp_path / "pcaps", tmp_path / "ds"
+    repair_dataset(first, out, dataset_output=ds, merged=True, progress=False)
+    (out / "notes.pcap").write_bytes(b"")  # not repair's: kept
+    one = packets.take(np.flatnonzero(packets.label == labels[0]))
+    totals = repair_dataset(write_dataset(one, layout, tmp_path / "one"), out, dataset_output=ds, progress=False)
+    report = json.loads((out / "repair_report.json").read_text())
+    listed = {f["file"] for f in report["flows"]}
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.pcap")} == listed | {"notes.pcap"}
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [labels[0]]
+    repaired = read_packets(ds)
+    assert len(set(repaired.flow_id.tolist())) == totals["flows"] and set(repaired.label.tolist()) == {labels[0]}
+    with pytest.raises(ValueError, match="cannot replace its input"):  # the input is never cleaned
+        repair_dataset(first, tmp_path / "again", dataset_output=tmp_path / "all", progress=False)
+    assert (tmp_path / "all" / "part-0.parquet").exists()

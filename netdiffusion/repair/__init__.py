@@ -8,6 +8,7 @@ optionally one merged pcap per class), ``repair_report.json`` and, if asked, the
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import struct
@@ -245,6 +246,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     cfg = RepairConfig.from_rules(anonymize=anonymize, seed=seed, **rules)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_files(out)  # a previous repair's pcaps here: removed below unless rewritten
     if dataset_output is not None:
         write_fields(dataset_output, layout)
     flows_report: list[dict] = []
@@ -374,6 +376,12 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
               "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()}, "output": str(out)}
     write_json(out / REPORT_FILE, {"totals": totals, "dropped": dropped, "flows": flows_report},
                one_line_items="flows")
+    # a re-run into the same folder must not leave the earlier run's flows (or classes) behind:
+    # validate reads every capture there, the report only this run's
+    for path in earlier - used:
+        path.unlink(missing_ok=True)
+        if path.parent.parent == out and path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()  # a class this run did not write
     stale_pcaps = sum(1 for p in out.rglob("*.pcap") if p not in used)
     if stale_pcaps:  # validate reads every *.pcap under the folder
         log.warning("%s: %d pcap file(s) there were not written by this run (an earlier run's?)", out, stale_pcaps)
@@ -472,6 +480,25 @@ def distinct_conversations(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
     updated = np.where(udp & (stored == 0), 0, updated)  # and a datagram without one keeps none
     buf[ck], buf[ck + 1] = (updated >> 8).astype(np.uint8), (updated & 0xFF).astype(np.uint8)
     return len(new_port)
+
+
+def _earlier_files(out: Path) -> set[Path]:
+    """The pcaps an earlier ``repair_dataset`` wrote into ``out``, as its report lists them
+    (nothing else in the folder is touched)."""
+    from netdiffusion.decode import flow_pcap_path
+
+    try:
+        report = json.loads((out / REPORT_FILE).read_text())
+        flows = [f for f in report.get("flows") or [] if isinstance(f, dict) and "label" in f and "flow_id" in f]
+        merged = bool(((report.get("totals") or {}).get("config") or {}).get("merged"))
+    except (OSError, ValueError, AttributeError):
+        return set()
+    paths = {out / f["file"] if isinstance(f.get("file"), str) else flow_pcap_path(out, f["label"], f["flow_id"])
+             for f in flows}
+    if merged:
+        paths |= {out / file_name(label) / f"{file_name(label)}_merged.pcap" for label in {f["label"] for f in flows}}
+    resolved = out.resolve()
+    return {p for p in paths if p.resolve().is_relative_to(resolved)}  # never outside the folder
 
 
 def _frames(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, direction: np.ndarray) -> list[bytes]:
