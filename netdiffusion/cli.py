@@ -31,6 +31,16 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in ``--help``, except where the help already says what the default is, or where
+    it is ``None`` ("(default: None)" says nothing: the help text explains what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help and ("(default:" in action.help or action.default is None):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netdiffusion",
@@ -46,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # stage not built yet
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__ or module.HELP,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=DefaultsHelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

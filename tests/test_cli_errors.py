@@ -5,6 +5,7 @@ config checks (unknown keys, types, ranges) and the "no such dataset" check behi
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -226,3 +227,18 @@ def test_validate_missing_or_empty_input(tmp_path: Path, capsys: pytest.CaptureF
     _one_line_error(capsys, "validate", cli_main(["validate", "--input", str(tmp_path / "empty")]), "no *.pcap files")
     rc = cli_main(["validate", "--input", str(tmp_path / "empty"), "--threshold", "nosuch=1"])
     _one_line_error(capsys, "validate", rc, "--threshold")
+
+
+def test_help_states_each_default_once() -> None:
+    """``--help`` said "(default: all) (default: None)": the help's own default, then argparse's."""
+    import re
+
+    from netdiffusion.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        text = " ".join(sub.format_help().split())
+        assert "(default: None)" not in text, name
+        for option in re.split(r"\s(?=--?[a-z])", text):
+            assert option.count("(default:") <= 1, (name, option)
