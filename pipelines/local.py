@@ -182,6 +182,7 @@ def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None,
     registered = json.loads(outputs["registered"]) if outputs["registered"] else {}
     summary = _summary(out, paths, registered, seconds)
     summary["captures"] = _encode_totals(out / "kfp", Path(outputs["model"].path))
+    summary["classes_without_pcaps"] = _classes_without_pcaps(input_uri, chosen, summary)
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
@@ -260,6 +261,33 @@ def _encode_totals(root: Path, artifact: Path) -> dict[str, Any]:
     return {"read": read, "rejected": rejected}
 
 
+def _classes_without_pcaps(input_uri: str, chosen: list[str], summary: dict[str, Any]) -> dict[str, str]:
+    """Classes asked for (or, without ``--classes``, in the input's manifest) that got no pcaps, with
+    why: a run that leaves a class out must say so in its summary, not only in a task's log."""
+    import tempfile
+
+    from components.common import read_manifest
+
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            rows = read_manifest(input_uri, scratch)
+    except (OSError, ValueError):
+        rows = []
+    rejected: dict[str, int] = {}
+    for r in (summary.get("captures") or {}).get("rejected") or []:
+        file = str(r.get("file"))  # the capture's path where the encode task read it
+        label = next((row["label"] for row in rows
+                      if file == row["path"] or file.endswith("/" + row["path"].removeprefix("./"))), None)
+        if label is not None:
+            rejected[label] = rejected.get(label, 0) + 1
+    out = {}
+    for label in list(chosen) or sorted({r["label"] for r in rows}):
+        if label not in summary["classes"]:
+            out[label] = (f"{rejected[label]} of its captures rejected (below)" if label in rejected
+                          else "no flows encoded or generated (see the task logs)")
+    return out
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -295,6 +323,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if captures:
         lines.append(f"captures: {captures['read']} read, {len(captures['rejected'])} rejected")
         lines += [f"  rejected {r.get('file')}: {r.get('reason')}" for r in captures["rejected"]]
+    for label, why in (summary.get("classes_without_pcaps") or {}).items():
+        lines.append(f"class {label}: no pcaps: {why}")
     for k, v in summary.get("evaluation", {}).items():
         lines.append(f"evaluation {k}: {v}")
     reg = summary.get("registered") or {}

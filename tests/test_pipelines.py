@@ -184,6 +184,18 @@ def test_local_run_summary_table_and_mlflow_hint(tmp_path):
     assert "captures: 6 read, 1 rejected" in text and "rejected /in/zoom/bad.pcap: not a pcap" in text
     youtube_row = next(line for line in text.splitlines() if line.startswith("youtube"))
     assert youtube_row.split()[-1] == "-"
+    # a class asked for that got no pcaps (every capture rejected) is named with why, not only logged
+    from pipelines.local import _classes_without_pcaps
+
+    source = tmp_path / "in"
+    (source / "bad").mkdir(parents=True)
+    (source / "manifest.csv").write_text("path,label\nzoom/a.pcap,zoom\nbad/bad.pcap,bad\nyoutube/y.pcap,youtube\n")
+    summary["captures"]["rejected"].append({"file": "/in/bad/bad.pcap", "reason": "not a pcap or pcapng file"})
+    summary["classes_without_pcaps"] = _classes_without_pcaps(str(source), [], summary)
+    assert summary["classes_without_pcaps"] == {"bad": "1 of its captures rejected (below)"}
+    assert _classes_without_pcaps(str(source), ["zoom", "webex"], summary) == {
+        "webex": "no flows encoded or generated (see the task logs)"}
+    assert "class bad: no pcaps: 1 of its captures rejected (below)" in format_summary(summary)
     assert f"ui --backend-store-uri sqlite:///{out.resolve() / 'mlflow.db'}" in text
 
 
