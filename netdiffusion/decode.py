@@ -72,6 +72,7 @@ def decode_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
     pending: dict[str, list[Packets]] = {}
     flows = packets = rows_without_ip = flows_without_packets = 0
     per_label: Counter[str] = Counter()
+    written_paths: set[Path] = set()
 
     def emit(flow_id: str, flow: Packets) -> None:
         nonlocal flows, packets, rows_without_ip, flows_without_packets
@@ -84,6 +85,7 @@ def decode_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
             return
         packets += written
         flows += 1
+        written_paths.add(path)
         per_label[str(flow.label[0])] += 1
 
     for shard in tqdm(iter_shards(src), total=len(paths), desc="decode", unit="shard", disable=None):
@@ -101,8 +103,12 @@ def decode_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
         log.warning("%s: %d %s no row with a network header of the layout %s: no pcap written", src,
                     flows_without_packets, "flow had" if flows_without_packets == 1 else "flows had",
                     ",".join(layout.headers))
+    # validate reads every capture in the folder: say when it holds more than this decode wrote
+    other_pcaps = sum(1 for p in out.rglob("*.pcap") if p not in written_paths)
+    if other_pcaps:
+        log.warning("%s: %d pcap file(s) there were not written by this decode (an earlier run's?)", out, other_pcaps)
     summary = {"flows": flows, "packets": packets, "rows_without_ip": rows_without_ip,
-               "flows_without_packets": flows_without_packets,
+               "flows_without_packets": flows_without_packets, "other_pcaps_in_output": other_pcaps,
                "flows_per_label": dict(sorted(per_label.items())), "output": str(out)}
     write_json(out / SUMMARY_FILE, summary)
     summary["seconds"] = round(time.perf_counter() - started, 3)

@@ -113,3 +113,13 @@ def test_names_that_differ_only_in_unsafe_characters_get_their_own_files(small_d
     files = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.pcap"))
     assert summary["flows"] == 2 and len(files) == 2, files
     assert flow_pcap_path(tmp_path / "out", "web_video", "f_1").exists()
+
+
+def test_a_decode_into_a_folder_with_other_pcaps_says_so(small_dataset: Path, tmp_path: Path, caplog) -> None:
+    """QA: decoding into an earlier decode's folder left its pcaps, and the summary counted only this
+    run's while validate reads them all; the summary and a warning now count the others."""
+    (tmp_path / "out" / "old").mkdir(parents=True)
+    (tmp_path / "out" / "old" / "earlier.pcap").write_bytes(b"")
+    summary = decode_dataset(small_dataset, tmp_path / "out")
+    assert summary["other_pcaps_in_output"] == 1 and "not written by this decode" in caplog.text
+    assert decode_dataset(small_dataset, tmp_path / "out")["other_pcaps_in_output"] == 1
