@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,20 @@ def test_refresh_to_local_default_store(tiny_model: Path, tmp_path: Path) -> Non
     assert decision["promoted"] and decision["champion_after"] == 1
     local = load_model_dir("models:/local-model@champion", tmp_path / "dl")
     assert json.loads((local / "model.json").read_text()) == json.loads((tiny_model / "model.json").read_text())
+    # QA: a run on fewer classes replaced a champion that knew more (its metrics were better on its
+    # own classes); the service and scheduled runs then lost the others
+    fewer = tmp_path / "fewer"
+    shutil.copytree(tiny_model, fewer)
+    meta = json.loads((fewer / "model.json").read_text())
+    dropped = meta["classes"][-1]
+    meta["classes"] = meta["classes"][:-1]
+    (fewer / "model.json").write_text(json.dumps(meta))
+    (evaluation / "report.json").write_text(json.dumps({
+        "similarity": {"overall": {"jsd": 0.1}},
+        "utility": {"train_synthetic_test_real": {"micro": {"rf": {"accuracy": 0.95}}}}}))
+    smaller = log_refresh("local", settings=settings, model_dir=fewer, validation_report={"summary": {"failed": 0}},
+                          evaluation_dir=evaluation)
+    decision = promote("local-model", run_id=smaller, settings=settings)
+    name = dropped if isinstance(dropped, str) else dropped.get("name")
+    assert not decision["promoted"] and decision["reason"] == f"knows fewer classes than the champion (missing: {name})"
+    assert decision["champion_after"] == 1

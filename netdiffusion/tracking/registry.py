@@ -1,6 +1,7 @@
 """Model registry promotion with aliases: ``challenger`` for every candidate, ``champion`` only if better.
 
-A candidate version replaces the champion when its run's validation was clean and, on every
+A candidate version replaces the champion when its model knows every class the champion knows,
+its run's validation was clean and, on every
 configured metric, it is at least as good as the champion and strictly better on at least one.
 The metrics are the evaluation report keys as logged by :func:`netdiffusion.tracking.runs.log_refresh`
 (``similarity.overall.jsd``...); a ``*`` pattern averages every matching metric, so
@@ -139,15 +140,22 @@ def promote(name: str, version: str | int | None = None, run_id: str | None = No
     client.set_registered_model_alias(name, CHALLENGER, candidate.version)
     current = champion_version(client, name)
     champ_metrics: dict[str, float] | None = None
-    if current is not None and current.run_id:
-        champ_metrics = dict(client.get_run(current.run_id).data.metrics)
+    champ_run = client.get_run(current.run_id) if current is not None and current.run_id else None
+    if champ_run is not None:
+        champ_metrics = dict(champ_run.data.metrics)
     elif current is not None:
         champ_metrics = {}
+    # a model that cannot generate every class the champion can must not replace it: the service
+    # and scheduled runs would lose those classes (and its metrics cover other classes anyway)
+    lost = sorted(_classes(champ_run) - _classes(cand_run)) if _classes(cand_run) else []
 
     if current is not None and str(current.version) == str(candidate.version):
         promoted, reason, table = False, "already champion", compare(cand_metrics, champ_metrics, metrics)[2]
     elif require_clean_validation and not clean:
         promoted, reason = False, "validation not clean"
+        table = compare(cand_metrics, champ_metrics, metrics)[2]
+    elif lost:
+        promoted, reason = False, f"knows fewer classes than the champion (missing: {', '.join(lost)})"
         table = compare(cand_metrics, champ_metrics, metrics)[2]
     else:
         promoted, reason, table = compare(cand_metrics, champ_metrics, metrics)
@@ -172,6 +180,17 @@ def promote(name: str, version: str | int | None = None, run_id: str | None = No
     log.info("promotion of %s v%s: %s (%s)", name, candidate.version,
              "champion" if promoted else "stays challenger", reason)
     return decision
+
+
+def _classes(run: Any) -> set[str]:
+    """The classes a run's model learned (its ``classes`` parameter); empty when not logged."""
+    from netdiffusion.tracking.runs import _MAX_PARAM_VALUE
+
+    value = str(run.data.params.get("classes") or "") if run is not None else ""
+    names = [c for c in value.split(",") if c]
+    if len(value) >= _MAX_PARAM_VALUE:
+        names = names[:-1]  # MLflow's parameter limit cut the list: its last name may be cut too
+    return set(names)
 
 
 def _record(client: Any, candidate: Any, decision: dict[str, Any]) -> None:
