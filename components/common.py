@@ -97,7 +97,7 @@ def read_manifest(root_uri: str, scratch: str | os.PathLike, classes: Sequence[s
             rows = []
             for r in reader:
                 row = {k: (r.get(k) or "") for k in MANIFEST_COLUMNS}
-                row["label"] = row["label"].strip()  # as netdiffusion encode reads it
+                row["label"], row["path"] = row["label"].strip(), row["path"].strip()  # as encode reads them
                 if not row["path"] or not row["label"]:
                     raise ValueError(f"{manifest}: line {reader.line_num}: empty path or label")
                 rows.append(row)

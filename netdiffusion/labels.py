@@ -59,7 +59,7 @@ def load_manifest(path: str | os.PathLike) -> dict[Path, tuple[str, str]]:
             label = (row["label"] or "").strip()
             if not label:  # an unnamed class would go through train, generate and repair as ""
                 raise ValueError(f"{path}: line {reader.line_num}: empty label for {row['path']!r}")
-            p = Path(row["path"])
+            p = Path((row["path"] or "").strip())  # as the label: spaces around a cell are the CSV's
             full = (p if p.is_absolute() else base / p).resolve()
             out[full] = (label, (row.get("macro") or "").strip())
     return out

@@ -156,7 +156,8 @@ def test_a_manifest_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     from components.common import read_manifest
 
     _tcp_capture(tmp_path / "in/x.pcap")
-    (tmp_path / "in/manifest.csv").write_bytes(b"\xef\xbb\xbfpath,label,macro\r\nx.pcap,zoom,conf\r\n")
+    # ... and spaces around a cell (", x.pcap ,") are the CSV's, not the file name's, as for labels
+    (tmp_path / "in/manifest.csv").write_bytes(b"\xef\xbb\xbfpath,label,macro\r\n x.pcap ,zoom,conf\r\n")
     summary = encode_paths([tmp_path / "in/x.pcap"], tmp_path / "out", manifest=tmp_path / "in/manifest.csv",
                            progress=False)
     assert [f["label"] for f in summary["files"]] == ["zoom"]
