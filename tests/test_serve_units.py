@@ -120,3 +120,39 @@ def test_old_database_is_migrated(tmp_path: Path) -> None:
     store = JobStore(path)
     assert store.recover("host") == (1, [])
     assert store.get("old")["status"] == FAILED
+
+
+def test_stop_marks_running_jobs_failed_before_returning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (pool.stop) must leave no job ``running``: the worker threads are daemons, so stop() has to
+    wait for them to record "stopped: ..." before the service process exits (docs/serve.md)."""
+    from netdiffusion.serve import worker
+    from netdiffusion.serve.metrics import ServiceMetrics
+
+    store = JobStore(tmp_path / "jobs.db")
+    real_popen = subprocess.Popen
+    # a job process that just sleeps (no torch import); the real command line is not needed here
+    monkeypatch.setattr(worker.subprocess, "Popen",
+                        lambda cmd, **kw: real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw))
+    real_get = JobStore.get
+
+    def slow_get(self: JobStore, job_id: str):  # a busy machine: the worker thread records a moment late
+        if threading.current_thread().name.startswith("job-worker"):
+            time.sleep(0.5)
+        return real_get(self, job_id)
+
+    pool = worker.WorkerPool(store, tmp_path, workers=2, job_threads=1, timeout_s=600, s3_uri=None,
+                             metrics=ServiceMetrics(store.counts))
+    pool.start()
+    jobs = [store.create("t", {"classes": ["a"], "count": 1, "target": "local"}, 1) for _ in range(2)]
+    for job_id in jobs:
+        pool.submit(job_id)
+    deadline = time.monotonic() + 30
+    while len(pool._procs) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(pool._procs) == 2
+    monkeypatch.setattr(JobStore, "get", slow_get)
+    pool.stop(grace_s=5)
+    monkeypatch.setattr(JobStore, "get", real_get)
+    for job_id in jobs:
+        job = store.get(job_id)
+        assert job["status"] == FAILED and job["error"].startswith("stopped: the service shut down"), job

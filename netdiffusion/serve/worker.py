@@ -54,7 +54,9 @@ class WorkerPool:
         return self._queue.qsize()
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """Stop taking jobs and end running job processes (they will be marked failed on restart)."""
+        """Stop taking jobs, end running job processes and wait until their worker threads have marked
+        the jobs failed ("stopped: ..."); the threads are daemons, so without that wait the process
+        could exit first and leave the jobs ``running`` until the next start-up's recovery."""
         self._stopping = True
         for _ in self._threads:
             self._queue.put(None)
@@ -68,6 +70,9 @@ class WorkerPool:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
+        for t in self._threads:
+            if t.is_alive() and t is not threading.current_thread():
+                t.join(max(0.1, deadline - time.monotonic()) + 2.0)
 
     def _loop(self) -> None:
         while True:
