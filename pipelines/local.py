@@ -168,7 +168,7 @@ def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None,
     chosen = list(classes or (p.classes if user_input is None else ()))
     started = time.monotonic()
     with explain_task_failure():
-        task = refresh(input_uri=input_uri, classes=chosen, count=count or p.count, packets=packets or p.packets,
+        task = refresh(input_uri=input_uri, classes=chosen, count=p.count if count is None else count, packets=p.packets if packets is None else packets,
                        encode_shards=p.encode_shards, config=config or p.config, seed=seed, tcpreplay=tcpreplay,
                        quick_evaluation=p.quick_evaluation, tracking_out=str(out))
     seconds = time.monotonic() - started

@@ -349,6 +349,15 @@ def test_count_must_be_positive(args: list[str], tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("args", [["--count", "0"], ["--count", "-1"], ["--packets", "0"]])
+def test_run_refuses_counts_below_one(args: list[str], tmp_path: Path) -> None:
+    """`make run COUNT=0` used to run with the preset's count and COUNT=-1 to fail only after training."""
+    proc = cli("run", "--preset", "tiny", "--out", str(tmp_path / "out"), *args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert f"{args[0]} must be >= 1" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_pipeline_arguments_validate_count() -> None:
     from pipelines.submit import pipeline_arguments
 

@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.local import format_summary, run_refresh
 
+    for flag, value, what in (("--count", args.count, "flows per class"), ("--packets", args.packets, "packets per flow")):
+        if value is not None and value < 1:  # refused up front, not after encoding and training
+            print(f"netdiffusion run: {flag} must be >= 1 ({what}), got {value}", file=sys.stderr)
+            return 2
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     if args.input and "://" not in args.input and not Path(args.input).exists():
         print(f"netdiffusion run: {args.input}: input folder not found", file=sys.stderr)
