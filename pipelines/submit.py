@@ -249,15 +249,26 @@ def submit_from_args(args: argparse.Namespace) -> dict[str, Any]:
                       timeout_s=getattr(args, "kfp_timeout", None))
     from pipelines.local import format_summary, run_generate, run_refresh
 
+    # the same parameter names as on a cluster: unknown ones are refused, not silently dropped
+    pipeline_arguments(args.pipeline, classes=classes, count=args.count, model=args.model, input_uri=args.input,
+                       output_uri=args.output_uri, extra=extra)
+    local_params = LOCAL_PARAMETERS[args.pipeline]
+    ignored = sorted(set(extra) - set(local_params))
+    if ignored:
+        log.warning("--param %s: ignored by a local run (used on a cluster)", ", ".join(ignored))
+    chosen = {k: v for k, v in extra.items() if k in local_params}
     log.info("no --host (KFP_HOST): running the %s pipeline locally under %s", args.pipeline, args.out)
     if args.pipeline == "refresh":
-        summary = run_refresh(args.out, input_uri=args.input, classes=classes or None, count=args.count,
-                              **{k: v for k, v in extra.items() if k in ("packets", "config", "seed")})
+        summary = run_refresh(args.out, input_uri=args.input, classes=classes or None, count=args.count, **chosen)
     else:
         model = args.model or _local_model(Path(args.out))
         summary = run_generate(args.out, model=model, classes=classes, count=10 if args.count is None else args.count,
-                               output_uri=args.output_uri or "")
+                               output_uri=args.output_uri or "", **chosen)
     return {"ok": True, "summary": summary, "message": format_summary(summary)}
+
+
+# pipeline parameters a local run (pipelines.local) honours; the others only matter on a cluster
+LOCAL_PARAMETERS = {"refresh": ("packets", "config", "seed", "tcpreplay"), "generate": ("seed", "tracking_uri")}
 
 
 def schedule_from_args(args: argparse.Namespace) -> dict[str, Any]:

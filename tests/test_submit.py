@@ -75,3 +75,21 @@ def test_schedule_rejects_five_field_cron_and_needs_a_host(kfp_server):
     with pytest.raises(SystemExit, match="6 fields"):
         cli_main(["schedule", "--host", kfp_server, "--cron", "0 3 * * 0"])
     assert cli_main(["schedule"]) == 1
+
+
+def test_local_submit_honours_or_refuses_params(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --host, --param used to be dropped silently: seed=7 generated with seed 0, and an unknown
+    name ran anyway although the same command with --host refuses it."""
+    import pipelines.local
+
+    calls = []
+    monkeypatch.setattr(pipelines.local, "run_generate",
+                        lambda out, **kw: calls.append(kw) or {"classes": {}, "seconds": 0, "paths": {}})
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit, match="no parameter.*nosuch"):  # what --host answers too
+        cli_main(["submit", "--classes", "webex", "--count", "1", "--out", out, "--model", str(tmp_path),
+                  "--param", "nosuch=1"])
+    assert not calls
+    assert cli_main(["submit", "--classes", "webex", "--count", "1", "--out", out, "--model", str(tmp_path),
+                     "--param", "seed=7", "--param", "generate_gpus=2"]) == 0
+    assert calls[-1]["seed"] == 7 and "generate_gpus" not in calls[-1]
