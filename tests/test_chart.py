@@ -347,3 +347,18 @@ def test_schema_rejects_bad_cron_fields(helm: Path, schedule: str) -> None:
 def test_schema_accepts_valid_cron(helm: Path, schedule: str) -> None:
     cron = by_kind(render(helm, None, "refresh.schedule=" + schedule.replace(",", "\\,")), "CronJob")[0]
     assert cron["spec"]["schedule"] == schedule
+
+
+@pytest.mark.parametrize("endpoint", ["", "http://seaweedfs-s3.storage.svc:8333"])
+def test_s3_endpoint_is_set_only_when_given(helm: Path, endpoint: str) -> None:
+    """s3.endpoint "" means AWS: an empty MLFLOW_S3_ENDPOINT_URL is not "unset" for MLflow, whose boto3
+    client then fails every artifact request with "ValueError: Invalid endpoint: " (the MLflow server
+    proxies all artifacts, so no model could be logged or loaded on a default install)."""
+    objs = render(helm, None, f"s3.endpoint={endpoint}")
+    config = by_kind(objs, "ConfigMap")[0]["data"]
+    envs = {name: {e["name"]: e.get("value") for c in spec["containers"] for e in c.get("env", [])}
+            for name, spec in pod_specs(objs)}
+    mlflow_env = next(env for name, env in envs.items() if name.endswith("-mlflow"))
+    for var in ("MLFLOW_S3_ENDPOINT_URL", "NETDIFFUSION_S3_ENDPOINT"):
+        assert config.get(var) == (endpoint or None), (var, config.get(var))
+    assert mlflow_env.get("MLFLOW_S3_ENDPOINT_URL") == (endpoint or None)
