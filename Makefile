@@ -53,9 +53,9 @@ bench: setup system-deps ## benchmarks -> bench/results/*.json
 pipelines: setup ## compile pipelines/*.py into pipelines/compiled/*.yaml
 	$(BIN)/python -m pipelines.compile
 
-submit: setup ## submit a run: make submit CLASSES=zoom,meet COUNT=5000 [KFP_HOST=..] [MODEL=models:/..@champion] [PIPELINE=refresh]
+submit: setup ## submit a run: make submit CLASSES=zoom,meet COUNT=5000 [KFP_HOST=..] [MODEL=models:/..@champion] [PIPELINE=refresh INPUT=s3://..]
 	$(BIN)/netdiffusion submit --pipeline $(PIPELINE) --count $(or $(COUNT),100) $(if $(CLASSES),--classes $(CLASSES)) \
-	  $(if $(KFP_HOST),--host $(KFP_HOST)) $(if $(MODEL),--model $(MODEL)) --out $(OUT)
+	  $(if $(KFP_HOST),--host $(KFP_HOST)) $(if $(MODEL),--model $(MODEL)) $(if $(INPUT),--input $(INPUT)) --out $(OUT)
 
 schedule: setup ## recurring refresh run on KFP: make schedule CRON="0 0 3 * * 0" KFP_HOST=..
 	$(BIN)/netdiffusion schedule --cron "$(CRON)" $(if $(KFP_HOST),--host $(KFP_HOST))

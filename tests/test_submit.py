@@ -93,3 +93,17 @@ def test_local_submit_honours_or_refuses_params(tmp_path, monkeypatch: pytest.Mo
     assert cli_main(["submit", "--classes", "webex", "--count", "1", "--out", out, "--model", str(tmp_path),
                      "--param", "seed=7", "--param", "generate_gpus=2"]) == 0
     assert calls[-1]["seed"] == 7 and "generate_gpus" not in calls[-1]
+
+
+def test_make_submit_passes_input() -> None:
+    """`make submit PIPELINE=refresh` had no way to name the captures: the run got the pipeline default
+    input_uri `data/sample`, which does not exist in the cluster images."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["make", "-n", "-s", "submit", "PIPELINE=refresh", "INPUT=s3://bucket/captures"],
+                          cwd=repo, capture_output=True, text=True, timeout=60)
+    joined = proc.stdout.replace("\\\n", " ")  # make -n echoes the recipe's line continuations
+    line = next(line for line in joined.splitlines() if "netdiffusion submit" in line)
+    assert "--pipeline refresh" in line and "--input s3://bucket/captures" in line, line
