@@ -330,6 +330,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     reg = summary.get("registered") or {}
     if reg.get("model_uri"):
         lines.append(f"registered {reg['model_uri']} (alias {reg.get('alias') or '-'}, run {reg.get('run_id')})")
+        if not reg.get("promoted") and reg.get("reason"):  # why models:/NAME@champion is not this model
+            lines.append(f"not champion: {reg['reason']}")
     lines.append(f"finished in {summary['seconds']:.0f} s")
     for name, path in summary["paths"].items():
         lines.append(f"{name:>10}: {path}")

@@ -197,6 +197,10 @@ def test_local_run_summary_table_and_mlflow_hint(tmp_path):
         "webex": "no flows encoded or generated (see the task logs)"}
     assert "class bad: no pcaps: 1 of its captures rejected (below)" in format_summary(summary)
     assert f"ui --backend-store-uri sqlite:///{out.resolve() / 'mlflow.db'}" in text
+    # a model left as challenger says why (e.g. a one-class run has no classifier accuracy to compare)
+    summary["registered"] = {"model_uri": "models:/netdiffusion/1", "alias": "challenger", "run_id": "r",
+                             "promoted": False, "reason": "candidate lacks metric(s) utility.x"}
+    assert "not champion: candidate lacks metric(s) utility.x" in format_summary(summary)
 
 
 @pytest.mark.slow
