@@ -13,10 +13,17 @@ DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 DEFAULT_GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
-def with_s3_secret(task: PipelineTask, secret_name) -> PipelineTask:
-    """Expose the S3 credentials Secret as env (optional, so clusters with IRSA/workload identity work)."""
-    return kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=S3_SECRET_KEYS,
-                                        optional=True)
+# the S3 settings the Helm chart's ConfigMap holds (keys = env var names): without the endpoint a
+# task would send s3:// reads and writes to AWS instead of the cluster's MinIO / SeaweedFS
+S3_CONFIG_KEYS = ("NETDIFFUSION_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION", "NETDIFFUSION_S3_BUCKET")
+
+
+def with_s3(task: PipelineTask, secret_name, config_map) -> PipelineTask:
+    """Expose the S3 credentials Secret and the S3 settings of the chart's ConfigMap as env (both
+    optional, so clusters with IRSA/workload identity, or on AWS itself, work without them)."""
+    kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+    return kubernetes.use_config_map_as_env(task, config_map_name=config_map,
+                                            config_map_key_to_env={k: k for k in S3_CONFIG_KEYS}, optional=True)
 
 
 def on_gpu(task: PipelineTask, *, node_selector, tolerations, accelerator_type, accelerator_limit) -> PipelineTask:

@@ -10,7 +10,7 @@ from components.evaluate.component import evaluate_synthetic
 from components.register.component import register_model
 from components.train.component import train_model
 from pipelines.per_class import generate_repair_validate
-from pipelines.placement import DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATIONS, on_gpu, with_s3_secret
+from pipelines.placement import DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATIONS, on_gpu, with_s3
 
 NAME = "netdiffusion-refresh"
 
@@ -39,6 +39,7 @@ def refresh(
     gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
     gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
     s3_secret: str = "netdiffusion-s3",
+    settings_config_map: str = "netdiffusion",
     staging_uri: str = "",
     tracking_uri: str = "",
     model_name: str = "",
@@ -48,10 +49,10 @@ def refresh(
     quick_evaluation: bool = False,
 ) -> Outputs:
     plan = plan_shards(input_uri=input_uri, classes=classes, shards=encode_shards).set_display_name("plan")
-    with_s3_secret(plan, s3_secret)
+    with_s3(plan, s3_secret, settings_config_map)
     with dsl.ParallelFor(plan.output, name="encode-shards") as shard:
         encoded = encode_shard(shard=shard, packets=packets).set_display_name("encode")
-        with_s3_secret(encoded, s3_secret)
+        with_s3(encoded, s3_secret, settings_config_map)
 
     trained = train_model(
         data=dsl.Collected(encoded.outputs["data"]), backend=backend, config=config, seed=seed,
@@ -60,11 +61,11 @@ def refresh(
     ).set_display_name("train")
     on_gpu(trained, node_selector=gpu_node_selector, tolerations=gpu_tolerations,
            accelerator_type=accelerator_type, accelerator_limit=train_gpus)
-    with_s3_secret(trained, s3_secret)
+    with_s3(trained, s3_secret, settings_config_map)
 
     labels = list_classes(input_uri=input_uri, classes=classes, model=trained.outputs["model"]
                           ).set_display_name("classes")
-    with_s3_secret(labels, s3_secret)
+    with_s3(labels, s3_secret, settings_config_map)
     repaired, validated = generate_repair_validate(
         labels=labels.output, model=trained.outputs["model"], count=count, seed=seed,
         gpus=generate_gpus, accelerator_type=accelerator_type, gpu_node_selector=gpu_node_selector,
@@ -80,7 +81,7 @@ def refresh(
         train_nodes=train_nodes, train_gpus=train_gpus,
         tracking_uri=tracking_uri, model_name=model_name, promote=promote, out=tracking_out,
     ).set_display_name("register")
-    with_s3_secret(registered, s3_secret)
+    with_s3(registered, s3_secret, settings_config_map)
     return Outputs(pcaps=validated.outputs["pcaps"], validation=validated.outputs["report"],
                    report=evaluated.outputs["report"], model=trained.outputs["model"],
                    registered=registered.output)

@@ -218,6 +218,8 @@ def test_cronjob_command_is_accepted_by_submit(helm: Path, values: str | None) -
     assert arguments["gpu_node_selector"] == yaml.safe_load(config["NETDIFFUSION_GPU_NODE_SELECTOR"])
     assert arguments["gpu_tolerations"] and arguments["train_gpus"] >= 1
     assert arguments["tracking_uri"].startswith("http")
+    # the pipeline tasks read the S3 endpoint from this very ConfigMap
+    assert arguments["settings_config_map"] == by_kind(objs, "ConfigMap")[0]["metadata"]["name"]
 
 
 def test_default_images_are_the_project_images(helm: Path) -> None:

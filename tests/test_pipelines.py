@@ -65,6 +65,19 @@ def test_compiled_yaml_carries_gpu_placement_and_s3_secret(name, gpu_tasks):
         (secret,) = e["secretAsEnv"]
         assert {m["envVar"] for m in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         assert secret["secretNameParameter"]["componentInputParameter"].endswith("s3_secret")
+        # QA: the S3 endpoint never reached pipeline pods (MinIO/SeaweedFS clusters went to AWS)
+        (config,) = e["configMapAsEnv"]
+        assert {m["envVar"] for m in config["keyToEnv"]} >= {"NETDIFFUSION_S3_ENDPOINT", "AWS_DEFAULT_REGION"}
+        assert config["configMapNameParameter"]["componentInputParameter"].endswith("settings_config_map")
+        assert config["optional"] is True
+
+
+def test_the_service_sends_only_parameters_the_generate_pipeline_has():
+    """The service fills these from the chart's ConfigMap; KFP rejects a run with an unknown one."""
+    from netdiffusion.serve.pipeline import ENV_PARAMETERS
+
+    pipeline, _ = _docs("generate")
+    assert set(ENV_PARAMETERS) <= set(pipeline["root"]["inputDefinitions"]["parameters"])
 
 
 def test_refresh_fans_out_over_shards_and_classes():

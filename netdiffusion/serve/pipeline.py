@@ -28,6 +28,7 @@ ENV_PARAMETERS = {
     "accelerator_type": "NETDIFFUSION_GPU_RESOURCE",
     "generate_gpus": "NETDIFFUSION_GPU_COUNT",
     "s3_secret": "NETDIFFUSION_S3_SECRET",
+    "settings_config_map": "NETDIFFUSION_SETTINGS_CONFIG_MAP",
     "tracking_uri": "MLFLOW_TRACKING_URI",
 }
 
