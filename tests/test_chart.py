@@ -218,6 +218,9 @@ def test_cronjob_command_is_accepted_by_submit(helm: Path, values: str | None) -
     assert arguments["gpu_node_selector"] == yaml.safe_load(config["NETDIFFUSION_GPU_NODE_SELECTOR"])
     assert arguments["gpu_tolerations"] and arguments["train_gpus"] >= 1
     assert arguments["tracking_uri"].startswith("http")
+    if values:  # QA: the production example read its captures from another bucket than its own
+        assert arguments["input_uri"].startswith(f"s3://{config['NETDIFFUSION_S3_BUCKET']}/")
+    assert getattr(parsed, "model", None) is None  # --model is the generate pipeline's: no effect on refresh
     # the pipeline tasks read the S3 endpoint from this very ConfigMap
     assert arguments["settings_config_map"] == by_kind(objs, "ConfigMap")[0]["metadata"]["name"]
 
