@@ -156,3 +156,18 @@ def test_stop_marks_running_jobs_failed_before_returning(tmp_path: Path, monkeyp
     for job_id in jobs:
         job = store.get(job_id)
         assert job["status"] == FAILED and job["error"].startswith("stopped: the service shut down"), job
+
+
+def test_a_local_model_service_calls_malformed_references_invalid(tmp_path: Path) -> None:
+    """QA: with a local model dir, malformed references got 404 "serves only the local model";
+    docs/serve.md (and the registry mode) make them 422, and only well-formed other models 404."""
+    from netdiffusion.serve.models import ModelNotFound, ModelReferenceInvalid, ModelSource
+
+    source = ModelSource(str(tmp_path / "model"), cache_dir=tmp_path / "cache")
+    assert source.reference(None) == source.reference("local") == str(tmp_path / "model")
+    for bad in ("models:/x/../y", "models:/x/Production", "models:/x@", "bad/../ref", "a b"):
+        with pytest.raises(ModelReferenceInvalid):
+            source.reference(bad)
+    for other in ("models:/x@champion", "models:/x/3", "7", "challenger"):
+        with pytest.raises(ModelNotFound):
+            source.reference(other)

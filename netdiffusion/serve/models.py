@@ -107,6 +107,12 @@ class ModelSource:
             raise ModelNotFound("no model configured for this service (start it with --model)")
         if not is_registry_uri(self.model):
             if requested not in (None, "", LOCAL, "champion"):
+                # a malformed reference is the client's error (422) here too, as with a registry model
+                if requested.startswith("models:/"):
+                    _checked_uri(requested, requested[len("models:/"):].split("@", 1)[0].split("/", 1)[0])
+                elif not (_VERSION.match(requested) or _ALIAS.match(requested)):
+                    raise ModelReferenceInvalid(f"model {requested!r}: expected 'local', a version number, an "
+                                                "alias or models:/NAME@ALIAS")
                 raise ModelNotFound(f"model {requested!r} not found: this service serves only the local "
                                     f"model (use 'local' or leave it out)")
             return str(self.model)
