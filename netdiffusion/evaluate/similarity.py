@@ -67,6 +67,15 @@ def compare(a: FlowSet, b: FlowSet, layout: Layout, classes: list[str]) -> dict:
     per_field: dict[str, dict[str, float]] = {}
     per_field_class: dict[str, dict[str, dict[str, float]]] = {}
     observed: list[str] = []
+    # per field, the classes in which it is present in at least one packet of either side: a
+    # class's mean runs over these only (a field absent from the class on both sides would add
+    # a free zero, and the class's number would depend on which other classes are compared)
+    observed_in_class: dict[str, np.ndarray] = {}
+
+    def class_presence(rows_a: np.ndarray, rows_b: np.ndarray) -> np.ndarray:
+        pa = np.bincount(ga[ga >= 0], weights=rows_a[ga >= 0], minlength=n_cls) > 0
+        pb = np.bincount(gb[gb >= 0], weights=rows_b[gb >= 0], minlength=n_cls) > 0
+        return pa | pb
 
     def add(key: str, ka: np.ndarray, kb: np.ndarray, present: bool) -> None:
         ca, cb, n_cat = category_codes(ka, kb)
@@ -83,7 +92,9 @@ def compare(a: FlowSet, b: FlowSet, layout: Layout, classes: list[str]) -> dict:
 
     for field in layout.fields:
         sl = layout.field_slice(field)
-        present = bool((ma[:, sl] != ABSENT).any() or (mb[:, sl] != ABSENT).any())
+        rows_a, rows_b = (ma[:, sl] != ABSENT).any(axis=1), (mb[:, sl] != ABSENT).any(axis=1)
+        present = bool(rows_a.any() or rows_b.any())
+        observed_in_class[field.key] = class_presence(rows_a, rows_b)
         add(field.key, layout.field_keys(ma, field), layout.field_keys(mb, field), present)
     pa, pb = protocol_values(layout, ma), protocol_values(layout, mb)
     add(PROTOCOL_FIELD, pa, pb, False)  # reported on its own, not part of the field average
@@ -102,8 +113,9 @@ def compare(a: FlowSet, b: FlowSet, layout: Layout, classes: list[str]) -> dict:
     for i, cls in enumerate(classes):
         if not shared[i]:
             continue
-        rows = {k: per_field_class[k][cls] for k in observed_fields}
-        per_class[cls] = _means(rows, observed_fields) | {
+        class_fields = [k for k in observed_fields if observed_in_class[k][i]]
+        rows = {k: per_field_class[k][cls] for k in class_fields}
+        per_class[cls] = _means(rows, class_fields) | {
             "protocol_" + m: per_field_class[PROTOCOL_FIELD][cls][m] for m in METRICS
         }
 
