@@ -111,12 +111,16 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
     for name, value in (("count", count), ("batch", batch), ("steps", steps)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ValueError(f"{name} must be an integer of at least 1, not {value!r}")
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
     meta = load_model_meta(model_dir)
     known = list(meta["classes"])
-    wanted = list(classes) if classes else known
+    # a class named twice is generated once (same seed: the same flows, the same file)
+    wanted = list(dict.fromkeys(classes)) if classes else known
     unknown = [c for c in wanted if c not in known]
     if unknown:
         raise ValueError(f"{model_dir}: model has no classes {unknown}; it knows {known}")
+    _check_output(output, meta)
     layout = Layout.from_columns(meta["columns"])
     templates = load_templates(model_dir / TEMPLATES_FILE, known)
     timing = json.loads((model_dir / TIMING_FILE).read_text())
@@ -184,6 +188,26 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
              "per_class": per_class}
     _merge_summary(output, stats)
     return stats
+
+
+def _check_output(output: Path, meta: dict) -> None:
+    """Refuse an output folder that already holds shards of another dataset or model.
+
+    Generated shards of the same model (other seeds or classes, parallel per-class calls) may
+    share a folder; anything else would mix two layouts or two models under one summary."""
+    if not output.is_dir():
+        return
+    shards = [p for p in output.rglob("*.parquet") if not p.name.startswith(".")]
+    if not shards:
+        return
+    try:
+        previous = json.loads((output / "summary.json").read_text()).get("model_id")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous != meta["model_id"]:
+        what = f"output of model {previous}" if previous else "a dataset that is not this model's output"
+        raise ValueError(f"{output}: already holds {what} ({len(shards)} shards); this model is "
+                         f"{meta['model_id']}: generate into an empty folder or one of its own")
 
 
 def _merge_summary(output: Path, stats: dict) -> None:
