@@ -268,10 +268,18 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
     output.mkdir(parents=True, exist_ok=True)
     metrics_path = output / METRICS_FILE
     start_step = 0
+    what = _checkpoint_identity(cfg, flows, columns)
     if resume and (ckpt := latest_checkpoint(output)) is not None:
+        saved = json.loads((ckpt / "step.json").read_text())
+        _check_resume(ckpt, saved, what)
         accelerator.load_state(str(ckpt))
-        start_step = int(json.loads((ckpt / "step.json").read_text())["step"])
+        start_step = int(saved["step"])
         log.info("resumed from %s at step %d", ckpt, start_step)
+        if accelerator.is_main_process and metrics_path.exists():
+            # steps logged after the checkpoint by the interrupted run are trained again
+            kept = [line for line in metrics_path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+            metrics_path.write_text("".join(line + "\n" for line in kept))
     elif accelerator.is_main_process and metrics_path.exists():
         metrics_path.unlink()
     rank = accelerator.process_index
@@ -317,7 +325,7 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
             })
             recent = []
         if ckpt_every and (done % ckpt_every == 0 or (done == steps and tr.get("keep_checkpoints"))):
-            _save_checkpoint(accelerator, output, done)
+            _save_checkpoint(accelerator, output, done, what)
     seconds = time.time() - started
     accelerator.wait_for_everyone()
 
@@ -362,13 +370,32 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
     return result
 
 
-def _save_checkpoint(accelerator, output: Path, step: int) -> None:
+def _checkpoint_identity(cfg: dict, flows: FlowSet, columns: np.ndarray) -> dict[str, Any]:
+    """What a checkpoint's weights mean: resuming with anything else is refused."""
+    return {"backend": cfg["backend"], "model": cfg.get("model"), "lora": cfg.get("lora"),
+            "classes": list(flows.classes), "columns": len(flows.layout.columns),
+            "active_columns": hashlib.sha1(np.asarray(columns, dtype=np.int64).tobytes()).hexdigest()[:16]}
+
+
+def _check_resume(ckpt: Path, saved: dict, what: dict[str, Any]) -> None:
+    """ValueError naming what differs between a checkpoint and this run (older checkpoints
+    without the record are not checked)."""
+    if "identity" not in saved:
+        return
+    diff = [k for k in what if saved["identity"].get(k) != what[k]]
+    if diff:
+        details = "; ".join(f"{k}: checkpoint {saved['identity'].get(k)!r}, now {what[k]!r}" for k in diff)
+        raise ValueError(f"{ckpt}: cannot resume, the checkpoint was trained with a different "
+                         f"{', '.join(diff)} ({details}); use the same data and config, or drop --resume")
+
+
+def _save_checkpoint(accelerator, output: Path, step: int, identity: dict[str, Any] | None = None) -> None:
     """accelerate state (model, optimizer, lr schedule, EMA, RNG) + the step, atomically renamed."""
     final = output / CHECKPOINTS_DIR / f"step-{step}"
     tmp = output / CHECKPOINTS_DIR / f".tmp-step-{step}"
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        write_json(tmp / "step.json", {"step": step})
+        write_json(tmp / "step.json", {"step": step, **({"identity": identity} if identity else {})})
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
