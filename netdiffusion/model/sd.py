@@ -38,6 +38,7 @@ from netdiffusion.model.train import (
     class_prompts,
     latest_checkpoint,
     make_accelerator,
+    truncate_metrics,
     write_model_files,
 )
 
@@ -241,6 +242,8 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
     if resume and (ckpt := latest_checkpoint(output)) is not None:
         accelerator.load_state(str(ckpt))
         start_step = int(json.loads((ckpt / "step.json").read_text())["step"])
+        if accelerator.is_main_process:
+            truncate_metrics(metrics_path, start_step)
     elif accelerator.is_main_process and metrics_path.exists():
         metrics_path.unlink()
     rng = np.random.default_rng(seed * 1000 + accelerator.process_index + start_step)

@@ -97,6 +97,15 @@ def latest_checkpoint(output: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume: drop records past the checkpoint's ``step`` (the interrupted run logged them,
+    and those steps are trained and logged again)."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
 def append_metrics(path: Path, record: dict) -> None:
     with path.open("a") as fh:
         fh.write(json.dumps(record) + "\n")
@@ -275,11 +284,8 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
         accelerator.load_state(str(ckpt))
         start_step = int(saved["step"])
         log.info("resumed from %s at step %d", ckpt, start_step)
-        if accelerator.is_main_process and metrics_path.exists():
-            # steps logged after the checkpoint by the interrupted run are trained again
-            kept = [line for line in metrics_path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
-            metrics_path.write_text("".join(line + "\n" for line in kept))
+        if accelerator.is_main_process:
+            truncate_metrics(metrics_path, start_step)
     elif accelerator.is_main_process and metrics_path.exists():
         metrics_path.unlink()
     rank = accelerator.process_index
