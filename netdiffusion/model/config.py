@@ -39,7 +39,11 @@ AT_LEAST_ONE = {
 NON_NEGATIVE = {"training.checkpoint_every", "training.warmup_steps", "training.weight_decay",
                 "training.ema_decay", "diffusion.guidance_scale", "diffusion.class_dropout",
                 "diffusion.controlnet_conditioning_scale", "lora.dropout"}
-CHOICES = {"training.mixed_precision": ("no", "fp16", "bf16")}
+CHOICES = {"training.mixed_precision": ("no", "fp16", "bf16"),
+           # generation's samplers (model.native.SAMPLERS) and diffusers DDPMScheduler's schedules:
+           # checked here, or a typo trains a model that generate then refuses / a traceback
+           "diffusion.sampler": ("ddim", "ddpm", "dpmsolver", "unipc"),
+           "diffusion.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2", "laplace", "sigmoid")}
 
 
 class ConfigError(ValueError):
