@@ -50,3 +50,13 @@ def test_output_of_another_model_or_dataset_refused(model: Path, tmp_path: Path)
     (out / "summary.json").unlink()  # shards without this model's summary: e.g. an encoded dataset
     with pytest.raises(ValueError, match="not this model's output"):
         generate(model, out, classes=["alpha"], count=1, images=False)
+
+
+def test_rerun_with_fewer_flows_leaves_no_stale_images(model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "g"
+    generate(model, out, classes=["alpha"], count=3, seed=1)
+    generate(model, out, classes=["alpha"], count=2, seed=11)
+    generate(model, out, classes=["alpha"], count=1, seed=1)
+    names = sorted(p.name for p in (out / "images" / "alpha").iterdir())
+    ids = sorted(f"{f}.png" for f in set(read_packets(out).flow_id))
+    assert names == ids and len(names) == 1 + 2

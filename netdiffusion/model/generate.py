@@ -173,6 +173,9 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
             nprint=matrix,
         )
         write_shard(packets, output / f"{file_name(label)}-s{seed}.parquet")
+        # this call replaces the class's shard of this seed: its earlier images go with it
+        for stale in (output / "images" / file_name(label)).glob(f"{file_name(label)}-s{seed}-*.png"):
+            stale.unlink()
         if images:
             for fid, m in zip(flow_ids, flows, strict=True):
                 save_png(output / "images" / file_name(label) / f"{fid}.png",
