@@ -64,7 +64,9 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def split_classes(text: str | None) -> list[str]:
-    return [c.strip() for c in (text or "").split(",") if c.strip()]
+    from netdiffusion.commands import class_names
+
+    return class_names(text) or []
 
 
 def pipeline_arguments(pipeline: str, *, classes: list[str], count: int | None = None, model: str | None = None,

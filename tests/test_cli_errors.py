@@ -242,3 +242,16 @@ def test_help_states_each_default_once() -> None:
         assert "(default: None)" not in text, name
         for option in re.split(r"\s(?=--?[a-z])", text):
             assert option.count("(default:") <= 1, (name, option)
+
+
+@pytest.mark.parametrize("command", ["generate", "run", "submit", "schedule"])
+def test_classes_naming_no_class_is_an_error_not_all_classes(command: str, tmp_path: Path, capsys) -> None:
+    """QA: ``--classes ,`` silently generated every class."""
+    argv = {"generate": ["generate", "--model", str(tmp_path / "m"), "--output", str(tmp_path / "g")],
+            "run": ["run", "--out", str(tmp_path / "o")],
+            "submit": ["submit", "--count", "1", "--out", str(tmp_path / "o")],
+            "schedule": ["schedule", "--count", "1"]}[command]
+    assert cli_main([*argv, "--classes", " , "]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no class names" in err[0] and err[0].startswith(f"netdiffusion {command}: "), err
+    assert not any(tmp_path.iterdir())  # refused before anything was written

@@ -19,6 +19,17 @@ def error(command: str, message: object) -> int:
     return 2
 
 
+def class_names(text: str | None) -> list[str] | None:
+    """``--classes a,b`` -> ``["a", "b"]``; not given -> ``None`` (all classes). Given but naming
+    no class (``--classes ,``) is an error, not "all classes"."""
+    if text is None or not text.strip():
+        return None
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise ValueError(f"--classes {text!r}: no class names (leave it out for all classes)")
+    return names
+
+
 def input_error(command: str, exc: BaseException) -> int:
     """:func:`error` for a caught input exception; re-raised when ``NETDIFFUSION_DEBUG`` is set."""
     if os.environ.get("NETDIFFUSION_DEBUG", "") not in ("", "0"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from netdiffusion.commands import INPUT_ERRORS, error, input_error
+from netdiffusion.commands import INPUT_ERRORS, class_names, error, input_error
 
 HELP = "generate synthetic flows per class from a trained model"
 
@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--count", args.count), ("--batch", args.batch), ("--steps", args.steps)):
         if value is not None and value < 1:
             return error("generate", f"{flag} {value}: must be at least 1")
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     try:
+        classes = class_names(args.classes)
         stats = generate(args.model, args.output, classes=classes, count=args.count, seed=args.seed,
                          batch=args.batch, steps=args.steps, sampler=args.sampler, images=not args.no_images)
     except INPUT_ERRORS as exc:  # not a model, unknown class or sampler, ...

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from netdiffusion.commands import class_names
+
 HELP = "run the refresh pipeline locally (kfp.local): encode, train, generate, repair, validate, evaluate"
 
 
@@ -34,7 +36,11 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:  # refused up front, not after encoding and training
             print(f"netdiffusion run: {flag} must be >= 1 ({what}), got {value}", file=sys.stderr)
             return 2
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    try:
+        classes = class_names(args.classes)
+    except ValueError as exc:
+        print(f"netdiffusion run: {exc}", file=sys.stderr)
+        return 2
     if args.input and "://" not in args.input and not Path(args.input).exists():
         print(f"netdiffusion run: {args.input}: input folder not found", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from netdiffusion.commands import class_names
 from netdiffusion.commands.kfp_options import add_pipeline_arguments, run_and_report
 
 HELP = "submit the generate/refresh pipeline to Kubeflow Pipelines (or run it locally without --host)"
@@ -40,6 +41,11 @@ def check_arguments(command: str, args: argparse.Namespace) -> int | None:
     if args.kfp_timeout is not None and not args.kfp_timeout > 0:
         print(f"netdiffusion {command}: --kfp-timeout must be > 0 seconds, got {args.kfp_timeout:g}",
               file=sys.stderr)
+        return 2
+    try:
+        class_names(args.classes)
+    except ValueError as exc:
+        print(f"netdiffusion {command}: {exc}", file=sys.stderr)
         return 2
     return None
 
