@@ -175,3 +175,18 @@ def test_no_category_at_all_is_nan_not_zero():
 
     for value in distances(np.zeros(0), np.zeros(0)).values():
         assert np.isnan(value)
+
+
+def test_missing_inputs_name_the_dataset_and_create_nothing(tmp_path: Path) -> None:
+    """QA: a missing --synthetic said '.../fields.json: not an encoded dataset', and the output
+    folder was created before the inputs were checked."""
+    from netdiffusion.evaluate import evaluate
+
+    (tmp_path / "exists").mkdir()
+    for missing in ("real", "synthetic", "train"):
+        paths = {k: tmp_path / "nowhere" if k == missing else tmp_path / "exists" for k in ("real", "synthetic", "train")}
+        with pytest.raises(FileNotFoundError, match=f"nowhere: no such dataset \\(--{missing}\\)"):
+            evaluate(paths["real"], paths["synthetic"], paths["train"], tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="not an encoded dataset"):  # exists, but no fields.json
+        evaluate(tmp_path / "exists", tmp_path / "exists", tmp_path / "exists", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -128,7 +128,9 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
     Returns the report dict (also written to ``output/report.json``)."""
     started = time.time()
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    for name, path in (("real", real), ("synthetic", synthetic), ("train", train)):
+        if not Path(path).exists():  # checked before the output folder is created
+            raise FileNotFoundError(f"{path}: no such dataset (--{name})")
     models = [m.strip() for m in models if m.strip()]
     for m in models:
         utility.make_model(m, seed)  # fail fast on an unknown model name
@@ -142,6 +144,7 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
     notes: list[str] = []
 
     real_fs, syn_fs, train_fs, layout, skipped = _load_all(Path(real), Path(synthetic), Path(train), classes)
+    output.mkdir(parents=True, exist_ok=True)  # only once the inputs have been read
     if skipped:
         notes.append(f"{len(skipped)} unreadable shard(s) skipped: " + ", ".join(skipped))
     real_k, syn_k, train_k = real_fs.first_k(k), syn_fs.first_k(k), train_fs.first_k(k)

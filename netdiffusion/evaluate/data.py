@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netdiffusion.dataset import Packets, read_layout, read_shard, shard_paths
+from netdiffusion.dataset import Packets, dataset_layout, read_shard, shard_paths
 from netdiffusion.fields import Layout
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def load(path: str | Path, classes: Sequence[str] | None = None) -> tuple[FlowSe
     import pyarrow as pa
 
     path = Path(path)
-    layout = read_layout(path)
+    layout = dataset_layout(path)  # "no such dataset" for a missing path; shard widths checked
     shards = shard_paths(path)
     if not shards:
         raise FileNotFoundError(f"{path}: no Parquet shards")
