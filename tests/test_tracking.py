@@ -109,6 +109,12 @@ def test_compare_rules() -> None:
     assert compare(base, base, metrics)[:2] == (False, "not better on any metric (equal)")
     assert compare(base, None, metrics)[:2] == (True, "no current champion")
     assert compare({"similarity.overall.jsd": 0.1}, base, metrics)[1].startswith("candidate lacks")
+    # a pattern compares the mean over the keys both runs logged (QA: a champion evaluated with rf
+    # only against a candidate with rf and a weaker dt was judged on different averages)
+    rf_only = {"similarity.overall.jsd": 0.30, tstr.format("micro", "rf"): 0.80}
+    rf_and_dt = {"similarity.overall.jsd": 0.30, tstr.format("micro", "rf"): 0.82, tstr.format("micro", "dt"): 0.50}
+    ok, reason, table = compare(rf_and_dt, rf_only, metrics)
+    assert ok and table["utility.train_synthetic_test_real.*.*.accuracy"]["keys_compared"] == 1, (reason, table)
     assert parse_metric_specs(["a.b:max"]) == {"a.b": "max"}
     with pytest.raises(ValueError, match="NAME:min"):
         parse_metric_specs(["a.b"])

@@ -47,12 +47,17 @@ def parse_metric_specs(specs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def metric_value(metrics: Mapping[str, float], pattern: str) -> float | None:
-    """The value of ``pattern`` in a run's metrics: exact key, or the mean over ``*`` matches."""
+def _matches(metrics: Mapping[str, float], pattern: str) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if fnmatch.fnmatchcase(k, pattern) and math.isfinite(float(v))}
+
+
+def metric_value(metrics: Mapping[str, float], pattern: str, keys: set[str] | None = None) -> float | None:
+    """The value of ``pattern`` in a run's metrics: exact key, or the mean over ``*`` matches (only
+    over ``keys`` when given)."""
     if "*" not in pattern and "?" not in pattern:
         value = metrics.get(pattern)
         return float(value) if value is not None and math.isfinite(float(value)) else None
-    values = [float(v) for k, v in metrics.items() if fnmatch.fnmatchcase(k, pattern) and math.isfinite(float(v))]
+    values = [v for k, v in _matches(metrics, pattern).items() if keys is None or k in keys]
     return sum(values) / len(values) if values else None
 
 
@@ -62,9 +67,15 @@ def compare(candidate: Mapping[str, float], champion: Mapping[str, float] | None
     table: dict[str, dict[str, Any]] = {}
     worse, better, missing = [], [], []
     for name, goal in metrics.items():
-        cand = metric_value(candidate, name)
-        champ = metric_value(champion, name) if champion is not None else None
+        # a pattern is averaged over the keys both runs have: a champion evaluated with one
+        # classifier (or without macro tasks) against a candidate with three would compare means
+        # over different things
+        shared = set(_matches(candidate, name)) & set(_matches(champion or {}, name)) or None
+        cand = metric_value(candidate, name, shared)
+        champ = metric_value(champion, name, shared) if champion is not None else None
         row: dict[str, Any] = {"goal": goal, "candidate": cand, "champion": champ}
+        if shared and ("*" in name or "?" in name):
+            row["keys_compared"] = len(shared)
         if cand is None:
             missing.append(name)
             row["verdict"] = "missing"
