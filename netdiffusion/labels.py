@@ -62,6 +62,13 @@ def load_manifest(path: str | os.PathLike) -> dict[Path, tuple[str, str]]:
             p = Path((row["path"] or "").strip())  # as the label: spaces around a cell are the CSV's
             full = (p if p.is_absolute() else base / p).resolve()
             out[full] = (label, (row.get("macro") or "").strip())
+    macros: dict[str, set[str]] = {}
+    for label, macro in out.values():
+        macros.setdefault(label, set()).add(macro)
+    for label, names in sorted(macros.items()):
+        if len(names) > 1:  # one class has one macro class downstream (model, evaluation): say which rows disagree
+            log.warning("%s: class %r has rows with several macro classes %s (a class belongs to one)",
+                        path, label, sorted(names))
     return out
 
 

@@ -229,3 +229,13 @@ def test_manifest_coverage_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert any("1 capture not in the manifest" in m and "folder" in m for m in messages), messages
     assert any("1 manifest row names a file not given" in m for m in messages), messages
     assert any("2 manifest rows name files not found" in m and "gone.pcap" in m for m in messages), messages
+
+
+def test_a_class_with_several_macro_classes_is_warned_about(tmp_path: Path, caplog) -> None:
+    """QA: a class whose manifest rows disagree on the macro class was accepted silently."""
+    from netdiffusion.labels import load_manifest
+
+    (tmp_path / "manifest.csv").write_text("path,label,macro\na.pcap,ipv6,infra\nb.pcap,ipv6,web\nc.pcap,dns,infra\n")
+    load_manifest(tmp_path / "manifest.csv")
+    assert "class 'ipv6' has rows with several macro classes ['infra', 'web']" in caplog.text
+    assert "'dns'" not in caplog.text
