@@ -138,8 +138,11 @@ class FlowLabels:
         nDPI flow of the capture names the label (``netflix`` in ``HTTP.NetFlix``), keep exactly
         the flows that do; otherwise (browser captures: plain TLS) keep every flow whose category
         is not infrastructure noise (DNS, SSDP, DHCP, ...). Flows nDPI did not list are dropped.
-        A capture nDPI does not know at all keeps every flow."""
-        table = self.by_capture.get(Path(capture).name)
+        A capture nDPI does not know at all keeps every flow; ``x.pcap.gz`` is looked up as ``x.pcap``."""
+        name = Path(capture).name
+        table = self.by_capture.get(name)
+        if table is None and name.lower().endswith(".gz"):  # nDPI lists the capture, not its gzip copy
+            table = self.by_capture.get(name[:-3])
         if table is None:
             return np.ones(len(flow_keys), dtype=bool), "not_in_flow_labels"
         needle = re.sub(r"[^a-z0-9]", "", label.lower())

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from netdiffusion.dataset import META_COLUMNS, read_layout, read_packets, read_table, shard_paths
@@ -262,3 +262,22 @@ def test_atomic_writes_get_the_umask_mode_and_leave_no_temp_files(tmp_path: Path
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
     atomic_write_bytes(tmp_path / "new" / "deeper" / "b.json", b"1")  # folders made on demand
     assert (tmp_path / "new" / "deeper" / "b.json").read_bytes() == b"1"
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_ndpi_flow_labels_match_a_gzip_compressed_capture(tmp_path: Path) -> None:
+    """nDPI lists ``x.pcap``; the same capture gzip-compressed (a supported input) must be filtered alike."""
+    import gzip
+
+    (tmp_path / "in/netflix").mkdir(parents=True)
+    frames = [bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=443)),
+              bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.53") / UDP(sport=5353, dport=53))]
+    write_pcap(tmp_path / "x.pcap", frames, np.array([1_000_000_000, 1_000_000_500]))
+    (tmp_path / "in/netflix/x.pcap.gz").write_bytes(gzip.compress((tmp_path / "x.pcap").read_bytes()))
+    (tmp_path / "ndpi.csv").write_text(
+        "pcap,l4,src,sport,dir,dst,dport,proto,app,category\n"
+        "x.pcap,TCP,10.0.0.1,40000,<->,10.0.0.2,443,TLS.NetFlix,NetFlix,Video\n"
+        "x.pcap,UDP,10.0.0.1,5353,<->,10.0.0.53,53,DNS,DNS,Network\n")
+    out = encode_paths([tmp_path / "in"], tmp_path / "o", flow_labels=tmp_path / "ndpi.csv", progress=False)
+    assert out["files"][0]["ndpi_rule"] == "label_match"
+    assert out["flows"] == {"netflix": 1} and out["skipped"]["ndpi_filtered"] == 1
