@@ -116,6 +116,15 @@ def test_pcap_byte_orders_and_resolutions(tmp_path: Path, big: bool, nano: bool)
     assert r["wirelen"].tolist() == [len(f) for f in frames]
 
 
+def test_pcap_linktype_field_with_fcs_length_is_still_its_link_type(tmp_path: Path) -> None:
+    """The header's upper 16 bits are FCS length (28-31), the P flag that says it is present (26) and
+    reserved bits; libpcap keeps the low 16 (LT_LINKTYPE). Ethernet with a 4-byte FCS is 0x44000001."""
+    frames = [bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / p) for p in map(_ip_layer, IP_PACKETS)]
+    r = read_all(pcap_file(tmp_path / "fcs.pcap", frames, 0x44000001))
+    assert r["linktype"].tolist() == [1, 1, 1, 1]
+    check_ip_packets(r, IP_PACKETS)
+
+
 def _ip_layer(raw: bytes):
     return IP(raw) if raw[0] >> 4 == 4 else IPv6(raw)
 

@@ -207,7 +207,7 @@ def _pcap_records(chunks: _Chunks) -> Iterator[RecordBatch]:
         raise CaptureError(f"pcap header cut short ({len(buf)} of 24 bytes)")
     order, ticks = PCAP_MAGICS[bytes(buf[:4])]
     _major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack_from(order + "HHiIII", buf, 4)
-    linktype &= 0x0FFFFFFF  # upper bits carry FCS info in some writers
+    linktype &= 0xFFFF  # the upper 16 bits carry FCS length, its P flag and reserved bits (libpcap LT_LINKTYPE)
     limit = max(snaplen, 262144, MAX_RECORD if snaplen == 0 else 0)
     limit = min(limit, MAX_RECORD)
     incl_at = struct.Struct(order + "8xI").unpack_from  # a record header's captured length
