@@ -284,6 +284,7 @@ class _FileEncoder:
         self.notes: Counter[str] = Counter()
         self.linktypes: Counter[int] = Counter()  # link types of packets skipped as unsupported
         self.flow_samples = 0
+        self.samples_seen: set[int] = set()  # sample keys already counted (an early flush splits samples)
         self.rows = 0
         self.split_flows = False
         self.ndpi_rule = ""
@@ -366,7 +367,12 @@ class _FileEncoder:
         window, index = window[order], index[order]
         sample = cols["flow"] * (1 << 24) + window
         bounds = np.flatnonzero(np.r_[True, sample[1:] != sample[:-1]])
-        self.flow_samples += len(bounds)
+        if self.split_flows:  # early flushes (set before the first): a sample continued from one counts once
+            new = set(sample[bounds].tolist()) - self.samples_seen
+            self.samples_seen |= new
+            self.flow_samples += len(new)
+        else:  # the only flush of a capture
+            self.flow_samples += len(bounds)
         names = [f"{self.prefix}-{f:06d}" + (f"w{w:04d}" if self.windows else "")
                  for f, w in zip(cols["flow"][bounds].tolist(), window[bounds].tolist(), strict=True)]
         sample_number = np.cumsum(np.r_[True, sample[1:] != sample[:-1]]) - 1

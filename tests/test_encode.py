@@ -281,3 +281,18 @@ def test_ndpi_flow_labels_match_a_gzip_compressed_capture(tmp_path: Path) -> Non
     out = encode_paths([tmp_path / "in"], tmp_path / "o", flow_labels=tmp_path / "ndpi.csv", progress=False)
     assert out["files"][0]["ndpi_rule"] == "label_match"
     assert out["flows"] == {"netflix": 1} and out["skipped"]["ndpi_filtered"] == 1
+
+
+def test_early_flush_counts_each_flow_sample_once(shared_data: Path, tmp_path: Path) -> None:
+    """A capture flushed early (more kept packets than the buffer holds) has samples spanning flushes;
+    the summary still counts every flow sample once."""
+    from netdiffusion.encode import encode_file
+
+    capture = shared_data / "pcaps/whatsapp/wa_voice.pcap"
+    split = encode_file(capture, "wa_voice.pcap", tmp_path / "split", label="whatsapp", packets=50,
+                        max_buffer_rows=300, chunk_bytes=20000)
+    assert split["flows_split_across_shards"] and len(split["shards"]) > 1
+    rows = read_packets(tmp_path / "split")
+    assert split["flows"] == len(np.unique(rows.flow_id))
+    whole = encode_file(capture, "wa_voice.pcap", tmp_path / "whole", label="whatsapp", packets=50)
+    assert whole["flows"] == split["flows"] and whole["packets"] == split["packets"]
