@@ -44,7 +44,9 @@ from netdiffusion.names import file_name
 log = logging.getLogger(__name__)
 
 ETHERNET_HEADER = 14
-_LABEL_PREFIX = re.compile(r"^(?P<label>[A-Za-z][A-Za-z0-9-]*?)_\d+")
+# ``netflix_01``, ``netflix_5_generated``: the number ends the name or a ``_`` part; an exported
+# ``<label>/quic_0RTT-<hash>-000000.nprint`` or ``zoom_2-<hash>-...`` keeps its folder's label
+_LABEL_PREFIX = re.compile(r"^(?P<label>[A-Za-z][A-Za-z0-9-]*?)_\d+(?=_|$)")
 _EXTRA_COLUMNS = ("src_ip", "tv_sec", "tv_usec", "rts")
 
 

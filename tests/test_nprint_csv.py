@@ -90,3 +90,23 @@ def test_bad_csvs_are_rejected(tmp_path: Path) -> None:
     assert extra["src_ip"].tolist() == ["1.2.3.4"]
     rows = read_packets(tmp_path / "ds")
     assert rows.label.tolist() == ["ok"] and (rows.nprint[:, DEFAULT_LAYOUT.header_slice("tcp")] == -1).all()
+
+
+def test_round_trip_keeps_the_label_of_a_capture_named_like_label_number(tmp_path: Path) -> None:
+    """Exported files live in ``<label>/``; a capture stem such as ``quic_0RTT`` or ``voip_2`` must not
+    turn into the label ``quic`` / ``voip`` on import (nPrint's ``<label>_<NN>`` file naming)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    from netdiffusion.encode import encode_paths
+    from netdiffusion.pcap.writer import write_pcap
+
+    for stem in ("quic_0RTT", "voip_2"):
+        (tmp_path / "in/zoom").mkdir(parents=True, exist_ok=True)
+        frames = [bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=5000, dport=8801))] * 2
+        write_pcap(tmp_path / f"in/zoom/{stem}.pcap", frames, np.array([10**9, 10**9 + 5000]))
+    encode_paths([tmp_path / "in"], tmp_path / "ds", progress=False)
+    export_dataset(tmp_path / "ds", tmp_path / "csv")
+    import_files([tmp_path / "csv"], tmp_path / "back")
+    assert set(read_packets(tmp_path / "back").label.tolist()) == {"zoom"}
+    assert import_files([tmp_path / "csv"], tmp_path / "back2", label=None)["flows"] == {"zoom": 2}
