@@ -92,8 +92,12 @@ def write_csv(path: str | os.PathLike, layout: Layout, matrix: np.ndarray, first
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
-def export_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
-    """Write every flow of a dataset as ``<output>/<label>/<flow_id>.nprint``."""
+def export_dataset(input: str | os.PathLike, output: str | os.PathLike, timestamps: bool = True) -> dict:
+    """Write every flow of a dataset as ``<output>/<label>/<flow_id>.nprint``.
+
+    ``timestamps=False`` writes ``src_ip`` and the bit columns only, as the original NetDiffusion
+    code reads them (its image conversion drops ``src_ip`` by name and takes every other column
+    for a bit)."""
     started = time.perf_counter()
     src, out = Path(input), Path(output)
     layout = dataset_layout(src)
@@ -108,7 +112,7 @@ def export_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
         flow = flow.take(np.argsort(flow.packet_index, kind="stable"))
         label = str(flow.label[0])
         write_csv(out / file_name(label or "unlabelled") / f"{file_name(flow_id)}.nprint", layout, flow.nprint,
-                  source_addresses(layout, flow.nprint), timestamps=flow.timestamp)
+                  source_addresses(layout, flow.nprint), timestamps=flow.timestamp if timestamps else None)
         flows += 1
         rows += len(flow)
         per_label[label] += 1

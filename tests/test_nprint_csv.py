@@ -72,6 +72,18 @@ def test_export_then_import_is_lossless(small_dataset: Path, tmp_path: Path) -> 
         assert np.array_equal(flow.timestamp, orig.timestamp // 1000 * 1000), name
 
 
+def test_export_without_timestamps_has_the_reference_columns(small_dataset: Path, shared_data: Path,
+                                                            tmp_path: Path) -> None:
+    """QA: the export always added tv_sec/tv_usec after src_ip, which the original NetDiffusion code
+    (it drops src_ip by name, every other column is a bit) would read as two bit columns."""
+    reference, _ = _csv_rows(shared_data / "reference" / "netflix_01_real_finetune.nprint", 1)
+    assert cli_main(["export-nprint", "--input", str(small_dataset), "--output", str(tmp_path / "csv"),
+                     "--no-timestamps"]) == 0
+    header, first = _csv_rows(sorted((tmp_path / "csv").rglob("*.nprint"))[0], 1)
+    assert header == reference and len(first[0]) == len(header)
+    assert import_files([tmp_path / "csv"], tmp_path / "back")["files_rejected"] == []
+
+
 def test_bad_csvs_are_rejected(tmp_path: Path) -> None:
     good = tmp_path / "ok_1.nprint"
     layout = Layout(["ipv4", "udp"])

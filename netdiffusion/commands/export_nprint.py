@@ -14,13 +14,16 @@ HELP = "dataset -> nPrint CSV files (one per flow)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", "-i", required=True, metavar="DATASET", help="dataset directory")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--no-timestamps", action="store_true",
+                        help="no tv_sec/tv_usec columns: src_ip and the bits only, as the original NetDiffusion "
+                             "code reads them (a round trip then loses the inter-arrival times)")
 
 
 def run(args: argparse.Namespace) -> int:
     from netdiffusion.nprint_csv import export_dataset
 
     try:
-        summary = export_dataset(args.input, args.output)
+        summary = export_dataset(args.input, args.output, timestamps=not args.no_timestamps)
     except INPUT_ERRORS as exc:  # no such dataset, ...
         return input_error("export-nprint", exc)
     print(json.dumps(summary, indent=2))
