@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+import netdiffusion  # noqa: F401  (before torch, as in the CLI: its OpenMP settings precede torch's runtime)
+
 TRAIN_STEPS = int(os.environ.get("BENCH_MODEL_STEPS", "30"))
 GEN_FLOWS = int(os.environ.get("BENCH_MODEL_FLOWS", "4"))
 
