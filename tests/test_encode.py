@@ -133,9 +133,15 @@ def test_ndpi_flow_labels_keep_only_the_application_flows(shared_data: Path, tmp
     ports = set(layout.field_values(rows.nprint[udp], "udp_dport")) | set(layout.field_values(rows.nprint[udp],
                                                                                               "udp_sport"))
     assert 1900 not in ports  # SSDP is nDPI "System" noise, not Netflix
+    # DNS: nDPI's DNS.NetFlix lookups (10) name the label and stay; its 2 plain DNS flows do not
+    dns = udp & ((layout.field_values(rows.nprint, "udp_dport") == 53) | (layout.field_values(rows.nprint, "udp_sport") == 53))
+    assert len(set(rows.flow_id[dns])) == 10
     plain_rows = read_packets(tmp_path / "plain")
     pudp = layout.header_present(plain_rows.nprint, "udp")
     assert 1900 in set(layout.field_values(plain_rows.nprint[pudp], "udp_dport"))
+    pdns = pudp & ((layout.field_values(plain_rows.nprint, "udp_dport") == 53)
+                   | (layout.field_values(plain_rows.nprint, "udp_sport") == 53))
+    assert len(set(plain_rows.flow_id[pdns])) == 12
 
 
 def _flow_capture(path: Path, n: int) -> None:
