@@ -21,3 +21,28 @@ def test_sampler_choices_are_the_samplers_generate_knows() -> None:
         load_config(preset)
     for preset in ("sd-tiny", "sd"):
         load_config(preset, backend="sd")
+
+
+@pytest.mark.parametrize(("key", "value"), [("control", "edges"), ("palette", "sd4")])
+def test_unknown_sd_choice_is_a_config_error(key: str, value: str) -> None:
+    # before: control trained fine and only generate refused it; an unknown palette was a KeyError mid-training
+    with pytest.raises(ConfigError, match=f"config {key}: must be one of"):
+        load_config({"preset": "sd-tiny", key: value}, backend="sd")
+
+
+@pytest.mark.parametrize(("template", "match"), [
+    (None, "must be a string"),  # was an AttributeError traceback in train_sd
+    ("flow of {label} #{idx}", "cannot be formatted"),  # was a KeyError traceback
+    ("pixelated network data", "every class the same prompt"),  # silently dropped the class conditioning
+])
+def test_bad_prompt_template_is_a_config_error(template: object, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config({"preset": "sd-tiny", "prompt_template": template}, backend="sd")
+    load_config({"preset": "sd-tiny", "prompt_template": "{label} traffic"}, backend="sd")
+
+
+def test_init_from_is_refused_by_the_sd_backend() -> None:
+    # train_sd ignored it silently: a "refresh" of an SD model trained a fresh LoRA on the base
+    with pytest.raises(ConfigError, match="init_from: only the native backend"):
+        load_config({"preset": "sd-tiny", "init_from": "/models/previous"}, backend="sd")
+    load_config({"preset": "tiny", "init_from": "/models/previous"})

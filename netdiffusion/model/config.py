@@ -43,7 +43,10 @@ CHOICES = {"training.mixed_precision": ("no", "fp16", "bf16"),
            # generation's samplers (model.native.SAMPLERS) and diffusers DDPMScheduler's schedules:
            # checked here, or a typo trains a model that generate then refuses / a traceback
            "diffusion.sampler": ("ddim", "ddpm", "dpmsolver", "unipc"),
-           "diffusion.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2", "laplace", "sigmoid")}
+           "diffusion.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2", "laplace", "sigmoid"),
+           # sd backend: generation's control images (model.sd.sd_filler) and netdiffusion.image.PALETTES
+           "control": ("canny", "mask"),
+           "palette": ("paper", "sd3")}
 
 
 class ConfigError(ValueError):
@@ -153,11 +156,30 @@ def validate_config(cfg: dict[str, Any], backend: str) -> dict[str, Any]:
                 value[sub] = _check_value(f"{key}.{sub}", subvalue, schema[key][sub])
         else:
             cfg[key] = _check_value(key, value, schema[""][key])
+    if "prompt_template" in cfg:
+        _check_prompt_template(cfg["prompt_template"])
+    if backend == "sd" and cfg.get("init_from"):
+        raise ConfigError("config init_from: only the native backend starts from a trained model; the sd backend "
+                          "trains a LoRA on base_model_path (drop init_from)")
     if backend == "native":
         m = cfg.get("model", {})
         if m.get("dim", 0) % max(1, m.get("heads", 1)):
             raise ConfigError(f"config model.dim {m['dim']}: must be a multiple of model.heads {m['heads']}")
     return cfg
+
+
+def _check_prompt_template(template: Any) -> None:
+    """The per-class prompt template must format with ``{index}`` / ``{label}`` and tell classes apart."""
+    if not isinstance(template, str):
+        raise ConfigError(f"config prompt_template: must be a string with {{index}} or {{label}}, not {template!r}")
+    try:
+        first, second = template.format(index=0, label="a"), template.format(index=1, label="b")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"config prompt_template {template!r}: cannot be formatted ({type(exc).__name__}: {exc}); "
+                          f"it may use {{index}} and {{label}}") from None
+    if first == second:
+        raise ConfigError(f"config prompt_template {template!r}: gives every class the same prompt; "
+                          f"use {{index}} or {{label}}")
 
 
 def load_config(config: str | os.PathLike | dict[str, Any] | None = None, backend: str = "native"
