@@ -62,3 +62,42 @@ def test_tiny_pipeline_has_sd15_layout(tmp_path: Path) -> None:
     tok = CLIPTokenizer.from_pretrained(path / "tokenizer")
     ids = tok("pixelated network data, type-3").input_ids
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id and len(ids) > 10
+
+
+def test_base_and_controlnet_paths_are_checked_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    # a relative dir without the pipeline parts: transformers read "sdbase/tokenizer" as a hub id and
+    # tried to download it; an absolute one was an OSError traceback
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the old code must fail, not hang, if it reaches for the hub
+    monkeypatch.chdir(tmp_path)
+    data = write_synthetic_dataset(tmp_path / "data", flows=1)
+    (tmp_path / "sdbase").mkdir()
+    for base in ("sdbase", str(tmp_path / "sdbase")):
+        with pytest.raises(FileNotFoundError, match="not a Stable Diffusion pipeline directory .*no tokenizer/"):
+            train(data, tmp_path / "m", backend="sd", config={"preset": "sd-tiny", "base_model_path": base})
+    # a wrong ControlNet path failed only at generate time, after the whole training run
+    with pytest.raises(FileNotFoundError, match="not a ControlNet directory"):
+        train(data, tmp_path / "m", backend="sd", config={"preset": "sd-tiny", "controlnet_path": "sdbase"})
+    assert not (tmp_path / "m").exists()
+
+
+def test_sd_checkpoints_removed_and_resume_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", flows=1, packets=(2, 4))
+    cfg = {"preset": "sd-tiny", "training": {"steps": 2, "checkpoint_every": 1, "batch_size": 1}}
+    out = tmp_path / "sd"
+    train(data, out, backend="sd", config=cfg)
+    # checkpoints hold the whole UNet: they were left in the model dir (and logged to MLflow with it)
+    assert not (out / "checkpoints").exists()
+    # a local base path is stored absolute: generate runs from any working directory
+    base = build_tiny_pipeline(tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    kept = {"preset": "sd-tiny", "base_model_path": "base", "build_tiny": False,
+            "training": {**cfg["training"], "keep_checkpoints": True}}
+    train(data, tmp_path / "kept", backend="sd", config=kept)
+    meta = json.loads((tmp_path / "kept" / "model.json").read_text())
+    assert meta["config"]["base_model_path"] == str(base.resolve())
+    assert (tmp_path / "kept" / "checkpoints" / "step-2").is_dir()
+    # resuming with other LoRA shapes was a RuntimeError (size mismatch) from load_state
+    other = {**kept, "lora": {"r": 8, "alpha": 8}, "training": {**kept["training"], "steps": 3}}
+    with pytest.raises(ValueError, match="cannot resume, the checkpoint was trained with a different lora"):
+        train(data, tmp_path / "kept", backend="sd", config=other, resume=True)

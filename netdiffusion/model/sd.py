@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ from netdiffusion.image import (
 )
 from netdiffusion.model.data import build_templates, load_flows, timing_stats
 from netdiffusion.model.train import (
+    CHECKPOINTS_DIR,
     METRICS_FILE,
+    _check_resume,
     _save_checkpoint,
     append_metrics,
     class_prompts,
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 TINY_BASE_DIR = "tiny_base"
+# the parts of an SD 1.5 diffusers pipeline directory this backend loads
+PIPELINE_PARTS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
 
 
 # -- weights from local dirs / S3 ------------------------------------------------------------------
@@ -159,7 +164,40 @@ def _base_dir(model_dir: Path | None, cfg: dict) -> Path:
         return model_dir / TINY_BASE_DIR
     if not cfg.get("base_model_path"):
         raise ValueError("sd backend needs base_model_path (local dir or s3:// URI) or build_tiny: true")
-    return resolve_local(cfg["base_model_path"])
+    return check_pipeline_dir(resolve_local(cfg["base_model_path"]), cfg["base_model_path"])
+
+
+def check_pipeline_dir(path: Path, uri: object = None) -> Path:
+    """``path`` if it holds every part of a diffusers SD pipeline, else FileNotFoundError naming the
+    missing parts (transformers would read a missing relative ``<dir>/tokenizer`` as a hub id)."""
+    missing = [part for part in PIPELINE_PARTS if not (path / part).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{uri or path}: not a Stable Diffusion pipeline directory (no "
+                                f"{', '.join(p + '/' for p in missing)}); base_model_path must be a local "
+                                f"diffusers pipeline directory or s3:// URI (no hub downloads)")
+    return path
+
+
+def _controlnet_dir(uri: str) -> Path:
+    path = resolve_local(uri)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{uri}: not a ControlNet directory (no config.json); controlnet_path must be "
+                                f"a local diffusers ControlNet directory or s3:// URI (no hub downloads)")
+    return path
+
+
+def _absolute_weight_paths(cfg: dict) -> None:
+    """Local ``base_model_path`` / ``controlnet_path`` checked now and stored absolute, so the model
+    dir generates from any working directory and a wrong path fails before training, not after."""
+    for key in ("base_model_path", "controlnet_path"):
+        value = cfg.get(key)
+        if value and not str(value).startswith("s3://"):
+            path = resolve_local(value)
+            if key == "base_model_path":
+                check_pipeline_dir(path, value)
+            else:
+                _controlnet_dir(value)
+            cfg[key] = str(path.resolve())
 
 
 def flow_to_pixels(matrix: np.ndarray, resolution: int, palette: str, rows: int) -> np.ndarray:
@@ -199,6 +237,7 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
     from transformers import CLIPTextModel, CLIPTokenizer
 
     tr, dcfg = cfg["training"], cfg["data"]
+    _absolute_weight_paths(cfg)
     accelerator = make_accelerator(tr)
     set_seed(seed, device_specific=False)
     output.mkdir(parents=True, exist_ok=True)
@@ -211,11 +250,11 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
     flows = load_flows(data, packets=rows, max_flows_per_class=tr.get("max_flows_per_class"), seed=seed)
     prompts = class_prompts(flows.classes, cfg.get("prompt_template"))
 
-    tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder")
-    vae = AutoencoderKL.from_pretrained(base / "vae")
-    unet = UNet2DConditionModel.from_pretrained(base / "unet")
-    noise_scheduler = DDPMScheduler.from_pretrained(base / "scheduler")
+    tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer", local_files_only=True)
+    text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder", local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(base / "vae", local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(base / "unet", local_files_only=True)
+    noise_scheduler = DDPMScheduler.from_pretrained(base / "scheduler", local_files_only=True)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     for frozen in (vae, text_encoder, unet):
         frozen.requires_grad_(False)
@@ -224,7 +263,7 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
     unet.to(accelerator.device)
     lora = cfg.get("lora") or {}
     unet.add_adapter(LoraConfig(r=int(lora.get("r", 4)), lora_alpha=int(lora.get("alpha", 4)),
-                                init_lora_weights="gaussian",
+                                init_lora_weights="gaussian", lora_dropout=float(lora.get("dropout", 0.0)),
                                 target_modules=list(lora.get("target_modules", ["to_q", "to_k", "to_v", "to_out.0"]))))
     if tr.get("gradient_checkpointing"):
         unet.enable_gradient_checkpointing()
@@ -239,9 +278,14 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
 
     metrics_path = output / METRICS_FILE
     start_step = 0
+    # what the checkpoint's weights mean: resuming with other LoRA shapes, classes or base is refused
+    what = {"backend": "sd", "base_model_path": cfg.get("base_model_path"), "lora": cfg.get("lora"),
+            "classes": list(flows.classes), "prompts": prompts, "resolution": resolution, "palette": palette}
     if resume and (ckpt := latest_checkpoint(output)) is not None:
+        saved = json.loads((ckpt / "step.json").read_text())
+        _check_resume(ckpt, saved, what)
         accelerator.load_state(str(ckpt))
-        start_step = int(json.loads((ckpt / "step.json").read_text())["step"])
+        start_step = int(saved["step"])
         if accelerator.is_main_process:
             truncate_metrics(metrics_path, start_step)
     elif accelerator.is_main_process and metrics_path.exists():
@@ -283,7 +327,7 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
                                           "steps_per_s": round((done - start_step) / max(elapsed, 1e-9), 4),
                                           "processes": accelerator.num_processes})
         if ckpt_every and (done % ckpt_every == 0 or (done == steps and tr.get("keep_checkpoints"))):
-            _save_checkpoint(accelerator, output, done)
+            _save_checkpoint(accelerator, output, done, what)
     seconds = time.time() - started
     accelerator.wait_for_everyone()
     result = {"backend": "sd", "steps": steps, "start_step": start_step, "final_loss": loss_value,
@@ -298,6 +342,10 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
         templates = build_templates(flows, int(dcfg["templates_per_class"]), seed=seed)
         write_model_files(output, cfg, flows, seed, data, templates, timing_stats(flows),
                           {"train_metrics": result, "lora_weights": LORA_FILE})
+        # each checkpoint holds the whole UNet (SD 1.5: ~3.4 GB): not part of the model dir
+        ckpt_dir = output / CHECKPOINTS_DIR
+        if ckpt_dir.exists() and not tr.get("keep_checkpoints", False):
+            shutil.rmtree(ckpt_dir)
     accelerator.wait_for_everyone()
     return result
 
@@ -322,22 +370,24 @@ def sd_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: str | 
     base = _base_dir(model_dir, cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
-    unet = UNet2DConditionModel.from_pretrained(base / "unet", torch_dtype=dtype)
+    unet = UNet2DConditionModel.from_pretrained(base / "unet", torch_dtype=dtype, local_files_only=True)
     if cfg.get("controlnet_path"):
-        controlnet = ControlNetModel.from_pretrained(resolve_local(cfg["controlnet_path"]), torch_dtype=dtype)
+        controlnet = ControlNetModel.from_pretrained(_controlnet_dir(cfg["controlnet_path"]), torch_dtype=dtype,
+                                                     local_files_only=True)
     else:
         controlnet = _tiny_controlnet(unet).to(dtype)
     dcfg = cfg["diffusion"]
     name = sampler or dcfg.get("sampler", "ddim")
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
-    scheduler = SAMPLERS[name].from_pretrained(base / "scheduler")
+    scheduler = SAMPLERS[name].from_pretrained(base / "scheduler", local_files_only=True)
     pipe = StableDiffusionControlNetPipeline(
-        vae=AutoencoderKL.from_pretrained(base / "vae", torch_dtype=dtype),
-        text_encoder=CLIPTextModel.from_pretrained(base / "text_encoder", torch_dtype=dtype),
-        tokenizer=CLIPTokenizer.from_pretrained(base / "tokenizer"), unet=unet, controlnet=controlnet,
+        vae=AutoencoderKL.from_pretrained(base / "vae", torch_dtype=dtype, local_files_only=True),
+        text_encoder=CLIPTextModel.from_pretrained(base / "text_encoder", torch_dtype=dtype, local_files_only=True),
+        tokenizer=CLIPTokenizer.from_pretrained(base / "tokenizer", local_files_only=True), unet=unet,
+        controlnet=controlnet,
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.load_lora_weights(str(model_dir), weight_name=meta.get("lora_weights", LORA_FILE))
+    pipe.load_lora_weights(str(model_dir), weight_name=meta.get("lora_weights", LORA_FILE), local_files_only=True)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     resolution, palette, rows = int(cfg["resolution"]), cfg.get("palette", "paper"), int(meta["packets"])
