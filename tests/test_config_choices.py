@@ -46,3 +46,9 @@ def test_init_from_is_refused_by_the_sd_backend() -> None:
     with pytest.raises(ConfigError, match="init_from: only the native backend"):
         load_config({"preset": "sd-tiny", "init_from": "/models/previous"}, backend="sd")
     load_config({"preset": "tiny", "init_from": "/models/previous"})
+
+
+def test_ema_decay_is_refused_by_the_sd_backend() -> None:
+    # train_sd keeps no EMA: a non-zero ema_decay was ignored silently
+    with pytest.raises(ConfigError, match="ema_decay: the sd backend keeps no EMA"):
+        load_config({"preset": "sd-tiny", "training": {"ema_decay": 0.999}}, backend="sd")

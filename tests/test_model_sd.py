@@ -101,3 +101,12 @@ def test_sd_checkpoints_removed_and_resume_checked(tmp_path: Path, monkeypatch: 
     other = {**kept, "lora": {"r": 8, "alpha": 8}, "training": {**kept["training"], "steps": 3}}
     with pytest.raises(ValueError, match="cannot resume, the checkpoint was trained with a different lora"):
         train(data, tmp_path / "kept", backend="sd", config=other, resume=True)
+
+
+def test_sd_warmup_steps_are_applied(tmp_path: Path) -> None:
+    # training.warmup_steps (100 in the sd preset) was read nowhere: the lr was constant from step 1
+    data = write_synthetic_dataset(tmp_path / "data", flows=1, packets=(2, 4))
+    cfg = {"preset": "sd-tiny", "training": {"steps": 3, "warmup_steps": 3, "batch_size": 1, "lr": 3e-4}}
+    train(data, tmp_path / "sd", backend="sd", config=cfg)
+    rows = [json.loads(line) for line in (tmp_path / "sd" / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([r["lr"] for r in rows], [2e-4, 3e-4, 3e-4])

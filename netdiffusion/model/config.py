@@ -158,6 +158,8 @@ def validate_config(cfg: dict[str, Any], backend: str) -> dict[str, Any]:
             cfg[key] = _check_value(key, value, schema[""][key])
     if "prompt_template" in cfg:
         _check_prompt_template(cfg["prompt_template"])
+    if backend == "sd" and (cfg.get("training") or {}).get("ema_decay"):
+        raise ConfigError("config training.ema_decay: the sd backend keeps no EMA of its LoRA weights (use 0.0)")
     if backend == "sd" and cfg.get("init_from"):
         raise ConfigError("config init_from: only the native backend starts from a trained model; the sd backend "
                           "trains a LoRA on base_model_path (drop init_from)")

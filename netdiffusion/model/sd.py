@@ -269,7 +269,9 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
         unet.enable_gradient_checkpointing()
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=float(tr["lr"]), weight_decay=float(tr.get("weight_decay", 0.0)))
-    unet, optimizer = accelerator.prepare(unet, optimizer)
+    warmup = int(tr.get("warmup_steps", 0))  # constant learning rate after a linear warm-up
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _Warmup(warmup))
+    unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
 
     with torch.no_grad():
         ids = tokenizer([prompts[c] for c in flows.classes], padding="max_length",
@@ -316,13 +318,14 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
         loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
         first = loss_value if step == start_step else first
         done = step + 1
         if accelerator.is_main_process and (done % log_every == 0 or done == steps):
             elapsed = time.time() - started
-            append_metrics(metrics_path, {"step": done, "loss": loss_value, "lr": float(tr["lr"]),
+            append_metrics(metrics_path, {"step": done, "loss": loss_value, "lr": float(lr_schedule.get_last_lr()[0]),
                                           "seconds": round(elapsed, 3),
                                           "steps_per_s": round((done - start_step) / max(elapsed, 1e-9), 4),
                                           "processes": accelerator.num_processes})
@@ -348,6 +351,16 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
             shutil.rmtree(ckpt_dir)
     accelerator.wait_for_everyone()
     return result
+
+
+class _Warmup:
+    """LambdaLR factor: linear warm-up over ``steps``, then 1 (a class: checkpoints keep its state)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, (step + 1) / self.steps) if self.steps > 0 else 1.0
 
 
 # -- generation ------------------------------------------------------------------------------------
