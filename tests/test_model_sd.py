@@ -110,3 +110,27 @@ def test_sd_warmup_steps_are_applied(tmp_path: Path) -> None:
     train(data, tmp_path / "sd", backend="sd", config=cfg)
     rows = [json.loads(line) for line in (tmp_path / "sd" / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose([r["lr"] for r in rows], [2e-4, 3e-4, 3e-4])
+
+
+def test_resolve_local_s3_skips_folder_marker_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # S3 consoles (and SeaweedFS for `put_object(Key="p/unet/")`) keep zero-byte "p/unet/" objects:
+    # one was downloaded as a file named unet, then "p/unet/config.json" failed with FileExistsError
+    import boto3
+
+    keys = ["base/", "base/unet/", "base/unet/config.json", "base/vae/", "base/vae/config.json"]
+
+    class FakeS3:
+        def get_paginator(self, name: str):
+            assert name == "list_objects_v2"
+            return self
+
+        def paginate(self, Bucket: str, Prefix: str):  # noqa: N803 (boto3's names)
+            yield {"Contents": [{"Key": k} for k in keys if k.startswith(Prefix)]}
+
+        def download_file(self, bucket: str, key: str, dest: str) -> None:
+            Path(dest).write_text(key)
+
+    monkeypatch.setattr(boto3, "client", lambda *a, **k: FakeS3())
+    path = resolve_local("s3://bucket/base", cache=tmp_path)
+    assert (path / "unet" / "config.json").read_text() == "base/unet/config.json"
+    assert (path / "vae" / "config.json").is_file()

@@ -75,7 +75,7 @@ def resolve_local(uri: str | os.PathLike, cache: str | os.PathLike | None = None
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(prefix.rstrip("/")) + 1 :]
-                if not rel:
+                if not rel or rel.endswith("/"):  # the prefix itself, or a console "folder" marker object
                     continue
                 dest = target / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
