@@ -134,3 +134,21 @@ def test_resolve_local_s3_skips_folder_marker_objects(tmp_path: Path, monkeypatc
     path = resolve_local("s3://bucket/base", cache=tmp_path)
     assert (path / "unet" / "config.json").read_text() == "base/unet/config.json"
     assert (path / "vae" / "config.json").is_file()
+
+
+def test_resolve_local_s3_errors_name_the_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # NoSuchBucket / SignatureDoesNotMatch were botocore tracebacks (exit 1) from `train --backend sd`
+    import boto3
+    from botocore.exceptions import ClientError
+
+    class FakeS3:
+        def get_paginator(self, name: str):
+            return self
+
+        def paginate(self, **kwargs):
+            raise ClientError({"Error": {"Code": "NoSuchBucket", "Message": "The specified bucket does not exist"}},
+                              "ListObjectsV2")
+
+    monkeypatch.setattr(boto3, "client", lambda *a, **k: FakeS3())
+    with pytest.raises(FileNotFoundError, match=r"s3://nosuchbucket/base: cannot read weights from S3 .*NoSuchBucket"):
+        resolve_local("s3://nosuchbucket/base", cache=tmp_path)

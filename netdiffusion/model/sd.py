@@ -69,18 +69,24 @@ def resolve_local(uri: str | os.PathLike, cache: str | os.PathLike | None = None
         marker = target / ".complete"
         if marker.exists():
             return target
+        import botocore.exceptions
+
         s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
         paginator = s3.get_paginator("list_objects_v2")
         found = 0
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix.rstrip("/")) + 1 :]
-                if not rel or rel.endswith("/"):  # the prefix itself, or a console "folder" marker object
-                    continue
-                dest = target / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(bucket, obj["Key"], str(dest))
-                found += 1
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
+                for obj in page.get("Contents", []):
+                    rel = obj["Key"][len(prefix.rstrip("/")) + 1 :]
+                    if not rel or rel.endswith("/"):  # the prefix itself, or a console "folder" marker object
+                        continue
+                    dest = target / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(bucket, obj["Key"], str(dest))
+                    found += 1
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            # no such bucket, wrong key or secret, endpoint unreachable: one line, not a traceback
+            raise FileNotFoundError(f"{text}: cannot read weights from S3 ({exc})") from None
         if not found:
             raise FileNotFoundError(f"{text}: no objects under this S3 prefix")
         marker.touch()
