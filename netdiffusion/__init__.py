@@ -4,9 +4,11 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# OpenMP threads (torch's intra-op pool, scikit-learn) that busy-wait between parallel regions
-# starve when another process shares the cores: training on the 2-core machine ran at 0.6 steps/s
-# instead of 9 next to a second torch process (1.4 s/step instead of 0.05 in a `make run`).
-# Sleeping waits cost little when the machine is idle (docs/model.md). An explicit setting wins;
-# it must be in the environment before torch loads its OpenMP runtime.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads (torch's intra-op pool, scikit-learn) busy-wait between parallel regions, and
+# starve when another process shares the cores: next to a second torch process on the 2-core
+# machine, training ran at 0.6-0.8 steps/s instead of 5-9, and a `make run` step took 1.4 s
+# instead of 0.05. Spinning briefly before sleeping keeps most of the idle speed (docs/model.md,
+# "CPU threads"). An explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT wins; either must be in the
+# environment before torch loads its OpenMP runtime, which is why this is set on import.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "1000")
