@@ -240,12 +240,11 @@ def can_replay() -> tuple[bool, str]:
 
 
 def capture_files(root: Path) -> list[Path]:
-    """``root`` itself, or every capture under it (recursively): ``*.pcap`` as repair and decode
-    write them, and the other capture names encode reads (a ``*.pcapng`` left out would pass
-    unseen)."""
-    if not root.is_dir():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.name.lower().endswith(CAPTURE_SUFFIXES) and p.is_file())
+    """``root`` itself, or every capture under it as encode finds them (``*.pcap`` as repair and
+    decode write them, and ``*.pcapng``, ``*.cap``, ...: one left out would pass unseen)."""
+    from netdiffusion.encode import discover_inputs
+
+    return [path for path, _, _ in discover_inputs([root])]
 
 
 def validate_dir(input: str | os.PathLike, report: str | os.PathLike | None = None, *,
