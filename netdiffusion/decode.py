@@ -24,6 +24,7 @@ from netdiffusion.dataset import Packets, dataset_layout, iter_shards, shard_pat
 from netdiffusion.names import file_name
 from netdiffusion.packets import build_ip_packets
 from netdiffusion.pcap.writer import LINKTYPE_ETHERNET, ethernet_frames, write_pcap
+from netdiffusion.validate import other_captures
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,7 @@ def decode_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
                     flows_without_packets, "flow had" if flows_without_packets == 1 else "flows had",
                     ",".join(layout.headers))
     # validate reads every capture in the folder: say when it holds more than this decode wrote
-    other_pcaps = sum(1 for p in out.rglob("*.pcap") if p not in written_paths)
-    if other_pcaps:
-        log.warning("%s: %d pcap file(s) there were not written by this decode (an earlier run's?)", out, other_pcaps)
+    other_pcaps = other_captures(out, written_paths, "decode")
     summary = {"flows": flows, "packets": packets, "rows_without_ip": rows_without_ip,
                "flows_without_packets": flows_without_packets, "other_pcaps_in_output": other_pcaps,
                "flows_per_label": dict(sorted(per_label.items())), "output": str(out)}

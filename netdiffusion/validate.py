@@ -247,6 +247,16 @@ def capture_files(root: Path) -> list[Path]:
     return [path for path, _, _ in discover_inputs([root])]
 
 
+def other_captures(folder: Path, written: set[Path], writer: str) -> int:
+    """How many captures under ``folder`` ``writer`` did not write (an earlier run's?), with a warning:
+    ``validate`` of the folder reads them too, while the writer's summary counts only its own."""
+    others = sum(1 for path in capture_files(folder) if path not in written)
+    if others:
+        log.warning("%s: %d capture file(s) there were not written by this %s (an earlier run's?)",
+                    folder, others, writer)
+    return others
+
+
 def validate_dir(input: str | os.PathLike, report: str | os.PathLike | None = None, *,
                  tcpreplay: bool | None = None, thresholds: dict[str, int] | None = None,
                  workers: int | None = None, progress: bool | None = None) -> dict:

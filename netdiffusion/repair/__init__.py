@@ -32,6 +32,7 @@ from netdiffusion.names import file_name
 from netdiffusion.repair import groups as G
 from netdiffusion.repair.engine import RULES, RepairConfig, RepairResult, repair_matrix
 from netdiffusion.repair.synth import L4_CKSUM, build_packets
+from netdiffusion.validate import other_captures
 
 __all__ = ["RULES", "RepairConfig", "RepairResult", "repair_dataset", "repair_matrix", "repair_packets"]
 
@@ -382,9 +383,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
         path.unlink(missing_ok=True)
         if path.parent.parent == out and path.parent.is_dir() and not any(path.parent.iterdir()):
             path.parent.rmdir()  # a class this run did not write
-    stale_pcaps = sum(1 for p in out.rglob("*.pcap") if p not in used)
-    if stale_pcaps:  # validate reads every *.pcap under the folder
-        log.warning("%s: %d pcap file(s) there were not written by this run (an earlier run's?)", out, stale_pcaps)
+    other_captures(out, used, "repair")
     if dataset_output is not None:
         for stale in Path(dataset_output).glob("*.parquet"):  # an earlier run's classes: not this dataset
             if stale not in used:
