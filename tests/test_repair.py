@@ -1102,3 +1102,9 @@ def test_a_rerun_into_the_same_folders_leaves_no_earlier_flows(small_dataset: Pa
     with pytest.raises(ValueError, match="cannot replace its input"):  # the input is never cleaned
         repair_dataset(first, tmp_path / "again", dataset_output=tmp_path / "all", progress=False)
     assert (tmp_path / "all" / "part-0.parquet").exists()
+    # nor is a folder of Parquet files that no repair wrote: refused, its files left alone
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.parquet").write_bytes(b"x")
+    with pytest.raises(ValueError, match="no earlier repair wrote"):
+        repair_dataset(first, tmp_path / "again", dataset_output=tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine" / "notes.parquet").read_bytes() == b"x"

@@ -241,6 +241,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     layout = dataset_layout(src)
     if dataset_output is not None and Path(dataset_output).resolve() == (src if src.is_dir() else src.parent).resolve():
         raise ValueError(f"{dataset_output}: the repaired dataset cannot replace its input")
+    earlier_shards = _earlier_shards(dataset_output) if dataset_output is not None else set()
     if not {"ipv4", "ipv6"} & set(layout.headers):
         raise ValueError(f"{src}: its layout ({', '.join(layout.headers)}) has no ipv4 or ipv6 header: "
                          "no packet can be built")
@@ -385,9 +386,8 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
             path.parent.rmdir()  # a class this run did not write
     other_captures(out, used, "repair")
     if dataset_output is not None:
-        for stale in Path(dataset_output).glob("*.parquet"):  # an earlier run's classes: not this dataset
-            if stale not in used:
-                stale.unlink()
+        for stale in earlier_shards - used:  # an earlier repair's classes: not this dataset
+            stale.unlink(missing_ok=True)
         write_json(Path(dataset_output) / "summary.json", {"produced_by": "netdiffusion repair",
                                                            "input": str(src), **totals})
     if dropped:
@@ -434,7 +434,7 @@ def distinct_conversations(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
     # each flow's conversation from its first packet with ports, seen from the initiator (direction 0)
     flows_of = flow[rows]
     firsts = rows[np.r_[True, flows_of[1:] != flows_of[:-1]]]
-    used: set[tuple] = set()
+    seen: set[tuple] = set()
     new_port: dict[int, tuple[int, int]] = {}  # flow -> (protocol, port)
     candidate = MERGED_PORT_FIRST
     for r in firsts.tolist():
@@ -445,16 +445,16 @@ def distinct_conversations(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
         hosts = (bytes(buf[src[0]:src[1]]), sport), (bytes(buf[dst[0]:dst[1]]), dport)
         initiator, responder = hosts if direction[r] == 0 else hosts[::-1]
         own = _conversation(int(proto[r]), initiator, responder)
-        if own not in used:
-            used.add(own)
+        if own not in seen:
+            seen.add(own)
             continue
         for _ in range(65536 - MERGED_PORT_FIRST):
-            if _conversation(int(proto[r]), (initiator[0], candidate), responder) not in used:
+            if _conversation(int(proto[r]), (initiator[0], candidate), responder) not in seen:
                 break
             candidate = MERGED_PORT_FIRST + (candidate + 1 - MERGED_PORT_FIRST) % (65536 - MERGED_PORT_FIRST)
         else:
             continue  # every dynamic port of this conversation is taken: leave the flow as it is
-        used.add(_conversation(int(proto[r]), (initiator[0], candidate), responder))
+        seen.add(_conversation(int(proto[r]), (initiator[0], candidate), responder))
         new_port[int(flow[r])] = (int(proto[r]), candidate)
     if not new_port:
         return 0
@@ -479,6 +479,24 @@ def distinct_conversations(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
     updated = np.where(udp & (stored == 0), 0, updated)  # and a datagram without one keeps none
     buf[ck], buf[ck + 1] = (updated >> 8).astype(np.uint8), (updated & 0xFF).astype(np.uint8)
     return len(new_port)
+
+
+def _earlier_shards(dataset_output: str | os.PathLike) -> set[Path]:
+    """The shards of an earlier repair's ``dataset_output``, to be replaced. A folder holding
+    Parquet files that a repair did not write (its ``summary.json`` says so) is refused: its files
+    would mix into the repaired dataset, and they are not repair's to delete."""
+    folder = Path(dataset_output)
+    shards = set(folder.glob("*.parquet"))
+    if not shards:
+        return set()
+    try:
+        produced_by = json.loads((folder / "summary.json").read_text()).get("produced_by")
+    except (OSError, ValueError, AttributeError):
+        produced_by = None
+    if produced_by != "netdiffusion repair":
+        raise ValueError(f"{folder}: holds Parquet files that no earlier repair wrote; "
+                         "--dataset-output needs an empty folder or an earlier repair's")
+    return shards
 
 
 def _earlier_files(out: Path) -> set[Path]:
