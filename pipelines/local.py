@@ -152,7 +152,8 @@ def _replace_tree(src: str | os.PathLike, dst: Path) -> Path:
 
 def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None, classes: list[str] | None = None,
                 preset: str = "default", count: int | None = None, packets: int | None = None,
-                config: str | None = None, seed: int = 0, tcpreplay: bool = False) -> dict[str, Any]:
+                config: str | None = None, seed: int = 0, tcpreplay: bool = False,
+                backend: str = "native") -> dict[str, Any]:
     """The whole ``refresh`` pipeline locally; returns a summary (paths, per-class counts, metrics)."""
     from pipelines.refresh import refresh
 
@@ -169,7 +170,8 @@ def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None,
     started = time.monotonic()
     with explain_task_failure():
         task = refresh(input_uri=input_uri, classes=chosen, count=p.count if count is None else count, packets=p.packets if packets is None else packets,
-                       encode_shards=p.encode_shards, config=config or p.config, seed=seed, tcpreplay=tcpreplay,
+                       backend=backend, encode_shards=p.encode_shards,
+                       config=config or (p.config if backend == "native" else "sd-tiny"), seed=seed, tcpreplay=tcpreplay,
                        quick_evaluation=p.quick_evaluation, tracking_out=str(out))
     seconds = time.monotonic() - started
     outputs = task.outputs

@@ -269,3 +269,19 @@ def test_run_input_may_name_the_manifest_but_no_other_file(tmp_path, monkeypatch
     assert main(["run", "--input", str(tmp_path / "caps" / "x.pcap"), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
     assert "x.pcap: --input is a folder" in err and len(calls) == 1 and not (tmp_path / "o2").exists()
+
+
+@pytest.mark.slow
+def test_local_run_with_the_stable_diffusion_backend(tmp_path, shared_data):
+    """`netdiffusion run --backend sd` (QA: `run` had no way to pick the SD backend): the whole refresh
+    pipeline on kfp.local with a tiny SD model built from config (no hub, no GPU, ~25 s)."""
+    from pipelines.local import run_refresh
+
+    summary = run_refresh(tmp_path / "out", input_uri=str(shared_data), classes=list(TINY_CLASSES), preset="tiny",
+                          backend="sd")
+    meta = json.loads((tmp_path / "out" / "model" / "model.json").read_text())
+    assert meta["backend"] == "sd" and (tmp_path / "out" / "model" / "pytorch_lora_weights.safetensors").exists()
+    assert set(summary["classes"]) == set(TINY_CLASSES)
+    for row in summary["classes"].values():
+        assert row["pcaps"] >= 1 and row["invalid"] == 0 and row["valid"] == row["pcaps"], row
+    assert summary["registered"].get("alias") == "champion"

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=None, help="flows to generate per class")
     parser.add_argument("--packets", type=int, default=None, help="packets per flow when encoding")
     parser.add_argument("--config", default=None, help="model config preset or file (default: preset's)")
+    parser.add_argument("--backend", choices=["native", "sd"], default="native",
+                        help="model backend; sd needs an sd config, e.g. --config sd-tiny (CPU) or sd (GPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tcpreplay", action="store_true", help="also replay pcaps in validation (root)")
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_refresh(args.out, input_uri=args.input, classes=classes, preset=args.preset,
                               count=args.count, packets=args.packets, config=args.config, seed=args.seed,
-                              tcpreplay=args.tcpreplay)
+                              tcpreplay=args.tcpreplay, backend=args.backend)
     except (RuntimeError, FileNotFoundError, ValueError) as exc:
         # kfp.local already printed the failing task's log; end with one line that says what failed
         print(f"netdiffusion run: {exc} (task logs above; artifacts under {args.out}/kfp/)", file=sys.stderr)
