@@ -35,7 +35,7 @@ sample-data: setup ## fetch the real sample captures into data/sample (or use ..
 
 run: setup system-deps $(if $(INPUT),,sample-data) ## whole refresh pipeline locally (kfp.local, MLflow sqlite, CPU model)
 	$(BIN)/netdiffusion run --out $(OUT) $(if $(INPUT),--input $(INPUT)) $(if $(CLASSES),--classes $(CLASSES)) \
-		$(if $(COUNT),--count $(COUNT)) $(if $(PRESET),--preset $(PRESET))
+		$(if $(COUNT),--count $(COUNT)) $(if $(PRESET),--preset $(PRESET)) $(if $(BACKEND),--backend $(BACKEND))
 
 test: setup system-deps chart-tools ## lint + the whole test suite (what CI runs)
 	$(BIN)/ruff check netdiffusion components pipelines tests bench
