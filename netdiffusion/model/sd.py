@@ -13,10 +13,8 @@ random pipeline locally so CI exercises the whole path in seconds.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -33,15 +31,13 @@ from netdiffusion.image import (
 )
 from netdiffusion.model.data import build_templates, load_flows, timing_stats
 from netdiffusion.model.train import (
-    CHECKPOINTS_DIR,
     METRICS_FILE,
-    _check_resume,
     _save_checkpoint,
     append_metrics,
     class_prompts,
-    latest_checkpoint,
     make_accelerator,
-    truncate_metrics,
+    remove_checkpoints,
+    resume_state,
     write_model_files,
 )
 
@@ -285,19 +281,10 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
         class_text = text_encoder(ids.to(accelerator.device))[0]
 
     metrics_path = output / METRICS_FILE
-    start_step = 0
     # what the checkpoint's weights mean: resuming with other LoRA shapes, classes or base is refused
     what = {"backend": "sd", "base_model_path": cfg.get("base_model_path"), "lora": cfg.get("lora"),
             "classes": list(flows.classes), "prompts": prompts, "resolution": resolution, "palette": palette}
-    if resume and (ckpt := latest_checkpoint(output)) is not None:
-        saved = json.loads((ckpt / "step.json").read_text())
-        _check_resume(ckpt, saved, what)
-        accelerator.load_state(str(ckpt))
-        start_step = int(saved["step"])
-        if accelerator.is_main_process:
-            truncate_metrics(metrics_path, start_step)
-    elif accelerator.is_main_process and metrics_path.exists():
-        metrics_path.unlink()
+    start_step = resume_state(accelerator, output, metrics_path, what, resume)
     rng = np.random.default_rng(seed * 1000 + accelerator.process_index + start_step)
     steps, batch = int(tr["steps"]), int(tr["batch_size"])
     log_every, ckpt_every = max(1, int(tr.get("log_every", 10))), int(tr.get("checkpoint_every", 0))
@@ -351,10 +338,7 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
         templates = build_templates(flows, int(dcfg["templates_per_class"]), seed=seed)
         write_model_files(output, cfg, flows, seed, data, templates, timing_stats(flows),
                           {"train_metrics": result, "lora_weights": LORA_FILE})
-        # each checkpoint holds the whole UNet (SD 1.5: ~3.4 GB): not part of the model dir
-        ckpt_dir = output / CHECKPOINTS_DIR
-        if ckpt_dir.exists() and not tr.get("keep_checkpoints", False):
-            shutil.rmtree(ckpt_dir)
+        remove_checkpoints(output, tr)
     accelerator.wait_for_everyone()
     return result
 

@@ -97,6 +97,32 @@ def latest_checkpoint(output: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def resume_state(accelerator, output: Path, metrics_path: Path, what: dict[str, Any], resume: bool) -> int:
+    """The step to start from: with ``resume``, the latest checkpoint's state loaded (after checking
+    it was trained with ``what``) and the metrics logged past it dropped; else 0 and no old metrics.
+    Both backends."""
+    if resume and (ckpt := latest_checkpoint(output)) is not None:
+        saved = json.loads((ckpt / "step.json").read_text())
+        _check_resume(ckpt, saved, what)
+        accelerator.load_state(str(ckpt))
+        start_step = int(saved["step"])
+        log.info("resumed from %s at step %d", ckpt, start_step)
+        if accelerator.is_main_process:
+            truncate_metrics(metrics_path, start_step)
+        return start_step
+    if accelerator.is_main_process and metrics_path.exists():
+        metrics_path.unlink()
+    return 0
+
+
+def remove_checkpoints(output: Path, training: dict) -> None:
+    """Checkpoints are for resuming, not part of the model dir (an SD 1.5 one holds the whole
+    UNet, ~3.4 GB), unless ``training.keep_checkpoints``."""
+    ckpt_dir = output / CHECKPOINTS_DIR
+    if ckpt_dir.exists() and not training.get("keep_checkpoints", False):
+        shutil.rmtree(ckpt_dir)
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """On resume: drop records past the checkpoint's ``step`` (the interrupted run logged them,
     and those steps are trained and logged again)."""
@@ -276,18 +302,8 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
 
     output.mkdir(parents=True, exist_ok=True)
     metrics_path = output / METRICS_FILE
-    start_step = 0
     what = _checkpoint_identity(cfg, flows, columns)
-    if resume and (ckpt := latest_checkpoint(output)) is not None:
-        saved = json.loads((ckpt / "step.json").read_text())
-        _check_resume(ckpt, saved, what)
-        accelerator.load_state(str(ckpt))
-        start_step = int(saved["step"])
-        log.info("resumed from %s at step %d", ckpt, start_step)
-        if accelerator.is_main_process:
-            truncate_metrics(metrics_path, start_step)
-    elif accelerator.is_main_process and metrics_path.exists():
-        metrics_path.unlink()
+    start_step = resume_state(accelerator, output, metrics_path, what, resume)
     rank = accelerator.process_index
     sampler = BatchSampler(flows, int(tr["batch_size"]), int(tr["max_rows"]), seed=seed * 1000 + rank + start_step,
                            columns=columns)
@@ -367,9 +383,7 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
                 if c not in data_classes:
                     templates[c], timing[c] = base_templates[c], base_timing[c]
         write_model_files(output, cfg, flows, seed, data, templates, timing, extra)
-        ckpt_dir = output / CHECKPOINTS_DIR
-        if ckpt_dir.exists() and not tr.get("keep_checkpoints", False):
-            shutil.rmtree(ckpt_dir)
+        remove_checkpoints(output, tr)
         log.info("trained %d steps in %.1fs (%.2f steps/s), final loss %.4f -> %s",
                  steps - start_step, seconds, result["steps_per_s"], loss_value, output)
     accelerator.wait_for_everyone()
