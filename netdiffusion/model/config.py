@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from netdiffusion.image import PALETTES
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 PRESETS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
 
@@ -44,9 +46,9 @@ CHOICES = {"training.mixed_precision": ("no", "fp16", "bf16"),
            # checked here, or a typo trains a model that generate then refuses / a traceback
            "diffusion.sampler": ("ddim", "ddpm", "dpmsolver", "unipc"),
            "diffusion.beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2", "laplace", "sigmoid"),
-           # sd backend: generation's control images (model.sd.sd_filler) and netdiffusion.image.PALETTES
+           # sd backend: the control images model.sd.sd_filler draws, and the image codec's palettes
            "control": ("canny", "mask"),
-           "palette": ("paper", "sd3")}
+           "palette": tuple(PALETTES)}
 
 
 class ConfigError(ValueError):

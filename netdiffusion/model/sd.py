@@ -29,6 +29,7 @@ from netdiffusion.image import (
     matrix_to_image,
     presence_mask,
 )
+from netdiffusion.model.config import CHOICES
 from netdiffusion.model.data import build_templates, load_flows, timing_stats
 from netdiffusion.model.train import (
     METRICS_FILE,
@@ -398,8 +399,8 @@ def sd_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: str | 
     classes = meta["classes"]
 
     control_kind = cfg.get("control", "canny")
-    if control_kind not in ("canny", "mask"):
-        raise ValueError(f"unknown control image kind {control_kind!r} (canny, mask)")
+    if control_kind not in CHOICES["control"]:
+        raise ValueError(f"unknown control image kind {control_kind!r} ({', '.join(CHOICES['control'])})")
 
     def control_for(m: np.ndarray) -> np.ndarray:
         if control_kind == "canny":
