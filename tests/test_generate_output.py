@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from netdiffusion.dataset import read_packets
@@ -47,7 +48,15 @@ def test_output_of_another_model_or_dataset_refused(model: Path, tmp_path: Path)
     with pytest.raises(ValueError, match="already holds output of model"):
         generate(other, out, classes=["alpha"], count=1, seed=2, images=False)
     assert sorted(p.name for p in out.iterdir()) == before
-    (out / "summary.json").unlink()  # shards without this model's summary: e.g. an encoded dataset
+    # a parallel per-class call of the same model whose shard exists before its summary: fine
+    (out / "summary.json").unlink()
+    generate(model, out, classes=["beta"], count=1, seed=3, images=False)
+    # shards of data that is not this model's output (e.g. an encoded dataset): refused
+    from netdiffusion.dataset import Packets, write_shard
+
+    rows = read_packets(out)
+    write_shard(Packets(**{**rows.__dict__, "source": np.full(len(rows), "capture.pcap", dtype=object)}),
+                out / "encoded.parquet")
     with pytest.raises(ValueError, match="not this model's output"):
         generate(model, out, classes=["alpha"], count=1, images=False)
 

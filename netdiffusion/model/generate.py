@@ -197,18 +197,24 @@ def _check_output(output: Path, meta: dict) -> None:
     """Refuse an output folder that already holds shards of another dataset or model.
 
     Generated shards of the same model (other seeds or classes, parallel per-class calls) may
-    share a folder; anything else would mix two layouts or two models under one summary."""
+    share a folder; anything else would mix two layouts or two models under one summary. Each
+    shard says who wrote it in its ``source`` column (a generated one: the model id), so a parallel
+    call whose shard is written before its summary is recognised too."""
+    import pyarrow.parquet as pq
+
     if not output.is_dir():
         return
     shards = [p for p in output.rglob("*.parquet") if not p.name.startswith(".")]
-    if not shards:
-        return
-    try:
-        previous = json.loads((output / "summary.json").read_text()).get("model_id")
-    except (OSError, ValueError, AttributeError):
-        previous = None
-    if previous != meta["model_id"]:
-        what = f"output of model {previous}" if previous else "a dataset that is not this model's output"
+    sources: set[str] = set()
+    for shard in shards:
+        try:
+            sources.update(str(s) for s in pq.read_table(shard, columns=["source"]).column("source").unique().to_pylist())
+        except Exception:  # noqa: BLE001 - not a readable shard with a source column: not this model's
+            sources.add("")
+    others = sources - {meta["model_id"]}
+    if others:
+        models = sorted(s for s in others if s.startswith("netdiffusion-"))
+        what = f"output of model {', '.join(models)}" if models else "a dataset that is not this model's output"
         raise ValueError(f"{output}: already holds {what} ({len(shards)} shards); this model is "
                          f"{meta['model_id']}: generate into an empty folder or one of its own")
 
