@@ -245,7 +245,9 @@ def _native_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: s
 
     from netdiffusion.model.native import PacketDiffusionTransformer, make_sampler, sample
 
-    net = PacketDiffusionTransformer.from_pretrained(str(model_dir / WEIGHTS_DIR)).eval()
+    # on a GPU when there is one (the same seeds then give other flows than on CPU)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = PacketDiffusionTransformer.from_pretrained(str(model_dir / WEIGHTS_DIR)).eval().to(device)
     dcfg = meta["config"]["diffusion"]
     n_steps = int(steps if steps is not None else dcfg.get("sample_steps", 12))
     guidance = float(dcfg.get("guidance_scale", 1.0))
@@ -259,11 +261,11 @@ def _native_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: s
         for j, m in enumerate(masks):
             mask[j, : len(m)] = m[:, columns]
             row_mask[j, : len(m)] = 1
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence(batch_seed).generate_state(1)[0]))
-        labels = torch.full((len(masks),), class_index, dtype=torch.long)
-        bits, _ = sample(net, torch.from_numpy(mask), labels, torch.from_numpy(row_mask), scheduler,
-                         n_steps, guidance, gen)
-        arr = bits.numpy()
+        gen = torch.Generator(device).manual_seed(int(np.random.SeedSequence(batch_seed).generate_state(1)[0]))
+        labels = torch.full((len(masks),), class_index, dtype=torch.long, device=device)
+        bits, _ = sample(net, torch.from_numpy(mask).to(device), labels, torch.from_numpy(row_mask).to(device),
+                         scheduler, n_steps, guidance, gen)
+        arr = bits.cpu().numpy()
         out = []
         for j, m in enumerate(masks):
             # present bits the model never saw in training (outside its columns) come out unset

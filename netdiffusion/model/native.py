@@ -139,12 +139,15 @@ def diffusion_loss(model: nn.Module, scheduler: DDPMScheduler, bits: torch.Tenso
     Kept lean: on CPU the elementwise passes over (batch, rows, bits) cost as much as the matmuls."""
     x0, mask = bits_to_tensors(bits)
     b = bits.shape[0]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    # random numbers come from ``generator``'s device (one on the GPU saves copying the noise)
+    rand_device = generator.device if generator is not None else x0.device
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=rand_device)
+    noise = torch.randn(x0.shape, generator=generator, device=rand_device).to(x0.device)
+    t = t.to(x0.device)
     if class_dropout > 0:  # null class for classifier-free guidance
-        drop = torch.rand(b, generator=generator) < class_dropout
+        drop = (torch.rand(b, generator=generator, device=rand_device) < class_dropout).to(x0.device)
         class_labels = torch.where(drop, torch.full_like(class_labels, model_null_class(model)), class_labels)
-    alpha = scheduler.alphas_cumprod[t].to(x0.dtype)
+    alpha = scheduler.alphas_cumprod.to(x0.device)[t].to(x0.dtype)
     noisy = alpha.sqrt()[:, None, None] * x0 + (1 - alpha).sqrt()[:, None, None] * noise
     logits = model(noisy, mask, t, class_labels, row_mask=row_mask, positions=positions)
     target = (x0 + 1) * 0.5
@@ -165,8 +168,10 @@ def sample(model: PacketDiffusionTransformer, mask: torch.Tensor, class_labels: 
 
     Returns ``(bits int8 with -1 where absent, probability of a set bit)``."""
     maskf = mask.to(torch.float32)
-    x = torch.randn(maskf.shape, generator=generator) * scheduler.init_noise_sigma * maskf
-    scheduler.set_timesteps(steps)
+    rand_device = generator.device if generator is not None else maskf.device
+    x = torch.randn(maskf.shape, generator=generator, device=rand_device).to(maskf.device)
+    x = x * scheduler.init_noise_sigma * maskf
+    scheduler.set_timesteps(steps, device=maskf.device)
     null = torch.full_like(class_labels, model.null_class)
     logits = torch.zeros_like(maskf)
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}

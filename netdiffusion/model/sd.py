@@ -109,15 +109,40 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
-def build_tiny_pipeline(path: str | os.PathLike, resolution: int = 32, seed: int = 0) -> Path:
-    """Write a tiny random SD 1.5-style pipeline (UNet, VAE, CLIP text model, tokenizer, scheduler).
+# random-pipeline architectures: ``tiny`` for CI, ``sd15`` the real SD 1.5 shapes (GPU checks
+# of the paper-size path without weights: nothing may be downloaded from a hub)
+RANDOM_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "tiny": {"text": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                      "num_attention_heads": 2, "projection_dim": 16}, "max_tokens": 32,
+             "vae": {"block_out_channels": (8, 8, 8, 8), "layers_per_block": 1, "norm_num_groups": 4},
+             "unet": {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8,
+                      "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                      "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+                      "cross_attention_dim": 16, "attention_head_dim": 4}},
+    "sd15": {"text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                      "num_attention_heads": 12, "projection_dim": 768}, "max_tokens": 77,
+             "vae": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32},
+             "unet": {"block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "norm_num_groups": 32,
+                      "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                      "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                      "cross_attention_dim": 768, "attention_head_dim": 8}},
+}
+
+
+def build_tiny_pipeline(path: str | os.PathLike, resolution: int = 32, seed: int = 0,
+                        architecture: str = "tiny") -> Path:
+    """Write a random SD 1.5-style pipeline (UNet, VAE, CLIP text model, tokenizer, scheduler).
 
     The CLIP tokenizer gets a byte-level vocabulary (no merges) written here, so nothing is
-    downloaded; the models are random but have the real architectures and file layout."""
+    downloaded; the models are random but have the real architectures and file layout.
+    ``architecture="sd15"`` gives SD 1.5's layer sizes (about 1.1 B parameters)."""
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    if architecture not in RANDOM_ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(RANDOM_ARCHITECTURES)}")
+    arch = RANDOM_ARCHITECTURES[architecture]
     torch.manual_seed(seed)
     path = Path(path)
     chars = list(_bytes_to_unicode().values())
@@ -125,19 +150,14 @@ def build_tiny_pipeline(path: str | os.PathLike, resolution: int = 32, seed: int
     vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=32)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=arch["max_tokens"])
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=32, projection_dim=16,
+        vocab_size=len(vocab), max_position_embeddings=arch["max_tokens"], **arch["text"],
         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        layers_per_block=1, norm_num_groups=4, sample_size=resolution)
-    unet = UNet2DConditionModel(sample_size=resolution // 8, in_channels=4, out_channels=4,
-                                block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-                                cross_attention_dim=16, attention_head_dim=4)
+                        sample_size=resolution, **arch["vae"])
+    unet = UNet2DConditionModel(sample_size=resolution // 8, in_channels=4, out_channels=4, **arch["unet"])
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
                               beta_start=0.00085, beta_end=0.012, clip_sample=False)
     tokenizer.save_pretrained(path / "tokenizer")
@@ -332,6 +352,8 @@ def train_sd(data: Path, output: Path, cfg: dict, *, resume: bool, seed: int) ->
               "steps_per_s": round((steps - start_step) / max(seconds, 1e-9), 4),
               "trainable_parameters": int(sum(p.numel() for p in params)), "processes": accelerator.num_processes,
               "flows": len(flows)}
+    if torch.cuda.is_available():
+        result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if accelerator.is_main_process:
         lora_state = convert_state_dict_to_diffusers(get_peft_model_state_dict(accelerator.unwrap_model(unet)))
         StableDiffusionPipeline.save_lora_weights(str(output), unet_lora_layers=lora_state,

@@ -297,6 +297,7 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
     ema = EMAModel(params, decay=ema_decay) if ema_decay > 0 else None
     model, optimizer, lr_schedule = accelerator.prepare(model, optimizer, lr_schedule)
     if ema is not None:
+        ema.to(accelerator.device)  # its shadow copies were made before prepare() moved the model
         accelerator.register_for_checkpointing(ema)
     scheduler = make_train_scheduler(cfg["diffusion"])
 
@@ -307,7 +308,8 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
     rank = accelerator.process_index
     sampler = BatchSampler(flows, int(tr["batch_size"]), int(tr["max_rows"]), seed=seed * 1000 + rank + start_step,
                            columns=columns)
-    generator = torch.Generator().manual_seed(seed * 1000 + rank + 17 * start_step)
+    # on a GPU the noise is drawn there (the same seeds give other numbers than on CPU)
+    generator = torch.Generator(accelerator.device).manual_seed(seed * 1000 + rank + 17 * start_step)
     log_every = max(1, int(tr.get("log_every", 10)))
     ckpt_every = int(tr.get("checkpoint_every", 0))
 
@@ -319,7 +321,7 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
     recent: list[float] = []
     first_losses: list[float] = []
     for step in bar:
-        bits, labels, row_mask, positions = sampler()
+        bits, labels, row_mask, positions = (x.to(accelerator.device, non_blocking=True) for x in sampler())
         with accelerator.autocast():
             loss, acc = diffusion_loss(model, scheduler, bits, labels, row_mask, positions, generator,
                                        with_accuracy=(step + 1) % log_every == 0 or step + 1 == steps,
@@ -358,6 +360,8 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
         "trainable_parameters": int(n_params), "processes": accelerator.num_processes,
         "flows": len(flows), "packets": int(flows.lengths.sum()),
     }
+    if torch.cuda.is_available():
+        result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if accelerator.is_main_process:
         net = accelerator.unwrap_model(model)
         if ema is not None:
