@@ -179,3 +179,26 @@ def test_tiny_model_fixture(tiny_model: Path, tmp_path: Path) -> None:
     meta = json.loads((tiny_model / "model.json").read_text())
     stats = generate(tiny_model, tmp_path / "g", classes=meta["classes"][:1], count=1, images=False)
     assert stats["flows"] == 1
+
+
+def test_batch_sampler_windows_and_prefetch_order(synth: Path) -> None:
+    """Windows are the flows' rows in the model's columns; prefetching (used on a GPU) keeps the order."""
+    from netdiffusion.model.data import load_flows
+    from netdiffusion.model.train import BatchSampler
+
+    flows = load_flows(synth, packets=64, max_flows_per_class=None, seed=0)
+    columns = np.arange(0, flows.layout.width, 3)
+    plain, ahead = BatchSampler(flows, 4, 16, 7, columns=columns), BatchSampler(flows, 4, 16, 7, columns=columns)
+    ahead.prefetch()
+    for _ in range(5):
+        a, b = plain(), ahead()
+        for x, y in zip(a, b, strict=True):
+            assert np.array_equal(x.numpy(), y.numpy())
+        bits, _, row_mask, positions = a
+        for j in range(len(bits)):
+            n = int(row_mask[j].sum())
+            matches = [i for i in range(len(flows)) if flows.lengths[i] >= n and any(
+                np.array_equal(flows.flow(i)[s : s + n][:, columns], bits[j, :n].numpy())
+                for s in [int(positions[j, 0])])]
+            assert matches, "window is not a slice of any flow"
+            assert (bits[j, n:].numpy() == -1).all()

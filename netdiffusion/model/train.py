@@ -174,8 +174,27 @@ class BatchSampler:
         self.rng = np.random.default_rng(seed)
         self.by_class = [np.flatnonzero(flows.class_index == c) for c in range(len(flows.classes))]
         self.by_class = [idx for idx in self.by_class if len(idx)]
+        # the model's columns gathered once: each window is then one contiguous copy (a per-window
+        # column gather made the sampler, not the GPU, the limit of the `gpu` preset)
+        self.bits = flows.bits if columns is None else np.ascontiguousarray(flows.bits[:, self.columns])
+        self._next = None
+        self._pool = None
 
     def __call__(self):
+        """The next batch; on a GPU the one after it is built meanwhile in a thread (same order)."""
+        if self._pool is None:
+            return self._make()
+        batch = self._next.result() if self._next is not None else self._make()
+        self._next = self._pool.submit(self._make)
+        return batch
+
+    def prefetch(self) -> None:
+        """Build batches one ahead in a background thread (numpy copies release the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="batches")
+
+    def _make(self):
         import torch
 
         picks = [c[self.rng.integers(len(c))] for c in
@@ -188,7 +207,8 @@ class BatchSampler:
         row_mask = np.zeros((len(picks), rows), dtype=np.float32)
         positions = np.zeros((len(picks), rows), dtype=np.int64)
         for j, (f, s) in enumerate(zip(picks, starts, strict=True)):
-            window = self.flows.flow(int(f))[s : s + rows][:, self.columns]
+            start = self.flows.offsets[int(f)] + s
+            window = self.bits[start : min(start + rows, self.flows.offsets[int(f) + 1])]
             bits[j, : len(window)] = window
             row_mask[j, : len(window)] = 1
             positions[j] = s + np.arange(rows)
@@ -308,6 +328,8 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
     rank = accelerator.process_index
     sampler = BatchSampler(flows, int(tr["batch_size"]), int(tr["max_rows"]), seed=seed * 1000 + rank + start_step,
                            columns=columns)
+    if accelerator.device.type == "cuda":
+        sampler.prefetch()
     # on a GPU the noise is drawn there (the same seeds give other numbers than on CPU)
     generator = torch.Generator(accelerator.device).manual_seed(seed * 1000 + rank + 17 * start_step)
     log_every = max(1, int(tr.get("log_every", 10)))
