@@ -15,6 +15,7 @@ import numpy as np
 
 from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, packed_bytes, row_counts
 from netdiffusion.repair import groups as G
+from netdiffusion.repair import words as W
 
 L3 = ("ipv4", "ipv6")
 L4 = ("tcp", "udp", "icmp")
@@ -120,18 +121,28 @@ class RepairResult:
     timestamps_generated: np.ndarray | None = None  # per flow: default timing used
 
 
-def _bits_to_values(bits: np.ndarray) -> np.ndarray:
-    """Big-endian value of each row of 1/0/-1 bits (<= 62 wide); -1 where any bit is absent."""
-    width = bits.shape[1]
-    if width % 8 == 0:
-        packed = np.packbits(bits > 0, axis=1).astype(np.int64)
-        values = np.zeros(len(bits), dtype=np.int64)
-        for j in range(packed.shape[1]):
-            values = (values << 8) | packed[:, j]
+def _pack_rows(flags: np.ndarray) -> np.ndarray:
+    """Each row of a 2-D bool array (at most 62 wide) as the integer its bits spell, first bit
+    most significant (int64)."""
+    width = flags.shape[1]
+    packed = np.packbits(flags, axis=1)  # trailing bits of the last byte are 0
+    nb = packed.shape[1]
+    if nb in (1, 2, 4, 8):  # one big-endian word per row
+        values = packed.view(f">u{nb}")[:, 0].astype(np.int64)
     else:
-        weights = np.int64(1) << np.arange(width - 1, -1, -1, dtype=np.int64)
-        values = (bits > 0).astype(np.int64) @ weights
-    values[(bits < 0).any(axis=1)] = -1
+        values = packed[:, 0].astype(np.int64)
+        for j in range(1, nb):
+            values = (values << 8) | packed[:, j]
+    return values >> (8 * nb - width) if width % 8 else values
+
+
+def _bits_to_values(bits: np.ndarray) -> np.ndarray:
+    """Big-endian value of each row of 1/0/-1 bits (<= 62 wide); -1 where any bit is absent
+    (negative); a bit counts as set where it is positive."""
+    if bits.shape[1] == 1:  # 1 / 0 / -1 for a positive / zero / negative bit: its sign
+        return np.sign(bits[:, 0]).astype(np.int64)
+    values = _pack_rows(bits > 0)
+    values[_pack_rows(bits < 0) != 0] = -1
     return values
 
 
@@ -228,22 +239,58 @@ class Repairer:
                 self.m[rows[changed], cols] = new[changed]
 
     def _put(self, rule: str, key: str, rows: np.ndarray, values: np.ndarray | int) -> None:
-        """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits."""
+        """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits.
+
+        Same accounting as :meth:`_put_bits` with the field's bits, but compared as integers: the
+        bits equal to 1 and those equal to 0 are packed into one integer each per row, and only the
+        rows that change get their bits built and written."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         if not len(rows):
             return
         f = self.layout.field(key)
-        v = np.broadcast_to(np.asarray(values, dtype=np.int64), (len(rows),))
+        sl = self.layout.field_slice(f)
+        full = (1 << f.width) - 1
+        new = np.broadcast_to(np.asarray(values, dtype=np.int64), (len(rows),)) & full  # the bits written
+        every = len(rows) == self.n  # rows are sorted and unique: all of them, read as a view
+        if f.width == 1:
+            counts = ((self.m[:, sl.start] if every else self.m[rows, sl.start]) != new).astype(np.int64)
+            blk = None
+        elif self._words_ok(sl):
+            blk, a0, k = W.block(self.m, None if every else rows, sl)
+            at0, at1 = sl.start - a0, sl.stop - a0
+            new_words = W.spread(new, at0, at1, k)
+            counts = W.differing(blk, new_words, at0, at1)
+        else:
+            old = self.m[:, sl] if every else self.m[rows, sl]
+            same = (_pack_rows(old == 1) & new) | (_pack_rows(old == 0) & ~new & full)
+            counts = f.width - np.bitwise_count(same).astype(np.int64)
+            blk = None
+        changed = counts > 0
+        if not changed.any():
+            return
+        self.bits[rule][rows] += counts
+        mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
+        at = rows[changed]
+        mask[at] = True
+        if blk is not None:  # the changed rows' words with the field replaced
+            self.m[at, a0 : a0 + 8 * k] = W.merged(blk[changed], [w[changed] for w in new_words], at0, at1)
+            return
         shifts = np.arange(f.width - 1, -1, -1, dtype=np.int64)
-        new = ((v[:, None] >> shifts) & 1).astype(np.int8)
-        self._put_bits(rule, key, rows, self.layout.field_slice(f), new)
+        self.m[at, sl] = ((new[changed][:, None] >> shifts) & 1).astype(np.int8)
+
+    def _words_ok(self, sl: slice) -> bool:
+        """Whether the field at columns ``sl`` can be read a word (8 columns) at a time."""
+        return W.usable(self.m) and sl.stop - (sl.start - sl.start % 8) <= 64
 
     def _get(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Field values (int64, -1 where absent), reading only the field's columns."""
         f = self.layout.field(key)
         sl = self.layout.field_slice(f)
+        if f.width > 1 and self._words_ok(sl):
+            blk, a0, _ = W.block(self.m, rows, sl)
+            return W.values(blk, sl.start - a0, sl.stop - a0)
         bits = self.m[:, sl] if rows is None else self.m[rows, sl]
         return _bits_to_values(bits)
 
@@ -879,9 +926,20 @@ class Repairer:
         key_order = np.lexsort((np.arange(len(rel)), rkeys))
         key_sorted = rkeys[key_order]
 
-        def restarts_kept(kept: np.ndarray) -> np.ndarray:
-            out = np.empty(len(kept), dtype=bool)
-            out[key_order] = G.cumsum_excl(kept[key_order], key_sorted) > 0
+        def restarts_kept(kept: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+            """Per segment: an earlier kept segment of its group restarts where it does.
+
+            ``active`` (sorted, whole groups only): the answer for those segments alone, in their
+            order, from their groups' rows only. A group occupies the same index range in
+            ``key_order`` as in the sorted order, so ``key_order[active]`` is the active rows in
+            key order and ``i + key_order[active[i]] - active[i]`` is a row's place in ``active``."""
+            if active is None:
+                out = np.empty(len(kept), dtype=bool)
+                out[key_order] = G.cumsum_excl(kept[key_order], key_sorted) > 0
+                return out
+            ko = key_order[active]
+            out = np.empty(len(active), dtype=bool)
+            out[np.arange(len(active)) + ko - active] = G.cumsum_excl(kept[ko], key_sorted[active]) > 0
             return out
         # a later FIN of a direction repeats its first FIN (same sequence number)
         first_fin = (s_fin == 1) & (G.cumsum_incl(s_fin, gid_sorted) == 1)
@@ -931,7 +989,7 @@ class Repairer:
                     return x[idx]
 
                 a_kept, a_rel, a_len, a_gid = sub(kept), sub(rel), sub(s_len), sub(gid_sorted)
-                a_cand = sub(restarts_kept(kept))
+                a_cand = restarts_kept(kept) if len(active) == len(rel) else restarts_kept(kept, active)
                 a_fin_retry = sub(fin_retry)
                 a_pos = np.arange(len(active))
                 a_fin_src = G.cummax(np.where(sub(first_fin), a_pos, -1), a_gid)
