@@ -368,6 +368,15 @@ def present_bytes(bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bits != ABSENT).view(np.uint64) == _BYTE_SUM
 
 
+def bytes_to_bits(data: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`packed_bytes`: ``(rows, bytes)`` uint8 and the number of leading
+    bytes present per row -> ``(rows, 8 * bytes)`` int8 bits, ``ABSENT`` past each row's length
+    (one table lookup per byte, as :meth:`Layout.header_bits_from_bytes`)."""
+    index = np.where(np.arange(data.shape[1])[None, :] >= np.asarray(lengths)[:, None], 256,
+                     np.asarray(data, dtype=np.int16))
+    return np.take(_BYTE_BITS_U64, index).view(np.int8).reshape(index.shape[0], 8 * data.shape[1])
+
+
 def packed_bytes(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows of byte-aligned bits -> ``(data, lengths)``: uint8 bytes with absent bits read as 0, and
     the number of leading bytes whose bits are all present (nPrint's absence is a suffix)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, packed_bytes, row_counts
+from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, bytes_to_bits, packed_bytes, row_counts
 from netdiffusion.repair import groups as G
 from netdiffusion.repair import words as W
 
@@ -238,6 +238,14 @@ class Repairer:
                 new = np.broadcast_to(new, old.shape)
                 self.m[rows[changed], cols] = new[changed]
 
+    def _record(self, rule: str, key: str, rows: np.ndarray, counts: np.ndarray) -> None:
+        """Count ``counts`` changed bits of ``rule`` at ``rows`` (the bits are written by the caller)."""
+        changed = counts > 0
+        if changed.any():
+            self.bits[rule][rows] += counts
+            mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
+            mask[rows[changed]] = True
+
     def _put(self, rule: str, key: str, rows: np.ndarray, values: np.ndarray | int) -> None:
         """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits.
 
@@ -319,11 +327,20 @@ class Repairer:
     def drop_padding(self) -> np.ndarray:
         """Rows with (almost) no network-layer bits are padding the model emitted, not packets."""
         l3 = [h for h in L3 if self.has(h)]
-        share = self.layout.present_share(self.m)
+        # present bits of each header's fixed part (Layout.present_share's numbers, kept as counts:
+        # the stack rule's blanking counts its changes from them)
+        present = np.empty((self.n, len(self.layout.headers)), dtype=np.int64)
+        share = np.empty((self.n, len(self.layout.headers)), dtype=np.float32)
+        for i, h in enumerate(self.layout.headers):
+            s = self.layout.header_slice(h)
+            fixed = HEADERS[h].min_bits
+            present[:, i] = row_counts(self.m[:, s.start : s.start + fixed] != ABSENT)
+            share[:, i] = present[:, i] / fixed
         idx = [self.layout.headers.index(h) for h in l3]
         best = share[:, idx].max(axis=1) if idx else np.zeros(self.n)
         keep = best >= self.cfg.padding_share
         self._share = share[keep]  # reused by the stack decision
+        self._present = present[keep]
         if not keep.all():
             self.m, self.flow = self.m[keep], self.flow[keep]
             self.n = self.m.shape[0]
@@ -351,26 +368,41 @@ class Repairer:
         else:
             self.l4 = np.full(n, "", dtype="<U4")
         self.is_ = {h: (self.l3 == h) if h in L3 else (self.l4 == h) for h in layout.headers}
-        for h in layout.headers:
+        # blank the headers a row does not carry, and give the absent bits of the fixed part of
+        # those it does carry the value 0; the changes are counted from the presence counts of
+        # drop_padding (nothing has written these columns since), so only changed rows are read
+        for i, h in enumerate(layout.headers):
             hs = layout.header_slice(h)
+            fixed = HEADERS[h].min_bits
+            key = f"{h}_header"
             off = np.flatnonzero(~self.is_[h])
-            self._put_bits("stack", f"{h}_header", off, hs, np.int8(ABSENT))
+            counts = self._present[off, i]
+            if hs.stop - hs.start > fixed and len(off):  # the options part counts too
+                counts = counts + row_counts(self.m[off, hs.start + fixed : hs.stop] != ABSENT)
+            self._record("stack", key, off, counts)
+            self.m[off[counts > 0], hs] = ABSENT
             on = np.flatnonzero(self.is_[h])
-            fixed = slice(hs.start, hs.start + HEADERS[h].min_bits)
-            block = self.m[on, fixed]
-            if len(on) and (block == ABSENT).any():
-                self._put_bits("stack", f"{h}_header", on, fixed, np.where(block == ABSENT, 0, block))
+            counts = fixed - self._present[on, i]
+            self._record("stack", key, on, counts)
+            at = on[counts > 0]
+            if len(at):
+                block = self.m[at, hs.start : hs.start + fixed]
+                block[block == ABSENT] = 0
+                self.m[at, hs.start : hs.start + fixed] = block
 
     def _walk_options(self, header: str, rows: np.ndarray, allowed: dict[int, tuple[int, int, bool]]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
         """Parse option bytes (vectorized TLV walk); cut at the first malformed option.
 
-        Returns ``(data, length, kind_at)``: repaired option bytes, option length in bytes (a
-        multiple of 4) and the option kind at each option's first byte (-1 elsewhere)."""
+        Returns ``(data, length, kind_at, current)``: repaired option bytes, option length in bytes
+        (a multiple of 4), the option kind at each option's first byte (-1 elsewhere), and the rows'
+        option bits with their bytes and present length as read (for :meth:`_write_options`)."""
         opt = self.layout.field(f"{header}_opt")
         sl = self.layout.field_slice(opt)
         nb = opt.width // 8
-        data, run = packed_bytes(self.m[rows, sl])
+        cur = self.m[rows, sl]
+        data, run = packed_bytes(cur)
+        current = (cur, data.copy(), run)  # what _write_options compares against (no write between)
         length = (run // 4) * 4
         kind_at = np.full((len(rows), nb + 1), -1, dtype=np.int16)
         pos = np.zeros(len(rows), dtype=np.int64)
@@ -411,16 +443,20 @@ class Repairer:
         data[pad] = 0
         kind_at = kind_at[:, :nb]
         kind_at[cols[None, :] >= cut[:, None]] = -1
-        return data, new_len, kind_at
+        return data, new_len, kind_at, current
 
     def _write_options(self, rule: str, header: str, rows: np.ndarray, data: np.ndarray,
-                       length: np.ndarray) -> None:
+                       length: np.ndarray, current: tuple | None = None) -> None:
+        """``current``: the rows' option bits, bytes and present length if already read."""
         opt = self.layout.field(f"{header}_opt")
         sl = self.layout.field_slice(opt)
         # only rows whose option bytes or length differ need their 320 bits rewritten
-        cur = self.m[rows, sl]
         nb = opt.width // 8
-        cur_data, cur_len = packed_bytes(cur)
+        if current is None:
+            cur = self.m[rows, sl]
+            cur_data, cur_len = packed_bytes(cur)
+        else:
+            cur, cur_data, cur_len = current
         cols = np.arange(nb)[None, :]
         # any present bit past the new length (lengths are whole bytes: test 8 bits at a time)
         some_bit = np.ascontiguousarray(cur != ABSENT).view(np.uint64) != 0
@@ -429,9 +465,7 @@ class Repairer:
         rows, data, length = rows[differs], data[differs], length[differs]
         if not len(rows):
             return
-        bits = np.unpackbits(data, axis=1).astype(np.int8)
-        bits[np.arange(opt.width)[None, :] >= (length[:, None] * 8)] = ABSENT
-        self._put_bits(rule, opt.key, rows, self.layout.field_slice(opt), bits)
+        self._put_bits(rule, opt.key, rows, self.layout.field_slice(opt), bytes_to_bits(data, length))
 
     def options_structure(self) -> None:
         """Keep the well-formed prefix of IPv4/TCP options (known kinds, valid lengths)."""
@@ -442,8 +476,8 @@ class Repairer:
             if not self.has(h):
                 continue
             rows = np.flatnonzero(self.is_[h])
-            data, length, kind_at = self._walk_options(h, rows, allowed)
-            self._write_options("options", h, rows, data, length)
+            data, length, kind_at, current = self._walk_options(h, rows, allowed)
+            self._write_options("options", h, rows, data, length, current)
             full = np.zeros(self.n, dtype=np.int64)
             full[rows] = length
             self.opt_len[h] = full
@@ -1154,8 +1188,13 @@ class Repairer:
         kind_at, data = self.opt_kind["tcp"], self.opt_data["tcp"].copy()
         length = self.opt_len["tcp"][t]
         changed = False
+        # every option's (row, byte) once, in np.nonzero's order; each kind's are a subset of them
+        # (kinds below 2 are EOL, NOP or none; the rewrites below only turn a kind into a NOP)
+        all_r, all_p = np.nonzero(kind_at >= 2)
+        all_k = kind_at[all_r, all_p]
         for k, (lo, _hi, syn_only) in TCP_OPTIONS.items():
-            r, p = np.nonzero(kind_at == k)
+            of_kind = all_k == k
+            r, p = all_r[of_kind], all_p[of_kind]
             if not len(r):
                 continue
             if syn_only:
