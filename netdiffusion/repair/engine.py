@@ -387,7 +387,7 @@ class Repairer:
             at = on[counts > 0]
             if len(at):
                 block = self.m[at, hs.start : hs.start + fixed]
-                block[block == ABSENT] = 0
+                block += block == ABSENT  # -1 -> 0, every other value as it is
                 self.m[at, hs.start : hs.start + fixed] = block
 
     def _walk_options(self, header: str, rows: np.ndarray, allowed: dict[int, tuple[int, int, bool]]
@@ -571,7 +571,8 @@ class Repairer:
             dst_sl = self.layout.field_slice(f"{h}_dst")
             src = np.clip(self.m[rows, src_sl], 0, 1)
             dst = np.clip(self.m[rows, dst_sl], 0, 1)
-            both = np.concatenate([_words(src), _words(dst)])
+            src_words, dst_words = _words(src), _words(dst)
+            both = np.concatenate([src_words, dst_words])
             if both.shape[1] == 1:  # IPv4: one word per address; a 1-D unique is much faster (same order)
                 u1, inv = np.unique(both[:, 0], return_inverse=True)
                 uniq = u1[:, None]
@@ -586,10 +587,14 @@ class Repairer:
             ep_b = a_bits[top2].copy()
             single = ~has2
             ep_b[single] = ep_a[single]
-            # direction: which assignment is closer in Hamming distance
-            A, B = ep_a[fl], ep_b[fl]
-            d0 = (src != A).sum(1) + (dst != B).sum(1)
-            d1 = (src != B).sum(1) + (dst != A).sum(1)
+            # direction: which assignment is closer in Hamming distance (bits differing between
+            # 0/1 rows: set bits of their packed words' XOR)
+            A, B = _words(ep_a)[fl], _words(ep_b)[fl]
+
+            def distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+                return np.bitwise_count(x ^ y).sum(axis=1, dtype=np.int64)
+            d0 = distance(src_words, A) + distance(dst_words, B)
+            d1 = distance(src_words, B) + distance(dst_words, A)
             direction = (d1 < d0).astype(np.int8)
             # one address for both ends (a host talking to itself): the ports tell the ends apart
             directed = self._port_direction(rows, fl, (ep_a == ep_b).all(axis=1), direction)
