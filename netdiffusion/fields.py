@@ -20,6 +20,8 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from netdiffusion import bitwords
+
 ABSENT = -1
 """Value of every bit of a header (or option byte) that a packet does not have."""
 
@@ -263,6 +265,10 @@ class Layout:
         f = self.field(field) if isinstance(field, str) else field
         if f.width > 62:
             raise ValueError(f"{f.key} is {f.width} bits wide; use field_keys()")
+        sl = self.field_slice(f)
+        if f.width > 1 and bitwords.usable(matrix) and sl.stop - (sl.start - sl.start % 8) <= 64:
+            words, first, _ = bitwords.block(matrix, None, sl)  # 8 columns at a time, same values
+            return bitwords.values(words, sl.start - first, sl.stop - first, absent="minus_one")
         bits = self.field_bits(matrix, f)
         weights = (np.int64(1) << np.arange(f.width - 1, -1, -1, dtype=np.int64))
         values = (np.clip(bits, 0, 1).astype(np.int64) * weights).sum(axis=1)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from netdiffusion import bitwords as W
 from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, bytes_to_bits, packed_bytes, row_counts
 from netdiffusion.repair import groups as G
-from netdiffusion.repair import words as W
 
 L3 = ("ipv4", "ipv6")
 L4 = ("tcp", "udp", "icmp")

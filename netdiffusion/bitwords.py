@@ -46,7 +46,8 @@ def usable(matrix: np.ndarray) -> bool:
 
 def block(matrix: np.ndarray, rows: np.ndarray | None, field: slice) -> tuple[np.ndarray, int, int]:
     """The words holding columns ``field`` of ``rows`` (all rows for ``None``): ``(words, first
-    column, number of words)``, words a contiguous ``(rows, k)`` uint64 copy."""
+    column, number of words)``, words a contiguous ``(rows, k)`` uint64 array (a view of the
+    matrix where those columns are contiguous already, e.g. one row: never write to it)."""
     a0 = field.start - field.start % 8
     k = -(-(field.stop - a0) // 8)
     cols = slice(a0, a0 + 8 * k)
@@ -54,12 +55,15 @@ def block(matrix: np.ndarray, rows: np.ndarray | None, field: slice) -> tuple[np
     return np.ascontiguousarray(raw).view("<u8"), a0, k
 
 
-def values(words: np.ndarray, start: int, stop: int) -> np.ndarray:
+def values(words: np.ndarray, start: int, stop: int, absent: str = "negative") -> np.ndarray:
     """Big-endian value of columns ``start:stop`` (relative to the block's first column) per row,
-    positive columns read as 1; -1 where any of them is negative (int64)."""
+    positive columns read as 1; -1 where any of them is absent (int64): negative, or with
+    ``absent="minus_one"`` equal to -1 (:meth:`Layout.field_values`' test)."""
     k = words.shape[1]
     masks = _column_masks(start, stop, k)
-    value = absent = None
+    if absent not in ("negative", "minus_one"):
+        raise ValueError(f"absent must be 'negative' or 'minus_one', not {absent!r}")
+    value = gone = None
     for j in range(k):
         x = words[:, j]
         pos = _nonzero_high(x)
@@ -68,12 +72,15 @@ def values(words: np.ndarray, start: int, stop: int) -> np.ndarray:
         pos *= _GATHER
         pos >>= _56
         value = pos if value is None else (value << _8) | pos
+        # sign bit, or the high bit of 0xFF bytes (a new array: x may be a view of the matrix)
         neg = x & np.uint64(masks[j] & 0x8080808080808080)
-        absent = neg if absent is None else absent | neg
+        if absent == "minus_one":
+            neg &= ~_nonzero_high(~x)
+        gone = neg if gone is None else gone | neg
     value >>= np.uint64(8 * k - stop)
     value &= np.uint64((1 << (stop - start)) - 1)
     out = value.astype(np.int64)
-    out[absent != 0] = -1
+    out[gone != 0] = -1
     return out
 
 
