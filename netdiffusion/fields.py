@@ -20,6 +20,8 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from netdiffusion import bitwords
+
 ABSENT = -1
 """Value of every bit of a header (or option byte) that a packet does not have."""
 
@@ -263,6 +265,10 @@ class Layout:
         f = self.field(field) if isinstance(field, str) else field
         if f.width > 62:
             raise ValueError(f"{f.key} is {f.width} bits wide; use field_keys()")
+        sl = self.field_slice(f)
+        if f.width > 1 and bitwords.usable(matrix) and sl.stop - (sl.start - sl.start % 8) <= 64:
+            words, first, _ = bitwords.block(matrix, None, sl)  # 8 columns at a time, same values
+            return bitwords.values(words, sl.start - first, sl.stop - first, absent="minus_one")
         bits = self.field_bits(matrix, f)
         weights = (np.int64(1) << np.arange(f.width - 1, -1, -1, dtype=np.int64))
         values = (np.clip(bits, 0, 1).astype(np.int64) * weights).sum(axis=1)
@@ -366,6 +372,15 @@ def present_bytes(bits: np.ndarray) -> np.ndarray:
     All 8 bits present <=> the byte's 8 bools read as one uint64 are 0x0101...01: 30x faster than
     ``.all()`` over an 8-wide axis (repair and decode call this for every header)."""
     return np.ascontiguousarray(bits != ABSENT).view(np.uint64) == _BYTE_SUM
+
+
+def bytes_to_bits(data: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`packed_bytes`: ``(rows, bytes)`` uint8 and the number of leading
+    bytes present per row -> ``(rows, 8 * bytes)`` int8 bits, ``ABSENT`` past each row's length
+    (one table lookup per byte, as :meth:`Layout.header_bits_from_bytes`)."""
+    index = np.where(np.arange(data.shape[1])[None, :] >= np.asarray(lengths)[:, None], 256,
+                     np.asarray(data, dtype=np.int16))
+    return np.take(_BYTE_BITS_U64, index).view(np.int8).reshape(index.shape[0], 8 * data.shape[1])
 
 
 def packed_bytes(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

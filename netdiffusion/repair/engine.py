@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, packed_bytes, row_counts
+from netdiffusion import bitwords as W
+from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, bytes_to_bits, packed_bytes, row_counts
 from netdiffusion.repair import groups as G
 
 L3 = ("ipv4", "ipv6")
@@ -120,18 +121,28 @@ class RepairResult:
     timestamps_generated: np.ndarray | None = None  # per flow: default timing used
 
 
-def _bits_to_values(bits: np.ndarray) -> np.ndarray:
-    """Big-endian value of each row of 1/0/-1 bits (<= 62 wide); -1 where any bit is absent."""
-    width = bits.shape[1]
-    if width % 8 == 0:
-        packed = np.packbits(bits > 0, axis=1).astype(np.int64)
-        values = np.zeros(len(bits), dtype=np.int64)
-        for j in range(packed.shape[1]):
-            values = (values << 8) | packed[:, j]
+def _pack_rows(flags: np.ndarray) -> np.ndarray:
+    """Each row of a 2-D bool array (at most 62 wide) as the integer its bits spell, first bit
+    most significant (int64)."""
+    width = flags.shape[1]
+    packed = np.packbits(flags, axis=1)  # trailing bits of the last byte are 0
+    nb = packed.shape[1]
+    if nb in (1, 2, 4, 8):  # one big-endian word per row
+        values = packed.view(f">u{nb}")[:, 0].astype(np.int64)
     else:
-        weights = np.int64(1) << np.arange(width - 1, -1, -1, dtype=np.int64)
-        values = (bits > 0).astype(np.int64) @ weights
-    values[(bits < 0).any(axis=1)] = -1
+        values = packed[:, 0].astype(np.int64)
+        for j in range(1, nb):
+            values = (values << 8) | packed[:, j]
+    return values >> (8 * nb - width) if width % 8 else values
+
+
+def _bits_to_values(bits: np.ndarray) -> np.ndarray:
+    """Big-endian value of each row of 1/0/-1 bits (<= 62 wide); -1 where any bit is absent
+    (negative); a bit counts as set where it is positive."""
+    if bits.shape[1] == 1:  # 1 / 0 / -1 for a positive / zero / negative bit: its sign
+        return np.sign(bits[:, 0]).astype(np.int64)
+    values = _pack_rows(bits > 0)
+    values[_pack_rows(bits < 0) != 0] = -1
     return values
 
 
@@ -227,23 +238,67 @@ class Repairer:
                 new = np.broadcast_to(new, old.shape)
                 self.m[rows[changed], cols] = new[changed]
 
+    def _record(self, rule: str, key: str, rows: np.ndarray, counts: np.ndarray) -> None:
+        """Count ``counts`` changed bits of ``rule`` at ``rows`` (the bits are written by the caller)."""
+        changed = counts > 0
+        if changed.any():
+            self.bits[rule][rows] += counts
+            mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
+            mask[rows[changed]] = True
+
     def _put(self, rule: str, key: str, rows: np.ndarray, values: np.ndarray | int) -> None:
-        """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits."""
+        """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits.
+
+        Same accounting as :meth:`_put_bits` with the field's bits, but compared as integers: the
+        bits equal to 1 and those equal to 0 are packed into one integer each per row, and only the
+        rows that change get their bits built and written."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         if not len(rows):
             return
         f = self.layout.field(key)
-        v = np.broadcast_to(np.asarray(values, dtype=np.int64), (len(rows),))
+        sl = self.layout.field_slice(f)
+        full = (1 << f.width) - 1
+        new = np.broadcast_to(np.asarray(values, dtype=np.int64), (len(rows),)) & full  # the bits written
+        every = len(rows) == self.n  # rows are sorted and unique: all of them, read as a view
+        if f.width == 1:
+            counts = ((self.m[:, sl.start] if every else self.m[rows, sl.start]) != new).astype(np.int64)
+            blk = None
+        elif self._words_ok(sl):
+            blk, a0, k = W.block(self.m, None if every else rows, sl)
+            at0, at1 = sl.start - a0, sl.stop - a0
+            new_words = W.spread(new, at0, at1, k)
+            counts = W.differing(blk, new_words, at0, at1)
+        else:
+            old = self.m[:, sl] if every else self.m[rows, sl]
+            same = (_pack_rows(old == 1) & new) | (_pack_rows(old == 0) & ~new & full)
+            counts = f.width - np.bitwise_count(same).astype(np.int64)
+            blk = None
+        changed = counts > 0
+        if not changed.any():
+            return
+        self.bits[rule][rows] += counts
+        mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
+        at = rows[changed]
+        mask[at] = True
+        if blk is not None:  # the changed rows' words with the field replaced
+            self.m[at, a0 : a0 + 8 * k] = W.merged(blk[changed], [w[changed] for w in new_words], at0, at1)
+            return
         shifts = np.arange(f.width - 1, -1, -1, dtype=np.int64)
-        new = ((v[:, None] >> shifts) & 1).astype(np.int8)
-        self._put_bits(rule, key, rows, self.layout.field_slice(f), new)
+        self.m[at, sl] = ((new[changed][:, None] >> shifts) & 1).astype(np.int8)
+
+    def _words_ok(self, sl: slice) -> bool:
+        """Whether the field at columns ``sl`` can be read a word (8 columns) at a time."""
+        return W.usable(self.m) and sl.stop - (sl.start - sl.start % 8) <= 64
 
     def _get(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Field values (int64, -1 where absent), reading only the field's columns."""
         f = self.layout.field(key)
         sl = self.layout.field_slice(f)
+        if f.width > 1 and self._words_ok(sl):
+            blk, a0, _ = W.block(self.m, rows, sl)
+            return W.values(blk, sl.start - a0, sl.stop - a0)
         bits = self.m[:, sl] if rows is None else self.m[rows, sl]
         return _bits_to_values(bits)
 
@@ -272,11 +327,20 @@ class Repairer:
     def drop_padding(self) -> np.ndarray:
         """Rows with (almost) no network-layer bits are padding the model emitted, not packets."""
         l3 = [h for h in L3 if self.has(h)]
-        share = self.layout.present_share(self.m)
+        # present bits of each header's fixed part (Layout.present_share's numbers, kept as counts:
+        # the stack rule's blanking counts its changes from them)
+        present = np.empty((self.n, len(self.layout.headers)), dtype=np.int64)
+        share = np.empty((self.n, len(self.layout.headers)), dtype=np.float32)
+        for i, h in enumerate(self.layout.headers):
+            s = self.layout.header_slice(h)
+            fixed = HEADERS[h].min_bits
+            present[:, i] = row_counts(self.m[:, s.start : s.start + fixed] != ABSENT)
+            share[:, i] = present[:, i] / fixed
         idx = [self.layout.headers.index(h) for h in l3]
         best = share[:, idx].max(axis=1) if idx else np.zeros(self.n)
         keep = best >= self.cfg.padding_share
         self._share = share[keep]  # reused by the stack decision
+        self._present = present[keep]
         if not keep.all():
             self.m, self.flow = self.m[keep], self.flow[keep]
             self.n = self.m.shape[0]
@@ -304,26 +368,41 @@ class Repairer:
         else:
             self.l4 = np.full(n, "", dtype="<U4")
         self.is_ = {h: (self.l3 == h) if h in L3 else (self.l4 == h) for h in layout.headers}
-        for h in layout.headers:
+        # blank the headers a row does not carry, and give the absent bits of the fixed part of
+        # those it does carry the value 0; the changes are counted from the presence counts of
+        # drop_padding (nothing has written these columns since), so only changed rows are read
+        for i, h in enumerate(layout.headers):
             hs = layout.header_slice(h)
+            fixed = HEADERS[h].min_bits
+            key = f"{h}_header"
             off = np.flatnonzero(~self.is_[h])
-            self._put_bits("stack", f"{h}_header", off, hs, np.int8(ABSENT))
+            counts = self._present[off, i]
+            if hs.stop - hs.start > fixed and len(off):  # the options part counts too
+                counts = counts + row_counts(self.m[off, hs.start + fixed : hs.stop] != ABSENT)
+            self._record("stack", key, off, counts)
+            self.m[off[counts > 0], hs] = ABSENT
             on = np.flatnonzero(self.is_[h])
-            fixed = slice(hs.start, hs.start + HEADERS[h].min_bits)
-            block = self.m[on, fixed]
-            if len(on) and (block == ABSENT).any():
-                self._put_bits("stack", f"{h}_header", on, fixed, np.where(block == ABSENT, 0, block))
+            counts = fixed - self._present[on, i]
+            self._record("stack", key, on, counts)
+            at = on[counts > 0]
+            if len(at):
+                block = self.m[at, hs.start : hs.start + fixed]
+                block += block == ABSENT  # -1 -> 0, every other value as it is
+                self.m[at, hs.start : hs.start + fixed] = block
 
     def _walk_options(self, header: str, rows: np.ndarray, allowed: dict[int, tuple[int, int, bool]]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
         """Parse option bytes (vectorized TLV walk); cut at the first malformed option.
 
-        Returns ``(data, length, kind_at)``: repaired option bytes, option length in bytes (a
-        multiple of 4) and the option kind at each option's first byte (-1 elsewhere)."""
+        Returns ``(data, length, kind_at, current)``: repaired option bytes, option length in bytes
+        (a multiple of 4), the option kind at each option's first byte (-1 elsewhere), and the rows'
+        option bits with their bytes and present length as read (for :meth:`_write_options`)."""
         opt = self.layout.field(f"{header}_opt")
         sl = self.layout.field_slice(opt)
         nb = opt.width // 8
-        data, run = packed_bytes(self.m[rows, sl])
+        cur = self.m[rows, sl]
+        data, run = packed_bytes(cur)
+        current = (cur, data.copy(), run)  # what _write_options compares against (no write between)
         length = (run // 4) * 4
         kind_at = np.full((len(rows), nb + 1), -1, dtype=np.int16)
         pos = np.zeros(len(rows), dtype=np.int64)
@@ -364,16 +443,20 @@ class Repairer:
         data[pad] = 0
         kind_at = kind_at[:, :nb]
         kind_at[cols[None, :] >= cut[:, None]] = -1
-        return data, new_len, kind_at
+        return data, new_len, kind_at, current
 
     def _write_options(self, rule: str, header: str, rows: np.ndarray, data: np.ndarray,
-                       length: np.ndarray) -> None:
+                       length: np.ndarray, current: tuple | None = None) -> None:
+        """``current``: the rows' option bits, bytes and present length if already read."""
         opt = self.layout.field(f"{header}_opt")
         sl = self.layout.field_slice(opt)
         # only rows whose option bytes or length differ need their 320 bits rewritten
-        cur = self.m[rows, sl]
         nb = opt.width // 8
-        cur_data, cur_len = packed_bytes(cur)
+        if current is None:
+            cur = self.m[rows, sl]
+            cur_data, cur_len = packed_bytes(cur)
+        else:
+            cur, cur_data, cur_len = current
         cols = np.arange(nb)[None, :]
         # any present bit past the new length (lengths are whole bytes: test 8 bits at a time)
         some_bit = np.ascontiguousarray(cur != ABSENT).view(np.uint64) != 0
@@ -382,9 +465,7 @@ class Repairer:
         rows, data, length = rows[differs], data[differs], length[differs]
         if not len(rows):
             return
-        bits = np.unpackbits(data, axis=1).astype(np.int8)
-        bits[np.arange(opt.width)[None, :] >= (length[:, None] * 8)] = ABSENT
-        self._put_bits(rule, opt.key, rows, self.layout.field_slice(opt), bits)
+        self._put_bits(rule, opt.key, rows, self.layout.field_slice(opt), bytes_to_bits(data, length))
 
     def options_structure(self) -> None:
         """Keep the well-formed prefix of IPv4/TCP options (known kinds, valid lengths)."""
@@ -395,8 +476,8 @@ class Repairer:
             if not self.has(h):
                 continue
             rows = np.flatnonzero(self.is_[h])
-            data, length, kind_at = self._walk_options(h, rows, allowed)
-            self._write_options("options", h, rows, data, length)
+            data, length, kind_at, current = self._walk_options(h, rows, allowed)
+            self._write_options("options", h, rows, data, length, current)
             full = np.zeros(self.n, dtype=np.int64)
             full[rows] = length
             self.opt_len[h] = full
@@ -490,7 +571,8 @@ class Repairer:
             dst_sl = self.layout.field_slice(f"{h}_dst")
             src = np.clip(self.m[rows, src_sl], 0, 1)
             dst = np.clip(self.m[rows, dst_sl], 0, 1)
-            both = np.concatenate([_words(src), _words(dst)])
+            src_words, dst_words = _words(src), _words(dst)
+            both = np.concatenate([src_words, dst_words])
             if both.shape[1] == 1:  # IPv4: one word per address; a 1-D unique is much faster (same order)
                 u1, inv = np.unique(both[:, 0], return_inverse=True)
                 uniq = u1[:, None]
@@ -505,10 +587,14 @@ class Repairer:
             ep_b = a_bits[top2].copy()
             single = ~has2
             ep_b[single] = ep_a[single]
-            # direction: which assignment is closer in Hamming distance
-            A, B = ep_a[fl], ep_b[fl]
-            d0 = (src != A).sum(1) + (dst != B).sum(1)
-            d1 = (src != B).sum(1) + (dst != A).sum(1)
+            # direction: which assignment is closer in Hamming distance (bits differing between
+            # 0/1 rows: set bits of their packed words' XOR)
+            A, B = _words(ep_a)[fl], _words(ep_b)[fl]
+
+            def distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+                return np.bitwise_count(x ^ y).sum(axis=1, dtype=np.int64)
+            d0 = distance(src_words, A) + distance(dst_words, B)
+            d1 = distance(src_words, B) + distance(dst_words, A)
             direction = (d1 < d0).astype(np.int8)
             # one address for both ends (a host talking to itself): the ports tell the ends apart
             directed = self._port_direction(rows, fl, (ep_a == ep_b).all(axis=1), direction)
@@ -879,9 +965,20 @@ class Repairer:
         key_order = np.lexsort((np.arange(len(rel)), rkeys))
         key_sorted = rkeys[key_order]
 
-        def restarts_kept(kept: np.ndarray) -> np.ndarray:
-            out = np.empty(len(kept), dtype=bool)
-            out[key_order] = G.cumsum_excl(kept[key_order], key_sorted) > 0
+        def restarts_kept(kept: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+            """Per segment: an earlier kept segment of its group restarts where it does.
+
+            ``active`` (sorted, whole groups only): the answer for those segments alone, in their
+            order, from their groups' rows only. A group occupies the same index range in
+            ``key_order`` as in the sorted order, so ``key_order[active]`` is the active rows in
+            key order and ``i + key_order[active[i]] - active[i]`` is a row's place in ``active``."""
+            if active is None:
+                out = np.empty(len(kept), dtype=bool)
+                out[key_order] = G.cumsum_excl(kept[key_order], key_sorted) > 0
+                return out
+            ko = key_order[active]
+            out = np.empty(len(active), dtype=bool)
+            out[np.arange(len(active)) + ko - active] = G.cumsum_excl(kept[ko], key_sorted[active]) > 0
             return out
         # a later FIN of a direction repeats its first FIN (same sequence number)
         first_fin = (s_fin == 1) & (G.cumsum_incl(s_fin, gid_sorted) == 1)
@@ -931,7 +1028,7 @@ class Repairer:
                     return x[idx]
 
                 a_kept, a_rel, a_len, a_gid = sub(kept), sub(rel), sub(s_len), sub(gid_sorted)
-                a_cand = sub(restarts_kept(kept))
+                a_cand = restarts_kept(kept) if len(active) == len(rel) else restarts_kept(kept, active)
                 a_fin_retry = sub(fin_retry)
                 a_pos = np.arange(len(active))
                 a_fin_src = G.cummax(np.where(sub(first_fin), a_pos, -1), a_gid)
@@ -1096,8 +1193,13 @@ class Repairer:
         kind_at, data = self.opt_kind["tcp"], self.opt_data["tcp"].copy()
         length = self.opt_len["tcp"][t]
         changed = False
+        # every option's (row, byte) once, in np.nonzero's order; each kind's are a subset of them
+        # (kinds below 2 are EOL, NOP or none; the rewrites below only turn a kind into a NOP)
+        all_r, all_p = np.nonzero(kind_at >= 2)
+        all_k = kind_at[all_r, all_p]
         for k, (lo, _hi, syn_only) in TCP_OPTIONS.items():
-            r, p = np.nonzero(kind_at == k)
+            of_kind = all_k == k
+            r, p = all_r[of_kind], all_p[of_kind]
             if not len(r):
                 continue
             if syn_only:

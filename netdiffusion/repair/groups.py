@@ -85,7 +85,7 @@ def mode(keys: np.ndarray, gid: np.ndarray, ngroups: int) -> tuple[np.ndarray, n
     ``keys`` int64 (or any sortable 1-D array); returns ``(top1, top2, has_top2)`` indexed by group
     id 0..ngroups-1 (``gid`` need not be sorted here). Groups without elements get key 0."""
     gid = np.asarray(gid, dtype=np.int64)
-    order = np.lexsort((keys, gid))
+    order = _order_by(gid, keys)
     g, k = gid[order], keys[order]
     new = np.ones(len(g), dtype=bool)
     new[1:] = (g[1:] != g[:-1]) | (k[1:] != k[:-1])
@@ -103,3 +103,16 @@ def mode(keys: np.ndarray, gid: np.ndarray, ngroups: int) -> tuple[np.ndarray, n
     top2[rg[r == 1]] = rk[r == 1]
     has2[rg[r == 1]] = True
     return top1, top2, has2
+
+
+def _order_by(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """``np.lexsort((minor, major))``: one stable argsort of a combined key when both are integers
+    whose combined range fits in int64 (same permutation: both sorts are stable)."""
+    if len(major) and major.dtype.kind in "iu" and minor.dtype.kind in "iu":
+        lo_m, hi_m = int(minor.min()), int(minor.max())
+        lo_g, hi_g = int(major.min()), int(major.max())
+        span = hi_m - lo_m + 1
+        if (hi_g - lo_g + 1) * span < (1 << 62):
+            key = (major.astype(np.int64) - lo_g) * span + (minor.astype(np.int64) - lo_m)
+            return np.argsort(key, kind="stable")
+    return np.lexsort((minor, major))
