@@ -47,18 +47,21 @@ def main() -> dict:
         from netdiffusion.fields import Layout
 
         layout = Layout.from_columns(meta["columns"])
-        masks = []
-        for lengths, offsets in templates.values():
-            for i in np.flatnonzero(np.diff(offsets) >= 1024):
-                masks.append(mask_from_lengths(lengths[offsets[i] : offsets[i] + 1024], layout))
+        masks, directions = [], []
+        for tpl in templates.values():
+            for i in np.flatnonzero(np.diff(tpl.offsets) >= 1024):
+                rows = slice(tpl.offsets[i], tpl.offsets[i] + 1024)
+                masks.append(mask_from_lengths(tpl.lengths[rows], layout))
+                directions.append(tpl.direction[rows])
         if not masks:
             raise RuntimeError("no 1,024-packet template flow in the sample data")
         masks = (masks * GEN_FLOWS)[:GEN_FLOWS]
+        directions = (directions * GEN_FLOWS)[:GEN_FLOWS]
         fill = _native_filler(Path(tmp) / "model", meta, steps=None, sampler=None)
         batch = 2
         started = time.time()
         for b in range(0, len(masks), batch):
-            fill(masks[b : b + batch], 0, [0, b])
+            fill(masks[b : b + batch], 0, [0, b], directions[b : b + batch])
         gen_seconds = time.time() - started
     return {
         "config": "default",

@@ -194,11 +194,62 @@ def test_batch_sampler_windows_and_prefetch_order(synth: Path) -> None:
         a, b = plain(), ahead()
         for x, y in zip(a, b, strict=True):
             assert np.array_equal(x.numpy(), y.numpy())
-        bits, _, row_mask, positions = a
+        bits, _, row_mask, positions, direction = a
         for j in range(len(bits)):
-            n = int(row_mask[j].sum())
-            matches = [i for i in range(len(flows)) if flows.lengths[i] >= n and any(
-                np.array_equal(flows.flow(i)[s : s + n][:, columns], bits[j, :n].numpy())
-                for s in [int(positions[j, 0])])]
-            assert matches, "window is not a slice of any flow"
+            n, s = int(row_mask[j].sum()), int(positions[j, 0])
+            matches = [i for i in range(len(flows)) if flows.lengths[i] >= n and
+                       np.array_equal(flows.flow(i)[s : s + n][:, columns], bits[j, :n].numpy()) and
+                       np.array_equal(flows.direction[flows.offsets[i] + s : flows.offsets[i] + s + n],
+                                      direction[j, :n].numpy())]
+            assert matches, "window (bits and directions) is not a slice of any flow"
             assert (bits[j, n:].numpy() == -1).all()
+
+
+def test_templates_keep_each_packets_direction(synth: Path, tmp_path: Path) -> None:
+    from netdiffusion.model.data import build_templates, load_flows, load_templates, save_templates
+
+    flows = load_flows(synth, packets=1024, max_flows_per_class=None, seed=0)
+    templates = build_templates(flows, per_class=100, seed=0)
+    for ci, name in enumerate(flows.classes):
+        idx = np.flatnonzero(flows.class_index == ci)  # fewer flows than per_class: all, in order
+        want = np.concatenate([flows.direction[flows.offsets[i] : flows.offsets[i + 1]] for i in idx])
+        assert np.array_equal(templates[name].direction, want) and set(np.unique(want)) == {0, 1}
+    save_templates(tmp_path / "t.npz", flows.classes, templates)
+    back = load_templates(tmp_path / "t.npz", flows.classes)
+    assert all(np.array_equal(back[c].direction, templates[c].direction) for c in flows.classes)
+    # templates written before they kept directions load with none
+    np.savez_compressed(tmp_path / "old.npz", c0_lengths=templates["alpha"].lengths,
+                        c0_offsets=templates["alpha"].offsets)
+    assert load_templates(tmp_path / "old.npz", ["alpha"])["alpha"].direction is None
+
+
+def test_generation_is_conditioned_on_template_directions(trained: tuple[Path, dict]) -> None:
+    from netdiffusion.model.data import load_templates
+    from netdiffusion.model.generate import _native_filler, load_model_meta
+
+    out, _ = trained
+    meta = load_model_meta(out)
+    tpl = load_templates(out / "templates.npz", meta["classes"])["alpha"]
+    from netdiffusion.fields import Layout
+    from netdiffusion.image import mask_from_lengths
+
+    rows = slice(tpl.offsets[0], tpl.offsets[1])
+    mask = mask_from_lengths(tpl.lengths[rows], Layout.from_columns(meta["columns"]))
+    fill = _native_filler(out, meta, steps=4, sampler=None)
+    same = fill([mask], 0, [1, 2], [tpl.direction[rows]])[0]
+    assert np.array_equal(same, fill([mask], 0, [1, 2], [tpl.direction[rows]])[0])
+    flipped = fill([mask], 0, [1, 2], [1 - tpl.direction[rows]])[0]
+    assert not np.array_equal(same, flipped)  # the model reads the directions it is given
+    with pytest.raises(ValueError, match="directions"):
+        fill([mask], 0, [1, 2])
+
+
+def test_model_without_direction_input_generates_from_old_templates(synth: Path, tmp_path: Path) -> None:
+    """Models trained before templates kept directions (and without the direction input) still generate."""
+    out = tmp_path / "model"
+    train(synth, out, config={"preset": "tiny", "model": {"direction_input": False}, "training": {"steps": 2}})
+    with np.load(out / "templates.npz") as z:
+        arrays = {k: z[k] for k in z.files if not k.endswith("_direction")}
+    np.savez_compressed(out / "templates.npz", **arrays)
+    generate(out, tmp_path / "gen", count=2, steps=2)
+    assert len(read_packets(tmp_path / "gen").flow_id) > 0

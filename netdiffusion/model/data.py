@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -183,14 +184,25 @@ def sample_timestamps(stats: dict, lengths: np.ndarray, rng: np.random.Generator
     return csum - base
 
 
-def build_templates(flows: FlowSet, per_class: int, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Compact presence templates per class: header bit counts of up to ``per_class`` real flows
-    (a :func:`stratified_flows` subset, so the templates keep the class's header mix).
+class Templates(NamedTuple):
+    """One class's templates: per row the header bit counts and the direction (0 initiator, 1
+    responder); flow ``i`` is rows ``offsets[i]:offsets[i+1]``. ``direction`` is None for models
+    trained before templates kept it."""
+
+    lengths: np.ndarray  # (rows, headers) int16
+    offsets: np.ndarray  # (flows + 1,) int64
+    direction: np.ndarray | None  # (rows,) int8
+
+
+def build_templates(flows: FlowSet, per_class: int, seed: int = 0) -> dict[str, Templates]:
+    """Compact templates per class: header bit counts and packet directions of up to ``per_class``
+    real flows (a :func:`stratified_flows` subset, so the templates keep the class's header mix).
 
     Stored in the model directory so generation needs no dataset; see
-    :func:`netdiffusion.image.header_lengths` (exact for nPrint data)."""
+    :func:`netdiffusion.image.header_lengths` (exact for nPrint data). No header bit values are
+    kept: only which bits are present and which way each packet went."""
     rng = np.random.default_rng(seed + 7)
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    out: dict[str, Templates] = {}
     for ci, name in enumerate(flows.classes):
         idx = np.flatnonzero(flows.class_index == ci)
         if not idx.size:
@@ -200,19 +212,28 @@ def build_templates(flows: FlowSet, per_class: int, seed: int = 0) -> dict[str, 
             keep = stratified_flows(np.concatenate(lens) > 0, np.r_[0, np.cumsum([len(x) for x in lens])],
                                     per_class, rng)
             lens = [lens[i] for i in keep]
-        out[name] = (np.concatenate(lens).astype(np.int16),
-                     np.r_[0, np.cumsum([len(x) for x in lens])].astype(np.int64))
+            idx = idx[keep]
+        direction = np.concatenate([flows.direction[flows.offsets[i] : flows.offsets[i + 1]] for i in idx])
+        out[name] = Templates(np.concatenate(lens).astype(np.int16),
+                              np.r_[0, np.cumsum([len(x) for x in lens])].astype(np.int64),
+                              direction.astype(np.int8))
     return out
 
 
-def save_templates(path: Path, classes: list[str], templates: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """``templates.npz``: per class index ``c<i>_lengths`` / ``c<i>_offsets`` (names are in model.json)."""
+def save_templates(path: Path, classes: list[str], templates: dict[str, Templates]) -> None:
+    """``templates.npz``: per class index ``c<i>_lengths`` / ``c<i>_offsets`` / ``c<i>_direction``
+    (names are in model.json)."""
     arrays = {}
     for i, name in enumerate(classes):
-        arrays[f"c{i}_lengths"], arrays[f"c{i}_offsets"] = templates[name]
+        t = templates[name]
+        arrays[f"c{i}_lengths"], arrays[f"c{i}_offsets"] = t.lengths, t.offsets
+        if t.direction is not None:
+            arrays[f"c{i}_direction"] = t.direction
     np.savez_compressed(path, **arrays)
 
 
-def load_templates(path: Path, classes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_templates(path: Path, classes: list[str]) -> dict[str, Templates]:
     with np.load(path) as z:
-        return {name: (z[f"c{i}_lengths"], z[f"c{i}_offsets"]) for i, name in enumerate(classes)}
+        return {name: Templates(z[f"c{i}_lengths"], z[f"c{i}_offsets"],
+                                z[f"c{i}_direction"] if f"c{i}_direction" in z.files else None)
+                for i, name in enumerate(classes)}

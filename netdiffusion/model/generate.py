@@ -142,17 +142,22 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
     for label in wanted:
         t0 = time.time()
         rng = np.random.default_rng(class_seed(seed, label))
-        lengths_all, offsets = templates[label]
+        tpl = templates[label]
+        lengths_all, offsets = tpl.lengths, tpl.offsets
         chosen = pick_templates(lengths_all, offsets, count, rng)
         flow_lengths = np.minimum(np.diff(offsets)[chosen], int(meta["packets"]))
         masks = [mask_from_lengths(lengths_all[offsets[t] : offsets[t] + n], layout)
                  for t, n in zip(chosen, flow_lengths, strict=True)]
+        # each template packet's direction (models trained before templates kept it: none)
+        directions = None if tpl.direction is None else [
+            tpl.direction[offsets[t] : offsets[t] + n] for t, n in zip(chosen, flow_lengths, strict=True)]
         order = np.argsort(flow_lengths, kind="stable")  # similar lengths share a batch: less padding
         matrices: list[np.ndarray | None] = [None] * count
         for b0 in range(0, count, batch):
             idx = order[b0 : b0 + batch]
             batch_seed = [*class_seed(seed, label), b0]
-            out = fill([masks[i] for i in idx], known.index(label), batch_seed)
+            out = fill([masks[i] for i in idx], known.index(label), batch_seed,
+                       None if directions is None else [directions[i] for i in idx])
             for i, m in zip(idx, out, strict=True):
                 matrices[i] = m
         flows = [np.asarray(m, dtype=np.int8) for m in matrices if m is not None]
@@ -254,17 +259,26 @@ def _native_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: s
     scheduler = make_sampler(dcfg, sampler)
     columns = np.asarray(meta.get("active_columns", range(len(meta["columns"]))), dtype=np.int64)
 
-    def fill(masks: list[np.ndarray], class_index: int, batch_seed: list[int]) -> list[np.ndarray]:
+    takes_direction = bool(net.config.get("direction_input", False))
+
+    def fill(masks: list[np.ndarray], class_index: int, batch_seed: list[int],
+             directions: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        if takes_direction and directions is None:
+            raise ValueError(f"{model_dir}: the model takes packet directions, its templates have none")
         rows = max(len(m) for m in masks)
         mask = np.zeros((len(masks), rows, len(columns)), dtype=bool)
         row_mask = np.zeros((len(masks), rows), dtype=np.float32)
+        direction = np.zeros((len(masks), rows), dtype=np.int64)
         for j, m in enumerate(masks):
             mask[j, : len(m)] = m[:, columns]
             row_mask[j, : len(m)] = 1
+            if takes_direction:
+                direction[j, : len(m)] = directions[j][: len(m)]
         gen = torch.Generator(device).manual_seed(int(np.random.SeedSequence(batch_seed).generate_state(1)[0]))
         labels = torch.full((len(masks),), class_index, dtype=torch.long, device=device)
         bits, _ = sample(net, torch.from_numpy(mask).to(device), labels, torch.from_numpy(row_mask).to(device),
-                         scheduler, n_steps, guidance, gen)
+                         scheduler, n_steps, guidance, gen,
+                         direction=torch.from_numpy(direction).to(device) if takes_direction else None)
         arr = bits.cpu().numpy()
         out = []
         for j, m in enumerate(masks):

@@ -430,7 +430,9 @@ def sd_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: str | 
         return cv2.resize(mask_image(presence_mask(m, rows=rows)), (resolution, resolution),
                           interpolation=cv2.INTER_NEAREST)
 
-    def fill(masks: list[np.ndarray], class_index: int, batch_seed: list[int]) -> list[np.ndarray]:
+    def fill(masks: list[np.ndarray], class_index: int, batch_seed: list[int],
+             directions: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """``directions`` are accepted for the common interface; the image model does not use them."""
         control = np.stack([control_for(m) for m in masks]).astype(np.float32) / 255.0
         control_t = torch.from_numpy(control).permute(0, 3, 1, 2).to(device, dtype=dtype)
         gen = torch.Generator(device).manual_seed(int(np.random.SeedSequence(batch_seed).generate_state(1)[0]))
