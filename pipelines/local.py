@@ -182,7 +182,7 @@ def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None,
         "model": _replace_tree(outputs["model"].path, out / "model"),
     }
     registered = json.loads(outputs["registered"]) if outputs["registered"] else {}
-    summary = _summary(out, paths, registered, seconds)
+    summary = _summary(out, paths, registered, seconds, _folder_labels(out / "kfp", Path(outputs["pcaps"].path)))
     summary["captures"] = _encode_totals(out / "kfp", Path(outputs["model"].path))
     summary["classes_without_pcaps"] = _classes_without_pcaps(input_uri, chosen, summary)
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -210,22 +210,28 @@ def run_generate(out: str | os.PathLike = "out", *, model: str, classes: list[st
                         output_uri=output_uri, tracking_uri=tracking_uri)
     paths = {"pcaps": _replace_tree(task.outputs["pcaps"].path, out / "generated" / "pcaps"),
              "validation": _replace_tree(task.outputs["validation"].path, out / "generated" / "validation")}
-    summary = _summary(out, paths, {}, time.monotonic() - started)
+    summary = _summary(out, paths, {}, time.monotonic() - started,
+                       _folder_labels(out / "kfp", Path(task.outputs["pcaps"].path)))
     # next to its pcaps: <out>/run_summary.json is the refresh run's and stays
     (out / "generated" / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 
-def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float) -> dict[str, Any]:
-    """Per-class pcap counts and validation status, evaluation headline, where everything is."""
+def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float,
+             folder_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Per-class pcap counts and validation status, evaluation headline, where everything is.
+
+    ``folder_labels`` maps a pcap folder (``names.file_name(label)``, e.g. ``game_traffic-be983f1a``)
+    back to its class (``game traffic``), so a label that is not file-safe has one row, not two."""
+    folder_labels = folder_labels or {}
     per_class: dict[str, dict[str, Any]] = {}
     for class_dir in sorted(p for p in paths["pcaps"].rglob("*") if p.is_dir()):
         pcaps = list(class_dir.glob("*.pcap"))
         if pcaps:
-            per_class[class_dir.name] = {"pcaps": len(pcaps)}
+            per_class[folder_labels.get(class_dir.name, class_dir.name)] = {"pcaps": len(pcaps)}
     validation = _read_json(paths["validation"] / "report.json")
-    for label, row in _per_class_rows(validation).items():
-        per_class.setdefault(label, {}).update(row)
+    for folder, row in _per_class_rows(validation).items():
+        per_class.setdefault(folder_labels.get(folder, folder), {}).update(row)
     from components.common import evaluation_headline
 
     report = _read_json(paths["report"] / "report.json") if "report" in paths else {}
@@ -247,13 +253,33 @@ def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float
             "registered": registered, "paths": files, "mlflow_ui": hint}
 
 
+def _run_dir(root: Path, artifact: Path) -> Path | None:
+    """The run's folder under ``root``: ``artifact`` is any output of the run."""
+    try:
+        return root / artifact.resolve().relative_to(root.resolve()).parts[0]
+    except (ValueError, IndexError):
+        return None
+
+
+def _folder_labels(root: Path, artifact: Path) -> dict[str, str]:
+    """pcap folder -> class, from this run's repair reports (``flows``: ``label``, ``file`` =
+    ``<folder>/<name>.pcap``)."""
+    run_dir = _run_dir(root, artifact)
+    labels: dict[str, str] = {}
+    for path in sorted(run_dir.glob("**/repair-flows/**/repair_report.json")) if run_dir else []:
+        for flow in _read_json(path).get("flows") or []:
+            parts = Path(str(flow.get("file", ""))).parts
+            if len(parts) > 1 and flow.get("label") is not None:
+                labels[parts[0]] = str(flow["label"])
+    return labels
+
+
 def _encode_totals(root: Path, artifact: Path) -> dict[str, Any]:
     """Captures read and rejected (with reasons) by this run's encode tasks, from their summaries.
 
     ``artifact`` is any output of the run: its first folder under ``root`` is the run's."""
-    try:
-        run_dir = root / artifact.resolve().relative_to(root.resolve()).parts[0]
-    except (ValueError, IndexError):
+    run_dir = _run_dir(root, artifact)
+    if run_dir is None:
         return {}
     read, rejected = 0, []
     for path in sorted(run_dir.glob("for-loop-*/encode-shard/**/summary.json")):

@@ -216,6 +216,39 @@ def test_local_run_summary_table_and_mlflow_hint(tmp_path):
     assert "not champion: candidate lacks metric(s) utility.x" in format_summary(summary)
 
 
+def test_local_run_summary_names_a_class_that_is_not_file_safe_once(tmp_path):
+    """A label with a space (``game traffic``) has its pcaps under ``game_traffic-<hash>/``: the summary
+    shows one row under the label, and the class is not listed as having no pcaps (QA: an nDPI run
+    with manifest label ``game traffic`` printed two rows, pcaps under the folder name, jsd under the label)."""
+    import json as _json
+
+    from netdiffusion.names import file_name
+    from pipelines.local import _classes_without_pcaps, _folder_labels, _summary
+
+    out, folder = tmp_path / "out", file_name("game traffic")
+    (out / "pcaps" / folder).mkdir(parents=True)
+    (out / "pcaps" / folder / f"{folder}-s0-000000.pcap").write_bytes(b"")
+    (out / "validation").mkdir()
+    (out / "validation" / "report.json").write_text(_json.dumps({"files": [
+        {"file": f"{folder}/{folder}-s0-000000.pcap", "ok": True, "packets": 3}]}))
+    (out / "report").mkdir()
+    (out / "report" / "report.json").write_text(_json.dumps({"similarity": {"per_class": {"game traffic": {"jsd": 0.5}}}}))
+    run = out / "kfp" / "netdiffusion-refresh-1"
+    repaired = run / "for-loop-2-iteration-0" / "repair-flows" / "repaired"
+    repaired.mkdir(parents=True)
+    (repaired / "repair_report.json").write_text(_json.dumps({"flows": [
+        {"label": "game traffic", "file": f"{folder}/{folder}-s0-000000.pcap"}]}))
+    (run / "validate-pcaps" / "pcaps").mkdir(parents=True)
+    labels = _folder_labels(out / "kfp", run / "validate-pcaps" / "pcaps")
+    summary = _summary(out, {"pcaps": out / "pcaps", "validation": out / "validation", "report": out / "report"},
+                       {}, 1.0, labels)
+    assert summary["classes"] == {"game traffic": {"pcaps": 1, "valid": 1, "invalid": 0, "packets": 3, "jsd": 0.5}}
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "manifest.csv").write_text("path,label\na.pcap,game traffic\n")
+    assert _classes_without_pcaps(str(source), [], summary) == {}
+
+
 @pytest.mark.slow
 def test_local_generate_keeps_the_refresh_run_summary(local_refresh, tmp_path):
     """A local `submit` (generate) writes its summary under <out>/generated/, next to its pcaps, and leaves
