@@ -281,12 +281,16 @@ def _encode_totals(root: Path, artifact: Path) -> dict[str, Any]:
     run_dir = _run_dir(root, artifact)
     if run_dir is None:
         return {}
-    read, rejected = 0, []
+    read, rejected, without_flows = 0, [], []
     for path in sorted(run_dir.glob("for-loop-*/encode-shard/**/summary.json")):
         encoded = _read_json(path)
         read += int(encoded.get("files_read") or 0)
         rejected += list(encoded.get("files_rejected") or [])
-    return {"read": read, "rejected": rejected}
+        # read, but not one packet kept (ARP only, every packet truncated...): say which and why
+        without_flows += [{"file": f.get("file"), "label": f.get("label"), "packets_read": f.get("packets_read"),
+                           "skipped": f.get("skipped") or {}}
+                          for f in encoded.get("files") or [] if not f.get("flows")]
+    return {"read": read, "rejected": rejected, "without_flows": without_flows}
 
 
 def _classes_without_pcaps(input_uri: str, chosen: list[str], summary: dict[str, Any]) -> dict[str, str]:
@@ -308,11 +312,21 @@ def _classes_without_pcaps(input_uri: str, chosen: list[str], summary: dict[str,
                       if file == row["path"] or file.endswith("/" + row["path"].removeprefix("./"))), None)
         if label is not None:
             rejected[label] = rejected.get(label, 0) + 1
+    empty: dict[str, int] = {}
+    for f in (summary.get("captures") or {}).get("without_flows") or []:
+        empty[str(f.get("label"))] = empty.get(str(f.get("label")), 0) + 1
+    listed = {r["label"] for r in rows}
     out = {}
-    for label in list(chosen) or sorted({r["label"] for r in rows}):
-        if label not in summary["classes"]:
-            out[label] = (f"{rejected[label]} of its captures rejected (below)" if label in rejected
-                          else "no flows encoded or generated (see the task logs)")
+    for label in list(chosen) or sorted(listed):
+        if label in summary["classes"]:
+            continue
+        if rows and label not in listed:
+            out[label] = "not in the input's manifest"
+        elif label in rejected or label in empty:
+            out[label] = ", ".join(([f"{rejected[label]} of its captures rejected (below)"] if label in rejected else [])
+                                   + ([f"{empty[label]} of its captures without flows (below)"] if label in empty else []))
+        else:
+            out[label] = "no flows encoded or generated (see the task logs)"
     return out
 
 
@@ -349,8 +363,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append("(jsd '-': the class has no held-out real flows to compare with; see report.md)")
     captures = summary.get("captures") or {}
     if captures:
-        lines.append(f"captures: {captures['read']} read, {len(captures['rejected'])} rejected")
+        lines.append(f"captures: {captures['read']} read, {len(captures['rejected'])} rejected"
+                     + (f", {len(captures['without_flows'])} without flows" if captures.get("without_flows") else ""))
         lines += [f"  rejected {r.get('file')}: {r.get('reason')}" for r in captures["rejected"]]
+        for f in captures.get("without_flows") or []:
+            why = ", ".join(f"{k}: {v}" for k, v in sorted(f.get("skipped", {}).items())) or "no packets kept"
+            lines.append(f"  no flows from {f.get('file')} (class {f.get('label')}): "
+                         f"0 of {f.get('packets_read')} packets kept ({why})")
     for label, why in (summary.get("classes_without_pcaps") or {}).items():
         lines.append(f"class {label}: no pcaps: {why}")
     for k, v in summary.get("evaluation", {}).items():
