@@ -323,8 +323,8 @@ def _classes_without_pcaps(input_uri: str, chosen: list[str], summary: dict[str,
         if rows and label not in listed:
             out[label] = "not in the input's manifest"
         elif label in rejected or label in empty:
-            out[label] = ", ".join(([f"{rejected[label]} of its captures rejected (below)"] if label in rejected else [])
-                                   + ([f"{empty[label]} of its captures without flows (below)"] if label in empty else []))
+            out[label] = ", ".join(([f"{rejected[label]} of its captures rejected (above)"] if label in rejected else [])
+                                   + ([f"{empty[label]} of its captures without flows (above)"] if label in empty else []))
         else:
             out[label] = "no flows encoded or generated (see the task logs)"
     return out

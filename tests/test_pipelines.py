@@ -205,17 +205,17 @@ def test_local_run_summary_table_and_mlflow_hint(tmp_path):
     (source / "manifest.csv").write_text("path,label\nzoom/a.pcap,zoom\nbad/bad.pcap,bad\nyoutube/y.pcap,youtube\n")
     summary["captures"]["rejected"].append({"file": "/in/bad/bad.pcap", "reason": "not a pcap or pcapng file"})
     summary["classes_without_pcaps"] = _classes_without_pcaps(str(source), [], summary)
-    assert summary["classes_without_pcaps"] == {"bad": "1 of its captures rejected (below)"}
+    assert summary["classes_without_pcaps"] == {"bad": "1 of its captures rejected (above)"}
     assert _classes_without_pcaps(str(source), ["zoom", "webex"], summary) == {
         "webex": "not in the input's manifest"}
-    assert "class bad: no pcaps: 1 of its captures rejected (below)" in format_summary(summary)
+    assert "class bad: no pcaps: 1 of its captures rejected (above)" in format_summary(summary)
     # a capture read but without one usable packet (ARP only) is named with why, and so is its class;
     # a class asked for that the manifest lacks says so (QA: both were "no flows encoded or generated")
     (source / "manifest.csv").write_text("path,label\nzoom/a.pcap,zoom\nbad/bad.pcap,bad\narp.pcap,arp only\n")
     summary["captures"]["without_flows"] = [{"file": "/in/arp.pcap", "label": "arp only", "packets_read": 4,
                                              "skipped": {"non_ip": 4}}]
     assert _classes_without_pcaps(str(source), ["zoom", "arp only", "nosuch"], summary) == {
-        "arp only": "1 of its captures without flows (below)", "nosuch": "not in the input's manifest"}
+        "arp only": "1 of its captures without flows (above)", "nosuch": "not in the input's manifest"}
     assert "no flows from /in/arp.pcap (class arp only): 0 of 4 packets kept (non_ip: 4)" in format_summary(summary)
     summary["captures"]["without_flows"] = []
     assert f"ui --backend-store-uri sqlite:///{out.resolve() / 'mlflow.db'}" in text
