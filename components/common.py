@@ -193,6 +193,24 @@ def merge_datasets(dirs: Sequence[str | os.PathLike], out: str | os.PathLike) ->
     return out
 
 
+def nothing_encoded(dirs: Sequence[str | os.PathLike]) -> str:
+    """Why encode datasets hold no flow at all, from their ``summary.json``: every capture named
+    with its reason (rejected, or read without one usable packet), for a task that cannot go on."""
+    read, reasons = 0, []
+    for d in dirs:
+        try:
+            summary = json.loads((Path(d) / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        read += int(summary.get("files_read") or 0)
+        reasons += [f"{r.get('file')}: {r.get('reason')}" for r in summary.get("files_rejected") or []]
+        reasons += [f"{f.get('file')}: 0 of {f.get('packets_read')} packets kept ("
+                    + (", ".join(f"{k}: {v}" for k, v in sorted((f.get("skipped") or {}).items())) or "none usable") + ")"
+                    for f in summary.get("files") or [] if not f.get("flows")]
+    return (f"no flows encoded from any capture ({read} read, {len(reasons)} without flows): "
+            + ("; ".join(reasons) or "see the encode tasks' logs"))
+
+
 def merge_trees(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, pattern: str = "*") -> int:
     """Copy several file trees into one (e.g. per-class ``pcaps/<class>/`` dirs); returns file count."""
     out = Path(out)

@@ -133,6 +133,23 @@ def trained(encoded):
 
 
 @pytest.mark.slow
+def test_train_names_every_capture_when_none_gave_flows(kfp_local, tmp_path, capfd):
+    """Every capture rejected or without one usable packet: the train task fails naming each with
+    why (QA: an e2e run whose classes had only an empty and a missing capture ended in
+    'train-model': FileNotFoundError: /tmp/train-xxxx/data: no Parquet shards)."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "empty.pcap").write_bytes(b"")
+    rows = [{"path": name, "label": "x", "macro": "", "source": "test"} for name in ("empty.pcap", "missing.pcap")]
+    encoded = encode_shard(shard=json.dumps({"index": 0, "root": str(root), "files": rows}), packets=8)
+    capfd.readouterr()
+    with pytest.raises(RuntimeError):
+        _train(paths=[encoded.outputs["data"].path])
+    log = capfd.readouterr().out
+    assert "ValueError: no flows encoded from any capture (0 read, 2 without flows)" in log
+    assert f"{root / 'empty.pcap'}: empty or shorter than a capture header" in log and f"{root / 'missing.pcap'}: cannot read" in log
+
+
 def test_train_splits_holdout_and_trains(trained, encoded):
     meta = json.loads((trained / "model.json").read_text())
     assert sorted(meta["classes"]) == CLASSES
