@@ -104,8 +104,10 @@ def read_manifest(root_uri: str, scratch: str | os.PathLike, classes: Sequence[s
     wanted = {c.strip() for c in classes if c.strip()}
     if wanted:
         unknown = wanted - {r["label"] for r in rows}
-        if unknown:
+        if unknown == wanted:
             raise ValueError(f"{manifest}: no captures for class(es) {', '.join(sorted(unknown))}")
+        if unknown:  # the others still run; the local run's summary names these too
+            log.warning("%s: no captures for class(es) %s: skipped", manifest, ", ".join(sorted(unknown)))
         rows = [r for r in rows if r["label"] in wanted]
     if not rows:
         raise ValueError(f"{manifest}: no captures listed")
@@ -189,6 +191,24 @@ def merge_datasets(dirs: Sequence[str | os.PathLike], out: str | os.PathLike) ->
     if fields_text is None:
         raise ValueError("no datasets to merge")
     return out
+
+
+def nothing_encoded(dirs: Sequence[str | os.PathLike]) -> str:
+    """Why encode datasets hold no flow at all, from their ``summary.json``: every capture named
+    with its reason (rejected, or read without one usable packet), for a task that cannot go on."""
+    read, reasons = 0, []
+    for d in dirs:
+        try:
+            summary = json.loads((Path(d) / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        read += int(summary.get("files_read") or 0)
+        reasons += [f"{r.get('file')}: {r.get('reason')}" for r in summary.get("files_rejected") or []]
+        reasons += [f"{f.get('file')}: 0 of {f.get('packets_read')} packets kept ("
+                    + (", ".join(f"{k}: {v}" for k, v in sorted((f.get("skipped") or {}).items())) or "none usable") + ")"
+                    for f in summary.get("files") or [] if not f.get("flows")]
+    return (f"no flows encoded from any capture ({read} read, {len(reasons)} without flows): "
+            + ("; ".join(reasons) or "see the encode tasks' logs"))
 
 
 def merge_trees(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, pattern: str = "*") -> int:

@@ -61,6 +61,9 @@ def load_manifest(path: str | os.PathLike) -> dict[Path, tuple[str, str]]:
                 raise ValueError(f"{path}: line {reader.line_num}: empty label for {row['path']!r}")
             p = Path((row["path"] or "").strip())  # as the label: spaces around a cell are the CSV's
             full = (p if p.is_absolute() else base / p).resolve()
+            if full in out and out[full][0] != label:  # one capture, one class: say which row wins
+                log.warning("%s: line %d: %s is listed again, as class %r (it was %r): the last row wins",
+                            path, reader.line_num, row["path"], label, out[full][0])
             out[full] = (label, (row.get("macro") or "").strip())
     macros: dict[str, set[str]] = {}
     for label, macro in out.values():

@@ -182,7 +182,7 @@ def run_refresh(out: str | os.PathLike = "out", *, input_uri: str | None = None,
         "model": _replace_tree(outputs["model"].path, out / "model"),
     }
     registered = json.loads(outputs["registered"]) if outputs["registered"] else {}
-    summary = _summary(out, paths, registered, seconds)
+    summary = _summary(out, paths, registered, seconds, _folder_labels(out / "kfp", Path(outputs["pcaps"].path)))
     summary["captures"] = _encode_totals(out / "kfp", Path(outputs["model"].path))
     summary["classes_without_pcaps"] = _classes_without_pcaps(input_uri, chosen, summary)
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -210,22 +210,28 @@ def run_generate(out: str | os.PathLike = "out", *, model: str, classes: list[st
                         output_uri=output_uri, tracking_uri=tracking_uri)
     paths = {"pcaps": _replace_tree(task.outputs["pcaps"].path, out / "generated" / "pcaps"),
              "validation": _replace_tree(task.outputs["validation"].path, out / "generated" / "validation")}
-    summary = _summary(out, paths, {}, time.monotonic() - started)
+    summary = _summary(out, paths, {}, time.monotonic() - started,
+                       _folder_labels(out / "kfp", Path(task.outputs["pcaps"].path)))
     # next to its pcaps: <out>/run_summary.json is the refresh run's and stays
     (out / "generated" / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 
-def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float) -> dict[str, Any]:
-    """Per-class pcap counts and validation status, evaluation headline, where everything is."""
+def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float,
+             folder_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Per-class pcap counts and validation status, evaluation headline, where everything is.
+
+    ``folder_labels`` maps a pcap folder (``names.file_name(label)``, e.g. ``game_traffic-be983f1a``)
+    back to its class (``game traffic``), so a label that is not file-safe has one row, not two."""
+    folder_labels = folder_labels or {}
     per_class: dict[str, dict[str, Any]] = {}
     for class_dir in sorted(p for p in paths["pcaps"].rglob("*") if p.is_dir()):
         pcaps = list(class_dir.glob("*.pcap"))
         if pcaps:
-            per_class[class_dir.name] = {"pcaps": len(pcaps)}
+            per_class[folder_labels.get(class_dir.name, class_dir.name)] = {"pcaps": len(pcaps)}
     validation = _read_json(paths["validation"] / "report.json")
-    for label, row in _per_class_rows(validation).items():
-        per_class.setdefault(label, {}).update(row)
+    for folder, row in _per_class_rows(validation).items():
+        per_class.setdefault(folder_labels.get(folder, folder), {}).update(row)
     from components.common import evaluation_headline
 
     report = _read_json(paths["report"] / "report.json") if "report" in paths else {}
@@ -247,20 +253,44 @@ def _summary(out: Path, paths: dict[str, Path], registered: dict, seconds: float
             "registered": registered, "paths": files, "mlflow_ui": hint}
 
 
+def _run_dir(root: Path, artifact: Path) -> Path | None:
+    """The run's folder under ``root``: ``artifact`` is any output of the run."""
+    try:
+        return root / artifact.resolve().relative_to(root.resolve()).parts[0]
+    except (ValueError, IndexError):
+        return None
+
+
+def _folder_labels(root: Path, artifact: Path) -> dict[str, str]:
+    """pcap folder -> class, from this run's repair reports (``flows``: ``label``, ``file`` =
+    ``<folder>/<name>.pcap``)."""
+    run_dir = _run_dir(root, artifact)
+    labels: dict[str, str] = {}
+    for path in sorted(run_dir.glob("**/repair-flows/**/repair_report.json")) if run_dir else []:
+        for flow in _read_json(path).get("flows") or []:
+            parts = Path(str(flow.get("file", ""))).parts
+            if len(parts) > 1 and flow.get("label") is not None:
+                labels[parts[0]] = str(flow["label"])
+    return labels
+
+
 def _encode_totals(root: Path, artifact: Path) -> dict[str, Any]:
     """Captures read and rejected (with reasons) by this run's encode tasks, from their summaries.
 
     ``artifact`` is any output of the run: its first folder under ``root`` is the run's."""
-    try:
-        run_dir = root / artifact.resolve().relative_to(root.resolve()).parts[0]
-    except (ValueError, IndexError):
+    run_dir = _run_dir(root, artifact)
+    if run_dir is None:
         return {}
-    read, rejected = 0, []
+    read, rejected, without_flows = 0, [], []
     for path in sorted(run_dir.glob("for-loop-*/encode-shard/**/summary.json")):
         encoded = _read_json(path)
         read += int(encoded.get("files_read") or 0)
         rejected += list(encoded.get("files_rejected") or [])
-    return {"read": read, "rejected": rejected}
+        # read, but not one packet kept (ARP only, every packet truncated...): say which and why
+        without_flows += [{"file": f.get("file"), "label": f.get("label"), "packets_read": f.get("packets_read"),
+                           "skipped": f.get("skipped") or {}}
+                          for f in encoded.get("files") or [] if not f.get("flows")]
+    return {"read": read, "rejected": rejected, "without_flows": without_flows}
 
 
 def _classes_without_pcaps(input_uri: str, chosen: list[str], summary: dict[str, Any]) -> dict[str, str]:
@@ -282,11 +312,21 @@ def _classes_without_pcaps(input_uri: str, chosen: list[str], summary: dict[str,
                       if file == row["path"] or file.endswith("/" + row["path"].removeprefix("./"))), None)
         if label is not None:
             rejected[label] = rejected.get(label, 0) + 1
+    empty: dict[str, int] = {}
+    for f in (summary.get("captures") or {}).get("without_flows") or []:
+        empty[str(f.get("label"))] = empty.get(str(f.get("label")), 0) + 1
+    listed = {r["label"] for r in rows}
     out = {}
-    for label in list(chosen) or sorted({r["label"] for r in rows}):
-        if label not in summary["classes"]:
-            out[label] = (f"{rejected[label]} of its captures rejected (below)" if label in rejected
-                          else "no flows encoded or generated (see the task logs)")
+    for label in list(chosen) or sorted(listed):
+        if label in summary["classes"]:
+            continue
+        if rows and label not in listed:
+            out[label] = "not in the input's manifest"
+        elif label in rejected or label in empty:
+            out[label] = ", ".join(([f"{rejected[label]} of its captures rejected (above)"] if label in rejected else [])
+                                   + ([f"{empty[label]} of its captures without flows (above)"] if label in empty else []))
+        else:
+            out[label] = "no flows encoded or generated (see the task logs)"
     return out
 
 
@@ -323,8 +363,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append("(jsd '-': the class has no held-out real flows to compare with; see report.md)")
     captures = summary.get("captures") or {}
     if captures:
-        lines.append(f"captures: {captures['read']} read, {len(captures['rejected'])} rejected")
+        lines.append(f"captures: {captures['read']} read, {len(captures['rejected'])} rejected"
+                     + (f", {len(captures['without_flows'])} without flows" if captures.get("without_flows") else ""))
         lines += [f"  rejected {r.get('file')}: {r.get('reason')}" for r in captures["rejected"]]
+        for f in captures.get("without_flows") or []:
+            why = ", ".join(f"{k}: {v}" for k, v in sorted(f.get("skipped", {}).items())) or "no packets kept"
+            lines.append(f"  no flows from {f.get('file')} (class {f.get('label')}): "
+                         f"0 of {f.get('packets_read')} packets kept ({why})")
     for label, why in (summary.get("classes_without_pcaps") or {}).items():
         lines.append(f"class {label}: no pcaps: {why}")
     for k, v in summary.get("evaluation", {}).items():

@@ -92,6 +92,24 @@ def test_encode_shard_rejects_a_missing_capture_and_encodes_the_rest(kfp_local, 
     assert any("no-such-capture.pcap" in json.dumps(r) for r in summary["files_rejected"])
 
 
+def test_encode_shard_names_captures_by_the_manifest_path(kfp_local, shared_data, tmp_path):
+    """Rejections and flow sources name the file as the manifest names it: a link by its own name
+    (not its target's), a missing local file by its path (not a scratch folder's) (QA: an e2e run on
+    linked nDPI captures listed ``/tmp/encode-xxxx/missing/missing.pcap`` as rejected, and a rejected
+    link under its target's name, so the summary could not tell which class lost it)."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "renamed.pcap").symlink_to(shared_data / "pcaps" / "webex" / "webex.pcap")
+    (tmp_path / "zero-bytes.pcap").write_bytes(b"")
+    (root / "empty.pcap").symlink_to(tmp_path / "zero-bytes.pcap")
+    rows = [{"path": name, "label": "webex", "macro": "", "source": "test"}
+            for name in ("renamed.pcap", "empty.pcap", "missing.pcap")]
+    task = encode_shard(shard=json.dumps({"index": 0, "root": str(root), "files": rows}), packets=8)
+    summary = json.loads((Path(task.outputs["data"].path) / "summary.json").read_text())
+    assert sorted(r["file"] for r in summary["files_rejected"]) == [str(root / "empty.pcap"), str(root / "missing.pcap")]
+    assert [f["file"] for f in summary["files"]] == [str(root / "renamed.pcap")] and task.outputs["Output"] > 0
+
+
 def test_encode_shard(encoded):
     assert [list(_flows(p)) for p in encoded] == [["facebook"], ["webex"]]
     for p in encoded:
@@ -115,6 +133,23 @@ def trained(encoded):
 
 
 @pytest.mark.slow
+def test_train_names_every_capture_when_none_gave_flows(kfp_local, tmp_path, capfd):
+    """Every capture rejected or without one usable packet: the train task fails naming each with
+    why (QA: an e2e run whose classes had only an empty and a missing capture ended in
+    'train-model': FileNotFoundError: /tmp/train-xxxx/data: no Parquet shards)."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "empty.pcap").write_bytes(b"")
+    rows = [{"path": name, "label": "x", "macro": "", "source": "test"} for name in ("empty.pcap", "missing.pcap")]
+    encoded = encode_shard(shard=json.dumps({"index": 0, "root": str(root), "files": rows}), packets=8)
+    capfd.readouterr()
+    with pytest.raises(RuntimeError):
+        _train(paths=[encoded.outputs["data"].path])
+    log = capfd.readouterr().out
+    assert "ValueError: no flows encoded from any capture (0 read, 2 without flows)" in log
+    assert f"{root / 'empty.pcap'}: empty or shorter than a capture header" in log and f"{root / 'missing.pcap'}: cannot read" in log
+
+
 def test_train_splits_holdout_and_trains(trained, encoded):
     meta = json.loads((trained / "model.json").read_text())
     assert sorted(meta["classes"]) == CLASSES

@@ -239,3 +239,14 @@ def test_a_class_with_several_macro_classes_is_warned_about(tmp_path: Path, capl
     load_manifest(tmp_path / "manifest.csv")
     assert "class 'ipv6' has rows with several macro classes ['infra', 'web']" in caplog.text
     assert "'dns'" not in caplog.text
+
+
+def test_a_capture_listed_under_two_classes_is_warned_about(tmp_path: Path, caplog) -> None:
+    """QA (e2e on nDPI captures): a manifest listing ssh.pcap as ``alpha`` and again as ``beta`` encoded
+    it as ``beta`` only, and ``alpha`` lost it without a word."""
+    from netdiffusion.labels import load_manifest
+
+    (tmp_path / "manifest.csv").write_text("path,label\nssh.pcap,alpha\nssh.pcap,beta\nb.pcap,x\nb.pcap,x\n")
+    assert set(load_manifest(tmp_path / "manifest.csv").values()) == {("beta", ""), ("x", "")}
+    assert "line 3: ssh.pcap is listed again, as class 'beta' (it was 'alpha'): the last row wins" in caplog.text
+    assert "b.pcap" not in caplog.text

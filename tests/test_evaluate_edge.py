@@ -190,3 +190,26 @@ def test_missing_inputs_name_the_dataset_and_create_nothing(tmp_path: Path) -> N
     with pytest.raises(FileNotFoundError, match="not an encoded dataset"):  # exists, but no fields.json
         evaluate(tmp_path / "exists", tmp_path / "exists", tmp_path / "exists", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_flow_image_of_a_label_that_is_not_file_safe_stays_in_images(halves, tmp_path):
+    """A class label with a space or a slash gets its flow image under ``images/`` with the file-safe
+    name every other stage uses (``names.file_name``), and report.md links it with a link Markdown
+    can follow (QA: manifest label ``game traffic`` gave ``![..](images/game traffic.png)``, a broken
+    link; ``web/video`` would have been written to ``images/web/video.png`` and failed)."""
+    from netdiffusion.evaluate import evaluate
+    from netdiffusion.names import file_name
+
+    odd = "web/video clips"
+    sets = {}
+    for half, name in (("real", "real"), ("real", "synthetic"), ("train", "train")):
+        path = write_classes(halves, half, ["zoom", "netflix"], tmp_path / name)
+        packets = read_packets(path)
+        packets.label = np.where(packets.label.astype(str) == "zoom", odd, packets.label).astype(object)
+        write_shard(packets, path / "part-0.parquet")
+        sets[name] = path
+    r = evaluate(sets["real"], sets["synthetic"], sets["train"], tmp_path / "out", packets_k=16, models=["dt"],
+                 seed=0, quick=True, plots=True)
+    figure = r["figures"][f"images_{odd}"]
+    assert figure == f"images/{file_name(odd)}.png" and (tmp_path / "out" / figure).stat().st_size > 1000
+    assert f"]({figure})" in (tmp_path / "out" / "report.md").read_text()

@@ -205,15 +205,57 @@ def test_local_run_summary_table_and_mlflow_hint(tmp_path):
     (source / "manifest.csv").write_text("path,label\nzoom/a.pcap,zoom\nbad/bad.pcap,bad\nyoutube/y.pcap,youtube\n")
     summary["captures"]["rejected"].append({"file": "/in/bad/bad.pcap", "reason": "not a pcap or pcapng file"})
     summary["classes_without_pcaps"] = _classes_without_pcaps(str(source), [], summary)
-    assert summary["classes_without_pcaps"] == {"bad": "1 of its captures rejected (below)"}
+    assert summary["classes_without_pcaps"] == {"bad": "1 of its captures rejected (above)"}
     assert _classes_without_pcaps(str(source), ["zoom", "webex"], summary) == {
-        "webex": "no flows encoded or generated (see the task logs)"}
-    assert "class bad: no pcaps: 1 of its captures rejected (below)" in format_summary(summary)
+        "webex": "not in the input's manifest"}
+    assert "class bad: no pcaps: 1 of its captures rejected (above)" in format_summary(summary)
+    # a capture read but without one usable packet (ARP only) is named with why, and so is its class;
+    # a class asked for that the manifest lacks says so (QA: both were "no flows encoded or generated")
+    (source / "manifest.csv").write_text("path,label\nzoom/a.pcap,zoom\nbad/bad.pcap,bad\narp.pcap,arp only\n")
+    summary["captures"]["without_flows"] = [{"file": "/in/arp.pcap", "label": "arp only", "packets_read": 4,
+                                             "skipped": {"non_ip": 4}}]
+    assert _classes_without_pcaps(str(source), ["zoom", "arp only", "nosuch"], summary) == {
+        "arp only": "1 of its captures without flows (above)", "nosuch": "not in the input's manifest"}
+    assert "no flows from /in/arp.pcap (class arp only): 0 of 4 packets kept (non_ip: 4)" in format_summary(summary)
+    summary["captures"]["without_flows"] = []
     assert f"ui --backend-store-uri sqlite:///{out.resolve() / 'mlflow.db'}" in text
     # a model left as challenger says why (e.g. a one-class run has no classifier accuracy to compare)
     summary["registered"] = {"model_uri": "models:/netdiffusion/1", "alias": "challenger", "run_id": "r",
                              "promoted": False, "reason": "candidate lacks metric(s) utility.x"}
     assert "not champion: candidate lacks metric(s) utility.x" in format_summary(summary)
+
+
+def test_local_run_summary_names_a_class_that_is_not_file_safe_once(tmp_path):
+    """A label with a space (``game traffic``) has its pcaps under ``game_traffic-<hash>/``: the summary
+    shows one row under the label, and the class is not listed as having no pcaps (QA: an nDPI run
+    with manifest label ``game traffic`` printed two rows, pcaps under the folder name, jsd under the label)."""
+    import json as _json
+
+    from netdiffusion.names import file_name
+    from pipelines.local import _classes_without_pcaps, _folder_labels, _summary
+
+    out, folder = tmp_path / "out", file_name("game traffic")
+    (out / "pcaps" / folder).mkdir(parents=True)
+    (out / "pcaps" / folder / f"{folder}-s0-000000.pcap").write_bytes(b"")
+    (out / "validation").mkdir()
+    (out / "validation" / "report.json").write_text(_json.dumps({"files": [
+        {"file": f"{folder}/{folder}-s0-000000.pcap", "ok": True, "packets": 3}]}))
+    (out / "report").mkdir()
+    (out / "report" / "report.json").write_text(_json.dumps({"similarity": {"per_class": {"game traffic": {"jsd": 0.5}}}}))
+    run = out / "kfp" / "netdiffusion-refresh-1"
+    repaired = run / "for-loop-2-iteration-0" / "repair-flows" / "repaired"
+    repaired.mkdir(parents=True)
+    (repaired / "repair_report.json").write_text(_json.dumps({"flows": [
+        {"label": "game traffic", "file": f"{folder}/{folder}-s0-000000.pcap"}]}))
+    (run / "validate-pcaps" / "pcaps").mkdir(parents=True)
+    labels = _folder_labels(out / "kfp", run / "validate-pcaps" / "pcaps")
+    summary = _summary(out, {"pcaps": out / "pcaps", "validation": out / "validation", "report": out / "report"},
+                       {}, 1.0, labels)
+    assert summary["classes"] == {"game traffic": {"pcaps": 1, "valid": 1, "invalid": 0, "packets": 3, "jsd": 0.5}}
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "manifest.csv").write_text("path,label\na.pcap,game traffic\n")
+    assert _classes_without_pcaps(str(source), [], summary) == {}
 
 
 @pytest.mark.slow

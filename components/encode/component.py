@@ -66,10 +66,11 @@ def encode_shard(shard: str, packets: int, data: Output[Dataset]) -> int:
     """Encode one shard's captures (labels from the manifest) with ``netdiffusion.encode.encode_paths``."""
     import json
     import logging
+    import os
     import tempfile
     from pathlib import Path
 
-    from components.common import FLOW_LABELS, fetch, setup_logging, stage_log, write_manifest
+    from components.common import FLOW_LABELS, fetch, is_s3, setup_logging, stage_log, write_manifest
     from netdiffusion.encode import encode_paths
 
     setup_logging()
@@ -82,8 +83,10 @@ def encode_shard(shard: str, packets: int, data: Output[Dataset]) -> int:
         except Exception as exc:  # noqa: BLE001 (a missing / unreadable capture must not end the run)
             # encode_paths rejects the path it cannot read, names it and counts it in its summary
             logging.getLogger("netdiffusion.pipeline").error("%s/%s: %s", root, row["path"], exc)
-            local = scratch / "missing" / row["path"]
-        rows.append({**row, "path": str(Path(local).resolve())})
+            # a local file by the path the manifest gave (not a scratch name the user never wrote)
+            local = scratch / "missing" / row["path"] if is_s3(root) else Path(root.removeprefix("file://")) / row["path"]
+        # absolute, links not followed: rejections and flow sources name the file the manifest names
+        rows.append({**row, "path": os.path.abspath(local)})
     manifest = write_manifest(rows, scratch / "manifest.csv")
     try:
         flow_labels = fetch(f"{root}/{FLOW_LABELS}", scratch)

@@ -35,6 +35,8 @@ def test_plan_shards_balances_sizes_and_keeps_every_capture(tmp_path):
     assert [r["label"] for r in read_manifest(str(tmp_path), tmp_path / "s", ["y"])] == ["y", "y", "y"]
     with pytest.raises(ValueError, match="zoom"):
         read_manifest(str(tmp_path), tmp_path / "s", ["zoom"])
+    # a class the manifest lacks, asked for with others, is skipped with a warning: the others run
+    assert [r["label"] for r in read_manifest(str(tmp_path), tmp_path / "s", ["y", "zoom"])] == ["y", "y", "y"]
 
 
 def test_folder_without_manifest_is_labelled_by_class_folders(tmp_path):

@@ -44,11 +44,13 @@ def train_model(
     import time
     from pathlib import Path
 
-    from components.common import merge_datasets, publish, setup_logging, stage_log
+    from components.common import merge_datasets, nothing_encoded, publish, setup_logging, stage_log
 
     setup_logging()
     scratch = Path(tempfile.mkdtemp(prefix="train-"))
     merged = merge_datasets([d.path for d in data], scratch / "data")
+    if not any(merged.rglob("*.parquet")):  # every capture rejected or empty: say which and why
+        raise ValueError(nothing_encoded([d.path for d in data]))
     from netdiffusion.dataset import split_dataset
 
     split = split_dataset(merged, train_data.path, holdout_data.path, holdout=float(holdout), seed=int(seed))

@@ -181,7 +181,7 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
         notes.append("train_vs_real covers only the compared classes with training flows: "
                      + (", ".join(train_classes) or "none"))
     if split_method["by_flow"]:
-        notes.append("floor: classes with one capture file were split by flow instead of by file: "
+        notes.append("floor: classes with one capture file in the held-out real data were split by flow instead of by file: "
                      + ", ".join(split_method["by_flow"]))
     per_field = {}
     for key in [*sim["observed_fields"], similarity.PROTOCOL_FIELD]:

@@ -15,6 +15,7 @@ import numpy as np
 from netdiffusion.evaluate.data import FlowSet
 from netdiffusion.evaluate.flowstats import PACKET_SIZE_BINS, Stat
 from netdiffusion.fields import Layout
+from netdiffusion.names import file_name
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def write_all(output: Path, report: dict, real: FlowSet, synthetic: FlowSet, lay
     (output / "images").mkdir(exist_ok=True)
     k = int(report["similarity"]["packets_per_flow"])
     for cls in report["similarity"]["classes"]:
-        file = f"images/{cls}.png"
+        file = f"images/{file_name(cls)}.png"  # the file-safe name every stage uses
         try:
             flow_images(output / file, real, synthetic, layout, cls, k)
             figures[f"images_{cls}"] = file
