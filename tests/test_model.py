@@ -194,7 +194,7 @@ def test_batch_sampler_windows_and_prefetch_order(synth: Path) -> None:
         a, b = plain(), ahead()
         for x, y in zip(a, b, strict=True):
             assert np.array_equal(x.numpy(), y.numpy())
-        bits, _, row_mask, positions, direction = a
+        bits, _, row_mask, positions, direction, to_end = a
         for j in range(len(bits)):
             n, s = int(row_mask[j].sum()), int(positions[j, 0])
             matches = [i for i in range(len(flows)) if flows.lengths[i] >= n and
@@ -202,6 +202,9 @@ def test_batch_sampler_windows_and_prefetch_order(synth: Path) -> None:
                        np.array_equal(flows.direction[flows.offsets[i] + s : flows.offsets[i] + s + n],
                                       direction[j, :n].numpy())]
             assert matches, "window (bits and directions) is not a slice of any flow"
+            # packets left before the end of the flow the window came from
+            assert any(np.array_equal(to_end[j, :n].numpy(), flows.lengths[i] - 1 - (s + np.arange(n)))
+                       for i in matches)
             assert (bits[j, n:].numpy() == -1).all()
 
 
@@ -240,6 +243,22 @@ def test_generation_is_conditioned_on_template_directions(trained: tuple[Path, d
     assert np.array_equal(same, fill([mask], 0, [1, 2], [tpl.direction[rows]])[0])
     flipped = fill([mask], 0, [1, 2], [1 - tpl.direction[rows]])[0]
     assert not np.array_equal(same, flipped)  # the model reads the directions it is given
+    # and how many packets follow each row: the same rows read as the head of a longer flow differ
+    import torch
+
+    from netdiffusion.model.native import PacketDiffusionTransformer
+
+    net = PacketDiffusionTransformer.from_pretrained(str(out / "weights")).eval()
+    cols = np.asarray(meta["active_columns"])
+    x = torch.from_numpy(mask[:, cols][None].astype(np.float32))
+    args = (x, x, torch.tensor([500]), torch.tensor([0]))
+    kw = {"direction": torch.from_numpy(tpl.direction[rows][None].astype(np.int64))}
+    n = len(mask)
+    ending = net(*args, **kw, to_end=torch.arange(n - 1, -1, -1)[None])
+    going_on = net(*args, **kw, to_end=torch.arange(n - 1, -1, -1)[None] + 30)
+    assert not torch.allclose(ending, going_on)
+    with pytest.raises(ValueError, match="end_input"):
+        net(*args, **kw)
     with pytest.raises(ValueError, match="directions"):
         fill([mask], 0, [1, 2])
 
@@ -247,7 +266,8 @@ def test_generation_is_conditioned_on_template_directions(trained: tuple[Path, d
 def test_model_without_direction_input_generates_from_old_templates(synth: Path, tmp_path: Path) -> None:
     """Models trained before templates kept directions (and without the direction input) still generate."""
     out = tmp_path / "model"
-    train(synth, out, config={"preset": "tiny", "model": {"direction_input": False}, "training": {"steps": 2}})
+    train(synth, out, config={"preset": "tiny", "model": {"direction_input": False, "end_input": False},
+                              "training": {"steps": 2}})
     with np.load(out / "templates.npz") as z:
         arrays = {k: z[k] for k in z.files if not k.endswith("_direction")}
     np.savez_compressed(out / "templates.npz", **arrays)

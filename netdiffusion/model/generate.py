@@ -260,6 +260,7 @@ def _native_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: s
     columns = np.asarray(meta.get("active_columns", range(len(meta["columns"]))), dtype=np.int64)
 
     takes_direction = bool(net.config.get("direction_input", False))
+    takes_end = bool(net.config.get("end_input", False))
 
     def fill(masks: list[np.ndarray], class_index: int, batch_seed: list[int],
              directions: list[np.ndarray] | None = None) -> list[np.ndarray]:
@@ -269,16 +270,19 @@ def _native_filler(model_dir: Path, meta: dict, *, steps: int | None, sampler: s
         mask = np.zeros((len(masks), rows, len(columns)), dtype=bool)
         row_mask = np.zeros((len(masks), rows), dtype=np.float32)
         direction = np.zeros((len(masks), rows), dtype=np.int64)
+        to_end = np.zeros((len(masks), rows), dtype=np.int64)
         for j, m in enumerate(masks):
             mask[j, : len(m)] = m[:, columns]
             row_mask[j, : len(m)] = 1
             if takes_direction:
                 direction[j, : len(m)] = directions[j][: len(m)]
+            to_end[j, : len(m)] = np.arange(len(m))[::-1]
         gen = torch.Generator(device).manual_seed(int(np.random.SeedSequence(batch_seed).generate_state(1)[0]))
         labels = torch.full((len(masks),), class_index, dtype=torch.long, device=device)
         bits, _ = sample(net, torch.from_numpy(mask).to(device), labels, torch.from_numpy(row_mask).to(device),
                          scheduler, n_steps, guidance, gen,
-                         direction=torch.from_numpy(direction).to(device) if takes_direction else None)
+                         direction=torch.from_numpy(direction).to(device) if takes_direction else None,
+                         to_end=torch.from_numpy(to_end).to(device) if takes_end else None)
         arr = bits.cpu().numpy()
         out = []
         for j, m in enumerate(masks):

@@ -27,6 +27,9 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_timest
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+# packets before the flow's end told apart by the end-distance input; farther ones share one embedding
+END_RANGE = 64
+
 SAMPLERS = {
     "ddim": DDIMScheduler,
     "ddpm": DDPMScheduler,
@@ -43,7 +46,7 @@ class PacketDiffusionTransformer(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, width: int, num_classes: int, dim: int = 128, layers: int = 3, heads: int = 4,
                  ff_mult: int = 2, max_packets: int = 1024, header_bits: list[int] | None = None,
-                 direction_input: bool = False) -> None:
+                 direction_input: bool = False, end_input: bool = False) -> None:
         super().__init__()
         self.in_proj = nn.Linear(width, dim)
         # The mask enters as each header's present share (the mask is exactly determined by it for
@@ -62,6 +65,10 @@ class PacketDiffusionTransformer(ModelMixin, ConfigMixin):
         # without it the model guessed from its own noisy address bits which end sent a row, and
         # generated flows often began with the server's packet (docs/model.md)
         self.direction_embed = nn.Embedding(2, dim) if direction_input else None
+        # packets left before the flow's end (0 = last), from the template's length: in a batch the
+        # longest flow has no padding after it, so without this nothing told the model where a flow
+        # closes, and FINs were ~15x rarer than in real flows (docs/model.md)
+        self.end_embed = nn.Embedding(END_RANGE + 1, dim) if end_input else None
         self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)
         self.time_embed = TimestepEmbedding(256, dim)
         self.class_embed = nn.Embedding(num_classes + 1, dim)  # last index = null class (CFG)
@@ -83,9 +90,11 @@ class PacketDiffusionTransformer(ModelMixin, ConfigMixin):
 
     def forward(self, sample: torch.Tensor, mask: torch.Tensor, timestep: torch.Tensor,
                 class_labels: torch.Tensor, row_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, direction: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, direction: torch.Tensor | None = None,
+                to_end: torch.Tensor | None = None) -> torch.Tensor:
         """``sample``/``mask``: (B, T, W) float; ``row_mask``: (B, T) 1 for real packets;
-        ``direction``: (B, T) 0 initiator / 1 responder (used by models built with ``direction_input``)."""
+        ``direction``: (B, T) 0 initiator / 1 responder (models built with ``direction_input``);
+        ``to_end``: (B, T) packets after this one in its flow (models built with ``end_input``)."""
         b, t, _ = sample.shape
         if positions is None:
             positions = torch.arange(t, device=sample.device).expand(b, t)
@@ -97,6 +106,10 @@ class PacketDiffusionTransformer(ModelMixin, ConfigMixin):
             if direction is None:
                 raise ValueError("this model takes each packet's direction (direction_input)")
             h = h + self.direction_embed(direction.long().clamp(0, 1))
+        if self.end_embed is not None:
+            if to_end is None:
+                raise ValueError("this model takes each packet's distance to the flow's end (end_input)")
+            h = h + self.end_embed(to_end.long().clamp(0, END_RANGE))
         cond = self.time_embed(self.time_proj(timestep).to(h.dtype)) + self.class_embed(class_labels)
         cond6 = self.adaln(F.silu(cond))
         bias = None
@@ -144,7 +157,8 @@ def bits_to_tensors(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def diffusion_loss(model: nn.Module, scheduler: DDPMScheduler, bits: torch.Tensor, class_labels: torch.Tensor,
                    row_mask: torch.Tensor, positions: torch.Tensor, generator: torch.Generator | None = None,
                    with_accuracy: bool = False, class_dropout: float = 0.0,
-                   direction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   direction: torch.Tensor | None = None,
+                   to_end: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """BCE on present bits of the x0 prediction at a random timestep (and bit accuracy if asked).
 
     Kept lean: on CPU the elementwise passes over (batch, rows, bits) cost as much as the matmuls."""
@@ -160,7 +174,8 @@ def diffusion_loss(model: nn.Module, scheduler: DDPMScheduler, bits: torch.Tenso
         class_labels = torch.where(drop, torch.full_like(class_labels, model_null_class(model)), class_labels)
     alpha = scheduler.alphas_cumprod.to(x0.device)[t].to(x0.dtype)
     noisy = alpha.sqrt()[:, None, None] * x0 + (1 - alpha).sqrt()[:, None, None] * noise
-    logits = model(noisy, mask, t, class_labels, row_mask=row_mask, positions=positions, direction=direction)
+    logits = model(noisy, mask, t, class_labels, row_mask=row_mask, positions=positions, direction=direction,
+                   to_end=to_end)
     target = (x0 + 1) * 0.5
     denom = mask.sum().clamp_min(1.0)
     loss = F.binary_cross_entropy_with_logits(logits.float(), target, weight=mask, reduction="sum") / denom
@@ -175,7 +190,8 @@ def diffusion_loss(model: nn.Module, scheduler: DDPMScheduler, bits: torch.Tenso
 def sample(model: PacketDiffusionTransformer, mask: torch.Tensor, class_labels: torch.Tensor,
            row_mask: torch.Tensor, scheduler, steps: int, guidance_scale: float = 1.0,
            generator: torch.Generator | None = None,
-           direction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           direction: torch.Tensor | None = None,
+           to_end: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate bits for flows whose presence ``mask`` (B, T, W) comes from real templates.
 
     Returns ``(bits int8 with -1 where absent, probability of a set bit)``."""
@@ -190,9 +206,9 @@ def sample(model: PacketDiffusionTransformer, mask: torch.Tensor, class_labels: 
     for t in scheduler.timesteps:
         tt = t.expand(maskf.shape[0])
         x_in = scheduler.scale_model_input(x, t)
-        logits = model(x_in, maskf, tt, class_labels, row_mask=row_mask, direction=direction)
+        logits = model(x_in, maskf, tt, class_labels, row_mask=row_mask, direction=direction, to_end=to_end)
         if guidance_scale != 1.0:
-            uncond = model(x_in, maskf, tt, null, row_mask=row_mask, direction=direction)
+            uncond = model(x_in, maskf, tt, null, row_mask=row_mask, direction=direction, to_end=to_end)
             logits = uncond + guidance_scale * (logits - uncond)
         x0 = torch.tanh(logits / 2)
         x = scheduler.step(x0, t, x, **step_kwargs).prev_sample * maskf

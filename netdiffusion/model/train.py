@@ -207,16 +207,19 @@ class BatchSampler:
         row_mask = np.zeros((len(picks), rows), dtype=np.float32)
         positions = np.zeros((len(picks), rows), dtype=np.int64)
         direction = np.zeros((len(picks), rows), dtype=np.int64)
+        to_end = np.zeros((len(picks), rows), dtype=np.int64)
         for j, (f, s) in enumerate(zip(picks, starts, strict=True)):
             start = self.flows.offsets[int(f)] + s
             stop = min(start + rows, self.flows.offsets[int(f) + 1])
             window = self.bits[start:stop]
             bits[j, : len(window)] = window
             direction[j, : len(window)] = self.flows.direction[start:stop]
+            to_end[j, : len(window)] = self.flows.lengths[int(f)] - 1 - (s + np.arange(len(window)))
             row_mask[j, : len(window)] = 1
             positions[j] = s + np.arange(rows)
         return (torch.from_numpy(bits), torch.from_numpy(self.flows.class_index[picks]),
-                torch.from_numpy(row_mask), torch.from_numpy(positions), torch.from_numpy(direction))
+                torch.from_numpy(row_mask), torch.from_numpy(positions), torch.from_numpy(direction),
+                torch.from_numpy(to_end))
 
 
 # -- native backend --------------------------------------------------------------------------------
@@ -251,7 +254,8 @@ def _init_base(cfg: dict, flows: FlowSet) -> tuple[Any, dict | None, np.ndarray]
                                            dim=m["dim"], layers=m["layers"], heads=m["heads"],
                                            ff_mult=m["ff_mult"], max_packets=cfg["data"]["packets"],
                                            header_bits=header_bits_of(flows.layout, columns),
-                                           direction_input=bool(m.get("direction_input", False)))
+                                           direction_input=bool(m.get("direction_input", False)),
+                                           end_input=bool(m.get("end_input", False)))
         return model, None, columns
     base_dir = Path(base_dir)
     base_meta = json.loads((base_dir / MODEL_FILE).read_text())
@@ -347,13 +351,13 @@ def _train_native(data: Path, output: Path, cfg: dict, *, resume: bool, seed: in
     recent: list[float] = []
     first_losses: list[float] = []
     for step in bar:
-        bits, labels, row_mask, positions, direction = (x.to(accelerator.device, non_blocking=True)
-                                                        for x in sampler())
+        bits, labels, row_mask, positions, direction, to_end = (x.to(accelerator.device, non_blocking=True)
+                                                                for x in sampler())
         with accelerator.autocast():
             loss, acc = diffusion_loss(model, scheduler, bits, labels, row_mask, positions, generator,
                                        with_accuracy=(step + 1) % log_every == 0 or step + 1 == steps,
                                        class_dropout=float(cfg["diffusion"].get("class_dropout", 0.0)),
-                                       direction=direction)
+                                       direction=direction, to_end=to_end)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
