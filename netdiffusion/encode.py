@@ -50,7 +50,7 @@ from netdiffusion.pcap.parse import (
     SKIP_REASONS,
     parse_batch,
 )
-from netdiffusion.pcap.reader import DEFAULT_CHUNK, CaptureError, RecordBatch, iter_records
+from netdiffusion.pcap.reader import DEFAULT_CHUNK, CaptureError, RecordBatch, TruncatedCapture, iter_records
 from netdiffusion.shard_parquet import DictionaryColumn, plain_columns
 
 log = logging.getLogger(__name__)
@@ -291,16 +291,24 @@ class _FileEncoder:
 
     def run(self, chunk_bytes: int, on_batch: Callable[[int], None] | None = None) -> dict:
         read = 0
-        for batch in iter_records(self.path, chunk_bytes):
-            read += len(batch)
-            self._add(batch)
-            if on_batch is not None:
-                on_batch(len(batch))
-            if self.buffer.rows >= self.max_buffer_rows:
-                self.split_flows = True
-                log.warning("%s: more than %d kept packets; flushing early, flows may span shards",
-                            self.source, self.max_buffer_rows)
-                self._flush()
+        truncated = None
+        try:
+            for batch in iter_records(self.path, chunk_bytes):
+                read += len(batch)
+                self._add(batch)
+                if on_batch is not None:
+                    on_batch(len(batch))
+                if self.buffer.rows >= self.max_buffer_rows:
+                    self.split_flows = True
+                    log.warning("%s: more than %d kept packets; flushing early, flows may span shards",
+                                self.source, self.max_buffer_rows)
+                    self._flush()
+        except TruncatedCapture as exc:
+            # a capture stopped mid-write: its complete records are good traffic (tshark shows
+            # them too); only a file with none of them is rejected
+            if not read:
+                raise
+            truncated = str(exc)
         self._flush()
         self._remove_stale()
         return {
@@ -308,6 +316,7 @@ class _FileEncoder:
             "packets": self.rows, "flows": self.flow_samples, "skipped": dict(self.skipped),
             "notes": dict(self.notes), "shards": self.written, "flows_split_across_shards": self.split_flows,
             **({"ndpi_rule": self.ndpi_rule} if self.ndpi_rule else {}),
+            **({"truncated": truncated} if truncated else {}),
             **({"unsupported_linktypes": {str(k): v for k, v in sorted(self.linktypes.items())}}
                if self.linktypes else {}),
         }
@@ -550,6 +559,7 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
 
     rejected = []
     files = []
+    truncated_files = []
     empty = 0
     for r in results:
         if "error" in r:
@@ -557,6 +567,10 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
             rejected.append({"file": r["file"], "reason": r["error"]})
             continue
         files.append(r)
+        if r.get("truncated"):
+            log.warning("%s: %s; kept the %s before it", r["file"], r["truncated"],
+                        _plural(r["packets_read"], "complete packet", "complete packets"))
+            truncated_files.append({"file": r["file"], "reason": r["truncated"], "packets_read": r["packets_read"]})
         if not r["packets"]:  # read fine, yet nothing in the dataset: say which and why
             empty += 1
             log.warning("%s: 0 of %s kept (%s)", r["file"], _plural(r["packets_read"], "packet", "packets"),
@@ -578,6 +592,7 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
     summary = {
         "files_read": len(files),
         "files_rejected": rejected,
+        "files_truncated": truncated_files,
         "files_without_packets": empty,
         "duplicate_inputs": duplicates,
         "duplicate_content": copies,
@@ -598,6 +613,8 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
     write_json(out / SUMMARY_FILE, summary)
     caveats = [text for n, text in ((empty, f"{_plural(empty, 'capture', 'captures')} kept no packets"),
                                      (len(rejected), f"{len(rejected)} rejected"),
+                                     (len(truncated_files), f"{len(truncated_files)} truncated (complete "
+                                                            "packets kept)"),
                                      (duplicates, f"{_plural(duplicates, 'duplicate input', 'duplicate inputs')} "
                                                   "dropped"),
                                      (len(copies), f"{len(copies)} with the same content as another")) if n]

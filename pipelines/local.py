@@ -281,16 +281,17 @@ def _encode_totals(root: Path, artifact: Path) -> dict[str, Any]:
     run_dir = _run_dir(root, artifact)
     if run_dir is None:
         return {}
-    read, rejected, without_flows = 0, [], []
+    read, rejected, truncated, without_flows = 0, [], [], []
     for path in sorted(run_dir.glob("for-loop-*/encode-shard/**/summary.json")):
         encoded = _read_json(path)
         read += int(encoded.get("files_read") or 0)
         rejected += list(encoded.get("files_rejected") or [])
+        truncated += list(encoded.get("files_truncated") or [])
         # read, but not one packet kept (ARP only, every packet truncated...): say which and why
         without_flows += [{"file": f.get("file"), "label": f.get("label"), "packets_read": f.get("packets_read"),
                            "skipped": f.get("skipped") or {}}
                           for f in encoded.get("files") or [] if not f.get("flows")]
-    return {"read": read, "rejected": rejected, "without_flows": without_flows}
+    return {"read": read, "rejected": rejected, "truncated": truncated, "without_flows": without_flows}
 
 
 def _classes_without_pcaps(input_uri: str, chosen: list[str], summary: dict[str, Any]) -> dict[str, str]:
@@ -364,8 +365,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     captures = summary.get("captures") or {}
     if captures:
         lines.append(f"captures: {captures['read']} read, {len(captures['rejected'])} rejected"
-                     + (f", {len(captures['without_flows'])} without flows" if captures.get("without_flows") else ""))
+                     + (f", {len(captures['without_flows'])} without flows" if captures.get("without_flows") else "")
+                     + (f", {len(captures['truncated'])} cut short" if captures.get("truncated") else ""))
         lines += [f"  rejected {r.get('file')}: {r.get('reason')}" for r in captures["rejected"]]
+        lines += [f"  cut short {r.get('file')}: {r.get('reason')}; kept its {r.get('packets_read')} complete packets"
+                  for r in captures.get("truncated") or []]
         for f in captures.get("without_flows") or []:
             why = ", ".join(f"{k}: {v}" for k, v in sorted(f.get("skipped", {}).items())) or "no packets kept"
             lines.append(f"  no flows from {f.get('file')} (class {f.get('label')}): "

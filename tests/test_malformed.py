@@ -25,7 +25,7 @@ def _make_bad_files(root: Path, good: Path) -> dict[str, str]:
         "header_only.pcap": (HEADER, "no packets"),
         "wrong_magic.pcap": (b"\xde\xad\xbe\xef" + data[4:2000], "not a pcap or pcapng file"),
         "garbage.pcap": (bytes(range(256)) * 8, "not a pcap or pcapng file"),
-        "truncated.pcap": (data[: len(data) // 2 + 7], "cut short"),
+        "truncated_header.pcap": (HEADER + struct.pack("<IIII", 0, 0, 100, 100) + b"x" * 10, "cut short"),
         "short_header.pcap": (data[:10], "pcap header cut short"),
         "huge_record.pcap": (HEADER + struct.pack("<IIII", 1, 0, 0x7FFFFFFF, 60) + b"\x00" * 64, "exceeds snap length"),
         "bad_gzip.pcap.gz": (gzip.compress(data)[:300], "read error"),
@@ -104,3 +104,27 @@ def test_an_unexpected_error_rejects_only_that_file(shared_data: Path, tmp_path:
     assert summary["files_read"] == 1
     [bad] = summary["files_rejected"]
     assert bad["file"].endswith("one.pcap") and bad["reason"] == "unexpected IndexError: index 1 is out of bounds for axis 0"
+
+
+def test_a_capture_cut_short_keeps_its_complete_packets(shared_data: Path, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A capture stopped mid-write (last record cut short) keeps the packets before the cut, as
+    tshark shows them, and the summary names it; before, the whole file was rejected."""
+    good = (shared_data / "pcaps/zoom/zoom.pcap").read_bytes()
+    whole, cut = tmp_path / "whole" / "zoom.pcap", tmp_path / "cut" / "zoom.pcap"
+    for path, content in ((whole, good), (cut, good[: len(good) // 2 + 7])):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    with caplog.at_level(logging.WARNING):
+        assert cli_main(["encode", "--input", str(cut), "--output", str(tmp_path / "out"), "--packets", "16"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["files_rejected"] == [] and summary["files_read"] == 1
+    [entry] = summary["files_truncated"]
+    assert entry["file"].endswith("zoom.pcap") and "cut short" in entry["reason"] and entry["packets_read"] > 0
+    assert any("cut short" in r.getMessage() and "complete packets" in r.getMessage() for r in caplog.records)
+    # exactly the records before the cut: the same frames as the whole file's first ones
+    assert cli_main(["encode", "--input", str(whole), "--output", str(tmp_path / "ref"), "--packets", "16"]) == 0
+    kept, ref = read_packets(tmp_path / "out"), read_packets(tmp_path / "ref")
+    assert 0 < len(kept) < len(ref)
+    frames = set(kept.frame.tolist())
+    assert max(frames) <= entry["packets_read"] and frames <= set(ref.frame.tolist())

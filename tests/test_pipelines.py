@@ -218,6 +218,14 @@ def test_local_run_summary_table_and_mlflow_hint(tmp_path):
         "arp only": "1 of its captures without flows (above)", "nosuch": "not in the input's manifest"}
     assert "no flows from /in/arp.pcap (class arp only): 0 of 4 packets kept (non_ip: 4)" in format_summary(summary)
     summary["captures"]["without_flows"] = []
+    # a capture cut short mid-write keeps its complete packets, and the summary says so
+    summary["captures"]["truncated"] = [{"file": "/in/zoom/cut.pcap", "reason": "record 90: cut short (7 trailing "
+                                         "bytes; file truncated)", "packets_read": 89}]
+    text_cut = format_summary(summary)
+    assert "captures: 6 read, 2 rejected, 1 cut short" in text_cut
+    assert "cut short /in/zoom/cut.pcap: record 90: cut short (7 trailing bytes; file truncated); kept its 89" \
+        in text_cut
+    summary["captures"]["truncated"] = []
     assert f"ui --backend-store-uri sqlite:///{out.resolve() / 'mlflow.db'}" in text
     # a model left as challenger says why (e.g. a one-class run has no classifier accuracy to compare)
     summary["registered"] = {"model_uri": "models:/netdiffusion/1", "alias": "challenger", "run_id": "r",

@@ -39,6 +39,11 @@ class CaptureError(Exception):
     """A capture that cannot be read; the message is a one-line reason."""
 
 
+class TruncatedCapture(CaptureError):
+    """The file ends inside a record (a capture stopped mid-write). Raised after every complete
+    record has been yielded, so a reader may keep those (as tshark does) and report the tail."""
+
+
 @dataclass
 class RecordBatch:
     """Consecutive records of one capture; ``data`` holds their bytes at ``offset``."""
@@ -253,8 +258,8 @@ def _pcap_records(chunks: _Chunks) -> Iterator[RecordBatch]:
         chunks.buf = buf[pos:]
         if chunks.eof:
             if chunks.buf:
-                raise CaptureError(f"record {frame}: cut short ({len(chunks.buf)} trailing bytes; "
-                                   "file truncated)")
+                raise TruncatedCapture(f"record {frame}: cut short ({len(chunks.buf)} trailing bytes; "
+                                       "file truncated)")
             if frame == 1:
                 raise CaptureError("no packets")
             return
@@ -371,8 +376,8 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
         chunks.buf = buf[pos:]
         if chunks.eof:
             if chunks.buf:
-                raise CaptureError(f"record {frame}: cut short ({len(chunks.buf)} trailing bytes; "
-                                   "file truncated)")
+                raise TruncatedCapture(f"record {frame}: cut short ({len(chunks.buf)} trailing bytes; "
+                                       "file truncated)")
             if frame == 1:
                 raise CaptureError("no packets")
             return
