@@ -216,7 +216,7 @@ def test_ip_id_outlier_in_a_counter_is_restored(small_dataset: Path) -> None:
 
 
 def test_maxplus_scan_matches_the_sequential_recurrence() -> None:
-    from netdiffusion.repair.engine import _maxplus_scan
+    from netdiffusion.repair.tcp import _maxplus_scan
 
     rng = np.random.default_rng(0)
     gid = np.sort(rng.integers(0, 20, size=400))

@@ -16,6 +16,7 @@ import numpy as np
 from netdiffusion import bitwords as W
 from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, bytes_to_bits, packed_bytes, row_counts
 from netdiffusion.repair import groups as G
+from netdiffusion.repair import tcp as T
 
 L3 = ("ipv4", "ipv6")
 L4 = ("tcp", "udp", "icmp")
@@ -771,382 +772,50 @@ class Repairer:
             self.nflows = nflows
 
     def _tcp_state(self, t: np.ndarray) -> None:
+        """Flags (the ``tcp_flags`` rule, :func:`netdiffusion.repair.tcp.tcp_flags`), then options,
+        sequence and acknowledgement numbers.
+
+        Handshake only where a connection starts at a connection start (first packet SYN without
+        ACK): the client's packets before the server speaks are SYNs, the server's first packet the
+        SYN-ACK (RST-ACK when it refuses), a capture starting at the SYN-ACK keeps it; everywhere
+        else SYN is cleared and ACK set, no payload on handshake segments; FIN only where no later
+        segment of the direction carries data beyond it (later FINs repeat the first), RST only
+        where the direction sends nothing after it, URG only with 0 < urgent pointer <= payload."""
         get = lambda k: self._get(k, t)  # noqa: E731
         ft = self.flow[t] * 2 + (self.l3[t] == "ipv6")
         dt = self.direction[t].astype(np.int64)
-        syn0, ack0, fin0, rst0 = get("tcp_syn"), get("tcp_ackf"), get("tcp_fin"), get("tcp_rst")
-        payload = self.payload[t].copy()
-        first = G.starts(ft)
-        hs_flow = np.zeros(self.nflows, dtype=bool)
-        hs_flow[ft[first]] = (syn0[first] == 1) & (ack0[first] == 0)
-        sa_flow = np.zeros(self.nflows, dtype=bool)  # capture starts at the SYN-ACK
-        sa_flow[ft[first]] = (syn0[first] == 1) & (ack0[first] == 1)
-        hs = hs_flow[ft]
-        seen1 = G.cumsum_excl(dt == 1, ft) > 0
-        seen1_incl = seen1 | (dt == 1)
-        after = G.cumsum_excl((dt == 0) & seen1, ft)  # client packets after the server spoke
-        # a one-sided capture (the server's packets never seen): the client's handshake ends at
-        # its first ACK, which acknowledges a SYN-ACK the capture missed
-        silent = np.ones(self.nflows, dtype=bool)
-        silent[ft[dt == 1]] = False
-        client_acked = G.cumsum_incl((dt == 0) & (ack0 == 1) & (syn0 != 1), ft) > 0
-        phase_c = hs & (dt == 0) & ~seen1 & ~(silent[ft] & client_acked)
-        # likewise a capture of the server alone that starts at its SYN-ACK: the handshake ends at
-        # the server's first packet without SYN (nDPI's whois: its data became SYN-ACKs)
-        phase_sa = sa_flow[ft] & (dt == 0) & ~seen1 & ~(silent[ft] & client_acked)
-        phase_s = (hs & (dt == 1) & (after == 0)) | phase_sa
-        del seen1_incl
-        first1 = phase_s & ~phase_sa & (G.cumsum_excl(dt == 1, ft) == 0)
-        refused_flow = np.zeros(self.nflows, dtype=bool)
-        refused_flow[ft[first1]] = (rst0[first1] == 1) & (syn0[first1] == 0)
-        refused = refused_flow[ft]
-        # the SYN-ACK is the server's first packet; what it sends before the client's next packet is a
-        # repeat of it only where the row says so (SYN, no data). Other rows are data sent while the
-        # client's ACK was lost or late: forcing them into SYN-ACKs made runs of identical SYN-ACKs
-        # microseconds apart out of generated flows whose server spoke first, and erased their data
-        synack_first = first1 | (phase_sa & (G.rank(ft) == 0))
-        synack_repeat = (syn0 == 1) & (payload == 0) & (rst0 == 0) & (fin0 == 0)
-        phase_sa &= synack_first | synack_repeat
-        phase_s &= refused | synack_first | synack_repeat
-        phase = phase_c | phase_s
-        est = ~phase
-        payload[phase] = 0
-        # a SYN-ACK the server repeats later (its ACK was lost) is a retransmission, not a new SYN
-        seq_orig = get("tcp_seq")
-        srv_isn = np.full(self.nflows, -1, dtype=np.int64)
-        srv_isn[ft[first1]] = seq_orig[first1]
-        late_synack = (hs & ~refused & (dt == 1) & est & (syn0 == 1) & (payload == 0) & (rst0 == 0)
-                       & (fin0 == 0) & (seq_orig == srv_isn[ft]))
-        # likewise a SYN the client repeats after the SYN-ACK (which it did not get), before its ACK
-        late_syn = (hs & (dt == 0) & est & ~client_acked & (syn0 == 1) & (ack0 == 0) & (payload == 0)
-                    & (rst0 == 0) & (fin0 == 0) & (seq_orig == G.first_value(seq_orig, ft)))
-        phase_c |= late_syn
-        est &= ~late_syn
-        syn = (phase_c | (phase_s & ~refused) | late_synack).astype(np.int64)
-        # ordering per (flow, direction), positions kept
-        og = np.lexsort((np.arange(len(t)), dt, ft))
-        gid_sorted = ft[og] * 2 + dt[og]
-        inv = np.empty_like(og)
-        inv[og] = np.arange(len(og))
-
-        def later(flags: np.ndarray) -> np.ndarray:
-            return G.later_any(flags[og], gid_sorted)[inv]
-
-        rst = np.where(phase_c, 0, np.where(phase_s, refused.astype(np.int64), rst0))
-        rst_ok = (rst == 1) & ~later((payload > 0) | (fin0 == 1))
-        rst = np.where(est, rst_ok.astype(np.int64), rst)
-        rst_seen = G.cumsum_incl(rst[og], gid_sorted)[inv] > 0
-        # FIN only where no later segment of the direction carries data beyond it: resending
-        # earlier data with the FIN again (a retransmitted data+FIN segment) is fine
-        data_end = _relative(seq_orig[og], G.first_value(seq_orig[og], gid_sorted)) + payload[og]
-        beyond = G.cummax(np.where(payload[og] > 0, data_end, -MOD32)[::-1], gid_sorted[::-1],
-                          exclusive=True, initial=-MOD32)[::-1] > data_end
-        data_end, beyond = data_end[inv], beyond[inv]
-        fin_ok = est & (fin0 == 1) & ~beyond & ~rst_seen & (rst == 0)
-        first_fin = fin_ok & (G.cumsum_incl(fin_ok[og], gid_sorted)[inv] == 1)
-        fin_seq = np.full(2 * self.nflows, -1, dtype=np.int64)
-        fin_seq[(ft * 2 + dt)[first_fin]] = seq_orig[first_fin]
-        fin_end = np.full(2 * self.nflows, -MOD32, dtype=np.int64)
-        fin_end[(ft * 2 + dt)[first_fin]] = data_end[first_fin]
-        # later FINs repeat the first: the same sequence number, or the same end (more data resent)
-        fin = (first_fin | (fin_ok & ((seq_orig == fin_seq[ft * 2 + dt])
-                                      | (data_end == fin_end[ft * 2 + dt])))).astype(np.int64)
-        ackf = np.where(phase_c, 0, np.where((rst == 1) & est & (ack0 == 0), 0, 1))
-        urp0 = get("tcp_urp")
-        urg = ((get("tcp_urg") == 1) & (urp0 > 0) & (urp0 <= payload)).astype(np.int64)
+        seq = get("tcp_seq")
+        syn, fin, rst, ackf, urg, urp, payload, phase_c, synack, og = T.tcp_flags(
+            ft, dt, get("tcp_syn"), get("tcp_ackf"), get("tcp_fin"), get("tcp_rst"), self.payload[t], seq,
+            get("tcp_urg"), get("tcp_urp"), self.nflows)
         self._put("tcp_flags", "tcp_syn", t, syn)
         self._put("tcp_flags", "tcp_fin", t, fin)
         self._put("tcp_flags", "tcp_rst", t, rst)
         self._put("tcp_flags", "tcp_ackf", t, ackf)
         self._put("tcp_flags", "tcp_urg", t, urg)
-        self._put("tcp_flags", "tcp_urp", t, np.where(urg == 1, urp0, 0))
+        self._put("tcp_flags", "tcp_urp", t, urp)
         self.payload[t] = payload
         self._tcp_options(t, syn, phase_c)
-        self._tcp_seq_ack(t, ft, dt, og, gid_sorted, inv, syn, fin, ackf, payload, phase_c,
-                          (phase_s & ~refused) | late_synack)
+        self._tcp_seq_ack(t, ft, dt, og, seq, syn, fin, rst, ackf, payload, phase_c, synack)
 
-    def _tcp_seq_ack(self, t: Arr, ft: Arr, dt: Arr, og: Arr, gid_sorted: Arr, inv: Arr, syn: Arr, fin: Arr,
-                     ackf: Arr, payload: Arr, phase_c: Arr, synack: Arr) -> None:
-        """Sequence numbers per direction, then acknowledgements against what the peer sent.
+    def _tcp_seq_ack(self, t: Arr, ft: Arr, dt: Arr, og: Arr, seq: Arr, syn: Arr, fin: Arr, rst: Arr, ackf: Arr,
+                     payload: Arr, phase_c: Arr, synack: Arr) -> None:
+        """Sequence numbers per direction, then acknowledgements against what the peer sent
+        (:func:`netdiffusion.repair.tcp.tcp_seq_ack`; the rules are in docs/repair.md).
 
         ``t`` are the TCP rows in flow order, ``ft``/``dt`` their connection and direction,
-        ``og`` the order grouping them by (connection, direction), ``inv`` its inverse."""
-        seq0 = self._get("tcp_seq", t)
-        ack0 = self._get("tcp_ackn", t)
-        length = payload + syn + fin
-        # per (flow, direction) group, in position order
-        s_seq, s_len = seq0[og], length[og]
-        s_phase = (phase_c | synack)[og]
-        st = G.starts(gid_sorted)
-        en = G.ends(gid_sorted)
-        s_syn, s_fin = syn[og], fin[og]
-        s_rst = self._get("tcp_rst", t)[og] == 1
-        syn_retry = s_phase & ~st  # a repeated SYN / SYN-ACK reuses the ISN
-        ngroups = 2 * self.nflows
-        # initial sequence number: the first segment's, unless it is an outlier among the first
-        # four segments' implied ISNs (seq minus the bytes sent before) and nothing confirms it
-        # a segment resent from the same sequence number (a retransmission) sends nothing new: it
-        # neither adds to the bytes before later segments nor votes (a resent FIN would else move
-        # the ISN down by one)
-        seq_keys = gid_sorted * MOD32 + s_seq
-        resent = np.ones(len(s_seq), dtype=bool)
-        resent[np.unique(seq_keys, return_index=True)[1]] = False
-        implied = (s_seq - G.cumsum_excl(np.where(syn_retry | resent, 0, s_len), gid_sorted)) % MOD32
-        implied = np.where(syn_retry, s_seq, implied)  # a repeated SYN / SYN-ACK carries the ISN itself
-        early = (G.rank(gid_sorted) < 4) & (~resent | syn_retry)
-        mode_isn = G.mode(implied[early], gid_sorted[early], ngroups)[0][gid_sorted]
-        first_seq = G.first_value(s_seq, gid_sorted)
-
-        def relative(isn: np.ndarray) -> np.ndarray:
-            return _relative(s_seq, isn)
-
-        ack_s = ack0[og]
-        s_ackf = ackf[og] == 1
-
-        def confirmations(isn: np.ndarray, rel: np.ndarray) -> np.ndarray:
-            """A segment is confirmed when the next one continues from it or the peer ACKs its end."""
-            nxt = np.r_[rel[1:], 0]
-            conf = ~en & (nxt == rel + s_len)
-            peer_g = np.full(ngroups, -1, dtype=np.int64)
-            peer_g[gid_sorted] = isn
-            peer_isn_s = peer_g[gid_sorted ^ 1]
-            acked = (gid_sorted ^ 1) * MOD32 + (ack_s - peer_isn_s) % MOD32
-            ends_key = gid_sorted * MOD32 + (rel + s_len) % MOD32
-            return conf | np.isin(ends_key, acked[s_ackf & (peer_isn_s >= 0)])
-
-        conf_first = confirmations(first_seq, relative(first_seq))
-        keep_first = G.first_value(conf_first | (implied == mode_isn), gid_sorted)
-        isn = np.where(keep_first, first_seq, mode_isn)
-        rel = relative(isn)
-        confirmed = confirmations(isn, rel)
-        # a corrupted payload length shows as a small gap or overlap between two segments whose
-        # successor chain is intact: give the earlier segment the length the sequence implies
-        s_pay = payload[og].copy()
-        flags = s_syn + s_fin
-        nxt_rel = np.r_[rel[1:], 0]
-        nxt_conf = np.r_[confirmed[1:], False]
-        d = nxt_rel - rel - flags
-        max_pay = np.maximum.reduceat(s_pay, np.flatnonzero(st))[np.cumsum(st) - 1] if len(s_pay) else s_pay
-        fix = ~en & nxt_conf & (s_pay > 0) & (d > 0) & (d != s_pay) & ~s_phase & (d <= max_pay)
-        fix &= (d < s_pay) | (s_pay + (d - s_pay) <= max_pay)
-        # only new data: a resend of earlier bytes (starting below the end of what the direction
-        # already sent) is followed by whatever comes next, not by its own continuation
-        fix &= rel >= G.cummax(rel + s_len, gid_sorted, exclusive=True, initial=0)
-        if fix.any():
-            s_pay[fix] = d[fix]
-            s_len = s_pay + flags
-            payload = payload.copy()
-            payload[og] = s_pay
+        ``og`` the order grouping them by (connection, direction); ``seq`` the generated sequence
+        numbers, the other arrays the new flags and payload lengths."""
+        new_seq, ack, payload, fixed = T.tcp_seq_ack(
+            ft, dt, og, seq, self._get("tcp_ackn", t), syn, fin, rst, ackf, payload, phase_c, synack, self.ts[t],
+            self.nflows, self.cfg.gaps == "close", int(self.cfg.ack_window))
+        if fixed:  # corrupted payload lengths, replaced by what the sequence numbers imply
             self.payload[t] = payload
-            confirmed = confirmations(isn, rel)
-        # Wireshark calls a backwards segment out-of-order (not a retransmission) when it comes
-        # sooner than the initial RTT (3 ms if unknown) after the highest one: keep only later ones
-        ts = self.ts[t]
-        s_ts = ts[og]
-        # Wireshark times the initial RTT from the most recent SYN (a SYN it had to resend starts
-        # the clock again) to the client's first packet after the server's
-        syn_ts = G.cummax(np.where(phase_c & (syn == 1), ts, -1), ft)
-        first_ts = np.where(syn_ts >= 0, syn_ts, G.first_value(ts, ft))
-        third = (dt == 0) & (G.cumsum_excl(dt == 1, ft) > 0)
-        irtt_flow = np.full(self.nflows, 3_000_000, dtype=np.int64)
-        # the first such packet per connection (Wireshark's initial RTT is its time)
-        idx_third = np.flatnonzero(third)
-        idx_third = idx_third[np.unique(ft[idx_third], return_index=True)[1]]
-        hs_flows = np.zeros(self.nflows, dtype=bool)
-        hs_flows[ft[phase_c]] = True
-        sel = idx_third[hs_flows[ft[idx_third]]]
-        irtt_flow[ft[sel]] = np.maximum(ts[sel] - first_ts[sel], 1)
-        thr = irtt_flow[ft[og]]
-        rel = np.where(syn_retry, 0, rel)  # SYN / SYN-ACK retransmissions restart at the ISN
-        # retransmission candidates restart exactly where an earlier segment of the direction did
-        rkeys = gid_sorted * (MOD32 * 4) + (rel + MOD32 * 2)
-        # ... and that earlier segment stayed where it was: restarting where a segment that repair
-        # moved used to start is no retransmission of anything on the wire
-        key_order = np.lexsort((np.arange(len(rel)), rkeys))
-        key_sorted = rkeys[key_order]
-
-        def restarts_kept(kept: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
-            """Per segment: an earlier kept segment of its group restarts where it does.
-
-            ``active`` (sorted, whole groups only): the answer for those segments alone, in their
-            order, from their groups' rows only. A group occupies the same index range in
-            ``key_order`` as in the sorted order, so ``key_order[active]`` is the active rows in
-            key order and ``i + key_order[active[i]] - active[i]`` is a row's place in ``active``."""
-            if active is None:
-                out = np.empty(len(kept), dtype=bool)
-                out[key_order] = G.cumsum_excl(kept[key_order], key_sorted) > 0
-                return out
-            ko = key_order[active]
-            out = np.empty(len(active), dtype=bool)
-            out[np.arange(len(active)) + ko - active] = G.cumsum_excl(kept[ko], key_sorted[active]) > 0
-            return out
-        # a later FIN of a direction repeats its first FIN (same sequence number)
-        first_fin = (s_fin == 1) & (G.cumsum_incl(s_fin, gid_sorted) == 1)
-        fin_retry = (s_fin == 1) & ~first_fin
-        first_fin_seq = G.cummax(np.where(first_fin, np.arange(len(s_seq)), -1), gid_sorted)
-        fin_same_seq = s_seq == s_seq[np.maximum(first_fin_seq, 0)]
-        # does the peer acknowledge anything after this segment? (positions are flow order)
-        last_ack_pos = np.full(ngroups, -1, dtype=np.int64)
-        np.maximum.at(last_ack_pos, gid_sorted[s_ackf], og[s_ackf])
-        peer_later = last_ack_pos[gid_sorted ^ 1] > og
-        rel_in = rel
-        s_data = (payload[og] > 0) & (s_syn == 0)
-
-        # the acknowledgement side that does not depend on which segments are kept
-        peer_seen = G.cumsum_excl(dt == 1, ft) > 0
-        peer_seen = np.where(dt == 0, peer_seen, G.cumsum_excl(dt == 0, ft) > 0)
-        isn_g = np.full(2 * self.nflows, -1, dtype=np.int64)
-        isn_g[gid_sorted] = isn
-        has_peer = isn_g[ft * 2 + (1 - dt)] >= 0
-        # with no packet of the peer to check against, acknowledgements are relative to the
-        # direction's first one (a SYN's zero acknowledgement field does not count)
-        ack_first = np.full(2 * self.nflows, 0, dtype=np.int64)
-        with_ack = np.flatnonzero(ackf[og] == 1)
-        fa = with_ack[G.starts(gid_sorted[with_ack])]
-        ack_first[gid_sorted[fa]] = ack0[og][fa]
-        peer_isn = np.where(has_peer, isn_g[ft * 2 + (1 - dt)], ack_first[ft * 2 + dt])
-        arel_base = _relative(ack0, peer_isn)
-        big = np.int64(1) << 40
-        lower_abs = -self.cfg.ack_window
-        uses_ack = ackf == 1
-
-        def solve(forced: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            """Sequence and acknowledgement numbers (flow order) with ``forced`` segments kept;
-            also which sorted segments tshark would call spurious retransmissions there."""
-            rel = rel_in.copy()
-            kept = np.ones(len(rel), dtype=bool)
-            # Fixed point per (flow, direction) group. Groups are independent, so each round only
-            # recomputes the groups whose kept set changed in the previous round (the rest are settled:
-            # the same inputs give the same result); most settle after a round or two.
-            active = np.arange(len(rel))
-            for it in range(64):
-                if not len(active):
-                    break
-                idx = slice(None) if len(active) == len(rel) else active
-
-                def sub(x: np.ndarray, idx: slice | np.ndarray = idx) -> np.ndarray:
-                    return x[idx]
-
-                a_kept, a_rel, a_len, a_gid = sub(kept), sub(rel), sub(s_len), sub(gid_sorted)
-                a_cand = restarts_kept(kept) if len(active) == len(rel) else restarts_kept(kept, active)
-                a_fin_retry = sub(fin_retry)
-                a_pos = np.arange(len(active))
-                a_fin_src = G.cummax(np.where(sub(first_fin), a_pos, -1), a_gid)
-                expected = _maxplus_scan(a_kept, a_rel, a_len, a_gid)
-                if a_fin_retry.any():
-                    final_iter = np.where(a_kept, a_rel, expected)
-                    src = np.maximum(a_fin_src, 0)
-                    # a FIN resent with more of the earlier data ends where the first FIN ended
-                    a_rel = np.where(a_fin_retry, final_iter[src] + np.where(sub(fin_same_seq), 0, a_len[src] - a_len),
-                                     a_rel)
-                    expected = _maxplus_scan(a_kept, a_rel, a_len, a_gid)
-                adv_iter = np.where(a_kept, np.maximum(a_rel + a_len - expected, 0), a_len)
-                setter = np.where(adv_iter > 0, a_pos, -1)
-                last_set = G.cummax(setter, a_gid, exclusive=True, initial=-1)
-                a_ts = sub(s_ts)
-                since = a_ts - a_ts[np.maximum(last_set, 0)]
-                late = (last_set < 0) | (since >= sub(thr)) | (a_rel + a_len == expected)
-                ok = a_rel == expected
-                # a resend from an earlier segment's start may carry more than before (repacketized
-                # data, or the data resent with the FIN), but only while the peer acknowledges nothing
-                # after it: tshark's highest byte to be acknowledged does not move on a retransmission,
-                # so an ACK of the new bytes would read as acknowledging an unseen segment
-                ok |= (a_cand & (a_rel >= 0) & late
-                       & ((a_rel + a_len <= expected) | ((a_rel < expected) & ~sub(peer_later))))
-                # keep-alive: one byte below what the direction already sent (never its first segment)
-                ok |= (a_len <= 1) & (a_rel == expected - 1) & (sub(s_syn) == 0) & (sub(s_fin) == 0) & ~sub(st)
-                # a confirmed forward jump is a capture gap: kept here, closed below unless gaps="keep"
-                ok |= (a_rel > expected) & (a_rel - expected < (1 << 30)) & sub(confirmed) & ~sub(s_phase)
-                ok |= sub(syn_retry) & (a_rel == 0)
-                ok |= sub(s_rst) & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)  # RST in window (RFC 5961)
-                # a bare ACK sent before a data segment but captured after it (reordered on the host):
-                # it restarts where an earlier segment did, and tshark does not analyse empty segments
-                ok |= a_cand & (a_len == 0) & (a_rel >= 0) & (a_rel <= expected)
-                ok |= a_fin_retry
-                ok |= sub(forced)
-                if it >= 6:
-                    ok &= a_kept  # after a few rounds only drop segments, so the fixed point is reached
-                rel[active] = a_rel
-                changed = ok != a_kept
-                kept[active] = ok
-                moving = np.zeros(ngroups, dtype=bool)
-                moving[a_gid[changed]] = True
-                active = active[moving[a_gid]]
-            # (a segment still out of place after these rounds is ahead of its predecessor: the gap
-            # closing below moves it into place)
-            expected = _maxplus_scan(kept, rel, s_len, gid_sorted)
-            final_rel = np.where(kept, rel, np.where(syn_retry, 0, expected))
-            adv = np.where(kept, np.maximum(rel + s_len - expected, 0), np.where(syn_retry, 0, s_len))
-            gaps = None
-            if self.cfg.gaps == "close":
-                # close each gap by moving the rest of the direction down by the missing bytes, and
-                # the peer's acknowledgements of bytes beyond it with it
-                gap = np.where(kept & (rel > expected) & ~syn_retry, rel - expected, 0)
-                shift = G.cumsum_incl(gap, gid_sorted)
-                final_rel = final_rel - shift
-                adv = adv - gap
-                at = np.flatnonzero(gap > 0)
-                gaps = (gid_sorted[at], expected[at], gap[at], shift[at] - gap[at])  # group, start, size, before
-            seq = ((isn + final_rel) % MOD32)[inv]
-            # acknowledgements, in flow order: what the peer has sent so far
-            adv_flow = adv[inv]
-            sent0 = G.cumsum_excl(np.where(dt == 0, adv_flow, 0), ft)
-            sent1 = G.cumsum_excl(np.where(dt == 1, adv_flow, 0), ft)
-            peer_sent = np.where(dt == 0, sent1, sent0)
-            arel = arel_base
-            if gaps is not None:
-                arel = arel - _gap_shift(gaps, ft * 2 + (1 - dt), arel, has_peer)
-            final_flow = final_rel[inv]
-            nxt0 = _next_value(dt == 0, final_flow, ft)
-            nxt1 = _next_value(dt == 1, final_flow, ft)
-            peer_next = np.where(dt == 0, nxt1, nxt0)
-            upper = np.where(~has_peer, big, np.maximum(np.where(peer_seen, peer_sent, 0), peer_next))
-            ok = uses_ack & (arel <= upper) & (arel >= lower_abs) & ~synack
-            target = np.where(has_peer, np.where(peer_seen, peer_sent, 0), arel)
-            # a SYN-ACK acknowledges exactly the SYN (a capture starting at the SYN-ACK never saw it)
-            target = np.where(synack & has_peer, np.where(dt == 1, 1, 0), target)
-            # a segment without ACK acknowledges nothing: with no peer seen, its field (a SYN's 0)
-            # must not hold the direction's later acknowledgements back
-            acknowledges = uses_ack | has_peer
-            final = np.where(ok, arel, np.where(acknowledges, target, lower_abs))
-            for _ in range(6):  # acknowledgements never go backwards within a direction
-                prev = G.cummax(final[og], gid_sorted, exclusive=True, initial=lower_abs)[inv]
-                ok2 = ok & (arel >= prev)
-                new = np.where(ok2, arel, np.where(acknowledges, np.maximum(target, prev), lower_abs))
-                if np.array_equal(new, final):
-                    break
-                final = new
-            ack = np.where(uses_ack, (peer_isn + final) % MOD32, 0)
-            # tshark checks a backward data segment against the peer's last acknowledgement
-            # before its out-of-order window: ending at or below it, it is a spurious
-            # retransmission (a note), however soon it follows the highest segment
-            acked = np.where(uses_ack, final, -big)
-            last0 = G.cummax(np.where(dt == 0, acked, -big), ft, exclusive=True, initial=-big)
-            last1 = G.cummax(np.where(dt == 1, acked, -big), ft, exclusive=True, initial=-big)
-            peer_last = np.where(dt == 0, last1, last0)[og]
-            as_kept = rel - (np.where(kept, rel, np.where(syn_retry, 0, expected)) - final_rel)  # gap shift
-            spurious = (restarts_kept(kept) & s_data & (rel >= 0) & (rel < expected) & (as_kept + s_len <= peer_last)
-                        & (peer_last > 0))
-            return seq, ack, spurious
-
-        forced = np.zeros(len(rel), dtype=bool)
-        seq, ack, spurious = solve(forced)
-        # Segments moved forward that would stay in place as spurious retransmissions: keep them
-        # and solve again, as long as they still qualify under the acknowledgements that gives
-        # (keeping one changes nothing before it; a few rounds, else the first solution stands)
-        wanted = spurious & ~forced
-        for _ in range(3):
-            if not wanted.any():
-                break
-            trial = forced | wanted
-            t_seq, t_ack, t_spurious = solve(trial)
-            holds = trial & t_spurious
-            if np.array_equal(holds, trial):
-                seq, ack = t_seq, t_ack
-                break
-            wanted = holds
-        self._put("tcp_seq", "tcp_seq", t, seq)
+        self._put("tcp_seq", "tcp_seq", t, new_seq)
         self._put("tcp_ack", "tcp_ackn", t, ack)
+        gid_sorted = (ft * 2 + dt)[og]
+        inv = np.empty_like(og)
+        inv[og] = np.arange(len(og))
         self._tcp_zero_window_probes(t, ft, dt, og, gid_sorted, inv, syn, fin, payload)
         self._tcp_timestamps(t, ft, dt, og, gid_sorted, inv, phase_c)
 
@@ -1370,60 +1039,6 @@ def _id_span(ids: np.ndarray, group: np.ndarray, before: int, after: int, limit:
     i, j = np.clip(i, 0, max(len(ids) - 1, 0)), np.clip(j, 0, max(len(ids) - 1, 0))
     gap = (ids[j] - ids[i]) % 65536
     return inside & (group[i] == group) & (group[j] == group) & (gap >= 1) & (gap < limit)
-
-
-def _gap_shift(gaps: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], group: np.ndarray,
-               position: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """How far a closed gap moves each acknowledged ``position`` of ``group`` (the peer's direction).
-
-    ``gaps``: (group, start, size, total size of the group's earlier gaps), sorted by group and
-    start. An acknowledgement up to a gap's start acknowledges bytes before it and stays; one past
-    the gap moves down by its size (and every earlier gap's); one inside it, into bytes never
-    sent after closing, moves to its start."""
-    g_group, g_start, g_size, g_before = gaps
-    out = np.zeros(len(position), dtype=np.int64)
-    if not len(g_group):
-        return out
-    span, offset = np.int64(1) << 42, np.int64(1) << 40
-    j = np.searchsorted(g_group * span + g_start + offset, group * span + position + offset, side="left") - 1
-    jc = np.maximum(j, 0)
-    hit = valid & (j >= 0) & (g_group[jc] == group)
-    return np.where(hit, g_before[jc] + np.minimum(g_size[jc], position - g_start[jc]), 0)
-
-
-def _relative(seq: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """``seq - base`` modulo 2**32, as a signed distance (sequence numbers wrap)."""
-    r = (seq - base) % MOD32
-    return np.where(r >= MOD32 // 2, r - MOD32, r)
-
-
-def _maxplus_scan(kept: np.ndarray, rel: np.ndarray, length: np.ndarray, gid: np.ndarray) -> np.ndarray:
-    """Next expected sequence offset before each segment of a direction.
-
-    Kept segments move it to ``max(expected, rel + len)``; rewritten ones are placed at
-    ``expected`` and advance it by ``len``. The recurrence ``e' = max(e + a, b)`` is solved in
-    closed form with a prefix sum and a running maximum, so no per-packet loop is needed."""
-    a = np.where(kept, 0, length).astype(np.int64)
-    b = np.where(kept, rel + length, -(1 << 40)).astype(np.int64)
-    s_incl = G.cumsum_incl(a, gid)
-    s_excl = s_incl - a
-    inner = G.cummax(b - s_incl, gid, exclusive=True, initial=0)  # e_0 = 0 at the group's first
-    return s_excl + np.maximum(inner, 0)
-
-
-def _next_value(mask: np.ndarray, values: np.ndarray, gid: np.ndarray) -> np.ndarray:
-    """Per element: ``values`` at the next later element of the same group with ``mask`` set
-    (``-2**40`` where there is none)."""
-    idx = np.arange(len(values))
-    cand = np.where(mask, idx, len(values))
-    rev = cand[::-1]
-    g = gid[::-1]
-    # running min over the reversed order == -running max of negatives
-    nxt = -G.cummax(-rev, -g + g.max(), exclusive=True, initial=-len(values))[::-1]
-    out = np.full(len(values), -(1 << 40), dtype=np.int64)
-    has = nxt < len(values)
-    out[has] = values[nxt[has]]
-    return out
 
 
 def ipv4_header_checksums(layout: Layout, matrix: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:

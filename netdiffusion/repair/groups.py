@@ -49,14 +49,6 @@ def cumsum_incl(values: np.ndarray, gid: np.ndarray) -> np.ndarray:
     return cumsum_excl(values, gid) + np.asarray(values, dtype=np.int64)
 
 
-def later_any(flags: np.ndarray, gid: np.ndarray) -> np.ndarray:
-    """True where any *later* element of the same group has ``flags`` set."""
-    f = np.asarray(flags, dtype=np.int64)
-    total = np.add.reduceat(f, np.flatnonzero(starts(gid))) if len(f) else f
-    group_total = total[np.cumsum(starts(gid)) - 1]
-    return (group_total - cumsum_incl(f, gid)) > 0
-
-
 def cummax(values: np.ndarray, gid: np.ndarray, exclusive: bool = False,
            initial: int | np.ndarray | None = None) -> np.ndarray:
     """Running maximum within each group (int64). ``exclusive`` gives the max of earlier elements,

@@ -1,0 +1,755 @@
+"""Compiled kernels of the TCP repair rules: flags, sequence and acknowledgement numbers.
+
+The rules themselves are described in ``docs/repair.md`` and at :meth:`Repairer.tcp_state`; the
+methods there read and write the fields (so every change is counted) and call these kernels for the
+state machine in between. Each kernel walks the TCP rows once per pass, in two orders:
+
+- flow order (the rows as given): ``ft`` is each row's connection id (flow * 2 + IPv6) and a
+  connection's rows form *runs* of equal ``ft`` (with ``stack="packet"`` a flow's IPv4 and IPv6
+  rows may interleave, and then each run counts on its own, as the numpy rules always did);
+  per-connection tables (``nconn`` entries) are written at rows in flow order, the last write wins;
+- group order (``og``, from :func:`group_order`): the rows of each (connection, direction) group
+  together, in flow order within the group; ``gid = ft * 2 + direction`` names a group and
+  ``gid ^ 1`` its peer.
+
+Sequence numbers are unsigned 32-bit: ``%`` below is Python's (non-negative) modulo, as numpy's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netdiffusion.jit import kernel
+
+MOD32 = 1 << 32
+HALF32 = 1 << 31
+BIG = 1 << 40  # "no bound" for acknowledgements; beyond any sequence offset
+
+
+@kernel
+def _relative(seq: int, base: int) -> int:
+    """``seq - base`` modulo 2**32, as a signed distance (sequence numbers wrap)."""
+    r = (seq - base) % MOD32
+    return r - MOD32 if r >= HALF32 else r
+
+
+@kernel
+def group_order(gid: np.ndarray, ngroups: int) -> np.ndarray:
+    """Stable counting sort: row indices grouped by ``gid`` (0..ngroups-1), flow order within a
+    group (``np.lexsort((arange, gid))``)."""
+    count = np.zeros(ngroups + 1, np.int64)
+    for g in gid:
+        count[g + 1] += 1
+    for g in range(ngroups):
+        count[g + 1] += count[g]
+    order = np.empty(len(gid), np.int64)
+    for i in range(len(gid)):
+        g = gid[i]
+        order[count[g]] = i
+        count[g] += 1
+    return order
+
+
+@kernel
+def _bounds(key: np.ndarray) -> np.ndarray:
+    """Start of each run of equal ``key`` values, then ``len(key)``."""
+    n = len(key)
+    out = np.empty(n + 1, np.int64)
+    k = 0
+    for i in range(n):
+        if i == 0 or key[i] != key[i - 1]:
+            out[k] = i
+            k += 1
+    out[k] = n
+    return out[: k + 1]
+
+
+@kernel
+def _expected_range(kept: np.ndarray, rel: np.ndarray, length: np.ndarray, a: int, b: int,
+                    out: np.ndarray) -> None:
+    """:func:`_maxplus_scan` over the segments ``a:b`` of one direction."""
+    e = 0
+    for i in range(a, b):
+        out[i] = e
+        if kept[i]:
+            end = rel[i] + length[i]
+            if end > e:
+                e = end
+        else:
+            e += length[i]
+
+
+@kernel
+def _maxplus_scan(kept: np.ndarray, rel: np.ndarray, length: np.ndarray, gid: np.ndarray) -> np.ndarray:
+    """Next expected sequence offset before each segment of a direction (``gid``: groups contiguous).
+
+    Kept segments move it to ``max(expected, rel + len)``; rewritten ones are placed at
+    ``expected`` and advance it by ``len``: the (max, +) recurrence ``e' = max(e + a, b)``, from
+    ``e = 0`` at each direction's first segment."""
+    out = np.empty(len(rel), np.int64)
+    bounds = _bounds(gid)
+    for k in range(len(bounds) - 1):
+        _expected_range(kept, rel, length, bounds[k], bounds[k + 1], out)
+    return out
+
+
+@kernel
+def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray, fin0: np.ndarray,
+              rst0: np.ndarray, payload: np.ndarray, seq: np.ndarray, urg0: np.ndarray, urp0: np.ndarray,
+              nconn: int) -> tuple:
+    """The ``tcp_flags`` rule (see :meth:`Repairer._tcp_state`): per row the new SYN, FIN, RST, ACK,
+    URG flags and urgent pointer, the payload (none on handshake segments), the client's handshake
+    rows (``phase_c``), the SYN-ACKs (first or repeated) and the group order ``og``."""
+    n = len(ft)
+    # per connection, from each run's first row: it starts at a connection start (SYN without ACK),
+    # or at the SYN-ACK (capture starts there); silent: the server's packets never seen
+    hs_c = np.zeros(nconn, np.bool_)
+    sa_c = np.zeros(nconn, np.bool_)
+    silent = np.ones(nconn, np.bool_)
+    for i in range(n):
+        c = ft[i]
+        if i == 0 or ft[i - 1] != c:
+            hs_c[c] = syn0[i] == 1 and ack0[i] == 0
+            sa_c[c] = syn0[i] == 1 and ack0[i] == 1
+        if dt[i] == 1:
+            silent[c] = False
+    phase_c = np.zeros(n, np.bool_)
+    phase_s = np.zeros(n, np.bool_)
+    synack_first = np.zeros(n, np.bool_)
+    client_acked = np.zeros(n, np.bool_)
+    run_seq = np.empty(n, np.int64)
+    refused_c = np.zeros(nconn, np.bool_)
+    srv_isn = np.full(nconn, -1, np.int64)
+    seen1 = False  # the server spoke earlier in the run
+    after = 0  # client packets after the server spoke
+    acked = False  # a client ACK without SYN so far (inclusive)
+    rank = 0
+    first_seq = 0
+    for i in range(n):
+        c = ft[i]
+        d = dt[i]
+        if i == 0 or ft[i - 1] != c:
+            seen1, after, acked, rank, first_seq = False, 0, False, 0, seq[i]
+        else:
+            rank += 1
+        acked = acked or (d == 0 and ack0[i] == 1 and syn0[i] != 1)
+        # a one-sided capture (the server's packets never seen): the client's handshake ends at
+        # its first ACK, which acknowledges a SYN-ACK the capture missed; likewise a capture of the
+        # server alone that starts at its SYN-ACK: the handshake ends at the server's first packet
+        # without SYN (nDPI's whois: its data became SYN-ACKs)
+        opening = d == 0 and not seen1 and not (silent[c] and acked)
+        pc = hs_c[c] and opening
+        psa = sa_c[c] and opening
+        ps = (hs_c[c] and d == 1 and after == 0) or psa
+        first1 = ps and not psa and not seen1
+        if first1:
+            refused_c[c] = rst0[i] == 1 and syn0[i] == 0
+            srv_isn[c] = seq[i]
+        phase_c[i] = pc
+        phase_s[i] = ps
+        synack_first[i] = first1 or (psa and rank == 0)
+        client_acked[i] = acked
+        run_seq[i] = first_seq
+        if d == 0 and seen1:
+            after += 1
+        if d == 1:
+            seen1 = True
+    pay = payload.copy()
+    est = np.zeros(n, np.bool_)
+    synack = np.zeros(n, np.bool_)
+    syn = np.zeros(n, np.int64)
+    rst = np.zeros(n, np.int64)
+    for i in range(n):
+        c = ft[i]
+        d = dt[i]
+        refused = refused_c[c]
+        # the SYN-ACK is the server's first packet; what it sends before the client's next packet is
+        # a repeat of it only where the row says so (SYN, no data). Other rows are data sent while
+        # the client's ACK was lost or late: forcing them into SYN-ACKs made runs of identical
+        # SYN-ACKs microseconds apart out of generated flows whose server spoke first, and erased
+        # their data
+        repeat = syn0[i] == 1 and payload[i] == 0 and rst0[i] == 0 and fin0[i] == 0
+        ps = phase_s[i] and (refused or synack_first[i] or repeat)
+        pc = phase_c[i]
+        e = not (pc or ps)
+        if not e:
+            pay[i] = 0
+        bare = syn0[i] == 1 and pay[i] == 0 and rst0[i] == 0 and fin0[i] == 0
+        # a SYN-ACK the server repeats later (its ACK was lost) is a retransmission, not a new SYN
+        late_synack = hs_c[c] and not refused and d == 1 and e and bare and seq[i] == srv_isn[c]
+        # likewise a SYN the client repeats after the SYN-ACK (which it did not get), before its ACK
+        late_syn = (hs_c[c] and d == 0 and e and not client_acked[i] and ack0[i] == 0 and bare
+                    and seq[i] == run_seq[i])
+        if late_syn:
+            pc = True
+            e = False
+        syn[i] = 1 if (pc or (ps and not refused) or late_synack) else 0
+        rst[i] = 0 if pc else ((1 if refused else 0) if ps else rst0[i])
+        phase_c[i] = pc
+        est[i] = e
+        synack[i] = (ps and not refused) or late_synack
+    og = group_order(ft * 2 + dt, 2 * nconn)
+    gid = ft * 2 + dt
+    bounds = _bounds(gid[og])
+    fin = np.zeros(n, np.int64)
+    data_end = np.empty(n, np.int64)
+    beyond = np.zeros(n, np.bool_)
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        # RST only where the direction sends nothing (no data, no FIN) after it
+        later = False
+        for j in range(b - 1, a - 1, -1):
+            i = og[j]
+            if est[i]:
+                rst[i] = 1 if (rst[i] == 1 and not later) else 0
+            later = later or pay[i] > 0 or fin0[i] == 1
+        # FIN only where no later segment of the direction carries data beyond it: resending
+        # earlier data with the FIN again (a retransmitted data+FIN segment) is fine
+        base = seq[og[a]]
+        top = -MOD32
+        for j in range(b - 1, a - 1, -1):
+            i = og[j]
+            de = _relative(seq[i], base) + pay[i]
+            data_end[i] = de
+            beyond[i] = top > de
+            if pay[i] > 0 and de > top:
+                top = de
+        rst_seen = False
+        fins = 0
+        fin_seq = -1
+        fin_end = -MOD32
+        for j in range(a, b):
+            i = og[j]
+            rst_seen = rst_seen or rst[i] == 1
+            if est[i] and fin0[i] == 1 and not beyond[i] and not rst_seen and rst[i] == 0:
+                fins += 1
+                if fins == 1:
+                    fin_seq, fin_end = seq[i], data_end[i]
+                    fin[i] = 1
+                # later FINs repeat the first: the same sequence number, or the same end (more
+                # data resent)
+                elif seq[i] == fin_seq or data_end[i] == fin_end:
+                    fin[i] = 1
+    ackf = np.ones(n, np.int64)
+    urg = np.zeros(n, np.int64)
+    urp = np.zeros(n, np.int64)
+    for i in range(n):
+        if phase_c[i] or (rst[i] == 1 and est[i] and ack0[i] == 0):
+            ackf[i] = 0
+        if urg0[i] == 1 and urp0[i] > 0 and urp0[i] <= pay[i]:
+            urg[i] = 1
+            urp[i] = urp0[i]
+    return syn, fin, rst, ackf, urg, urp, pay, phase_c, synack, og
+
+
+@kernel
+def _confirmations(bounds: np.ndarray, gids: np.ndarray, where: np.ndarray, isn: np.ndarray,
+                   rel: np.ndarray, length: np.ndarray, ack: np.ndarray, ackf: np.ndarray) -> np.ndarray:
+    """A segment is confirmed when the next one continues from it or the peer ACKs its end.
+
+    Group order; ``isn`` per gid (-1: none), ``where`` the group index of a gid (-1: absent)."""
+    conf = np.zeros(len(rel), np.bool_)
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        g = gids[k]
+        for i in range(a, b - 1):
+            conf[i] = rel[i + 1] == rel[i] + length[i]
+        p = where[g ^ 1]
+        if p < 0 or isn[g] < 0:
+            continue
+        pa, pb = bounds[p], bounds[p + 1]
+        acked = np.empty(pb - pa, np.int64)
+        m = 0
+        for j in range(pa, pb):
+            if ackf[j]:
+                acked[m] = (ack[j] - isn[g]) % MOD32
+                m += 1
+        if not m:
+            continue
+        acked = np.sort(acked[:m])
+        for i in range(a, b):
+            if not conf[i]:
+                end = (rel[i] + length[i]) % MOD32
+                at = np.searchsorted(acked, end)
+                conf[i] = at < m and acked[at] == end
+    return conf
+
+
+@kernel
+def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray, ack0: np.ndarray,
+                syn: np.ndarray, fin: np.ndarray, rst: np.ndarray, ackf: np.ndarray, payload: np.ndarray,
+                phase_c: np.ndarray, synack: np.ndarray, ts: np.ndarray, nconn: int, close_gaps: bool,
+                ack_window: int) -> tuple:
+    """The ``tcp_seq`` / ``tcp_ack`` rules (see :meth:`Repairer._tcp_seq_ack`): new sequence and
+    acknowledgement numbers (flow order), the payload lengths with corrupted ones fixed, and
+    whether any was."""
+    n = len(ft)
+    ngroups = 2 * nconn
+    gid_f = ft * 2 + dt
+    gid = gid_f[og]
+    bounds = _bounds(gid)
+    ngr = len(bounds) - 1
+    gids = np.empty(ngr, np.int64)
+    where = np.full(ngroups, -1, np.int64)
+    for k in range(ngr):
+        gids[k] = gid[bounds[k]]
+        where[gids[k]] = k
+    # per (flow, direction) group, in position order
+    s_seq = seq[og]
+    s_syn = syn[og]
+    s_fin = fin[og]
+    s_pay = payload[og]
+    s_len = s_pay + s_syn + s_fin
+    s_phase = (phase_c | synack)[og]
+    s_rst = rst[og] == 1
+    s_ackf = ackf[og] == 1
+    ack_s = ack0[og]
+    s_ts = ts[og]
+    st = np.zeros(n, np.bool_)
+    syn_retry = np.zeros(n, np.bool_)  # a repeated SYN / SYN-ACK reuses the ISN
+    for k in range(ngr):
+        st[bounds[k]] = True
+        for i in range(bounds[k] + 1, bounds[k + 1]):
+            syn_retry[i] = s_phase[i]
+    # initial sequence number: the first segment's, unless it is an outlier among the first
+    # four segments' implied ISNs (seq minus the bytes sent before) and nothing confirms it
+    # a segment resent from the same sequence number (a retransmission) sends nothing new: it
+    # neither adds to the bytes before later segments nor votes (a resent FIN would else move
+    # the ISN down by one). Resent means: its (group, seq) key came earlier; keys are
+    # gid * 2**32 + seq, so a -1 (absent) seq repeats the previous gid's 2**32 - 1
+    has_top = np.zeros(ngroups, np.bool_)
+    for i in range(n):
+        if s_seq[i] == MOD32 - 1:
+            has_top[gid[i]] = True
+    resent = np.zeros(n, np.bool_)
+    implied = np.empty(n, np.int64)
+    mode_isn = np.empty(ngroups, np.int64)
+    first_seq = np.full(ngroups, -1, np.int64)
+    cand = np.empty(4, np.int64)
+    votes = np.zeros(4, np.int64)
+    for k in range(ngr):
+        a, b = bounds[k], bounds[k + 1]
+        g = gids[k]
+        order = np.argsort(s_seq[a:b], kind="mergesort")
+        for q in range(1, b - a):
+            if s_seq[a + order[q]] == s_seq[a + order[q - 1]]:
+                resent[a + order[q]] = True
+        for i in range(a, b):
+            if s_seq[i] == -1 and g > 0 and has_top[g - 1]:
+                resent[i] = True
+        before = 0
+        for i in range(a, b):
+            if syn_retry[i]:  # a repeated SYN / SYN-ACK carries the ISN itself
+                implied[i] = s_seq[i]
+            else:
+                implied[i] = (s_seq[i] - before) % MOD32
+            if not (syn_retry[i] or resent[i]):
+                before += s_len[i]
+        # the most common implied ISN of the first four segments (ties: the first seen)
+        m = 0
+        for i in range(a, min(a + 4, b)):
+            if resent[i] and not syn_retry[i]:
+                continue
+            seen = False
+            for j in range(m):
+                if cand[j] == implied[i]:
+                    votes[j] += 1
+                    seen = True
+                    break
+            if not seen:
+                cand[m] = implied[i]
+                votes[m] = 1
+                m += 1
+        best = 0
+        for j in range(1, m):
+            if votes[j] > votes[best]:
+                best = j
+        mode_isn[g] = cand[best]
+        first_seq[g] = s_seq[a]
+    rel = np.empty(n, np.int64)
+    for k in range(ngr):
+        for i in range(bounds[k], bounds[k + 1]):
+            rel[i] = _relative(s_seq[i], first_seq[gids[k]])
+    conf_first = _confirmations(bounds, gids, where, first_seq, rel, s_len, ack_s, s_ackf)
+    isn = np.full(ngroups, -1, np.int64)
+    for k in range(ngr):
+        a = bounds[k]
+        g = gids[k]
+        isn[g] = first_seq[g] if (conf_first[a] or implied[a] == mode_isn[g]) else mode_isn[g]
+        for i in range(a, bounds[k + 1]):
+            rel[i] = _relative(s_seq[i], isn[g])
+    confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, ack_s, s_ackf)
+    # a corrupted payload length shows as a small gap or overlap between two segments whose
+    # successor chain is intact: give the earlier segment the length the sequence implies
+    fix = np.zeros(n, np.bool_)
+    fixed = False
+    for k in range(ngr):
+        a, b = bounds[k], bounds[k + 1]
+        max_pay = s_pay[a]
+        for i in range(a, b):
+            max_pay = max(max_pay, s_pay[i])
+        sent = 0  # the end of what the direction sent before (0 before its first segment)
+        for i in range(a, b):
+            if i + 1 < b and confirmed[i + 1] and s_pay[i] > 0 and not s_phase[i]:
+                d = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
+                # only new data: a resend of earlier bytes (starting below the end of what the
+                # direction already sent) is followed by whatever comes next, not by its own
+                # continuation
+                if (d > 0 and d != s_pay[i] and d <= max_pay and (d < s_pay[i] or s_pay[i] + (d - s_pay[i]) <= max_pay)
+                        and rel[i] >= sent):
+                    fix[i] = True
+                    fixed = True
+            end = rel[i] + s_len[i]
+            sent = end if i == a else max(sent, end)
+    new_payload = payload.copy()
+    if fixed:
+        for i in range(n):
+            if fix[i]:
+                s_pay[i] = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
+                s_len[i] = s_pay[i] + s_syn[i] + s_fin[i]
+                new_payload[og[i]] = s_pay[i]
+        confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, ack_s, s_ackf)
+    # Wireshark calls a backwards segment out-of-order (not a retransmission) when it comes
+    # sooner than the initial RTT (3 ms if unknown) after the highest one: keep only later ones.
+    # Wireshark times the initial RTT from the most recent SYN (a SYN it had to resend starts
+    # the clock again) to the client's first packet after the server's (the first such packet
+    # per connection); only for connections with a handshake
+    hs_conn = np.zeros(nconn, np.bool_)
+    for i in range(n):
+        if phase_c[i]:
+            hs_conn[ft[i]] = True
+    irtt = np.full(nconn, 3_000_000, np.int64)
+    timed = np.zeros(nconn, np.bool_)
+    peer_seen = np.zeros(n, np.bool_)
+    syn_ts = -1
+    run_ts = 0
+    seen0 = False
+    seen1 = False
+    for i in range(n):
+        c = ft[i]
+        v = ts[i] if (phase_c[i] and syn[i] == 1) else -1
+        if i == 0 or ft[i - 1] != c:
+            syn_ts, run_ts, seen0, seen1 = v, ts[i], False, False
+        else:
+            syn_ts = max(syn_ts, v)
+        if dt[i] == 0:
+            peer_seen[i] = seen1
+            if seen1 and not timed[c]:
+                timed[c] = True
+                if hs_conn[c]:
+                    irtt[c] = max(ts[i] - (syn_ts if syn_ts >= 0 else run_ts), 1)
+            seen0 = True
+        else:
+            peer_seen[i] = seen0
+            seen1 = True
+    thr = irtt[ft[og]]
+    for i in range(n):
+        if syn_retry[i]:  # SYN / SYN-ACK retransmissions restart at the ISN
+            rel[i] = 0
+    # retransmission candidates restart exactly where an earlier segment of the direction did;
+    # key_order: each group's segments by that start, in position order among equal ones
+    key_order = np.empty(n, np.int64)
+    for k in range(ngr):
+        a, b = bounds[k], bounds[k + 1]
+        key_order[a:b] = np.argsort(rel[a:b], kind="mergesort") + a
+    # a later FIN of a direction repeats its first FIN (same sequence number)
+    first_fin = np.full(n, -1, np.int64)  # the direction's first FIN at or before (group order)
+    fin_retry = np.zeros(n, np.bool_)
+    fin_same_seq = np.zeros(n, np.bool_)
+    for k in range(ngr):
+        f = -1
+        for i in range(bounds[k], bounds[k + 1]):
+            if s_fin[i] == 1:
+                if f < 0:
+                    f = i
+                else:
+                    fin_retry[i] = True
+            first_fin[i] = f
+            fin_same_seq[i] = f >= 0 and s_seq[i] == s_seq[f]
+    # does the peer acknowledge anything after this segment? (positions are flow order)
+    last_ack_pos = np.full(ngroups, -1, np.int64)
+    for i in range(n):
+        if s_ackf[i] and og[i] > last_ack_pos[gid[i]]:
+            last_ack_pos[gid[i]] = og[i]
+    peer_later = np.empty(n, np.bool_)
+    s_data = np.empty(n, np.bool_)
+    for i in range(n):
+        peer_later[i] = last_ack_pos[gid[i] ^ 1] > og[i]
+        s_data[i] = s_pay[i] > 0 and s_syn[i] == 0
+    # the acknowledgement side that does not depend on which segments are kept: with no packet
+    # of the peer to check against, acknowledgements are relative to the direction's first one
+    # (a SYN's zero acknowledgement field does not count)
+    ack_first = np.zeros(ngroups, np.int64)
+    for k in range(ngr):
+        for i in range(bounds[k], bounds[k + 1]):
+            if s_ackf[i]:
+                ack_first[gids[k]] = ack_s[i]
+                break
+    has_peer = np.empty(n, np.bool_)
+    peer_isn = np.empty(n, np.int64)
+    arel_base = np.empty(n, np.int64)
+    for i in range(n):
+        p = ft[i] * 2 + 1 - dt[i]
+        has_peer[i] = isn[p] >= 0
+        peer_isn[i] = isn[p] if has_peer[i] else ack_first[gid_f[i]]
+        arel_base[i] = _relative(ack0[i], peer_isn[i])
+    isn_s = isn[gid]
+    forced = np.zeros(n, np.bool_)
+    out_seq, out_ack, spurious = _solve(
+        ft, dt, og, bounds, gids, isn_s, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
+        confirmed, peer_later, fin_retry, first_fin, fin_same_seq, key_order, s_data, forced,
+        ackf, synack, has_peer, peer_seen, peer_isn, arel_base, close_gaps, ack_window, nconn)
+    # Segments moved forward that would stay in place as spurious retransmissions: keep them
+    # and solve again, as long as they still qualify under the acknowledgements that gives
+    # (keeping one changes nothing before it; a few rounds, else the first solution stands)
+    wanted = spurious & ~forced
+    for _ in range(3):
+        if not wanted.any():
+            break
+        trial = forced | wanted
+        t_seq, t_ack, t_spurious = _solve(
+            ft, dt, og, bounds, gids, isn_s, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
+            confirmed, peer_later, fin_retry, first_fin, fin_same_seq, key_order, s_data, trial,
+            ackf, synack, has_peer, peer_seen, peer_isn, arel_base, close_gaps, ack_window, nconn)
+        holds = trial & t_spurious
+        if (holds == trial).all():
+            out_seq, out_ack = t_seq, t_ack
+            break
+        wanted = holds
+    return out_seq, out_ack, new_payload, fixed
+
+
+@kernel
+def _restarts_kept(kept: np.ndarray, rel: np.ndarray, key_order: np.ndarray, a: int, b: int,
+                   out: np.ndarray) -> None:
+    """Per segment of the group ``a:b``: an earlier kept segment of it restarts where it does."""
+    count = 0
+    for j in range(a, b):
+        i = key_order[j]
+        if j == a or rel[i] != rel[key_order[j - 1]]:
+            count = 0
+        out[i] = count > 0
+        if kept[i]:
+            count += 1
+
+
+@kernel
+def _solve(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray, gids: np.ndarray,
+           isn: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_syn: np.ndarray, s_fin: np.ndarray,
+           s_ts: np.ndarray, thr: np.ndarray, st: np.ndarray, syn_retry: np.ndarray, s_phase: np.ndarray,
+           s_rst: np.ndarray, confirmed: np.ndarray, peer_later: np.ndarray, fin_retry: np.ndarray,
+           first_fin: np.ndarray, fin_same_seq: np.ndarray, key_order: np.ndarray, s_data: np.ndarray,
+           forced: np.ndarray, ackf: np.ndarray, synack: np.ndarray, has_peer: np.ndarray,
+           peer_seen: np.ndarray, peer_isn: np.ndarray, arel_base: np.ndarray, close_gaps: bool,
+           ack_window: int, nconn: int) -> tuple:
+    """Sequence and acknowledgement numbers (flow order) with ``forced`` segments kept; also
+    which segments (group order) tshark would call spurious retransmissions there.
+
+    Arrays named ``s_*`` and the other per-segment inputs are in group order, ``rel_in`` the
+    sequence offsets from the ISN (``isn``, per segment) with SYN retransmissions at 0."""
+    n = len(rel_in)
+    rel = rel_in.copy()
+    kept = np.ones(n, np.bool_)
+    ok = np.empty(n, np.bool_)
+    cand = np.empty(n, np.bool_)
+    expected = np.empty(n, np.int64)
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        has_fin_retry = False
+        for i in range(a, b):
+            has_fin_retry = has_fin_retry or fin_retry[i]
+        # Fixed point per (flow, direction) group (groups are independent): at most 64 rounds,
+        # most groups settle after a round or two
+        for it in range(64):
+            _restarts_kept(kept, rel_in, key_order, a, b, cand)
+            _expected_range(kept, rel, s_len, a, b, expected)
+            if has_fin_retry:
+                # a FIN resent with more of the earlier data ends where the first FIN ended
+                for i in range(a, b):
+                    if fin_retry[i]:
+                        src = first_fin[i]
+                        final = rel[src] if kept[src] else expected[src]
+                        rel[i] = final + (0 if fin_same_seq[i] else s_len[src] - s_len[i])
+                _expected_range(kept, rel, s_len, a, b, expected)
+            last_set = -1  # the latest earlier segment that advanced the sequence
+            changed = False
+            for i in range(a, b):
+                r, ln, e = rel[i], s_len[i], expected[i]
+                late = last_set < 0 or s_ts[i] - s_ts[last_set] >= thr[i] or r + ln == e
+                good = r == e
+                # a resend from an earlier segment's start may carry more than before
+                # (repacketized data, or the data resent with the FIN), but only while the peer
+                # acknowledges nothing after it: tshark's highest byte to be acknowledged does not
+                # move on a retransmission, so an ACK of the new bytes would read as acknowledging
+                # an unseen segment
+                good = good or (cand[i] and r >= 0 and late and (r + ln <= e or (r < e and not peer_later[i])))
+                # keep-alive: one byte below what the direction already sent (never its first segment)
+                good = good or (ln <= 1 and r == e - 1 and s_syn[i] == 0 and s_fin[i] == 0 and not st[i])
+                # a confirmed forward jump is a capture gap: kept here, closed below unless gaps="keep"
+                good = good or (r > e and r - e < (1 << 30) and confirmed[i] and not s_phase[i])
+                good = good or (syn_retry[i] and r == 0)
+                good = good or (s_rst[i] and ln == 0 and r >= 0 and r <= e)  # RST in window (RFC 5961)
+                # a bare ACK sent before a data segment but captured after it (reordered on the
+                # host): it restarts where an earlier segment did, and tshark does not analyse
+                # empty segments
+                good = good or (cand[i] and ln == 0 and r >= 0 and r <= e)
+                good = good or fin_retry[i] or forced[i]
+                if it >= 6:
+                    good = good and kept[i]  # after a few rounds only drop segments: a fixed point
+                adv = max(r + ln - e, 0) if kept[i] else ln
+                if adv > 0:
+                    last_set = i
+                ok[i] = good
+                changed = changed or good != kept[i]
+            for i in range(a, b):
+                kept[i] = ok[i]
+            if not changed:
+                break
+    # (a segment still out of place after these rounds is ahead of its predecessor: the gap
+    # closing below moves it into place)
+    final_rel = np.empty(n, np.int64)
+    adv = np.empty(n, np.int64)
+    seq_s = np.empty(n, np.int64)
+    ngaps = 0
+    gap_at = np.empty(n, np.int64)
+    gap_before = np.empty(n, np.int64)
+    gap_size = np.empty(n, np.int64)
+    gap_lo = np.zeros(2 * nconn, np.int64)  # per gid: its gaps are gap_lo:gap_hi
+    gap_hi = np.zeros(2 * nconn, np.int64)
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        _expected_range(kept, rel, s_len, a, b, expected)
+        shift = 0
+        gap_lo[gids[k]] = ngaps
+        for i in range(a, b):
+            e = expected[i]
+            if kept[i]:
+                final_rel[i] = rel[i]
+                adv[i] = max(rel[i] + s_len[i] - e, 0)
+            else:
+                final_rel[i] = 0 if syn_retry[i] else e
+                adv[i] = 0 if syn_retry[i] else s_len[i]
+            if close_gaps:
+                # close each gap by moving the rest of the direction down by the missing bytes, and
+                # the peer's acknowledgements of bytes beyond it with it
+                if kept[i] and rel[i] > e and not syn_retry[i]:
+                    gap = rel[i] - e
+                    gap_at[ngaps], gap_size[ngaps], gap_before[ngaps] = e, gap, shift
+                    ngaps += 1
+                    shift += gap
+                    adv[i] -= gap
+                final_rel[i] -= shift
+            seq_s[i] = (isn[i] + final_rel[i]) % MOD32
+        gap_hi[gids[k]] = ngaps
+    # acknowledgements, in flow order: what the peer has sent so far, and the peer's next segment
+    inv = np.empty(n, np.int64)
+    inv[og] = np.arange(n)
+    out_seq = np.empty(n, np.int64)
+    lower = -ack_window
+    arel = np.empty(n, np.int64)
+    peer_sent = np.empty(n, np.int64)
+    peer_next = np.empty(n, np.int64)
+    sent0 = sent1 = 0
+    for i in range(n):
+        out_seq[i] = seq_s[inv[i]]
+        if i == 0 or ft[i - 1] != ft[i]:
+            sent0 = sent1 = 0
+        peer_sent[i] = sent1 if dt[i] == 0 else sent0
+        if dt[i] == 0:
+            sent0 += adv[inv[i]]
+        else:
+            sent1 += adv[inv[i]]
+        arel[i] = arel_base[i]
+        if close_gaps and has_peer[i]:
+            # an acknowledgement up to a gap's start acknowledges bytes before it and stays; one
+            # past the gap moves down by its size (and every earlier gap's); one inside it, into
+            # bytes never sent after closing, moves to its start
+            p = ft[i] * 2 + 1 - dt[i]
+            lo, hi = gap_lo[p], gap_hi[p]
+            pos = arel_base[i]
+            while lo < hi:  # the last gap starting below pos
+                mid = (lo + hi) // 2
+                if gap_at[mid] < pos:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            j = lo - 1
+            if j >= gap_lo[p]:
+                arel[i] -= gap_before[j] + min(gap_size[j], pos - gap_at[j])
+    next0 = next1 = -BIG
+    for i in range(n - 1, -1, -1):
+        if i == n - 1 or ft[i + 1] != ft[i]:
+            next0 = next1 = -BIG
+        peer_next[i] = next1 if dt[i] == 0 else next0
+        if dt[i] == 0:
+            next0 = final_rel[inv[i]]
+        else:
+            next1 = final_rel[inv[i]]
+    ok_ack = np.empty(n, np.bool_)
+    target = np.empty(n, np.int64)
+    final = np.empty(n, np.int64)
+    acknowledges = np.empty(n, np.bool_)
+    for i in range(n):
+        uses = ackf[i] == 1
+        sent = peer_sent[i] if peer_seen[i] else 0
+        upper = max(sent, peer_next[i]) if has_peer[i] else BIG
+        ok_ack[i] = uses and arel[i] <= upper and arel[i] >= lower and not synack[i]
+        tg = sent if has_peer[i] else arel[i]
+        if synack[i] and has_peer[i]:  # a SYN-ACK acknowledges exactly the SYN (a capture
+            tg = 1 if dt[i] == 1 else 0  # starting at the SYN-ACK never saw it)
+        target[i] = tg
+        # a segment without ACK acknowledges nothing: with no peer seen, its field (a SYN's 0)
+        # must not hold the direction's later acknowledgements back
+        acknowledges[i] = uses or has_peer[i]
+        final[i] = arel[i] if ok_ack[i] else (tg if acknowledges[i] else lower)
+    # acknowledgements never go backwards within a direction (at most 6 rounds, each from the
+    # previous round's values)
+    new = np.empty(n, np.int64)
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        for _ in range(6):
+            same = True
+            top = lower
+            for j in range(a, b):
+                i = og[j]
+                prev = lower if j == a else top
+                if ok_ack[i] and arel[i] >= prev:
+                    v = arel[i]
+                elif acknowledges[i]:
+                    v = max(target[i], prev)
+                else:
+                    v = lower
+                new[i] = v
+                same = same and v == final[i]
+                top = final[i] if j == a else max(top, final[i])
+            if same:
+                break
+            for j in range(a, b):
+                final[og[j]] = new[og[j]]
+    out_ack = np.zeros(n, np.int64)
+    # tshark checks a backward data segment against the peer's last acknowledgement before its
+    # out-of-order window: ending at or below it, it is a spurious retransmission (a note),
+    # however soon it follows the highest segment
+    peer_last = np.empty(n, np.int64)
+    last0 = last1 = -BIG
+    for i in range(n):
+        if i == 0 or ft[i - 1] != ft[i]:
+            last0 = last1 = -BIG
+        peer_last[inv[i]] = last1 if dt[i] == 0 else last0
+        if ackf[i] == 1:
+            out_ack[i] = (peer_isn[i] + final[i]) % MOD32
+            if dt[i] == 0:
+                last0 = max(last0, final[i])
+            else:
+                last1 = max(last1, final[i])
+    spurious = np.zeros(n, np.bool_)
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        _restarts_kept(kept, rel_in, key_order, a, b, cand)
+        for i in range(a, b):
+            e = expected[i]
+            placed = rel[i] if kept[i] else (0 if syn_retry[i] else e)
+            as_kept = rel[i] - (placed - final_rel[i])  # gap shift
+            spurious[i] = (cand[i] and s_data[i] and rel[i] >= 0 and rel[i] < e and as_kept + s_len[i] <= peer_last[i]
+                           and peer_last[i] > 0)
+    return out_seq, out_ack, spurious
