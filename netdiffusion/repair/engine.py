@@ -47,7 +47,6 @@ IPV6_EXTENSION_PAYLOADS = {
     44: (IPV6_NO_NEXT_HEADER, 0, 0, 0, 0, 0, 0, 0),  # Fragment: offset 0, last, id 0
     60: (IPV6_NO_NEXT_HEADER, 0, 1, 4, 0, 0, 0, 0),  # Destination Options: PadN
 }
-MOD32 = 1 << 32
 
 # TCP option kind -> (min length, max length, SYN only); anything else ends the option list.
 TCP_OPTIONS: dict[int, tuple[int, int, bool]] = {
@@ -57,6 +56,8 @@ TCP_OPTIONS: dict[int, tuple[int, int, bool]] = {
     5: (10, 34, False),  # SACK blocks (8 bytes each)
     8: (10, 10, False),  # timestamps
 }
+TCP_WSCALE, TCP_MAX_WSCALE = 3, 14  # window scale option: its shift (byte 2) is at most 14 (RFC 7323)
+TCP_TIMESTAMPS = 8  # TSval at byte 2, TSecr at byte 6
 # IPv4 options kept: router alert (RFC 2113); EOL/NOP are always allowed.
 IPV4_OPTIONS: dict[int, tuple[int, int, bool]] = {148: (4, 4, False)}
 # ICMP type -> valid codes for types whose body needs nothing beyond the 8-byte header.
@@ -813,13 +814,10 @@ class Repairer:
             self.payload[t] = payload
         self._put("tcp_seq", "tcp_seq", t, new_seq)
         self._put("tcp_ack", "tcp_ackn", t, ack)
-        gid_sorted = (ft * 2 + dt)[og]
-        inv = np.empty_like(og)
-        inv[og] = np.arange(len(og))
-        self._tcp_zero_window_probes(t, ft, dt, og, gid_sorted, inv, syn, fin, payload)
-        self._tcp_timestamps(t, ft, dt, og, gid_sorted, inv, phase_c)
+        self._tcp_zero_window_probes(t, ft, dt, og, new_seq, rst, syn, fin, payload)
+        self._tcp_timestamps(t, ft, dt, og, rst, phase_c)
 
-    def _tcp_zero_window_probes(self, t: Arr, ft: Arr, dt: Arr, og: Arr, gid_sorted: Arr, inv: Arr, syn: Arr,
+    def _tcp_zero_window_probes(self, t: Arr, ft: Arr, dt: Arr, og: Arr, seq: Arr, rst: Arr, syn: Arr,
                                 fin: Arr, payload: Arr) -> None:
         """No zero window before a 1-byte segment whose byte the sender then treats as sent.
 
@@ -828,101 +826,34 @@ class Repairer:
         that direction starts one byte later it reports "previous segment not captured" and the
         peer's ACK "ACKed unseen segment". Generated windows can be 0 anywhere: such a zero window
         gets the last non-zero window its direction advertised (1 if none). Real probes, whose next
-        segment resends the same byte, are left alone."""
-        n = len(t)
-        if n < 3:
+        segment resends the same byte, are left alone (:func:`netdiffusion.repair.tcp.tcp_zero_window`)."""
+        if len(t) < 3:
             return
-        win = self._get("tcp_wsize", t)
-        seq = self._get("tcp_seq", t)
-        pos = np.arange(n)
-        # the peer's latest packet before each row (flow order), -1 if the peer has not spoken
-        last0 = G.cummax(np.where(dt == 0, pos, -1), ft, exclusive=True, initial=-1)
-        last1 = G.cummax(np.where(dt == 1, pos, -1), ft, exclusive=True, initial=-1)
-        peer = np.where(dt == 0, last1, last0)
-        # the next segment of the same direction (group order), -1 at a group's end
-        s_next = np.r_[og[1:], -1]
-        s_next[G.ends(gid_sorted)] = -1
-        nxt = s_next[inv]
-        consumed = (nxt >= 0) & (seq[np.maximum(nxt, 0)] == (seq + 1) % MOD32)
-        probe = ((payload == 1) & (syn == 0) & (fin == 0) & (peer >= 0) & consumed
-                 & (win[np.maximum(peer, 0)] == 0) & (self._get("tcp_rst", t)[np.maximum(peer, 0)] == 0))
-        if not probe.any():
-            return
-        fix = np.unique(peer[probe])
-        # last non-zero window of the same direction before each row (group order), else 1
-        s_win = win[og]
-        last_nz = G.cummax(np.where(s_win > 0, pos, -1), gid_sorted, exclusive=True, initial=-1)[inv]
-        value = np.where(last_nz >= 0, s_win[np.maximum(last_nz, 0)], 1)
-        self._put("tcp_window", "tcp_wsize", t[fix], value[fix])
+        fix, value = T.tcp_zero_window(ft, dt, og, seq, self._get("tcp_wsize", t), rst, syn, fin, payload)
+        fix = np.flatnonzero(fix)
+        if len(fix):
+            self._put("tcp_window", "tcp_wsize", t[fix], value[fix])
 
     def _tcp_options(self, t: np.ndarray, syn: np.ndarray, phase_c: np.ndarray) -> None:
         """SYN-only options become NOPs elsewhere; window scale at most 14."""
         rows_all = np.flatnonzero(self.is_["tcp"])
         assert np.array_equal(rows_all, t)
-        kind_at, data = self.opt_kind["tcp"], self.opt_data["tcp"].copy()
-        length = self.opt_len["tcp"][t]
-        changed = False
-        # every option's (row, byte) once, in np.nonzero's order; each kind's are a subset of them
-        # (kinds below 2 are EOL, NOP or none; the rewrites below only turn a kind into a NOP)
-        all_r, all_p = np.nonzero(kind_at >= 2)
-        all_k = kind_at[all_r, all_p]
-        for k, (lo, _hi, syn_only) in TCP_OPTIONS.items():
-            of_kind = all_k == k
-            r, p = all_r[of_kind], all_p[of_kind]
-            if not len(r):
-                continue
-            if syn_only:
-                bad = syn[r] == 0
-                for j in range(lo):
-                    data[r[bad], p[bad] + j] = 1
-                if bad.any():
-                    kind_at[r[bad], p[bad]] = 1
-                    changed = True
-            if k == 3:
-                keep = syn[r] == 1
-                shift = data[r[keep], p[keep] + 2]
-                if (shift > 14).any():
-                    data[r[keep], p[keep] + 2] = np.minimum(shift, 14)
-                    changed = True
-        if changed:
-            moved = np.flatnonzero((data != self.opt_data["tcp"]).any(axis=1))
-            self._write_options("tcp_options", "tcp", t[moved], data[moved], length[moved])
+        syn_only = [(k, lo) for k, (lo, _hi, only) in TCP_OPTIONS.items() if only]
+        data, moved = T.tcp_option_rules(self.opt_kind["tcp"], self.opt_data["tcp"], syn,
+                                         np.array([k for k, _ in syn_only], dtype=np.int64),
+                                         np.array([lo for _, lo in syn_only], dtype=np.int64),
+                                         TCP_WSCALE, 2, TCP_MAX_WSCALE)
+        moved = np.flatnonzero(moved)
+        if len(moved):
+            self._write_options("tcp_options", "tcp", t[moved], data[moved], self.opt_len["tcp"][t][moved])
         self.opt_data["tcp"] = data
 
-    def _tcp_timestamps(self, t: Arr, ft: Arr, dt: Arr, og: Arr, gid_sorted: Arr, inv: Arr,
-                        phase_c: Arr) -> None:
-        """TSval non-decreasing per direction; a connection-opening SYN echoes no TSecr (RFC 7323)."""
-        kind_at, data = self.opt_kind["tcp"], self.opt_data["tcp"].copy()
-        r, p = np.nonzero(kind_at == 8)
-        keep = self._get("tcp_rst", t)[r] == 0  # RSTs need not carry timestamps (RFC 7323 5.2)
-        r, p = r[keep], p[keep]
-        if not len(r):
-            return
-        def word(off: int) -> np.ndarray:
-            b = data[r[:, None], p[:, None] + off + np.arange(4)[None, :]].astype(np.int64)
-            return (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
-        tsval, tsecr = word(2), word(6)
-        has = np.zeros(len(t), dtype=bool)
-        has[r] = True
-        val = np.zeros(len(t), dtype=np.int64)
-        ecr = np.zeros(len(t), dtype=np.int64)
-        val[r], ecr[r] = tsval, tsecr
-        # TSval: running max per direction over packets carrying the option (serial, from first)
-        sub = og[has[og]]
-        g = gid_sorted[has[og]]
-        base = G.first_value(val[sub], g)
-        rel = (val[sub] - base) % MOD32
-        rel = np.where(rel >= MOD32 // 2, rel - MOD32, rel)
-        rel = np.maximum(G.cummax(rel, g), 0) if len(rel) else rel
-        new_val = val.copy()
-        new_val[sub] = (base + rel) % MOD32
-        new_ecr = ecr.copy()
-        new_ecr[phase_c & has] = 0
-        for off, arr in ((2, new_val), (6, new_ecr)):
-            v = arr[r]
-            for j in range(4):
-                data[r, p + off + j] = (v >> (24 - 8 * j)) & 0xFF
-        moved = np.flatnonzero((new_val != val) | (new_ecr != ecr))
+    def _tcp_timestamps(self, t: Arr, ft: Arr, dt: Arr, og: Arr, rst: Arr, phase_c: Arr) -> None:
+        """TSval non-decreasing per direction; a connection-opening SYN echoes no TSecr (RFC 7323).
+        RSTs need not carry timestamps (RFC 7323 5.2): theirs stay."""
+        data, moved = T.tcp_timestamp_rules(self.opt_kind["tcp"], self.opt_data["tcp"], rst, og, ft * 2 + dt,
+                                            phase_c, TCP_TIMESTAMPS, 2, 6)
+        moved = np.flatnonzero(moved)
         if len(moved):
             self._write_options("tcp_options", "tcp", t[moved], data[moved], self.opt_len["tcp"][t][moved])
 

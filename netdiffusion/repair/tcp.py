@@ -64,6 +64,43 @@ def _bounds(key: np.ndarray) -> np.ndarray:
     return out[: k + 1]
 
 
+EMPTY = -(1 << 62)  # an empty hash slot (no sequence number, offset or ACK is that low)
+
+
+@kernel
+def _table_size(count: int) -> int:
+    """Slots of an open-addressing table for ``count`` keys: a power of two, at most half full."""
+    size = 8
+    while size < 2 * count:
+        size *= 2
+    return size
+
+
+@kernel
+def _slot(keys: np.ndarray, lo: int, size: int, key: int) -> int:
+    """The slot of ``key`` in the table ``keys[lo:lo + size]``, or of the empty one it would take
+    (linear probing from a multiplicative hash)."""
+    h = ((key * -7046029254386353131) >> 29) & (size - 1)
+    while keys[lo + h] != EMPTY and keys[lo + h] != key:
+        h = (h + 1) & (size - 1)
+    return lo + h
+
+
+@kernel
+def _first_of_value(values: np.ndarray, a: int, b: int, keys: np.ndarray, slots: np.ndarray,
+                    out: np.ndarray) -> None:
+    """``out[i]`` for ``i`` in ``a:b``: the first position in ``a:b`` holding ``values[i]``
+    (``keys`` / ``slots``: scratch tables of at least ``_table_size(b - a)`` entries)."""
+    size = _table_size(b - a)
+    keys[:size] = EMPTY
+    for i in range(a, b):
+        h = _slot(keys, 0, size, values[i])
+        if keys[h] == EMPTY:
+            keys[h] = values[i]
+            slots[h] = i
+        out[i] = slots[h]
+
+
 @kernel
 def _expected_range(kept: np.ndarray, rel: np.ndarray, length: np.ndarray, a: int, b: int,
                     out: np.ndarray) -> None:
@@ -244,10 +281,14 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
 
 @kernel
 def _confirmations(bounds: np.ndarray, gids: np.ndarray, where: np.ndarray, isn: np.ndarray,
-                   rel: np.ndarray, length: np.ndarray, ack: np.ndarray, ackf: np.ndarray) -> np.ndarray:
+                   rel: np.ndarray, length: np.ndarray, acks: np.ndarray, ack_lo: np.ndarray,
+                   ack_size: np.ndarray) -> np.ndarray:
     """A segment is confirmed when the next one continues from it or the peer ACKs its end.
 
-    Group order; ``isn`` per gid (-1: none), ``where`` the group index of a gid (-1: absent)."""
+    Group order; ``isn`` per gid (-1: none), ``where`` the group index of a gid (-1: absent);
+    ``acks[ack_lo[k]:ack_lo[k] + ack_size[k]]`` a hash table of the acknowledgement numbers
+    (modulo 2**32) that group ``k`` sends with the ACK flag. The peer ACKs a segment's end where
+    ``(ack - isn) % 2**32 == end``, i.e. ``ack % 2**32 == (end + isn) % 2**32``."""
     conf = np.zeros(len(rel), np.bool_)
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
@@ -255,23 +296,12 @@ def _confirmations(bounds: np.ndarray, gids: np.ndarray, where: np.ndarray, isn:
         for i in range(a, b - 1):
             conf[i] = rel[i + 1] == rel[i] + length[i]
         p = where[g ^ 1]
-        if p < 0 or isn[g] < 0:
+        if p < 0 or isn[g] < 0 or ack_size[p] == 0:
             continue
-        pa, pb = bounds[p], bounds[p + 1]
-        acked = np.empty(pb - pa, np.int64)
-        m = 0
-        for j in range(pa, pb):
-            if ackf[j]:
-                acked[m] = (ack[j] - isn[g]) % MOD32
-                m += 1
-        if not m:
-            continue
-        acked = np.sort(acked[:m])
         for i in range(a, b):
             if not conf[i]:
-                end = (rel[i] + length[i]) % MOD32
-                at = np.searchsorted(acked, end)
-                conf[i] = at < m and acked[at] == end
+                want = ((rel[i] + length[i]) % MOD32 + isn[g]) % MOD32
+                conf[i] = acks[_slot(acks, ack_lo[p], ack_size[p], want)] == want
     return conf
 
 
@@ -327,13 +357,18 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     first_seq = np.full(ngroups, -1, np.int64)
     cand = np.empty(4, np.int64)
     votes = np.zeros(4, np.int64)
+    largest = 0
+    for k in range(ngr):
+        largest = max(largest, bounds[k + 1] - bounds[k])
+    scratch_keys = np.empty(_table_size(largest), np.int64)
+    scratch_slots = np.empty(_table_size(largest), np.int64)
+    first_at = np.empty(n, np.int64)
     for k in range(ngr):
         a, b = bounds[k], bounds[k + 1]
         g = gids[k]
-        order = np.argsort(s_seq[a:b], kind="mergesort")
-        for q in range(1, b - a):
-            if s_seq[a + order[q]] == s_seq[a + order[q - 1]]:
-                resent[a + order[q]] = True
+        _first_of_value(s_seq, a, b, scratch_keys, scratch_slots, first_at)
+        for i in range(a, b):
+            resent[i] = first_at[i] != i
         for i in range(a, b):
             if s_seq[i] == -1 and g > 0 and has_top[g - 1]:
                 resent[i] = True
@@ -370,7 +405,24 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     for k in range(ngr):
         for i in range(bounds[k], bounds[k + 1]):
             rel[i] = _relative(s_seq[i], first_seq[gids[k]])
-    conf_first = _confirmations(bounds, gids, where, first_seq, rel, s_len, ack_s, s_ackf)
+    # each group's acknowledgement numbers (ACK flag set), in a hash table, for the confirmations
+    ack_lo = np.zeros(ngr, np.int64)
+    ack_size = np.zeros(ngr, np.int64)
+    total = 0
+    for k in range(ngr):
+        count = 0
+        for i in range(bounds[k], bounds[k + 1]):
+            count += s_ackf[i]
+        ack_lo[k] = total
+        ack_size[k] = _table_size(count) if count else 0
+        total += ack_size[k]
+    acks = np.full(total, EMPTY, np.int64)
+    for k in range(ngr):
+        for i in range(bounds[k], bounds[k + 1]):
+            if s_ackf[i]:
+                v = ack_s[i] % MOD32
+                acks[_slot(acks, ack_lo[k], ack_size[k], v)] = v
+    conf_first = _confirmations(bounds, gids, where, first_seq, rel, s_len, acks, ack_lo, ack_size)
     isn = np.full(ngroups, -1, np.int64)
     for k in range(ngr):
         a = bounds[k]
@@ -378,7 +430,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         isn[g] = first_seq[g] if (conf_first[a] or implied[a] == mode_isn[g]) else mode_isn[g]
         for i in range(a, bounds[k + 1]):
             rel[i] = _relative(s_seq[i], isn[g])
-    confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, ack_s, s_ackf)
+    confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, acks, ack_lo, ack_size)
     # a corrupted payload length shows as a small gap or overlap between two segments whose
     # successor chain is intact: give the earlier segment the length the sequence implies
     fix = np.zeros(n, np.bool_)
@@ -408,7 +460,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                 s_pay[i] = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
                 s_len[i] = s_pay[i] + s_syn[i] + s_fin[i]
                 new_payload[og[i]] = s_pay[i]
-        confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, ack_s, s_ackf)
+        confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, acks, ack_lo, ack_size)
     # Wireshark calls a backwards segment out-of-order (not a retransmission) when it comes
     # sooner than the initial RTT (3 ms if unknown) after the highest one: keep only later ones.
     # Wireshark times the initial RTT from the most recent SYN (a SYN it had to resend starts
@@ -447,11 +499,10 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         if syn_retry[i]:  # SYN / SYN-ACK retransmissions restart at the ISN
             rel[i] = 0
     # retransmission candidates restart exactly where an earlier segment of the direction did;
-    # key_order: each group's segments by that start, in position order among equal ones
-    key_order = np.empty(n, np.int64)
+    # same_start: the first segment of the direction that starts where this one does
+    same_start = np.empty(n, np.int64)
     for k in range(ngr):
-        a, b = bounds[k], bounds[k + 1]
-        key_order[a:b] = np.argsort(rel[a:b], kind="mergesort") + a
+        _first_of_value(rel, bounds[k], bounds[k + 1], scratch_keys, scratch_slots, same_start)
     # a later FIN of a direction repeats its first FIN (same sequence number)
     first_fin = np.full(n, -1, np.int64)  # the direction's first FIN at or before (group order)
     fin_retry = np.zeros(n, np.bool_)
@@ -497,7 +548,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     forced = np.zeros(n, np.bool_)
     out_seq, out_ack, spurious = _solve(
         ft, dt, og, bounds, gids, isn_s, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
-        confirmed, peer_later, fin_retry, first_fin, fin_same_seq, key_order, s_data, forced,
+        confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start, s_data, forced,
         ackf, synack, has_peer, peer_seen, peer_isn, arel_base, close_gaps, ack_window, nconn)
     # Segments moved forward that would stay in place as spurious retransmissions: keep them
     # and solve again, as long as they still qualify under the acknowledgements that gives
@@ -509,7 +560,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         trial = forced | wanted
         t_seq, t_ack, t_spurious = _solve(
             ft, dt, og, bounds, gids, isn_s, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
-            confirmed, peer_later, fin_retry, first_fin, fin_same_seq, key_order, s_data, trial,
+            confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start, s_data, trial,
             ackf, synack, has_peer, peer_seen, peer_isn, arel_base, close_gaps, ack_window, nconn)
         holds = trial & t_spurious
         if (holds == trial).all():
@@ -520,25 +571,11 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
 
 
 @kernel
-def _restarts_kept(kept: np.ndarray, rel: np.ndarray, key_order: np.ndarray, a: int, b: int,
-                   out: np.ndarray) -> None:
-    """Per segment of the group ``a:b``: an earlier kept segment of it restarts where it does."""
-    count = 0
-    for j in range(a, b):
-        i = key_order[j]
-        if j == a or rel[i] != rel[key_order[j - 1]]:
-            count = 0
-        out[i] = count > 0
-        if kept[i]:
-            count += 1
-
-
-@kernel
 def _solve(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray, gids: np.ndarray,
            isn: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_syn: np.ndarray, s_fin: np.ndarray,
            s_ts: np.ndarray, thr: np.ndarray, st: np.ndarray, syn_retry: np.ndarray, s_phase: np.ndarray,
            s_rst: np.ndarray, confirmed: np.ndarray, peer_later: np.ndarray, fin_retry: np.ndarray,
-           first_fin: np.ndarray, fin_same_seq: np.ndarray, key_order: np.ndarray, s_data: np.ndarray,
+           first_fin: np.ndarray, fin_same_seq: np.ndarray, same_start: np.ndarray, s_data: np.ndarray,
            forced: np.ndarray, ackf: np.ndarray, synack: np.ndarray, has_peer: np.ndarray,
            peer_seen: np.ndarray, peer_isn: np.ndarray, arel_base: np.ndarray, close_gaps: bool,
            ack_window: int, nconn: int) -> tuple:
@@ -546,35 +583,41 @@ def _solve(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray, g
     which segments (group order) tshark would call spurious retransmissions there.
 
     Arrays named ``s_*`` and the other per-segment inputs are in group order, ``rel_in`` the
-    sequence offsets from the ISN (``isn``, per segment) with SYN retransmissions at 0."""
+    sequence offsets from the ISN (``isn``, per segment) with SYN retransmissions at 0,
+    ``same_start`` the first segment of the direction starting at the same offset."""
     n = len(rel_in)
     rel = rel_in.copy()
     kept = np.ones(n, np.bool_)
-    ok = np.empty(n, np.bool_)
-    cand = np.empty(n, np.bool_)
     expected = np.empty(n, np.int64)
+    # "an earlier segment that restarts where this one does is kept": seen[same_start[i]] == the
+    # current round's stamp once such a segment was passed
+    seen = np.zeros(n, np.int64)
+    stamp = 0
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
-        has_fin_retry = False
-        for i in range(a, b):
-            has_fin_retry = has_fin_retry or fin_retry[i]
         # Fixed point per (flow, direction) group (groups are independent): at most 64 rounds,
-        # most groups settle after a round or two
+        # most groups settle after a round or two. Each round decides every segment from the
+        # previous round's kept set, in one pass: the running expected offset, the last segment
+        # that advanced it and the kept restart points only look back.
         for it in range(64):
-            _restarts_kept(kept, rel_in, key_order, a, b, cand)
-            _expected_range(kept, rel, s_len, a, b, expected)
-            if has_fin_retry:
-                # a FIN resent with more of the earlier data ends where the first FIN ended
-                for i in range(a, b):
-                    if fin_retry[i]:
-                        src = first_fin[i]
-                        final = rel[src] if kept[src] else expected[src]
-                        rel[i] = final + (0 if fin_same_seq[i] else s_len[src] - s_len[i])
-                _expected_range(kept, rel, s_len, a, b, expected)
+            stamp += 1
+            e = 0  # next expected offset (the (max, +) recurrence of _maxplus_scan)
             last_set = -1  # the latest earlier segment that advanced the sequence
+            fin_final = 0  # where the direction's first FIN is placed
             changed = False
             for i in range(a, b):
-                r, ln, e = rel[i], s_len[i], expected[i]
+                was = kept[i]
+                cand = seen[same_start[i]] == stamp
+                if was:
+                    seen[same_start[i]] = stamp
+                ln = s_len[i]
+                if fin_retry[i]:
+                    # a FIN resent with more of the earlier data ends where the first FIN ended
+                    src = first_fin[i]
+                    rel[i] = fin_final + (0 if fin_same_seq[i] else s_len[src] - ln)
+                r = rel[i]
+                if first_fin[i] == i:
+                    fin_final = r if was else e
                 late = last_set < 0 or s_ts[i] - s_ts[last_set] >= thr[i] or r + ln == e
                 good = r == e
                 # a resend from an earlier segment's start may carry more than before
@@ -582,7 +625,7 @@ def _solve(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray, g
                 # acknowledges nothing after it: tshark's highest byte to be acknowledged does not
                 # move on a retransmission, so an ACK of the new bytes would read as acknowledging
                 # an unseen segment
-                good = good or (cand[i] and r >= 0 and late and (r + ln <= e or (r < e and not peer_later[i])))
+                good = good or (cand and r >= 0 and late and (r + ln <= e or (r < e and not peer_later[i])))
                 # keep-alive: one byte below what the direction already sent (never its first segment)
                 good = good or (ln <= 1 and r == e - 1 and s_syn[i] == 0 and s_fin[i] == 0 and not st[i])
                 # a confirmed forward jump is a capture gap: kept here, closed below unless gaps="keep"
@@ -592,17 +635,20 @@ def _solve(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray, g
                 # a bare ACK sent before a data segment but captured after it (reordered on the
                 # host): it restarts where an earlier segment did, and tshark does not analyse
                 # empty segments
-                good = good or (cand[i] and ln == 0 and r >= 0 and r <= e)
+                good = good or (cand and ln == 0 and r >= 0 and r <= e)
                 good = good or fin_retry[i] or forced[i]
                 if it >= 6:
-                    good = good and kept[i]  # after a few rounds only drop segments: a fixed point
-                adv = max(r + ln - e, 0) if kept[i] else ln
-                if adv > 0:
-                    last_set = i
-                ok[i] = good
-                changed = changed or good != kept[i]
-            for i in range(a, b):
-                kept[i] = ok[i]
+                    good = good and was  # after a few rounds only drop segments: a fixed point
+                if was:
+                    if r + ln > e:
+                        last_set = i
+                        e = r + ln
+                else:
+                    if ln > 0:
+                        last_set = i
+                    e += ln
+                kept[i] = good
+                changed = changed or good != was
             if not changed:
                 break
     # (a segment still out of place after these rounds is ahead of its predecessor: the gap
@@ -745,11 +791,132 @@ def _solve(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray, g
     spurious = np.zeros(n, np.bool_)
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
-        _restarts_kept(kept, rel_in, key_order, a, b, cand)
+        stamp += 1
         for i in range(a, b):
+            cand = seen[same_start[i]] == stamp
+            if kept[i]:
+                seen[same_start[i]] = stamp
             e = expected[i]
             placed = rel[i] if kept[i] else (0 if syn_retry[i] else e)
             as_kept = rel[i] - (placed - final_rel[i])  # gap shift
-            spurious[i] = (cand[i] and s_data[i] and rel[i] >= 0 and rel[i] < e and as_kept + s_len[i] <= peer_last[i]
+            spurious[i] = (cand and s_data[i] and rel[i] >= 0 and rel[i] < e and as_kept + s_len[i] <= peer_last[i]
                            and peer_last[i] > 0)
     return out_seq, out_ack, spurious
+
+
+@kernel
+def tcp_zero_window(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray, win: np.ndarray,
+                    rst: np.ndarray, syn: np.ndarray, fin: np.ndarray, payload: np.ndarray) -> tuple:
+    """The zero windows to reopen (see :meth:`Repairer._tcp_zero_window_probes`): per row whether
+    its window is one, and the last non-zero window its direction advertised before it (1 if none)."""
+    n = len(ft)
+    gid = ft * 2 + dt
+    # the peer's latest packet before each row (flow order), -1 if the peer has not spoken
+    peer = np.empty(n, np.int64)
+    last0 = last1 = -1
+    for i in range(n):
+        if i == 0 or ft[i - 1] != ft[i]:
+            last0 = last1 = -1
+        peer[i] = last1 if dt[i] == 0 else last0
+        if dt[i] == 0:
+            last0 = i
+        else:
+            last1 = i
+    # the next segment of the same direction, -1 at its last; the last non-zero window before
+    nxt = np.full(n, -1, np.int64)
+    value = np.empty(n, np.int64)
+    last = -1
+    for k in range(n):
+        i = og[k]
+        if k + 1 < n and gid[og[k + 1]] == gid[i]:
+            nxt[i] = og[k + 1]
+        if k == 0 or gid[og[k - 1]] != gid[i]:
+            last = -1
+        value[i] = win[last] if last >= 0 else 1
+        if win[i] > 0:
+            last = i
+    fix = np.zeros(n, np.bool_)
+    for i in range(n):
+        p = peer[i]
+        if (payload[i] == 1 and syn[i] == 0 and fin[i] == 0 and p >= 0 and nxt[i] >= 0
+                and seq[nxt[i]] == (seq[i] + 1) % MOD32 and win[p] == 0 and rst[p] == 0):
+            fix[p] = True
+    return fix, value
+
+
+@kernel
+def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, syn: np.ndarray, syn_kinds: np.ndarray,
+                     syn_sizes: np.ndarray, wscale: int, wscale_at: int, max_shift: int) -> tuple:
+    """SYN-only options (``syn_kinds``, ``syn_sizes`` bytes) become NOPs on other segments (their
+    first byte's ``kind_at`` too, in place); the window shift (byte ``wscale_at`` of option
+    ``wscale``) at most ``max_shift``. Returns the new option bytes and which rows changed."""
+    data = data.copy()
+    moved = np.zeros(kind_at.shape[0], np.bool_)
+    for r in range(kind_at.shape[0]):
+        for p in range(kind_at.shape[1]):
+            k = kind_at[r, p]
+            if k < 2:  # EOL, NOP or none
+                continue
+            for j in range(len(syn_kinds)):
+                if k == syn_kinds[j] and syn[r] == 0:
+                    for q in range(syn_sizes[j]):
+                        if data[r, p + q] != 1:
+                            data[r, p + q] = 1
+                            moved[r] = True
+                    kind_at[r, p] = 1
+            if k == wscale and syn[r] == 1 and data[r, p + wscale_at] > max_shift:
+                data[r, p + wscale_at] = max_shift
+                moved[r] = True
+    return data, moved
+
+
+@kernel
+def tcp_timestamp_rules(kind_at: np.ndarray, data: np.ndarray, rst: np.ndarray, og: np.ndarray, gid: np.ndarray,
+                        phase_c: np.ndarray, kind: int, val_at: int, ecr_at: int) -> tuple:
+    """TSval non-decreasing per direction (serial numbers, from the direction's first), TSecr 0 on
+    the client's handshake SYNs; RSTs are left alone. Option ``kind`` carries TSval / TSecr as
+    big-endian words at bytes ``val_at`` / ``ecr_at``. Returns the new option bytes and which rows
+    changed (a row with two such options gets the values of its last in both)."""
+    n = kind_at.shape[0]
+    data = data.copy()
+    has = np.zeros(n, np.bool_)
+    val = np.zeros(n, np.int64)
+    ecr = np.zeros(n, np.int64)
+    for r in range(n):
+        if rst[r] != 0:
+            continue
+        for p in range(kind_at.shape[1]):
+            if kind_at[r, p] == kind:
+                has[r] = True
+                v = e = 0
+                for j in range(4):
+                    v = (v << 8) | data[r, p + val_at + j]
+                    e = (e << 8) | data[r, p + ecr_at + j]
+                val[r], ecr[r] = v, e
+    new_val = val.copy()
+    new_ecr = ecr.copy()
+    prev = -1
+    base = top = 0
+    for k in range(n):
+        i = og[k]
+        if not has[i]:
+            continue
+        rel = _relative(val[i], base) if gid[i] == prev else 0
+        if gid[i] != prev:
+            prev, base, top = gid[i], val[i], 0
+        else:
+            top = max(top, rel)
+        new_val[i] = (base + max(top, 0)) % MOD32
+        if phase_c[i]:
+            new_ecr[i] = 0
+    moved = np.zeros(n, np.bool_)
+    for r in range(n):
+        if not has[r]:
+            continue
+        moved[r] = new_val[r] != val[r] or new_ecr[r] != ecr[r]
+        for p in range(kind_at.shape[1]):
+            if kind_at[r, p] == kind:
+                for j in range(4):
+                    data[r, p + val_at + j] = (new_val[r] >> (24 - 8 * j)) & 0xFF
+                    data[r, p + ecr_at + j] = (new_ecr[r] >> (24 - 8 * j)) & 0xFF
+    return data, moved
