@@ -545,23 +545,28 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         peer_isn[i] = isn[p] if has_peer[i] else ack_first[gid_f[i]]
         arel_base[i] = _relative(ack0[i], peer_isn[i])
     isn_s = isn[gid]
-    forced = np.zeros(n, np.bool_)
-    out_seq, out_ack, spurious = _solve(
-        ft, dt, og, bounds, gids, isn_s, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
-        confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start, s_data, forced,
-        ackf, synack, has_peer, peer_seen, peer_isn, arel_base, close_gaps, ack_window, nconn)
+    none = np.zeros(0, np.bool_)
+    kept, rel_kept = _fixed_point(bounds, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
+                                  confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start,
+                                  np.zeros(n, np.bool_), none, np.zeros(0, np.int64))
+    out_seq, out_ack, spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
+                                          s_data, kept, rel_kept, ackf, synack, has_peer, peer_seen, peer_isn,
+                                          arel_base, close_gaps, ack_window, nconn)
     # Segments moved forward that would stay in place as spurious retransmissions: keep them
     # and solve again, as long as they still qualify under the acknowledgements that gives
-    # (keeping one changes nothing before it; a few rounds, else the first solution stands)
-    wanted = spurious & ~forced
+    # (keeping one changes nothing before it; a few rounds, else the first solution stands).
+    # Only the directions holding such a segment need the fixed point again.
+    wanted = spurious
     for _ in range(3):
         if not wanted.any():
             break
-        trial = forced | wanted
-        t_seq, t_ack, t_spurious = _solve(
-            ft, dt, og, bounds, gids, isn_s, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
-            confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start, s_data, trial,
-            ackf, synack, has_peer, peer_seen, peer_isn, arel_base, close_gaps, ack_window, nconn)
+        trial = wanted
+        t_kept, t_rel = _fixed_point(bounds, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
+                                     confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start,
+                                     trial, kept, rel_kept)
+        t_seq, t_ack, t_spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
+                                            s_data, t_kept, t_rel, ackf, synack, has_peer, peer_seen, peer_isn,
+                                            arel_base, close_gaps, ack_window, nconn)
         holds = trial & t_spurious
         if (holds == trial).all():
             out_seq, out_ack = t_seq, t_ack
@@ -571,30 +576,35 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
 
 
 @kernel
-def _solve(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray, gids: np.ndarray,
-           isn: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_syn: np.ndarray, s_fin: np.ndarray,
-           s_ts: np.ndarray, thr: np.ndarray, st: np.ndarray, syn_retry: np.ndarray, s_phase: np.ndarray,
-           s_rst: np.ndarray, confirmed: np.ndarray, peer_later: np.ndarray, fin_retry: np.ndarray,
-           first_fin: np.ndarray, fin_same_seq: np.ndarray, same_start: np.ndarray, s_data: np.ndarray,
-           forced: np.ndarray, ackf: np.ndarray, synack: np.ndarray, has_peer: np.ndarray,
-           peer_seen: np.ndarray, peer_isn: np.ndarray, arel_base: np.ndarray, close_gaps: bool,
-           ack_window: int, nconn: int) -> tuple:
-    """Sequence and acknowledgement numbers (flow order) with ``forced`` segments kept; also
-    which segments (group order) tshark would call spurious retransmissions there.
+def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_syn: np.ndarray,
+                 s_fin: np.ndarray, s_ts: np.ndarray, thr: np.ndarray, st: np.ndarray, syn_retry: np.ndarray,
+                 s_phase: np.ndarray, s_rst: np.ndarray, confirmed: np.ndarray, peer_later: np.ndarray,
+                 fin_retry: np.ndarray, first_fin: np.ndarray, fin_same_seq: np.ndarray, same_start: np.ndarray,
+                 forced: np.ndarray, base_kept: np.ndarray, base_rel: np.ndarray) -> tuple:
+    """Which segments stay where they are (``kept``) and their offsets (``rel``: a resent FIN's
+    moves with the first FIN), with ``forced`` segments kept.
 
     Arrays named ``s_*`` and the other per-segment inputs are in group order, ``rel_in`` the
-    sequence offsets from the ISN (``isn``, per segment) with SYN retransmissions at 0,
-    ``same_start`` the first segment of the direction starting at the same offset."""
+    sequence offsets from the ISN with SYN retransmissions at 0, ``same_start`` the first segment
+    of the direction starting at the same offset. ``base_kept`` / ``base_rel`` (empty, or the
+    answer without forced segments) are taken as they are for groups without forced segments."""
     n = len(rel_in)
     rel = rel_in.copy()
     kept = np.ones(n, np.bool_)
-    expected = np.empty(n, np.int64)
     # "an earlier segment that restarts where this one does is kept": seen[same_start[i]] == the
     # current round's stamp once such a segment was passed
     seen = np.zeros(n, np.int64)
     stamp = 0
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
+        if len(base_kept):
+            any_forced = False
+            for i in range(a, b):
+                any_forced = any_forced or forced[i]
+            if not any_forced:  # the same inputs as the answer given: the same result
+                kept[a:b] = base_kept[a:b]
+                rel[a:b] = base_rel[a:b]
+                continue
         # Fixed point per (flow, direction) group (groups are independent): at most 64 rounds,
         # most groups settle after a round or two. Each round decides every segment from the
         # previous round's kept set, in one pass: the running expected offset, the last segment
@@ -651,6 +661,25 @@ def _solve(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray, g
                 changed = changed or good != was
             if not changed:
                 break
+    return kept, rel
+
+
+@kernel
+def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray, gids: np.ndarray,
+             isn: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, syn_retry: np.ndarray,
+             same_start: np.ndarray, s_data: np.ndarray, kept: np.ndarray, rel: np.ndarray, ackf: np.ndarray,
+             synack: np.ndarray, has_peer: np.ndarray, peer_seen: np.ndarray, peer_isn: np.ndarray,
+             arel_base: np.ndarray, close_gaps: bool, ack_window: int, nconn: int) -> tuple:
+    """Sequence and acknowledgement numbers (flow order) from :func:`_fixed_point`'s ``kept`` and
+    ``rel``; also which segments (group order) tshark would call spurious retransmissions there.
+
+    Arrays named ``s_*`` and the other per-segment inputs are in group order, ``rel_in`` the
+    sequence offsets from the ISN (``isn``, per segment) with SYN retransmissions at 0,
+    ``same_start`` the first segment of the direction starting at the same offset."""
+    n = len(rel_in)
+    expected = np.empty(n, np.int64)
+    seen = np.zeros(n, np.int64)
+    stamp = 0
     # (a segment still out of place after these rounds is ahead of its predecessor: the gap
     # closing below moves it into place)
     final_rel = np.empty(n, np.int64)
