@@ -402,9 +402,6 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         mode_isn[g] = cand[best]
         first_seq[g] = s_seq[a]
     rel = np.empty(n, np.int64)
-    for k in range(ngr):
-        for i in range(bounds[k], bounds[k + 1]):
-            rel[i] = _relative(s_seq[i], first_seq[gids[k]])
     # each group's acknowledgement numbers (ACK flag set), in a hash table, for the confirmations
     ack_lo = np.zeros(ngr, np.int64)
     ack_size = np.zeros(ngr, np.int64)
@@ -422,12 +419,18 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
             if s_ackf[i]:
                 v = ack_s[i] % MOD32
                 acks[_slot(acks, ack_lo[k], ack_size[k], v)] = v
-    conf_first = _confirmations(bounds, gids, where, first_seq, rel, s_len, acks, ack_lo, ack_size)
     isn = np.full(ngroups, -1, np.int64)
     for k in range(ngr):
-        a = bounds[k]
+        a, b = bounds[k], bounds[k + 1]
         g = gids[k]
-        isn[g] = first_seq[g] if (conf_first[a] or implied[a] == mode_isn[g]) else mode_isn[g]
+        # is the first segment confirmed (see _confirmations), with its own number as the ISN?
+        first = first_seq[g]
+        conf = b - a > 1 and _relative(s_seq[a + 1], first) == s_len[a]
+        p = where[g ^ 1]
+        if not conf and p >= 0 and first >= 0 and ack_size[p]:
+            want = (s_len[a] % MOD32 + first) % MOD32
+            conf = acks[_slot(acks, ack_lo[p], ack_size[p], want)] == want
+        isn[g] = first if (conf or implied[a] == mode_isn[g]) else mode_isn[g]
         for i in range(a, bounds[k + 1]):
             rel[i] = _relative(s_seq[i], isn[g])
     confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, acks, ack_lo, ack_size)
@@ -551,7 +554,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                                   np.zeros(n, np.bool_), none, np.zeros(0, np.int64))
     out_seq, out_ack, spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
                                           s_data, kept, rel_kept, ackf, synack, has_peer, peer_seen, peer_isn,
-                                          arel_base, close_gaps, ack_window, nconn)
+                                          arel_base, close_gaps, ack_window, nconn, none, ack0, ack0, none)
     # Segments moved forward that would stay in place as spurious retransmissions: keep them
     # and solve again, as long as they still qualify under the acknowledgements that gives
     # (keeping one changes nothing before it; a few rounds, else the first solution stands).
@@ -561,12 +564,17 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         if not wanted.any():
             break
         trial = wanted
+        dirty = np.zeros(nconn, np.bool_)  # the connections holding such a segment
+        for i in range(n):
+            if trial[i]:
+                dirty[gid[i] >> 1] = True
         t_kept, t_rel = _fixed_point(bounds, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
                                      confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start,
                                      trial, kept, rel_kept)
         t_seq, t_ack, t_spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
                                             s_data, t_kept, t_rel, ackf, synack, has_peer, peer_seen, peer_isn,
-                                            arel_base, close_gaps, ack_window, nconn)
+                                            arel_base, close_gaps, ack_window, nconn, dirty, out_seq, out_ack,
+                                            spurious)
         holds = trial & t_spurious
         if (holds == trial).all():
             out_seq, out_ack = t_seq, t_ack
@@ -669,14 +677,18 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
              isn: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, syn_retry: np.ndarray,
              same_start: np.ndarray, s_data: np.ndarray, kept: np.ndarray, rel: np.ndarray, ackf: np.ndarray,
              synack: np.ndarray, has_peer: np.ndarray, peer_seen: np.ndarray, peer_isn: np.ndarray,
-             arel_base: np.ndarray, close_gaps: bool, ack_window: int, nconn: int) -> tuple:
+             arel_base: np.ndarray, close_gaps: bool, ack_window: int, nconn: int, dirty: np.ndarray,
+             base_seq: np.ndarray, base_ack: np.ndarray, base_spurious: np.ndarray) -> tuple:
     """Sequence and acknowledgement numbers (flow order) from :func:`_fixed_point`'s ``kept`` and
     ``rel``; also which segments (group order) tshark would call spurious retransmissions there.
 
     Arrays named ``s_*`` and the other per-segment inputs are in group order, ``rel_in`` the
     sequence offsets from the ISN (``isn``, per segment) with SYN retransmissions at 0,
-    ``same_start`` the first segment of the direction starting at the same offset."""
+    ``same_start`` the first segment of the direction starting at the same offset. ``dirty``
+    (empty: all) the connections to number; the others keep ``base_*`` (a connection's numbers
+    depend on its two directions alone)."""
     n = len(rel_in)
+    every = len(dirty) == 0
     expected = np.empty(n, np.int64)
     seen = np.zeros(n, np.int64)
     stamp = 0
@@ -693,6 +705,8 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
     gap_hi = np.zeros(2 * nconn, np.int64)
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
+        if not (every or dirty[gids[k] >> 1]):
+            continue
         _expected_range(kept, rel, s_len, a, b, expected)
         shift = 0
         gap_lo[gids[k]] = ngaps
@@ -716,43 +730,15 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
                 final_rel[i] -= shift
             seq_s[i] = (isn[i] + final_rel[i]) % MOD32
         gap_hi[gids[k]] = ngaps
-    # acknowledgements, in flow order: what the peer has sent so far, and the peer's next segment
+    # acknowledgements, in flow order: at most what the peer has sent so far, or the peer's next
+    # segment's start
     inv = np.empty(n, np.int64)
     inv[og] = np.arange(n)
-    out_seq = np.empty(n, np.int64)
-    lower = -ack_window
-    arel = np.empty(n, np.int64)
-    peer_sent = np.empty(n, np.int64)
     peer_next = np.empty(n, np.int64)
-    sent0 = sent1 = 0
-    for i in range(n):
-        out_seq[i] = seq_s[inv[i]]
-        if i == 0 or ft[i - 1] != ft[i]:
-            sent0 = sent1 = 0
-        peer_sent[i] = sent1 if dt[i] == 0 else sent0
-        if dt[i] == 0:
-            sent0 += adv[inv[i]]
-        else:
-            sent1 += adv[inv[i]]
-        arel[i] = arel_base[i]
-        if close_gaps and has_peer[i]:
-            # an acknowledgement up to a gap's start acknowledges bytes before it and stays; one
-            # past the gap moves down by its size (and every earlier gap's); one inside it, into
-            # bytes never sent after closing, moves to its start
-            p = ft[i] * 2 + 1 - dt[i]
-            lo, hi = gap_lo[p], gap_hi[p]
-            pos = arel_base[i]
-            while lo < hi:  # the last gap starting below pos
-                mid = (lo + hi) // 2
-                if gap_at[mid] < pos:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            j = lo - 1
-            if j >= gap_lo[p]:
-                arel[i] -= gap_before[j] + min(gap_size[j], pos - gap_at[j])
     next0 = next1 = -BIG
     for i in range(n - 1, -1, -1):
+        if not (every or dirty[ft[i]]):
+            continue
         if i == n - 1 or ft[i + 1] != ft[i]:
             next0 = next1 = -BIG
         peer_next[i] = next1 if dt[i] == 0 else next0
@@ -760,28 +746,63 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
             next0 = final_rel[inv[i]]
         else:
             next1 = final_rel[inv[i]]
+    out_seq = np.empty(n, np.int64)
+    lower = -ack_window
+    arel = np.empty(n, np.int64)
     ok_ack = np.empty(n, np.bool_)
     target = np.empty(n, np.int64)
     final = np.empty(n, np.int64)
     acknowledges = np.empty(n, np.bool_)
+    sent0 = sent1 = 0
     for i in range(n):
+        if not (every or dirty[ft[i]]):
+            out_seq[i] = base_seq[i]
+            continue
+        out_seq[i] = seq_s[inv[i]]
+        if i == 0 or ft[i - 1] != ft[i]:
+            sent0 = sent1 = 0
+        sent = sent1 if dt[i] == 0 else sent0
+        if dt[i] == 0:
+            sent0 += adv[inv[i]]
+        else:
+            sent1 += adv[inv[i]]
+        ar = arel_base[i]
+        if close_gaps and has_peer[i]:
+            # an acknowledgement up to a gap's start acknowledges bytes before it and stays; one
+            # past the gap moves down by its size (and every earlier gap's); one inside it, into
+            # bytes never sent after closing, moves to its start
+            p = ft[i] * 2 + 1 - dt[i]
+            lo, hi = gap_lo[p], gap_hi[p]
+            while lo < hi:  # the last gap starting below the acknowledged offset
+                mid = (lo + hi) // 2
+                if gap_at[mid] < arel_base[i]:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            j = lo - 1
+            if j >= gap_lo[p]:
+                ar -= gap_before[j] + min(gap_size[j], arel_base[i] - gap_at[j])
+        arel[i] = ar
         uses = ackf[i] == 1
-        sent = peer_sent[i] if peer_seen[i] else 0
+        if not peer_seen[i]:
+            sent = 0
         upper = max(sent, peer_next[i]) if has_peer[i] else BIG
-        ok_ack[i] = uses and arel[i] <= upper and arel[i] >= lower and not synack[i]
-        tg = sent if has_peer[i] else arel[i]
+        ok_ack[i] = uses and ar <= upper and ar >= lower and not synack[i]
+        tg = sent if has_peer[i] else ar
         if synack[i] and has_peer[i]:  # a SYN-ACK acknowledges exactly the SYN (a capture
             tg = 1 if dt[i] == 1 else 0  # starting at the SYN-ACK never saw it)
         target[i] = tg
         # a segment without ACK acknowledges nothing: with no peer seen, its field (a SYN's 0)
         # must not hold the direction's later acknowledgements back
         acknowledges[i] = uses or has_peer[i]
-        final[i] = arel[i] if ok_ack[i] else (tg if acknowledges[i] else lower)
+        final[i] = ar if ok_ack[i] else (tg if acknowledges[i] else lower)
     # acknowledgements never go backwards within a direction (at most 6 rounds, each from the
     # previous round's values)
     new = np.empty(n, np.int64)
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
+        if not (every or dirty[gids[k] >> 1]):
+            continue
         for _ in range(6):
             same = True
             top = lower
@@ -808,6 +829,9 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
     peer_last = np.empty(n, np.int64)
     last0 = last1 = -BIG
     for i in range(n):
+        if not (every or dirty[ft[i]]):
+            out_ack[i] = base_ack[i]
+            continue
         if i == 0 or ft[i - 1] != ft[i]:
             last0 = last1 = -BIG
         peer_last[inv[i]] = last1 if dt[i] == 0 else last0
@@ -820,6 +844,9 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
     spurious = np.zeros(n, np.bool_)
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
+        if not (every or dirty[gids[k] >> 1]):
+            spurious[a:b] = base_spurious[a:b]
+            continue
         stamp += 1
         for i in range(a, b):
             cand = seen[same_start[i]] == stamp
