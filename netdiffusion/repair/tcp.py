@@ -599,6 +599,31 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
     n = len(rel_in)
     rel = rel_in.copy()
     kept = np.ones(n, np.bool_)
+    # what a segment's own fields allow, whatever the others do (bits of ``rule``)
+    always, keepalive, gap, rst_in, acked_later, fin_again, fin_first = 1, 2, 4, 8, 16, 32, 64
+    rule = np.zeros(n, np.uint8)
+    for i in range(n):
+        f = 0
+        ln = s_len[i]
+        # a resent FIN (placed with the first below), a forced segment, a SYN / SYN-ACK
+        # retransmission at the ISN
+        if fin_retry[i] or forced[i] or (syn_retry[i] and rel_in[i] == 0):
+            f |= always
+        # keep-alive: one byte below what the direction already sent (never its first segment)
+        if ln <= 1 and s_syn[i] == 0 and s_fin[i] == 0 and not st[i]:
+            f |= keepalive
+        # a confirmed forward jump is a capture gap: kept here, closed later unless gaps="keep"
+        if confirmed[i] and not s_phase[i]:
+            f |= gap
+        if s_rst[i] and ln == 0:  # an RST in the window (RFC 5961)
+            f |= rst_in
+        if peer_later[i]:
+            f |= acked_later
+        if fin_retry[i]:
+            f |= fin_again
+        if first_fin[i] == i:
+            f |= fin_first
+        rule[i] = f
     # "an earlier segment that restarts where this one does is kept": seen[same_start[i]] == the
     # current round's stamp once such a segment was passed
     seen = np.zeros(n, np.int64)
@@ -625,38 +650,43 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
             changed = False
             for i in range(a, b):
                 was = kept[i]
+                f = rule[i]
                 cand = seen[same_start[i]] == stamp
                 if was:
                     seen[same_start[i]] = stamp
                 ln = s_len[i]
-                if fin_retry[i]:
+                if f & fin_again:
                     # a FIN resent with more of the earlier data ends where the first FIN ended
                     src = first_fin[i]
                     rel[i] = fin_final + (0 if fin_same_seq[i] else s_len[src] - ln)
                 r = rel[i]
-                if first_fin[i] == i:
+                if f & fin_first:
                     fin_final = r if was else e
-                late = last_set < 0 or s_ts[i] - s_ts[last_set] >= thr[i] or r + ln == e
-                good = r == e
-                # a resend from an earlier segment's start may carry more than before
-                # (repacketized data, or the data resent with the FIN), but only while the peer
-                # acknowledges nothing after it: tshark's highest byte to be acknowledged does not
-                # move on a retransmission, so an ACK of the new bytes would read as acknowledging
-                # an unseen segment
-                good = good or (cand and r >= 0 and late and (r + ln <= e or (r < e and not peer_later[i])))
-                # keep-alive: one byte below what the direction already sent (never its first segment)
-                good = good or (ln <= 1 and r == e - 1 and s_syn[i] == 0 and s_fin[i] == 0 and not st[i])
-                # a confirmed forward jump is a capture gap: kept here, closed below unless gaps="keep"
-                good = good or (r > e and r - e < (1 << 30) and confirmed[i] and not s_phase[i])
-                good = good or (syn_retry[i] and r == 0)
-                good = good or (s_rst[i] and ln == 0 and r >= 0 and r <= e)  # RST in window (RFC 5961)
-                # a bare ACK sent before a data segment but captured after it (reordered on the
-                # host): it restarts where an earlier segment did, and tshark does not analyse
-                # empty segments
-                good = good or (cand and ln == 0 and r >= 0 and r <= e)
-                good = good or fin_retry[i] or forced[i]
-                if it >= 6:
-                    good = good and was  # after a few rounds only drop segments: a fixed point
+                if f & always or r == e:  # in order
+                    good = True
+                elif r > e:
+                    good = (f & gap) != 0 and r - e < (1 << 30)
+                else:
+                    good = False
+                    if r >= 0:
+                        if cand and ln == 0:
+                            # a bare ACK sent before a data segment but captured after it
+                            # (reordered on the host): it restarts where an earlier segment did,
+                            # and tshark does not analyse empty segments
+                            good = True
+                        elif cand:
+                            # a resend from an earlier segment's start (after the out-of-order
+                            # window) may carry more than before (repacketized data, or the data
+                            # resent with the FIN), but only while the peer acknowledges nothing
+                            # after it: tshark's highest byte to be acknowledged does not move on
+                            # a retransmission, so an ACK of the new bytes would read as
+                            # acknowledging an unseen segment
+                            late = last_set < 0 or s_ts[i] - s_ts[last_set] >= thr[i] or r + ln == e
+                            good = late and (r + ln <= e or (f & acked_later) == 0)
+                        good = good or (f & rst_in) != 0
+                    good = good or ((f & keepalive) != 0 and r == e - 1)
+                if it >= 6 and not was:
+                    good = False  # after a few rounds only drop segments: a fixed point
                 if was:
                     if r + ln > e:
                         last_set = i
