@@ -839,23 +839,25 @@ class Repairer:
         rows_all = np.flatnonzero(self.is_["tcp"])
         assert np.array_equal(rows_all, t)
         syn_only = [(k, lo) for k, (lo, _hi, only) in TCP_OPTIONS.items() if only]
-        data, moved = T.tcp_option_rules(self.opt_kind["tcp"], self.opt_data["tcp"], syn,
+        length = self.opt_len["tcp"][t]
+        data, moved = T.tcp_option_rules(self.opt_kind["tcp"], self.opt_data["tcp"], length, syn,
                                          np.array([k for k, _ in syn_only], dtype=np.int64),
                                          np.array([lo for _, lo in syn_only], dtype=np.int64),
                                          TCP_WSCALE, 2, TCP_MAX_WSCALE)
         moved = np.flatnonzero(moved)
         if len(moved):
-            self._write_options("tcp_options", "tcp", t[moved], data[moved], self.opt_len["tcp"][t][moved])
+            self._write_options("tcp_options", "tcp", t[moved], data[moved], length[moved])
         self.opt_data["tcp"] = data
 
     def _tcp_timestamps(self, t: Arr, ft: Arr, dt: Arr, og: Arr, rst: Arr, phase_c: Arr) -> None:
         """TSval non-decreasing per direction; a connection-opening SYN echoes no TSecr (RFC 7323).
         RSTs need not carry timestamps (RFC 7323 5.2): theirs stay."""
-        data, moved = T.tcp_timestamp_rules(self.opt_kind["tcp"], self.opt_data["tcp"], rst, og, ft * 2 + dt,
+        length = self.opt_len["tcp"][t]
+        data, moved = T.tcp_timestamp_rules(self.opt_kind["tcp"], self.opt_data["tcp"], length, rst, og, ft * 2 + dt,
                                             phase_c, TCP_TIMESTAMPS, 2, 6)
         moved = np.flatnonzero(moved)
         if len(moved):
-            self._write_options("tcp_options", "tcp", t[moved], data[moved], self.opt_len["tcp"][t][moved])
+            self._write_options("tcp_options", "tcp", t[moved], data[moved], length[moved])
 
     def lengths(self) -> None:
         """Length fields that must agree with the headers and payload actually written."""

@@ -931,15 +931,17 @@ def tcp_zero_window(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndar
 
 
 @kernel
-def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, syn: np.ndarray, syn_kinds: np.ndarray,
-                     syn_sizes: np.ndarray, wscale: int, wscale_at: int, max_shift: int) -> tuple:
+def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, syn: np.ndarray,
+                     syn_kinds: np.ndarray, syn_sizes: np.ndarray, wscale: int, wscale_at: int,
+                     max_shift: int) -> tuple:
     """SYN-only options (``syn_kinds``, ``syn_sizes`` bytes) become NOPs on other segments (their
     first byte's ``kind_at`` too, in place); the window shift (byte ``wscale_at`` of option
-    ``wscale``) at most ``max_shift``. Returns the new option bytes and which rows changed."""
+    ``wscale``) at most ``max_shift``. ``length``: each row's option bytes (no option starts
+    beyond). Returns the new option bytes and which rows changed."""
     data = data.copy()
     moved = np.zeros(kind_at.shape[0], np.bool_)
     for r in range(kind_at.shape[0]):
-        for p in range(kind_at.shape[1]):
+        for p in range(min(length[r], kind_at.shape[1])):
             k = kind_at[r, p]
             if k < 2:  # EOL, NOP or none
                 continue
@@ -957,12 +959,13 @@ def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, syn: np.ndarray, syn
 
 
 @kernel
-def tcp_timestamp_rules(kind_at: np.ndarray, data: np.ndarray, rst: np.ndarray, og: np.ndarray, gid: np.ndarray,
-                        phase_c: np.ndarray, kind: int, val_at: int, ecr_at: int) -> tuple:
+def tcp_timestamp_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, rst: np.ndarray, og: np.ndarray,
+                        gid: np.ndarray, phase_c: np.ndarray, kind: int, val_at: int, ecr_at: int) -> tuple:
     """TSval non-decreasing per direction (serial numbers, from the direction's first), TSecr 0 on
     the client's handshake SYNs; RSTs are left alone. Option ``kind`` carries TSval / TSecr as
-    big-endian words at bytes ``val_at`` / ``ecr_at``. Returns the new option bytes and which rows
-    changed (a row with two such options gets the values of its last in both)."""
+    big-endian words at bytes ``val_at`` / ``ecr_at``; ``length``: each row's option bytes.
+    Returns the new option bytes and which rows changed (a row with two such options gets the
+    values of its last in both)."""
     n = kind_at.shape[0]
     data = data.copy()
     has = np.zeros(n, np.bool_)
@@ -971,7 +974,7 @@ def tcp_timestamp_rules(kind_at: np.ndarray, data: np.ndarray, rst: np.ndarray, 
     for r in range(n):
         if rst[r] != 0:
             continue
-        for p in range(kind_at.shape[1]):
+        for p in range(min(length[r], kind_at.shape[1])):
             if kind_at[r, p] == kind:
                 has[r] = True
                 v = e = 0
@@ -1000,7 +1003,7 @@ def tcp_timestamp_rules(kind_at: np.ndarray, data: np.ndarray, rst: np.ndarray, 
         if not has[r]:
             continue
         moved[r] = new_val[r] != val[r] or new_ecr[r] != ecr[r]
-        for p in range(kind_at.shape[1]):
+        for p in range(min(length[r], kind_at.shape[1])):
             if kind_at[r, p] == kind:
                 for j in range(4):
                     data[r, p + val_at + j] = (new_val[r] >> (24 - 8 * j)) & 0xFF
