@@ -1,8 +1,9 @@
 """nPrint rows -> IP packets (L3 header + L4 header + payload), vectorized over packets.
 
 Decode uses this to rebuild captures from bits alone, and repair/serve use it to emit the packets
-of generated flows. All bytes are assembled in one numpy buffer with per-packet offsets; the only
-per-packet Python work is slicing the final buffer into ``bytes`` objects.
+of generated flows. All bytes are assembled in one numpy buffer with per-packet offsets by two compiled passes over
+the rows (sizes, then header bytes); the only per-packet Python work is slicing the final buffer
+into ``bytes`` objects.
 
 Rules (per row):
 - network header: ``ipv4`` if its fixed bits are present, else ``ipv6``, else none (the packet is
@@ -18,89 +19,153 @@ from __future__ import annotations
 
 import numpy as np
 
-from netdiffusion.fields import HEADERS, Layout
+from netdiffusion.fields import ABSENT_WORD, HEADERS, Layout, absent_bytes, row_words, word_byte
+from netdiffusion.jit import kernel
 
 L3_HEADERS = ("ipv4", "ipv6")
 L4_HEADERS = ("tcp", "udp", "icmp")
 
 
-def _choose(layout: Layout, matrix: np.ndarray, candidates: tuple[str, ...]) -> np.ndarray:
-    """Index into ``candidates`` of the first header present per row, -1 for none."""
-    choice = np.full(matrix.shape[0], -1, dtype=np.int64)
-    for i in range(len(candidates) - 1, -1, -1):
-        h = candidates[i]
+@kernel
+def _fixed_part(hdr: np.ndarray, fixed: int) -> int:
+    """A header's fixed part (its first ``fixed`` words): 0 if every column is ABSENT (the header
+    is absent), 1 if some are, 2 if none is. No early exit: the loop over the words is vectorized."""
+    every = ABSENT_WORD
+    holes = np.uint64(0)
+    for j in range(fixed):
+        every &= hdr[j]
+        holes |= absent_bytes(hdr[j])
+    if every == ABSENT_WORD:
+        return 0
+    return 1 if holes else 2
+
+
+@kernel
+def _choose(row: np.ndarray, spec: np.ndarray) -> tuple[int, int]:
+    """``(index, bytes)`` of the first header of ``spec`` (:func:`_header_spec`) that the row (its
+    words) carries, -1 and 0 for none. Its bytes are :meth:`Layout.header_bytes`' length (leading
+    words without an ABSENT column) raised to its fixed size: options count only after a complete
+    fixed part."""
+    for h in range(spec.shape[0]):
+        w0, fixed, total = spec[h, 0], spec[h, 1], spec[h, 2]
+        if w0 < 0:
+            continue
+        hdr = row[w0 : w0 + total]
+        state = _fixed_part(hdr, fixed)
+        if state == 0:
+            continue
+        size = fixed
+        if state == 2:
+            while size < total and not absent_bytes(hdr[size]):
+                size += 1
+        return h, size
+    return -1, 0
+
+
+@kernel
+def _sizes(words: np.ndarray, stride: int, l3: np.ndarray, l4: np.ndarray, length_fields: np.ndarray,
+           payload_in: np.ndarray, l3_choice: np.ndarray, l4_choice: np.ndarray, l3_len: np.ndarray,
+           l4_len: np.ndarray, payload: np.ndarray) -> None:
+    """Per row: the network and transport header chosen and their bytes, and the payload bytes
+    (``payload_in`` if it has a value per row, else what the L3 length field leaves).
+
+    ``l3`` / ``l4``: per candidate header, as :func:`_header_spec` gives them; ``length_fields``:
+    per L3 candidate, as :func:`_length_fields` gives them."""
+    given = payload_in.shape[0] == l3_choice.shape[0]
+    for i in range(l3_choice.shape[0]):
+        row = words[i * stride : (i + 1) * stride]
+        c3, n3 = _choose(row, l3)
+        c4, n4 = _choose(row, l4) if c3 >= 0 else (-1, 0)
+        l3_choice[i], l3_len[i], l4_choice[i], l4_len[i] = c3, n3, c4, n4
+        if c3 < 0:
+            payload[i] = 0
+        elif given:
+            payload[i] = max(payload_in[i], 0)
+        else:
+            col, width = length_fields[c3, 0], length_fields[c3, 1]
+            value = 0
+            for c in range(col, col + width):  # Layout.field_values: -1 if a bit is ABSENT
+                b = np.int64(row[c >> 3] >> np.uint64(8 * (c & 7))) & 0xFF
+                if b == 0xFF:
+                    value = -1
+                    break
+                value = (value << 1) | (1 if 1 <= b <= 127 else 0)
+            after = max(value, 0) - (n3 if length_fields[c3, 2] else 0)  # bytes after the L3 header
+            payload[i] = max(after - n4, 0)
+
+
+@kernel
+def _write_headers(words: np.ndarray, stride: int, l3: np.ndarray, l4: np.ndarray, l3_choice: np.ndarray,
+                   l4_choice: np.ndarray, l3_len: np.ndarray, l4_len: np.ndarray, starts: np.ndarray,
+                   buf: np.ndarray) -> None:
+    """Each row's L3 then L4 header bytes (one word of the row per byte) into ``buf`` at ``starts``."""
+    for i in range(l3_choice.shape[0]):
+        row = words[i * stride : (i + 1) * stride]
+        at = starts[i]
+        for spec, c, size in ((l3, l3_choice[i], l3_len[i]), (l4, l4_choice[i], l4_len[i])):
+            if c < 0:
+                break
+            w0 = spec[c, 0]
+            k = min(size, spec[c, 2])
+            hdr = row[w0 : w0 + k]
+            out = buf[at : at + k]
+            for j in range(k):
+                out[j] = word_byte(hdr[j])
+            at += size
+
+
+@kernel
+def _place(buf: np.ndarray, starts: np.ndarray, sizes: np.ndarray, data: np.ndarray) -> None:
+    """``data``'s bytes, in order, into ``buf[starts[i] : starts[i] + sizes[i]]`` row after row."""
+    k = 0
+    for i in range(starts.shape[0]):
+        a = starts[i]
+        for j in range(sizes[i]):
+            buf[a + j] = data[k]
+            k += 1
+
+
+def _header_spec(layout: Layout, candidates: tuple[str, ...]) -> np.ndarray:
+    """Per candidate header: ``(first word, fixed words, words)`` in a row read as uint64 words
+    (8 columns each, one header byte), first word -1 where ``layout`` lacks it."""
+    spec = np.full((len(candidates), 3), -1, dtype=np.int64)
+    for i, h in enumerate(candidates):
         if h in layout.headers:
-            choice[layout.header_present(matrix, h)] = i
-    return choice
+            spec[i] = (layout.header_slice(h).start // 8, HEADERS[h].min_bits // 8, HEADERS[h].bytes)
+    return spec
 
 
-def _header_bytes(layout: Layout, matrix: np.ndarray, rows: np.ndarray, header: str
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """:meth:`Layout.header_bytes` of ``matrix[rows]`` without copying whole rows when most rows
-    are selected (packing the header's columns of every row is cheaper than gathering the rows)."""
-    if len(rows) * 4 >= matrix.shape[0]:
-        data, lengths = layout.header_bytes(matrix, header)
-        return (data, lengths) if len(rows) == matrix.shape[0] else (data[rows], lengths[rows])
-    return layout.header_bytes(matrix[rows], header)
+def _length_fields(layout: Layout) -> np.ndarray:
+    """Per L3 candidate: column and width of its length field, and 1 where that length counts the
+    L3 header itself (IPv4 total length) or 0 where it does not (IPv6 payload length)."""
+    out = np.zeros((len(L3_HEADERS), 3), dtype=np.int64)
+    for i, (h, key, counts_header) in enumerate((("ipv4", "ipv4_tl", 1), ("ipv6", "ipv6_len", 0))):
+        if h in layout.headers:
+            sl = layout.field_slice(key)
+            out[i] = (sl.start, sl.stop - sl.start, counts_header)
+    return out
 
 
 def packet_lengths(layout: Layout, matrix: np.ndarray,
-                   payload_lengths: np.ndarray | None = None,
-                   header_data: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+                   payload_lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-row byte lengths implied by the bits: ``l3``, ``l4``, ``payload`` and header choices.
 
-    ``header_data`` (optional, filled here): header -> ``(rows, bytes)`` of the rows that chose that
-    header, ``bytes`` as :meth:`Layout.header_bytes` returns them, so the builder packs each header once."""
+    One compiled pass over the rows (each reads only the words it needs: most rows stop at the
+    first word of each header's presence test and at the first absent option byte)."""
     n = matrix.shape[0]
-    header_data = {} if header_data is None else header_data
-    l3_choice = _choose(layout, matrix, L3_HEADERS)
-    l4_choice = _choose(layout, matrix, L4_HEADERS)
-    l4_choice[l3_choice < 0] = -1
-    l3_len = np.zeros(n, dtype=np.int64)
-    l4_len = np.zeros(n, dtype=np.int64)
-    implied_total = np.zeros(n, dtype=np.int64)  # bytes after the L3 header, from the L3 length field
-    for i, h in enumerate(L3_HEADERS):
-        rows = np.flatnonzero(l3_choice == i)
-        if not len(rows):
-            continue
-        data, lengths = _header_bytes(layout, matrix, rows, h)
-        header_data[h] = (rows, data)
-        l3_len[rows] = np.maximum(lengths, HEADERS[h].min_bits // 8)
-        # a narrow field: reading its columns for every row beats copying whole rows
-        if h == "ipv4":
-            total = layout.field_values(matrix, "ipv4_tl")[rows]
-            implied_total[rows] = np.maximum(total, 0) - l3_len[rows]
-        else:
-            implied_total[rows] = np.maximum(layout.field_values(matrix, "ipv6_len")[rows], 0)
-    for i, h in enumerate(L4_HEADERS):
-        rows = np.flatnonzero(l4_choice == i)
-        if not len(rows):
-            continue
-        data, lengths = _header_bytes(layout, matrix, rows, h)
-        header_data[h] = (rows, data)
-        l4_len[rows] = np.maximum(lengths, HEADERS[h].min_bits // 8)
     if payload_lengths is None:
-        payload = np.maximum(implied_total - l4_len, 0)
+        given = np.zeros(0, dtype=np.int64)
     else:
-        payload = np.asarray(payload_lengths, dtype=np.int64).reshape(-1).copy()
-        if payload.shape[0] != n:
-            raise ValueError(f"{n} rows but {payload.shape[0]} payload lengths")
-        payload = np.maximum(payload, 0)
-    payload[l3_choice < 0] = 0
-    return {"l3": l3_len, "l4": l4_len, "payload": payload, "l3_choice": l3_choice, "l4_choice": l4_choice}
-
-
-def _scatter(buf: np.ndarray, starts: np.ndarray, data: np.ndarray, lengths: np.ndarray) -> None:
-    """Copy ``data[r, :lengths[r]]`` to ``buf[starts[r]:]`` for every row at once.
-
-    One block copy per distinct length (header lengths take few values): no row-by-column mask
-    or position matrix over the widest row."""
-    lengths = np.minimum(lengths, data.shape[1])
-    for size in np.unique(lengths).tolist():
-        if size <= 0:
-            continue
-        rows = np.flatnonzero(lengths == size)
-        buf[starts[rows, None] + np.arange(size)] = data[rows, :size]
+        given = np.asarray(payload_lengths, dtype=np.int64).reshape(-1)
+        if given.shape[0] != n:
+            raise ValueError(f"{n} rows but {given.shape[0]} payload lengths")
+    out = {k: np.empty(n, dtype=np.int64) for k in ("l3", "l4", "payload", "l3_choice", "l4_choice")}
+    if n:
+        words, stride, _ = row_words(matrix, 0, layout.width)
+        _sizes(words, stride, _header_spec(layout, L3_HEADERS), _header_spec(layout, L4_HEADERS),
+               _length_fields(layout), given, out["l3_choice"], out["l4_choice"], out["l3"], out["l4"],
+               out["payload"])
+    return out
 
 
 def build_ip_buffer(layout: Layout, matrix: np.ndarray, payload_lengths: np.ndarray | None = None,
@@ -118,35 +183,27 @@ def build_ip_buffer(layout: Layout, matrix: np.ndarray, payload_lengths: np.ndar
     if matrix.ndim != 2 or matrix.shape[1] != layout.width:
         raise ValueError(f"matrix shape {matrix.shape} does not match layout width {layout.width}")
     n = matrix.shape[0]
-    header_data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    info = packet_lengths(layout, matrix, payload_lengths, header_data) if n else None
-    sizes = info["l3"] + info["l4"] + info["payload"] if n else np.zeros(0, dtype=np.int64)
+    info = packet_lengths(layout, matrix, payload_lengths)
+    sizes = info["l3"] + info["l4"] + info["payload"]
     gap = np.zeros(n, dtype=np.int64) if gap_before is None else np.asarray(gap_before, dtype=np.int64)
     ends = np.cumsum(sizes + gap)
     starts = ends - sizes
     total = int(ends[-1]) if n else 0
     if payload == "random":
         rng = rng if rng is not None else np.random.default_rng()
-        ip_total = int(sizes.sum())
+        draws = rng.integers(0, 256, size=int(sizes.sum()), dtype=np.uint8)
         if gap_before is None or not gap.any():
-            buf = rng.integers(0, 256, size=ip_total, dtype=np.uint8)
-        else:
+            buf = draws
+        else:  # the same draws as without gaps, each packet's share moved to its place
             buf = np.zeros(total, dtype=np.uint8)
-            # the same draws as without gaps, each packet's share moved to its place
-            shift = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
-            buf[np.arange(ip_total) + shift] = rng.integers(0, 256, size=ip_total, dtype=np.uint8)
+            _place(buf, starts, sizes, draws)
     else:
         buf = np.zeros(total, dtype=np.uint8)
     if not n:
         return buf, starts, ends
-    for h in L3_HEADERS:
-        if h in header_data:
-            rows, data = header_data[h]
-            _scatter(buf, starts[rows], data, info["l3"][rows])
-    for h in L4_HEADERS:
-        if h in header_data:
-            rows, data = header_data[h]
-            _scatter(buf, starts[rows] + info["l3"][rows], data, info["l4"][rows])
+    words, stride, _ = row_words(matrix, 0, layout.width)
+    _write_headers(words, stride, _header_spec(layout, L3_HEADERS), _header_spec(layout, L4_HEADERS),
+                   info["l3_choice"], info["l4_choice"], info["l3"], info["l4"], starts, buf)
     return buf, starts, ends
 
 

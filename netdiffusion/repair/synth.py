@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from netdiffusion.fields import IP_PROTO, Layout
+from netdiffusion.fields import IP_PROTO, Layout, row_words, word_byte
+from netdiffusion.jit import kernel
 from netdiffusion.packets import build_ip_buffer
 from netdiffusion.repair.engine import (
     ICMP_ERRORS_V4,
@@ -26,48 +27,40 @@ _NONZERO_SPAN = 60 + 8 + 28  # longest TCP header, or ICMP header + quoted datag
 L4_CKSUM = {"tcp": "tcp_cksum", "udp": "udp_cksum", "icmp": "icmp_cksum"}
 
 
-def _word_sums(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """16-bit big-endian word sums of ``buf[starts[i]:ends[i]]`` (odd tails zero-padded)."""
-    n = len(starts)
-    if not n:
-        return np.zeros(0, dtype=np.int64)
-    b = np.concatenate([buf, np.zeros(1, dtype=np.uint8)]).astype(np.int64)
-    parity = np.arange(len(b)) & 1
-    even = np.where(parity == 0, b, 0)
-    odd = np.where(parity == 1, b, 0)
-    idx = np.empty(2 * n, dtype=np.int64)
-    idx[0::2], idx[1::2] = starts, ends
-    se = np.add.reduceat(even, idx)[0::2]
-    so = np.add.reduceat(odd, idx)[0::2]
-    empty = ends <= starts
-    se[empty] = 0
-    so[empty] = 0
-    start_even = (starts & 1) == 0
-    return np.where(start_even, (se << 8) + so, (so << 8) + se)
+@kernel
+def _segment_sums(buf: np.ndarray, starts: np.ndarray, stops: np.ndarray, out: np.ndarray) -> None:
+    """out[i]: sum of the big-endian 16-bit words of ``buf[starts[i]:stops[i]]`` (an odd last byte
+    is the high byte of a word), 0 for an empty span."""
+    for i in range(starts.shape[0]):
+        seg = buf[starts[i] : max(stops[i], starts[i])]
+        total = 0
+        for j in range(seg.shape[0] // 2):
+            total += (np.int64(seg[2 * j]) << 8) | np.int64(seg[2 * j + 1])
+        if seg.shape[0] % 2:
+            total += np.int64(seg[seg.shape[0] - 1]) << 8
+        out[i] = total
 
 
-def _gather_spans(buf: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """``(len(starts), width)`` uint8: ``buf[starts[i] : starts[i] + width]`` (zeros past the end).
-
-    Rows of a strided window view, so no ``(n, width)`` index matrix is built."""
-    out = np.zeros((len(starts), width), dtype=np.uint8)
-    if not len(starts) or not len(buf):
-        return out
-    fits = starts <= len(buf) - width
-    if len(buf) >= width:
-        windows = np.lib.stride_tricks.as_strided(buf, shape=(len(buf) - width + 1, width), strides=(1, 1),
-                                                  writeable=False)
-        out[fits] = windows[starts[fits]]
-    for r in np.flatnonzero(~fits).tolist():  # the last few packets of the buffer only
-        tail = buf[starts[r] :]
-        out[r, : len(tail)] = tail
-    return out
+@kernel
+def _packed_word_sums(words: np.ndarray, stride: int, first: int, k: int, out: np.ndarray) -> None:
+    """out[i]: sum of the big-endian 16-bit words of the ``k`` bytes (one per word, absent bits
+    read as 0) of row i: an address' share of a pseudo-header checksum."""
+    for i in range(out.shape[0]):
+        row = words[i * stride + first : i * stride + first + k]
+        total = 0
+        for j in range(k // 2):
+            total += (np.int64(word_byte(row[2 * j])) << 8) | np.int64(word_byte(row[2 * j + 1]))
+        out[i] = total
 
 
 def _addr_sum(layout: Layout, m: np.ndarray, key: str, rows: np.ndarray) -> np.ndarray:
     """Sum of the 16-bit words of an address field (absent bits read as 0) of ``m[rows]``."""
-    bits = layout.field_bits(m, key)[rows]
-    return np.packbits(bits > 0, axis=1).view(">u2").sum(axis=1, dtype=np.int64)
+    sl = layout.field_slice(key)
+    out = np.empty(len(m), dtype=np.int64)
+    if len(m):
+        words, stride, first = row_words(m, sl.start, sl.stop)
+        _packed_word_sums(words, stride, first, (sl.stop - sl.start) // 8, out)
+    return out[rows]
 
 
 def _quote_datagrams(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
@@ -236,14 +229,10 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
     icmpv6 = _bare_icmpv6(layout, m, is_, buf, l4_start, ends)
     _bare_ipv6_extensions(layout, m, is_, buf, l4_start, ends)
     _synthetic_payloads(layout, m, is_, buf, l4_start, ends)
-    if payload_mode == "zero":
-        # only the L4 header (<= 60 bytes) and an ICMP quote can be non-zero: gather those
-        span = np.minimum(ends - l4_start, _NONZERO_SPAN)
-        block = _gather_spans(buf, l4_start, _NONZERO_SPAN)
-        block[np.arange(_NONZERO_SPAN)[None, :] >= span[:, None]] = 0
-        total = block.view(">u2").sum(axis=1, dtype=np.int64)  # big-endian 16-bit words
-    else:
-        total = _word_sums(buf, l4_start, ends)
+    # zero payloads: only the L4 header (<= 60 bytes) and an ICMP quote can be non-zero
+    stops = np.minimum(ends, l4_start + _NONZERO_SPAN) if payload_mode == "zero" else ends
+    total = np.empty(n, dtype=np.int64)
+    _segment_sums(buf, l4_start, stops, total)
     seg_len = ends - l4_start
     pseudo = np.zeros(n, dtype=np.int64)
     if "ipv4" in layout.headers:
