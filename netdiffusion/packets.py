@@ -17,6 +17,8 @@ Rules (per row):
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from netdiffusion.fields import ABSENT_WORD, HEADERS, Layout, absent_bytes, row_words, word_byte
@@ -27,65 +29,71 @@ L4_HEADERS = ("tcp", "udp", "icmp")
 
 
 @kernel
-def _fixed_part(hdr: np.ndarray, fixed: int) -> int:
-    """A header's fixed part (its first ``fixed`` words): 0 if every column is ABSENT (the header
-    is absent), 1 if some are, 2 if none is. No early exit: the loop over the words is vectorized."""
-    every = ABSENT_WORD
-    holes = np.uint64(0)
-    for j in range(fixed):
-        every &= hdr[j]
-        holes |= absent_bytes(hdr[j])
-    if every == ABSENT_WORD:
-        return 0
-    return 1 if holes else 2
-
-
-@kernel
-def _choose(row: np.ndarray, spec: np.ndarray) -> tuple[int, int]:
-    """``(index, bytes)`` of the first header of ``spec`` (:func:`_header_spec`) that the row (its
-    words) carries, -1 and 0 for none. Its bytes are :meth:`Layout.header_bytes`' length (leading
-    words without an ABSENT column) raised to its fixed size: options count only after a complete
-    fixed part."""
-    for h in range(spec.shape[0]):
-        w0, fixed, total = spec[h, 0], spec[h, 1], spec[h, 2]
-        if w0 < 0:
-            continue
-        hdr = row[w0 : w0 + total]
-        state = _fixed_part(hdr, fixed)
-        if state == 0:
-            continue
-        size = fixed
-        if state == 2:
-            while size < total and not absent_bytes(hdr[size]):
-                size += 1
-        return h, size
-    return -1, 0
-
-
-@kernel
 def _sizes(words: np.ndarray, stride: int, l3: np.ndarray, l4: np.ndarray, length_fields: np.ndarray,
            payload_in: np.ndarray, l3_choice: np.ndarray, l4_choice: np.ndarray, l3_len: np.ndarray,
-           l4_len: np.ndarray, payload: np.ndarray) -> None:
-    """Per row: the network and transport header chosen and their bytes, and the payload bytes
-    (``payload_in`` if it has a value per row, else what the L3 length field leaves).
+           l4_len: np.ndarray, payload: np.ndarray, heads: np.ndarray, width: int) -> None:
+    """Per row: the network and transport header chosen, their bytes, and the payload bytes
+    (``payload_in`` if it has a value per row, else what the L3 length field leaves); the header
+    bytes themselves into ``heads`` (``width`` bytes per row: L3 from 0, L4 from ``width // 2``),
+    so the matrix is read once (a second pass over its rows costs more than these copies).
 
-    ``l3`` / ``l4``: per candidate header, as :func:`_header_spec` gives them; ``length_fields``:
-    per L3 candidate, as :func:`_length_fields` gives them."""
+    The header of a layer is the first of its candidates (``l3`` / ``l4``, :func:`_header_spec`)
+    with a column of its fixed part not ABSENT; its bytes are :meth:`Layout.header_bytes`' length
+    (leading words without an ABSENT column) raised to its fixed size: option words count only
+    after a complete fixed part. ``length_fields``: per L3 candidate, :func:`_length_fields`.
+
+    Written as one function with unsigned indices (uint64 throughout: numba makes uint64 + int64
+    a float): a signed index costs a wraparound test per access, which stops loops from being
+    vectorized, and a call to a helper taking arrays is not inlined (arguments pushed per call)."""
     given = payload_in.shape[0] == l3_choice.shape[0]
+    half = np.uint64(width // 2)
     for i in range(l3_choice.shape[0]):
-        row = words[i * stride : (i + 1) * stride]
-        c3, n3 = _choose(row, l3)
-        c4, n4 = _choose(row, l4) if c3 >= 0 else (-1, 0)
+        row = np.uint64(i * stride)
+        chosen = (-1, -1)
+        sizes = (0, 0)
+        for layer in range(2):
+            spec = l3 if layer == 0 else l4
+            if layer == 1 and chosen[0] < 0:
+                break
+            for h in range(spec.shape[0]):
+                if spec[h, 0] < 0:
+                    continue
+                at = row + np.uint64(spec[h, 0])
+                fixed, total = np.uint64(spec[h, 1]), np.uint64(spec[h, 2])
+                if words[at] == ABSENT_WORD:  # absent as a whole, most likely: test every word
+                    every = ABSENT_WORD
+                    for j in range(np.uint64(1), fixed):
+                        every &= words[at + j]
+                    if every == ABSENT_WORD:
+                        continue
+                size = fixed
+                if size < total and not absent_bytes(words[at + size]):  # options: after a complete fixed part
+                    holes = np.uint64(0)
+                    for j in range(fixed):
+                        holes |= absent_bytes(words[at + j])
+                    if not holes:
+                        while size < total and not absent_bytes(words[at + size]):
+                            size += np.uint64(1)
+                to = np.uint64(i * width) + (half if layer else np.uint64(0))
+                for j in range(size):
+                    heads[to + j] = word_byte(words[at + j])
+                if layer == 0:
+                    chosen, sizes = (h, -1), (np.int64(size), 0)
+                else:
+                    chosen, sizes = (chosen[0], h), (sizes[0], np.int64(size))
+                break
+        c3, c4 = chosen
+        n3, n4 = sizes
         l3_choice[i], l3_len[i], l4_choice[i], l4_len[i] = c3, n3, c4, n4
         if c3 < 0:
             payload[i] = 0
         elif given:
             payload[i] = max(payload_in[i], 0)
         else:
-            col, width = length_fields[c3, 0], length_fields[c3, 1]
+            col, bits = length_fields[c3, 0], length_fields[c3, 1]
             value = 0
-            for c in range(col, col + width):  # Layout.field_values: -1 if a bit is ABSENT
-                b = np.int64(row[c >> 3] >> np.uint64(8 * (c & 7))) & 0xFF
+            for c in range(col, col + bits):  # Layout.field_values: -1 if a bit is ABSENT
+                b = np.int64(words[row + np.uint64(c >> 3)] >> np.uint64(8 * (c & 7))) & 0xFF
                 if b == 0xFF:
                     value = -1
                     break
@@ -95,23 +103,20 @@ def _sizes(words: np.ndarray, stride: int, l3: np.ndarray, l4: np.ndarray, lengt
 
 
 @kernel
-def _write_headers(words: np.ndarray, stride: int, l3: np.ndarray, l4: np.ndarray, l3_choice: np.ndarray,
-                   l4_choice: np.ndarray, l3_len: np.ndarray, l4_len: np.ndarray, starts: np.ndarray,
+def _write_headers(heads: np.ndarray, width: int, l3_len: np.ndarray, l4_len: np.ndarray, starts: np.ndarray,
                    buf: np.ndarray) -> None:
-    """Each row's L3 then L4 header bytes (one word of the row per byte) into ``buf`` at ``starts``."""
-    for i in range(l3_choice.shape[0]):
-        row = words[i * stride : (i + 1) * stride]
-        at = starts[i]
-        for spec, c, size in ((l3, l3_choice[i], l3_len[i]), (l4, l4_choice[i], l4_len[i])):
-            if c < 0:
-                break
-            w0 = spec[c, 0]
-            k = min(size, spec[c, 2])
-            hdr = row[w0 : w0 + k]
-            out = buf[at : at + k]
-            for j in range(k):
-                out[j] = word_byte(hdr[j])
-            at += size
+    """Each row's L3 then L4 header bytes (from :func:`_sizes`' ``heads``) into ``buf`` at ``starts``."""
+    half = np.uint64(width // 2)
+    for i in range(starts.shape[0]):
+        at = np.uint64(starts[i])
+        src = np.uint64(i * width)
+        n3 = np.uint64(l3_len[i])
+        for j in range(n3):
+            buf[at + j] = heads[src + j]
+        at += n3
+        src += half
+        for j in range(np.uint64(l4_len[i])):
+            buf[at + j] = heads[src + j]
 
 
 @kernel
@@ -123,6 +128,22 @@ def _place(buf: np.ndarray, starts: np.ndarray, sizes: np.ndarray, data: np.ndar
         for j in range(sizes[i]):
             buf[a + j] = data[k]
             k += 1
+
+
+HUGE_BUFFER = 1 << 25  # zeroed buffers from this size on are mapped with huge pages (Linux)
+
+
+def zeroed(size: int) -> np.ndarray:
+    """``np.zeros(size, uint8)``; large ones as an anonymous mapping advised to use huge pages.
+
+    ``np.zeros`` gets fresh pages from the kernel 4 KiB at a time on first touch: the packet
+    buffer (hundreds of MB with large payloads) paid ~70 ms of page faults when its headers were
+    written; with 2 MiB pages ~9 ms. Pages never touched (long zero payloads) stay unallocated."""
+    if size < HUGE_BUFFER or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return np.zeros(size, dtype=np.uint8)
+    area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    area.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(area, dtype=np.uint8)
 
 
 def _header_spec(layout: Layout, candidates: tuple[str, ...]) -> np.ndarray:
@@ -148,7 +169,8 @@ def _length_fields(layout: Layout) -> np.ndarray:
 
 def packet_lengths(layout: Layout, matrix: np.ndarray,
                    payload_lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-row byte lengths implied by the bits: ``l3``, ``l4``, ``payload`` and header choices.
+    """Per-row byte lengths implied by the bits: ``l3``, ``l4``, ``payload`` and header choices,
+    and ``heads``: the header bytes (:func:`_sizes`).
 
     One compiled pass over the rows (each reads only the words it needs: most rows stop at the
     first word of each header's presence test and at the first absent option byte)."""
@@ -160,11 +182,13 @@ def packet_lengths(layout: Layout, matrix: np.ndarray,
         if given.shape[0] != n:
             raise ValueError(f"{n} rows but {given.shape[0]} payload lengths")
     out = {k: np.empty(n, dtype=np.int64) for k in ("l3", "l4", "payload", "l3_choice", "l4_choice")}
+    width = 2 * max(HEADERS[h].bytes for h in L3_HEADERS + L4_HEADERS)
+    out["heads"] = np.empty((n, width), dtype=np.uint8)
     if n:
         words, stride, _ = row_words(matrix, 0, layout.width)
         _sizes(words, stride, _header_spec(layout, L3_HEADERS), _header_spec(layout, L4_HEADERS),
                _length_fields(layout), given, out["l3_choice"], out["l4_choice"], out["l3"], out["l4"],
-               out["payload"])
+               out["payload"], out["heads"].reshape(-1), width)
     return out
 
 
@@ -195,15 +219,14 @@ def build_ip_buffer(layout: Layout, matrix: np.ndarray, payload_lengths: np.ndar
         if gap_before is None or not gap.any():
             buf = draws
         else:  # the same draws as without gaps, each packet's share moved to its place
-            buf = np.zeros(total, dtype=np.uint8)
+            buf = zeroed(total)
             _place(buf, starts, sizes, draws)
     else:
-        buf = np.zeros(total, dtype=np.uint8)
+        buf = zeroed(total)
     if not n:
         return buf, starts, ends
-    words, stride, _ = row_words(matrix, 0, layout.width)
-    _write_headers(words, stride, _header_spec(layout, L3_HEADERS), _header_spec(layout, L4_HEADERS),
-                   info["l3_choice"], info["l4_choice"], info["l3"], info["l4"], starts, buf)
+    heads = info["heads"]
+    _write_headers(heads.reshape(-1), heads.shape[1], info["l3"], info["l4"], starts, buf)
     return buf, starts, ends
 
 
