@@ -178,7 +178,7 @@ def packet_lengths(layout: Layout, matrix: np.ndarray,
     if payload_lengths is None:
         given = np.zeros(0, dtype=np.int64)
     else:
-        given = np.asarray(payload_lengths, dtype=np.int64).reshape(-1)
+        given = np.ascontiguousarray(payload_lengths, dtype=np.int64).reshape(-1)
         if given.shape[0] != n:
             raise ValueError(f"{n} rows but {given.shape[0]} payload lengths")
     out = {k: np.empty(n, dtype=np.int64) for k in ("l3", "l4", "payload", "l3_choice", "l4_choice")}

@@ -14,7 +14,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netdiffusion import bitwords as W
-from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, bytes_to_bits, packed_bytes, row_counts
+from netdiffusion.fields import (
+    ABSENT,
+    HEADERS,
+    IP_PROTO,
+    Layout,
+    bytes_to_bits,
+    packed_bytes,
+    row_counts,
+    row_words,
+    word_byte,
+)
+from netdiffusion.jit import kernel
 from netdiffusion.repair import groups as G
 
 L3 = ("ipv4", "ipv6")
@@ -1426,26 +1437,49 @@ def _next_value(mask: np.ndarray, values: np.ndarray, gid: np.ndarray) -> np.nda
     return out
 
 
+@kernel
+def _ipv4_checksums(words: np.ndarray, stride: int, first: int, rows: np.ndarray, hl_col: int, hl_width: int,
+                    ck_byte: int, out: np.ndarray) -> None:
+    """RFC 791 checksum of the IPv4 header of each of ``rows``: the 16-bit words of its first
+    ``4 * hl`` bytes (one byte per matrix word, absent bits read as 0; the checksum bytes
+    ``ck_byte``, ``ck_byte + 1`` as 0). ``hl`` is -1 (no bytes) where one of its bits is negative."""
+    for r in range(rows.shape[0]):
+        at = np.uint64(rows[r] * stride + first)
+        hl = 0
+        for c in range(hl_col, hl_col + hl_width):
+            b = np.int64(words[at + np.uint64(c >> 3)] >> np.uint64(8 * (c & 7))) & 0xFF
+            if b >= 128:
+                hl = -1
+                break
+            hl = (hl << 1) | (1 if b else 0)
+        total = 0
+        for k in range(np.uint64(max(min(2 * hl, 30), 0))):
+            j = np.uint64(2) * k
+            hi = np.int64(word_byte(words[at + j]))
+            lo = np.int64(word_byte(words[at + j + np.uint64(1)]))
+            if j == np.uint64(ck_byte):
+                hi, lo = 0, 0
+            total += (hi << 8) | lo
+        for _ in range(3):
+            total = (total & 0xFFFF) + (total >> 16)
+        out[r] = ~total & 0xFFFF
+
+
 def ipv4_header_checksums(layout: Layout, matrix: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """RFC 791 header checksum of IPv4 rows (the checksum field read as zero).
 
-    ``rows`` selects rows of ``matrix`` (default all); only the columns needed are read."""
-    rows = np.arange(len(matrix)) if rows is None else np.asarray(rows)
-    hs = layout.header_slice("ipv4")
-    hl_sl = layout.field_slice("ipv4_hl")
-    hl = _bits_to_values(matrix[rows, hl_sl])
-    fixed = HEADERS["ipv4"].min_bits
-    data = np.zeros((len(rows), HEADERS["ipv4"].bytes), dtype=np.int64)
-    data[:, : fixed // 8] = np.packbits(matrix[rows, hs.start : hs.start + fixed] > 0, axis=1)
-    with_opts = np.flatnonzero(hl > 5)  # only these need their option bytes packed
-    if len(with_opts):
-        data[with_opts, fixed // 8 :] = np.packbits(matrix[rows[with_opts], hs.start + fixed : hs.stop] > 0,
-                                                    axis=1)
-    ck = layout.field("ipv4_cksum")
-    data[:, ck.offset // 8 : (ck.offset + ck.width) // 8] = 0
-    words = (data[:, 0::2] << 8) | data[:, 1::2]
-    words[np.arange(words.shape[1])[None, :] >= (hl[:, None] * 2)] = 0
-    return fold_checksum(words.sum(axis=1))
+    ``rows`` selects rows of ``matrix`` (default all); one compiled pass reads only their header
+    words (no packed copy of the rows)."""
+    rows = np.arange(len(matrix), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.int64)
+    if len(rows):
+        hs = layout.header_slice("ipv4")
+        hl, ck = layout.field("ipv4_hl"), layout.field("ipv4_cksum")
+        if HEADERS["ipv4"].bytes > 60 or ck.offset % 16 or ck.width != 16:
+            raise ValueError("ipv4 layout: a 16-bit aligned checksum and at most 60 header bytes expected")
+        words, stride, first = row_words(matrix, hs.start, hs.stop)
+        _ipv4_checksums(words, stride, first, rows, hl.offset, hl.width, ck.offset // 8, out)
+    return out
 
 
 def fold_checksum(total: np.ndarray) -> np.ndarray:

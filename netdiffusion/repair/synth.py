@@ -32,12 +32,13 @@ def _segment_sums(buf: np.ndarray, starts: np.ndarray, stops: np.ndarray, out: n
     """out[i]: sum of the big-endian 16-bit words of ``buf[starts[i]:stops[i]]`` (an odd last byte
     is the high byte of a word), 0 for an empty span."""
     for i in range(starts.shape[0]):
-        seg = buf[starts[i] : max(stops[i], starts[i])]
+        a = np.uint64(starts[i])
+        size = max(min(stops[i], buf.shape[0]) - starts[i], 0)
         total = 0
-        for j in range(seg.shape[0] // 2):
-            total += (np.int64(seg[2 * j]) << 8) | np.int64(seg[2 * j + 1])
-        if seg.shape[0] % 2:
-            total += np.int64(seg[seg.shape[0] - 1]) << 8
+        for j in range(np.uint64(size // 2)):
+            total += (np.int64(buf[a + np.uint64(2) * j]) << 8) | np.int64(buf[a + np.uint64(2) * j + np.uint64(1)])
+        if size % 2:
+            total += np.int64(buf[a + np.uint64(size - 1)]) << 8
         out[i] = total
 
 
@@ -46,10 +47,12 @@ def _packed_word_sums(words: np.ndarray, stride: int, first: int, k: int, out: n
     """out[i]: sum of the big-endian 16-bit words of the ``k`` bytes (one per word, absent bits
     read as 0) of row i: an address' share of a pseudo-header checksum."""
     for i in range(out.shape[0]):
-        row = words[i * stride + first : i * stride + first + k]
+        at = np.uint64(i * stride + first)
         total = 0
-        for j in range(k // 2):
-            total += (np.int64(word_byte(row[2 * j])) << 8) | np.int64(word_byte(row[2 * j + 1]))
+        for j in range(np.uint64(k // 2)):
+            hi = word_byte(words[at + np.uint64(2) * j])
+            lo = word_byte(words[at + np.uint64(2) * j + np.uint64(1)])
+            total += (np.int64(hi) << 8) | np.int64(lo)
         out[i] = total
 
 
