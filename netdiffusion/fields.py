@@ -234,17 +234,21 @@ class Layout:
     # -- presence -------------------------------------------------------------------------------
     def header_present(self, matrix: np.ndarray, header: str) -> np.ndarray:
         """Boolean per packet: does the packet carry this header (its fixed part not absent)?"""
-        s = self.header_slice(header)
-        k = HEADERS[header].min_bits // 8
-        out = np.empty(matrix.shape[0], dtype=bool)
-        if len(out):
-            words, stride, first = row_words(matrix, s.start, s.start + 8 * k)
-            _any_present(words, stride, first, k, out)
-        return out
+        return self._presence(matrix, (header,))[0]
 
     def presence(self, matrix: np.ndarray) -> np.ndarray:
-        """``(packets, headers)`` boolean table of which headers each packet carries."""
-        return np.stack([self.header_present(matrix, h) for h in self.headers], axis=1)
+        """``(packets, headers)`` boolean table of which headers each packet carries (one pass over
+        the rows; each header's column is contiguous: the table is the transpose of a C array)."""
+        return self._presence(matrix, self.headers).T
+
+    def _presence(self, matrix: np.ndarray, headers: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(headers), matrix.shape[0]), dtype=bool)
+        if out.size:
+            spec = np.array([(self.header_slice(h).start // 8, HEADERS[h].min_bits // 8) for h in headers],
+                            dtype=np.int64)
+            words, stride, first = row_words(matrix, 0, self.width)
+            _presence(words, stride, first, spec, out)
+        return out
 
     def present_share(self, matrix: np.ndarray) -> np.ndarray:
         """``(packets, headers)`` share of each header's fixed bits that are not absent.
@@ -358,6 +362,7 @@ _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 _HIGH = np.uint64(0x8080808080808080)
 _ONES = np.uint64(0x0101010101010101)
 _GATHER = np.uint64(0x8040201008040201)  # eight byte flags (bit 0 of each byte) -> one byte, byte 0 first
+_SPREAD = np.uint64(0x0102040810204080)  # one byte replicated -> byte i keeps bit 7 - i
 ABSENT_WORD = np.uint64(0xFFFFFFFFFFFFFFFF)  # eight ABSENT (-1) columns
 _7, _56 = np.uint64(7), np.uint64(56)
 
@@ -409,17 +414,21 @@ def word_complete(w: np.uint64) -> bool:
 
 
 @kernel
-def _any_present(words: np.ndarray, stride: int, first: int, k: int, out: np.ndarray) -> None:
-    """out[i]: some column of row i's ``k`` words is not ABSENT (most rows stop at word 0)."""
-    for i in range(out.shape[0]):
-        at = np.uint64(i * stride + first)
-        if words[at] != ABSENT_WORD:  # most rows: a header is present or absent as a whole
-            out[i] = True
-            continue
-        every = ABSENT_WORD
-        for j in range(np.uint64(1), np.uint64(k)):  # no early exit: a vectorized AND over the rest
-            every &= words[at + j]
-        out[i] = every != ABSENT_WORD
+def _presence(words: np.ndarray, stride: int, first: int, spec: np.ndarray, out: np.ndarray) -> None:
+    """out[h, i]: some column of the ``spec[h, 1]`` words from word ``spec[h, 0]`` of row i is not
+    ABSENT. Most rows stop at a header's first word (headers are present or absent as a whole);
+    the others AND the rest without an early exit (vectorized)."""
+    for i in range(out.shape[1]):
+        row = np.uint64(i * stride + first)
+        for h in range(spec.shape[0]):
+            at = row + np.uint64(spec[h, 0])
+            if words[at] != ABSENT_WORD:
+                out[h, i] = True
+                continue
+            every = ABSENT_WORD
+            for j in range(np.uint64(1), np.uint64(spec[h, 1])):
+                every &= words[at + j]
+            out[h, i] = every != ABSENT_WORD
 
 
 @kernel
@@ -516,13 +525,30 @@ def present_bytes(bits: np.ndarray) -> np.ndarray:
     return out
 
 
+@kernel
+def _byte_words(data: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
+    """out[i, j]: byte ``data[i, j]`` as eight int8 columns (0 / 1, most significant first) in one
+    word, or eight ABSENT columns from ``lengths[i]`` on."""
+    for i in range(data.shape[0]):
+        n = min(max(lengths[i], 0), data.shape[1])
+        for j in range(n):
+            t = (np.uint64(data[i, j]) * _ONES) & _SPREAD  # byte j keeps bit 7 - j
+            out[i, j] = ((t + _LOW7) & _HIGH) >> _7
+        for j in range(n, data.shape[1]):
+            out[i, j] = ABSENT_WORD
+
+
 def bytes_to_bits(data: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The inverse of :func:`packed_bytes`: ``(rows, bytes)`` uint8 and the number of leading
     bytes present per row -> ``(rows, 8 * bytes)`` int8 bits, ``ABSENT`` past each row's length
-    (one table lookup per byte, as :meth:`Layout.header_bits_from_bytes`)."""
-    index = np.where(np.arange(data.shape[1])[None, :] >= np.asarray(lengths)[:, None], 256,
-                     np.asarray(data, dtype=np.int16))
-    return np.take(_BYTE_BITS_U64, index).view(np.int8).reshape(index.shape[0], 8 * data.shape[1])
+    (one compiled pass writing a word of eight columns per byte)."""
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    n, k = data.shape
+    out = np.empty((n, k), dtype=np.uint64)
+    lengths = np.ascontiguousarray(np.broadcast_to(np.asarray(lengths, dtype=np.int64), (n,)))
+    if out.size:
+        _byte_words(data, lengths, out)
+    return out.view(np.int8).reshape(n, 8 * k)
 
 
 def packed_bytes(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

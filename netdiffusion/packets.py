@@ -194,20 +194,23 @@ def packet_lengths(layout: Layout, matrix: np.ndarray,
 
 def build_ip_buffer(layout: Layout, matrix: np.ndarray, payload_lengths: np.ndarray | None = None,
                     payload: str = "zero", rng: np.random.Generator | None = None,
-                    gap_before: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    gap_before: np.ndarray | None = None, info: dict[str, np.ndarray] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IP packets of ``matrix``'s rows in one uint8 buffer: ``(buffer, starts, ends)``.
 
     Packet ``i`` is ``buffer[starts[i]:ends[i]]``. ``gap_before`` (bytes per row, optional) leaves
     that many zero bytes before each packet, e.g. for pcap record and Ethernet headers, so a
     writer can fill them in place instead of copying every packet. The bytes (random payloads
-    included, same ``rng`` draws) are those of :func:`build_ip_packets`."""
+    included, same ``rng`` draws) are those of :func:`build_ip_packets`. ``info`` (optional) gets
+    :func:`packet_lengths`' arrays: where each packet's headers are and which they are."""
     if payload not in ("zero", "random"):
         raise ValueError(f"payload must be 'zero' or 'random', not {payload!r}")
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[1] != layout.width:
         raise ValueError(f"matrix shape {matrix.shape} does not match layout width {layout.width}")
     n = matrix.shape[0]
-    info = packet_lengths(layout, matrix, payload_lengths)
+    info = {} if info is None else info
+    info.update(packet_lengths(layout, matrix, payload_lengths))
     sizes = info["l3"] + info["l4"] + info["payload"]
     gap = np.zeros(n, dtype=np.int64) if gap_before is None else np.asarray(gap_before, dtype=np.int64)
     ends = np.cumsum(sizes + gap)

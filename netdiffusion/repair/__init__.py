@@ -67,7 +67,8 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
             for k in ("flow_id", "label", "macro", "source", "frame")}
     m = result.matrix
     # recover the stack from the repaired bits (every chosen header's fixed part is present now)
-    is_ = {h: layout.header_present(m, h) for h in layout.headers}
+    presence = layout.presence(m)
+    is_ = {h: presence[:, i] for i, h in enumerate(layout.headers)}
     before = {k: layout.field_values(m, k) for h, k in L4_CKSUM.items() if h in layout.headers}
     gap = np.full(len(m), PCAP_RECORD, dtype=np.int64)
     gap[G.starts(result.flow)] += PCAP_FILE_HEADER
