@@ -17,8 +17,6 @@ Rules (per row):
 
 from __future__ import annotations
 
-import mmap
-
 import numpy as np
 
 from netdiffusion.fields import ABSENT_WORD, HEADERS, Layout, absent_bytes, row_words, word_byte
@@ -130,22 +128,6 @@ def _place(buf: np.ndarray, starts: np.ndarray, sizes: np.ndarray, data: np.ndar
             k += 1
 
 
-HUGE_BUFFER = 1 << 25  # zeroed buffers from this size on are mapped with huge pages (Linux)
-
-
-def zeroed(size: int) -> np.ndarray:
-    """``np.zeros(size, uint8)``; large ones as an anonymous mapping advised to use huge pages.
-
-    ``np.zeros`` gets fresh pages from the kernel 4 KiB at a time on first touch: the packet
-    buffer (hundreds of MB with large payloads) paid ~70 ms of page faults when its headers were
-    written; with 2 MiB pages ~9 ms. Pages never touched (long zero payloads) stay unallocated."""
-    if size < HUGE_BUFFER or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return np.zeros(size, dtype=np.uint8)
-    area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    area.madvise(mmap.MADV_HUGEPAGE)
-    return np.frombuffer(area, dtype=np.uint8)
-
-
 def _header_spec(layout: Layout, candidates: tuple[str, ...]) -> np.ndarray:
     """Per candidate header: ``(first word, fixed words, words)`` in a row read as uint64 words
     (8 columns each, one header byte), first word -1 where ``layout`` lacks it."""
@@ -222,10 +204,10 @@ def build_ip_buffer(layout: Layout, matrix: np.ndarray, payload_lengths: np.ndar
         if gap_before is None or not gap.any():
             buf = draws
         else:  # the same draws as without gaps, each packet's share moved to its place
-            buf = zeroed(total)
+            buf = np.zeros(total, dtype=np.uint8)
             _place(buf, starts, sizes, draws)
     else:
-        buf = zeroed(total)
+        buf = np.zeros(total, dtype=np.uint8)
     if not n:
         return buf, starts, ends
     heads = info["heads"]

@@ -54,12 +54,14 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
     has room for the pcap layout: a 24-byte file header before each flow's first packet and 30
     bytes (pcap record + Ethernet header) before every packet, which :func:`pcap_files` fills.
     ``inplace=True``: ``packets.nprint`` may be overwritten (saves a copy of every row)."""
-    order = np.lexsort((packets.packet_index, packets.flow_id))
-    if not _is_identity(order):
-        packets = packets.take(order)
+    if not _is_sorted(packets.flow_id, packets.packet_index):  # repair_dataset's are: no sort of strings
+        packets = packets.take(np.lexsort((packets.packet_index, packets.flow_id)))
         inplace = True  # the rows are our copy now
-    flow_ids, flow = np.unique(packets.flow_id, return_inverse=True)
-    flow = flow.reshape(-1).astype(np.int64)
+    # flow ids are sorted now: np.unique's values and inverse without sorting them again
+    fid = packets.flow_id
+    first = np.ones(len(fid), dtype=bool)
+    first[1:] = fid[1:] != fid[:-1]
+    flow_ids, flow = fid[first], np.cumsum(first) - 1
     result = repair_matrix(layout, packets.nprint, flow, packets.timestamp, cfg,
                            copy=not inplace)
     kept_rows = None if result.keep.all() else np.flatnonzero(result.keep)
@@ -97,6 +99,13 @@ def _unique_path(path: Path, key: str, used: set[Path]) -> Path:
         path = path.with_name(f"{path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:10]}{path.suffix}")
     used.add(path)
     return path
+
+
+def _is_sorted(flow_id: np.ndarray, packet_index: np.ndarray) -> bool:
+    """Rows already in ``np.lexsort((packet_index, flow_id))`` order (a stable sort: ties keep
+    theirs), found in one comparison pass instead of sorting the flow id strings."""
+    a, b = flow_id[:-1], flow_id[1:]
+    return bool(((b > a) | ((b == a) & (packet_index[1:] >= packet_index[:-1]))).all())
 
 
 def _is_identity(order: np.ndarray) -> bool:
