@@ -237,17 +237,19 @@ class Layout:
         return self._presence(matrix, (header,))[0]
 
     def presence(self, matrix: np.ndarray) -> np.ndarray:
-        """``(packets, headers)`` boolean table of which headers each packet carries (one pass over
-        the rows; each header's column is contiguous: the table is the transpose of a C array)."""
+        """``(packets, headers)`` boolean table of which headers each packet carries (each header's
+        column is contiguous: the table is the transpose of a C array)."""
         return self._presence(matrix, self.headers).T
 
     def _presence(self, matrix: np.ndarray, headers: Sequence[str]) -> np.ndarray:
+        # one pass per header: a pass reading one place of every row is prefetched well, one
+        # reading several places per row is not (measured 3 ms for five passes, 8 ms for one)
         out = np.empty((len(headers), matrix.shape[0]), dtype=bool)
         if out.size:
-            spec = np.array([(self.header_slice(h).start // 8, HEADERS[h].min_bits // 8) for h in headers],
-                            dtype=np.int64)
-            words, stride, first = row_words(matrix, 0, self.width)
-            _presence(words, stride, first, spec, out)
+            for i, h in enumerate(headers):
+                start, k = self.header_slice(h).start, HEADERS[h].min_bits // 8
+                words, stride, first = row_words(matrix, start, start + 8 * k)
+                _presence(words, stride, first, k, out[i])
         return out
 
     def present_share(self, matrix: np.ndarray) -> np.ndarray:
@@ -414,21 +416,19 @@ def word_complete(w: np.uint64) -> bool:
 
 
 @kernel
-def _presence(words: np.ndarray, stride: int, first: int, spec: np.ndarray, out: np.ndarray) -> None:
-    """out[h, i]: some column of the ``spec[h, 1]`` words from word ``spec[h, 0]`` of row i is not
-    ABSENT. Most rows stop at a header's first word (headers are present or absent as a whole);
-    the others AND the rest without an early exit (vectorized)."""
-    for i in range(out.shape[1]):
-        row = np.uint64(i * stride + first)
-        for h in range(spec.shape[0]):
-            at = row + np.uint64(spec[h, 0])
-            if words[at] != ABSENT_WORD:
-                out[h, i] = True
-                continue
-            every = ABSENT_WORD
-            for j in range(np.uint64(1), np.uint64(spec[h, 1])):
-                every &= words[at + j]
-            out[h, i] = every != ABSENT_WORD
+def _presence(words: np.ndarray, stride: int, first: int, k: int, out: np.ndarray) -> None:
+    """out[i]: some column of the ``k`` words from word ``first`` of row i is not ABSENT. Most rows
+    stop at the first word (headers are present or absent as a whole); the others AND the rest
+    without an early exit (vectorized)."""
+    for i in range(out.shape[0]):
+        at = np.uint64(i * stride + first)
+        if words[at] != ABSENT_WORD:
+            out[i] = True
+            continue
+        every = ABSENT_WORD
+        for j in range(np.uint64(1), np.uint64(k)):
+            every &= words[at + j]
+        out[i] = every != ABSENT_WORD
 
 
 @kernel
