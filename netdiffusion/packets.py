@@ -1,9 +1,9 @@
 """nPrint rows -> IP packets (L3 header + L4 header + payload), vectorized over packets.
 
 Decode uses this to rebuild captures from bits alone, and repair/serve use it to emit the packets
-of generated flows. All bytes are assembled in one numpy buffer with per-packet offsets by two compiled passes over
-the rows (sizes, then header bytes); the only per-packet Python work is slicing the final buffer
-into ``bytes`` objects.
+of generated flows. All bytes are assembled in one numpy buffer with per-packet offsets: one compiled
+pass over the rows finds sizes and header bytes (into a compact array), a second copies the header
+bytes into place; the only per-packet Python work is slicing the final buffer into ``bytes`` objects.
 
 Rules (per row):
 - network header: ``ipv4`` if its fixed bits are present, else ``ipv6``, else none (the packet is
