@@ -2,8 +2,9 @@
 
 An int8 nPrint row read as little-endian uint64 words holds eight columns per word, column ``8j + i``
 in byte ``i`` of word ``j``. A field of up to 62 bits spans a few words; the per-byte tests below
-(SWAR: SIMD within a register) decode or compare all its columns with a handful of whole-array
-operations per word, where per-column numpy work on a ``(rows, width)`` block pays a loop per row.
+(SWAR: SIMD within a register) decode or compare all its columns with a handful of operations per
+word. :func:`read` and :func:`put` are compiled loops over rows (one pass, no temporaries); the numpy
+:func:`block` / :func:`values` pair serves :meth:`netdiffusion.fields.Layout.field_values`.
 
 The tests are exact for every int8 value (not only 1 / 0 / -1): a column counts as set where it is
 positive, as absent where it is negative, and a write compares each column with the bit written,
@@ -15,12 +16,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from netdiffusion.jit import kernel
+
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 _HIGH = np.uint64(0x8080808080808080)
 _ONES = np.uint64(0x0101010101010101)
 _GATHER = np.uint64(0x8040201008040201)  # eight byte flags (bit 0 of each byte) -> one byte, byte 0 first
 _SPREAD = np.uint64(0x0102040810204080)  # one byte replicated -> byte i keeps bit 7 - i
 _7, _8, _56 = np.uint64(7), np.uint64(8), np.uint64(56)
+_FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
+HIGH, FULL = _HIGH, _FULL  # for kernels elsewhere
 
 
 def _nonzero_high(x: np.ndarray) -> np.ndarray:
@@ -84,40 +89,138 @@ def values(words: np.ndarray, start: int, stop: int, absent: str = "negative") -
     return out
 
 
-def spread(new: np.ndarray, start: int, stop: int, k: int) -> list[np.ndarray]:
-    """Per word of a block: the bytes (0 / 1) of ``new``'s low ``stop - start`` bits at columns
-    ``start:stop``, zero elsewhere."""
-    aligned = new.astype(np.uint64) << np.uint64(8 * k - stop)
-    masks = _column_masks(start, stop, k)
-    out = []
-    for j in range(k):
-        byte = (aligned >> np.uint64(8 * (k - 1 - j))) & np.uint64(0xFF)
-        t = byte * _ONES
-        t &= _SPREAD
-        t += _LOW7
-        t &= _HIGH
-        t >>= _7
-        t &= np.uint64(masks[j])
-        out.append(t)
+# -- compiled: one row at a time, straight from the matrix's words ---------------------------------
+
+def words_of(matrix: np.ndarray) -> np.ndarray:
+    """The ``(rows, width / 8)`` uint64 view the kernels read (a C-contiguous int8 matrix)."""
+    if not (usable(matrix) and matrix.flags.c_contiguous):
+        raise ValueError("bitwords kernels need a C-contiguous int8 matrix whose width is a multiple of 8")
+    return matrix.view(np.uint64)
+
+
+@kernel
+def nonzero_bytes(x: np.uint64) -> np.uint64:
+    """0x80 in each byte of ``x`` that is not zero."""
+    return (((x & _LOW7) + _LOW7) | x) & _HIGH
+
+
+@kernel
+def pack(x: np.uint64) -> np.uint64:
+    """Byte ``i`` positive -> bit ``7 - i`` of the result (a byte of 8 columns, first column highest)."""
+    return (((nonzero_bytes(x) & ~x) >> _7) * _GATHER) >> _56
+
+
+@kernel
+def unpack(b8: np.uint64) -> np.uint64:
+    """The inverse of :func:`pack` for 0 / 1 columns: bit ``7 - i`` of ``b8`` -> byte ``i`` (0 / 1)."""
+    return ((((b8 * _ONES) & _SPREAD) + _LOW7) & _HIGH) >> _7
+
+
+@kernel
+def count_bytes(x: np.uint64) -> int:
+    """How many bytes of ``x`` have their high bit set (the others must be 0)."""
+    return np.int64(((x >> _7) * _ONES) >> _56)
+
+
+# The loops below read the words in place (a helper taking the array, called per row, costs ~10x:
+# numba keeps its reference counting). Columns ``col:col + k`` (k <= 8) of a row are bytes 0:k of
+# ``words[j] >> s | words[j + 1] << (64 - s)`` (j = col // 8, s = 8 * (col % 8); the second word
+# only where they straddle two).
+
+@kernel
+def read(words: np.ndarray, rows: np.ndarray, every: bool, start: int, width: int, minus_one: bool) -> np.ndarray:
+    """Value of the ``width`` (<= 62) columns from ``start`` of ``rows`` (of every row where
+    ``every``), positive columns read as 1; -1 where one is absent: negative, or with
+    ``minus_one`` equal to -1 (int64)."""
+    n = words.shape[0] if every else len(rows)
+    out = np.empty(n, dtype=np.int64)
+    s = np.uint64(8 * (start & 7))
+    for i in range(n):
+        r = i if every else rows[i]
+        value = np.uint64(0)
+        gone = np.uint64(0)
+        col = start
+        rem = width
+        while rem > 0:
+            k = min(rem, 8)
+            j = col >> 3
+            x = words[r, j]
+            if s:
+                x >>= s
+                if (col & 7) + k > 8:
+                    x |= words[r, j + 1] << (np.uint64(64) - s)
+            bm = _FULL >> np.uint64(64 - 8 * k)
+            value = (value << np.uint64(k)) | (pack(x & bm) >> np.uint64(8 - k))
+            if minus_one:
+                gone |= ~nonzero_bytes(~x) & _HIGH & bm
+            else:
+                gone |= x & _HIGH & bm
+            col += 8
+            rem -= 8
+        out[i] = -1 if gone else np.int64(value)
     return out
 
 
-def differing(words: np.ndarray, new_words: list[np.ndarray], start: int, stop: int) -> np.ndarray:
-    """Per row: how many of the columns ``start:stop`` differ from the bytes ``new_words``."""
-    masks = _column_masks(start, stop, words.shape[1])
-    count = None
-    for j, nw in enumerate(new_words):
-        d = _nonzero_high(words[:, j] ^ nw)
-        d &= np.uint64(masks[j] & 0x8080808080808080)
-        c = np.bitwise_count(d)
-        count = c.astype(np.int64) if count is None else count + c
-    return count
+@kernel
+def put(words: np.ndarray, rows: np.ndarray, every: bool, start: int, width: int, values: np.ndarray,
+        counts: np.ndarray, changed: np.ndarray) -> int:
+    """Write the low ``width`` bits of ``values`` (one per row, or one for all) as 1 / 0 columns from
+    ``start`` of ``rows`` (of every row where ``every``); a column already equal to its bit is left
+    alone. Adds each row's changed columns to ``counts``, flags the rows that changed in
+    ``changed`` and returns how many did."""
+    n = words.shape[0] if every else len(rows)
+    one = len(values) == 1
+    s = np.uint64(8 * (start & 7))
+    t = np.uint64(64) - s
+    rows_changed = 0
+    for i in range(n):
+        r = i if every else rows[i]
+        v = np.uint64(values[0] if one else values[i])
+        count = 0
+        col = start
+        rem = width
+        while rem > 0:
+            k = min(rem, 8)
+            rem -= k
+            part = (v >> np.uint64(rem)) & ((np.uint64(1) << np.uint64(k)) - np.uint64(1))
+            bm = _FULL >> np.uint64(64 - 8 * k)
+            new = unpack(part << np.uint64(8 - k)) & bm
+            j = col >> 3
+            two = s != 0 and (col & 7) + k > 8
+            x = words[r, j]
+            if s:
+                x >>= s
+                if two:
+                    x |= words[r, j + 1] << t
+            c = count_bytes(nonzero_bytes(x ^ new) & bm)
+            if c:
+                count += c
+                words[r, j] = (words[r, j] & ~(bm << s)) | (new << s)
+                if two:
+                    words[r, j + 1] = (words[r, j + 1] & ~(bm >> t)) | (new >> t)
+            col += 8
+        if count:
+            counts[r] += count
+            changed[r] = True
+            rows_changed += 1
+    return rows_changed
 
 
-def merged(words: np.ndarray, new_words: list[np.ndarray], start: int, stop: int) -> np.ndarray:
-    """``words`` with columns ``start:stop`` replaced by ``new_words`` (as int8 columns)."""
-    masks = _column_masks(start, stop, words.shape[1])
-    out = np.empty_like(words)
-    for j, nw in enumerate(new_words):
-        out[:, j] = (words[:, j] & np.uint64(~masks[j] & 0xFFFFFFFFFFFFFFFF)) | nw
-    return out.view(np.int8)
+@kernel
+def put_bits(matrix: np.ndarray, rows: np.ndarray, start: int, new: np.ndarray, counts: np.ndarray,
+             changed: np.ndarray) -> int:
+    """Columns ``start:start + new.shape[1]`` of ``rows`` set to the rows of ``new`` (int8), with
+    :func:`put`'s accounting (wide fields: addresses, options)."""
+    width = new.shape[1]
+    rows_changed = 0
+    for i in range(len(rows)):
+        r = rows[i]
+        c = 0
+        for k in range(width):
+            c += matrix[r, start + k] != new[i, k]
+        if c:
+            matrix[r, start : start + width] = new[i]
+            counts[r] += c
+            changed[r] = True
+            rows_changed += 1
+    return rows_changed

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netdiffusion import bitwords as W
-from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, bytes_to_bits, packed_bytes, row_counts
+from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout
+from netdiffusion.jit import kernel
 from netdiffusion.repair import groups as G
 
 L3 = ("ipv4", "ipv6")
@@ -201,6 +202,203 @@ def _bad_destination(words: np.ndarray, v6: bool) -> np.ndarray:
     return (first == 0) | (first == 127)
 
 
+
+# -- compiled rules (one pass over the rows each; positions come from the Layout as arguments) ------
+
+@kernel
+def _presence(m: Arr, starts: Arr, fixed: Arr, l3: Arr, padding_share: np.float32) -> tuple[Arr, Arr, Arr]:
+    """Per row and header: present (not ABSENT) bits of the header's fixed part (columns
+    ``starts[h]:starts[h] + fixed[h]``), their share (float32, as numpy rounds it) and whether
+    the best network-layer share (headers ``l3``) reaches ``padding_share``."""
+    n, nh = m.shape[0], len(starts)
+    present = np.empty((n, nh), dtype=np.int64)
+    share = np.empty((n, nh), dtype=np.float32)
+    keep = np.empty(n, dtype=np.bool_)
+    for i in range(n):
+        for h in range(nh):
+            c = np.int32(0)
+            for v in m[i, starts[h] : starts[h] + fixed[h]]:
+                c += np.int32(v != ABSENT)
+            present[i, h] = c
+            share[i, h] = np.float32(c / fixed[h])
+        best = share[i, l3[0]]
+        for h in l3[1:]:
+            best = max(best, share[i, h])
+        keep[i] = best >= padding_share
+    return present, share, keep
+
+
+@kernel
+def _stack(m: Arr, flow: Arr, nflows: int, present: Arr, share32: Arr, starts: Arr, fixed: Arr, stops: Arr,
+           l3: Arr, l4: Arr, per_flow: bool, min_share: float, counts: Arr, changed: Arr) -> tuple[Arr, Arr, Arr]:
+    """The stack rule in one pass: per row the network header (of ``l3``, best share) and the
+    transport header (of ``l4``, best share if at least ``min_share``; -1 none), shares summed per
+    flow first where ``per_flow`` (in row order, as ``np.add.at``). Headers a row does not carry are
+    blanked (every column ABSENT); the absent bits of the fixed part of those it carries become 0.
+    Changed bits per row are added to ``counts`` (from the presence counts: nothing wrote these
+    columns since) and ``changed[h]`` flags the rows whose header ``h`` changed. Returns the chosen
+    positions in ``l3`` / ``l4`` per row and which headers changed anywhere."""
+    n, nh = m.shape[0], len(starts)
+    sums = np.zeros((nflows if per_flow else 0, nh))
+    rows_of = np.zeros(nflows if per_flow else 0, dtype=np.int64)
+    if per_flow:
+        for i in range(n):
+            for h in range(nh):
+                sums[flow[i], h] += np.float64(share32[i, h])
+            rows_of[flow[i]] += 1
+    pick3 = np.empty(n, dtype=np.int64)
+    pick4 = np.full(n, -1, dtype=np.int64)
+    anywhere = np.zeros(nh, dtype=np.bool_)
+    sh = np.empty(nh)
+    for i in range(n):
+        for h in range(nh):
+            if per_flow:
+                sh[h] = sums[flow[i], h] / max(rows_of[flow[i]], 1)
+            else:
+                sh[h] = np.float64(share32[i, h])
+        best = 0
+        for c in range(1, len(l3)):
+            if sh[l3[c]] > sh[l3[best]]:
+                best = c
+        pick3[i] = best
+        on3 = l3[best]
+        on4 = -1
+        if len(l4):
+            best = 0
+            for c in range(1, len(l4)):
+                if sh[l4[c]] > sh[l4[best]]:
+                    best = c
+            if sh[l4[best]] >= min_share:
+                pick4[i] = best
+                on4 = l4[best]
+        for h in range(nh):
+            if h == on3 or h == on4:
+                c = fixed[h] - present[i, h]
+                if c > 0:
+                    for k in range(starts[h], starts[h] + fixed[h]):
+                        if m[i, k] == ABSENT:
+                            m[i, k] = 0
+            else:
+                c = present[i, h]
+                for v in m[i, starts[h] + fixed[h] : stops[h]]:  # the options part counts too
+                    c += v != ABSENT
+                if c > 0:
+                    m[i, starts[h] : stops[h]] = ABSENT
+            if c > 0:
+                counts[i] += c
+                changed[h, i] = True
+                anywhere[h] = True
+    return pick3, pick4, anywhere
+
+
+@kernel
+def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr, hi: Arr, step: Arr
+                 ) -> tuple[Arr, Arr, Arr]:
+    """The TLV walk of the ``nb`` option bytes from column ``start`` of each of ``rows``: the bytes
+    (absent bits read as 0), the new option length (the present whole words of the list, cut to
+    the word after the first malformed option: a kind not in ``kinds``, a length outside
+    ``lo..hi`` or not 2 + a multiple of ``step``, or one running past the list; zero padding after
+    the cut) and the kind at each option's first byte (-1 elsewhere, int16)."""
+    n = len(rows)
+    data = np.empty((n, nb), dtype=np.uint8)
+    length = np.empty(n, dtype=np.int64)
+    kind_at = np.full((n, nb), -1, dtype=np.int16)
+    s = np.uint64(8 * (start & 7))
+    for i in range(n):
+        r = rows[i]
+        run = nb
+        for b in range(nb):
+            j = (start >> 3) + b
+            x = words[r, j]
+            if s:
+                x = (x >> s) | (words[r, j + 1] << (np.uint64(64) - s))
+            data[i, b] = W.pack(x)
+            if run == nb and W.nonzero_bytes(~x) != W.HIGH:  # a column of the byte absent
+                run = b
+        full = (run // 4) * 4
+        cut = full
+        p = 0
+        while p < full:
+            kind = np.int64(data[i, p])
+            if kind == 0:  # end of list
+                cut = p + 1
+                kind_at[i, p] = 0
+                break
+            if kind == 1:  # no-op
+                kind_at[i, p] = 1
+                p += 1
+                continue
+            ln = np.int64(data[i, p + 1]) if p + 1 < nb else 0
+            ok = False
+            for a in range(len(kinds)):
+                if kind == kinds[a] and lo[a] <= ln <= hi[a] and (ln - 2) % step[a] == 0:
+                    ok = True
+            if not ok or p + ln > full:
+                cut = p
+                break
+            kind_at[i, p] = kind
+            p += ln
+        new = min(((cut + 3) // 4) * 4, full) if cut < full else full
+        for b in range(cut, new):
+            data[i, b] = 0
+        for b in range(cut, nb):
+            kind_at[i, b] = -1
+        length[i] = new
+    return data, length, kind_at
+
+
+@kernel
+def _option_write(words: Arr, rows: Arr, start: int, nb: int, data: Arr, length: Arr, counts: Arr,
+                  changed: Arr) -> int:
+    """Option bytes ``data[i, :length[i]]`` (ABSENT after) into the ``nb`` bytes from column
+    ``start`` of ``rows[i]``, rewriting only rows whose bytes (absent bits read as 0), present
+    length or stray bits past the length differ; counts changed bits as :func:`bitwords.put`."""
+    s = np.uint64(8 * (start & 7))
+    t = np.uint64(64) - s
+    rows_changed = 0
+    for i in range(len(rows)):
+        r = rows[i]
+        L = length[i]
+        run = nb
+        differs = False
+        for b in range(nb):
+            j = (start >> 3) + b
+            x = words[r, j]
+            if s:
+                x = (x >> s) | (words[r, j + 1] << t)
+            if run == nb and W.nonzero_bytes(~x) != W.HIGH:
+                run = b
+            if b < L:
+                differs |= W.pack(x) != data[i, b]
+            else:
+                differs |= x != W.FULL  # a present bit past the new length
+        if not differs and run == L:
+            continue
+        c = 0
+        for b in range(nb):
+            j = (start >> 3) + b
+            x = words[r, j]
+            if s:
+                x = (x >> s) | (words[r, j + 1] << t)
+            new = W.unpack(np.uint64(data[i, b])) if b < L else W.FULL
+            d = W.count_bytes(W.nonzero_bytes(x ^ new))
+            if d:
+                c += d
+                if s:
+                    words[r, j] = (words[r, j] & ~(W.FULL << s)) | (new << s)
+                    words[r, j + 1] = (words[r, j + 1] & ~(W.FULL >> t)) | (new >> t)
+                else:
+                    words[r, j] = new
+        if c:
+            counts[r] += c
+            changed[r] = True
+            rows_changed += 1
+    return rows_changed
+
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
 class Repairer:
     """Applies the rules to one batch of flows; see :func:`repair_matrix`."""
 
@@ -211,8 +409,9 @@ class Repairer:
                              "no packet can be built")
         self.layout = layout
         matrix = np.asarray(matrix)
-        copy = copy or matrix.dtype != np.int8 or not matrix.flags.writeable  # e.g. a read-only Arrow buffer
-        self.m = np.array(matrix, dtype=np.int8, copy=True) if copy else matrix
+        # e.g. a read-only Arrow buffer; the compiled rules read C-contiguous rows
+        copy = copy or matrix.dtype != np.int8 or not matrix.flags.writeable or not matrix.flags.c_contiguous
+        self.m = np.array(matrix, dtype=np.int8, copy=True, order="C") if copy else matrix
         self.flow = np.asarray(flow, dtype=np.int64)
         self.cfg = cfg
         self.n = self.m.shape[0]
@@ -221,86 +420,56 @@ class Repairer:
         self.fields: dict[tuple[str, str], np.ndarray] = {}
 
     # -- accounting -------------------------------------------------------------------------------
+    def _matrix_words(self) -> np.ndarray:
+        """The matrix as uint64 words (eight columns each), the view the field kernels use."""
+        return W.words_of(self.m)
+
+    def _changed(self, rule: str, key: str) -> tuple[np.ndarray, bool]:
+        """The rows ``rule`` changed in field ``key`` so far (a new all-False mask if none yet: the
+        caller adds it to :attr:`fields` only once some row changes) and whether it is new."""
+        mask = self.fields.get((rule, key))
+        return (np.zeros(self.n, dtype=bool), True) if mask is None else (mask, False)
+
     def _put_bits(self, rule: str, key: str, rows: np.ndarray, cols: slice, new: np.ndarray) -> None:
+        """Write the bit rows ``new`` into columns ``cols`` of ``rows``, counting changed bits."""
         if not len(rows):
             return
-        every = len(rows) == self.n  # rows are sorted and unique: all of them, read as a view
-        old = self.m[:, cols] if every else self.m[rows, cols]
-        counts = row_counts(old != new)
-        changed = counts > 0
-        if changed.any():
-            self.bits[rule][rows] += counts
-            mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
-            mask[rows[changed]] = True
-            if changed.all():
-                self.m[slice(None) if every else rows, cols] = new
-            else:  # only the rows that change (e.g. blanking headers that are mostly absent already)
-                new = np.broadcast_to(new, old.shape)
-                self.m[rows[changed], cols] = new[changed]
-
-    def _record(self, rule: str, key: str, rows: np.ndarray, counts: np.ndarray) -> None:
-        """Count ``counts`` changed bits of ``rule`` at ``rows`` (the bits are written by the caller)."""
-        changed = counts > 0
-        if changed.any():
-            self.bits[rule][rows] += counts
-            mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
-            mask[rows[changed]] = True
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        new = np.ascontiguousarray(np.broadcast_to(new, (len(rows), cols.stop - cols.start)), dtype=np.int8)
+        mask, fresh = self._changed(rule, key)
+        if W.put_bits(self.m, rows, cols.start, new, self.bits[rule], mask) and fresh:
+            self.fields[(rule, key)] = mask
 
     def _put(self, rule: str, key: str, rows: np.ndarray, values: np.ndarray | int) -> None:
-        """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits.
-
-        Same accounting as :meth:`_put_bits` with the field's bits, but compared as integers: the
-        bits equal to 1 and those equal to 0 are packed into one integer each per row, and only the
-        rows that change get their bits built and written."""
+        """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits per row
+        (and the rows that changed) for the report: one compiled pass (:func:`bitwords.put`)."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         if not len(rows):
             return
         f = self.layout.field(key)
-        sl = self.layout.field_slice(f)
-        full = (1 << f.width) - 1
-        new = np.broadcast_to(np.asarray(values, dtype=np.int64), (len(rows),)) & full  # the bits written
-        every = len(rows) == self.n  # rows are sorted and unique: all of them, read as a view
-        if f.width == 1:
-            counts = ((self.m[:, sl.start] if every else self.m[rows, sl.start]) != new).astype(np.int64)
-            blk = None
-        elif self._words_ok(sl):
-            blk, a0, k = W.block(self.m, None if every else rows, sl)
-            at0, at1 = sl.start - a0, sl.stop - a0
-            new_words = W.spread(new, at0, at1, k)
-            counts = W.differing(blk, new_words, at0, at1)
-        else:
-            old = self.m[:, sl] if every else self.m[rows, sl]
-            same = (_pack_rows(old == 1) & new) | (_pack_rows(old == 0) & ~new & full)
-            counts = f.width - np.bitwise_count(same).astype(np.int64)
-            blk = None
-        changed = counts > 0
-        if not changed.any():
-            return
-        self.bits[rule][rows] += counts
-        mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
-        at = rows[changed]
-        mask[at] = True
-        if blk is not None:  # the changed rows' words with the field replaced
-            self.m[at, a0 : a0 + 8 * k] = W.merged(blk[changed], [w[changed] for w in new_words], at0, at1)
-            return
-        shifts = np.arange(f.width - 1, -1, -1, dtype=np.int64)
-        self.m[at, sl] = ((new[changed][:, None] >> shifts) & 1).astype(np.int8)
-
-    def _words_ok(self, sl: slice) -> bool:
-        """Whether the field at columns ``sl`` can be read a word (8 columns) at a time."""
-        return W.usable(self.m) and sl.stop - (sl.start - sl.start % 8) <= 64
+        if f.width > 62:
+            raise ValueError(f"{f.key} is {f.width} bits wide; write its bits with _put_bits")
+        values = np.ascontiguousarray(values, dtype=np.int64).reshape(-1)
+        if len(values) not in (1, len(rows)):
+            raise ValueError(f"{len(values)} values for {len(rows)} rows")
+        mask, fresh = self._changed(rule, key)
+        every = len(rows) == self.n  # rows are sorted and unique: all of them
+        if W.put(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), every, self.layout.field_slice(f).start,
+                 f.width, values, self.bits[rule], mask) and fresh:
+            self.fields[(rule, key)] = mask
 
     def _get(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Field values (int64, -1 where absent), reading only the field's columns."""
         f = self.layout.field(key)
-        sl = self.layout.field_slice(f)
-        if f.width > 1 and self._words_ok(sl):
-            blk, a0, _ = W.block(self.m, rows, sl)
-            return W.values(blk, sl.start - a0, sl.stop - a0)
-        bits = self.m[:, sl] if rows is None else self.m[rows, sl]
-        return _bits_to_values(bits)
+        if rows is None:
+            rows, every = _NO_ROWS, True
+        else:
+            rows = np.asarray(rows)
+            rows, every = np.ascontiguousarray(np.flatnonzero(rows) if rows.dtype == bool else rows,
+                                               dtype=np.int64), False
+        return W.read(self._matrix_words(), rows, every, self.layout.field_slice(f).start, f.width, False)
 
     def has(self, header: str) -> bool:
         return header in self.layout.headers
@@ -326,146 +495,75 @@ class Repairer:
 
     def drop_padding(self) -> np.ndarray:
         """Rows with (almost) no network-layer bits are padding the model emitted, not packets."""
-        l3 = [h for h in L3 if self.has(h)]
+        headers = self.layout.headers
         # present bits of each header's fixed part (Layout.present_share's numbers, kept as counts:
         # the stack rule's blanking counts its changes from them)
-        present = np.empty((self.n, len(self.layout.headers)), dtype=np.int64)
-        share = np.empty((self.n, len(self.layout.headers)), dtype=np.float32)
-        for i, h in enumerate(self.layout.headers):
-            s = self.layout.header_slice(h)
-            fixed = HEADERS[h].min_bits
-            present[:, i] = row_counts(self.m[:, s.start : s.start + fixed] != ABSENT)
-            share[:, i] = present[:, i] / fixed
-        idx = [self.layout.headers.index(h) for h in l3]
-        best = share[:, idx].max(axis=1) if idx else np.zeros(self.n)
-        keep = best >= self.cfg.padding_share
-        self._share = share[keep]  # reused by the stack decision
-        self._present = present[keep]
+        starts = np.array([self.layout.header_slice(h).start for h in headers], dtype=np.int64)
+        fixed = np.array([HEADERS[h].min_bits for h in headers], dtype=np.int64)
+        l3 = np.array([headers.index(h) for h in L3 if self.has(h)], dtype=np.int64)
+        present, share, keep = _presence(self.m, starts, fixed, l3, np.float32(self.cfg.padding_share))
         if not keep.all():
+            present, share = present[keep], share[keep]
             self.m, self.flow = self.m[keep], self.flow[keep]
             self.n = self.m.shape[0]
             self.bits = {r: v[keep] for r, v in self.bits.items()}
+        self._share = share  # reused by the stack decision
+        self._present = present
         return keep
 
     def stack(self) -> None:
         """Choose L3/L4 per packet (or per flow) by share of present bits; blank the rest."""
         layout, n = self.layout, self.n
-        share = self._share.astype(np.float64)
-        if self.cfg.stack == "flow" and n:
-            sums = np.zeros((self.nflows, share.shape[1]))
-            np.add.at(sums, self.flow, share)
-            counts = np.bincount(self.flow, minlength=self.nflows)[:, None]
-            share = (sums / np.maximum(counts, 1))[self.flow]
-        col = {h: i for i, h in enumerate(layout.headers)}
+        headers = layout.headers
+        col = {h: i for i, h in enumerate(headers)}
         l3_cands = [h for h in L3 if h in col]
         l4_cands = [h for h in L4 if h in col]
-        l3s = np.stack([share[:, col[h]] for h in l3_cands], axis=1)
-        self.l3 = np.array(l3_cands)[np.argmax(l3s, axis=1)] if n else np.array([], dtype="<U4")
-        if l4_cands:
-            l4s = np.stack([share[:, col[h]] for h in l4_cands], axis=1)
-            best = np.argmax(l4s, axis=1)
-            self.l4 = np.where(l4s.max(axis=1) >= self.cfg.min_share, np.array(l4_cands)[best], "")
-        else:
-            self.l4 = np.full(n, "", dtype="<U4")
-        self.is_ = {h: (self.l3 == h) if h in L3 else (self.l4 == h) for h in layout.headers}
-        # blank the headers a row does not carry, and give the absent bits of the fixed part of
-        # those it does carry the value 0; the changes are counted from the presence counts of
-        # drop_padding (nothing has written these columns since), so only changed rows are read
-        for i, h in enumerate(layout.headers):
-            hs = layout.header_slice(h)
-            fixed = HEADERS[h].min_bits
-            key = f"{h}_header"
-            off = np.flatnonzero(~self.is_[h])
-            counts = self._present[off, i]
-            if hs.stop - hs.start > fixed and len(off):  # the options part counts too
-                counts = counts + row_counts(self.m[off, hs.start + fixed : hs.stop] != ABSENT)
-            self._record("stack", key, off, counts)
-            self.m[off[counts > 0], hs] = ABSENT
-            on = np.flatnonzero(self.is_[h])
-            counts = fixed - self._present[on, i]
-            self._record("stack", key, on, counts)
-            at = on[counts > 0]
-            if len(at):
-                block = self.m[at, hs.start : hs.start + fixed]
-                block += block == ABSENT  # -1 -> 0, every other value as it is
-                self.m[at, hs.start : hs.start + fixed] = block
+        slices = [layout.header_slice(h) for h in headers]
+        changed = np.zeros((len(headers), n), dtype=bool)
+        pick3, pick4, anywhere = _stack(
+            self.m, self.flow, self.nflows, self._present, self._share,
+            np.array([s.start for s in slices], dtype=np.int64),
+            np.array([HEADERS[h].min_bits for h in headers], dtype=np.int64),
+            np.array([s.stop for s in slices], dtype=np.int64),
+            np.array([col[h] for h in l3_cands], dtype=np.int64), np.array([col[h] for h in l4_cands], dtype=np.int64),
+            self.cfg.stack == "flow", float(self.cfg.min_share), self.bits["stack"], changed)
+        self.l3 = np.array(l3_cands)[pick3] if n else np.array([], dtype="<U4")
+        self.l4 = np.array([*l4_cands, ""])[pick4] if l4_cands else np.full(n, "", dtype="<U4")
+        self.is_ = {h: pick3 == l3_cands.index(h) if h in L3 else pick4 == l4_cands.index(h) for h in headers}
+        for i, h in enumerate(headers):
+            if anywhere[i]:
+                self.fields[("stack", f"{h}_header")] = changed[i]
+
+    def _option_columns(self, header: str) -> tuple[str, int, int]:
+        """Field key, first column and number of bytes of ``header``'s options."""
+        opt = self.layout.field(f"{header}_opt")
+        return opt.key, self.layout.field_slice(opt).start, opt.width // 8
 
     def _walk_options(self, header: str, rows: np.ndarray, allowed: dict[int, tuple[int, int, bool]]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
-        """Parse option bytes (vectorized TLV walk); cut at the first malformed option.
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Parse option bytes (TLV walk, compiled); cut at the first malformed option.
 
-        Returns ``(data, length, kind_at, current)``: repaired option bytes, option length in bytes
-        (a multiple of 4), the option kind at each option's first byte (-1 elsewhere), and the rows'
-        option bits with their bytes and present length as read (for :meth:`_write_options`)."""
-        opt = self.layout.field(f"{header}_opt")
-        sl = self.layout.field_slice(opt)
-        nb = opt.width // 8
-        cur = self.m[rows, sl]
-        data, run = packed_bytes(cur)
-        current = (cur, data.copy(), run)  # what _write_options compares against (no write between)
-        length = (run // 4) * 4
-        kind_at = np.full((len(rows), nb + 1), -1, dtype=np.int16)
-        pos = np.zeros(len(rows), dtype=np.int64)
-        cut = length.copy()  # where the valid list ends (zero padding from here to the word end)
-        active = length > 0
-        ar = np.arange(len(rows))
-        dpad = np.concatenate([data, np.zeros((len(rows), 2), dtype=np.uint8)], axis=1)
-        for _ in range(nb):
-            if not active.any():
-                break
-            r = ar[active]
-            p = pos[r]
-            kind = dpad[r, p].astype(np.int64)
-            eol = kind == 0
-            cut[r[eol]] = p[eol] + 1
-            nop = kind == 1
-            kind_at[r[nop | eol], p[nop | eol]] = kind[nop | eol]
-            other = ~(eol | nop)
-            ln = dpad[r, p + 1].astype(np.int64)
-            ok = np.zeros(len(r), dtype=bool)
-            for k, (lo, hi, _) in allowed.items():
-                sel = other & (kind == k) & (ln >= lo) & (ln <= hi)
-                if k == 5:
-                    sel &= (ln - 2) % 8 == 0
-                ok |= sel
-            ok &= p + ln <= length[r]
-            bad = other & ~ok
-            cut[r[bad]] = p[bad]
-            kind_at[r[ok], p[ok]] = kind[ok]
-            newpos = p + np.where(nop, 1, np.where(ok, ln, 0))
-            pos[r] = newpos
-            still = ~eol & ~bad & (newpos < length[r])
-            active[r[~still]] = False
-        new_len = np.where(cut < length, ((cut + 3) // 4) * 4, length)
-        new_len = np.minimum(new_len, length)
-        cols = np.arange(nb)
-        pad = (cols[None, :] >= cut[:, None]) & (cols[None, :] < new_len[:, None])
-        data[pad] = 0
-        kind_at = kind_at[:, :nb]
-        kind_at[cols[None, :] >= cut[:, None]] = -1
-        return data, new_len, kind_at, current
+        Returns ``(data, length, kind_at)``: repaired option bytes, option length in bytes (a
+        multiple of 4) and the option kind at each option's first byte (-1 elsewhere)."""
+        _, start, nb = self._option_columns(header)
+        kinds = np.array(list(allowed), dtype=np.int64)
+        lo = np.array([v[0] for v in allowed.values()], dtype=np.int64)
+        hi = np.array([v[1] for v in allowed.values()], dtype=np.int64)
+        step = np.where(kinds == 5, 8, 1)  # SACK: 2 + 8 bytes per block
+        return _option_walk(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), start, nb,
+                            kinds, lo, hi, step)
 
     def _write_options(self, rule: str, header: str, rows: np.ndarray, data: np.ndarray,
-                       length: np.ndarray, current: tuple | None = None) -> None:
-        """``current``: the rows' option bits, bytes and present length if already read."""
-        opt = self.layout.field(f"{header}_opt")
-        sl = self.layout.field_slice(opt)
-        # only rows whose option bytes or length differ need their 320 bits rewritten
-        nb = opt.width // 8
-        if current is None:
-            cur = self.m[rows, sl]
-            cur_data, cur_len = packed_bytes(cur)
-        else:
-            cur, cur_data, cur_len = current
-        cols = np.arange(nb)[None, :]
-        # any present bit past the new length (lengths are whole bytes: test 8 bits at a time)
-        some_bit = np.ascontiguousarray(cur != ABSENT).view(np.uint64) != 0
-        stray = (some_bit & (cols >= length[:, None])).any(axis=1)
-        differs = ((cur_data != data) & (cols < length[:, None])).any(axis=1) | (cur_len != length) | stray
-        rows, data, length = rows[differs], data[differs], length[differs]
+                       length: np.ndarray) -> None:
+        """Option bytes ``data`` of ``length`` into ``rows`` (only rows whose options differ)."""
         if not len(rows):
             return
-        self._put_bits(rule, opt.key, rows, self.layout.field_slice(opt), bytes_to_bits(data, length))
+        key, start, nb = self._option_columns(header)
+        mask, fresh = self._changed(rule, key)
+        if _option_write(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), start, nb,
+                         np.ascontiguousarray(data, dtype=np.uint8), np.ascontiguousarray(length, dtype=np.int64),
+                         self.bits[rule], mask) and fresh:
+            self.fields[(rule, key)] = mask
 
     def options_structure(self) -> None:
         """Keep the well-formed prefix of IPv4/TCP options (known kinds, valid lengths)."""
@@ -476,8 +574,8 @@ class Repairer:
             if not self.has(h):
                 continue
             rows = np.flatnonzero(self.is_[h])
-            data, length, kind_at, current = self._walk_options(h, rows, allowed)
-            self._write_options("options", h, rows, data, length, current)
+            data, length, kind_at = self._walk_options(h, rows, allowed)
+            self._write_options("options", h, rows, data, length)
             full = np.zeros(self.n, dtype=np.int64)
             full[rows] = length
             self.opt_len[h] = full
