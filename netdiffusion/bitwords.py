@@ -26,6 +26,7 @@ _SPREAD = np.uint64(0x0102040810204080)  # one byte replicated -> byte i keeps b
 _7, _8, _56 = np.uint64(7), np.uint64(8), np.uint64(56)
 _FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
 HIGH, FULL = _HIGH, _FULL  # for kernels elsewhere
+NEGATIVE, MINUS_ONE, NEVER = 0, 1, 2  # read(absent=): which columns make a value absent (-1)
 
 
 def _nonzero_high(x: np.ndarray) -> np.ndarray:
@@ -128,10 +129,11 @@ def count_bytes(x: np.uint64) -> int:
 # only where they straddle two).
 
 @kernel
-def read(words: np.ndarray, rows: np.ndarray, every: bool, start: int, width: int, minus_one: bool) -> np.ndarray:
+def read(words: np.ndarray, rows: np.ndarray, every: bool, start: int, width: int, absent: int) -> np.ndarray:
     """Value of the ``width`` (<= 62) columns from ``start`` of ``rows`` (of every row where
-    ``every``), positive columns read as 1; -1 where one is absent: negative, or with
-    ``minus_one`` equal to -1 (int64)."""
+    ``every``), positive columns read as 1 (int64). ``absent``: -1 where a column is negative
+    (:data:`NEGATIVE`), equal to -1 (:data:`MINUS_ONE`), or never (:data:`NEVER`: an absent
+    column reads as 0)."""
     n = words.shape[0] if every else len(rows)
     out = np.empty(n, dtype=np.int64)
     s = np.uint64(8 * (start & 7))
@@ -151,10 +153,10 @@ def read(words: np.ndarray, rows: np.ndarray, every: bool, start: int, width: in
                     x |= words[r, j + 1] << (np.uint64(64) - s)
             bm = _FULL >> np.uint64(64 - 8 * k)
             value = (value << np.uint64(k)) | (pack(x & bm) >> np.uint64(8 - k))
-            if minus_one:
-                gone |= ~nonzero_bytes(~x) & _HIGH & bm
-            else:
+            if absent == NEGATIVE:
                 gone |= x & _HIGH & bm
+            elif absent == MINUS_ONE:
+                gone |= ~nonzero_bytes(~x) & _HIGH & bm
             col += 8
             rem -= 8
         out[i] = -1 if gone else np.int64(value)
@@ -201,26 +203,6 @@ def put(words: np.ndarray, rows: np.ndarray, every: bool, start: int, width: int
             col += 8
         if count:
             counts[r] += count
-            changed[r] = True
-            rows_changed += 1
-    return rows_changed
-
-
-@kernel
-def put_bits(matrix: np.ndarray, rows: np.ndarray, start: int, new: np.ndarray, counts: np.ndarray,
-             changed: np.ndarray) -> int:
-    """Columns ``start:start + new.shape[1]`` of ``rows`` set to the rows of ``new`` (int8), with
-    :func:`put`'s accounting (wide fields: addresses, options)."""
-    width = new.shape[1]
-    rows_changed = 0
-    for i in range(len(rows)):
-        r = rows[i]
-        c = 0
-        for k in range(width):
-            c += matrix[r, start + k] != new[i, k]
-        if c:
-            matrix[r, start : start + width] = new[i]
-            counts[r] += c
             changed[r] = True
             rows_changed += 1
     return rows_changed

@@ -292,43 +292,57 @@ def _stack(m: Arr, flow: Arr, nflows: int, present: Arr, share32: Arr, starts: A
 
 
 @kernel
+def _option_words(row: Arr, start: int, nb: int, xs: Arr) -> None:
+    """Columns ``start:start + 8 nb`` of one row (uint64 words) into ``xs``, eight per word."""
+    j0, s = start >> 3, np.uint64(8 * (start & 7))
+    if s == 0:
+        xs[:] = row[j0 : j0 + nb]
+    else:
+        for b in range(nb):
+            xs[b] = (row[j0 + b] >> s) | (row[j0 + b + 1] << (np.uint64(64) - s))
+
+
+@kernel
 def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr, hi: Arr, step: Arr
-                 ) -> tuple[Arr, Arr, Arr]:
+                 ) -> tuple[Arr, Arr, Arr, Arr]:
     """The TLV walk of the ``nb`` option bytes from column ``start`` of each of ``rows``: the bytes
     (absent bits read as 0), the new option length (the present whole words of the list, cut to
     the word after the first malformed option: a kind not in ``kinds``, a length outside
     ``lo..hi`` or not 2 + a multiple of ``step``, or one running past the list; zero padding after
-    the cut) and the kind at each option's first byte (-1 elsewhere, int16)."""
+    the cut), the kind at each option's first byte (-1 elsewhere, int16) and whether the row's
+    option columns must be rewritten (:func:`_option_write`'s test, made here while the row is
+    read anyway). Simple loops over one row's words: they compile to SIMD code."""
     n = len(rows)
     data = np.empty((n, nb), dtype=np.uint8)
     length = np.empty(n, dtype=np.int64)
     kind_at = np.full((n, nb), -1, dtype=np.int16)
-    s = np.uint64(8 * (start & 7))
+    differs = np.zeros(n, dtype=np.bool_)
+    xs = np.empty(nb, dtype=np.uint64)
     for i in range(n):
-        r = rows[i]
+        _option_words(words[rows[i]], start, nb, xs)
+        out = data[i]
+        kinds_here = kind_at[i]
+        for b in range(nb):
+            out[b] = W.pack(xs[b])
         run = nb
         for b in range(nb):
-            j = (start >> 3) + b
-            x = words[r, j]
-            if s:
-                x = (x >> s) | (words[r, j + 1] << (np.uint64(64) - s))
-            data[i, b] = W.pack(x)
-            if run == nb and W.nonzero_bytes(~x) != W.HIGH:  # a column of the byte absent
+            if W.nonzero_bytes(~xs[b]) != W.HIGH:  # a column of the byte absent
                 run = b
+                break
         full = (run // 4) * 4
         cut = full
         p = 0
         while p < full:
-            kind = np.int64(data[i, p])
+            kind = np.int64(out[p])
             if kind == 0:  # end of list
                 cut = p + 1
-                kind_at[i, p] = 0
+                kinds_here[p] = 0
                 break
             if kind == 1:  # no-op
-                kind_at[i, p] = 1
+                kinds_here[p] = 1
                 p += 1
                 continue
-            ln = np.int64(data[i, p + 1]) if p + 1 < nb else 0
+            ln = np.int64(out[p + 1]) if p + 1 < nb else 0
             ok = False
             for a in range(len(kinds)):
                 if kind == kinds[a] and lo[a] <= ln <= hi[a] and (ln - 2) % step[a] == 0:
@@ -336,15 +350,20 @@ def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr
             if not ok or p + ln > full:
                 cut = p
                 break
-            kind_at[i, p] = kind
+            kinds_here[p] = kind
             p += ln
         new = min(((cut + 3) // 4) * 4, full) if cut < full else full
+        change = new != run
         for b in range(cut, new):
-            data[i, b] = 0
+            change |= out[b] != 0
+            out[b] = 0
         for b in range(cut, nb):
-            kind_at[i, b] = -1
+            kinds_here[b] = -1
+        for b in range(new, nb):
+            change |= xs[b] != W.FULL  # a present bit past the new length
         length[i] = new
-    return data, length, kind_at
+        differs[i] = change
+    return data, length, kind_at, differs
 
 
 @kernel
@@ -353,43 +372,41 @@ def _option_write(words: Arr, rows: Arr, start: int, nb: int, data: Arr, length:
     """Option bytes ``data[i, :length[i]]`` (ABSENT after) into the ``nb`` bytes from column
     ``start`` of ``rows[i]``, rewriting only rows whose bytes (absent bits read as 0), present
     length or stray bits past the length differ; counts changed bits as :func:`bitwords.put`."""
-    s = np.uint64(8 * (start & 7))
+    j0, s = start >> 3, np.uint64(8 * (start & 7))
     t = np.uint64(64) - s
+    xs = np.empty(nb, dtype=np.uint64)
+    nw = np.empty(nb, dtype=np.uint64)
     rows_changed = 0
     for i in range(len(rows)):
         r = rows[i]
+        row = words[r]
+        _option_words(row, start, nb, xs)
+        new_bytes = data[i]
         L = length[i]
         run = nb
-        differs = False
         for b in range(nb):
-            j = (start >> 3) + b
-            x = words[r, j]
-            if s:
-                x = (x >> s) | (words[r, j + 1] << t)
-            if run == nb and W.nonzero_bytes(~x) != W.HIGH:
+            if W.nonzero_bytes(~xs[b]) != W.HIGH:
                 run = b
+                break
+        differs = run != L
+        for b in range(nb):
+            nw[b] = W.unpack(np.uint64(new_bytes[b])) if b < L else W.FULL
             if b < L:
-                differs |= W.pack(x) != data[i, b]
+                differs |= W.pack(xs[b]) != new_bytes[b]
             else:
-                differs |= x != W.FULL  # a present bit past the new length
-        if not differs and run == L:
+                differs |= xs[b] != W.FULL  # a present bit past the new length
+        if not differs:
             continue
         c = 0
         for b in range(nb):
-            j = (start >> 3) + b
-            x = words[r, j]
-            if s:
-                x = (x >> s) | (words[r, j + 1] << t)
-            new = W.unpack(np.uint64(data[i, b])) if b < L else W.FULL
-            d = W.count_bytes(W.nonzero_bytes(x ^ new))
-            if d:
-                c += d
-                if s:
-                    words[r, j] = (words[r, j] & ~(W.FULL << s)) | (new << s)
-                    words[r, j + 1] = (words[r, j + 1] & ~(W.FULL >> t)) | (new >> t)
-                else:
-                    words[r, j] = new
+            c += W.count_bytes(W.nonzero_bytes(xs[b] ^ nw[b]))
         if c:
+            if s == 0:
+                row[j0 : j0 + nb] = nw
+            else:
+                for b in range(nb):
+                    row[j0 + b] = (row[j0 + b] & ~(W.FULL << s)) | (nw[b] << s)
+                    row[j0 + b + 1] = (row[j0 + b + 1] & ~(W.FULL >> t)) | (nw[b] >> t)
             counts[r] += c
             changed[r] = True
             rows_changed += 1
@@ -430,35 +447,40 @@ class Repairer:
         mask = self.fields.get((rule, key))
         return (np.zeros(self.n, dtype=bool), True) if mask is None else (mask, False)
 
-    def _put_bits(self, rule: str, key: str, rows: np.ndarray, cols: slice, new: np.ndarray) -> None:
-        """Write the bit rows ``new`` into columns ``cols`` of ``rows``, counting changed bits."""
-        if not len(rows):
-            return
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        new = np.ascontiguousarray(np.broadcast_to(new, (len(rows), cols.stop - cols.start)), dtype=np.int8)
-        mask, fresh = self._changed(rule, key)
-        if W.put_bits(self.m, rows, cols.start, new, self.bits[rule], mask) and fresh:
-            self.fields[(rule, key)] = mask
-
     def _put(self, rule: str, key: str, rows: np.ndarray, values: np.ndarray | int) -> None:
         """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits per row
         (and the rows that changed) for the report: one compiled pass (:func:`bitwords.put`)."""
+        rows = np.asarray(rows)
+        if not rows.any() if rows.dtype == bool else not len(rows):
+            return  # (the field need not be in the layout then)
+        f = self.layout.field(key)
+        if f.width > 62:
+            raise ValueError(f"{f.key} is {f.width} bits wide; write it 62 bits or fewer at a time (_put_at)")
+        self._put_at(rule, key, rows, self.layout.field_slice(f).start, f.width, values)
+
+    def _put_at(self, rule: str, key: str, rows: np.ndarray, start: int, width: int,
+                values: np.ndarray | int) -> None:
+        """:meth:`_put` into the ``width`` (<= 62) columns from ``start`` (part of field ``key``)."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         if not len(rows):
             return
-        f = self.layout.field(key)
-        if f.width > 62:
-            raise ValueError(f"{f.key} is {f.width} bits wide; write its bits with _put_bits")
         values = np.ascontiguousarray(values, dtype=np.int64).reshape(-1)
         if len(values) not in (1, len(rows)):
             raise ValueError(f"{len(values)} values for {len(rows)} rows")
         mask, fresh = self._changed(rule, key)
         every = len(rows) == self.n  # rows are sorted and unique: all of them
-        if W.put(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), every, self.layout.field_slice(f).start,
-                 f.width, values, self.bits[rule], mask) and fresh:
+        if W.put(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), every, start, width, values,
+                 self.bits[rule], mask) and fresh:
             self.fields[(rule, key)] = mask
+
+    def _address_words(self, rows: np.ndarray, key: str) -> np.ndarray:
+        """Address field ``key`` of ``rows`` as int64 32-bit words (absent bits read as 0)."""
+        sl = self.layout.field_slice(key)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        return np.stack([W.read(self._matrix_words(), rows, False, c, 32, W.NEVER)
+                         for c in range(sl.start, sl.stop, 32)], axis=1)
 
     def _get(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Field values (int64, -1 where absent), reading only the field's columns."""
@@ -469,7 +491,7 @@ class Repairer:
             rows = np.asarray(rows)
             rows, every = np.ascontiguousarray(np.flatnonzero(rows) if rows.dtype == bool else rows,
                                                dtype=np.int64), False
-        return W.read(self._matrix_words(), rows, every, self.layout.field_slice(f).start, f.width, False)
+        return W.read(self._matrix_words(), rows, every, self.layout.field_slice(f).start, f.width, W.NEGATIVE)
 
     def has(self, header: str) -> bool:
         return header in self.layout.headers
@@ -540,11 +562,12 @@ class Repairer:
         return opt.key, self.layout.field_slice(opt).start, opt.width // 8
 
     def _walk_options(self, header: str, rows: np.ndarray, allowed: dict[int, tuple[int, int, bool]]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Parse option bytes (TLV walk, compiled); cut at the first malformed option.
 
-        Returns ``(data, length, kind_at)``: repaired option bytes, option length in bytes (a
-        multiple of 4) and the option kind at each option's first byte (-1 elsewhere)."""
+        Returns ``(data, length, kind_at, differs)``: repaired option bytes, option length in bytes
+        (a multiple of 4), the option kind at each option's first byte (-1 elsewhere) and the rows
+        whose option bits :meth:`_write_options` must rewrite."""
         _, start, nb = self._option_columns(header)
         kinds = np.array(list(allowed), dtype=np.int64)
         lo = np.array([v[0] for v in allowed.values()], dtype=np.int64)
@@ -574,8 +597,9 @@ class Repairer:
             if not self.has(h):
                 continue
             rows = np.flatnonzero(self.is_[h])
-            data, length, kind_at = self._walk_options(h, rows, allowed)
-            self._write_options("options", h, rows, data, length)
+            data, length, kind_at, differs = self._walk_options(h, rows, allowed)
+            at = np.flatnonzero(differs)
+            self._write_options("options", h, rows[at], data[at], length[at])
             full = np.zeros(self.n, dtype=np.int64)
             full[rows] = length
             self.opt_len[h] = full
@@ -657,7 +681,6 @@ class Repairer:
     def endpoints(self) -> None:
         """Two endpoints per flow (majority vote or anonymized) and each packet's direction."""
         self.direction = np.zeros(self.n, dtype=np.int8)
-        pos = G.rank(self.flow)
         for h in L3:
             if not self.has(h):
                 continue
@@ -665,24 +688,20 @@ class Repairer:
             if not len(rows):
                 continue
             v6 = h == "ipv6"
-            src_sl = self.layout.field_slice(f"{h}_src")
-            dst_sl = self.layout.field_slice(f"{h}_dst")
-            src = np.clip(self.m[rows, src_sl], 0, 1)
-            dst = np.clip(self.m[rows, dst_sl], 0, 1)
-            src_words, dst_words = _words(src), _words(dst)
-            both = np.concatenate([src_words, dst_words])
-            if both.shape[1] == 1:  # IPv4: one word per address; a 1-D unique is much faster (same order)
-                u1, inv = np.unique(both[:, 0], return_inverse=True)
-                uniq = u1[:, None]
-            else:
-                uniq, inv = np.unique(both, axis=0, return_inverse=True)
-            inv = inv.reshape(-1)
+            src_words = self._address_words(rows, f"{h}_src")
+            dst_words = self._address_words(rows, f"{h}_dst")
             fl = self.flow[rows]
-            top1, top2, has2 = G.mode(inv, np.concatenate([fl, fl]), self.nflows)
-            # a flow with one distinct address: its second endpoint is that address with the last bit flipped
-            a_bits = np.unpackbits(uniq.astype(">u4").view(np.uint8), axis=1).astype(np.int8)
-            ep_a = a_bits[top1]
-            ep_b = a_bits[top2].copy()
+            if src_words.shape[1] == 1:  # IPv4: an address is its own key
+                uniq = None
+                keys = np.concatenate([src_words[:, 0], dst_words[:, 0]])
+            else:
+                uniq, keys = np.unique(np.concatenate([src_words, dst_words]), axis=0, return_inverse=True)
+            top1, top2, has2 = G.mode(keys.reshape(-1), np.concatenate([fl, fl]), self.nflows)
+            # (flows without rows here get some address: nothing below reads them)
+            words1 = top1[:, None] if uniq is None else uniq[top1]
+            words2 = top2[:, None] if uniq is None else uniq[top2]
+            ep_a = np.unpackbits(words1.astype(">u4").view(np.uint8), axis=1).astype(np.int8)
+            ep_b = np.unpackbits(words2.astype(">u4").view(np.uint8), axis=1).astype(np.int8)
             single = ~has2
             ep_b[single] = ep_a[single]
             # direction: which assignment is closer in Hamming distance (bits differing between
@@ -736,12 +755,12 @@ class Repairer:
             self.same_host = getattr(self, "same_host", np.zeros(self.nflows, dtype=bool))
             self.same_host[flows_here] |= (ep_a == ep_b).all(axis=1)[flows_here]
             dirb = direction.astype(bool)
-            new_src = np.where(dirb[:, None], ep_b[fl], ep_a[fl])
-            new_dst = np.where(dirb[:, None], ep_a[fl], ep_b[fl])
-            self._put_bits("endpoints", f"{h}_src", rows, src_sl, new_src)
-            self._put_bits("endpoints", f"{h}_dst", rows, dst_sl, new_dst)
+            wa, wb = _words(ep_a)[fl], _words(ep_b)[fl]
+            for key, new in ((f"{h}_src", np.where(dirb[:, None], wb, wa)), (f"{h}_dst", np.where(dirb[:, None], wa, wb))):
+                start = self.layout.field_slice(key).start
+                for c in range(new.shape[1]):  # 32 bits at a time
+                    self._put_at("endpoints", key, rows, start + 32 * c, 32, new[:, c])
             self.direction[rows] = direction
-        del pos
         for h, (sp, dp) in PORT_FIELDS.items():
             if not self.has(h):
                 continue
