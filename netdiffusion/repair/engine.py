@@ -214,7 +214,12 @@ def _presence(m: Arr, starts: Arr, fixed: Arr, l3: Arr, padding_share: np.float3
     present = np.empty((n, nh), dtype=np.int64)
     share = np.empty((n, nh), dtype=np.float32)
     keep = np.empty(n, dtype=np.bool_)
+    flat, width = m.reshape(-1), m.shape[1]
     for i in range(n):
+        if i + W.AHEAD < n:
+            for h in range(nh):
+                for c in range(starts[h], starts[h] + fixed[h], 64):
+                    W.prefetch(flat, (i + W.AHEAD) * width + c)
         for h in range(nh):
             c = np.int32(0)
             for v in m[i, starts[h] : starts[h] + fixed[h]]:
@@ -318,7 +323,10 @@ def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr
     kind_at = np.full((n, nb), -1, dtype=np.int16)
     differs = np.zeros(n, dtype=np.bool_)
     xs = np.empty(nb, dtype=np.uint64)
+    flat, nw = words.reshape(-1), words.shape[1]
     for i in range(n):
+        if i + W.AHEAD < n:
+            W.prefetch_row(flat, rows[i + W.AHEAD] * nw, start >> 3, ((start + 8 * nb - 1) >> 3))
         _option_words(words[rows[i]], start, nb, xs)
         out = data[i]
         kinds_here = kind_at[i]
@@ -377,7 +385,10 @@ def _option_write(words: Arr, rows: Arr, start: int, nb: int, data: Arr, length:
     xs = np.empty(nb, dtype=np.uint64)
     nw = np.empty(nb, dtype=np.uint64)
     rows_changed = 0
+    flat, row_words = words.reshape(-1), words.shape[1]
     for i in range(len(rows)):
+        if i + W.AHEAD < len(rows):
+            W.prefetch_row(flat, rows[i + W.AHEAD] * row_words, j0, ((start + 8 * nb - 1) >> 3))
         r = rows[i]
         row = words[r]
         _option_words(row, start, nb, xs)
@@ -450,48 +461,69 @@ class Repairer:
     def _put(self, rule: str, key: str, rows: np.ndarray, values: np.ndarray | int) -> None:
         """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits per row
         (and the rows that changed) for the report: one compiled pass (:func:`bitwords.put`)."""
-        rows = np.asarray(rows)
-        if not rows.any() if rows.dtype == bool else not len(rows):
-            return  # (the field need not be in the layout then)
-        f = self.layout.field(key)
-        if f.width > 62:
-            raise ValueError(f"{f.key} is {f.width} bits wide; write it 62 bits or fewer at a time (_put_at)")
-        self._put_at(rule, key, rows, self.layout.field_slice(f).start, f.width, values)
+        values = np.asarray(values, dtype=np.int64)
+        self._put_many(rule, [key], rows, values.reshape(-1, 1))
 
-    def _put_at(self, rule: str, key: str, rows: np.ndarray, start: int, width: int,
-                values: np.ndarray | int) -> None:
-        """:meth:`_put` into the ``width`` (<= 62) columns from ``start`` (part of field ``key``)."""
+    def _put_many(self, rule: str, keys: list[str], rows: np.ndarray, values: np.ndarray,
+                  parts: list[tuple[int, int, int]] | None = None, skip: bool = False) -> None:
+        """:meth:`_put` of several fields of the same rows in one pass: ``values`` ``(rows or 1,
+        fields)``; with ``skip``, a negative value leaves that field of that row as it is (so each
+        field can change its own subset of the rows). ``parts`` (optional): the ``(key index,
+        first column, width)`` written per column of ``values``, for fields wider than 62 bits
+        written in pieces."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         if not len(rows):
-            return
-        values = np.ascontiguousarray(values, dtype=np.int64).reshape(-1)
-        if len(values) not in (1, len(rows)):
-            raise ValueError(f"{len(values)} values for {len(rows)} rows")
-        mask, fresh = self._changed(rule, key)
+            return  # (the fields need not be in the layout then)
+        if parts is None:
+            fields = [self.layout.field(k) for k in keys]
+            for f in fields:
+                if f.width > 62:
+                    raise ValueError(f"{f.key} is {f.width} bits wide; write it in parts of 62 bits or fewer")
+            parts = [(i, self.layout.field_slice(f).start, f.width) for i, f in enumerate(fields)]
+        values = np.ascontiguousarray(values, dtype=np.int64)
+        if values.shape[0] not in (1, len(rows)) or values.shape[1] != len(parts):
+            raise ValueError(f"values of shape {values.shape} for {len(rows)} rows and {len(parts)} fields")
+        changed = np.zeros((len(keys), self.n), dtype=bool)
         every = len(rows) == self.n  # rows are sorted and unique: all of them
-        if W.put(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), every, start, width, values,
-                 self.bits[rule], mask) and fresh:
-            self.fields[(rule, key)] = mask
-
-    def _address_words(self, rows: np.ndarray, key: str) -> np.ndarray:
-        """Address field ``key`` of ``rows`` as int64 32-bit words (absent bits read as 0)."""
-        sl = self.layout.field_slice(key)
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        return np.stack([W.read(self._matrix_words(), rows, False, c, 32, W.NEVER)
-                         for c in range(sl.start, sl.stop, 32)], axis=1)
+        flagged = W.put(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), every,
+                        np.array([p[1] for p in parts], dtype=np.int64), np.array([p[2] for p in parts], dtype=np.int64),
+                        values, skip, self.bits[rule], changed, np.array([p[0] for p in parts], dtype=np.int64))
+        for k, key in enumerate(keys):
+            if flagged[k]:
+                mask = self.fields.get((rule, key))
+                if mask is None:
+                    self.fields[(rule, key)] = changed[k]
+                else:
+                    mask |= changed[k]
 
     def _get(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Field values (int64, -1 where absent), reading only the field's columns."""
-        f = self.layout.field(key)
+        return self._get_many([key], rows)[:, 0]
+
+    def _get_many(self, keys: list[str], rows: np.ndarray | None = None, absent: int = W.NEGATIVE,
+                  parts: list[tuple[int, int]] | None = None) -> np.ndarray:
+        """:meth:`_get` of several fields in one pass: ``(rows, fields)``. ``parts`` (optional):
+        ``(first column, width)`` pieces to read instead of the fields ``keys``; ``absent`` as
+        :func:`bitwords.read`'s."""
+        if parts is None:
+            fields = [self.layout.field(k) for k in keys]
+            parts = [(self.layout.field_slice(f).start, f.width) for f in fields]
         if rows is None:
             rows, every = _NO_ROWS, True
         else:
             rows = np.asarray(rows)
             rows, every = np.ascontiguousarray(np.flatnonzero(rows) if rows.dtype == bool else rows,
                                                dtype=np.int64), False
-        return W.read(self._matrix_words(), rows, every, self.layout.field_slice(f).start, f.width, W.NEGATIVE)
+        return W.read(self._matrix_words(), rows, every, np.array([p[0] for p in parts], dtype=np.int64),
+                      np.array([p[1] for p in parts], dtype=np.int64), absent)
+
+    def _address_words(self, rows: np.ndarray, keys: list[str]) -> np.ndarray:
+        """Address fields ``keys`` of ``rows`` as int64 32-bit words, side by side (absent bits
+        read as 0), all read in one pass."""
+        parts = [(c, 32) for k in keys for c in range(self.layout.field_slice(k).start, self.layout.field_slice(k).stop, 32)]
+        return self._get_many(keys, rows, W.NEVER, parts)
 
     def has(self, header: str) -> bool:
         return header in self.layout.headers
@@ -607,7 +639,10 @@ class Repairer:
             self.opt_data[h] = data
 
     def fixed_fields(self) -> None:
-        """Header fields with one valid value (or range) regardless of the flow."""
+        """Header fields with one valid value (or range) regardless of the flow.
+
+        Each header's fields are read in one pass and written in one (a field's value -1: not
+        written in that row), the same values as reading and writing them one after the other."""
         cfg = self.cfg
         proto = np.full(self.n, -1, dtype=np.int64)
         for h in L4:
@@ -615,42 +650,44 @@ class Repairer:
                 proto[self.is_[h]] = IP_PROTO[h]
         self.first_fragment = np.zeros(self.n, dtype=bool)  # rows are final here (padding dropped)
         if self.has("ipv4"):
-            v4 = self.is_["ipv4"]
-            self._put("ipv4", "ipv4_ver", v4, 4)
-            self._put("ipv4", "ipv4_rbit", v4, 0)
-            self.first_fragment = self._first_fragments(v4)
-            self._put("ipv4", "ipv4_mfbit", v4 & ~self.first_fragment, 0)
-            self._put("ipv4", "ipv4_foff", v4, 0)
-            ttl = self._get("ipv4_ttl")
-            self._put("ipv4", "ipv4_ttl", v4 & (ttl <= 0), cfg.default_ttl)
-            has_l4 = v4 & (proto >= 0)
-            self._put("ipv4", "ipv4_proto", has_l4, proto[has_l4])
-            cur = self._get("ipv4_proto")
-            clash = v4 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS, *ZERO_PAYLOAD_MALFORMED])
-            v4_payload = self._get("ipv4_tl") - 4 * self._get("ipv4_hl")
-            clash |= v4 & (proto < 0) & self._too_short(cur, v4_payload)
-            clash |= v4 & (proto < 0) & (v4_payload > 0) & self._too_short(cur, v4_payload, SHORT_PAYLOAD_MALFORMED)
-            self._put("ipv4", "ipv4_proto", clash, 253)  # RFC 3692 experimental: no L4 header follows
+            rows = np.flatnonzero(self.is_["ipv4"])
+            mf, off, tl, hl, ttl, cur = self._get_many(
+                ["ipv4_mfbit", "ipv4_foff", "ipv4_tl", "ipv4_hl", "ipv4_ttl", "ipv4_proto"], rows).T
+            v4_payload = tl - 4 * hl
+            first = self._first_fragments(rows, mf, off, v4_payload)
+            self.first_fragment[rows] = first
+            p = proto[rows]
+            clash = (p < 0) & np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS, *ZERO_PAYLOAD_MALFORMED])
+            clash |= (p < 0) & self._too_short(cur, v4_payload)
+            clash |= (p < 0) & (v4_payload > 0) & self._too_short(cur, v4_payload, SHORT_PAYLOAD_MALFORMED)
+            # RFC 3692 experimental protocol 253 where no L4 header follows and the number would
+            # make the payload malformed
+            new_proto = np.where(p >= 0, p, np.where(clash, 253, -1))
+            leave, n = -1, len(rows)  # -1: leave the field of that row alone
+            self._put_many("ipv4", ["ipv4_ver", "ipv4_rbit", "ipv4_mfbit", "ipv4_foff", "ipv4_ttl", "ipv4_proto"], rows,
+                           np.stack([np.full(n, 4), np.zeros(n, dtype=np.int64), np.where(first, leave, 0),
+                                     np.zeros(n, dtype=np.int64), np.where(ttl <= 0, cfg.default_ttl & 0xFF, leave),
+                                     new_proto], axis=1), skip=True)
         if self.has("ipv6"):
-            v6 = self.is_["ipv6"]
-            self._put("ipv6", "ipv6_ver", v6, 6)
-            hl = self._get("ipv6_hl")
-            self._put("ipv6", "ipv6_hl", v6 & (hl <= 0), cfg.default_ttl)
-            nh = np.where(proto == IP_PROTO["icmp"], ICMPV6_PROTO, proto)
-            has_l4 = v6 & (proto >= 0)
-            self._put("ipv6", "ipv6_nh", has_l4, nh[has_l4])
+            rows = np.flatnonzero(self.is_["ipv6"])
+            hl, cur, payload = self._get_many(["ipv6_hl", "ipv6_nh", "ipv6_len"], rows).T
+            p = proto[rows]
+            nh = np.where(p == IP_PROTO["icmp"], ICMPV6_PROTO, p)
             # a next header we would have encoded (TCP/UDP/ICMP) but no such header follows: tshark
             # would dissect the zero payload as one ("bogus TCP header length"); IGMP does not
             # exist over IPv6 (MLD is ICMPv6). ICMPv6 and other protocols nPrint does not encode
             # stay as generated (real rows carry them).
-            cur = self._get("ipv6_nh")
-            clash = v6 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO, *ZERO_PAYLOAD_MALFORMED,
-                                                     43, 140])  # Routing, Shim6: malformed when zero
+            clash = (p < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO, *ZERO_PAYLOAD_MALFORMED,
+                                             43, 140])  # Routing, Shim6: malformed when zero
             # the extension headers the packet builder writes need their 8 payload bytes too
             sizes = {**SHORT_PAYLOAD_MALFORMED, **SYNTHETIC_PAYLOAD_BYTES,
                      **{nh: len(b) for nh, b in IPV6_EXTENSION_PAYLOADS.items()}}
-            clash |= v6 & (proto < 0) & self._too_short(cur, self._get("ipv6_len"), sizes)
-            self._put("ipv6", "ipv6_nh", clash, IPV6_NO_NEXT_HEADER)
+            clash |= (p < 0) & self._too_short(cur, payload, sizes)
+            n = len(rows)
+            self._put_many("ipv6", ["ipv6_ver", "ipv6_hl", "ipv6_nh"], rows,
+                           np.stack([np.full(n, 6), np.where(hl <= 0, cfg.default_ttl & 0xFF, -1),
+                                     np.where(p >= 0, nh, np.where(clash, IPV6_NO_NEXT_HEADER, -1))], axis=1),
+                           skip=True)
         if self.has("tcp"):
             t = self.is_["tcp"]
             self._put("tcp_fields", "tcp_res", t, 0)
@@ -688,8 +725,8 @@ class Repairer:
             if not len(rows):
                 continue
             v6 = h == "ipv6"
-            src_words = self._address_words(rows, f"{h}_src")
-            dst_words = self._address_words(rows, f"{h}_dst")
+            both = self._address_words(rows, [f"{h}_src", f"{h}_dst"])
+            src_words, dst_words = np.split(both, 2, axis=1)
             fl = self.flow[rows]
             if src_words.shape[1] == 1:  # IPv4: an address is its own key
                 uniq = None
@@ -725,7 +762,7 @@ class Repairer:
             ep_a, ep_b = ep_a2, ep_b2
             responds = np.zeros(self.nflows, dtype=bool)
             responds[fl[direction == 1]] = True
-            flows_here = np.unique(fl)
+            flows_here = np.flatnonzero(np.bincount(fl, minlength=self.nflows))  # np.unique(fl), faster
             if self.cfg.anonymize:
                 prefix = self.cfg.private_v6 if v6 else self.cfg.private_v4
                 ep_a[flows_here] = _private_hosts(prefix, v6, 2 * flows_here + 1 + 2 * self.cfg.seed)
@@ -756,10 +793,11 @@ class Repairer:
             self.same_host[flows_here] |= (ep_a == ep_b).all(axis=1)[flows_here]
             dirb = direction.astype(bool)
             wa, wb = _words(ep_a)[fl], _words(ep_b)[fl]
-            for key, new in ((f"{h}_src", np.where(dirb[:, None], wb, wa)), (f"{h}_dst", np.where(dirb[:, None], wa, wb))):
-                start = self.layout.field_slice(key).start
-                for c in range(new.shape[1]):  # 32 bits at a time
-                    self._put_at("endpoints", key, rows, start + 32 * c, 32, new[:, c])
+            keys = [f"{h}_src", f"{h}_dst"]
+            parts = [(i, c, 32) for i, k in enumerate(keys)  # 32 bits at a time
+                     for c in range(self.layout.field_slice(k).start, self.layout.field_slice(k).stop, 32)]
+            new = np.concatenate([np.where(dirb[:, None], wb, wa), np.where(dirb[:, None], wa, wb)], axis=1)
+            self._put_many("endpoints", keys, rows, new, parts)
             self.direction[rows] = direction
         for h, (sp, dp) in PORT_FIELDS.items():
             if not self.has(h):
@@ -769,7 +807,7 @@ class Repairer:
                 continue
             fl = self.flow[rows]
             d = self.direction[rows].astype(bool)
-            s, t = self._get(sp, rows), self._get(dp, rows)
+            s, t = self._get_many([sp, dp], rows).T
             client = np.where(d, t, s)
             server = np.where(d, s, t)
             pa = G.mode(client, fl, self.nflows)[0]
@@ -779,8 +817,7 @@ class Repairer:
             pb = np.where(pb <= 0, 1024 + idx % 1024, pb)
             same_host = getattr(self, "same_host", np.zeros(self.nflows, dtype=bool))
             pb = np.where((pb == pa) & same_host, np.where(pa == 65535, 1024, pa + 1), pb)
-            self._put("endpoints", sp, rows, np.where(d, pb[fl], pa[fl]))
-            self._put("endpoints", dp, rows, np.where(d, pa[fl], pb[fl]))
+            self._put_many("endpoints", [sp, dp], rows, np.stack([np.where(d, pb[fl], pa[fl]), np.where(d, pa[fl], pb[fl])], axis=1))
 
     def _port_direction(self, rows: np.ndarray, fl: np.ndarray, same_address: np.ndarray,
                         direction: np.ndarray) -> np.ndarray:
@@ -828,23 +865,23 @@ class Repairer:
             short |= (proto == number) & (payload < size)
         return short
 
-    def _first_fragments(self, v4: np.ndarray) -> np.ndarray:
-        """IPv4 rows kept as the first fragment of a longer UDP datagram (RFC 791: MF set, offset 0).
+    def _first_fragments(self, rows: np.ndarray, mf: np.ndarray, off: np.ndarray, here: np.ndarray) -> np.ndarray:
+        """Of the IPv4 ``rows`` (their MF bit, fragment offset and IP payload bytes ``here``), those
+        kept as the first fragment of a longer UDP datagram (RFC 791: MF set, offset 0).
 
         Real captures hold them (encode skips the later fragments, which carry no UDP header):
         kept only where the UDP length says the datagram is longer than this packet and fits an
         IP packet, the one field that can show it; everywhere else MF is cleared. The UDP
         checksum then covers the whole datagram, whose bytes beyond this packet are zero payload."""
-        first = np.zeros(self.n, dtype=bool)
+        first = np.zeros(len(rows), dtype=bool)
         if not self.has("udp"):
             return first
-        rows = np.flatnonzero(v4 & self.is_["udp"])
-        if not len(rows):
+        sub = np.flatnonzero(self.is_["udp"][rows])
+        if not len(sub):
             return first
-        mf, off = self._get("ipv4_mfbit", rows), self._get("ipv4_foff", rows)
-        here = self._get("ipv4_tl", rows) - 4 * self._get("ipv4_hl", rows)  # UDP bytes in this packet
-        udp_len = self._get("udp_len", rows)
-        first[rows] = (mf == 1) & (off == 0) & (here >= 8) & (udp_len > here) & (udp_len <= 65515)
+        udp_len = self._get("udp_len", rows[sub])
+        mf, off, here = mf[sub], off[sub], here[sub]  # UDP bytes in this packet: here
+        first[sub] = (mf == 1) & (off == 0) & (here >= 8) & (udp_len > here) & (udp_len <= 65515)
         return first
 
     def header_lengths(self) -> tuple[np.ndarray, np.ndarray]:
