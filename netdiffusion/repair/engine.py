@@ -255,7 +255,20 @@ def _stack(m: Arr, flow: Arr, nflows: int, present: Arr, share32: Arr, starts: A
     pick4 = np.full(n, -1, dtype=np.int64)
     anywhere = np.zeros(nh, dtype=np.bool_)
     sh = np.empty(nh)
+    flat, width = m.reshape(-1), m.shape[1]
     for i in range(n):
+        if i + W.AHEAD < n:  # the columns this row will likely visit (a guess: only a hint)
+            a = i + W.AHEAD
+            for h in range(nh):
+                if 0 < present[a, h] < fixed[h]:
+                    lo, hi = starts[h], starts[h] + fixed[h]
+                elif present[a, h] == 0 and stops[h] > starts[h] + fixed[h]:
+                    lo, hi = starts[h] + fixed[h], stops[h]
+                else:
+                    continue
+                for c in range(lo, hi, 64):
+                    W.prefetch(flat, a * width + c)
+        row = m[i]
         for h in range(nh):
             if per_flow:
                 sh[h] = sums[flow[i], h] / max(rows_of[flow[i]], 1)
@@ -280,15 +293,15 @@ def _stack(m: Arr, flow: Arr, nflows: int, present: Arr, share32: Arr, starts: A
             if h == on3 or h == on4:
                 c = fixed[h] - present[i, h]
                 if c > 0:
-                    for k in range(starts[h], starts[h] + fixed[h]):
-                        if m[i, k] == ABSENT:
-                            m[i, k] = 0
+                    part = row[starts[h] : starts[h] + fixed[h]]
+                    for k in range(len(part)):
+                        part[k] += part[k] == ABSENT  # -1 -> 0, every other value as it is
             else:
                 c = present[i, h]
-                for v in m[i, starts[h] + fixed[h] : stops[h]]:  # the options part counts too
+                for v in row[starts[h] + fixed[h] : stops[h]]:  # the options part counts too
                     c += v != ABSENT
                 if c > 0:
-                    m[i, starts[h] : stops[h]] = ABSENT
+                    row[starts[h] : stops[h]] = ABSENT
             if c > 0:
                 counts[i] += c
                 changed[h, i] = True
@@ -297,14 +310,16 @@ def _stack(m: Arr, flow: Arr, nflows: int, present: Arr, share32: Arr, starts: A
 
 
 @kernel
-def _option_words(row: Arr, start: int, nb: int, xs: Arr) -> None:
-    """Columns ``start:start + 8 nb`` of one row (uint64 words) into ``xs``, eight per word."""
-    j0, s = start >> 3, np.uint64(8 * (start & 7))
+def _option_words(flat: Arr, base: int, start: int, nb: int, xs: Arr) -> None:
+    """Columns ``start:start + 8 nb`` of the row whose words begin at ``flat[base]`` into ``xs``,
+    eight per word."""
+    j0, s = base + (start >> 3), np.uint64(8 * (start & 7))
     if s == 0:
-        xs[:] = row[j0 : j0 + nb]
+        for b in range(nb):
+            xs[b] = flat[j0 + b]
     else:
         for b in range(nb):
-            xs[b] = (row[j0 + b] >> s) | (row[j0 + b + 1] << (np.uint64(64) - s))
+            xs[b] = (flat[j0 + b] >> s) | (flat[j0 + b + 1] << (np.uint64(64) - s))
 
 
 @kernel
@@ -327,7 +342,7 @@ def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr
     for i in range(n):
         if i + W.AHEAD < n:
             W.prefetch_row(flat, rows[i + W.AHEAD] * nw, start >> 3, ((start + 8 * nb - 1) >> 3))
-        _option_words(words[rows[i]], start, nb, xs)
+        _option_words(flat, rows[i] * nw, start, nb, xs)
         out = data[i]
         kinds_here = kind_at[i]
         for b in range(nb):
@@ -391,7 +406,7 @@ def _option_write(words: Arr, rows: Arr, start: int, nb: int, data: Arr, length:
             W.prefetch_row(flat, rows[i + W.AHEAD] * row_words, j0, ((start + 8 * nb - 1) >> 3))
         r = rows[i]
         row = words[r]
-        _option_words(row, start, nb, xs)
+        _option_words(flat, r * row_words, start, nb, xs)
         new_bytes = data[i]
         L = length[i]
         run = nb
