@@ -439,6 +439,33 @@ def _option_write(words: Arr, rows: Arr, start: int, nb: int, data: Arr, length:
     return rows_changed
 
 
+@kernel
+def _popcount(x: np.uint64) -> int:
+    """Set bits of ``x``."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@kernel
+def _closer(both: Arr, a: Arr, b: Arr, fl: Arr) -> Arr:
+    """Per row (source words then destination words, ``both``): 1 where its flow's endpoints
+    ``(b, a)`` are closer in Hamming distance to (source, destination) than ``(a, b)`` (int8)."""
+    n, k = both.shape[0], a.shape[1]
+    out = np.empty(n, dtype=np.int8)
+    for i in range(n):
+        f = fl[i]
+        d0 = 0
+        d1 = 0
+        for c in range(k):
+            s, d = np.uint64(both[i, c]), np.uint64(both[i, k + c])
+            d0 += _popcount(s ^ np.uint64(a[f, c])) + _popcount(d ^ np.uint64(b[f, c]))
+            d1 += _popcount(s ^ np.uint64(b[f, c])) + _popcount(d ^ np.uint64(a[f, c]))
+        out[i] = d1 < d0
+    return out
+
+
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
@@ -758,13 +785,7 @@ class Repairer:
             ep_b[single] = ep_a[single]
             # direction: which assignment is closer in Hamming distance (bits differing between
             # 0/1 rows: set bits of their packed words' XOR)
-            A, B = _words(ep_a)[fl], _words(ep_b)[fl]
-
-            def distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-                return np.bitwise_count(x ^ y).sum(axis=1, dtype=np.int64)
-            d0 = distance(src_words, A) + distance(dst_words, B)
-            d1 = distance(src_words, B) + distance(dst_words, A)
-            direction = (d1 < d0).astype(np.int8)
+            direction = _closer(both, _words(ep_a), _words(ep_b), fl)
             # one address for both ends (a host talking to itself): the ports tell the ends apart
             directed = self._port_direction(rows, fl, (ep_a == ep_b).all(axis=1), direction)
             # the flow's first packet of this family is the initiator's
