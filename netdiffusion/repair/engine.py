@@ -699,12 +699,15 @@ class Repairer:
             first = self._first_fragments(rows, mf, off, v4_payload)
             self.first_fragment[rows] = first
             p = proto[rows]
-            clash = (p < 0) & np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS, *ZERO_PAYLOAD_MALFORMED])
-            clash |= (p < 0) & self._too_short(cur, v4_payload)
-            clash |= (p < 0) & (v4_payload > 0) & self._too_short(cur, v4_payload, SHORT_PAYLOAD_MALFORMED)
+            none = np.flatnonzero(p < 0)  # rows without an L4 header (judged alone: few)
+            cur, size = cur[none], v4_payload[none]
+            clash = np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS, *ZERO_PAYLOAD_MALFORMED])
+            clash |= self._too_short(cur, size)
+            clash |= (size > 0) & self._too_short(cur, size, SHORT_PAYLOAD_MALFORMED)
             # RFC 3692 experimental protocol 253 where no L4 header follows and the number would
             # make the payload malformed
-            new_proto = np.where(p >= 0, p, np.where(clash, 253, -1))
+            new_proto = p.copy()
+            new_proto[none] = np.where(clash, 253, -1)
             leave, n = -1, len(rows)  # -1: leave the field of that row alone
             self._put_many("ipv4", ["ipv4_ver", "ipv4_rbit", "ipv4_mfbit", "ipv4_foff", "ipv4_ttl", "ipv4_proto"], rows,
                            np.stack([np.full(n, 4), np.zeros(n, dtype=np.int64), np.where(first, leave, 0),
@@ -715,20 +718,21 @@ class Repairer:
             hl, cur, payload = self._get_many(["ipv6_hl", "ipv6_nh", "ipv6_len"], rows).T
             p = proto[rows]
             nh = np.where(p == IP_PROTO["icmp"], ICMPV6_PROTO, p)
+            none = np.flatnonzero(p < 0)
+            cur, payload = cur[none], payload[none]
             # a next header we would have encoded (TCP/UDP/ICMP) but no such header follows: tshark
             # would dissect the zero payload as one ("bogus TCP header length"); IGMP does not
             # exist over IPv6 (MLD is ICMPv6). ICMPv6 and other protocols nPrint does not encode
             # stay as generated (real rows carry them).
-            clash = (p < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO, *ZERO_PAYLOAD_MALFORMED,
-                                             43, 140])  # Routing, Shim6: malformed when zero
+            clash = np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO, *ZERO_PAYLOAD_MALFORMED,
+                                  43, 140])  # Routing, Shim6: malformed when zero
             # the extension headers the packet builder writes need their 8 payload bytes too
             sizes = {**SHORT_PAYLOAD_MALFORMED, **SYNTHETIC_PAYLOAD_BYTES,
                      **{nh: len(b) for nh, b in IPV6_EXTENSION_PAYLOADS.items()}}
-            clash |= (p < 0) & self._too_short(cur, payload, sizes)
-            n = len(rows)
+            clash |= self._too_short(cur, payload, sizes)
+            nh[none] = np.where(clash, IPV6_NO_NEXT_HEADER, -1)
             self._put_many("ipv6", ["ipv6_ver", "ipv6_hl", "ipv6_nh"], rows,
-                           np.stack([np.full(n, 6), np.where(hl <= 0, cfg.default_ttl & 0xFF, -1),
-                                     np.where(p >= 0, nh, np.where(clash, IPV6_NO_NEXT_HEADER, -1))], axis=1),
+                           np.stack([np.full(len(rows), 6), np.where(hl <= 0, cfg.default_ttl & 0xFF, -1), nh], axis=1),
                            skip=True)
         if self.has("tcp"):
             t = self.is_["tcp"]
