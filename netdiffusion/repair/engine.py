@@ -310,19 +310,6 @@ def _stack(m: Arr, flow: Arr, nflows: int, present: Arr, share32: Arr, starts: A
 
 
 @kernel
-def _option_words(flat: Arr, base: int, start: int, nb: int, xs: Arr) -> None:
-    """Columns ``start:start + 8 nb`` of the row whose words begin at ``flat[base]`` into ``xs``,
-    eight per word."""
-    j0, s = base + (start >> 3), np.uint64(8 * (start & 7))
-    if s == 0:
-        for b in range(nb):
-            xs[b] = flat[j0 + b]
-    else:
-        for b in range(nb):
-            xs[b] = (flat[j0 + b] >> s) | (flat[j0 + b + 1] << (np.uint64(64) - s))
-
-
-@kernel
 def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr, hi: Arr, step: Arr
                  ) -> tuple[Arr, Arr, Arr, Arr]:
     """The TLV walk of the ``nb`` option bytes from column ``start`` of each of ``rows``: the bytes
@@ -339,10 +326,17 @@ def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr
     differs = np.zeros(n, dtype=np.bool_)
     xs = np.empty(nb, dtype=np.uint64)
     flat, nw = words.reshape(-1), words.shape[1]
+    j0, s = start >> 3, np.uint64(8 * (start & 7))
     for i in range(n):
         if i + W.AHEAD < n:
-            W.prefetch_row(flat, rows[i + W.AHEAD] * nw, start >> 3, ((start + 8 * nb - 1) >> 3))
-        _option_words(flat, rows[i] * nw, start, nb, xs)
+            W.prefetch_row(flat, rows[i + W.AHEAD] * nw, j0, ((start + 8 * nb - 1) >> 3))
+        base = rows[i] * nw + j0  # (inline: a helper taking the arrays costs ~2x here)
+        if s == 0:
+            for b in range(nb):
+                xs[b] = flat[base + b]
+        else:
+            for b in range(nb):
+                xs[b] = (flat[base + b] >> s) | (flat[base + b + 1] << (np.uint64(64) - s))
         out = data[i]
         kinds_here = kind_at[i]
         for b in range(nb):
@@ -376,12 +370,10 @@ def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr
             kinds_here[p] = kind
             p += ln
         new = min(((cut + 3) // 4) * 4, full) if cut < full else full
-        change = new != run
+        change = new != run  # (the walk set kinds only before the cut: the rest stay -1)
         for b in range(cut, new):
             change |= out[b] != 0
             out[b] = 0
-        for b in range(cut, nb):
-            kinds_here[b] = -1
         for b in range(new, nb):
             change |= xs[b] != W.FULL  # a present bit past the new length
         length[i] = new
@@ -406,7 +398,13 @@ def _option_write(words: Arr, rows: Arr, start: int, nb: int, data: Arr, length:
             W.prefetch_row(flat, rows[i + W.AHEAD] * row_words, j0, ((start + 8 * nb - 1) >> 3))
         r = rows[i]
         row = words[r]
-        _option_words(flat, r * row_words, start, nb, xs)
+        base = r * row_words + j0
+        if s == 0:
+            for b in range(nb):
+                xs[b] = flat[base + b]
+        else:
+            for b in range(nb):
+                xs[b] = (flat[base + b] >> s) | (flat[base + b + 1] << t)
         new_bytes = data[i]
         L = length[i]
         run = nb
