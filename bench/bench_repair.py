@@ -4,7 +4,7 @@ Data: real captures from the shared data encoded at 1,024 packets per flow, with
 replicated (new flow ids) to ~100k packets, plus the same rows with 10% of bits corrupted so the
 rules actually fire. Stages timed separately: the bit rules alone, rules + packet bytes +
 checksums, and the whole ``repair_dataset`` (Parquet read, pcap per flow, report) with its own
-CPU breakdown by step. For scale, the CPU time of creating as many empty files as it writes
+CPU breakdown by step; "repair and write" is that run less its Parquet read. For scale, the CPU time of creating as many empty files as it writes
 pcaps (the file system's cost alone, no repair) is reported too.
 """
 
@@ -57,6 +57,17 @@ def main() -> dict:
         _, flow = np.unique(sorted_rows.flow_id, return_inverse=True)
         cfg = RepairConfig(mtu=65535)
 
+        # compiled kernels (netdiffusion/jit.py): the first call in a fresh environment compiles
+        # them (then cached on disk); timed apart, on a small slice, so the rates below are steady
+        # state, as in any process after the first one
+        ids = np.unique(data.flow_id)
+        warm = data.take(np.flatnonzero(np.isin(data.flow_id, ids[:: max(1, len(ids) // 40)])))
+        write_fields(tmp / "warm", layout)
+        write_shard(warm, tmp / "warm" / "part.parquet")
+        c = time.process_time()
+        repair_dataset(tmp / "warm", tmp / "warm_pcaps", progress=False, mtu=65535)
+        warm_cpu = time.process_time() - c
+
         # CPU seconds of this process: "per core" throughput, robust to other jobs on the machine
         t, c = time.perf_counter(), time.process_time()
         repair_matrix(layout, sorted_rows.nprint, flow.reshape(-1), sorted_rows.timestamp, cfg)
@@ -98,6 +109,9 @@ def main() -> dict:
         "repair_dataset_packets_per_cpu_s": round(n / full_cpu),
         "repair_dataset_seconds": round(full_s, 2),
         "repair_dataset_cpu_seconds_by_step": steps,
+        # the issue's "repair + write": everything repair_dataset does after reading the input
+        "repair_and_write_packets_per_cpu_s": round(n / max(full_cpu - steps["read"], 1e-9)),
+        "warm_up_cpu_seconds": round(warm_cpu, 2), "warm_up_packets": len(warm),
         "repair_dataset_packets_per_cpu_s_without_file_writes": round(n / max(full_cpu - steps["write_files"], 1e-9)),
         "empty_file_creation_cpu_seconds": round(create_cpu, 3),
         "empty_file_creation_cap_packets_per_cpu_s": round(n / max(create_cpu, 1e-9)),

@@ -28,6 +28,7 @@ from netdiffusion.dataset import (
     write_json,
     write_shard,
 )
+from netdiffusion.jit import kernel
 from netdiffusion.names import file_name
 from netdiffusion.repair import groups as G
 from netdiffusion.repair.engine import RULES, RepairConfig, RepairResult, repair_matrix
@@ -54,12 +55,14 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
     has room for the pcap layout: a 24-byte file header before each flow's first packet and 30
     bytes (pcap record + Ethernet header) before every packet, which :func:`pcap_files` fills.
     ``inplace=True``: ``packets.nprint`` may be overwritten (saves a copy of every row)."""
-    order = np.lexsort((packets.packet_index, packets.flow_id))
-    if not _is_identity(order):
-        packets = packets.take(order)
+    if not _is_sorted(packets.flow_id, packets.packet_index):  # repair_dataset's are: no sort of strings
+        packets = packets.take(np.lexsort((packets.packet_index, packets.flow_id)))
         inplace = True  # the rows are our copy now
-    flow_ids, flow = np.unique(packets.flow_id, return_inverse=True)
-    flow = flow.reshape(-1).astype(np.int64)
+    # flow ids are sorted now: np.unique's values and inverse without sorting them again
+    fid = packets.flow_id
+    first = np.ones(len(fid), dtype=bool)
+    first[1:] = fid[1:] != fid[:-1]
+    flow_ids, flow = fid[first], np.cumsum(first) - 1
     result = repair_matrix(layout, packets.nprint, flow, packets.timestamp, cfg,
                            copy=not inplace)
     kept_rows = None if result.keep.all() else np.flatnonzero(result.keep)
@@ -67,7 +70,8 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
             for k in ("flow_id", "label", "macro", "source", "frame")}
     m = result.matrix
     # recover the stack from the repaired bits (every chosen header's fixed part is present now)
-    is_ = {h: layout.header_present(m, h) for h in layout.headers}
+    presence = layout.presence(m)
+    is_ = {h: presence[:, i] for i, h in enumerate(layout.headers)}
     before = {k: layout.field_values(m, k) for h, k in L4_CKSUM.items() if h in layout.headers}
     gap = np.full(len(m), PCAP_RECORD, dtype=np.int64)
     gap[G.starts(result.flow)] += PCAP_FILE_HEADER
@@ -98,8 +102,38 @@ def _unique_path(path: Path, key: str, used: set[Path]) -> Path:
     return path
 
 
+def _is_sorted(flow_id: np.ndarray, packet_index: np.ndarray) -> bool:
+    """Rows already in ``np.lexsort((packet_index, flow_id))`` order (a stable sort: ties keep
+    theirs), found in one comparison pass instead of sorting the flow id strings."""
+    a, b = flow_id[:-1], flow_id[1:]
+    return bool(((b > a) | ((b == a) & (packet_index[1:] >= packet_index[:-1]))).all())
+
+
 def _is_identity(order: np.ndarray) -> bool:
     return bool(len(order) == 0 or (order[0] == 0 and (np.diff(order) == 1).all()))
+
+
+@kernel
+def _record_headers(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, ts: np.ndarray, direction: np.ndarray,
+                    macs: np.ndarray) -> None:
+    """The 30 bytes before each packet: its pcap record header (seconds, nanoseconds, captured and
+    original length of the Ethernet frame, little-endian uint32) and Ethernet header (MACs by
+    ``direction``: ``macs[0:12]`` or ``macs[12:24]``; EtherType IPv6 where the packet starts with
+    version 6, else IPv4)."""
+    last = buf.shape[0] - 1
+    for i in range(starts.shape[0]):
+        at = starts[i] - 30
+        size = ends[i] - starts[i]
+        fields = (ts[i] // 1_000_000_000, ts[i] % 1_000_000_000, size + 14, size + 14)
+        for f in range(4):
+            for k in range(4):
+                buf[at + 4 * f + k] = (fields[f] >> (8 * k)) & 0xFF
+        m = 12 if direction[i] else 0
+        for k in range(12):
+            buf[at + 16 + k] = macs[m + k]
+        v6 = size > 0 and (buf[min(starts[i], last)] >> 4) == 6
+        buf[at + 28] = 0x86 if v6 else 0x08
+        buf[at + 29] = 0xDD if v6 else 0x00
 
 
 def pcap_files(rep: dict, timestamps_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -126,20 +160,10 @@ def pcap_files(rep: dict, timestamps_ns: np.ndarray) -> tuple[np.ndarray, np.nda
     ts = np.asarray(timestamps_ns, dtype=np.int64)
     if n and ts.min() < 0:
         raise ValueError("timestamps must be >= 0 ns since the epoch")
-    head = np.zeros((n, PCAP_RECORD), dtype=np.uint8)
-    rec = head[:, :16].view("<u4")
-    rec[:, 0] = ts // 1_000_000_000
-    rec[:, 1] = ts % 1_000_000_000
-    rec[:, 2] = frame_len
-    rec[:, 3] = frame_len
-    mac0 = np.frombuffer(MAC_RESPONDER + MAC_INITIATOR, dtype=np.uint8)  # direction 0: dst, src
-    mac1 = np.frombuffer(MAC_INITIATOR + MAC_RESPONDER, dtype=np.uint8)
-    head[:, 16:28] = np.where(res.direction.astype(bool)[:, None], mac1, mac0)
-    first = buf[np.minimum(starts, max(len(buf) - 1, 0))] if len(buf) else np.zeros(n, dtype=np.uint8)
-    v6 = (sizes > 0) & ((first >> 4) == 6)
-    head[:, 28] = np.where(v6, 0x86, 0x08)
-    head[:, 29] = np.where(v6, 0xDD, 0x00)
-    buf[(starts - PCAP_RECORD)[:, None] + np.arange(PCAP_RECORD)[None, :]] = head
+    macs = np.frombuffer(MAC_RESPONDER + MAC_INITIATOR + MAC_INITIATOR + MAC_RESPONDER, dtype=np.uint8)
+    if n:  # direction 0: responder's MAC (destination), then the initiator's; direction 1 the reverse
+        _record_headers(buf, np.ascontiguousarray(starts, dtype=np.int64), np.ascontiguousarray(ends, dtype=np.int64),
+                        np.ascontiguousarray(ts), np.ascontiguousarray(res.direction, dtype=np.int64), macs)
     nflows = len(rep["flow_ids"])
     counts = np.bincount(res.flow, minlength=nflows)
     bounds = np.r_[0, np.cumsum(counts)]

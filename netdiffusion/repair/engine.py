@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netdiffusion import bitwords as W
-from netdiffusion.fields import ABSENT, HEADERS, IP_PROTO, Layout, bytes_to_bits, packed_bytes, row_counts
+from netdiffusion.fields import (
+    ABSENT,
+    HEADERS,
+    IP_PROTO,
+    Layout,
+    row_words,
+    word_byte,
+)
+from netdiffusion.jit import kernel
 from netdiffusion.repair import groups as G
 from netdiffusion.repair import tcp as T
 
@@ -203,6 +211,271 @@ def _bad_destination(words: np.ndarray, v6: bool) -> np.ndarray:
     return (first == 0) | (first == 127)
 
 
+
+# -- compiled rules (one pass over the rows each; positions come from the Layout as arguments) ------
+
+@kernel
+def _presence(m: Arr, starts: Arr, fixed: Arr, l3: Arr, padding_share: np.float32) -> tuple[Arr, Arr, Arr]:
+    """Per row and header: present (not ABSENT) bits of the header's fixed part (columns
+    ``starts[h]:starts[h] + fixed[h]``), their share (float32, as numpy rounds it) and whether
+    the best network-layer share (headers ``l3``) reaches ``padding_share``."""
+    n, nh = m.shape[0], len(starts)
+    present = np.empty((n, nh), dtype=np.int64)
+    share = np.empty((n, nh), dtype=np.float32)
+    keep = np.empty(n, dtype=np.bool_)
+    flat, width = m.reshape(-1), m.shape[1]
+    for i in range(n):
+        if i + W.AHEAD < n:
+            for h in range(nh):
+                for c in range(starts[h], starts[h] + fixed[h], 64):
+                    W.prefetch(flat, (i + W.AHEAD) * width + c)
+        for h in range(nh):
+            c = np.int32(0)
+            for v in m[i, starts[h] : starts[h] + fixed[h]]:
+                c += np.int32(v != ABSENT)
+            present[i, h] = c
+            share[i, h] = np.float32(c / fixed[h])
+        best = share[i, l3[0]]
+        for h in l3[1:]:
+            best = max(best, share[i, h])
+        keep[i] = best >= padding_share
+    return present, share, keep
+
+
+@kernel
+def _stack(m: Arr, flow: Arr, nflows: int, present: Arr, share32: Arr, starts: Arr, fixed: Arr, stops: Arr,
+           l3: Arr, l4: Arr, per_flow: bool, min_share: float, counts: Arr, changed: Arr) -> tuple[Arr, Arr, Arr]:
+    """The stack rule in one pass: per row the network header (of ``l3``, best share) and the
+    transport header (of ``l4``, best share if at least ``min_share``; -1 none), shares summed per
+    flow first where ``per_flow`` (in row order, as ``np.add.at``). Headers a row does not carry are
+    blanked (every column ABSENT); the absent bits of the fixed part of those it carries become 0.
+    Changed bits per row are added to ``counts`` (from the presence counts: nothing wrote these
+    columns since) and ``changed[h]`` flags the rows whose header ``h`` changed. Returns the chosen
+    positions in ``l3`` / ``l4`` per row and which headers changed anywhere."""
+    n, nh = m.shape[0], len(starts)
+    sums = np.zeros((nflows if per_flow else 0, nh))
+    rows_of = np.zeros(nflows if per_flow else 0, dtype=np.int64)
+    if per_flow:
+        for i in range(n):
+            for h in range(nh):
+                sums[flow[i], h] += np.float64(share32[i, h])
+            rows_of[flow[i]] += 1
+    pick3 = np.empty(n, dtype=np.int64)
+    pick4 = np.full(n, -1, dtype=np.int64)
+    anywhere = np.zeros(nh, dtype=np.bool_)
+    sh = np.empty(nh)
+    flat, width = m.reshape(-1), m.shape[1]
+    for i in range(n):
+        if i + W.AHEAD < n:  # the columns this row will likely visit (a guess: only a hint)
+            a = i + W.AHEAD
+            for h in range(nh):
+                if 0 < present[a, h] < fixed[h]:
+                    lo, hi = starts[h], starts[h] + fixed[h]
+                elif present[a, h] == 0 and stops[h] > starts[h] + fixed[h]:
+                    lo, hi = starts[h] + fixed[h], stops[h]
+                else:
+                    continue
+                for c in range(lo, hi, 64):
+                    W.prefetch(flat, a * width + c)
+        row = m[i]
+        for h in range(nh):
+            if per_flow:
+                sh[h] = sums[flow[i], h] / max(rows_of[flow[i]], 1)
+            else:
+                sh[h] = np.float64(share32[i, h])
+        best = 0
+        for c in range(1, len(l3)):
+            if sh[l3[c]] > sh[l3[best]]:
+                best = c
+        pick3[i] = best
+        on3 = l3[best]
+        on4 = -1
+        if len(l4):
+            best = 0
+            for c in range(1, len(l4)):
+                if sh[l4[c]] > sh[l4[best]]:
+                    best = c
+            if sh[l4[best]] >= min_share:
+                pick4[i] = best
+                on4 = l4[best]
+        for h in range(nh):
+            if h == on3 or h == on4:
+                c = fixed[h] - present[i, h]
+                if c > 0:
+                    part = row[starts[h] : starts[h] + fixed[h]]
+                    for k in range(len(part)):
+                        part[k] += part[k] == ABSENT  # -1 -> 0, every other value as it is
+            else:
+                c = present[i, h]
+                for v in row[starts[h] + fixed[h] : stops[h]]:  # the options part counts too
+                    c += v != ABSENT
+                if c > 0:
+                    row[starts[h] : stops[h]] = ABSENT
+            if c > 0:
+                counts[i] += c
+                changed[h, i] = True
+                anywhere[h] = True
+    return pick3, pick4, anywhere
+
+
+@kernel
+def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr, hi: Arr, step: Arr
+                 ) -> tuple[Arr, Arr, Arr, Arr]:
+    """The TLV walk of the ``nb`` option bytes from column ``start`` of each of ``rows``: the bytes
+    (absent bits read as 0), the new option length (the present whole words of the list, cut to
+    the word after the first malformed option: a kind not in ``kinds``, a length outside
+    ``lo..hi`` or not 2 + a multiple of ``step``, or one running past the list; zero padding after
+    the cut), the kind at each option's first byte (-1 elsewhere, int16) and whether the row's
+    option columns must be rewritten (:func:`_option_write`'s test, made here while the row is
+    read anyway). Simple loops over one row's words: they compile to SIMD code."""
+    n = len(rows)
+    data = np.empty((n, nb), dtype=np.uint8)
+    length = np.empty(n, dtype=np.int64)
+    kind_at = np.full((n, nb), -1, dtype=np.int16)
+    differs = np.zeros(n, dtype=np.bool_)
+    xs = np.empty(nb, dtype=np.uint64)
+    flat, nw = words.reshape(-1), words.shape[1]
+    j0, s = start >> 3, np.uint64(8 * (start & 7))
+    for i in range(n):
+        if i + W.AHEAD < n:
+            W.prefetch_row(flat, rows[i + W.AHEAD] * nw, j0, ((start + 8 * nb - 1) >> 3))
+        base = rows[i] * nw + j0  # (inline: a helper taking the arrays costs ~2x here)
+        if s == 0:
+            for b in range(nb):
+                xs[b] = flat[base + b]
+        else:
+            for b in range(nb):
+                xs[b] = (flat[base + b] >> s) | (flat[base + b + 1] << (np.uint64(64) - s))
+        out = data[i]
+        kinds_here = kind_at[i]
+        for b in range(nb):
+            out[b] = W.pack(xs[b])
+        run = nb
+        for b in range(nb):
+            if W.nonzero_bytes(~xs[b]) != W.HIGH:  # a column of the byte absent
+                run = b
+                break
+        full = (run // 4) * 4
+        cut = full
+        p = 0
+        while p < full:
+            kind = np.int64(out[p])
+            if kind == 0:  # end of list
+                cut = p + 1
+                kinds_here[p] = 0
+                break
+            if kind == 1:  # no-op
+                kinds_here[p] = 1
+                p += 1
+                continue
+            ln = np.int64(out[p + 1]) if p + 1 < nb else 0
+            ok = False
+            for a in range(len(kinds)):
+                if kind == kinds[a] and lo[a] <= ln <= hi[a] and (ln - 2) % step[a] == 0:
+                    ok = True
+            if not ok or p + ln > full:
+                cut = p
+                break
+            kinds_here[p] = kind
+            p += ln
+        new = min(((cut + 3) // 4) * 4, full) if cut < full else full
+        change = new != run  # (the walk set kinds only before the cut: the rest stay -1)
+        for b in range(cut, new):
+            change |= out[b] != 0
+            out[b] = 0
+        for b in range(new, nb):
+            change |= xs[b] != W.FULL  # a present bit past the new length
+        length[i] = new
+        differs[i] = change
+    return data, length, kind_at, differs
+
+
+@kernel
+def _option_write(words: Arr, rows: Arr, start: int, nb: int, data: Arr, length: Arr, counts: Arr,
+                  changed: Arr) -> int:
+    """Option bytes ``data[i, :length[i]]`` (ABSENT after) into the ``nb`` bytes from column
+    ``start`` of ``rows[i]``, rewriting only rows whose bytes (absent bits read as 0), present
+    length or stray bits past the length differ; counts changed bits as :func:`bitwords.put`."""
+    j0, s = start >> 3, np.uint64(8 * (start & 7))
+    t = np.uint64(64) - s
+    xs = np.empty(nb, dtype=np.uint64)
+    nw = np.empty(nb, dtype=np.uint64)
+    rows_changed = 0
+    flat, row_words = words.reshape(-1), words.shape[1]
+    for i in range(len(rows)):
+        if i + W.AHEAD < len(rows):
+            W.prefetch_row(flat, rows[i + W.AHEAD] * row_words, j0, ((start + 8 * nb - 1) >> 3))
+        r = rows[i]
+        row = words[r]
+        base = r * row_words + j0
+        if s == 0:
+            for b in range(nb):
+                xs[b] = flat[base + b]
+        else:
+            for b in range(nb):
+                xs[b] = (flat[base + b] >> s) | (flat[base + b + 1] << t)
+        new_bytes = data[i]
+        L = length[i]
+        run = nb
+        for b in range(nb):
+            if W.nonzero_bytes(~xs[b]) != W.HIGH:
+                run = b
+                break
+        differs = run != L
+        for b in range(nb):
+            nw[b] = W.unpack(np.uint64(new_bytes[b])) if b < L else W.FULL
+            if b < L:
+                differs |= W.pack(xs[b]) != new_bytes[b]
+            else:
+                differs |= xs[b] != W.FULL  # a present bit past the new length
+        if not differs:
+            continue
+        c = 0
+        for b in range(nb):
+            c += W.count_bytes(W.nonzero_bytes(xs[b] ^ nw[b]))
+        if c:
+            if s == 0:
+                row[j0 : j0 + nb] = nw
+            else:
+                for b in range(nb):
+                    row[j0 + b] = (row[j0 + b] & ~(W.FULL << s)) | (nw[b] << s)
+                    row[j0 + b + 1] = (row[j0 + b + 1] & ~(W.FULL >> t)) | (nw[b] >> t)
+            counts[r] += c
+            changed[r] = True
+            rows_changed += 1
+    return rows_changed
+
+
+@kernel
+def _popcount(x: np.uint64) -> int:
+    """Set bits of ``x``."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@kernel
+def _closer(both: Arr, a: Arr, b: Arr, fl: Arr) -> Arr:
+    """Per row (source words then destination words, ``both``): 1 where its flow's endpoints
+    ``(b, a)`` are closer in Hamming distance to (source, destination) than ``(a, b)`` (int8)."""
+    n, k = both.shape[0], a.shape[1]
+    out = np.empty(n, dtype=np.int8)
+    for i in range(n):
+        f = fl[i]
+        d0 = 0
+        d1 = 0
+        for c in range(k):
+            s, d = np.uint64(both[i, c]), np.uint64(both[i, k + c])
+            d0 += _popcount(s ^ np.uint64(a[f, c])) + _popcount(d ^ np.uint64(b[f, c]))
+            d1 += _popcount(s ^ np.uint64(b[f, c])) + _popcount(d ^ np.uint64(a[f, c]))
+        out[i] = d1 < d0
+    return out
+
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
 class Repairer:
     """Applies the rules to one batch of flows; see :func:`repair_matrix`."""
 
@@ -213,8 +486,9 @@ class Repairer:
                              "no packet can be built")
         self.layout = layout
         matrix = np.asarray(matrix)
-        copy = copy or matrix.dtype != np.int8 or not matrix.flags.writeable  # e.g. a read-only Arrow buffer
-        self.m = np.array(matrix, dtype=np.int8, copy=True) if copy else matrix
+        # e.g. a read-only Arrow buffer; the compiled rules read C-contiguous rows
+        copy = copy or matrix.dtype != np.int8 or not matrix.flags.writeable or not matrix.flags.c_contiguous
+        self.m = np.array(matrix, dtype=np.int8, copy=True, order="C") if copy else matrix
         self.flow = np.asarray(flow, dtype=np.int64)
         self.cfg = cfg
         self.n = self.m.shape[0]
@@ -223,86 +497,82 @@ class Repairer:
         self.fields: dict[tuple[str, str], np.ndarray] = {}
 
     # -- accounting -------------------------------------------------------------------------------
-    def _put_bits(self, rule: str, key: str, rows: np.ndarray, cols: slice, new: np.ndarray) -> None:
-        if not len(rows):
-            return
-        every = len(rows) == self.n  # rows are sorted and unique: all of them, read as a view
-        old = self.m[:, cols] if every else self.m[rows, cols]
-        counts = row_counts(old != new)
-        changed = counts > 0
-        if changed.any():
-            self.bits[rule][rows] += counts
-            mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
-            mask[rows[changed]] = True
-            if changed.all():
-                self.m[slice(None) if every else rows, cols] = new
-            else:  # only the rows that change (e.g. blanking headers that are mostly absent already)
-                new = np.broadcast_to(new, old.shape)
-                self.m[rows[changed], cols] = new[changed]
+    def _matrix_words(self) -> np.ndarray:
+        """The matrix as uint64 words (eight columns each), the view the field kernels use."""
+        return W.words_of(self.m)
 
-    def _record(self, rule: str, key: str, rows: np.ndarray, counts: np.ndarray) -> None:
-        """Count ``counts`` changed bits of ``rule`` at ``rows`` (the bits are written by the caller)."""
-        changed = counts > 0
-        if changed.any():
-            self.bits[rule][rows] += counts
-            mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
-            mask[rows[changed]] = True
+    def _changed(self, rule: str, key: str) -> tuple[np.ndarray, bool]:
+        """The rows ``rule`` changed in field ``key`` so far (a new all-False mask if none yet: the
+        caller adds it to :attr:`fields` only once some row changes) and whether it is new."""
+        mask = self.fields.get((rule, key))
+        return (np.zeros(self.n, dtype=bool), True) if mask is None else (mask, False)
 
     def _put(self, rule: str, key: str, rows: np.ndarray, values: np.ndarray | int) -> None:
-        """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits.
+        """Write integer ``values`` into field ``key`` of ``rows``, counting changed bits per row
+        (and the rows that changed) for the report: one compiled pass (:func:`bitwords.put`)."""
+        values = np.asarray(values, dtype=np.int64)
+        self._put_many(rule, [key], rows, values.reshape(-1, 1))
 
-        Same accounting as :meth:`_put_bits` with the field's bits, but compared as integers: the
-        bits equal to 1 and those equal to 0 are packed into one integer each per row, and only the
-        rows that change get their bits built and written."""
+    def _put_many(self, rule: str, keys: list[str], rows: np.ndarray, values: np.ndarray,
+                  parts: list[tuple[int, int, int]] | None = None, skip: bool = False) -> None:
+        """:meth:`_put` of several fields of the same rows in one pass: ``values`` ``(rows or 1,
+        fields)``; with ``skip``, a negative value leaves that field of that row as it is (so each
+        field can change its own subset of the rows). ``parts`` (optional): the ``(key index,
+        first column, width)`` written per column of ``values``, for fields wider than 62 bits
+        written in pieces."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         if not len(rows):
-            return
-        f = self.layout.field(key)
-        sl = self.layout.field_slice(f)
-        full = (1 << f.width) - 1
-        new = np.broadcast_to(np.asarray(values, dtype=np.int64), (len(rows),)) & full  # the bits written
-        every = len(rows) == self.n  # rows are sorted and unique: all of them, read as a view
-        if f.width == 1:
-            counts = ((self.m[:, sl.start] if every else self.m[rows, sl.start]) != new).astype(np.int64)
-            blk = None
-        elif self._words_ok(sl):
-            blk, a0, k = W.block(self.m, None if every else rows, sl)
-            at0, at1 = sl.start - a0, sl.stop - a0
-            new_words = W.spread(new, at0, at1, k)
-            counts = W.differing(blk, new_words, at0, at1)
-        else:
-            old = self.m[:, sl] if every else self.m[rows, sl]
-            same = (_pack_rows(old == 1) & new) | (_pack_rows(old == 0) & ~new & full)
-            counts = f.width - np.bitwise_count(same).astype(np.int64)
-            blk = None
-        changed = counts > 0
-        if not changed.any():
-            return
-        self.bits[rule][rows] += counts
-        mask = self.fields.setdefault((rule, key), np.zeros(self.n, dtype=bool))
-        at = rows[changed]
-        mask[at] = True
-        if blk is not None:  # the changed rows' words with the field replaced
-            self.m[at, a0 : a0 + 8 * k] = W.merged(blk[changed], [w[changed] for w in new_words], at0, at1)
-            return
-        shifts = np.arange(f.width - 1, -1, -1, dtype=np.int64)
-        self.m[at, sl] = ((new[changed][:, None] >> shifts) & 1).astype(np.int8)
-
-    def _words_ok(self, sl: slice) -> bool:
-        """Whether the field at columns ``sl`` can be read a word (8 columns) at a time."""
-        return W.usable(self.m) and sl.stop - (sl.start - sl.start % 8) <= 64
+            return  # (the fields need not be in the layout then)
+        if parts is None:
+            fields = [self.layout.field(k) for k in keys]
+            for f in fields:
+                if f.width > 62:
+                    raise ValueError(f"{f.key} is {f.width} bits wide; write it in parts of 62 bits or fewer")
+            parts = [(i, self.layout.field_slice(f).start, f.width) for i, f in enumerate(fields)]
+        values = np.ascontiguousarray(values, dtype=np.int64)
+        if values.shape[0] not in (1, len(rows)) or values.shape[1] != len(parts):
+            raise ValueError(f"values of shape {values.shape} for {len(rows)} rows and {len(parts)} fields")
+        changed = np.zeros((len(keys), self.n), dtype=bool)
+        every = len(rows) == self.n  # rows are sorted and unique: all of them
+        flagged = W.put(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), every,
+                        np.array([p[1] for p in parts], dtype=np.int64), np.array([p[2] for p in parts], dtype=np.int64),
+                        values, skip, self.bits[rule], changed, np.array([p[0] for p in parts], dtype=np.int64))
+        for k, key in enumerate(keys):
+            if flagged[k]:
+                mask = self.fields.get((rule, key))
+                if mask is None:
+                    self.fields[(rule, key)] = changed[k]
+                else:
+                    mask |= changed[k]
 
     def _get(self, key: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Field values (int64, -1 where absent), reading only the field's columns."""
-        f = self.layout.field(key)
-        sl = self.layout.field_slice(f)
-        if f.width > 1 and self._words_ok(sl):
-            blk, a0, _ = W.block(self.m, rows, sl)
-            return W.values(blk, sl.start - a0, sl.stop - a0)
-        bits = self.m[:, sl] if rows is None else self.m[rows, sl]
-        return _bits_to_values(bits)
+        return self._get_many([key], rows)[:, 0]
+
+    def _get_many(self, keys: list[str], rows: np.ndarray | None = None, absent: int = W.NEGATIVE,
+                  parts: list[tuple[int, int]] | None = None) -> np.ndarray:
+        """:meth:`_get` of several fields in one pass: ``(rows, fields)``. ``parts`` (optional):
+        ``(first column, width)`` pieces to read instead of the fields ``keys``; ``absent`` as
+        :func:`bitwords.read`'s."""
+        if parts is None:
+            fields = [self.layout.field(k) for k in keys]
+            parts = [(self.layout.field_slice(f).start, f.width) for f in fields]
+        if rows is None:
+            rows, every = _NO_ROWS, True
+        else:
+            rows = np.asarray(rows)
+            rows, every = np.ascontiguousarray(np.flatnonzero(rows) if rows.dtype == bool else rows,
+                                               dtype=np.int64), False
+        return W.read(self._matrix_words(), rows, every, np.array([p[0] for p in parts], dtype=np.int64),
+                      np.array([p[1] for p in parts], dtype=np.int64), absent)
+
+    def _address_words(self, rows: np.ndarray, keys: list[str]) -> np.ndarray:
+        """Address fields ``keys`` of ``rows`` as int64 32-bit words, side by side (absent bits
+        read as 0), all read in one pass."""
+        parts = [(c, 32) for k in keys for c in range(self.layout.field_slice(k).start, self.layout.field_slice(k).stop, 32)]
+        return self._get_many(keys, rows, W.NEVER, parts)
 
     def has(self, header: str) -> bool:
         return header in self.layout.headers
@@ -328,146 +598,76 @@ class Repairer:
 
     def drop_padding(self) -> np.ndarray:
         """Rows with (almost) no network-layer bits are padding the model emitted, not packets."""
-        l3 = [h for h in L3 if self.has(h)]
+        headers = self.layout.headers
         # present bits of each header's fixed part (Layout.present_share's numbers, kept as counts:
         # the stack rule's blanking counts its changes from them)
-        present = np.empty((self.n, len(self.layout.headers)), dtype=np.int64)
-        share = np.empty((self.n, len(self.layout.headers)), dtype=np.float32)
-        for i, h in enumerate(self.layout.headers):
-            s = self.layout.header_slice(h)
-            fixed = HEADERS[h].min_bits
-            present[:, i] = row_counts(self.m[:, s.start : s.start + fixed] != ABSENT)
-            share[:, i] = present[:, i] / fixed
-        idx = [self.layout.headers.index(h) for h in l3]
-        best = share[:, idx].max(axis=1) if idx else np.zeros(self.n)
-        keep = best >= self.cfg.padding_share
-        self._share = share[keep]  # reused by the stack decision
-        self._present = present[keep]
+        starts = np.array([self.layout.header_slice(h).start for h in headers], dtype=np.int64)
+        fixed = np.array([HEADERS[h].min_bits for h in headers], dtype=np.int64)
+        l3 = np.array([headers.index(h) for h in L3 if self.has(h)], dtype=np.int64)
+        present, share, keep = _presence(self.m, starts, fixed, l3, np.float32(self.cfg.padding_share))
         if not keep.all():
+            present, share = present[keep], share[keep]
             self.m, self.flow = self.m[keep], self.flow[keep]
             self.n = self.m.shape[0]
             self.bits = {r: v[keep] for r, v in self.bits.items()}
+        self._share = share  # reused by the stack decision
+        self._present = present
         return keep
 
     def stack(self) -> None:
         """Choose L3/L4 per packet (or per flow) by share of present bits; blank the rest."""
         layout, n = self.layout, self.n
-        share = self._share.astype(np.float64)
-        if self.cfg.stack == "flow" and n:
-            sums = np.zeros((self.nflows, share.shape[1]))
-            np.add.at(sums, self.flow, share)
-            counts = np.bincount(self.flow, minlength=self.nflows)[:, None]
-            share = (sums / np.maximum(counts, 1))[self.flow]
-        col = {h: i for i, h in enumerate(layout.headers)}
+        headers = layout.headers
+        col = {h: i for i, h in enumerate(headers)}
         l3_cands = [h for h in L3 if h in col]
         l4_cands = [h for h in L4 if h in col]
-        l3s = np.stack([share[:, col[h]] for h in l3_cands], axis=1)
-        self.l3 = np.array(l3_cands)[np.argmax(l3s, axis=1)] if n else np.array([], dtype="<U4")
-        if l4_cands:
-            l4s = np.stack([share[:, col[h]] for h in l4_cands], axis=1)
-            best = np.argmax(l4s, axis=1)
-            self.l4 = np.where(l4s.max(axis=1) >= self.cfg.min_share, np.array(l4_cands)[best], "")
-        else:
-            self.l4 = np.full(n, "", dtype="<U4")
-        self.is_ = {h: (self.l3 == h) if h in L3 else (self.l4 == h) for h in layout.headers}
-        # blank the headers a row does not carry, and give the absent bits of the fixed part of
-        # those it does carry the value 0; the changes are counted from the presence counts of
-        # drop_padding (nothing has written these columns since), so only changed rows are read
-        for i, h in enumerate(layout.headers):
-            hs = layout.header_slice(h)
-            fixed = HEADERS[h].min_bits
-            key = f"{h}_header"
-            off = np.flatnonzero(~self.is_[h])
-            counts = self._present[off, i]
-            if hs.stop - hs.start > fixed and len(off):  # the options part counts too
-                counts = counts + row_counts(self.m[off, hs.start + fixed : hs.stop] != ABSENT)
-            self._record("stack", key, off, counts)
-            self.m[off[counts > 0], hs] = ABSENT
-            on = np.flatnonzero(self.is_[h])
-            counts = fixed - self._present[on, i]
-            self._record("stack", key, on, counts)
-            at = on[counts > 0]
-            if len(at):
-                block = self.m[at, hs.start : hs.start + fixed]
-                block += block == ABSENT  # -1 -> 0, every other value as it is
-                self.m[at, hs.start : hs.start + fixed] = block
+        slices = [layout.header_slice(h) for h in headers]
+        changed = np.zeros((len(headers), n), dtype=bool)
+        pick3, pick4, anywhere = _stack(
+            self.m, self.flow, self.nflows, self._present, self._share,
+            np.array([s.start for s in slices], dtype=np.int64),
+            np.array([HEADERS[h].min_bits for h in headers], dtype=np.int64),
+            np.array([s.stop for s in slices], dtype=np.int64),
+            np.array([col[h] for h in l3_cands], dtype=np.int64), np.array([col[h] for h in l4_cands], dtype=np.int64),
+            self.cfg.stack == "flow", float(self.cfg.min_share), self.bits["stack"], changed)
+        self.l3 = np.array(l3_cands)[pick3] if n else np.array([], dtype="<U4")
+        self.l4 = np.array([*l4_cands, ""])[pick4] if l4_cands else np.full(n, "", dtype="<U4")
+        self.is_ = {h: pick3 == l3_cands.index(h) if h in L3 else pick4 == l4_cands.index(h) for h in headers}
+        for i, h in enumerate(headers):
+            if anywhere[i]:
+                self.fields[("stack", f"{h}_header")] = changed[i]
+
+    def _option_columns(self, header: str) -> tuple[str, int, int]:
+        """Field key, first column and number of bytes of ``header``'s options."""
+        opt = self.layout.field(f"{header}_opt")
+        return opt.key, self.layout.field_slice(opt).start, opt.width // 8
 
     def _walk_options(self, header: str, rows: np.ndarray, allowed: dict[int, tuple[int, int, bool]]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
-        """Parse option bytes (vectorized TLV walk); cut at the first malformed option.
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Parse option bytes (TLV walk, compiled); cut at the first malformed option.
 
-        Returns ``(data, length, kind_at, current)``: repaired option bytes, option length in bytes
-        (a multiple of 4), the option kind at each option's first byte (-1 elsewhere), and the rows'
-        option bits with their bytes and present length as read (for :meth:`_write_options`)."""
-        opt = self.layout.field(f"{header}_opt")
-        sl = self.layout.field_slice(opt)
-        nb = opt.width // 8
-        cur = self.m[rows, sl]
-        data, run = packed_bytes(cur)
-        current = (cur, data.copy(), run)  # what _write_options compares against (no write between)
-        length = (run // 4) * 4
-        kind_at = np.full((len(rows), nb + 1), -1, dtype=np.int16)
-        pos = np.zeros(len(rows), dtype=np.int64)
-        cut = length.copy()  # where the valid list ends (zero padding from here to the word end)
-        active = length > 0
-        ar = np.arange(len(rows))
-        dpad = np.concatenate([data, np.zeros((len(rows), 2), dtype=np.uint8)], axis=1)
-        for _ in range(nb):
-            if not active.any():
-                break
-            r = ar[active]
-            p = pos[r]
-            kind = dpad[r, p].astype(np.int64)
-            eol = kind == 0
-            cut[r[eol]] = p[eol] + 1
-            nop = kind == 1
-            kind_at[r[nop | eol], p[nop | eol]] = kind[nop | eol]
-            other = ~(eol | nop)
-            ln = dpad[r, p + 1].astype(np.int64)
-            ok = np.zeros(len(r), dtype=bool)
-            for k, (lo, hi, _) in allowed.items():
-                sel = other & (kind == k) & (ln >= lo) & (ln <= hi)
-                if k == 5:
-                    sel &= (ln - 2) % 8 == 0
-                ok |= sel
-            ok &= p + ln <= length[r]
-            bad = other & ~ok
-            cut[r[bad]] = p[bad]
-            kind_at[r[ok], p[ok]] = kind[ok]
-            newpos = p + np.where(nop, 1, np.where(ok, ln, 0))
-            pos[r] = newpos
-            still = ~eol & ~bad & (newpos < length[r])
-            active[r[~still]] = False
-        new_len = np.where(cut < length, ((cut + 3) // 4) * 4, length)
-        new_len = np.minimum(new_len, length)
-        cols = np.arange(nb)
-        pad = (cols[None, :] >= cut[:, None]) & (cols[None, :] < new_len[:, None])
-        data[pad] = 0
-        kind_at = kind_at[:, :nb]
-        kind_at[cols[None, :] >= cut[:, None]] = -1
-        return data, new_len, kind_at, current
+        Returns ``(data, length, kind_at, differs)``: repaired option bytes, option length in bytes
+        (a multiple of 4), the option kind at each option's first byte (-1 elsewhere) and the rows
+        whose option bits :meth:`_write_options` must rewrite."""
+        _, start, nb = self._option_columns(header)
+        kinds = np.array(list(allowed), dtype=np.int64)
+        lo = np.array([v[0] for v in allowed.values()], dtype=np.int64)
+        hi = np.array([v[1] for v in allowed.values()], dtype=np.int64)
+        step = np.where(kinds == 5, 8, 1)  # SACK: 2 + 8 bytes per block
+        return _option_walk(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), start, nb,
+                            kinds, lo, hi, step)
 
     def _write_options(self, rule: str, header: str, rows: np.ndarray, data: np.ndarray,
-                       length: np.ndarray, current: tuple | None = None) -> None:
-        """``current``: the rows' option bits, bytes and present length if already read."""
-        opt = self.layout.field(f"{header}_opt")
-        sl = self.layout.field_slice(opt)
-        # only rows whose option bytes or length differ need their 320 bits rewritten
-        nb = opt.width // 8
-        if current is None:
-            cur = self.m[rows, sl]
-            cur_data, cur_len = packed_bytes(cur)
-        else:
-            cur, cur_data, cur_len = current
-        cols = np.arange(nb)[None, :]
-        # any present bit past the new length (lengths are whole bytes: test 8 bits at a time)
-        some_bit = np.ascontiguousarray(cur != ABSENT).view(np.uint64) != 0
-        stray = (some_bit & (cols >= length[:, None])).any(axis=1)
-        differs = ((cur_data != data) & (cols < length[:, None])).any(axis=1) | (cur_len != length) | stray
-        rows, data, length = rows[differs], data[differs], length[differs]
+                       length: np.ndarray) -> None:
+        """Option bytes ``data`` of ``length`` into ``rows`` (only rows whose options differ)."""
         if not len(rows):
             return
-        self._put_bits(rule, opt.key, rows, self.layout.field_slice(opt), bytes_to_bits(data, length))
+        key, start, nb = self._option_columns(header)
+        mask, fresh = self._changed(rule, key)
+        if _option_write(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), start, nb,
+                         np.ascontiguousarray(data, dtype=np.uint8), np.ascontiguousarray(length, dtype=np.int64),
+                         self.bits[rule], mask) and fresh:
+            self.fields[(rule, key)] = mask
 
     def options_structure(self) -> None:
         """Keep the well-formed prefix of IPv4/TCP options (known kinds, valid lengths)."""
@@ -478,8 +678,9 @@ class Repairer:
             if not self.has(h):
                 continue
             rows = np.flatnonzero(self.is_[h])
-            data, length, kind_at, current = self._walk_options(h, rows, allowed)
-            self._write_options("options", h, rows, data, length, current)
+            data, length, kind_at, differs = self._walk_options(h, rows, allowed)
+            at = np.flatnonzero(differs)
+            self._write_options("options", h, rows[at], data[at], length[at])
             full = np.zeros(self.n, dtype=np.int64)
             full[rows] = length
             self.opt_len[h] = full
@@ -487,7 +688,10 @@ class Repairer:
             self.opt_data[h] = data
 
     def fixed_fields(self) -> None:
-        """Header fields with one valid value (or range) regardless of the flow."""
+        """Header fields with one valid value (or range) regardless of the flow.
+
+        Each header's fields are read in one pass and written in one (a field's value -1: not
+        written in that row), the same values as reading and writing them one after the other."""
         cfg = self.cfg
         proto = np.full(self.n, -1, dtype=np.int64)
         for h in L4:
@@ -495,42 +699,48 @@ class Repairer:
                 proto[self.is_[h]] = IP_PROTO[h]
         self.first_fragment = np.zeros(self.n, dtype=bool)  # rows are final here (padding dropped)
         if self.has("ipv4"):
-            v4 = self.is_["ipv4"]
-            self._put("ipv4", "ipv4_ver", v4, 4)
-            self._put("ipv4", "ipv4_rbit", v4, 0)
-            self.first_fragment = self._first_fragments(v4)
-            self._put("ipv4", "ipv4_mfbit", v4 & ~self.first_fragment, 0)
-            self._put("ipv4", "ipv4_foff", v4, 0)
-            ttl = self._get("ipv4_ttl")
-            self._put("ipv4", "ipv4_ttl", v4 & (ttl <= 0), cfg.default_ttl)
-            has_l4 = v4 & (proto >= 0)
-            self._put("ipv4", "ipv4_proto", has_l4, proto[has_l4])
-            cur = self._get("ipv4_proto")
-            clash = v4 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS, *ZERO_PAYLOAD_MALFORMED])
-            v4_payload = self._get("ipv4_tl") - 4 * self._get("ipv4_hl")
-            clash |= v4 & (proto < 0) & self._too_short(cur, v4_payload)
-            clash |= v4 & (proto < 0) & (v4_payload > 0) & self._too_short(cur, v4_payload, SHORT_PAYLOAD_MALFORMED)
-            self._put("ipv4", "ipv4_proto", clash, 253)  # RFC 3692 experimental: no L4 header follows
+            rows = np.flatnonzero(self.is_["ipv4"])
+            mf, off, tl, hl, ttl, cur = self._get_many(
+                ["ipv4_mfbit", "ipv4_foff", "ipv4_tl", "ipv4_hl", "ipv4_ttl", "ipv4_proto"], rows).T
+            v4_payload = tl - 4 * hl
+            first = self._first_fragments(rows, mf, off, v4_payload)
+            self.first_fragment[rows] = first
+            p = proto[rows]
+            none = np.flatnonzero(p < 0)  # rows without an L4 header (judged alone: few)
+            cur, size = cur[none], v4_payload[none]
+            clash = np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS, *ZERO_PAYLOAD_MALFORMED])
+            clash |= self._too_short(cur, size)
+            clash |= (size > 0) & self._too_short(cur, size, SHORT_PAYLOAD_MALFORMED)
+            # RFC 3692 experimental protocol 253 where no L4 header follows and the number would
+            # make the payload malformed
+            new_proto = p.copy()
+            new_proto[none] = np.where(clash, 253, -1)
+            leave, n = -1, len(rows)  # -1: leave the field of that row alone
+            self._put_many("ipv4", ["ipv4_ver", "ipv4_rbit", "ipv4_mfbit", "ipv4_foff", "ipv4_ttl", "ipv4_proto"], rows,
+                           np.stack([np.full(n, 4), np.zeros(n, dtype=np.int64), np.where(first, leave, 0),
+                                     np.zeros(n, dtype=np.int64), np.where(ttl <= 0, cfg.default_ttl & 0xFF, leave),
+                                     new_proto], axis=1), skip=True)
         if self.has("ipv6"):
-            v6 = self.is_["ipv6"]
-            self._put("ipv6", "ipv6_ver", v6, 6)
-            hl = self._get("ipv6_hl")
-            self._put("ipv6", "ipv6_hl", v6 & (hl <= 0), cfg.default_ttl)
-            nh = np.where(proto == IP_PROTO["icmp"], ICMPV6_PROTO, proto)
-            has_l4 = v6 & (proto >= 0)
-            self._put("ipv6", "ipv6_nh", has_l4, nh[has_l4])
+            rows = np.flatnonzero(self.is_["ipv6"])
+            hl, cur, payload = self._get_many(["ipv6_hl", "ipv6_nh", "ipv6_len"], rows).T
+            p = proto[rows]
+            nh = np.where(p == IP_PROTO["icmp"], ICMPV6_PROTO, p)
+            none = np.flatnonzero(p < 0)
+            cur, payload = cur[none], payload[none]
             # a next header we would have encoded (TCP/UDP/ICMP) but no such header follows: tshark
             # would dissect the zero payload as one ("bogus TCP header length"); IGMP does not
             # exist over IPv6 (MLD is ICMPv6). ICMPv6 and other protocols nPrint does not encode
             # stay as generated (real rows carry them).
-            cur = self._get("ipv6_nh")
-            clash = v6 & (proto < 0) & np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO, *ZERO_PAYLOAD_MALFORMED,
-                                                     43, 140])  # Routing, Shim6: malformed when zero
+            clash = np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO, *ZERO_PAYLOAD_MALFORMED,
+                                  43, 140])  # Routing, Shim6: malformed when zero
             # the extension headers the packet builder writes need their 8 payload bytes too
             sizes = {**SHORT_PAYLOAD_MALFORMED, **SYNTHETIC_PAYLOAD_BYTES,
                      **{nh: len(b) for nh, b in IPV6_EXTENSION_PAYLOADS.items()}}
-            clash |= v6 & (proto < 0) & self._too_short(cur, self._get("ipv6_len"), sizes)
-            self._put("ipv6", "ipv6_nh", clash, IPV6_NO_NEXT_HEADER)
+            clash |= self._too_short(cur, payload, sizes)
+            nh[none] = np.where(clash, IPV6_NO_NEXT_HEADER, -1)
+            self._put_many("ipv6", ["ipv6_ver", "ipv6_hl", "ipv6_nh"], rows,
+                           np.stack([np.full(len(rows), 6), np.where(hl <= 0, cfg.default_ttl & 0xFF, -1), nh], axis=1),
+                           skip=True)
         if self.has("tcp"):
             t = self.is_["tcp"]
             self._put("tcp_fields", "tcp_res", t, 0)
@@ -561,7 +771,6 @@ class Repairer:
     def endpoints(self) -> None:
         """Two endpoints per flow (majority vote or anonymized) and each packet's direction."""
         self.direction = np.zeros(self.n, dtype=np.int8)
-        pos = G.rank(self.flow)
         for h in L3:
             if not self.has(h):
                 continue
@@ -569,35 +778,25 @@ class Repairer:
             if not len(rows):
                 continue
             v6 = h == "ipv6"
-            src_sl = self.layout.field_slice(f"{h}_src")
-            dst_sl = self.layout.field_slice(f"{h}_dst")
-            src = np.clip(self.m[rows, src_sl], 0, 1)
-            dst = np.clip(self.m[rows, dst_sl], 0, 1)
-            src_words, dst_words = _words(src), _words(dst)
-            both = np.concatenate([src_words, dst_words])
-            if both.shape[1] == 1:  # IPv4: one word per address; a 1-D unique is much faster (same order)
-                u1, inv = np.unique(both[:, 0], return_inverse=True)
-                uniq = u1[:, None]
-            else:
-                uniq, inv = np.unique(both, axis=0, return_inverse=True)
-            inv = inv.reshape(-1)
+            both = self._address_words(rows, [f"{h}_src", f"{h}_dst"])
+            src_words, dst_words = np.split(both, 2, axis=1)
             fl = self.flow[rows]
-            top1, top2, has2 = G.mode(inv, np.concatenate([fl, fl]), self.nflows)
-            # a flow with one distinct address: its second endpoint is that address with the last bit flipped
-            a_bits = np.unpackbits(uniq.astype(">u4").view(np.uint8), axis=1).astype(np.int8)
-            ep_a = a_bits[top1]
-            ep_b = a_bits[top2].copy()
+            if src_words.shape[1] == 1:  # IPv4: an address is its own key
+                uniq = None
+                keys = np.concatenate([src_words[:, 0], dst_words[:, 0]])
+            else:
+                uniq, keys = np.unique(np.concatenate([src_words, dst_words]), axis=0, return_inverse=True)
+            top1, top2, has2 = G.mode(keys.reshape(-1), np.concatenate([fl, fl]), self.nflows)
+            # (flows without rows here get some address: nothing below reads them)
+            words1 = top1[:, None] if uniq is None else uniq[top1]
+            words2 = top2[:, None] if uniq is None else uniq[top2]
+            ep_a = np.unpackbits(words1.astype(">u4").view(np.uint8), axis=1).astype(np.int8)
+            ep_b = np.unpackbits(words2.astype(">u4").view(np.uint8), axis=1).astype(np.int8)
             single = ~has2
             ep_b[single] = ep_a[single]
             # direction: which assignment is closer in Hamming distance (bits differing between
             # 0/1 rows: set bits of their packed words' XOR)
-            A, B = _words(ep_a)[fl], _words(ep_b)[fl]
-
-            def distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-                return np.bitwise_count(x ^ y).sum(axis=1, dtype=np.int64)
-            d0 = distance(src_words, A) + distance(dst_words, B)
-            d1 = distance(src_words, B) + distance(dst_words, A)
-            direction = (d1 < d0).astype(np.int8)
+            direction = _closer(both, _words(ep_a), _words(ep_b), fl)
             # one address for both ends (a host talking to itself): the ports tell the ends apart
             directed = self._port_direction(rows, fl, (ep_a == ep_b).all(axis=1), direction)
             # the flow's first packet of this family is the initiator's
@@ -610,7 +809,7 @@ class Repairer:
             ep_a, ep_b = ep_a2, ep_b2
             responds = np.zeros(self.nflows, dtype=bool)
             responds[fl[direction == 1]] = True
-            flows_here = np.unique(fl)
+            flows_here = np.flatnonzero(np.bincount(fl, minlength=self.nflows))  # np.unique(fl), faster
             if self.cfg.anonymize:
                 prefix = self.cfg.private_v6 if v6 else self.cfg.private_v4
                 ep_a[flows_here] = _private_hosts(prefix, v6, 2 * flows_here + 1 + 2 * self.cfg.seed)
@@ -640,12 +839,13 @@ class Repairer:
             self.same_host = getattr(self, "same_host", np.zeros(self.nflows, dtype=bool))
             self.same_host[flows_here] |= (ep_a == ep_b).all(axis=1)[flows_here]
             dirb = direction.astype(bool)
-            new_src = np.where(dirb[:, None], ep_b[fl], ep_a[fl])
-            new_dst = np.where(dirb[:, None], ep_a[fl], ep_b[fl])
-            self._put_bits("endpoints", f"{h}_src", rows, src_sl, new_src)
-            self._put_bits("endpoints", f"{h}_dst", rows, dst_sl, new_dst)
+            wa, wb = _words(ep_a)[fl], _words(ep_b)[fl]
+            keys = [f"{h}_src", f"{h}_dst"]
+            parts = [(i, c, 32) for i, k in enumerate(keys)  # 32 bits at a time
+                     for c in range(self.layout.field_slice(k).start, self.layout.field_slice(k).stop, 32)]
+            new = np.concatenate([np.where(dirb[:, None], wb, wa), np.where(dirb[:, None], wa, wb)], axis=1)
+            self._put_many("endpoints", keys, rows, new, parts)
             self.direction[rows] = direction
-        del pos
         for h, (sp, dp) in PORT_FIELDS.items():
             if not self.has(h):
                 continue
@@ -654,7 +854,7 @@ class Repairer:
                 continue
             fl = self.flow[rows]
             d = self.direction[rows].astype(bool)
-            s, t = self._get(sp, rows), self._get(dp, rows)
+            s, t = self._get_many([sp, dp], rows).T
             client = np.where(d, t, s)
             server = np.where(d, s, t)
             pa = G.mode(client, fl, self.nflows)[0]
@@ -664,8 +864,7 @@ class Repairer:
             pb = np.where(pb <= 0, 1024 + idx % 1024, pb)
             same_host = getattr(self, "same_host", np.zeros(self.nflows, dtype=bool))
             pb = np.where((pb == pa) & same_host, np.where(pa == 65535, 1024, pa + 1), pb)
-            self._put("endpoints", sp, rows, np.where(d, pb[fl], pa[fl]))
-            self._put("endpoints", dp, rows, np.where(d, pa[fl], pb[fl]))
+            self._put_many("endpoints", [sp, dp], rows, np.stack([np.where(d, pb[fl], pa[fl]), np.where(d, pa[fl], pb[fl])], axis=1))
 
     def _port_direction(self, rows: np.ndarray, fl: np.ndarray, same_address: np.ndarray,
                         direction: np.ndarray) -> np.ndarray:
@@ -713,23 +912,23 @@ class Repairer:
             short |= (proto == number) & (payload < size)
         return short
 
-    def _first_fragments(self, v4: np.ndarray) -> np.ndarray:
-        """IPv4 rows kept as the first fragment of a longer UDP datagram (RFC 791: MF set, offset 0).
+    def _first_fragments(self, rows: np.ndarray, mf: np.ndarray, off: np.ndarray, here: np.ndarray) -> np.ndarray:
+        """Of the IPv4 ``rows`` (their MF bit, fragment offset and IP payload bytes ``here``), those
+        kept as the first fragment of a longer UDP datagram (RFC 791: MF set, offset 0).
 
         Real captures hold them (encode skips the later fragments, which carry no UDP header):
         kept only where the UDP length says the datagram is longer than this packet and fits an
         IP packet, the one field that can show it; everywhere else MF is cleared. The UDP
         checksum then covers the whole datagram, whose bytes beyond this packet are zero payload."""
-        first = np.zeros(self.n, dtype=bool)
+        first = np.zeros(len(rows), dtype=bool)
         if not self.has("udp"):
             return first
-        rows = np.flatnonzero(v4 & self.is_["udp"])
-        if not len(rows):
+        sub = np.flatnonzero(self.is_["udp"][rows])
+        if not len(sub):
             return first
-        mf, off = self._get("ipv4_mfbit", rows), self._get("ipv4_foff", rows)
-        here = self._get("ipv4_tl", rows) - 4 * self._get("ipv4_hl", rows)  # UDP bytes in this packet
-        udp_len = self._get("udp_len", rows)
-        first[rows] = (mf == 1) & (off == 0) & (here >= 8) & (udp_len > here) & (udp_len <= 65515)
+        udp_len = self._get("udp_len", rows[sub])
+        mf, off, here = mf[sub], off[sub], here[sub]  # UDP bytes in this packet: here
+        first[sub] = (mf == 1) & (off == 0) & (here >= 8) & (udp_len > here) & (udp_len <= 65515)
         return first
 
     def header_lengths(self) -> tuple[np.ndarray, np.ndarray]:
@@ -895,41 +1094,8 @@ class Repairer:
         g = (fl * 2 + d)[og]
         ids = self._get("ipv4_id", rows)[og]
         ts = self.ts[rows][og]
-        # a host's shared counter also advances for its other traffic: a big step after an idle
-        # second is normal, so only steps within a second are judged
-        idle = (ts - np.r_[ts[:1], ts[:-1]]) >= 1_000_000_000
-        step = self.cfg.ip_id_step_max
-        for _ in range(2):
-            delta = (ids - np.r_[ids[:1], ids[:-1]]) % 65536
-            fwd = (delta >= 1) & (delta < step)
-            st = G.starts(g)
-            en = G.ends(g)
-            judged = ~st & ~idle
-            left_bad = ~fwd & judged
-            right_bad = np.r_[left_bad[1:], False] & ~en
-            gi = np.cumsum(st) - 1
-            n_judged = np.bincount(gi, weights=judged)
-            share = np.bincount(gi, weights=fwd & judged) / np.maximum(n_judged, 1)
-            counter_like = ((share >= 0.75) & (n_judged >= 2))[gi]
-            # an ID near another of the group belongs to an interleaved counter (NAT, several
-            # hosts behind one address): not an outlier
-            o2 = np.lexsort((ids, g))
-            sid, sg = ids[o2], g[o2]
-            gap_prev = np.where(np.r_[False, sg[1:] == sg[:-1]], sid - np.r_[sid[:1], sid[:-1]], 65536)
-            gap_next = np.r_[gap_prev[1:], 65536]
-            near_sorted = (gap_prev < step) | (gap_next < step)
-            near = np.empty_like(near_sorted)
-            near[o2] = near_sorted
-            # and the counter carries on across it (within one or two rows): a step to another
-            # counter (a load balancer's other backend) is a change of counter, not an outlier
-            carries_on = (_id_span(ids, g, -1, 1, 2 * step) | _id_span(ids, g, -1, 2, 3 * step)
-                          | _id_span(ids, g, -2, 1, 3 * step))
-            bad = left_bad & right_bad & counter_like & (ids != 0) & ~near & carries_on
-            if not bad.any():
-                break
-            idx = np.arange(len(ids))
-            last_good = np.maximum.accumulate(np.where(~bad, idx, 0))
-            ids = np.where(bad, (ids[last_good] + idx - last_good) % 65536, ids)
+        _ip_id_outliers(ids, np.ascontiguousarray(ts, dtype=np.int64), np.ascontiguousarray(g, dtype=np.int64),
+                        int(self.cfg.ip_id_step_max))
         out = np.empty_like(ids)
         out[og] = ids
         self._put("ip_id", "ipv4_id", rows, out)
@@ -974,26 +1140,120 @@ def _id_span(ids: np.ndarray, group: np.ndarray, before: int, after: int, limit:
     return inside & (group[i] == group) & (group[j] == group) & (gap >= 1) & (gap < limit)
 
 
+@kernel
+def _ip_id_outliers(ids: np.ndarray, ts: np.ndarray, group: np.ndarray, step: int) -> None:
+    """:meth:`Repairer.ip_id` on rows sorted by group (flow and direction), then position: in place,
+    up to two rounds, each ID of a counter-like group that breaks the counter (no forward step of
+    1..``step``-1 into it nor out of it within a second) but that the counter carries on across
+    (one or two rows before to one or two after), is not 0 and has no other ID of its group
+    within ``step``, becomes the last good ID plus its distance in rows.
+
+    A group is counter-like when at least 3/4 (and at least 2) of its judged steps (not after
+    an idle second) go forward. One pass per round instead of ~40 whole-array operations and two
+    sorts of every row."""
+    n = ids.shape[0]
+    idle = np.zeros(n, dtype=np.bool_)
+    first = np.ones(n, dtype=np.bool_)
+    last = np.ones(n, dtype=np.bool_)
+    for k in range(1, n):
+        idle[k] = ts[k] - ts[k - 1] >= 1_000_000_000
+        first[k] = group[k] != group[k - 1]
+        last[k - 1] = first[k]
+    left_bad = np.zeros(n, dtype=np.bool_)
+    fwd = np.zeros(n, dtype=np.bool_)
+    near = np.zeros(n, dtype=np.bool_)
+    counter_like = np.zeros(n, dtype=np.bool_)
+    bad = np.zeros(n, dtype=np.bool_)
+    for _ in range(2):
+        for k in range(n):
+            delta = (ids[k] - ids[k - 1]) % 65536 if k else 0
+            fwd[k] = 1 <= delta < step
+            left_bad[k] = not fwd[k] and not first[k] and not idle[k]
+        a = 0
+        while a < n:  # per group: counter-like share, and IDs near another of the group
+            b = a + 1
+            while b < n and not first[b]:
+                b += 1
+            judged = forward = 0
+            for k in range(a, b):
+                if not first[k] and not idle[k]:
+                    judged += 1
+                    forward += fwd[k]
+            like = 4 * forward >= 3 * max(judged, 1) and judged >= 2
+            order = np.argsort(ids[a:b])
+            for p in range(b - a):
+                gap_prev = ids[a + order[p]] - ids[a + order[p - 1]] if p else 65536
+                gap_next = ids[a + order[p + 1]] - ids[a + order[p]] if p + 1 < b - a else 65536
+                near[a + order[p]] = gap_prev < step or gap_next < step
+                counter_like[a + order[p]] = like
+            a = b
+        found = False
+        for k in range(n):
+            right_bad = k + 1 < n and left_bad[k + 1] and not last[k]
+            bad[k] = False
+            if not (left_bad[k] and right_bad and counter_like[k] and ids[k] != 0 and not near[k]):
+                continue
+            carries = False
+            for before, after, limit in ((-1, 1, 2 * step), (-1, 2, 3 * step), (-2, 1, 3 * step)):
+                i, j = k + before, k + after
+                if i >= 0 and j < n and group[i] == group[k] and group[j] == group[k]:
+                    gap = (ids[j] - ids[i]) % 65536
+                    carries = carries or 1 <= gap < limit
+            bad[k] = carries
+            found = found or carries
+        if not found:
+            return
+        good = 0
+        for k in range(n):  # bad IDs are never a group's first: the last good one is in the group
+            if bad[k]:
+                ids[k] = (ids[good] + k - good) % 65536
+            else:
+                good = k
+
+
+@kernel
+def _ipv4_checksums(words: np.ndarray, stride: int, first: int, rows: np.ndarray, hl_col: int, hl_width: int,
+                    ck_byte: int, out: np.ndarray) -> None:
+    """RFC 791 checksum of the IPv4 header of each of ``rows``: the 16-bit words of its first
+    ``4 * hl`` bytes (one byte per matrix word, absent bits read as 0; the checksum bytes
+    ``ck_byte``, ``ck_byte + 1`` as 0). ``hl`` is -1 (no bytes) where one of its bits is negative."""
+    for r in range(rows.shape[0]):
+        at = np.uint64(rows[r] * stride + first)
+        hl = 0
+        for c in range(hl_col, hl_col + hl_width):
+            b = np.int64(words[at + np.uint64(c >> 3)] >> np.uint64(8 * (c & 7))) & 0xFF
+            if b >= 128:
+                hl = -1
+                break
+            hl = (hl << 1) | (1 if b else 0)
+        total = 0
+        for k in range(np.uint64(max(min(2 * hl, 30), 0))):
+            j = np.uint64(2) * k
+            hi = np.int64(word_byte(words[at + j]))
+            lo = np.int64(word_byte(words[at + j + np.uint64(1)]))
+            if j == np.uint64(ck_byte):
+                hi, lo = 0, 0
+            total += (hi << 8) | lo
+        for _ in range(3):
+            total = (total & 0xFFFF) + (total >> 16)
+        out[r] = ~total & 0xFFFF
+
+
 def ipv4_header_checksums(layout: Layout, matrix: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """RFC 791 header checksum of IPv4 rows (the checksum field read as zero).
 
-    ``rows`` selects rows of ``matrix`` (default all); only the columns needed are read."""
-    rows = np.arange(len(matrix)) if rows is None else np.asarray(rows)
-    hs = layout.header_slice("ipv4")
-    hl_sl = layout.field_slice("ipv4_hl")
-    hl = _bits_to_values(matrix[rows, hl_sl])
-    fixed = HEADERS["ipv4"].min_bits
-    data = np.zeros((len(rows), HEADERS["ipv4"].bytes), dtype=np.int64)
-    data[:, : fixed // 8] = np.packbits(matrix[rows, hs.start : hs.start + fixed] > 0, axis=1)
-    with_opts = np.flatnonzero(hl > 5)  # only these need their option bytes packed
-    if len(with_opts):
-        data[with_opts, fixed // 8 :] = np.packbits(matrix[rows[with_opts], hs.start + fixed : hs.stop] > 0,
-                                                    axis=1)
-    ck = layout.field("ipv4_cksum")
-    data[:, ck.offset // 8 : (ck.offset + ck.width) // 8] = 0
-    words = (data[:, 0::2] << 8) | data[:, 1::2]
-    words[np.arange(words.shape[1])[None, :] >= (hl[:, None] * 2)] = 0
-    return fold_checksum(words.sum(axis=1))
+    ``rows`` selects rows of ``matrix`` (default all); one compiled pass reads only their header
+    words (no packed copy of the rows)."""
+    rows = np.arange(len(matrix), dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.int64)
+    if len(rows):
+        hs = layout.header_slice("ipv4")
+        hl, ck = layout.field("ipv4_hl"), layout.field("ipv4_cksum")
+        if HEADERS["ipv4"].bytes > 60 or ck.offset % 16 or ck.width != 16:
+            raise ValueError("ipv4 layout: a 16-bit aligned checksum and at most 60 header bytes expected")
+        words, stride, first = row_words(matrix, hs.start, hs.stop)
+        _ipv4_checksums(words, stride, first, rows, hl.offset, hl.width, ck.offset // 8, out)
+    return out
 
 
 def fold_checksum(total: np.ndarray) -> np.ndarray:

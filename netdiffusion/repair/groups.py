@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from netdiffusion.jit import kernel
+
 
 def starts(gid: np.ndarray) -> np.ndarray:
     """Boolean: element is the first of its group."""
@@ -74,37 +76,75 @@ def cummax(values: np.ndarray, gid: np.ndarray, exclusive: bool = False,
 def mode(keys: np.ndarray, gid: np.ndarray, ngroups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Most common and second most common key per group (ties: first seen).
 
-    ``keys`` int64 (or any sortable 1-D array); returns ``(top1, top2, has_top2)`` indexed by group
-    id 0..ngroups-1 (``gid`` need not be sorted here). Groups without elements get key 0."""
-    gid = np.asarray(gid, dtype=np.int64)
-    order = _order_by(gid, keys)
-    g, k = gid[order], keys[order]
-    new = np.ones(len(g), dtype=bool)
-    new[1:] = (g[1:] != g[:-1]) | (k[1:] != k[:-1])
-    run_start = np.flatnonzero(new)
-    counts = np.diff(np.r_[run_start, len(g)])
-    rg, rk = g[run_start], k[run_start]
-    mins = np.minimum.reduceat(order, run_start) if len(order) else run_start  # first appearance
-    o2 = np.lexsort((mins, -counts, rg))
-    rg, rk = rg[o2], rk[o2]
-    r = rank(rg)
-    top1 = np.zeros(ngroups, dtype=rk.dtype if len(rk) else np.int64)
-    top2 = np.zeros(ngroups, dtype=top1.dtype)
-    has2 = np.zeros(ngroups, dtype=bool)
-    top1[rg[r == 0]] = rk[r == 0]
-    top2[rg[r == 1]] = rk[r == 1]
-    has2[rg[r == 1]] = True
+    ``keys`` integers; returns ``(top1, top2, has_top2)`` indexed by group id 0..ngroups-1
+    (``gid`` need not be sorted here). Groups without elements get key 0. One compiled pass
+    (a hash count per group) instead of sorting every element by (group, key)."""
+    keys = np.asarray(keys)
+    top1, top2, has2 = _mode(np.ascontiguousarray(keys, dtype=np.int64),
+                             np.ascontiguousarray(gid, dtype=np.int64), int(ngroups))
+    if len(keys) and keys.dtype != np.int64:
+        top1, top2 = top1.astype(keys.dtype), top2.astype(keys.dtype)
     return top1, top2, has2
 
 
-def _order_by(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
-    """``np.lexsort((minor, major))``: one stable argsort of a combined key when both are integers
-    whose combined range fits in int64 (same permutation: both sorts are stable)."""
-    if len(major) and major.dtype.kind in "iu" and minor.dtype.kind in "iu":
-        lo_m, hi_m = int(minor.min()), int(minor.max())
-        lo_g, hi_g = int(major.min()), int(major.max())
-        span = hi_m - lo_m + 1
-        if (hi_g - lo_g + 1) * span < (1 << 62):
-            key = (major.astype(np.int64) - lo_g) * span + (minor.astype(np.int64) - lo_m)
-            return np.argsort(key, kind="stable")
-    return np.lexsort((minor, major))
+@kernel
+def _mode(keys: np.ndarray, gid: np.ndarray, ngroups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`mode`: elements grouped by a stable counting sort, then per group an open-addressing
+    table of (key, count, first index); the winners by count, then first index."""
+    n = len(keys)
+    start = np.zeros(ngroups + 1, dtype=np.int64)
+    for i in range(n):
+        start[gid[i] + 1] += 1
+    largest = 0
+    for g in range(ngroups):
+        largest = max(largest, start[g + 1])
+        start[g + 1] += start[g]
+    order = np.empty(n, dtype=np.int64)
+    fill = start[:-1].copy()
+    for i in range(n):
+        order[fill[gid[i]]] = i
+        fill[gid[i]] += 1
+    size = 4
+    while size < 2 * largest:
+        size *= 2
+    slot_key = np.empty(size, dtype=np.int64)
+    slot_count = np.zeros(size, dtype=np.int64)
+    slot_first = np.empty(size, dtype=np.int64)
+    used = np.empty(max(largest, 1), dtype=np.int64)
+    top1 = np.zeros(ngroups, dtype=np.int64)
+    top2 = np.zeros(ngroups, dtype=np.int64)
+    has2 = np.zeros(ngroups, dtype=np.bool_)
+    shift = np.uint64(64 - int(np.log2(size)))
+    for g in range(ngroups):
+        nu = 0
+        for q in range(start[g], start[g + 1]):
+            i = order[q]  # increasing: the first element of a key is its first appearance
+            k = keys[i]
+            h = np.int64((np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
+            while slot_count[h] and slot_key[h] != k:
+                h = (h + 1) & (size - 1)
+            if slot_count[h] == 0:
+                slot_key[h] = k
+                slot_first[h] = i
+                used[nu] = h
+                nu += 1
+            slot_count[h] += 1
+        b1 = -1
+        b2 = -1
+        for u in range(nu):
+            h = used[u]
+            if b1 < 0 or slot_count[h] > slot_count[b1] or (slot_count[h] == slot_count[b1]
+                                                              and slot_first[h] < slot_first[b1]):
+                b2 = b1
+                b1 = h
+            elif b2 < 0 or slot_count[h] > slot_count[b2] or (slot_count[h] == slot_count[b2]
+                                                                and slot_first[h] < slot_first[b2]):
+                b2 = h
+        if b1 >= 0:
+            top1[g] = slot_key[b1]
+        if b2 >= 0:
+            top2[g] = slot_key[b2]
+            has2[g] = True
+        for u in range(nu):
+            slot_count[used[u]] = 0
+    return top1, top2, has2

@@ -8,10 +8,13 @@ zero or random) and patch them into the buffer and into the rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from netdiffusion.fields import IP_PROTO, Layout
-from netdiffusion.packets import build_ip_buffer
+from netdiffusion.fields import IP_PROTO, Layout, row_words, word_byte
+from netdiffusion.jit import kernel
+from netdiffusion.packets import L4_HEADERS, build_ip_buffer
 from netdiffusion.repair.engine import (
     ICMP_ERRORS_V4,
     ICMP_QUOTE_BYTES,
@@ -26,48 +29,45 @@ _NONZERO_SPAN = 60 + 8 + 28  # longest TCP header, or ICMP header + quoted datag
 L4_CKSUM = {"tcp": "tcp_cksum", "udp": "udp_cksum", "icmp": "icmp_cksum"}
 
 
-def _word_sums(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """16-bit big-endian word sums of ``buf[starts[i]:ends[i]]`` (odd tails zero-padded)."""
-    n = len(starts)
-    if not n:
-        return np.zeros(0, dtype=np.int64)
-    b = np.concatenate([buf, np.zeros(1, dtype=np.uint8)]).astype(np.int64)
-    parity = np.arange(len(b)) & 1
-    even = np.where(parity == 0, b, 0)
-    odd = np.where(parity == 1, b, 0)
-    idx = np.empty(2 * n, dtype=np.int64)
-    idx[0::2], idx[1::2] = starts, ends
-    se = np.add.reduceat(even, idx)[0::2]
-    so = np.add.reduceat(odd, idx)[0::2]
-    empty = ends <= starts
-    se[empty] = 0
-    so[empty] = 0
-    start_even = (starts & 1) == 0
-    return np.where(start_even, (se << 8) + so, (so << 8) + se)
+@kernel
+def _segment_sums(buf: np.ndarray, starts: np.ndarray, stops: np.ndarray, out: np.ndarray) -> None:
+    """out[i]: sum of the big-endian 16-bit words of ``buf[starts[i]:stops[i]]`` (an odd last byte
+    is the high byte of a word), 0 for an empty span."""
+    for i in range(starts.shape[0]):
+        a = np.uint64(starts[i])
+        size = max(min(stops[i], buf.shape[0]) - starts[i], 0)
+        total = 0
+        for j in range(np.uint64(size // 2)):
+            total += (np.int64(buf[a + np.uint64(2) * j]) << 8) | np.int64(buf[a + np.uint64(2) * j + np.uint64(1)])
+        if size % 2:
+            total += np.int64(buf[a + np.uint64(size - 1)]) << 8
+        out[i] = total
 
 
-def _gather_spans(buf: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """``(len(starts), width)`` uint8: ``buf[starts[i] : starts[i] + width]`` (zeros past the end).
-
-    Rows of a strided window view, so no ``(n, width)`` index matrix is built."""
-    out = np.zeros((len(starts), width), dtype=np.uint8)
-    if not len(starts) or not len(buf):
-        return out
-    fits = starts <= len(buf) - width
-    if len(buf) >= width:
-        windows = np.lib.stride_tricks.as_strided(buf, shape=(len(buf) - width + 1, width), strides=(1, 1),
-                                                  writeable=False)
-        out[fits] = windows[starts[fits]]
-    for r in np.flatnonzero(~fits).tolist():  # the last few packets of the buffer only
-        tail = buf[starts[r] :]
-        out[r, : len(tail)] = tail
-    return out
+@kernel
+def _packed_word_sums(words: np.ndarray, stride: int, first: int, k: int, out: np.ndarray) -> None:
+    """out[i]: sum of the big-endian 16-bit words of the ``k`` bytes (one per word, absent bits
+    read as 0) of row i: an address' share of a pseudo-header checksum."""
+    for i in range(out.shape[0]):
+        at = np.uint64(i * stride + first)
+        total = 0
+        for j in range(np.uint64(k // 2)):
+            hi = word_byte(words[at + np.uint64(2) * j])
+            lo = word_byte(words[at + np.uint64(2) * j + np.uint64(1)])
+            total += (np.int64(hi) << 8) | np.int64(lo)
+        out[i] = total
 
 
-def _addr_sum(layout: Layout, m: np.ndarray, key: str, rows: np.ndarray) -> np.ndarray:
-    """Sum of the 16-bit words of an address field (absent bits read as 0) of ``m[rows]``."""
-    bits = layout.field_bits(m, key)[rows]
-    return np.packbits(bits > 0, axis=1).view(">u2").sum(axis=1, dtype=np.int64)
+def _addr_sum(layout: Layout, m: np.ndarray, keys: tuple[str, str], rows: np.ndarray) -> np.ndarray:
+    """Sum of the 16-bit words of two adjacent address fields (absent bits read as 0) of ``m[rows]``."""
+    first, second = layout.field_slice(keys[0]), layout.field_slice(keys[1])
+    if first.stop != second.start:
+        raise ValueError(f"{keys}: not adjacent fields")
+    out = np.empty(len(m), dtype=np.int64)
+    if len(m):
+        words, stride, at = row_words(m, first.start, second.stop)
+        _packed_word_sums(words, stride, at, (second.stop - first.start) // 8, out)
+    return out[rows]
 
 
 def _quote_datagrams(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
@@ -130,7 +130,8 @@ def _words_checksum(head: np.ndarray) -> np.ndarray:
 
 
 def _bare_icmpv6(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
-                 l4_start: np.ndarray, ends: np.ndarray) -> np.ndarray:
+                 l4_start: np.ndarray, ends: np.ndarray,
+                 values: Callable[[str], np.ndarray]) -> np.ndarray:
     """IPv6 rows with next header ICMPv6 but no nPrint L4 header (nPrint's icmp is ICMPv4, so real
     ICMPv6 packets encode as IPv6 only): their payload starts an echo request (type 128, code 0),
     whose checksum the caller fills in, instead of zero bytes tshark reports as a bad checksum.
@@ -138,7 +139,7 @@ def _bare_icmpv6(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf:
     if "ipv6" not in layout.headers:
         return np.zeros(0, dtype=np.int64)
     rows = np.flatnonzero(is_["ipv6"] & _no_transport(layout, is_, len(m)))
-    rows = rows[(layout.field_values(m[rows], "ipv6_nh") == ICMPV6_PROTO) & (ends[rows] - l4_start[rows] >= 8)]
+    rows = rows[(values("ipv6_nh")[rows] == ICMPV6_PROTO) & (ends[rows] - l4_start[rows] >= 8)]
     if len(rows):
         for k, value in enumerate((128, 0, 0, 0)):  # type, code, checksum (filled in later)
             buf[l4_start[rows] + k] = value
@@ -146,7 +147,8 @@ def _bare_icmpv6(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf:
 
 
 def _bare_ipv6_extensions(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
-                          l4_start: np.ndarray, ends: np.ndarray) -> None:
+                          l4_start: np.ndarray, ends: np.ndarray,
+                          values: Callable[[str], np.ndarray]) -> None:
     """IPv6 rows whose next header is an extension header nPrint does not encode (Hop-by-Hop,
     Fragment, Destination Options: real fragmented DNS carries a Fragment header): their payload
     starts with a minimal such header whose next header is 59 (No Next Header), instead of zero
@@ -155,7 +157,7 @@ def _bare_ipv6_extensions(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarr
     if "ipv6" not in layout.headers:
         return
     rows = np.flatnonzero(is_["ipv6"] & _no_transport(layout, is_, len(m)))
-    nh = layout.field_values(m[rows], "ipv6_nh")
+    nh = values("ipv6_nh")[rows]
     for value, header in IPV6_EXTENSION_PAYLOADS.items():
         sel = rows[(nh == value) & (ends[rows] - l4_start[rows] >= len(header))]
         for k, byte in enumerate(header):
@@ -163,7 +165,8 @@ def _bare_ipv6_extensions(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarr
 
 
 def _synthetic_payloads(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
-                        l4_start: np.ndarray, ends: np.ndarray) -> None:
+                        l4_start: np.ndarray, ends: np.ndarray,
+                        values: Callable[[str], np.ndarray]) -> None:
     """Rows of protocols nPrint has no header for, whose zero payload tshark reports as malformed:
     IGMP (2, IPv4) gets an IGMPv2 membership report for 224.0.0.251; IP-in-IP (4) and IPv6-in-IP
     (41) tunnels (nPrint encodes the outer header only) an inner IPv4 header (protocol 253, valid
@@ -173,9 +176,9 @@ def _synthetic_payloads(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray
     bare = _no_transport(layout, is_, len(m))
     proto = np.full(len(m), -1, dtype=np.int64)
     if "ipv4" in layout.headers:
-        proto = np.where(is_["ipv4"], layout.field_values(m, "ipv4_proto"), proto)
+        proto = np.where(is_["ipv4"], values("ipv4_proto"), proto)
     if "ipv6" in layout.headers:
-        proto = np.where(is_["ipv6"], layout.field_values(m, "ipv6_nh"), proto)
+        proto = np.where(is_["ipv6"], values("ipv6_nh"), proto)
     inner_len = ends - l4_start
     for number, size in SYNTHETIC_PAYLOAD_BYTES.items():
         sel = np.flatnonzero(bare & (proto == number) & (inner_len >= size))
@@ -217,15 +220,30 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
     all zeros (zero payloads), so a writer may leave it as a hole; ``gap_before`` as in
     :func:`build_ip_buffer`."""
     n = len(m)
-    for h, key in L4_CKSUM.items():
-        if h in layout.headers and is_[h].any():
-            layout.set_field(m, key, 0, np.flatnonzero(is_[h]))
+    cache: dict[str, np.ndarray] = {}
+
+    def values(key: str) -> np.ndarray:  # field values of every row, each field read once
+        if key not in cache:
+            cache[key] = layout.field_values(m, key)
+        return cache[key]
+
+    info: dict[str, np.ndarray] = {}
     buf, starts, ends = build_ip_buffer(layout, m, payload_lengths=payload, payload=payload_mode, rng=rng,
-                                        gap_before=gap_before)
+                                        gap_before=gap_before, info=info)
+    # the checksums are computed with their own field as zero: zero those bytes as written (repaired
+    # rows: the fixed part of each header of is_ is complete, so this is the same as zeroing the
+    # field's bits before the bytes are built)
+    for i, h in enumerate(L4_HEADERS):
+        if h in L4_CKSUM and h in layout.headers:
+            off = layout.field(L4_CKSUM[h]).offset // 8
+            rows = np.flatnonzero(is_[h] & (info["l4_choice"] == i))
+            at = starts[rows] + info["l3"][rows] + off
+            for k in (0, 1):
+                buf[at[info["l4"][rows] > off + k] + k] = 0
     l3_len = np.zeros(n, dtype=np.int64)
     if "ipv4" in layout.headers:
         v4 = is_["ipv4"]
-        l3_len[v4] = layout.field_values(m, "ipv4_hl")[v4] * 4
+        l3_len[v4] = values("ipv4_hl")[v4] * 4
     if "ipv6" in layout.headers:
         l3_len[is_["ipv6"]] = 40
     l4_start = starts + l3_len
@@ -233,34 +251,30 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
         _zero_bare_payloads(buf, l4_start, ends, _no_transport(layout, is_, n))
     if "icmp" in layout.headers and "ipv4" in layout.headers:
         _quote_datagrams(layout, m, is_, buf, l4_start, ends)
-    icmpv6 = _bare_icmpv6(layout, m, is_, buf, l4_start, ends)
-    _bare_ipv6_extensions(layout, m, is_, buf, l4_start, ends)
-    _synthetic_payloads(layout, m, is_, buf, l4_start, ends)
-    if payload_mode == "zero":
-        # only the L4 header (<= 60 bytes) and an ICMP quote can be non-zero: gather those
-        span = np.minimum(ends - l4_start, _NONZERO_SPAN)
-        block = _gather_spans(buf, l4_start, _NONZERO_SPAN)
-        block[np.arange(_NONZERO_SPAN)[None, :] >= span[:, None]] = 0
-        total = block.view(">u2").sum(axis=1, dtype=np.int64)  # big-endian 16-bit words
-    else:
-        total = _word_sums(buf, l4_start, ends)
+    icmpv6 = _bare_icmpv6(layout, m, is_, buf, l4_start, ends, values)
+    _bare_ipv6_extensions(layout, m, is_, buf, l4_start, ends, values)
+    _synthetic_payloads(layout, m, is_, buf, l4_start, ends, values)
+    # zero payloads: only the L4 header (<= 60 bytes) and an ICMP quote can be non-zero
+    stops = np.minimum(ends, l4_start + _NONZERO_SPAN) if payload_mode == "zero" else ends
+    total = np.empty(n, dtype=np.int64)
+    _segment_sums(buf, l4_start, stops, total)
     seg_len = ends - l4_start
     pseudo = np.zeros(n, dtype=np.int64)
     if "ipv4" in layout.headers:
         v4 = is_["ipv4"]
-        proto = layout.field_values(m, "ipv4_proto")[v4]
+        proto = values("ipv4_proto")[v4]
         l4_len = seg_len[v4]
         if "udp" in layout.headers:
             # a first fragment (MF set): the checksum covers the whole datagram, whose length is
             # the UDP length field; its bytes beyond this packet are zero payload (sum 0)
-            frag = (layout.field_values(m, "ipv4_mfbit")[v4] == 1) & is_["udp"][v4]
-            l4_len = np.where(frag, layout.field_values(m, "udp_len")[v4], l4_len)
-        pseudo[v4] = (_addr_sum(layout, m, "ipv4_src", v4) + _addr_sum(layout, m, "ipv4_dst", v4)
-                      + np.where(proto == IP_PROTO["icmp"], 0, proto + l4_len))
+            frag = (values("ipv4_mfbit")[v4] == 1) & is_["udp"][v4]
+            l4_len = np.where(frag, values("udp_len")[v4], l4_len)
+        pseudo[v4] = _addr_sum(layout, m, ("ipv4_src", "ipv4_dst"), v4) + np.where(proto == IP_PROTO["icmp"], 0,
+                                                                                   proto + l4_len)
     if "ipv6" in layout.headers:
         v6 = is_["ipv6"]
-        nh = layout.field_values(m, "ipv6_nh")[v6]
-        pseudo[v6] = (_addr_sum(layout, m, "ipv6_src", v6) + _addr_sum(layout, m, "ipv6_dst", v6)
+        nh = values("ipv6_nh")[v6]
+        pseudo[v6] = (_addr_sum(layout, m, ("ipv6_src", "ipv6_dst"), v6)
                       + (seg_len[v6] >> 16) + (seg_len[v6] & 0xFFFF) + nh)
     if len(icmpv6):
         ck = fold_checksum(total[icmpv6] + pseudo[icmpv6])
@@ -274,7 +288,7 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
             continue
         ck = fold_checksum(total[rows] + pseudo[rows])
         if h == "icmp":
-            v4_icmp = layout.field_values(m[rows], "ipv4_proto") == IP_PROTO["icmp"] \
+            v4_icmp = values("ipv4_proto")[rows] == IP_PROTO["icmp"] \
                 if "ipv4" in layout.headers else np.zeros(len(rows), dtype=bool)
             ck = np.where(v4_icmp, fold_checksum(total[rows]), ck)
         if h == "udp":

@@ -116,17 +116,21 @@ def _expected_range(kept: np.ndarray, rel: np.ndarray, length: np.ndarray, a: in
             e += length[i]
 
 
-@kernel
 def _maxplus_scan(kept: np.ndarray, rel: np.ndarray, length: np.ndarray, gid: np.ndarray) -> np.ndarray:
     """Next expected sequence offset before each segment of a direction (``gid``: groups contiguous).
 
     Kept segments move it to ``max(expected, rel + len)``; rewritten ones are placed at
     ``expected`` and advance it by ``len``: the (max, +) recurrence ``e' = max(e + a, b)``, from
-    ``e = 0`` at each direction's first segment."""
+    ``e = 0`` at each direction's first segment. (The kernels run :func:`_expected_range` per
+    direction; this whole-array form is for checking it.)"""
+    kept = np.asarray(kept, dtype=np.bool_)
+    rel = np.asarray(rel, dtype=np.int64)
+    length = np.asarray(length, dtype=np.int64)
+    gid = np.asarray(gid, dtype=np.int64)
     out = np.empty(len(rel), np.int64)
     bounds = _bounds(gid)
     for k in range(len(bounds) - 1):
-        _expected_range(kept, rel, length, bounds[k], bounds[k + 1], out)
+        _expected_range(kept, rel, length, int(bounds[k]), int(bounds[k + 1]), out)
     return out
 
 
