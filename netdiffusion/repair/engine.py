@@ -1129,17 +1129,6 @@ class Repairer:
         return ts, gen_flow
 
 
-def _id_span(ids: np.ndarray, group: np.ndarray, before: int, after: int, limit: int) -> np.ndarray:
-    """Per row: the IP ID ``after`` rows on is 1..``limit``-1 ahead of the one ``before`` rows back
-    (``before`` < 0), both in the row's group, i.e. a counter carries on across the row."""
-    pos = np.arange(len(ids))
-    i, j = pos + before, pos + after
-    inside = (i >= 0) & (j < len(ids))
-    i, j = np.clip(i, 0, max(len(ids) - 1, 0)), np.clip(j, 0, max(len(ids) - 1, 0))
-    gap = (ids[j] - ids[i]) % 65536
-    return inside & (group[i] == group) & (group[j] == group) & (gap >= 1) & (gap < limit)
-
-
 @kernel
 def _ip_id_outliers(ids: np.ndarray, ts: np.ndarray, group: np.ndarray, step: int) -> None:
     """:meth:`Repairer.ip_id` on rows sorted by group (flow and direction), then position: in place,
