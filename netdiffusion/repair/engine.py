@@ -1006,9 +1006,33 @@ class Repairer:
         ``t`` are the TCP rows in flow order, ``ft``/``dt`` their connection and direction,
         ``og`` the order grouping them by (connection, direction); ``seq`` the generated sequence
         numbers, the other arrays the new flags and payload lengths."""
-        new_seq, ack, payload, fixed = T.tcp_seq_ack(
-            ft, dt, og, seq, self._get("tcp_ackn", t), syn, fin, rst, ackf, payload, phase_c, synack, self.ts[t],
-            self.nflows, self.cfg.gaps == "close", int(self.cfg.ack_window))
+        ackn = self._get("tcp_ackn", t)
+        ts = self.ts[t]
+        args = (self.nflows, self.cfg.gaps == "close", int(self.cfg.ack_window))
+        new_seq, ack, new_payload, fixed = T.tcp_seq_ack(ft, dt, og, seq, ackn, syn, fin, rst, ackf, payload, phase_c,
+                                                         synack, ts, *args)
+        # The FIN rule again, on the repaired numbers: a FIN the sequence rule placed before data of
+        # its direction (an unconfirmed jump moved to the next expected offset, or a closed gap,
+        # with data captured after it numbered beyond it) would lose its flag when the output is
+        # repaired again. It loses it now, and the connections holding one are numbered again with
+        # the FIN's byte gone (only clearing, so this ends; a few rounds at most).
+        bounds = T._bounds((ft * 2 + dt)[og])
+        every = np.ones(len(t), np.bool_)
+        for _ in range(4):
+            keep = T.fin_rule(og, bounds, new_seq, new_payload, fin, every, rst)
+            cleared = keep != fin
+            if not cleared.any():
+                break
+            fin = keep
+            redo = np.flatnonzero(np.isin(ft, np.unique(ft[cleared])))
+            r_og = T.group_order(ft[redo] * 2 + dt[redo], 2 * self.nflows)
+            r_seq, r_ack, r_payload, r_fixed = T.tcp_seq_ack(
+                ft[redo], dt[redo], r_og, seq[redo], ackn[redo], syn[redo], fin[redo], rst[redo], ackf[redo],
+                payload[redo], phase_c[redo], synack[redo], ts[redo], *args)
+            new_seq[redo], ack[redo], new_payload[redo] = r_seq, r_ack, r_payload
+            fixed = fixed or r_fixed
+            self._put("tcp_flags", "tcp_fin", t[cleared], 0)
+        payload = new_payload
         if fixed:  # corrupted payload lengths, replaced by what the sequence numbers imply
             self.payload[t] = payload
         self._put("tcp_seq", "tcp_seq", t, new_seq)

@@ -232,9 +232,6 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
     og = group_order(ft * 2 + dt, 2 * nconn)
     gid = ft * 2 + dt
     bounds = _bounds(gid[og])
-    fin = np.zeros(n, np.int64)
-    data_end = np.empty(n, np.int64)
-    beyond = np.zeros(n, np.bool_)
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
         # RST only where the direction sends nothing (no data, no FIN) after it
@@ -244,6 +241,35 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
             if est[i]:
                 rst[i] = 1 if (rst[i] == 1 and not later) else 0
             later = later or pay[i] > 0 or fin0[i] == 1
+    fin = fin_rule(og, bounds, seq, pay, fin0, est, rst)
+    ackf = np.ones(n, np.int64)
+    urg = np.zeros(n, np.int64)
+    urp = np.zeros(n, np.int64)
+    for i in range(n):
+        if phase_c[i] or (rst[i] == 1 and est[i] and ack0[i] == 0):
+            ackf[i] = 0
+        if urg0[i] == 1 and urp0[i] > 0 and urp0[i] <= pay[i]:
+            urg[i] = 1
+            urp[i] = urp0[i]
+    return syn, fin, rst, ackf, urg, urp, pay, phase_c, synack, og
+
+
+@kernel
+def fin_rule(og: np.ndarray, bounds: np.ndarray, seq: np.ndarray, pay: np.ndarray, fin0: np.ndarray,
+             est: np.ndarray, rst: np.ndarray) -> np.ndarray:
+    """The FIN part of the ``tcp_flags`` rule: per row (flow order) whether it keeps its FIN
+    (``fin0``). ``og`` / ``bounds``: the group order and its (connection, direction) groups;
+    ``est`` the rows past the handshake, ``rst`` the RST flags already decided. FIN only where
+    no later segment of the direction carries data beyond it, once per direction (later FINs
+    repeat the first: the same sequence number, or the same end with more data resent), and not
+    at or after an RST. :meth:`Repairer._tcp_seq_ack` applies it again to the repaired sequence
+    numbers (only clearing FINs), so repairing the output keeps every FIN it kept."""
+    n = len(seq)
+    fin = np.zeros(n, np.int64)
+    data_end = np.empty(n, np.int64)
+    beyond = np.zeros(n, np.bool_)
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
         # FIN only where no later segment of the direction carries data beyond it: resending
         # earlier data with the FIN again (a retransmitted data+FIN segment) is fine
         base = seq[og[a]]
@@ -271,16 +297,7 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
                 # data resent)
                 elif seq[i] == fin_seq or data_end[i] == fin_end:
                     fin[i] = 1
-    ackf = np.ones(n, np.int64)
-    urg = np.zeros(n, np.int64)
-    urp = np.zeros(n, np.int64)
-    for i in range(n):
-        if phase_c[i] or (rst[i] == 1 and est[i] and ack0[i] == 0):
-            ackf[i] = 0
-        if urg0[i] == 1 and urp0[i] > 0 and urp0[i] <= pay[i]:
-            urg[i] = 1
-            urp[i] = urp0[i]
-    return syn, fin, rst, ackf, urg, urp, pay, phase_c, synack, og
+    return fin
 
 
 @kernel
