@@ -1108,3 +1108,35 @@ def test_a_rerun_into_the_same_folders_leaves_no_earlier_flows(small_dataset: Pa
     with pytest.raises(ValueError, match="no earlier repair wrote"):
         repair_dataset(first, tmp_path / "again", dataset_output=tmp_path / "mine", progress=False)
     assert (tmp_path / "mine" / "notes.parquet").read_bytes() == b"x"
+
+
+def test_a_fin_captured_before_data_below_it_is_cleared_once(small_dataset: Path) -> None:
+    """Regression (YouTube/Requet ``baseline_*`` captures, found by scripts/repair_idempotence.py):
+    a FIN captured before a data segment of its direction that lies below it in sequence space
+    (an unconfirmed forward jump). The sequence rule moved the FIN to the next expected offset and
+    numbered the data after it, so repairing the output again dropped the FIN and renumbered the
+    data: repair was not a fixed point. The FIN rule now holds on the repaired numbers too."""
+    layout, packets = flow_ordered(small_dataset)
+    flow, data = _flow_with_client_data(layout, packets, 3, segments=1)
+    j = data[-1]
+    fin = flow.nprint[j : j + 1].copy()
+    header = 4 * (layout.field_values(fin, "ipv4_hl") + layout.field_values(fin, "tcp_doff"))
+    seq = layout.field_values(fin, "tcp_seq")[0]
+    layout.set_field(fin, "ipv4_tl", header, np.array([0]))
+    layout.set_field(fin, "tcp_psh", 0, np.array([0]))
+    layout.set_field(fin, "tcp_fin", 1, np.array([0]))
+    layout.set_field(fin, "tcp_seq", (seq + 5000) % (1 << 32), np.array([0]))
+    meta = flow.take(np.r_[np.arange(j + 1), j])
+    ts = meta.timestamp.copy()
+    ts[-2], ts[-1] = ts[j], ts[j] + 1_000_000_000
+    m = np.concatenate([flow.nprint[:j], fin, flow.nprint[j : j + 1]])
+    m[-1, :] = flow.nprint[j]
+    layout.set_field(m, "ipv4_id", (layout.field_values(m[-2:], "ipv4_id") + np.array([0, 1])) % 65536,
+                     np.array([len(m) - 2, len(m) - 1]))
+    cfg = RepairConfig(mtu=65535)
+    first = repair_packets(layout, _flow_of(meta, m, ts, layout), cfg)["packets"]
+    out = first.nprint
+    assert layout.field_values(out[-2:], "tcp_fin").tolist() == [0, 0]
+    assert layout.field_values(out[-2:], "tcp_seq").tolist() == [seq, seq]  # the data stays in place
+    second = repair_packets(layout, first, cfg)["result"]
+    assert {r: int(v.sum()) for r, v in second.bits.items() if r != "l4_checksum" and v.any()} == {}
