@@ -131,31 +131,6 @@ class RepairResult:
     timestamps_generated: np.ndarray | None = None  # per flow: default timing used
 
 
-def _pack_rows(flags: np.ndarray) -> np.ndarray:
-    """Each row of a 2-D bool array (at most 62 wide) as the integer its bits spell, first bit
-    most significant (int64)."""
-    width = flags.shape[1]
-    packed = np.packbits(flags, axis=1)  # trailing bits of the last byte are 0
-    nb = packed.shape[1]
-    if nb in (1, 2, 4, 8):  # one big-endian word per row
-        values = packed.view(f">u{nb}")[:, 0].astype(np.int64)
-    else:
-        values = packed[:, 0].astype(np.int64)
-        for j in range(1, nb):
-            values = (values << 8) | packed[:, j]
-    return values >> (8 * nb - width) if width % 8 else values
-
-
-def _bits_to_values(bits: np.ndarray) -> np.ndarray:
-    """Big-endian value of each row of 1/0/-1 bits (<= 62 wide); -1 where any bit is absent
-    (negative); a bit counts as set where it is positive."""
-    if bits.shape[1] == 1:  # 1 / 0 / -1 for a positive / zero / negative bit: its sign
-        return np.sign(bits[:, 0]).astype(np.int64)
-    values = _pack_rows(bits > 0)
-    values[_pack_rows(bits < 0) != 0] = -1
-    return values
-
-
 def _words(bits: np.ndarray) -> np.ndarray:
     """Rows of 0/1 bits -> int64 32-bit words (for address keys)."""
     return np.packbits(bits > 0, axis=1).view(">u4").astype(np.int64)
