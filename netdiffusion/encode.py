@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -103,12 +103,26 @@ def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES) and not f.name.startswith("."):
-                    found.append((f, f.relative_to(p).as_posix(), f.parent != p))
+            for parts in sorted(_capture_names(os.fspath(p), ())):
+                found.append((p.joinpath(*parts), "/".join(parts), len(parts) > 1))
         else:
             found.append((p, str(item), False))
     return found
+
+
+def _capture_names(folder: str, below: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    """Relative path parts of every capture file under ``folder`` (what ``sorted(rglob("*"))`` with
+    ``is_file()`` finds: symlinked files yes, symlinked folders not entered, hidden files no).
+
+    One ``scandir`` per folder, no ``stat`` per file and no path object per entry: repair and
+    decode list their own output folders (a file per flow) after every run."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                yield from _capture_names(entry.path, (*below, entry.name))
+            elif (entry.name.lower().endswith(CAPTURE_SUFFIXES) and not entry.name.startswith(".")
+                  and entry.is_file()):
+                yield (*below, entry.name)
 
 
 def _plural(n: int, one: str, many: str) -> str:

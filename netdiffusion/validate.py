@@ -247,10 +247,13 @@ def capture_files(root: Path) -> list[Path]:
     return [path for path, _, _ in discover_inputs([root])]
 
 
-def other_captures(folder: Path, written: set[Path], writer: str) -> int:
+def other_captures(folder: Path, written: set[str] | set[Path], writer: str) -> int:
     """How many captures under ``folder`` ``writer`` did not write (an earlier run's?), with a warning:
-    ``validate`` of the folder reads them too, while the writer's summary counts only its own."""
-    others = sum(1 for path in capture_files(folder) if path not in written)
+    ``validate`` of the folder reads them too, while the writer's summary counts only its own.
+
+    ``written``: the paths as written (``folder`` joined with names below it), strings or paths."""
+    names = {os.fspath(p) for p in written}
+    others = sum(1 for path in capture_files(folder) if os.fspath(path) not in names)
     if others:
         log.warning("%s: %d capture file(s) there were not written by this %s (an earlier run's?)",
                     folder, others, writer)
