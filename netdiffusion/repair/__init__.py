@@ -36,7 +36,7 @@ from netdiffusion.jit import kernel
 from netdiffusion.names import file_name
 from netdiffusion.repair import groups as G
 from netdiffusion.repair.engine import RULES, RepairConfig, RepairResult, repair_matrix
-from netdiffusion.repair.synth import L4_CKSUM, build_packets
+from netdiffusion.repair.synth import build_packets
 from netdiffusion.validate import other_captures
 
 __all__ = ["RULES", "RepairConfig", "RepairResult", "repair_dataset", "repair_matrix", "repair_packets"]
@@ -76,20 +76,16 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
     # recover the stack from the repaired bits (every chosen header's fixed part is present now)
     presence = layout.presence(m)
     is_ = {h: presence[:, i] for i, h in enumerate(layout.headers)}
-    before = {k: layout.field_values(m, k) for h, k in L4_CKSUM.items() if h in layout.headers}
     gap = np.full(len(m), PCAP_RECORD, dtype=np.int64)
     gap[G.starts(result.flow)] += PCAP_FILE_HEADER
-    buf, starts, ends, zero_from = build_packets(layout, m, is_, result.payload, payload, rng, gap_before=gap)
-    for h, k in L4_CKSUM.items():
-        if h in layout.headers:
-            after = layout.field_values(m, k)
-            rows = is_[h] & (after != before[k])
-            if rows.any():
-                old_bits = ((before[k][rows, None] >> np.arange(15, -1, -1)) & 1)
-                new_bits = ((after[rows, None] >> np.arange(15, -1, -1)) & 1)
-                result.bits["l4_checksum"][rows] += (old_bits != new_bits).sum(axis=1)
-                mask = result.fields.setdefault(("l4_checksum", k), np.zeros(len(m), dtype=bool))
-                mask |= rows
+    buf, starts, ends, zero_from, cksum_changed = build_packets(
+        layout, m, is_, result.payload, payload, rng, gap_before=gap, changed_bits=result.bits["l4_checksum"])
+    for k, rows in cksum_changed.items():
+        mask = result.fields.get(("l4_checksum", k))
+        if mask is None:
+            result.fields[("l4_checksum", k)] = rows
+        else:
+            mask |= rows
     repaired = Packets(**meta, packet_index=_positions(result.flow).astype(np.int32),
                        timestamp=result.timestamp, direction=result.direction.astype(np.int8),
                        wire_length=(ends - starts + 14).astype(np.int32), nprint=m)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from netdiffusion import bitwords as W
 from netdiffusion.fields import IP_PROTO, Layout, row_words, word_byte
 from netdiffusion.jit import kernel
 from netdiffusion.packets import L4_HEADERS, build_ip_buffer
@@ -212,12 +213,15 @@ def _synthetic_payloads(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray
 
 def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], payload: np.ndarray,
                   payload_mode: str = "zero", rng: np.random.Generator | None = None,
-                  gap_before: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                  gap_before: np.ndarray | None = None, changed_bits: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """IP packets of repaired rows as one buffer with offsets; L4 checksums fixed in ``m`` too.
 
-    Returns ``(buffer, starts, ends, zero_from)``: ``buffer[zero_from[i]:ends[i]]`` is known to be
-    all zeros (zero payloads), so a writer may leave it as a hole; ``gap_before`` as in
+    Returns ``(buffer, starts, ends, zero_from, changed)``: ``buffer[zero_from[i]:ends[i]]`` is
+    known to be all zeros (zero payloads), so a writer may leave it as a hole; ``changed``: per L4
+    checksum field, the rows whose checksum bits changed (only fields where some did), and each
+    row's number of changed bits is added to ``changed_bits`` when given (the repair report's
+    ``l4_checksum`` rule: counted as written, in the same pass). ``gap_before`` as in
     :func:`build_ip_buffer`."""
     n = len(m)
     cache: dict[str, np.ndarray] = {}
@@ -280,9 +284,13 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
         ck = fold_checksum(total[icmpv6] + pseudo[icmpv6])
         buf[l4_start[icmpv6] + 2] = ck >> 8
         buf[l4_start[icmpv6] + 3] = ck & 0xFF
+    changed: dict[str, np.ndarray] = {}
+    counts = changed_bits if changed_bits is not None else np.zeros(n, dtype=np.int64)
     for h, key in L4_CKSUM.items():
         if h not in layout.headers:
             continue
+        if layout.field(key).width != 16:
+            raise ValueError(f"{key}: a 16-bit checksum field expected")
         rows = np.flatnonzero(is_[h])
         if not len(rows):
             continue
@@ -293,9 +301,15 @@ def build_packets(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], pay
             ck = np.where(v4_icmp, fold_checksum(total[rows]), ck)
         if h == "udp":
             ck = np.where(ck == 0, 0xFFFF, ck)
-        layout.set_field(m, key, ck, rows)
+        rows_changed = np.zeros((1, n), dtype=bool)
+        start = layout.field_slice(key).start
+        if W.put(W.words_of(m), np.ascontiguousarray(rows, dtype=np.int64), len(rows) == n,
+                 np.array([start], dtype=np.int64), np.array([16], dtype=np.int64),
+                 np.ascontiguousarray(ck, dtype=np.int64).reshape(-1, 1), False,
+                 counts, rows_changed, np.zeros(1, dtype=np.int64))[0]:
+            changed[key] = rows_changed[0]
         off = l4_start[rows] + layout.field(key).offset // 8
         buf[off] = ck >> 8
         buf[off + 1] = ck & 0xFF
     zero_from = np.minimum(ends, l4_start + _NONZERO_SPAN) if payload_mode == "zero" else ends
-    return buf, starts, ends, zero_from
+    return buf, starts, ends, zero_from, changed
