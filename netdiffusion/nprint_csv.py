@@ -11,11 +11,15 @@ nPrint's ``tv_sec`` / ``tv_usec`` after it (as nPrint writes them with absolute 
 the time since the flow's first packet, to the microsecond). Import turns each file into one flow sample (or, with ``flow_size``, consecutive
 chunks of that many rows); direction comes from ``src_ip`` (or the IP source field) against the
 first row's, timestamps are 0 unless the file has nPrint's ``tv_sec`` / ``tv_usec`` columns.
+Export also writes ``<output>/labels.json`` (each file's label and macro): a label that is not
+file-safe (``tls web``) lives in the folder ``tls_web-<hash>/``, and nPrint's CSV has no column for
+either, so import reads them back from that record.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -48,6 +52,8 @@ ETHERNET_HEADER = 14
 # ``<label>/quic_0RTT-<hash>-000000.nprint`` or ``zoom_2-<hash>-...`` keeps its folder's label
 _LABEL_PREFIX = re.compile(r"^(?P<label>[A-Za-z][A-Za-z0-9-]*?)_\d+(?=_|$)")
 _EXTRA_COLUMNS = ("src_ip", "tv_sec", "tv_usec", "rts")
+# written by export next to the label folders: "<folder>/<file>.nprint" -> {"label", "macro"}
+LABELS_FILE = "labels.json"
 
 
 class NprintFormatError(ValueError):
@@ -107,15 +113,20 @@ def export_dataset(input: str | os.PathLike, output: str | os.PathLike, timestam
     for shard in iter_shards(src):
         for flow_id, flow in shard.flows():
             pending.setdefault(flow_id, []).append(flow)
+    records: dict[str, dict[str, str]] = {}
     for flow_id, parts in pending.items():
         flow = Packets.concat(parts) if len(parts) > 1 else parts[0]
         flow = flow.take(np.argsort(flow.packet_index, kind="stable"))
         label = str(flow.label[0])
-        write_csv(out / file_name(label or "unlabelled") / f"{file_name(flow_id)}.nprint", layout, flow.nprint,
+        relative = f"{file_name(label or 'unlabelled')}/{file_name(flow_id)}.nprint"
+        write_csv(out / relative, layout, flow.nprint,
                   source_addresses(layout, flow.nprint), timestamps=flow.timestamp if timestamps else None)
+        records[relative] = {"label": label, "macro": str(flow.macro[0])}
         flows += 1
         rows += len(flow)
         per_label[label] += 1
+    if records:  # the CSV has no label or macro column, and the folder name is not the label when unsafe
+        write_json(out / LABELS_FILE, records)
     summary = {"flows": flows, "packets": rows, "flows_per_label": dict(sorted(per_label.items())),
                "output": str(out), "seconds": round(time.perf_counter() - started, 3)}
     return summary
@@ -231,6 +242,24 @@ def _label_of(path: Path) -> str:
     return m.group("label") if m else path.resolve().parent.name
 
 
+def _exported_labels(root: Path, cache: dict[Path, dict[str, dict]]) -> dict[str, dict]:
+    """The ``labels.json`` an export wrote in ``root`` (relative file -> label, macro), else ``{}``.
+
+    A damaged record is ignored with a warning: the folder names still give (file-safe) labels."""
+    if root not in cache:
+        cache[root] = {}
+        record = root / LABELS_FILE
+        if record.is_file():
+            try:
+                data = json.loads(record.read_text())
+            except (OSError, ValueError) as exc:
+                log.warning("%s: ignored (%s); labels come from the file and folder names", record, exc)
+            else:
+                if isinstance(data, dict):
+                    cache[root] = {k: v for k, v in data.items() if isinstance(v, dict)}
+    return cache[root]
+
+
 def _wire_lengths(layout: Layout, matrix: np.ndarray) -> np.ndarray:
     """Ethernet frame length implied by the IP length fields (0 where there is no IP header)."""
     out = np.zeros(matrix.shape[0], dtype=np.int64)
@@ -272,13 +301,14 @@ def to_layout(source: Layout, matrix: np.ndarray, target: Layout) -> np.ndarray:
 
 
 def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, label: str | None = None,
-                 macro: str = "", flow_size: int | None = None,
+                 macro: str | None = None, flow_size: int | None = None,
                  headers: Sequence[str] = DEFAULT_HEADERS) -> dict:
     """Import nPrint CSVs into a dataset (one shard per file); bad files are listed, not fatal.
 
     Every file is laid onto the dataset layout ``headers`` (headers a file lacks become absent, as
-    for NetDiffusion's ipv4+tcp+udp+icmp files). Label: ``label`` or the file name's
-    ``<label>_<NN>`` prefix or the parent folder."""
+    for NetDiffusion's ipv4+tcp+udp+icmp files). Label: ``label``, else what the export's
+    ``labels.json`` records for the file, else the file name's ``<label>_<NN>`` prefix, else the
+    parent folder. Macro: ``macro``, else the export's record, else ``""``."""
     started = time.perf_counter()
     out = Path(output)
     files: list[Path] = []
@@ -291,6 +321,7 @@ def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
     flows: Counter[str] = Counter()
     rows = 0
     written = set()
+    exported: dict[Path, dict[str, dict]] = {}
     for n, f in enumerate(files):
         try:
             file_layout, matrix, extra = read_csv(f)
@@ -299,7 +330,9 @@ def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
             log.error("%s: %s", f, exc)
             rejected.append({"file": str(f), "reason": str(exc)})
             continue
-        lab = label or _label_of(f)
+        record = _exported_labels(f.parent.parent, exported).get(f"{f.parent.name}/{f.name}", {})
+        lab = label or str(record.get("label") or "") or _label_of(f)
+        mac = macro if macro is not None else str(record.get("macro") or "")
         size = flow_size or matrix.shape[0]
         count = matrix.shape[0]
         chunk = np.arange(count) // size
@@ -320,7 +353,7 @@ def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
         else:
             timestamps = np.zeros(count, dtype=np.int64)
         packets = Packets(
-            flow_id=flow_ids, label=np.full(count, lab, dtype=object), macro=np.full(count, macro, dtype=object),
+            flow_id=flow_ids, label=np.full(count, lab, dtype=object), macro=np.full(count, mac, dtype=object),
             packet_index=index.astype(np.int32), timestamp=timestamps, direction=directions,
             wire_length=_wire_lengths(layout, matrix).astype(np.int32),
             source=np.full(count, str(f), dtype=object), frame=np.arange(1, count + 1, dtype=np.int64),

@@ -122,3 +122,37 @@ def test_round_trip_keeps_the_label_of_a_capture_named_like_label_number(tmp_pat
     import_files([tmp_path / "csv"], tmp_path / "back")
     assert set(read_packets(tmp_path / "back").label.tolist()) == {"zoom"}
     assert import_files([tmp_path / "csv"], tmp_path / "back2", label=None)["flows"] == {"zoom": 2}
+
+
+def test_round_trip_keeps_labels_that_are_not_file_safe_and_macros(tmp_path: Path) -> None:
+    """Regression (QA, nDPI captures): a class named ``tls web`` or ``chrome/only`` is exported to the
+    folder ``tls_web-<hash>/``, and import took that folder name for the label; every macro came back
+    empty. The export now records each file's label and macro (``labels.json``) and import uses it."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    from netdiffusion.encode import encode_paths
+    from netdiffusion.pcap.writer import write_pcap
+
+    manifest = tmp_path / "manifest.csv"
+    rows = {"a.pcap": ("tls web", "web"), "b.pcap": ("chrome/only", "web"), "c.pcap": ("dns", "infra")}
+    manifest.write_text("path,label,macro\n" + "".join(f"{p},{lab},{mac}\n" for p, (lab, mac) in rows.items()))
+    for n, name in enumerate(rows):
+        frames = [bytes(Ether() / IP(src="10.0.0.1", dst=f"10.0.0.{n + 2}") / UDP(sport=5000, dport=53))] * 2
+        write_pcap(tmp_path / name, frames, np.array([10**9, 10**9 + 5000]))
+    encode_paths([tmp_path / p for p in rows], tmp_path / "ds", manifest=manifest, progress=False)
+    export_dataset(tmp_path / "ds", tmp_path / "csv")
+    assert cli_main(["import-nprint", "--input", str(tmp_path / "csv"), "--output", str(tmp_path / "back")]) == 0
+    back = read_packets(tmp_path / "back")
+    got = {(str(lab), str(mac)) for lab, mac in zip(back.label.tolist(), back.macro.tolist(), strict=True)}
+    assert got == set(rows.values())
+    # explicit --label / --macro still win; a file given directly (not its folder) finds the record too
+    one = sorted((tmp_path / "csv").rglob("*.nprint"))[0]
+    summary = import_files([one], tmp_path / "one")
+    assert list(summary["flows"]) == [str(read_packets(tmp_path / "one").label[0])]
+    assert str(read_packets(tmp_path / "one").label[0]) in {lab for lab, _ in rows.values()}
+    import_files([tmp_path / "csv"], tmp_path / "forced", label="x", macro="y")
+    forced = read_packets(tmp_path / "forced")
+    assert set(forced.label.tolist()) == {"x"} and set(forced.macro.tolist()) == {"y"}
+    # the record is not an nPrint file: nothing rejected
+    assert import_files([tmp_path / "csv"], tmp_path / "again")["files_rejected"] == []

@@ -14,9 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
                         help="nPrint CSV files or folders (*.nprint, *.csv)")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="dataset directory")
-    parser.add_argument("--label", help="label for every flow (default: <label>_NN file name prefix, "
-                                        "else the parent folder)")
-    parser.add_argument("--macro", default="", help="macro service for every flow")
+    parser.add_argument("--label", help="label for every flow (default: the label an export recorded in "
+                                        "labels.json, else the <label>_NN file name prefix, else the parent folder)")
+    parser.add_argument("--macro", help="macro service for every flow (default: the export's labels.json, else empty)")
     parser.add_argument("--flow-size", type=int, help="rows per flow sample (default: one flow per file)")
     parser.add_argument("--headers", default="ipv4,ipv6,tcp,udp,icmp", help="dataset layout headers")
 
