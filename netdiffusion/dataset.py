@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,8 @@ import pyarrow.parquet as pq
 
 from netdiffusion.fields import Layout, unpack_ternary
 from netdiffusion.shard_parquet import DictionaryColumn, plain_columns, read_nprint, shard_bytes
+
+log = logging.getLogger(__name__)
 
 FIELDS_FILE = "fields.json"
 SUMMARY_FILE = "summary.json"
@@ -421,6 +424,39 @@ def iter_shards(directory: str | os.PathLike) -> Iterator[Packets]:
     """Stream a dataset shard by shard (bounded memory)."""
     for p in shard_paths(directory):
         yield read_shard(p)
+
+
+# what reading a damaged shard raises (truncated, not Parquet, wrong schema)
+SHARD_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, pa.ArrowException)
+
+
+def skip_shard(shard: Path, exc: BaseException, skipped: list[dict]) -> None:
+    """Log a shard that cannot be read with its path and reason, and list it in ``skipped``."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    log.error("%s: unreadable shard skipped (%s)", shard, reason)
+    skipped.append({"file": str(shard), "reason": reason})
+
+
+def readable_shard_paths(directory: str | os.PathLike, skipped: list[dict]) -> list[Path]:
+    """The shards of a dataset whose footer and ``flow_id`` column read; the others go to ``skipped``.
+
+    Per-flow conversions (decode, export-nprint) convert the rest of a dataset with one damaged shard
+    instead of stopping at it. Raises ``FileNotFoundError`` without shards and ``ValueError`` when none
+    reads, so an empty output never passes for a result."""
+    paths = shard_paths(directory)
+    if not paths:
+        raise FileNotFoundError(f"{directory}: no Parquet shards")
+    readable = []
+    for shard in paths:
+        try:
+            pq.read_table(shard, columns=["flow_id"])
+        except SHARD_READ_ERRORS as exc:
+            skip_shard(shard, exc, skipped)
+            continue
+        readable.append(shard)
+    if not readable:
+        raise ValueError(f"{directory}: none of its {len(paths)} shards could be read")
+    return readable
 
 
 def split_dataset(directory: str | os.PathLike, train_output: str | os.PathLike,

@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from netdiffusion.dataset import Packets, dataset_layout, iter_shards, shard_paths, write_json
+from netdiffusion.dataset import (
+    SHARD_READ_ERRORS,
+    Packets,
+    dataset_layout,
+    read_shard,
+    readable_shard_paths,
+    skip_shard,
+    write_json,
+)
 from netdiffusion.names import file_name
 from netdiffusion.packets import build_ip_packets
 from netdiffusion.pcap.writer import LINKTYPE_ETHERNET, ethernet_frames, write_pcap
@@ -61,9 +69,8 @@ def decode_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
     started = time.perf_counter()
     src, out = Path(input), Path(output)
     layout = dataset_layout(src)
-    paths = shard_paths(src)
-    if not paths:
-        raise FileNotFoundError(f"{src}: no Parquet shards")
+    skipped: list[dict] = []  # damaged shards: named, counted, the other shards' flows still decoded
+    paths = readable_shard_paths(src, skipped)
     # flows split across shards (rare) are collected and written once complete
     seen: Counter[str] = Counter()
     for p in paths:
@@ -89,7 +96,12 @@ def decode_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
         written_paths.add(path)
         per_label[str(flow.label[0])] += 1
 
-    for shard in tqdm(iter_shards(src), total=len(paths), desc="decode", unit="shard", disable=None):
+    for shard_path in tqdm(paths, desc="decode", unit="shard", disable=None):
+        try:
+            shard = read_shard(shard_path)
+        except SHARD_READ_ERRORS as exc:  # footer and flow ids read, the rows do not
+            skip_shard(shard_path, exc, skipped)
+            continue
         for flow_id, flow in shard.flows():
             if flow_id in split:
                 pending.setdefault(flow_id, []).append(flow)
@@ -108,6 +120,7 @@ def decode_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
     other_pcaps = other_captures(out, written_paths, "decode")
     summary = {"flows": flows, "packets": packets, "rows_without_ip": rows_without_ip,
                "flows_without_packets": flows_without_packets, "other_pcaps_in_output": other_pcaps,
+               "skipped_shards": skipped,
                "flows_per_label": dict(sorted(per_label.items())), "output": str(out)}
     write_json(out / SUMMARY_FILE, summary)
     summary["seconds"] = round(time.perf_counter() - started, 3)

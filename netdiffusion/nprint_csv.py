@@ -34,10 +34,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from netdiffusion.dataset import (
+    SHARD_READ_ERRORS,
     SUMMARY_FILE,
     Packets,
     dataset_layout,
-    iter_shards,
+    read_shard,
+    readable_shard_paths,
+    skip_shard,
     write_fields,
     write_json,
     write_shard,
@@ -110,7 +113,13 @@ def export_dataset(input: str | os.PathLike, output: str | os.PathLike, timestam
     flows = rows = 0
     per_label: Counter[str] = Counter()
     pending: dict[str, list[Packets]] = {}
-    for shard in iter_shards(src):
+    skipped: list[dict] = []  # damaged shards: named, counted, the other shards' flows still exported
+    for path in readable_shard_paths(src, skipped):
+        try:
+            shard = read_shard(path)
+        except SHARD_READ_ERRORS as exc:
+            skip_shard(path, exc, skipped)
+            continue
         for flow_id, flow in shard.flows():
             pending.setdefault(flow_id, []).append(flow)
     records: dict[str, dict[str, str]] = {}
@@ -128,7 +137,7 @@ def export_dataset(input: str | os.PathLike, output: str | os.PathLike, timestam
     if records:  # the CSV has no label or macro column, and the folder name is not the label when unsafe
         write_json(out / LABELS_FILE, records)
     summary = {"flows": flows, "packets": rows, "flows_per_label": dict(sorted(per_label.items())),
-               "output": str(out), "seconds": round(time.perf_counter() - started, 3)}
+               "skipped_shards": skipped, "output": str(out), "seconds": round(time.perf_counter() - started, 3)}
     return summary
 
 

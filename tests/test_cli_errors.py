@@ -255,3 +255,62 @@ def test_classes_naming_no_class_is_an_error_not_all_classes(command: str, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no class names" in err[0] and err[0].startswith(f"netdiffusion {command}: "), err
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+# -- damaged shards (QA on nDPI captures) -----------------------------------------------------------------
+
+def _dataset_with_a_cut_shard(small_dataset: Path, tmp_path: Path) -> tuple[Path, Path, int]:
+    """A copy of ``small_dataset`` whose first shard is cut to 300 bytes; returns the copy, the cut
+    shard and how many flows the other shards hold."""
+    import shutil
+
+    from netdiffusion.dataset import read_shard
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(small_dataset, copy)
+    shards = sorted(copy.glob("*.parquet"))
+    assert len(shards) > 1
+    cut = shards[0]
+    cut.write_bytes(cut.read_bytes()[:300])
+    flows = sum(len(set(read_shard(s).flow_id.tolist())) for s in shards[1:])
+    return copy, cut, flows
+
+
+@pytest.mark.parametrize("command", ["decode", "export-nprint"])
+def test_a_damaged_shard_is_skipped_and_counted(command: str, small_dataset: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (QA): one truncated shard ended decode / export-nprint with 'Parquet magic bytes not
+    found' and nothing written; like evaluate, they now name the shard and the reason, convert the
+    other shards' flows and list the skipped shard in the summary."""
+    import json
+
+    damaged, cut, flows = _dataset_with_a_cut_shard(small_dataset, tmp_path)
+    rc = cli_main([command, "--input", str(damaged), "--output", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert f"{cut}: unreadable shard skipped" in caplog.text and "Traceback" not in captured.err
+    summary = json.loads(captured.out[captured.out.index("{"):])
+    assert summary["flows"] == flows
+    assert [s["file"] for s in summary["skipped_shards"]] == [str(cut)]
+    assert "magic" in summary["skipped_shards"][0]["reason"].lower()
+
+
+@pytest.mark.parametrize("command", ["decode", "export-nprint"])
+def test_no_readable_shard_is_an_error(command: str, small_dataset: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    """Every shard damaged (or none at all): one error line, exit 2, not an empty output that passes for
+    a result (export-nprint of a dataset without shards used to exit 0 with 0 flows)."""
+    import shutil
+
+    damaged = tmp_path / "all_damaged"
+    shutil.copytree(small_dataset, damaged)
+    for shard in damaged.glob("*.parquet"):
+        shard.write_bytes(b"PAR1 not really")
+    _one_line_error(capsys, command, cli_main([command, "-i", str(damaged), "-o", str(tmp_path / "o1")]),
+                    "none of its", "shards could be read")
+    empty = tmp_path / "no_shards"
+    empty.mkdir()
+    shutil.copy(small_dataset / "fields.json", empty)
+    _one_line_error(capsys, command, cli_main([command, "-i", str(empty), "-o", str(tmp_path / "o2")]),
+                    "no Parquet shards")

@@ -24,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
         summary = decode_dataset(args.input, args.output)
     except INPUT_ERRORS as exc:  # no such dataset, no shards, ...
         return input_error("decode", exc)
-    print(json.dumps({k: summary.get(k, 0) for k in ("flows", "packets", "rows_without_ip", "flows_without_packets", "seconds")},
-                     indent=2))
+    keys = ("flows", "packets", "rows_without_ip", "flows_without_packets", "skipped_shards", "seconds")
+    print(json.dumps({k: summary.get(k, 0) for k in keys}, indent=2))
     return 0
