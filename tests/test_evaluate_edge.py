@@ -213,3 +213,45 @@ def test_flow_image_of_a_label_that_is_not_file_safe_stays_in_images(halves, tmp
     figure = r["figures"][f"images_{odd}"]
     assert figure == f"images/{file_name(odd)}.png" and (tmp_path / "out" / figure).stat().st_size > 1000
     assert f"]({figure})" in (tmp_path / "out" / "report.md").read_text()
+
+
+def _empty_tables(markdown: str) -> list[str]:
+    """Header lines of Markdown tables with no data row, or whose data rows hold nothing but dashes."""
+    lines = markdown.splitlines()
+    empty = []
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("|") and lines[i + 1].startswith("|---"):
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append([c.strip() for c in row.strip("|").split("|")[1:]])
+            if not rows or all(all(c in ("—", "") for c in r) for r in rows):
+                empty.append(line)
+    return empty
+
+
+def test_report_md_has_no_empty_tables_when_nothing_is_compared(halves, tmp_path):
+    """Regression (QA, nDPI captures): with no class shared by held-out real and synthetic data the
+    report's 'Per class' table had a header and no row, 'Fields furthest from real' listed a
+    'protocol' row of dashes, and a UDP-only comparison (quic) printed a TCP-flags table of dashes.
+    A section with nothing to show now says so in one line."""
+    real = write_classes(halves, "real", ["zoom", "reddit"], tmp_path / "real")
+    syn = write_classes(halves, "real", ["netflix"], tmp_path / "syn")
+    train = write_classes(halves, "train", ["zoom", "reddit"], tmp_path / "train")
+    run(real, syn, train, tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    empty = [t for t in _empty_tables(text) if not t.startswith("|  | avg JSD")]  # paper row: kept on purpose
+    utility = {"| scenario | rf | dt | svm | paper (NetDiffusion TSTR) |", "| scenario | dt | paper (NetDiffusion TSTR) |"}
+    assert [t for t in empty if t not in utility] == [], text
+    assert "no class has both held-out real and synthetic flows" in text.split("### Per class")[1].split("###")[0]
+    assert "### TCP flags" not in text
+    # UDP-only classes compared: no TCP-flags table of dashes, the other tables filled
+    real = write_classes(halves, "real", ["zoom"], tmp_path / "real_udp", max_flows={"zoom": 4})
+    udp = read_packets(real)
+    udp_only = udp.take(halves["layout"].header_present(udp.nprint, "udp"))
+    assert len(udp_only)
+    write_shard(udp_only, real / "part-0.parquet")
+    run(real, real, train, tmp_path / "out_udp")
+    text = (tmp_path / "out_udp" / "report.md").read_text()
+    assert "### TCP flags" not in text and "| zoom |" in text, text

@@ -65,21 +65,31 @@ def render(report: dict) -> str:
     rows.append(["NetDiffusion (paper)", PAPER["avg_jsd"], None, None, None, None])
     out += _table(["", "avg JSD", "avg TVD", "avg HD", "protocol JSD", "per-bit JSD"], rows)
 
+    # no class compared (or no TCP packet in it): a table would only hold dashes, so one line says why
+    nothing = "None: no class has both held-out real and synthetic flows (see Notes)."
+    compared = bool(sim.get("classes"))
     flags = report["flow_stats"].get("tcp_flags_per_1024", {})
-    if flags.get("real"):
+    if compared and any(v is not None for v in (flags.get("real") or {}).values()):
         out += ["### TCP flags per 1,024 TCP packets", ""]
         frows = [[f.upper().replace("ACKF", "ACK"), flags["real"].get(f), flags["synthetic"].get(f),
                   PAPER["synthetic_tcp_flags_per_1024"].get(f)] for f in flags["real"]]
         out += _table(["flag", "real", "synthetic (ours)", "synthetic (paper)"], frows)
 
     out += ["### Per class", ""]
-    out += _table(["class", "JSD", "floor JSD", "random JSD", "TVD", "HD", "protocol JSD"],
-                  [[c, r.get("jsd"), r.get("floor_jsd"), r.get("random_jsd"), r.get("tvd"), r.get("hd"),
-                    r.get("protocol_jsd")] for c, r in sim["per_class"].items()])
-    worst = sorted(sim["per_field"].items(), key=lambda kv: -(kv[1]["jsd"] or 0))[:15]
+    if sim["per_class"]:
+        out += _table(["class", "JSD", "floor JSD", "random JSD", "TVD", "HD", "protocol JSD"],
+                      [[c, r.get("jsd"), r.get("floor_jsd"), r.get("random_jsd"), r.get("tvd"), r.get("hd"),
+                        r.get("protocol_jsd")] for c, r in sim["per_class"].items()])
+    else:
+        out += [nothing, ""]
+    scored = [(k, r) for k, r in sim["per_field"].items() if r["jsd"] is not None]
+    worst = sorted(scored, key=lambda kv: -kv[1]["jsd"])[:15]
     out += ["### Fields furthest from real (top 15 by JSD)", ""]
-    out += _table(["field", "JSD", "floor JSD", "random JSD", "TVD", "HD"],
-                  [[k, r["jsd"], r["floor_jsd"], r["random_jsd"], r["tvd"], r["hd"]] for k, r in worst])
+    if worst:
+        out += _table(["field", "JSD", "floor JSD", "random JSD", "TVD", "HD"],
+                      [[k, r["jsd"], r["floor_jsd"], r["random_jsd"], r["tvd"], r["hd"]] for k, r in worst])
+    else:
+        out += [nothing, ""]
 
     fs = report["flow_stats"]
     out += ["## Flow statistics (paper Table 11)", "",
@@ -89,9 +99,12 @@ def render(report: dict) -> str:
             return f"mode {summary['mode']} ({summary['mode_share']:.0%})"
         return _f(summary.get("mean"))
 
-    out += _table(["statistic", "real (mean or mode)", "synthetic", "TVD", "floor TVD", "random TVD"],
-                  [[n, centre(fs["real"][n]), centre(fs["synthetic"][n]), fs["tvd"][n], fs["floor_tvd"].get(n),
-                    fs["random_tvd"].get(n)] for n in fs["tvd"]])
+    if compared:
+        out += _table(["statistic", "real (mean or mode)", "synthetic", "TVD", "floor TVD", "random TVD"],
+                      [[n, centre(fs["real"][n]), centre(fs["synthetic"][n]), fs["tvd"][n], fs["floor_tvd"].get(n),
+                        fs["random_tvd"].get(n)] for n in fs["tvd"]])
+    else:
+        out += [nothing, ""]
 
     out += ["## ML utility (paper Table 4)", "",
             "Accuracy on flattened nPrint features of the first K packets, tested on held-out real flows "
