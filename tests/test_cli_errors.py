@@ -276,11 +276,11 @@ def _dataset_with_a_cut_shard(small_dataset: Path, tmp_path: Path) -> tuple[Path
     return copy, cut, flows
 
 
-@pytest.mark.parametrize("command", ["decode", "export-nprint"])
+@pytest.mark.parametrize("command", ["decode", "export-nprint", "repair"])
 def test_a_damaged_shard_is_skipped_and_counted(command: str, small_dataset: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture,
                                                 caplog: pytest.LogCaptureFixture) -> None:
-    """Regression (QA): one truncated shard ended decode / export-nprint with 'Parquet magic bytes not
+    """Regression (QA): one truncated shard ended decode / export-nprint / repair with 'Parquet magic bytes not
     found' and nothing written; like evaluate, they now name the shard and the reason, convert the
     other shards' flows and list the skipped shard in the summary."""
     import json
@@ -296,7 +296,7 @@ def test_a_damaged_shard_is_skipped_and_counted(command: str, small_dataset: Pat
     assert "magic" in summary["skipped_shards"][0]["reason"].lower()
 
 
-@pytest.mark.parametrize("command", ["decode", "export-nprint"])
+@pytest.mark.parametrize("command", ["decode", "export-nprint", "repair"])
 def test_no_readable_shard_is_an_error(command: str, small_dataset: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture) -> None:
     """Every shard damaged (or none at all): one error line, exit 2, not an empty output that passes for

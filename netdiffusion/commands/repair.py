@@ -11,8 +11,8 @@ HELP = "repair generated flows into protocol-valid pcaps (+ repair_report.json)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="dataset directory (generated or encoded)")
-    parser.add_argument("--output", required=True, help="directory for <label>/<flow_id>.pcap")
+    parser.add_argument("--input", "-i", required=True, help="dataset directory (generated or encoded)")
+    parser.add_argument("--output", "-o", required=True, help="directory for <label>/<flow_id>.pcap")
     parser.add_argument("--dataset-output", help="also write the repaired rows as a dataset here")
     parser.add_argument("--anonymize", action="store_true", help="remap endpoints into private ranges")
     parser.add_argument("--private-v4", default="10.0.0.0/8", help="IPv4 range for --anonymize")
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
                                 private_v4=args.private_v4, private_v6=args.private_v6)
     except INPUT_ERRORS as exc:  # no such dataset, a bad rule value, ...
         return input_error("repair", exc)
-    brief = {k: totals[k] for k in ("flows", "packets", "flows_dropped", "bits_changed_total",
+    brief = {k: totals[k] for k in ("flows", "packets", "flows_dropped", "skipped_shards", "bits_changed_total",
                                     "bits_changed_share", "bits_changed", "seconds")}
     print(json.dumps(brief, indent=2))
     return 0

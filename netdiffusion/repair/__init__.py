@@ -24,10 +24,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from netdiffusion.dataset import (
+    SHARD_READ_ERRORS,
     Packets,
     dataset_layout,
-    read_packets,
-    shard_paths,
+    read_shard,
+    readable_shard_paths,
+    skip_shard,
     write_fields,
     write_json,
     write_shard,
@@ -233,14 +235,33 @@ def _positions(flow: np.ndarray) -> np.ndarray:
 READ_ONCE_BYTES = 1 << 30  # datasets up to this many nPrint bytes are read once, not once per class
 
 
-def _by_label(directory: Path, labels: list[str], width: int):
+def _read_shards(paths: list[Path], skipped: list[dict], labels: list[str] | None = None) -> Packets | None:
+    """The rows of ``paths`` (optionally only ``labels``); a shard whose rows do not read (its
+    footer did) is named, counted in ``skipped`` and left out. ``None`` when no shard read."""
+    parts = []
+    for path in paths:
+        try:
+            parts.append(read_shard(path, labels))
+        except SHARD_READ_ERRORS as exc:
+            skip_shard(path, exc, skipped)
+    parts = [p for p in parts if len(p)] or parts[:1]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else Packets.concat(parts)  # one shard: its fresh arrays, no copy
+
+
+def _by_label(paths: list[Path], labels: list[str], width: int, skipped: list[dict]):
     """Yield ``(label, packets)``; one read for datasets that fit in memory, else one per class."""
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in shard_paths(directory))
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
     if rows * width > READ_ONCE_BYTES:
         for label in labels:
-            yield label, read_packets(directory, labels=[label])
+            part = _read_shards([p for p in paths if str(p) not in {s["file"] for s in skipped}], skipped, [label])
+            if part is not None:
+                yield label, part
         return
-    everything = read_packets(directory)
+    everything = _read_shards(paths, skipped)
+    if everything is None:
+        return
     # label, then the order repair_packets wants (so it need not copy the rows a second time)
     order = np.lexsort((everything.packet_index, everything.flow_id, everything.label))
     if not _is_identity(order):
@@ -251,11 +272,18 @@ def _by_label(directory: Path, labels: list[str], width: int):
         yield label, everything.take(slice(a, b))
 
 
-def _labels(directory: Path) -> list[str]:
+def _labels(paths: list[Path], skipped: list[dict]) -> tuple[list[str], list[Path]]:
+    """The classes of the shards ``paths`` and the shards whose labels read (others: ``skipped``)."""
     labels: set[str] = set()
-    for p in shard_paths(directory):
-        labels.update(pq.read_table(p, columns=["label"]).column("label").unique().to_pylist())
-    return sorted(labels)
+    readable = []
+    for p in paths:
+        try:
+            labels.update(pq.read_table(p, columns=["label"]).column("label").unique().to_pylist())
+        except SHARD_READ_ERRORS as exc:
+            skip_shard(p, exc, skipped)
+            continue
+        readable.append(p)
+    return sorted(labels), readable
 
 
 F = TypeVar("F", bound=Callable)
@@ -320,14 +348,16 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     totals_fields: Counter[str] = Counter()
     n_packets = n_flows = n_in_packets = merged_remapped = 0
     generated_ts = 0
-    labels = _labels(src)
+    # a damaged shard is named and skipped (repair_report.json: skipped_shards); the others repaired
+    skipped_shards: list[dict] = []
+    labels, shards = _labels(readable_shard_paths(src, skipped_shards), skipped_shards)
     used: set[str] = set()  # files this run wrote (os.fspath): no flow, merged pcap or shard overwrites another
     out_str = os.fspath(out)
     # CPU seconds of this process by step (reported; file creation cost depends on the file system)
     cpu: Counter[str] = Counter()
     clock = time.process_time
     mark = clock()
-    for label, packets in tqdm(_by_label(src, labels, layout.width), total=len(labels), desc="repair",
+    for label, packets in tqdm(_by_label(shards, labels, layout.width, skipped_shards), total=len(labels), desc="repair",
                                unit="class", disable=None if progress is None else not progress):
         cpu["read"] += clock() - mark
         mark = clock()
@@ -430,7 +460,7 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     width_bits = n_packets * layout.width
     changed = sum(v for r, v in totals_bits.items() if r != "l4_checksum")
     totals = {"flows": n_flows, "packets": n_packets, "input_packets": n_in_packets,
-              "flows_dropped": len(dropped), "bits_changed": dict(totals_bits),
+              "flows_dropped": len(dropped), "skipped_shards": skipped_shards, "bits_changed": dict(totals_bits),
               "bits_changed_total": changed,
               "bits_changed_share": round(changed / width_bits, 6) if width_bits else 0.0,
               "fields_changed": dict(sorted(totals_fields.items())),
