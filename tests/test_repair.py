@@ -1140,3 +1140,44 @@ def test_a_fin_captured_before_data_below_it_is_cleared_once(small_dataset: Path
     assert layout.field_values(out[-2:], "tcp_seq").tolist() == [seq, seq]  # the data stays in place
     second = repair_packets(layout, first, cfg)["result"]
     assert {r: int(v.sum()) for r, v in second.bits.items() if r != "l4_checksum" and v.any()} == {}
+
+
+def test_cut_options_shorten_the_packet_not_lengthen_the_payload(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's bittorrent_ip at 0.1% corruption): a data segment whose TCP options
+    the options rule cut kept its IP total length, so its payload grew by the cut bytes and ran
+    past the next segment's sequence number (tshark: out-of-order, then ACKed unseen segment).
+    The cut must shorten the packet; the payload and every sequence number stay."""
+    import warnings
+
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    from netdiffusion.encode import encode_paths
+
+    warnings.filterwarnings("ignore")
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    ts = [("NOP", None), ("NOP", None), ("Timestamp", (1, 1))]
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=101 + 100 * i, ack=901, options=ts) / (b"x" * 100)
+             for i in range(3)]
+    pkts.append(e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=401, options=ts))
+    for i, p in enumerate(pkts):
+        p.time = 1_700_000_000 + i / 100
+    wrpcap(str(tmp_path / "opts.pcap"), pkts)
+    encode_paths([tmp_path / "opts.pcap"], tmp_path / "ds", progress=False)
+    layout, packets = flow_ordered(tmp_path / "ds")
+    assert len(packets) == 7
+    m = packets.nprint
+    first = layout.field_slice("tcp_opt").start
+    # two segments in a row (one alone gets its length back from its successor's sequence number)
+    m[3, first + 16: first + 24] = np.unpackbits(np.array([99], dtype=np.uint8))  # unknown kinds: cut
+    m[4, first: first + 8] = np.unpackbits(np.array([99], dtype=np.uint8))
+    out = repair_packets(layout, packets, RepairConfig())
+    r = out["packets"].nprint
+    assert list(layout.field_values(r, "tcp_seq")) == list(layout.field_values(m, "tcp_seq"))
+    assert list(layout.field_values(r, "tcp_doff")[3:6]) == [6, 5, 8]
+    assert list(layout.field_values(r, "ipv4_tl")[3:6]) == [144, 140, 152]  # 100 payload bytes each
+    assert list(out["result"].payload[3:6]) == [100, 100, 100]

@@ -295,17 +295,19 @@ def _stack(m: Arr, flow: Arr, nflows: int, present: Arr, share32: Arr, starts: A
 
 @kernel
 def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr, hi: Arr, step: Arr
-                 ) -> tuple[Arr, Arr, Arr, Arr]:
+                 ) -> tuple[Arr, Arr, Arr, Arr, Arr]:
     """The TLV walk of the ``nb`` option bytes from column ``start`` of each of ``rows``: the bytes
     (absent bits read as 0), the new option length (the present whole words of the list, cut to
     the word after the first malformed option: a kind not in ``kinds``, a length outside
     ``lo..hi`` or not 2 + a multiple of ``step``, or one running past the list; zero padding after
     the cut), the kind at each option's first byte (-1 elsewhere, int16) and whether the row's
     option columns must be rewritten (:func:`_option_write`'s test, made here while the row is
-    read anyway). Simple loops over one row's words: they compile to SIMD code."""
+    read anyway) and the option length before the cut (the present whole words: the header the
+    packet had). Simple loops over one row's words: they compile to SIMD code."""
     n = len(rows)
     data = np.empty((n, nb), dtype=np.uint8)
     length = np.empty(n, dtype=np.int64)
+    before = np.empty(n, dtype=np.int64)
     kind_at = np.full((n, nb), -1, dtype=np.int16)
     differs = np.zeros(n, dtype=np.bool_)
     xs = np.empty(nb, dtype=np.uint64)
@@ -331,6 +333,7 @@ def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr
                 run = b
                 break
         full = (run // 4) * 4
+        before[i] = full
         cut = full
         p = 0
         while p < full:
@@ -362,7 +365,7 @@ def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr
             change |= xs[b] != W.FULL  # a present bit past the new length
         length[i] = new
         differs[i] = change
-    return data, length, kind_at, differs
+    return data, length, kind_at, differs, before
 
 
 @kernel
@@ -618,12 +621,13 @@ class Repairer:
         return opt.key, self.layout.field_slice(opt).start, opt.width // 8
 
     def _walk_options(self, header: str, rows: np.ndarray, allowed: dict[int, tuple[int, int, bool]]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Parse option bytes (TLV walk, compiled); cut at the first malformed option.
 
-        Returns ``(data, length, kind_at, differs)``: repaired option bytes, option length in bytes
-        (a multiple of 4), the option kind at each option's first byte (-1 elsewhere) and the rows
-        whose option bits :meth:`_write_options` must rewrite."""
+        Returns ``(data, length, kind_at, differs, before)``: repaired option bytes, option length
+        in bytes (a multiple of 4), the option kind at each option's first byte (-1 elsewhere), the
+        rows whose option bits :meth:`_write_options` must rewrite and the option length before
+        the cut."""
         _, start, nb = self._option_columns(header)
         kinds = np.array(list(allowed), dtype=np.int64)
         lo = np.array([v[0] for v in allowed.values()], dtype=np.int64)
@@ -649,16 +653,20 @@ class Repairer:
         self.opt_len: dict[str, np.ndarray] = {}
         self.opt_kind: dict[str, np.ndarray] = {}
         self.opt_data: dict[str, np.ndarray] = {}
+        self.opt_len_before: dict[str, np.ndarray] = {}  # the options the rows came with
         for h, allowed in (("ipv4", IPV4_OPTIONS), ("tcp", TCP_OPTIONS)):
             if not self.has(h):
                 continue
             rows = np.flatnonzero(self.is_[h])
-            data, length, kind_at, differs = self._walk_options(h, rows, allowed)
+            data, length, kind_at, differs, before = self._walk_options(h, rows, allowed)
             at = np.flatnonzero(differs)
             self._write_options("options", h, rows[at], data[at], length[at])
             full = np.zeros(self.n, dtype=np.int64)
             full[rows] = length
             self.opt_len[h] = full
+            full = np.zeros(self.n, dtype=np.int64)
+            full[rows] = before
+            self.opt_len_before[h] = full
             self.opt_kind[h] = kind_at
             self.opt_data[h] = data
 
@@ -906,20 +914,27 @@ class Repairer:
         first[sub] = (mf == 1) & (off == 0) & (here >= 8) & (udp_len > here) & (udp_len <= 65515)
         return first
 
-    def header_lengths(self) -> tuple[np.ndarray, np.ndarray]:
-        """L3 and L4 header bytes per row after option repair."""
+    def header_lengths(self, before_options: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """L3 and L4 header bytes per row after option repair (``before_options``: with the
+        options the rows came with)."""
         l3 = np.zeros(self.n, dtype=np.int64)
         l4 = np.zeros(self.n, dtype=np.int64)
+        options = self.opt_len_before if before_options else self.opt_len
         for h in L3 + L4:
             if self.has(h):
-                extra = self.opt_len.get(h, 0)
+                extra = options.get(h, 0)
                 size = HEADERS[h].min_bits // 8 + extra
                 target = l3 if h in L3 else l4
                 target[self.is_[h]] = np.broadcast_to(size, (self.n,))[self.is_[h]]
         return l3, l4
 
     def payload_lengths(self) -> np.ndarray:
-        """Payload bytes implied by the generated IP length, within the MTU."""
+        """Payload bytes implied by the generated IP length, within the MTU.
+
+        The IP length is read against the headers the row came with: options the options rule
+        cut make the packet shorter, not its payload longer (a TCP segment that grew by the cut
+        bytes ran past its successor's sequence number: out-of-order segments in tshark)."""
+        l3_in, l4_in = self.header_lengths(before_options=True)
         l3, l4 = self.header_lengths()
         total = np.zeros(self.n, dtype=np.int64)
         if self.has("ipv4"):
@@ -927,8 +942,8 @@ class Repairer:
             total[v4] = np.maximum(self._get("ipv4_tl")[v4], 0)
         if self.has("ipv6"):
             v6 = self.is_["ipv6"]
-            total[v6] = np.maximum(self._get("ipv6_len")[v6], 0) + l3[v6]
-        payload = np.maximum(total - l3 - l4, 0)
+            total[v6] = np.maximum(self._get("ipv6_len")[v6], 0) + l3_in[v6]
+        payload = np.maximum(total - l3_in - l4_in, 0)
         return np.minimum(payload, np.maximum(self.cfg.mtu - l3 - l4, 0))
 
     def tcp_state(self) -> None:
