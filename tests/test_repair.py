@@ -1181,3 +1181,43 @@ def test_cut_options_shorten_the_packet_not_lengthen_the_payload(tmp_path: Path)
     assert list(layout.field_values(r, "tcp_doff")[3:6]) == [6, 5, 8]
     assert list(layout.field_values(r, "ipv4_tl")[3:6]) == [144, 140, 152]  # 100 payload bytes each
     assert list(out["result"].payload[3:6]) == [100, 100, 100]
+
+
+def test_real_flows_with_multipath_and_other_tcp_options_are_left_unchanged(tmp_path: Path) -> None:
+    """Regression (QA on unseen captures): only MSS, WS, SACK and timestamps were kept, so a real
+    flow with Multipath TCP (Apple devices), user timeout, MD5, TCP-AO, a Fast Open cookie or an
+    experimental option lost them: repair changed real, valid traffic. Well-formed, they stay."""
+    import warnings
+
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    from netdiffusion.encode import encode_paths
+
+    warnings.filterwarnings("ignore")
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    mptcp_capable = (30, bytes([0x01, 0x81]) + bytes(range(8)))  # MP_CAPABLE v1 with the sender's key
+    dss = (30, bytes([0x20, 0x01, 0, 0, 0, 7]))  # DSS: data ACK
+    opts = [[mptcp_capable, ("MSS", 1460)], [mptcp_capable, ("MSS", 1400)], [dss, (28, b"\x80\x3c")],
+            [dss, (19, bytes(16))], [dss, (29, bytes([1, 2]) + bytes(12))], [(34, bytes(8)), ("NOP", None)],
+            [(253, bytes([0xF9, 0x89, 1, 2])), ("NOP", None)], [dss]]
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100, options=opts[0]),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101, options=opts[1]),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901, options=opts[2])]
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=101 + 100 * i, ack=901, options=opts[3 + i]) / (b"x" * 100)
+             for i in range(4)]
+    pkts.append(e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=501, options=opts[7]))
+    for i, p in enumerate(pkts):
+        p.time = 1_700_000_000 + i / 100
+    wrpcap(str(tmp_path / "mptcp.pcap"), pkts)
+    encode_paths([tmp_path / "mptcp.pcap"], tmp_path / "ds", progress=False)
+    layout, packets = flow_ordered(tmp_path / "ds")
+    assert len(packets) == 8
+    out = repair_packets(layout, packets, RepairConfig())
+    # (the TCP checksum covers the payload, which repair writes as zeros: it alone may differ)
+    changed = {r: int(v.sum()) for r, v in out["result"].bits.items() if v.any() and r != "l4_checksum"}
+    assert changed == {}, changed
+    keep = np.ones(layout.width, dtype=bool)
+    keep[layout.field_slice("tcp_cksum")] = False
+    np.testing.assert_array_equal(out["packets"].nprint[:, keep], packets.nprint[:, keep])

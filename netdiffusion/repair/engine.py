@@ -63,6 +63,17 @@ TCP_OPTIONS: dict[int, tuple[int, int, bool]] = {
     4: (2, 2, True),  # SACK permitted
     5: (10, 34, False),  # SACK blocks (8 bytes each)
     8: (10, 10, False),  # timestamps
+    # kept as they are where well formed (real flows carry them; tshark accepts any content of
+    # these lengths, checked with random contents): MD5 signature (RFC 2385), user timeout
+    # (RFC 5482), TCP-AO (RFC 5925), Multipath TCP (RFC 8684, e.g. Apple devices), Fast Open
+    # cookie (RFC 7413), experiments (RFC 6994)
+    19: (18, 18, False),
+    28: (4, 4, False),
+    29: (4, 40, False),
+    30: (3, 40, False),
+    34: (2, 18, False),
+    253: (4, 40, False),
+    254: (4, 40, False),
 }
 TCP_WSCALE, TCP_MAX_WSCALE = 3, 14  # window scale option: its shift (byte 2) is at most 14 (RFC 7323)
 TCP_TIMESTAMPS = 8  # TSval at byte 2, TSecr at byte 6
