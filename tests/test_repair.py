@@ -1183,6 +1183,62 @@ def test_cut_options_shorten_the_packet_not_lengthen_the_payload(tmp_path: Path)
     assert list(out["result"].payload[3:6]) == [100, 100, 100]
 
 
+def _encoded_flow(tmp_path: Path, pkts: list) -> tuple[Layout, Packets]:
+    """Scapy packets (one flow, 10 ms apart) written to a pcap and encoded: layout and rows."""
+    import warnings
+
+    from scapy.utils import wrpcap
+
+    from netdiffusion.encode import encode_paths
+
+    warnings.filterwarnings("ignore")
+    for i, p in enumerate(pkts):
+        p.time = 1_700_000_000 + i / 100
+    wrpcap(str(tmp_path / "flow.pcap"), pkts)
+    encode_paths([tmp_path / "flow.pcap"], tmp_path / "ds", progress=False)
+    layout, packets = flow_ordered(tmp_path / "ds")
+    assert len(packets) == len(pkts)
+    return layout, packets
+
+
+def test_option_bits_lost_inside_the_list_keep_the_header_the_data_offset_counts(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's pinterest, firefox, 443-firefox at 0.1% corruption): one option bit
+    of a bare ACK turned absent (row 14 of pinterest-16f5ebdc-000002: byte 10 of its 12 option
+    bytes). The present run of option bytes, 8, was taken for the header the packet had, so the
+    4 bytes the data offset (8 words) still counted became payload, and the ACK ran into the next
+    segment's sequence number (tshark: out-of-order). The data offset says where the list ends;
+    the lost bit reads as 0 and the options stay."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    ts = [("NOP", None), ("NOP", None), ("Timestamp", (7, 9))]
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    for i in range(3):  # client data, each answered by a bare ACK with timestamps
+        pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=101 + 100 * i, ack=901, options=ts) / (b"x" * 100),
+                 e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=201 + 100 * i, options=ts)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    m = packets.nprint
+    first = layout.field_slice("tcp_opt").start
+    bit = first + 8 * 10 + 3  # byte 10 of the 12 option bytes (inside the TSecr)
+    assert m[4, bit] == 0 and m[4, first + 96] == -1
+    m[4, bit] = -1  # the first bare ACK
+    m[6, first + 8 * 5] = -1  # and an option bit of the next bare ACK, byte 5 (the TSval)
+    out = repair_packets(layout, packets, RepairConfig())
+    r = out["packets"].nprint
+    assert list(out["result"].payload) == [0, 0, 0, 100, 0, 100, 0, 100, 0]
+    assert list(layout.field_values(r, "tcp_seq")) == list(layout.field_values(m, "tcp_seq"))
+    assert list(layout.field_values(r, "tcp_doff")[3:]) == [8] * 6
+    assert (r[4, first: first + 96] >= 0).all() and r[4, bit] == 0  # the lost bit reads as 0
+    # a list cut by the snap length (its missing bytes all absent) keeps its present length
+    m = packets.nprint.copy()
+    m[5, first + 64: first + 96] = -1
+    out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
+    assert layout.field_values(out["packets"].nprint, "tcp_doff")[5] == 6  # cut to NOP, NOP as before
+
+
 def test_real_flows_with_multipath_and_other_tcp_options_are_left_unchanged(tmp_path: Path) -> None:
     """Regression (QA on unseen captures): only MSS, WS, SACK and timestamps were kept, so a real
     flow with Multipath TCP (Apple devices), user timeout, MD5, TCP-AO, a Fast Open cookie or an
