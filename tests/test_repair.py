@@ -1239,6 +1239,37 @@ def test_option_bits_lost_inside_the_list_keep_the_header_the_data_offset_counts
     assert layout.field_values(out["packets"].nprint, "tcp_doff")[5] == 6  # cut to NOP, NOP as before
 
 
+def test_a_syn_ack_repeat_with_a_corrupted_ip_length_stays_a_syn_ack(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's dnp3 and tls_port at 1% corruption): the server repeats its SYN-ACK
+    (same ISN) before and after the client's ACK; one bit of a repeat's IP total length (or its
+    data offset) made it carry data, so it was taken for data after the SYN-ACK and the next
+    repeat read as out of order in tshark. A row that says SYN at the SYN-ACK's sequence number
+    repeats the SYN-ACK, whatever its IP length says (data would start one byte later)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    syn_ack = TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101)
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / syn_ack, e / b / syn_ack, e / b / syn_ack,  # repeats before the client's ACK
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901),
+            e / b / syn_ack,  # and after it (the ACK was lost)
+            e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 20),
+            e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=121)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
+                   if r != "l4_checksum")
+    m = packets.nprint.copy()
+    tl = layout.field_slice("ipv4_tl").start
+    m[2, tl + 7] = 1  # 40 -> 296 bytes: 256 bytes of "data"
+    m[5, tl + 15] = 1  # 40 -> 41
+    out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
+    r = out["packets"].nprint
+    assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 1, 1, 0, 1, 0, 0]
+    assert list(layout.field_values(r, "tcp_seq")) == [100, 900, 900, 900, 101, 900, 101, 901]
+    assert list(out["result"].payload) == [0, 0, 0, 0, 0, 0, 20, 0]
+
+
 def test_real_flows_with_multipath_and_other_tcp_options_are_left_unchanged(tmp_path: Path) -> None:
     """Regression (QA on unseen captures): only MSS, WS, SACK and timestamps were kept, so a real
     flow with Multipath TCP (Apple devices), user timeout, MD5, TCP-AO, a Fast Open cookie or an

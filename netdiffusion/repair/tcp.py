@@ -208,16 +208,23 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         # a repeat of it only where the row says so (SYN, no data). Other rows are data sent while
         # the client's ACK was lost or late: forcing them into SYN-ACKs made runs of identical
         # SYN-ACKs microseconds apart out of generated flows whose server spoke first, and erased
-        # their data
-        repeat = syn0[i] == 1 and payload[i] == 0 and rst0[i] == 0 and fin0[i] == 0
+        # their data. A row that says SYN and starts at the SYN-ACK's sequence number repeats it
+        # whatever its IP length says: data would start one byte later (a corrupted length made
+        # a repeated SYN-ACK data, and the next repeat out of order in tshark)
+        repeat = (syn0[i] == 1 and (payload[i] == 0 or (srv_isn[c] >= 0 and seq[i] == srv_isn[c]))
+                  and rst0[i] == 0 and fin0[i] == 0)
         ps = phase_s[i] and (refused or synack_first[i] or repeat)
         pc = phase_c[i]
         e = not (pc or ps)
         if not e:
             pay[i] = 0
         bare = syn0[i] == 1 and pay[i] == 0 and rst0[i] == 0 and fin0[i] == 0
-        # a SYN-ACK the server repeats later (its ACK was lost) is a retransmission, not a new SYN
-        late_synack = hs_c[c] and not refused and d == 1 and e and bare and seq[i] == srv_isn[c]
+        # a SYN-ACK the server repeats later (its ACK was lost) is a retransmission, not a new SYN;
+        # at the SYN-ACK's sequence number it carries no data, whatever its IP length says
+        late_synack = (hs_c[c] and not refused and d == 1 and e and syn0[i] == 1 and rst0[i] == 0
+                       and fin0[i] == 0 and seq[i] == srv_isn[c])
+        if late_synack:
+            pay[i] = 0
         # likewise a SYN the client repeats after the SYN-ACK (which it did not get), before its ACK
         late_syn = (hs_c[c] and d == 0 and e and not client_acked[i] and ack0[i] == 0 and bare
                     and seq[i] == run_seq[i])
