@@ -1308,3 +1308,35 @@ def test_real_flows_with_multipath_and_other_tcp_options_are_left_unchanged(tmp_
     keep = np.ones(layout.width, dtype=bool)
     keep[layout.field_slice("tcp_cksum")] = False
     np.testing.assert_array_equal(out["packets"].nprint[:, keep], packets.nprint[:, keep])
+
+
+def test_a_bare_ack_whose_ip_length_gained_a_bit_carries_no_data(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's zoom2, ftp, chrome at 0.1% corruption): a bit of a bare ACK's IP
+    total length (0 -> 256 / 1024 bytes) made it data; the client's next segments restart at the
+    same sequence number, so the payload-length fix (successor starting later) did not apply, and
+    the server's ACKs were raised to cover the phantom bytes (tshark: out-of-order / ACKed unseen
+    segment). The peer answering without ever acknowledging them, and no PSH, show they were never
+    sent. Unacknowledged data with PSH (a real webex capture: data, then a bare ACK and a FIN at
+    the data's start) stays data."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    for i in range(6):  # the server sends, the client acknowledges each segment
+        pkts += [e / b / TCP(sport=80, dport=4000, flags="A", seq=901 + 100 * i, ack=101) / (b"x" * 100),
+                 e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=1001 + 100 * i)]
+    pkts += [e / b / TCP(sport=80, dport=4000, flags="PA", seq=1501, ack=101) / (b"y" * 59),
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=1501),  # not the 59 bytes
+             e / b / TCP(sport=80, dport=4000, flags="FA", seq=1501, ack=101)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
+                   if r != "l4_checksum")
+    m = packets.nprint.copy()
+    m[6, layout.field_slice("ipv4_tl").start + 7] = 1  # the client's second ACK: 40 -> 296 bytes
+    out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
+    assert out["result"].payload[6] == 0 and out["result"].payload[-3] == 59
+    assert list(layout.field_values(out["packets"].nprint, "tcp_ackn")) == list(
+        layout.field_values(packets.nprint, "tcp_ackn"))

@@ -1028,9 +1028,10 @@ class Repairer:
         numbers, the other arrays the new flags and payload lengths."""
         ackn = self._get("tcp_ackn", t)
         ts = self.ts[t]
+        psh = self._get("tcp_psh", t)
         args = (self.nflows, self.cfg.gaps == "close", int(self.cfg.ack_window))
         new_seq, ack, new_payload, fixed = T.tcp_seq_ack(ft, dt, og, seq, ackn, syn, fin, rst, ackf, payload, phase_c,
-                                                         synack, ts, *args)
+                                                         synack, ts, *args, psh)
         # The FIN rule again, on the repaired numbers: a FIN the sequence rule placed before data of
         # its direction (an unconfirmed jump moved to the next expected offset, or a closed gap,
         # with data captured after it numbered beyond it) would lose its flag when the output is
@@ -1048,7 +1049,7 @@ class Repairer:
             r_og = T.group_order(ft[redo] * 2 + dt[redo], 2 * self.nflows)
             r_seq, r_ack, r_payload, r_fixed = T.tcp_seq_ack(
                 ft[redo], dt[redo], r_og, seq[redo], ackn[redo], syn[redo], fin[redo], rst[redo], ackf[redo],
-                payload[redo], phase_c[redo], synack[redo], ts[redo], *args)
+                payload[redo], phase_c[redo], synack[redo], ts[redo], *args, psh[redo])
             new_seq[redo], ack[redo], new_payload[redo] = r_seq, r_ack, r_payload
             fixed = fixed or r_fixed
             self._put("tcp_flags", "tcp_fin", t[cleared], 0)

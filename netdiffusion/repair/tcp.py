@@ -334,13 +334,47 @@ def _confirmations(bounds: np.ndarray, gids: np.ndarray, where: np.ndarray, isn:
 
 
 @kernel
+def _never_acked(og: np.ndarray, bounds: np.ndarray, where: np.ndarray, g: int, i: int, b: int,
+                 rel: np.ndarray, s_len: np.ndarray, s_ackf: np.ndarray, ack_s: np.ndarray,
+                 isn: np.ndarray) -> bool:
+    """Does the peer acknowledge none of segment ``i``'s bytes while it answers (group order,
+    direction ``g``, its rows end at ``b``)? Its ACKs after the segment and before the
+    direction's next segment taking sequence space (data or FIN; flow order) stay at or below the
+    segment's start, all but a few (fewer than a quarter: a corrupted ACK can land anywhere;
+    ACKs beyond the segment's end there acknowledge bytes not sent yet and do not count).
+    Bytes the peer answers without acknowledging were never on the wire: a bare ACK whose IP
+    length gained a bit, not a data segment."""
+    p = where[g ^ 1]
+    if p < 0 or isn[g] < 0:
+        return False
+    lo = og[i]
+    hi = 1 << 62
+    for j in range(i + 1, b):
+        if s_len[j] > 0:
+            hi = og[j]
+            break
+    start = rel[i]
+    end = rel[i] + s_len[i]
+    below = 0
+    inside = 0
+    for q in range(bounds[p], bounds[p + 1]):
+        if s_ackf[q] and lo < og[q] < hi:
+            r = _relative(ack_s[q] % MOD32, isn[g])
+            if start < r <= end:
+                inside += 1
+            elif r <= start:
+                below += 1
+    return below > 4 * inside
+
+
+@kernel
 def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray, ack0: np.ndarray,
                 syn: np.ndarray, fin: np.ndarray, rst: np.ndarray, ackf: np.ndarray, payload: np.ndarray,
                 phase_c: np.ndarray, synack: np.ndarray, ts: np.ndarray, nconn: int, close_gaps: bool,
-                ack_window: int) -> tuple:
+                ack_window: int, psh: np.ndarray) -> tuple:
     """The ``tcp_seq`` / ``tcp_ack`` rules (see :meth:`Repairer._tcp_seq_ack`): new sequence and
     acknowledgement numbers (flow order), the payload lengths with corrupted ones fixed, and
-    whether any was."""
+    whether any was. ``psh``: the PSH flag as generated (1 set, 0 unset, -1 absent)."""
     n = len(ft)
     ngroups = 2 * nconn
     gid_f = ft * 2 + dt
@@ -363,6 +397,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     s_ackf = ackf[og] == 1
     ack_s = ack0[og]
     s_ts = ts[og]
+    s_psh = psh[og]
     st = np.zeros(n, np.bool_)
     syn_retry = np.zeros(n, np.bool_)  # a repeated SYN / SYN-ACK reuses the ISN
     for k in range(ngr):
@@ -482,6 +517,12 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                         and rel[i] >= sent):
                     fix[i] = True
                     fixed = True
+            if (i + 1 < b and s_pay[i] > 0 and s_psh[i] == 0 and not confirmed[i] and not s_phase[i]
+                    and s_syn[i] == 0 and s_fin[i] == 0 and rel[i + 1] == rel[i]
+                    and s_len[i + 1] == 0 and _never_acked(og, bounds, where, gids[k], i, b, rel, s_len, s_ackf,
+                                                           ack_s, isn)):
+                fix[i] = True
+                fixed = True
             end = rel[i] + s_len[i]
             sent = end if i == a else max(sent, end)
     new_payload = payload.copy()
