@@ -1147,15 +1147,9 @@ def test_cut_options_shorten_the_packet_not_lengthen_the_payload(tmp_path: Path)
     the options rule cut kept its IP total length, so its payload grew by the cut bytes and ran
     past the next segment's sequence number (tshark: out-of-order, then ACKed unseen segment).
     The cut must shorten the packet; the payload and every sequence number stay."""
-    import warnings
-
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
-    from scapy.utils import wrpcap
 
-    from netdiffusion.encode import encode_paths
-
-    warnings.filterwarnings("ignore")
     e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
     ts = [("NOP", None), ("NOP", None), ("Timestamp", (1, 1))]
     pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
@@ -1164,11 +1158,7 @@ def test_cut_options_shorten_the_packet_not_lengthen_the_payload(tmp_path: Path)
     pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=101 + 100 * i, ack=901, options=ts) / (b"x" * 100)
              for i in range(3)]
     pkts.append(e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=401, options=ts))
-    for i, p in enumerate(pkts):
-        p.time = 1_700_000_000 + i / 100
-    wrpcap(str(tmp_path / "opts.pcap"), pkts)
-    encode_paths([tmp_path / "opts.pcap"], tmp_path / "ds", progress=False)
-    layout, packets = flow_ordered(tmp_path / "ds")
+    layout, packets = _encoded_flow(tmp_path, pkts)
     assert len(packets) == 7
     m = packets.nprint
     first = layout.field_slice("tcp_opt").start
@@ -1274,15 +1264,9 @@ def test_real_flows_with_multipath_and_other_tcp_options_are_left_unchanged(tmp_
     """Regression (QA on unseen captures): only MSS, WS, SACK and timestamps were kept, so a real
     flow with Multipath TCP (Apple devices), user timeout, MD5, TCP-AO, a Fast Open cookie or an
     experimental option lost them: repair changed real, valid traffic. Well-formed, they stay."""
-    import warnings
-
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
-    from scapy.utils import wrpcap
 
-    from netdiffusion.encode import encode_paths
-
-    warnings.filterwarnings("ignore")
     e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
     mptcp_capable = (30, bytes([0x01, 0x81]) + bytes(range(8)))  # MP_CAPABLE v1 with the sender's key
     dss = (30, bytes([0x20, 0x01, 0, 0, 0, 7]))  # DSS: data ACK
@@ -1295,11 +1279,7 @@ def test_real_flows_with_multipath_and_other_tcp_options_are_left_unchanged(tmp_
     pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=101 + 100 * i, ack=901, options=opts[3 + i]) / (b"x" * 100)
              for i in range(4)]
     pkts.append(e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=501, options=opts[7]))
-    for i, p in enumerate(pkts):
-        p.time = 1_700_000_000 + i / 100
-    wrpcap(str(tmp_path / "mptcp.pcap"), pkts)
-    encode_paths([tmp_path / "mptcp.pcap"], tmp_path / "ds", progress=False)
-    layout, packets = flow_ordered(tmp_path / "ds")
+    layout, packets = _encoded_flow(tmp_path, pkts)
     assert len(packets) == 8
     out = repair_packets(layout, packets, RepairConfig())
     # (the TCP checksum covers the payload, which repair writes as zeros: it alone may differ)
