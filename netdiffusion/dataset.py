@@ -415,9 +415,14 @@ def read_packets(directory: str | os.PathLike, labels: Sequence[str] | None = No
     paths = shard_paths(directory)
     if not paths:
         raise FileNotFoundError(f"{directory}: no Parquet shards")
-    parts = [read_shard(p, labels) for p in paths]
-    parts = [p for p in parts if len(p)] or parts[:1]
-    return parts[0] if len(parts) == 1 else Packets.concat(parts)  # one shard: its fresh arrays, no copy
+    return concat_shards([read_shard(p, labels) for p in paths])
+
+
+def concat_shards(parts: Sequence[Packets]) -> Packets:
+    """Shards read one by one as one :class:`Packets` (empty ones left out unless all are);
+    one shard: its fresh arrays, no copy. ``parts`` must not be empty."""
+    parts = [p for p in parts if len(p)] or list(parts[:1])
+    return parts[0] if len(parts) == 1 else Packets.concat(parts)
 
 
 def iter_shards(directory: str | os.PathLike) -> Iterator[Packets]:
@@ -435,6 +440,16 @@ def skip_shard(shard: Path, exc: BaseException, skipped: list[dict]) -> None:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     log.error("%s: unreadable shard skipped (%s)", shard, reason)
     skipped.append({"file": str(shard), "reason": reason})
+
+
+def read_shard_or_skip(shard: Path, skipped: list[dict], labels: Sequence[str] | None = None) -> Packets | None:
+    """:func:`read_shard`, or ``None`` after :func:`skip_shard` when its rows do not read (its
+    footer may: :func:`readable_shard_paths` reads only the footer and flow ids)."""
+    try:
+        return read_shard(shard, labels)
+    except SHARD_READ_ERRORS as exc:
+        skip_shard(shard, exc, skipped)
+        return None
 
 
 def readable_shard_paths(directory: str | os.PathLike, skipped: list[dict]) -> list[Path]:

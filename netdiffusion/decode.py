@@ -20,15 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from netdiffusion.dataset import (
-    SHARD_READ_ERRORS,
-    Packets,
-    dataset_layout,
-    read_shard,
-    readable_shard_paths,
-    skip_shard,
-    write_json,
-)
+from netdiffusion.dataset import Packets, dataset_layout, read_shard_or_skip, readable_shard_paths, write_json
 from netdiffusion.names import file_name
 from netdiffusion.packets import build_ip_packets
 from netdiffusion.pcap.writer import LINKTYPE_ETHERNET, ethernet_frames, write_pcap
@@ -97,10 +89,8 @@ def decode_dataset(input: str | os.PathLike, output: str | os.PathLike) -> dict:
         per_label[str(flow.label[0])] += 1
 
     for shard_path in tqdm(paths, desc="decode", unit="shard", disable=None):
-        try:
-            shard = read_shard(shard_path)
-        except SHARD_READ_ERRORS as exc:  # footer and flow ids read, the rows do not
-            skip_shard(shard_path, exc, skipped)
+        shard = read_shard_or_skip(shard_path, skipped)
+        if shard is None:
             continue
         for flow_id, flow in shard.flows():
             if flow_id in split:

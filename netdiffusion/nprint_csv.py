@@ -34,13 +34,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from netdiffusion.dataset import (
-    SHARD_READ_ERRORS,
     SUMMARY_FILE,
     Packets,
     dataset_layout,
-    read_shard,
+    read_shard_or_skip,
     readable_shard_paths,
-    skip_shard,
     write_fields,
     write_json,
     write_shard,
@@ -115,10 +113,8 @@ def export_dataset(input: str | os.PathLike, output: str | os.PathLike, timestam
     pending: dict[str, list[Packets]] = {}
     skipped: list[dict] = []  # damaged shards: named, counted, the other shards' flows still exported
     for path in readable_shard_paths(src, skipped):
-        try:
-            shard = read_shard(path)
-        except SHARD_READ_ERRORS as exc:
-            skip_shard(path, exc, skipped)
+        shard = read_shard_or_skip(path, skipped)
+        if shard is None:
             continue
         for flow_id, flow in shard.flows():
             pending.setdefault(flow_id, []).append(flow)

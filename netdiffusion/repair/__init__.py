@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 from netdiffusion.dataset import (
     SHARD_READ_ERRORS,
     Packets,
+    concat_shards,
     dataset_layout,
-    read_shard,
+    read_shard_or_skip,
     readable_shard_paths,
     skip_shard,
     write_fields,
@@ -238,16 +239,8 @@ READ_ONCE_BYTES = 1 << 30  # datasets up to this many nPrint bytes are read once
 def _read_shards(paths: list[Path], skipped: list[dict], labels: list[str] | None = None) -> Packets | None:
     """The rows of ``paths`` (optionally only ``labels``); a shard whose rows do not read (its
     footer did) is named, counted in ``skipped`` and left out. ``None`` when no shard read."""
-    parts = []
-    for path in paths:
-        try:
-            parts.append(read_shard(path, labels))
-        except SHARD_READ_ERRORS as exc:
-            skip_shard(path, exc, skipped)
-    parts = [p for p in parts if len(p)] or parts[:1]
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else Packets.concat(parts)  # one shard: its fresh arrays, no copy
+    parts = [part for path in paths if (part := read_shard_or_skip(path, skipped, labels)) is not None]
+    return concat_shards(parts) if parts else None
 
 
 def _by_label(paths: list[Path], labels: list[str], width: int, skipped: list[dict]):
@@ -255,7 +248,8 @@ def _by_label(paths: list[Path], labels: list[str], width: int, skipped: list[di
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
     if rows * width > READ_ONCE_BYTES:
         for label in labels:
-            part = _read_shards([p for p in paths if str(p) not in {s["file"] for s in skipped}], skipped, [label])
+            gone = {s["file"] for s in skipped}  # shards whose rows did not read for an earlier label
+            part = _read_shards([p for p in paths if str(p) not in gone], skipped, [label])
             if part is not None:
                 yield label, part
         return
