@@ -498,40 +498,52 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
             rel[i] = _relative(s_seq[i], isn[g])
     confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, acks, ack_lo, ack_size)
     # a corrupted payload length shows as a small gap or overlap between two segments whose
-    # successor chain is intact: give the earlier segment the length the sequence implies
+    # successor chain is intact: give the earlier segment the length the sequence implies. A fix
+    # confirms the segment before it (two corrupted lengths in a row): a few rounds
     fix = np.zeros(n, np.bool_)
     fixed = False
-    for k in range(ngr):
-        a, b = bounds[k], bounds[k + 1]
-        max_pay = s_pay[a]
-        for i in range(a, b):
-            max_pay = max(max_pay, s_pay[i])
-        sent = 0  # the end of what the direction sent before (0 before its first segment)
-        for i in range(a, b):
-            if i + 1 < b and confirmed[i + 1] and s_pay[i] > 0 and not s_phase[i]:
-                d = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
-                # only new data: a resend of earlier bytes (starting below the end of what the
-                # direction already sent) is followed by whatever comes next, not by its own
-                # continuation
-                if (d > 0 and d != s_pay[i] and d <= max_pay and (d < s_pay[i] or s_pay[i] + (d - s_pay[i]) <= max_pay)
-                        and rel[i] >= sent):
-                    fix[i] = True
-                    fixed = True
-            if (i + 1 < b and s_pay[i] > 0 and s_psh[i] == 0 and not confirmed[i] and not s_phase[i]
-                    and s_syn[i] == 0 and s_fin[i] == 0 and rel[i + 1] == rel[i]
-                    and s_len[i + 1] == 0 and _never_acked(og, bounds, where, gids[k], i, b, rel, s_len, s_ackf,
-                                                           ack_s, isn)):
-                fix[i] = True
-                fixed = True
-            end = rel[i] + s_len[i]
-            sent = end if i == a else max(sent, end)
     new_payload = payload.copy()
-    if fixed:
-        for i in range(n):
-            if fix[i]:
-                s_pay[i] = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
-                s_len[i] = s_pay[i] + s_syn[i] + s_fin[i]
-                new_payload[og[i]] = s_pay[i]
+    for _ in range(3):
+        found = False
+        for k in range(ngr):
+            a, b = bounds[k], bounds[k + 1]
+            max_pay = s_pay[a]
+            for i in range(a, b):
+                max_pay = max(max_pay, s_pay[i])
+            sent = 0  # the end of what the direction sent before (0 before its first segment)
+            for i in range(a, b):
+                if fix[i]:
+                    pass
+                elif i + 1 < b and s_pay[i] > 0 and not s_phase[i]:
+                    d = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
+                    # a start the predecessor contradicts while the predecessor's end plus this
+                    # length reaches the successor: the sequence number is the corrupted field.
+                    # Only new data: a resend of earlier bytes (starting below the end of what the
+                    # direction already sent) is followed by whatever comes next, not by its own
+                    # continuation
+                    if (0 < d <= max_pay and d != s_pay[i] and confirmed[i + 1] and rel[i] >= sent
+                            and not (i > a and rel[i] != rel[i - 1] + s_len[i - 1]
+                                     and rel[i - 1] + s_len[i - 1] + s_len[i] == rel[i + 1])):
+                        fix[i] = True
+                    elif (s_psh[i] == 0 and not confirmed[i] and s_syn[i] == 0 and s_fin[i] == 0
+                          and rel[i + 1] == rel[i] and s_len[i + 1] == 0
+                          and _never_acked(og, bounds, where, gids[k], i, b, rel, s_len, s_ackf, ack_s, isn)):
+                        fix[i] = True
+                    if fix[i]:
+                        found = True
+                        s_pay[i] = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
+                        s_len[i] = s_pay[i] + s_syn[i] + s_fin[i]
+                        new_payload[og[i]] = s_pay[i]
+                # a segment counts when its start is backed (it continues its predecessor, or is
+                # confirmed), so that one corrupted far-ahead sequence number does not raise the
+                # bound above every later start; an unconfirmed one counts only its first byte
+                # (its length may be the corrupted field)
+                if i == a or confirmed[i] or rel[i] == rel[i - 1] + s_len[i - 1]:
+                    end = rel[i] + (s_len[i] if confirmed[i] or fix[i] else min(s_len[i], 1))
+                    sent = end if i == a else max(sent, end)
+        if not found:
+            break
+        fixed = True
         confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, acks, ack_lo, ack_size)
     # Wireshark calls a backwards segment out-of-order (not a retransmission) when it comes
     # sooner than the initial RTT (3 ms if unknown) after the highest one: keep only later ones.
@@ -957,6 +969,61 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
             spurious[i] = (cand and s_data[i] and rel[i] >= 0 and rel[i] < e and as_kept + s_len[i] <= peer_last[i]
                            and peer_last[i] > 0)
     return out_seq, out_ack, spurious
+
+
+@kernel
+def _ahead(x: int, base: int) -> int:
+    """Signed distance of 32-bit sequence number ``x`` past ``base`` (-2**31 .. 2**31 - 1)."""
+    d = (x - base) % MOD32
+    return d - MOD32 if d >= HALF32 else d
+
+
+@kernel
+def tcp_overlaps(ft: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarray, ackf: np.ndarray,
+                 syn: np.ndarray, fin: np.ndarray, payload: np.ndarray, nconn: int) -> tuple:
+    """Payload lengths on the repaired numbers (flow order): a data segment that starts inside its
+    direction's latest data segment, which holds the highest byte sent, and runs past it.
+
+    Wireshark calls such a segment out-of-order (and the peer's ACK of its end "ACKed segment that
+    wasn't captured") when it comes within the initial RTT. The sequence numbers are final here,
+    so the earlier segment's length is the corrupted field, one the length fix in
+    :func:`tcp_seq_ack` could not prove (its successor unconfirmed, or two corrupted in a row): it
+    is cut to end where the next segment starts, unless the peer already acknowledged bytes past
+    that start. Returns the new payload lengths and which rows were cut."""
+    n = len(ft)
+    ngroups = 2 * nconn
+    last = np.full(ngroups, -1, np.int64)  # the group's latest data segment (flow index)
+    top = np.zeros(ngroups, np.int64)  # the group's highest byte sent (absolute end)
+    peer_ack = np.full(ngroups, -BIG, np.int64)  # the peer's highest ACK since ``last``, past its start
+    pay = payload.copy()
+    cut = np.zeros(n, np.bool_)
+    for i in range(n):
+        g = ft[i] * 2 + dt[i]
+        if i == 0 or ft[i - 1] != ft[i]:
+            for q in (ft[i] * 2, ft[i] * 2 + 1):
+                last[q] = -1
+                peer_ack[q] = -BIG
+        p = g ^ 1
+        if ackf[i] == 1 and last[p] >= 0:
+            peer_ack[p] = max(peer_ack[p], _ahead(ack[i], seq[last[p]]))
+        size = pay[i] + syn[i] + fin[i]
+        if size == 0:
+            continue
+        j = last[g]
+        if j >= 0 and pay[i] > 0 and syn[i] == 0 and syn[j] == 0 and fin[j] == 0 and pay[j] > 0:
+            end_j = (seq[j] + pay[j]) % MOD32
+            off = _ahead(seq[i], seq[j])
+            if (_ahead(end_j, top[g]) == 0 and 0 < off < pay[j] and off + pay[i] > pay[j]
+                    and peer_ack[g] <= off):
+                pay[j] = off
+                cut[j] = True
+        end = (seq[i] + size) % MOD32
+        if j < 0 or _ahead(end, top[g]) > 0:
+            top[g] = end
+        if pay[i] > 0 or fin[i] == 1:
+            last[g] = i
+            peer_ack[g] = -BIG
+    return pay, cut
 
 
 @kernel
