@@ -1415,3 +1415,32 @@ def test_a_segment_starting_inside_the_highest_one_cuts_that_one() -> None:
     # a resend from below the latest segment's start, and one that ends inside it: not cut
     assert run([10, 1010, 500, 0], [1000, 1000, 1000, 0], [0, 0, 0, 1010]) == [1000, 1000, 1000, 0]
     assert run([10, 1010, 1500, 0], [1000, 1000, 100, 0], [0, 0, 0, 1010]) == [1000, 1000, 100, 0]
+
+
+def test_a_server_row_just_before_a_syn_ack_repeat_repeats_it(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's dnp3 and rtsp at 2% and 5% corruption): a repeat of the SYN-ACK whose
+    SYN flag was lost (or that gained RST) and whose IP length gained a bit became data; the next
+    repeat then started one byte below it (tshark: out-of-order). A server row just before a row
+    that repeats the SYN-ACK, before the client's next packet, repeats it too: no server sends data,
+    FIN or RST before a SYN-ACK it still repeats."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    syn_ack = TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101)
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / syn_ack, e / b / syn_ack, e / b / syn_ack,
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901),
+            e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 20),
+            e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=121)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    for flag, value in (("tcp_syn", 0), ("tcp_rst", 1)):
+        m = packets.nprint.copy()
+        m[2, layout.field_slice(flag).start] = value
+        m[2, layout.field_slice("ipv4_tl").start + 12] = 1  # 40 -> 48 bytes: 8 bytes of "data"
+        out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
+        r = out["packets"].nprint
+        assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 1, 1, 0, 0, 0], flag
+        assert list(layout.field_values(r, "tcp_rst")) == [0] * 7, flag
+        assert list(layout.field_values(r, "tcp_seq")) == [100, 900, 900, 900, 101, 101, 901], flag
+        assert list(out["result"].payload) == [0, 0, 0, 0, 0, 20, 0], flag
