@@ -1444,3 +1444,32 @@ def test_a_server_row_just_before_a_syn_ack_repeat_repeats_it(tmp_path: Path) ->
         assert list(layout.field_values(r, "tcp_rst")) == [0] * 7, flag
         assert list(layout.field_values(r, "tcp_seq")) == [100, 900, 900, 900, 101, 101, 901], flag
         assert list(out["result"].payload) == [0, 0, 0, 0, 0, 20, 0], flag
+
+
+def test_a_bare_ack_with_phantom_bytes_before_a_short_segment_at_its_number_carries_no_data(
+        tmp_path: Path) -> None:
+    """Regression (QA, nDPI's pinterest-000002 at 0.1%, seed 11): a bare ACK whose length gained
+    bits (0 -> 1428 bytes), followed at once by a 42-byte segment at the same sequence number. The
+    bare-ACK rule wanted an empty segment after it, so the 1428 bytes stayed, every later number
+    of the direction moved up and met the generated ones again as an out-of-order segment. The
+    peer acknowledges the 42 bytes, never the 1428: they were never sent."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    for i in range(4):
+        pkts += [e / b / TCP(sport=80, dport=4000, flags="A", seq=901 + 100 * i, ack=101) / (b"x" * 100),
+                 e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=1001 + 100 * i)]
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=1301) / (b"q" * 42),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=1301, ack=143),
+             e / b / TCP(sport=80, dport=4000, flags="PA", seq=1301, ack=143) / (b"y" * 30),
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=143, ack=1331)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    m = packets.nprint.copy()
+    m[10, layout.field_slice("ipv4_tl").start + 5] = 1  # the client's last bare ACK: 40 -> 1064 bytes
+    out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
+    _assert_numbers_restored(layout, packets, out)
+    assert out["result"].payload[10] == 0 and out["result"].payload[11] == 42

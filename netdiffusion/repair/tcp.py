@@ -366,11 +366,15 @@ def _never_acked(og: np.ndarray, bounds: np.ndarray, where: np.ndarray, g: int, 
         return False
     lo = og[i]
     hi = 1 << 62
-    for j in range(i + 1, b):
+    # a shorter segment restarting at the same number right after (the data actually sent, e.g. a
+    # bare ACK's phantom bytes followed by a small data segment): ACKs up to its end count as
+    # below, and the window runs to the next segment after it
+    again = s_len[i + 1] if i + 1 < b and rel[i + 1] == rel[i] and s_len[i + 1] < s_len[i] else 0
+    for j in range(i + 1 + (again > 0), b):
         if s_len[j] > 0:
             hi = og[j]
             break
-    start = rel[i]
+    start = rel[i] + again
     end = rel[i] + s_len[i]
     below = 0
     inside = 0
@@ -543,7 +547,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                                      and rel[i - 1] + s_len[i - 1] + s_len[i] == rel[i + 1])):
                         fix[i] = True
                     elif (s_psh[i] == 0 and not confirmed[i] and s_syn[i] == 0 and s_fin[i] == 0
-                          and rel[i + 1] == rel[i] and s_len[i + 1] == 0
+                          and rel[i + 1] == rel[i] and s_len[i + 1] < s_pay[i]
                           and _never_acked(og, bounds, where, gids[k], i, b, rel, s_len, s_ackf, ack_s, isn)):
                         fix[i] = True
                     if fix[i]:
