@@ -1393,28 +1393,34 @@ def test_a_segment_starting_inside_the_highest_one_cuts_that_one() -> None:
     """The overlap cut on final numbers (``tcp.tcp_overlaps``; QA: nDPI's firefox, pinterest, tor
     at 0.1%, safari-97e588f1-000005 clean): a data segment starting inside its direction's latest
     segment and running past it was an out-of-order segment in tshark and the peer's ACK of its
-    end "ACKed unseen". The earlier segment is cut to end at its start, unless the peer already
-    acknowledged bytes beyond that start; a resend from below the earlier segment's start, or one
-    inside it that ends within it, is left alone."""
+    end "ACKed unseen". The earlier segment is cut to end at its start; where the peer already
+    acknowledged bytes beyond that start, the later segment starts at the earlier one's end
+    instead (its end kept). One that starts and ends inside counts when the next segment
+    continues it past the end (tor and anydesk at 0.3%). A resend from below the earlier
+    segment's start, or one inside it that nothing continues, is left alone."""
     from netdiffusion.repair import tcp
 
-    def run(seqs: list[int], pays: list[int], acks: list[int]) -> list[int]:
+    def run(seqs: list[int], pays: list[int], acks: list[int]) -> tuple[list[int], list[int]]:
         n = len(seqs)
         dt = np.array([0 if p else 1 for p in pays], dtype=np.int64)  # data: server; ACKs: client
         z = np.zeros(n, dtype=np.int64)
-        pay, cut = tcp.tcp_overlaps(z, dt, np.array(seqs, dtype=np.int64), np.array(acks, dtype=np.int64),
-                                    np.ones(n, dtype=np.int64), z, z, np.array(pays, dtype=np.int64), 1)
-        assert list(cut) == [p != q for p, q in zip(pay, pays, strict=True)]
-        return list(pay)
+        seq = np.array(seqs, dtype=np.int64)
+        pay, new_seq, cut = tcp.tcp_overlaps(z, dt, seq, np.array(acks, dtype=np.int64), np.ones(n, dtype=np.int64),
+                                             z, z, np.array(pays, dtype=np.int64), 1)
+        assert list(cut) == [p != q or s != t for p, q, s, t in zip(pay, pays, new_seq, seqs, strict=True)]
+        return list(pay), list(new_seq)
 
     top = 2**32 - 700  # sequence numbers wrap inside the flow
-    assert run([top, (top + 1000) % 2**32, 0, (top + 1984) % 2**32], [1000, 1000, 0, 1000],
-               [0, 0, (top + 1000) % 2**32, 0]) == [1000, 984, 0, 1000]
-    # the peer acknowledged the 1000 bytes before the next segment came: not cut
-    assert run([10, 1010, 0, 1994], [1000, 1000, 0, 1000], [0, 0, 2010, 0]) == [1000, 1000, 0, 1000]
-    # a resend from below the latest segment's start, and one that ends inside it: not cut
-    assert run([10, 1010, 500, 0], [1000, 1000, 1000, 0], [0, 0, 0, 1010]) == [1000, 1000, 1000, 0]
-    assert run([10, 1010, 1500, 0], [1000, 1000, 100, 0], [0, 0, 0, 1010]) == [1000, 1000, 100, 0]
+    s = [top, (top + 1000) % 2**32, 0, (top + 1984) % 2**32]
+    assert run(s, [1000, 1000, 0, 1000], [0, 0, (top + 1000) % 2**32, 0]) == ([1000, 984, 0, 1000], s)
+    # the peer acknowledged the 1000 bytes before the next segment came: that one moves up
+    assert run([10, 1010, 0, 1994], [1000, 1000, 0, 1000], [0, 0, 2010, 0]) == (
+        [1000, 1000, 0, 984], [10, 1010, 0, 2010])
+    # starts and ends inside, the next one continues it past the end: cut
+    assert run([10, 1010, 1500, 1600], [1000, 1000, 100, 1000], [0] * 4)[0] == [1000, 490, 100, 1000]
+    # a resend from below the latest segment's start, and one inside it that nothing continues
+    for seqs, pays in (([10, 1010, 500, 0], [1000, 1000, 1000, 0]), ([10, 1010, 1500, 0], [1000, 1000, 100, 0])):
+        assert run(seqs, pays, [0, 0, 0, 1010]) == (pays, seqs)
 
 
 def test_a_server_row_just_before_a_syn_ack_repeat_repeats_it(tmp_path: Path) -> None:

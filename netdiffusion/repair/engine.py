@@ -1055,7 +1055,7 @@ class Repairer:
             self._put("tcp_flags", "tcp_fin", t[cleared], 0)
         # a segment left starting inside the one before it that ends highest: that one's length
         # was corrupted in a way the sequence rule could not prove (:func:`tcp_overlaps`)
-        new_payload, cut = T.tcp_overlaps(ft, dt, new_seq, ack, ackf, syn, fin, new_payload, self.nflows)
+        new_payload, new_seq, cut = T.tcp_overlaps(ft, dt, new_seq, ack, ackf, syn, fin, new_payload, self.nflows)
         fixed = fixed or bool(cut.any())
         payload = new_payload
         if fixed:  # corrupted payload lengths, replaced by what the sequence numbers imply

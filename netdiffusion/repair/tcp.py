@@ -1010,14 +1010,28 @@ def tcp_overlaps(ft: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarra
     so the earlier segment's length is the corrupted field, one the length fix in
     :func:`tcp_seq_ack` could not prove (its successor unconfirmed, or two corrupted in a row): it
     is cut to end where the next segment starts, unless the peer already acknowledged bytes past
-    that start. Returns the new payload lengths and which rows were cut."""
+    that start: then that segment's start is the corrupted field, and it starts at the earlier
+    one's end with its own end kept. A segment starting inside and ending inside counts when the
+    direction's next segment continues it past the earlier one's end. Returns the new payload
+    lengths and sequence numbers, and which rows changed."""
     n = len(ft)
     ngroups = 2 * nconn
     last = np.full(ngroups, -1, np.int64)  # the group's latest data segment (flow index)
     top = np.zeros(ngroups, np.int64)  # the group's highest byte sent (absolute end)
     peer_ack = np.full(ngroups, -BIG, np.int64)  # the peer's highest ACK since ``last``, past its start
     pay = payload.copy()
+    seq = seq.copy()
     cut = np.zeros(n, np.bool_)
+    # the next data segment of the row's direction in its run (flow order), -1 at the last
+    nxt = np.full(n, -1, np.int64)
+    following = np.full(ngroups, -1, np.int64)
+    for i in range(n - 1, -1, -1):
+        if i == n - 1 or ft[i + 1] != ft[i]:
+            following[ft[i] * 2] = following[ft[i] * 2 + 1] = -1
+        g = ft[i] * 2 + dt[i]
+        nxt[i] = following[g]
+        if payload[i] > 0:
+            following[g] = i
     for i in range(n):
         g = ft[i] * 2 + dt[i]
         if i == 0 or ft[i - 1] != ft[i]:
@@ -1034,17 +1048,28 @@ def tcp_overlaps(ft: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarra
         if j >= 0 and pay[i] > 0 and syn[i] == 0 and syn[j] == 0 and fin[j] == 0 and pay[j] > 0:
             end_j = (seq[j] + pay[j]) % MOD32
             off = _ahead(seq[i], seq[j])
-            if (_ahead(end_j, top[g]) == 0 and 0 < off < pay[j] and off + pay[i] > pay[j]
-                    and peer_ack[g] <= off):
-                pay[j] = off
-                cut[j] = True
+            if _ahead(end_j, top[g]) == 0 and 0 < off < pay[j]:
+                k = nxt[i]
+                past = off + pay[i] > pay[j]
+                # or it ends inside and the direction's next segment continues it past the end
+                chain = (not past and k >= 0 and seq[k] == (seq[i] + pay[i]) % MOD32
+                         and _ahead((seq[k] + pay[k]) % MOD32, end_j) > 0)
+                if (past or chain) and peer_ack[g] <= off:
+                    pay[j] = off
+                    cut[j] = True
+                elif past and fin[i] == 0:
+                    # the peer acknowledged bytes beyond its start: the earlier segment's end
+                    # stands, and this one's start is the corrupted field; it starts there
+                    pay[i] -= pay[j] - off
+                    seq[i] = end_j
+                    cut[i] = True
         end = (seq[i] + size) % MOD32
         if j < 0 or _ahead(end, top[g]) > 0:
             top[g] = end
         if pay[i] > 0 or fin[i] == 1:
             last[g] = i
             peer_ack[g] = -BIG
-    return pay, cut
+    return pay, seq, cut
 
 
 @kernel
