@@ -1479,3 +1479,27 @@ def test_a_bare_ack_with_phantom_bytes_before_a_short_segment_at_its_number_carr
     out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
     _assert_numbers_restored(layout, packets, out)
     assert out["result"].payload[10] == 0 and out["result"].payload[11] == 42
+
+
+def test_data_after_a_bare_ack_at_its_number_votes_for_the_isn(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's safari-000000 at 0.2%, seed 14): the SYN-ACK's sequence number gained
+    a bit. The ISN vote over the first segments counted the server's first data segment as a
+    resend of the bare ACK before it (same number), so its bytes were left out of the implied ISN
+    of the next one, no two votes agreed and the corrupted SYN-ACK number won: the direction was
+    numbered 2,048 bytes off until the peer's ACKs pulled it back (out-of-order in tshark). A bare
+    ACK sends nothing, so data at its number after it is new data."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"q" * 50),
+            e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=151)]
+    for i in range(6):
+        pkts += [e / b / TCP(sport=80, dport=4000, flags="A", seq=901 + 100 * i, ack=151) / (b"x" * 100),
+                 e / a / TCP(sport=4000, dport=80, flags="A", seq=151, ack=1001 + 100 * i)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert not layout.field_values(packets.nprint, "tcp_seq")[1] & 2048
+    out = _repair_corrupted(layout, packets, {(1, "tcp_seq"): 20})  # 900 -> 2948
+    _assert_numbers_restored(layout, packets, out)

@@ -447,10 +447,16 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     scratch_keys = np.empty(_table_size(largest), np.int64)
     scratch_slots = np.empty(_table_size(largest), np.int64)
     first_at = np.empty(n, np.int64)
+    # an empty segment (a bare ACK) sends nothing, so data at its number after it is new: only
+    # segments taking sequence space are looked up (an empty one gets a key no number has)
+    seq_keys = s_seq.copy()
+    for i in range(n):
+        if s_len[i] == 0:
+            seq_keys[i] = BIG + i
     for k in range(ngr):
         a, b = bounds[k], bounds[k + 1]
         g = gids[k]
-        _first_of_value(s_seq, a, b, scratch_keys, scratch_slots, first_at)
+        _first_of_value(seq_keys, a, b, scratch_keys, scratch_slots, first_at)
         for i in range(a, b):
             resent[i] = first_at[i] != i
         for i in range(a, b):
