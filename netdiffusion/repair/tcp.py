@@ -353,7 +353,7 @@ def _confirmations(bounds: np.ndarray, gids: np.ndarray, where: np.ndarray, isn:
 @kernel
 def _never_acked(og: np.ndarray, bounds: np.ndarray, where: np.ndarray, g: int, i: int, b: int,
                  rel: np.ndarray, s_len: np.ndarray, s_ackf: np.ndarray, ack_s: np.ndarray,
-                 isn: np.ndarray) -> bool:
+                 isn: np.ndarray, fin_next: bool) -> bool:
     """Does the peer acknowledge none of segment ``i``'s bytes while it answers (group order,
     direction ``g``, its rows end at ``b``)? Its ACKs after the segment and before the
     direction's next segment taking sequence space (data or FIN; flow order) stay at or below the
@@ -385,7 +385,9 @@ def _never_acked(og: np.ndarray, bounds: np.ndarray, where: np.ndarray, g: int, 
                 inside += 1
             elif r <= start:
                 below += 1
-    return below > 4 * inside
+    # a FIN right after, at the segment's start: no sender closes below data it sent, so only
+    # an acknowledgement of those bytes keeps them (a capture ending before the peer answers)
+    return below > 4 * inside or (fin_next and inside == 0)
 
 
 @kernel
@@ -552,13 +554,16 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                             and not (i > a and rel[i] != rel[i - 1] + s_len[i - 1]
                                      and rel[i - 1] + s_len[i - 1] + s_len[i] == rel[i + 1])):
                         fix[i] = True
-                    elif (s_psh[i] == 0 and not confirmed[i] and s_syn[i] == 0 and s_fin[i] == 0
+                    elif (s_psh[i] == 0 and not confirmed[i] and s_syn[i] == 0
+                          and (s_fin[i] == 0 or (s_fin[i + 1] == 1 and s_pay[i + 1] == 0))
                           and rel[i + 1] == rel[i] and s_len[i + 1] < s_pay[i]
-                          and _never_acked(og, bounds, where, gids[k], i, b, rel, s_len, s_ackf, ack_s, isn)):
+                          and _never_acked(og, bounds, where, gids[k], i, b, rel, s_len, s_ackf, ack_s, isn,
+                                           s_fin[i + 1] == 1 and s_pay[i + 1] == 0)):
                         fix[i] = True
                     if fix[i]:
                         found = True
-                        s_pay[i] = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
+                        # (a FIN with phantom data repeated at its number: none)
+                        s_pay[i] = max(rel[i + 1] - rel[i] - s_syn[i] - s_fin[i], 0)
                         s_len[i] = s_pay[i] + s_syn[i] + s_fin[i]
                         new_payload[og[i]] = s_pay[i]
                 # a segment counts when its start is backed (it continues its predecessor, or is
