@@ -541,10 +541,9 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                 max_pay = max(max_pay, s_pay[i])
             sent = 0  # the end of what the direction sent before (0 before its first segment)
             for i in range(a, b):
-                if fix[i]:
-                    pass
-                elif i + 1 < b and s_pay[i] > 0 and not s_phase[i]:
+                if not fix[i] and i + 1 < b and s_pay[i] > 0 and not s_phase[i]:
                     d = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
+                    fin_next = s_fin[i + 1] == 1 and s_pay[i + 1] == 0  # a bare FIN follows
                     # a start the predecessor contradicts while the predecessor's end plus this
                     # length reaches the successor: the sequence number is the corrupted field.
                     # Only new data: a resend of earlier bytes (starting below the end of what the
@@ -555,15 +554,14 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                                      and rel[i - 1] + s_len[i - 1] + s_len[i] == rel[i + 1])):
                         fix[i] = True
                     elif (s_psh[i] == 0 and not confirmed[i] and s_syn[i] == 0
-                          and (s_fin[i] == 0 or (s_fin[i + 1] == 1 and s_pay[i + 1] == 0))
-                          and rel[i + 1] == rel[i] and s_len[i + 1] < s_pay[i]
+                          and (s_fin[i] == 0 or fin_next) and rel[i + 1] == rel[i] and s_len[i + 1] < s_pay[i]
                           and _never_acked(og, bounds, where, gids[k], i, b, rel, s_len, s_ackf, ack_s, isn,
-                                           s_fin[i + 1] == 1 and s_pay[i + 1] == 0)):
+                                           fin_next)):
                         fix[i] = True
                     if fix[i]:
                         found = True
                         # (a FIN with phantom data repeated at its number: none)
-                        s_pay[i] = max(rel[i + 1] - rel[i] - s_syn[i] - s_fin[i], 0)
+                        s_pay[i] = max(d, 0)
                         s_len[i] = s_pay[i] + s_syn[i] + s_fin[i]
                         new_payload[og[i]] = s_pay[i]
                 # a segment counts when its start is backed (it continues its predecessor, or is
@@ -1004,13 +1002,6 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
 
 
 @kernel
-def _ahead(x: int, base: int) -> int:
-    """Signed distance of 32-bit sequence number ``x`` past ``base`` (-2**31 .. 2**31 - 1)."""
-    d = (x - base) % MOD32
-    return d - MOD32 if d >= HALF32 else d
-
-
-@kernel
 def tcp_overlaps(ft: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarray, ackf: np.ndarray,
                  syn: np.ndarray, fin: np.ndarray, payload: np.ndarray, nconn: int) -> tuple:
     """Payload lengths on the repaired numbers (flow order): a data segment that starts inside its
@@ -1051,20 +1042,20 @@ def tcp_overlaps(ft: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarra
                 peer_ack[q] = -BIG
         p = g ^ 1
         if ackf[i] == 1 and last[p] >= 0:
-            peer_ack[p] = max(peer_ack[p], _ahead(ack[i], seq[last[p]]))
+            peer_ack[p] = max(peer_ack[p], _relative(ack[i], seq[last[p]]))
         size = pay[i] + syn[i] + fin[i]
         if size == 0:
             continue
         j = last[g]
         if j >= 0 and pay[i] > 0 and syn[i] == 0 and syn[j] == 0 and fin[j] == 0 and pay[j] > 0:
             end_j = (seq[j] + pay[j]) % MOD32
-            off = _ahead(seq[i], seq[j])
-            if _ahead(end_j, top[g]) == 0 and 0 < off < pay[j]:
+            off = _relative(seq[i], seq[j])
+            if _relative(end_j, top[g]) == 0 and 0 < off < pay[j]:
                 k = nxt[i]
                 past = off + pay[i] > pay[j]
                 # or it ends inside and the direction's next segment continues it past the end
                 chain = (not past and k >= 0 and seq[k] == (seq[i] + pay[i]) % MOD32
-                         and _ahead((seq[k] + pay[k]) % MOD32, end_j) > 0)
+                         and _relative((seq[k] + pay[k]) % MOD32, end_j) > 0)
                 if (past or chain) and peer_ack[g] <= off:
                     pay[j] = off
                     cut[j] = True
@@ -1075,7 +1066,7 @@ def tcp_overlaps(ft: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarra
                     seq[i] = end_j
                     cut[i] = True
         end = (seq[i] + size) % MOD32
-        if j < 0 or _ahead(end, top[g]) > 0:
+        if j < 0 or _relative(end, top[g]) > 0:
             top[g] = end
         if pay[i] > 0 or fin[i] == 1:
             last[g] = i
