@@ -1440,11 +1440,9 @@ def test_a_server_row_just_before_a_syn_ack_repeat_repeats_it(tmp_path: Path) ->
             e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 20),
             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=121)]
     layout, packets = _encoded_flow(tmp_path, pkts)
-    for flag, value in (("tcp_syn", 0), ("tcp_rst", 1)):
-        m = packets.nprint.copy()
-        m[2, layout.field_slice(flag).start] = value
-        m[2, layout.field_slice("ipv4_tl").start + 12] = 1  # 40 -> 48 bytes: 8 bytes of "data"
-        out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
+    assert list(layout.field_values(packets.nprint, "ipv4_tl")[[2]]) == [40]
+    for flag in ("tcp_syn", "tcp_rst"):  # the SYN lost, or an RST gained
+        out = _repair_corrupted(layout, packets, {(2, flag): 0, (2, "ipv4_tl"): 11})  # 40 -> 56 bytes: 16 of "data"
         r = out["packets"].nprint
         assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 1, 1, 0, 0, 0], flag
         assert list(layout.field_values(r, "tcp_rst")) == [0] * 7, flag
@@ -1474,9 +1472,7 @@ def test_a_bare_ack_with_phantom_bytes_before_a_short_segment_at_its_number_carr
              e / b / TCP(sport=80, dport=4000, flags="PA", seq=1301, ack=143) / (b"y" * 30),
              e / a / TCP(sport=4000, dport=80, flags="A", seq=143, ack=1331)]
     layout, packets = _encoded_flow(tmp_path, pkts)
-    m = packets.nprint.copy()
-    m[10, layout.field_slice("ipv4_tl").start + 5] = 1  # the client's last bare ACK: 40 -> 1064 bytes
-    out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
+    out = _repair_corrupted(layout, packets, {(10, "ipv4_tl"): 5})  # the client's last bare ACK: 40 -> 1064 bytes
     _assert_numbers_restored(layout, packets, out)
     assert out["result"].payload[10] == 0 and out["result"].payload[11] == 42
 
