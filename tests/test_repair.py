@@ -1528,3 +1528,68 @@ def test_phantom_bytes_before_a_fin_at_their_number_are_dropped(tmp_path: Path) 
         assert list(out["result"].payload) == [0, 0, 63, 0, 0, 0, 0, 0], row
         fin = list(layout.field_values(out["packets"].nprint, "tcp_fin"))
         assert fin == [0, 0, 0, 0, 1, 0, 1, 1], row
+
+
+def test_an_empty_segment_ahead_of_the_next_one_is_no_capture_gap(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's teams-09b4d524-000007 at 0.2% corruption, seed 31): a client bare
+    ACK's sequence number gained a bit (+2) and one server acknowledgement gained the same bit,
+    so the peer "acknowledged" the ACK's number and it read as a confirmed forward jump: a
+    capture gap, closed by moving every later client segment down 2 (hundreds of rows changed,
+    tshark: lost segment, ACKed unseen). An empty segment is no gap when the direction's next
+    segment starts below it."""
+    layout, packets = _bulk_flow(tmp_path, 8, 1448)
+    seq = layout.field_values(packets.nprint, "tcp_seq")
+    ack = layout.field_values(packets.nprint, "tcp_ackn")
+    assert seq[6] == 101 and ack[11] == 101 and not seq[6] & 2
+    out = _repair_corrupted(layout, packets, {(6, "tcp_seq"): 30, (11, "tcp_ackn"): 30})
+    _assert_numbers_restored(layout, packets, out)
+
+
+def test_phantom_bytes_before_data_restarting_at_their_number_are_dropped(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's teams-09b4d524-000007 at 0.2%, seed 31, twice): a client bare ACK
+    whose IP length gained a bit (40 -> 44 bytes) just before a data segment at the same number.
+    Its 4 phantom bytes moved the data and every later client segment up 4; the length fix did
+    not apply (the data segment is longer, not shorter). Bytes without PSH that nobody
+    acknowledges, whose number the direction's next segment taking sequence space starts over
+    with more data that is confirmed, were never sent."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    for i in range(6):  # a bare ACK, then a request at its number; the server acknowledges it
+        s = 101 + 300 * i
+        pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=s, ack=901),
+                 e / a / TCP(sport=4000, dport=80, flags="PA", seq=s, ack=901) / (b"x" * 300),
+                 e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=s + 300)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert layout.field_values(packets.nprint, "ipv4_tl")[6] == 40
+    out = _repair_corrupted(layout, packets, {(6, "ipv4_tl"): 13})  # bit 13 from the top: +4
+    _assert_numbers_restored(layout, packets, out)
+
+
+def test_a_keep_alive_after_acknowledged_data_leaves_the_data_length(tmp_path: Path) -> None:
+    """Real traffic (shared data's baseline_Mar05_exp_41-c2e2b2aa-000066): a data segment the peer
+    acknowledges in full, then keep-alives one byte below its end (RFC 9293 3.8.4). The length
+    fix read the keep-alive's number as the data segment's end and cut a byte from it. A segment
+    whose end the peer acknowledges, followed by an empty segment one byte below that end, keeps
+    its length: repair changes nothing in this flow (but the TCP checksum of the data segment,
+    whose payload is written as zeros)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901),
+            e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 46),
+            e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=147)]
+    for _ in range(2):  # keep-alive, answered
+        pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=146, ack=901),
+                 e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=147)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    out = repair_packets(layout, packets, RepairConfig())
+    assert {rule for rule, bits in out["result"].bits.items() if bits.any()} <= {"l4_checksum"}
+    _assert_numbers_restored(layout, packets, out)

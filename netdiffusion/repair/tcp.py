@@ -391,6 +391,16 @@ def _never_acked(og: np.ndarray, bounds: np.ndarray, where: np.ndarray, g: int, 
 
 
 @kernel
+def _restarted(rel: np.ndarray, s_len: np.ndarray, confirmed: np.ndarray, i: int, b: int) -> bool:
+    """Does the next segment after ``i`` taking sequence space (group order, up to ``b``) start
+    at ``i``'s number with more bytes than ``i``, and is it confirmed?"""
+    for j in range(i + 1, b):
+        if s_len[j] > 0:
+            return rel[j] == rel[i] and s_len[j] > s_len[i] and confirmed[j]
+    return False
+
+
+@kernel
 def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray, ack0: np.ndarray,
                 syn: np.ndarray, fin: np.ndarray, rst: np.ndarray, ackf: np.ndarray, payload: np.ndarray,
                 phase_c: np.ndarray, synack: np.ndarray, ts: np.ndarray, nconn: int, close_gaps: bool,
@@ -523,7 +533,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
             want = (s_len[a] % MOD32 + first) % MOD32
             conf = acks[_slot(acks, ack_lo[p], ack_size[p], want)] == want
         isn[g] = first if (conf or implied[a] == mode_isn[g]) else mode_isn[g]
-        for i in range(a, bounds[k + 1]):
+        for i in range(a, b):
             rel[i] = _relative(s_seq[i], isn[g])
     confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, acks, ack_lo, ack_size)
     # a corrupted payload length shows as a small gap or overlap between two segments whose
@@ -548,8 +558,11 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                     # length reaches the successor: the sequence number is the corrupted field.
                     # Only new data: a resend of earlier bytes (starting below the end of what the
                     # direction already sent) is followed by whatever comes next, not by its own
-                    # continuation
+                    # continuation. Nor a segment whose end the peer acknowledges (confirmed, as
+                    # its successor does not continue it) followed by an empty segment one byte
+                    # below that end: a keep-alive, after the segment as sent
                     if (0 < d <= max_pay and d != s_pay[i] and confirmed[i + 1] and rel[i] >= sent
+                            and not (confirmed[i] and s_len[i + 1] == 0 and d == s_pay[i] - 1)
                             and not (i > a and rel[i] != rel[i - 1] + s_len[i - 1]
                                      and rel[i - 1] + s_len[i - 1] + s_len[i] == rel[i + 1])):
                         fix[i] = True
@@ -558,6 +571,13 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                           and _never_acked(og, bounds, where, gids[k], i, b, rel, s_len, s_ackf, ack_s, isn,
                                            fin_next)):
                         fix[i] = True
+                    elif (s_psh[i] == 0 and not confirmed[i] and s_syn[i] == 0 and s_fin[i] == 0
+                          and _restarted(rel, s_len, confirmed, i, b)):
+                        # bytes nobody acknowledges, without PSH, that the direction's next
+                        # segment taking sequence space starts over with more data, confirmed:
+                        # a bare ACK whose IP length gained a bit, before the data it preceded
+                        fix[i] = True
+                        d = 0
                     if fix[i]:
                         found = True
                         # (a FIN with phantom data repeated at its number: none)
@@ -723,8 +743,13 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
         # keep-alive: one byte below what the direction already sent (never its first segment)
         if ln <= 1 and s_syn[i] == 0 and s_fin[i] == 0 and not st[i]:
             f |= keepalive
-        # a confirmed forward jump is a capture gap: kept here, closed later unless gaps="keep"
-        if confirmed[i] and not s_phase[i]:
+        # a confirmed forward jump is a capture gap: kept here, closed later unless gaps="keep".
+        # Not an empty segment that the direction's next segment starts below: bytes missed by
+        # the capture come before later segments, which continue after them (an ACK whose number
+        # is corrupted the way a peer's acknowledgement of it is would else read as a gap, and
+        # closing it moves every later segment below its true number)
+        if confirmed[i] and not s_phase[i] and not (ln == 0 and i + 1 < n and not st[i + 1]
+                                                    and rel_in[i + 1] < rel_in[i]):
             f |= gap
         if s_rst[i] and ln == 0:  # an RST in the window (RFC 5961)
             f |= rst_in
