@@ -1593,3 +1593,20 @@ def test_a_keep_alive_after_acknowledged_data_leaves_the_data_length(tmp_path: P
     out = repair_packets(layout, packets, RepairConfig())
     assert {rule for rule, bits in out["result"].bits.items() if bits.any()} <= {"l4_checksum"}
     _assert_numbers_restored(layout, packets, out)
+
+
+def test_phantom_bytes_in_a_one_direction_capture_are_dropped(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's ocs-03889b44-000012 at 0.5% to 5% corruption: a capture of the
+    client's ACKs only): bare ACKs whose IP length gained bits became data, and the next one at
+    their number read as out-of-order. With no packet of the peer, nothing acknowledges or denies
+    such bytes; the direction starting over at their number with less says they were not sent."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a = Ether(), IP(src="10.0.0.1", dst="10.0.0.2")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100)]
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901 + 1448 * i) for i in range(12)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert list(layout.field_values(packets.nprint, "ipv4_tl")[[3, 6]]) == [40, 40]
+    out = _repair_corrupted(layout, packets, {(3, "ipv4_tl"): 7, (6, "ipv4_tl"): 8})  # +256, +128
+    _assert_numbers_restored(layout, packets, out)

@@ -362,8 +362,14 @@ def _never_acked(og: np.ndarray, bounds: np.ndarray, where: np.ndarray, g: int, 
     Bytes the peer answers without acknowledging were never on the wire: a bare ACK whose IP
     length gained a bit, not a data segment."""
     p = where[g ^ 1]
-    if p < 0 or isn[g] < 0:
+    if isn[g] < 0:
         return False
+    if p < 0:
+        # no packet of the peer at all (a capture of one direction): nothing acknowledges or
+        # denies the bytes, and the direction itself starting over at their number with less
+        # says they were not sent (left as data, the next data at that number reads as
+        # out-of-order; nDPI's ocs at 0.5% to 5% corruption)
+        return True
     lo = og[i]
     hi = 1 << 62
     # a shorter segment restarting at the same number right after (the data actually sent, e.g. a
