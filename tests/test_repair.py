@@ -1610,3 +1610,29 @@ def test_phantom_bytes_in_a_one_direction_capture_are_dropped(tmp_path: Path) ->
     assert list(layout.field_values(packets.nprint, "ipv4_tl")[[3, 6]]) == [40, 40]
     out = _repair_corrupted(layout, packets, {(3, "ipv4_tl"): 7, (6, "ipv4_tl"): 8})  # +256, +128
     _assert_numbers_restored(layout, packets, out)
+
+
+def test_a_syn_repeated_after_a_refusal_stays_a_syn_whatever_its_length(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's rtsp-48667915-000004 at 0.5% corruption): a client that is refused
+    (RST) and tries again from the same sequence number; one of its repeated SYNs had its IP
+    length corrupted (52 -> 8244 bytes). As data it lost its SYN and the SYNs after it read as
+    out of order. A SYN the client repeats at its first SYN's number before it ACKs carries no
+    data: repaired, the flow is the clean flow repaired."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    syn = e / a / TCP(sport=4000, dport=554, flags="S", seq=100, options=[("MSS", 1460)])
+    pkts = [syn, syn.copy(), e / b / TCP(sport=554, dport=4000, flags="RA", seq=0, ack=101),
+            syn.copy(), syn.copy(), syn.copy(),
+            e / b / TCP(sport=554, dport=4000, flags="SA", seq=900, ack=101, options=[("MSS", 1460)]),
+            e / a / TCP(sport=4000, dport=554, flags="A", seq=101, ack=901)]
+    for i in range(3):
+        pkts += [e / a / TCP(sport=4000, dport=554, flags="PA", seq=101 + 200 * i, ack=901) / (b"x" * 200),
+                 e / b / TCP(sport=554, dport=4000, flags="A", seq=901, ack=301 + 200 * i)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert layout.field_values(packets.nprint, "ipv4_tl")[3] == 44
+    clean = repair_packets(layout, packets, RepairConfig())["packets"].nprint
+    out = _repair_corrupted(layout, packets, {(3, "ipv4_tl"): 2})  # bit 2 from the top: +8192
+    for field in ("tcp_syn", "tcp_ackf", "tcp_seq", "tcp_ackn", "ipv4_tl"):
+        assert list(layout.field_values(out["packets"].nprint, field)) == list(layout.field_values(clean, field)), field

@@ -235,19 +235,21 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         e = not (pc or ps)
         if not e:
             pay[i] = 0
-        bare = syn0[i] == 1 and pay[i] == 0 and rst0[i] == 0 and fin0[i] == 0
         # a SYN-ACK the server repeats later (its ACK was lost) is a retransmission, not a new SYN;
         # at the SYN-ACK's sequence number it carries no data, whatever its IP length says
         late_synack = (hs_c[c] and not refused and d == 1 and e and syn0[i] == 1 and rst0[i] == 0
                        and fin0[i] == 0 and seq[i] == srv_isn[c])
         if late_synack:
             pay[i] = 0
-        # likewise a SYN the client repeats after the SYN-ACK (which it did not get), before its ACK
-        late_syn = (hs_c[c] and d == 0 and e and not client_acked[i] and ack0[i] == 0 and bare
-                    and seq[i] == run_seq[i])
+        # likewise a SYN the client repeats after the SYN-ACK (which it did not get) or a refusal,
+        # before its ACK: at the first SYN's sequence number it carries no data either, whatever
+        # its IP length says (as data, the SYNs after it read as out of order: nDPI's rtsp at 0.5%)
+        late_syn = (hs_c[c] and d == 0 and e and not client_acked[i] and ack0[i] == 0 and syn0[i] == 1
+                    and rst0[i] == 0 and fin0[i] == 0 and seq[i] == run_seq[i])
         if late_syn:
             pc = True
             e = False
+            pay[i] = 0
         syn[i] = 1 if (pc or (ps and not refused) or late_synack) else 0
         rst[i] = 0 if pc else ((1 if refused else 0) if ps else rst0[i])
         phase_c[i] = pc
