@@ -453,6 +453,19 @@ def _option_write(words: Arr, rows: Arr, start: int, nb: int, data: Arr, length:
 
 
 @kernel
+def _absent_bits(m: Arr, first: int) -> Arr:
+    """Per row, the 32 columns ``first:first + 32`` that are absent (negative) as a bit mask, the
+    first column highest (a 32-bit field's bits as they weigh in its value)."""
+    out = np.zeros(m.shape[0], np.int64)
+    for i in range(m.shape[0]):
+        v = 0
+        for c in range(32):
+            v = (v << 1) | (1 if m[i, first + c] < 0 else 0)
+        out[i] = v
+    return out
+
+
+@kernel
 def _popcount(x: np.uint64) -> int:
     """Set bits of ``x``."""
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
@@ -623,6 +636,9 @@ class Repairer:
     def stack(self) -> None:
         """Choose L3/L4 per packet (or per flow) by share of present bits; blank the rest."""
         layout, n = self.layout, self.n
+        # which sequence number bits are absent, before they become 0 below: each is one of two
+        # values, and the TCP rule picks the one the neighbouring segments agree with
+        self._seq_unknown = _absent_bits(self.m, layout.field_slice("tcp_seq").start) if self.has("tcp") else None
         headers = layout.headers
         col = {h: i for i, h in enumerate(headers)}
         l3_cands = [h for h in L3 if h in col]
@@ -1029,6 +1045,7 @@ class Repairer:
         ackn = self._get("tcp_ackn", t)
         ts = self.ts[t]
         psh = self._get("tcp_psh", t)
+        seq = T.resolve_unknown_bits(og, T._bounds((ft * 2 + dt)[og]), seq, self._seq_unknown[t], payload + syn + fin)
         args = (self.nflows, self.cfg.gaps == "close", int(self.cfg.ack_window))
         new_seq, ack, new_payload, fixed = T.tcp_seq_ack(ft, dt, og, seq, ackn, syn, fin, rst, ackf, payload, phase_c,
                                                          synack, ts, *args, psh)

@@ -399,6 +399,59 @@ def _never_acked(og: np.ndarray, bounds: np.ndarray, where: np.ndarray, g: int, 
 
 
 @kernel
+def resolve_unknown_bits(og: np.ndarray, bounds: np.ndarray, seq: np.ndarray, unknown: np.ndarray,
+                         length: np.ndarray) -> np.ndarray:
+    """Sequence numbers (flow order) with their absent bits (``unknown``: a mask per row; read
+    as 0) set the way the direction's neighbouring segments agree with (group order ``og``,
+    groups at ``bounds``): the predecessor's end, else its start (a bare ACK repeating it), else
+    the successor's start less this segment's length or the successor's start. Up to 4 absent
+    bits (16 candidates); otherwise, or where no candidate agrees, the number stays as read."""
+    out = seq.copy()
+    cand = np.empty(16, np.int64)
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        for j in range(a, b):
+            i = og[j]
+            u = unknown[i]
+            if u == 0:
+                continue
+            m = 0
+            sub = u
+            while m <= 16:
+                if m == 16:
+                    m = 17  # more than 4 bits: too many candidates to trust a match
+                    break
+                cand[m] = (seq[i] & ~u) | sub
+                m += 1
+                if sub == 0:
+                    break
+                sub = (sub - 1) & u
+            if m > 16:
+                continue
+            targets = np.full(4, -1, np.int64)
+            if j > a:
+                p = og[j - 1]
+                targets[0] = (out[p] + length[p]) % MOD32
+                targets[1] = out[p]
+            if j + 1 < b and unknown[og[j + 1]] == 0:
+                q = og[j + 1]
+                targets[2] = (seq[q] - length[i]) % MOD32
+                targets[3] = seq[q]
+            done = False
+            for t in range(4):
+                if targets[t] < 0:
+                    continue
+                for c in range(m):
+                    if cand[c] == targets[t]:
+                        out[i] = cand[c]
+                        done = True
+                        break
+                if done:
+                    break
+    return out
+
+
+@kernel
 def _restarted(rel: np.ndarray, s_len: np.ndarray, confirmed: np.ndarray, i: int, b: int) -> bool:
     """Does the next segment after ``i`` taking sequence space (group order, up to ``b``) start
     at ``i``'s number with more bytes than ``i``, and is it confirmed?"""
