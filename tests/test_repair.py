@@ -1655,3 +1655,30 @@ def test_an_absent_sequence_number_bit_takes_the_value_the_neighbours_agree_with
     m[9, col] = 1
     out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
     _assert_numbers_restored(layout, packets, out)
+
+
+def test_a_much_later_ack_of_the_same_number_confirms_nothing(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's coap_mqtt-9086eb1b-000012 at 0.3%): a bare ACK whose IP length
+    gained 1,024 bytes, before a short request at its number. The peer acknowledged that
+    number hundreds of packets later (when the stream got there), which "confirmed" the phantom
+    bytes, so they stayed and every later client segment moved up 1,024. An ACK confirms a
+    segment's end only when it is first sent after the segment and before the direction's
+    16th next segment."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    for i in range(20):  # a bare ACK, then a 4-byte and a 60-byte request at its number, answered
+        s = 101 + 64 * i
+        pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=s, ack=901),
+                 e / a / TCP(sport=4000, dport=80, flags="PA", seq=s, ack=901) / (b"x" * 4),
+                 e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=s + 4),
+                 e / a / TCP(sport=4000, dport=80, flags="PA", seq=s + 4, ack=901) / (b"x" * 60),
+                 e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=s + 64)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert layout.field_values(packets.nprint, "ipv4_tl")[3] == 40
+    out = _repair_corrupted(layout, packets, {(3, "ipv4_tl"): 5})  # bit 5 from the top: +1024
+    _assert_numbers_restored(layout, packets, out)
