@@ -1682,3 +1682,34 @@ def test_a_much_later_ack_of_the_same_number_confirms_nothing(tmp_path: Path) ->
     assert layout.field_values(packets.nprint, "ipv4_tl")[3] == 40
     out = _repair_corrupted(layout, packets, {(3, "ipv4_tl"): 5})  # bit 5 from the top: +1024
     _assert_numbers_restored(layout, packets, out)
+
+
+def test_an_absent_ip_length_bit_takes_the_value_the_next_segment_agrees_with(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's rdp-904e6da4-000000 at 0.3%): one server segment's IP length gained
+    4 bytes, the next one's lost 4 to an absent bit (read as 0). Together they looked like a
+    corrupted sequence number (the first one's end plus the second one's length reaches the
+    third), so neither length was restored and the second segment moved 4 bytes up. An IP
+    length with absent bits takes the value of them that ends the segment where the
+    direction's next one starts."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    s = 901
+    for i in range(8):
+        size = 1448 if i % 2 == 0 else 1452
+        pkts += [e / b / TCP(sport=80, dport=4000, flags="A", seq=s, ack=101) / (b"x" * size),
+                 e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=s + size)]
+        s += size
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    tl = layout.field_values(packets.nprint, "ipv4_tl")
+    assert (tl[7], tl[9]) == (1488, 1492)
+    m = packets.nprint.copy()
+    col = layout.field_slice("ipv4_tl").start + 13  # weight 4
+    m[7, col] = 1  # +4
+    m[9, col] = -1  # absent: read as 0, -4
+    out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
+    _assert_numbers_restored(layout, packets, out)

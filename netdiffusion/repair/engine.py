@@ -453,13 +453,13 @@ def _option_write(words: Arr, rows: Arr, start: int, nb: int, data: Arr, length:
 
 
 @kernel
-def _absent_bits(m: Arr, first: int) -> Arr:
-    """Per row, the 32 columns ``first:first + 32`` that are absent (negative) as a bit mask, the
-    first column highest (a 32-bit field's bits as they weigh in its value)."""
+def _absent_bits(m: Arr, first: int, width: int) -> Arr:
+    """Per row, the columns ``first:first + width`` that are absent (negative) as a bit mask, the
+    first column highest (a field's bits as they weigh in its value)."""
     out = np.zeros(m.shape[0], np.int64)
     for i in range(m.shape[0]):
         v = 0
-        for c in range(32):
+        for c in range(width):
             v = (v << 1) | (1 if m[i, first + c] < 0 else 0)
         out[i] = v
     return out
@@ -638,7 +638,13 @@ class Repairer:
         layout, n = self.layout, self.n
         # which sequence number bits are absent, before they become 0 below: each is one of two
         # values, and the TCP rule picks the one the neighbouring segments agree with
-        self._seq_unknown = _absent_bits(self.m, layout.field_slice("tcp_seq").start) if self.has("tcp") else None
+        self._seq_unknown = self._length_unknown = None
+        if self.has("tcp"):
+            self._seq_unknown = _absent_bits(self.m, layout.field_slice("tcp_seq").start, 32)
+            # and the IP length's (IPv4 total length or IPv6 payload length: bytes either way; the
+            # chosen network header's, below)
+            ip_length = {h: _absent_bits(self.m, layout.field_slice(k).start, layout.field(k).width)
+                         for h, k in (("ipv4", "ipv4_tl"), ("ipv6", "ipv6_len")) if self.has(h)}
         headers = layout.headers
         col = {h: i for i, h in enumerate(headers)}
         l3_cands = [h for h in L3 if h in col]
@@ -655,6 +661,10 @@ class Repairer:
         self.l3 = np.array(l3_cands)[pick3] if n else np.array([], dtype="<U4")
         self.l4 = np.array([*l4_cands, ""])[pick4] if l4_cands else np.full(n, "", dtype="<U4")
         self.is_ = {h: pick3 == l3_cands.index(h) if h in L3 else pick4 == l4_cands.index(h) for h in headers}
+        if self._seq_unknown is not None:
+            self._length_unknown = np.zeros(n, dtype=np.int64)
+            for h, mask in ip_length.items():
+                self._length_unknown[self.is_[h]] = mask[self.is_[h]]
         for i, h in enumerate(headers):
             if anywhere[i]:
                 self.fields[("stack", f"{h}_header")] = changed[i]
@@ -1046,9 +1056,10 @@ class Repairer:
         ts = self.ts[t]
         psh = self._get("tcp_psh", t)
         seq = T.resolve_unknown_bits(og, T._bounds((ft * 2 + dt)[og]), seq, self._seq_unknown[t], payload + syn + fin)
+        length_unknown = self._length_unknown[t]
         args = (self.nflows, self.cfg.gaps == "close", int(self.cfg.ack_window))
         new_seq, ack, new_payload, fixed = T.tcp_seq_ack(ft, dt, og, seq, ackn, syn, fin, rst, ackf, payload, phase_c,
-                                                         synack, ts, *args, psh)
+                                                         synack, ts, *args, psh, length_unknown)
         # The FIN rule again, on the repaired numbers: a FIN the sequence rule placed before data of
         # its direction (an unconfirmed jump moved to the next expected offset, or a closed gap,
         # with data captured after it numbered beyond it) would lose its flag when the output is
@@ -1066,7 +1077,7 @@ class Repairer:
             r_og = T.group_order(ft[redo] * 2 + dt[redo], 2 * self.nflows)
             r_seq, r_ack, r_payload, r_fixed = T.tcp_seq_ack(
                 ft[redo], dt[redo], r_og, seq[redo], ackn[redo], syn[redo], fin[redo], rst[redo], ackf[redo],
-                payload[redo], phase_c[redo], synack[redo], ts[redo], *args, psh[redo])
+                payload[redo], phase_c[redo], synack[redo], ts[redo], *args, psh[redo], length_unknown[redo])
             new_seq[redo], ack[redo], new_payload[redo] = r_seq, r_ack, r_payload
             fixed = fixed or r_fixed
             self._put("tcp_flags", "tcp_fin", t[cleared], 0)

@@ -462,6 +462,18 @@ def resolve_unknown_bits(og: np.ndarray, bounds: np.ndarray, seq: np.ndarray, un
 
 
 @kernel
+def _bits_over(x: int, k: int) -> bool:
+    """Has ``x`` (non-negative) more than ``k`` set bits?"""
+    count = 0
+    while x:
+        x &= x - 1
+        count += 1
+        if count > k:
+            return True
+    return False
+
+
+@kernel
 def _restarted(rel: np.ndarray, s_len: np.ndarray, confirmed: np.ndarray, i: int, b: int) -> bool:
     """Does the next segment after ``i`` taking sequence space (group order, up to ``b``) start
     at ``i``'s number with more bytes than ``i``, and is it confirmed?"""
@@ -475,10 +487,11 @@ def _restarted(rel: np.ndarray, s_len: np.ndarray, confirmed: np.ndarray, i: int
 def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray, ack0: np.ndarray,
                 syn: np.ndarray, fin: np.ndarray, rst: np.ndarray, ackf: np.ndarray, payload: np.ndarray,
                 phase_c: np.ndarray, synack: np.ndarray, ts: np.ndarray, nconn: int, close_gaps: bool,
-                ack_window: int, psh: np.ndarray) -> tuple:
+                ack_window: int, psh: np.ndarray, length_unknown: np.ndarray) -> tuple:
     """The ``tcp_seq`` / ``tcp_ack`` rules (see :meth:`Repairer._tcp_seq_ack`): new sequence and
     acknowledgement numbers (flow order), the payload lengths with corrupted ones fixed, and
-    whether any was. ``psh``: the PSH flag as generated (1 set, 0 unset, -1 absent)."""
+    whether any was. ``psh``: the PSH flag as generated (1 set, 0 unset, -1 absent);
+    ``length_unknown``: the IP length's absent bits (read as 0) as a mask of byte weights."""
     n = len(ft)
     ngroups = 2 * nconn
     gid_f = ft * 2 + dt
@@ -617,6 +630,27 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     fix = np.zeros(n, np.bool_)
     fixed = False
     new_payload = payload.copy()
+    # an IP length with absent bits (at most 4, read as 0) takes the value of them that makes the
+    # segment end where the direction's next one starts, when one does
+    for k in range(ngr):
+        a, b = bounds[k], bounds[k + 1]
+        for i in range(a, b - 1):
+            u = length_unknown[og[i]]
+            if u == 0 or s_phase[i] or _bits_over(u, 4):
+                continue
+            d = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
+            sub = u
+            while sub > 0:
+                if s_pay[i] + sub == d:
+                    s_pay[i] = d
+                    s_len[i] = d + s_syn[i] + s_fin[i]
+                    new_payload[og[i]] = d
+                    fix[i] = True
+                    fixed = True
+                    break
+                sub = (sub - 1) & u
+    if fixed:
+        confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, acks, ack_lo, ack_size, ack_at, og)
     for _ in range(3):
         found = False
         for k in range(ngr):
