@@ -85,3 +85,23 @@ def test_model_generated_flows_validate_cleanly(tiny_model: Path, tmp_path: Path
     assert (t["malformed"], t["bad_checksums"], t["expert_errors"], t["scapy_errors"]) == (0, 0, 0, 0), t
     assert t["tcp_errors"] == 0, t["tcp_flags"]
     assert result["failed"] == []
+
+
+@pytest.mark.slow
+def test_a_heavily_corrupted_capture_numbers_consistently(shared_data: Path, tmp_path: Path) -> None:
+    """Regression (QA, nDPI's safari, anydesk, tor, rdp at 0.3% to 2% corruption): in a long
+    direction with many moved segments, the sequence rule's fixed point could run out of rounds
+    before it settled (each round decided from the previous round's choices, and a chain of
+    drops moved one step per round), leaving a segment kept below the expected number:
+    out-of-order in tshark, an ACK of unseen data after it. From round 6 on it decides in
+    order from the current round's choices and settles in a pass or two. Shared safari at 1%
+    corruption (seed 3): 2 TCP errors before, none now; on 7,364 nDPI flows at 0.1% to 5%,
+    TCP errors fell from 106 to 44 over 19 noisy sets."""
+    from netdiffusion.encode import encode_paths
+
+    encode_paths([shared_data / "pcaps" / "safari" / "safari.pcap"], tmp_path / "enc", progress=False)
+    layout = read_layout(tmp_path / "enc")
+    data = write_dataset(corrupt(read_packets(tmp_path / "enc"), 0.01, seed=3), layout, tmp_path / "noisy")
+    repair_dataset(data, tmp_path / "pcaps", progress=False)
+    t = validate_dir(tmp_path / "pcaps", tcpreplay=False, progress=False)["totals"]
+    assert t["tcp_errors"] == 0, t["tcp_flags"]
