@@ -105,3 +105,22 @@ def test_a_heavily_corrupted_capture_numbers_consistently(shared_data: Path, tmp
     repair_dataset(data, tmp_path / "pcaps", progress=False)
     t = validate_dir(tmp_path / "pcaps", tcpreplay=False, progress=False)["totals"]
     assert t["tcp_errors"] == 0, t["tcp_flags"]
+
+
+@pytest.mark.slow
+def test_the_tcp_qa_script_counts_errors_per_flow(small_dataset: Path, tmp_path: Path, repo_root: Path) -> None:
+    """``scripts/repair_tcp_qa.py`` (docs/repair.md's QA matrix) on real flows, clean and at 1%
+    corruption: no TCP analysis errors, and its counts are the repair report's."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(repo_root / "scripts" / "repair_tcp_qa.py"), str(small_dataset),
+                          "--rates", "0,0.01", "--seeds", "5", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert [(s["rate"], s["seed"]) for s in result["sets"]] == [(0.0, None), (0.01, 5)]
+    assert result["tcp_errors"] == 0, result["sets"]
+    for s, name in zip(result["sets"], ("clean", "rate0.01_seed5"), strict=True):
+        report = json.loads((tmp_path / name / "pcaps" / "repair_report.json").read_text())
+        assert s["flows"] == report["totals"]["flows"] > 0
+        assert s["bits_changed_total"] == report["totals"]["bits_changed_total"]
