@@ -1713,3 +1713,28 @@ def test_an_absent_ip_length_bit_takes_the_value_the_next_segment_agrees_with(tm
     m[9, col] = -1  # absent: read as 0, -4
     out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
     _assert_numbers_restored(layout, packets, out)
+
+
+def test_an_rst_with_a_zero_window_before_a_one_byte_segment_is_reopened(tmp_path: Path) -> None:
+    """Real traffic (nDPI's ethereum-3602adff-000053, clean): the client's RST advertises window 0
+    (as RSTs do), then the server's 1-byte segment and the next one right after it. Wireshark takes
+    the 1-byte segment for a zero-window probe against that window, does not advance the sequence,
+    and calls the next segment "previous segment not captured". The zero-window rule left RSTs
+    alone; an RST's window means nothing to the receiver, so it now gets its direction's last
+    non-zero window like any other segment (the only TCP error left in the 7,364 clean nDPI flows)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100, window=8192),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101, window=8192),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901, window=8192),
+            e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901, window=8192) / (b"x" * 32),
+            e / a / TCP(sport=4000, dport=80, flags="R", seq=133, window=0),
+            e / b / TCP(sport=80, dport=4000, flags="PA", seq=901, ack=133, window=8192) / b"y",
+            e / b / TCP(sport=80, dport=4000, flags="PA", seq=902, ack=133, window=8192) / (b"z" * 4)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    out = repair_packets(layout, packets, RepairConfig())
+    assert list(layout.field_values(out["packets"].nprint, "tcp_wsize")) == [8192] * 7
+    assert {rule for rule, bits in out["result"].bits.items() if bits.any()} <= {"tcp_window", "l4_checksum"}
+    _assert_numbers_restored(layout, packets, out)

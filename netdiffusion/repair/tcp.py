@@ -1253,7 +1253,7 @@ def tcp_zero_window(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndar
     for i in range(n):
         p = peer[i]
         if (payload[i] == 1 and syn[i] == 0 and fin[i] == 0 and p >= 0 and nxt[i] >= 0
-                and seq[nxt[i]] == (seq[i] + 1) % MOD32 and win[p] == 0 and rst[p] == 0):
+                and seq[nxt[i]] == (seq[i] + 1) % MOD32 and win[p] == 0):
             fix[p] = True
     return fix, value
 
