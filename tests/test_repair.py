@@ -1173,6 +1173,18 @@ def test_cut_options_shorten_the_packet_not_lengthen_the_payload(tmp_path: Path)
     assert list(out["result"].payload[3:6]) == [100, 100, 100]
 
 
+def _handshake() -> tuple:
+    """Ether, the client's and the server's IP header, and a handshake: client 10.0.0.1:4000 (ISN
+    100) opens to server 10.0.0.2:80 (ISN 900). The regression flows below continue it."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    return e, a, b, [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+                     e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+                     e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+
+
 def _encoded_flow(tmp_path: Path, pkts: list) -> tuple[Layout, Packets]:
     """Scapy packets (one flow, 10 ms apart) written to a pcap and encoded: layout and rows."""
     import warnings
@@ -1298,13 +1310,9 @@ def test_a_bare_ack_whose_ip_length_gained_a_bit_carries_no_data(tmp_path: Path)
     segment). The peer answering without ever acknowledging them, and no PSH, show they were never
     sent. Unacknowledged data with PSH (a real webex capture: data, then a bare ACK and a FIN at
     the data's start) stays data."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
-            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    e, a, b, pkts = _handshake()
     for i in range(6):  # the server sends, the client acknowledges each segment
         pkts += [e / b / TCP(sport=80, dport=4000, flags="A", seq=901 + 100 * i, ack=101) / (b"x" * 100),
                  e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=1001 + 100 * i)]
@@ -1325,13 +1333,9 @@ def test_a_bare_ack_whose_ip_length_gained_a_bit_carries_no_data(tmp_path: Path)
 def _bulk_flow(tmp_path: Path, segments: int, size: int) -> tuple[Layout, Packets]:
     """A handshake, then ``segments`` server segments of ``size`` bytes, each acknowledged by the
     client (a download, as nDPI's chrome and firefox captures): encoded."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
-            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    e, a, b, pkts = _handshake()
     for i in range(segments):
         pkts += [e / b / TCP(sport=80, dport=4000, flags="A", seq=901 + size * i, ack=101) / (b"x" * size),
                  e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901 + size * (i + 1))]
@@ -1457,13 +1461,9 @@ def test_a_bare_ack_with_phantom_bytes_before_a_short_segment_at_its_number_carr
     bare-ACK rule wanted an empty segment after it, so the 1428 bytes stayed, every later number
     of the direction moved up and met the generated ones again as an out-of-order segment. The
     peer acknowledges the 42 bytes, never the 1428: they were never sent."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
-            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    e, a, b, pkts = _handshake()
     for i in range(4):
         pkts += [e / b / TCP(sport=80, dport=4000, flags="A", seq=901 + 100 * i, ack=101) / (b"x" * 100),
                  e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=1001 + 100 * i)]
@@ -1552,13 +1552,9 @@ def test_phantom_bytes_before_data_restarting_at_their_number_are_dropped(tmp_pa
     not apply (the data segment is longer, not shorter). Bytes without PSH that nobody
     acknowledges, whose number the direction's next segment taking sequence space starts over
     with more data that is confirmed, were never sent."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
-            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    e, a, b, pkts = _handshake()
     for i in range(6):  # a bare ACK, then a request at its number; the server acknowledges it
         s = 101 + 300 * i
         pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=s, ack=901),
@@ -1577,15 +1573,11 @@ def test_a_keep_alive_after_acknowledged_data_leaves_the_data_length(tmp_path: P
     whose end the peer acknowledges, followed by an empty segment one byte below that end, keeps
     its length: repair changes nothing in this flow (but the TCP checksum of the data segment,
     whose payload is written as zeros)."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
-            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901),
-            e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 46),
-            e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=147)]
+    e, a, b, pkts = _handshake()
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 46),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=147)]
     for _ in range(2):  # keep-alive, answered
         pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=146, ack=901),
                  e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=147)]
@@ -1664,13 +1656,9 @@ def test_a_much_later_ack_of_the_same_number_confirms_nothing(tmp_path: Path) ->
     bytes, so they stayed and every later client segment moved up 1,024. An ACK confirms a
     segment's end only when it is first sent after the segment and before the direction's
     16th next segment."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
-            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    e, a, b, pkts = _handshake()
     for i in range(20):  # a bare ACK, then a 4-byte and a 60-byte request at its number, answered
         s = 101 + 64 * i
         pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=s, ack=901),
@@ -1691,13 +1679,9 @@ def test_an_absent_ip_length_bit_takes_the_value_the_next_segment_agrees_with(tm
     third), so neither length was restored and the second segment moved 4 bytes up. An IP
     length with absent bits takes the value of them that ends the segment where the
     direction's next one starts."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
-            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    e, a, b, pkts = _handshake()
     s = 901
     for i in range(8):
         size = 1448 if i % 2 == 0 else 1452

@@ -661,7 +661,7 @@ class Repairer:
         self.l3 = np.array(l3_cands)[pick3] if n else np.array([], dtype="<U4")
         self.l4 = np.array([*l4_cands, ""])[pick4] if l4_cands else np.full(n, "", dtype="<U4")
         self.is_ = {h: pick3 == l3_cands.index(h) if h in L3 else pick4 == l4_cands.index(h) for h in headers}
-        if self._seq_unknown is not None:
+        if self.has("tcp"):
             self._length_unknown = np.zeros(n, dtype=np.int64)
             for h, mask in ip_length.items():
                 self._length_unknown[self.is_[h]] = mask[self.is_[h]]
@@ -1090,22 +1090,23 @@ class Repairer:
             self.payload[t] = payload
         self._put("tcp_seq", "tcp_seq", t, new_seq)
         self._put("tcp_ack", "tcp_ackn", t, ack)
-        self._tcp_zero_window_probes(t, ft, dt, og, new_seq, rst, syn, fin, payload)
+        self._tcp_zero_window_probes(t, ft, dt, og, new_seq, syn, fin, payload)
         self._tcp_timestamps(t, ft, dt, og, rst, phase_c)
 
-    def _tcp_zero_window_probes(self, t: Arr, ft: Arr, dt: Arr, og: Arr, seq: Arr, rst: Arr, syn: Arr,
-                                fin: Arr, payload: Arr) -> None:
+    def _tcp_zero_window_probes(self, t: Arr, ft: Arr, dt: Arr, og: Arr, seq: Arr, syn: Arr, fin: Arr,
+                                payload: Arr) -> None:
         """No zero window before a 1-byte segment whose byte the sender then treats as sent.
 
         Wireshark calls a 1-byte in-order segment sent while the peer's last advertised window is 0
         a zero-window probe and does not advance the sequence past it, so when the next segment of
         that direction starts one byte later it reports "previous segment not captured" and the
         peer's ACK "ACKed unseen segment". Generated windows can be 0 anywhere: such a zero window
-        gets the last non-zero window its direction advertised (1 if none). Real probes, whose next
-        segment resends the same byte, are left alone (:func:`netdiffusion.repair.tcp.tcp_zero_window`)."""
+        (an RST's too) gets the last non-zero window its direction advertised (1 if none). Real
+        probes, whose next segment resends the same byte, are left alone
+        (:func:`netdiffusion.repair.tcp.tcp_zero_window`)."""
         if len(t) < 3:
             return
-        fix, value = T.tcp_zero_window(ft, dt, og, seq, self._get("tcp_wsize", t), rst, syn, fin, payload)
+        fix, value = T.tcp_zero_window(ft, dt, og, seq, self._get("tcp_wsize", t), syn, fin, payload)
         fix = np.flatnonzero(fix)
         if len(fix):
             self._put("tcp_window", "tcp_wsize", t[fix], value[fix])

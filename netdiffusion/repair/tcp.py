@@ -409,6 +409,18 @@ def _never_acked(og: np.ndarray, bounds: np.ndarray, where: np.ndarray, g: int, 
 
 
 @kernel
+def _bits_over(x: int, k: int) -> bool:
+    """Has ``x`` (non-negative) more than ``k`` set bits?"""
+    count = 0
+    while x:
+        x &= x - 1
+        count += 1
+        if count > k:
+            return True
+    return False
+
+
+@kernel
 def resolve_unknown_bits(og: np.ndarray, bounds: np.ndarray, seq: np.ndarray, unknown: np.ndarray,
                          length: np.ndarray) -> np.ndarray:
     """Sequence numbers (flow order) with their absent bits (``unknown``: a mask per row; read
@@ -423,21 +435,16 @@ def resolve_unknown_bits(og: np.ndarray, bounds: np.ndarray, seq: np.ndarray, un
         for j in range(a, b):
             i = og[j]
             u = unknown[i]
-            if u == 0:
+            if u == 0 or _bits_over(u, 4):  # more than 4 bits: too many candidates to trust a match
                 continue
             m = 0
             sub = u
-            while m <= 16:
-                if m == 16:
-                    m = 17  # more than 4 bits: too many candidates to trust a match
-                    break
+            while True:  # every value of the absent bits (subsets of u), the one read last
                 cand[m] = (seq[i] & ~u) | sub
                 m += 1
                 if sub == 0:
                     break
                 sub = (sub - 1) & u
-            if m > 16:
-                continue
             targets = np.full(4, -1, np.int64)
             if j > a:
                 p = og[j - 1]
@@ -459,18 +466,6 @@ def resolve_unknown_bits(og: np.ndarray, bounds: np.ndarray, seq: np.ndarray, un
                 if done:
                     break
     return out
-
-
-@kernel
-def _bits_over(x: int, k: int) -> bool:
-    """Has ``x`` (non-negative) more than ``k`` set bits?"""
-    count = 0
-    while x:
-        x &= x - 1
-        count += 1
-        if count > k:
-            return True
-    return False
 
 
 @kernel
@@ -1220,7 +1215,7 @@ def tcp_overlaps(ft: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarra
 
 @kernel
 def tcp_zero_window(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray, win: np.ndarray,
-                    rst: np.ndarray, syn: np.ndarray, fin: np.ndarray, payload: np.ndarray) -> tuple:
+                    syn: np.ndarray, fin: np.ndarray, payload: np.ndarray) -> tuple:
     """The zero windows to reopen (see :meth:`Repairer._tcp_zero_window_probes`): per row whether
     its window is one, and the last non-zero window its direction advertised before it (1 if none)."""
     n = len(ft)
