@@ -1722,3 +1722,143 @@ def test_an_rst_with_a_zero_window_before_a_one_byte_segment_is_reopened(tmp_pat
     assert list(layout.field_values(out["packets"].nprint, "tcp_wsize")) == [8192] * 7
     assert {rule for rule, bits in out["result"].bits.items() if bits.any()} <= {"tcp_window", "l4_checksum"}
     _assert_numbers_restored(layout, packets, out)
+
+
+def test_a_refused_connection_retried_on_the_same_ports_keeps_its_numbers(tmp_path: Path) -> None:
+    """Regression (nDPI's rtsp-48667915): a client refused (RST) that retries on the same ports.
+    Taken as one connection, the server's numbers started at the refusal's RST (sequence number
+    0), so its SYN-ACK became an ACK and all its later numbers moved (92 rows of the clean flow).
+    A retry after a refusal is a new connection; only the RST moves, to one past the SYN-ACK's
+    number (tshark's base for a first segment without SYN), so that tshark does not read the
+    SYN-ACK as a new connection on reused ports."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from netdiffusion.decode import flow_pcap_path
+    from netdiffusion.validate import TCP_ERROR_FLAGS
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    syn = e / a / TCP(sport=4000, dport=554, flags="S", seq=100, options=[("MSS", 1460)])
+    pkts = [syn, e / b / TCP(sport=554, dport=4000, flags="RA", seq=0, ack=101), syn.copy(),
+            e / b / TCP(sport=554, dport=4000, flags="SA", seq=900, ack=101, options=[("MSS", 1460)]),
+            e / a / TCP(sport=4000, dport=554, flags="A", seq=101, ack=901)]
+    for i in range(3):
+        pkts += [e / a / TCP(sport=4000, dport=554, flags="PA", seq=101 + 200 * i, ack=901) / (b"x" * 200),
+                 e / b / TCP(sport=554, dport=4000, flags="A", seq=901, ack=301 + 200 * i)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    out = repair_packets(layout, packets, RepairConfig())
+    r = out["packets"].nprint
+    for field in ("tcp_syn", "tcp_ackf", "tcp_rst", "tcp_ackn", "ipv4_tl"):
+        assert list(layout.field_values(r, field)) == list(layout.field_values(packets.nprint, field)), field
+    seq = list(layout.field_values(packets.nprint, "tcp_seq"))
+    seq[1] = 901
+    assert list(layout.field_values(r, "tcp_seq")) == seq
+    totals = repair_dataset(tmp_path / "ds", tmp_path / "out", progress=False)
+    assert totals["flows"] == 1
+    flags = tshark_file(flow_pcap_path(tmp_path / "out", packets.label[0], packets.flow_id[0]))["tcp_flags"]
+    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)
+
+
+def test_a_syn_ack_after_the_servers_fin_is_no_repeat(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's WebattackXSS at 5%, its directions corrupted): the server's rows
+    read SYN-ACK, ACK, FIN, FIN, then SYN-ACK at the SYN-ACK's number. Taken for repeats of the
+    SYN-ACK (the last one, and the FIN before it as the row just before a repeat), the last two
+    read as out of order in tshark: the server's sequence number had moved past its FIN. Once
+    the server sent data or a FIN, a SYN row of it is no repeat."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from netdiffusion.decode import flow_pcap_path
+    from netdiffusion.validate import TCP_ERROR_FLAGS
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    syn_ack = TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101)
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100), e / b / syn_ack,
+            e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=101),
+            e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=101),
+            e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=101), e / b / syn_ack]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    r = repair_packets(layout, packets, RepairConfig())["packets"].nprint
+    assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 0, 0, 0, 0]
+    assert list(layout.field_values(r, "tcp_fin")) == [0, 0, 0, 1, 1, 0]
+    assert list(layout.field_values(r, "tcp_seq"))[:5] == [100, 900, 901, 901, 901]
+    repair_dataset(tmp_path / "ds", tmp_path / "out", progress=False)
+    flags = tshark_file(flow_pcap_path(tmp_path / "out", packets.label[0], packets.flow_id[0]))["tcp_flags"]
+    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)
+
+
+def test_phantom_bytes_of_a_fin_before_bare_acks_and_its_repeat_are_dropped(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's dnp3 at 1%): the server's FIN gained 64 bytes of IP length and is
+    followed by a bare ACK and then the FIN's repeat, all at the FIN's number. Only a bare FIN
+    right after counted as the FIN's repeat, so the bytes stayed and the repeat read as out of
+    order. Bare ACKs between them at the same number do not hide the repeat."""
+    from scapy.layers.inet import TCP
+
+    e, a, b, pkts = _handshake()
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"q" * 30),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=131),
+             e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=131),  # row 5
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=131),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=131),
+             e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=131),  # the FIN's repeat
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=131, ack=902)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
+                   if r != "l4_checksum")
+    out = _repair_corrupted(layout, packets, {(5, "ipv4_tl"): 9})  # +64 bytes
+    assert list(out["result"].payload) == [0, 0, 0, 30, 0, 0, 0, 0, 0, 0]
+    assert list(layout.field_values(out["packets"].nprint, "tcp_fin")) == [0, 0, 0, 0, 0, 1, 0, 0, 1, 0]
+
+
+def test_a_resend_after_the_peers_rst_without_ack_is_not_taken_for_spurious(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's ethereum-3602adff-000053 at 1%): tshark's last acknowledgement of a
+    direction is its latest segment's field whatever the flags, so the peer's RST without ACK
+    (field 0) clears it. A 1-byte resend of acknowledged data soon after read as a spurious
+    retransmission to the repair, which left it in place, and as out-of-order to tshark. After
+    such an RST the resend is placed at the next expected number."""
+    from scapy.layers.inet import TCP
+
+    from netdiffusion.decode import flow_pcap_path
+    from netdiffusion.validate import TCP_ERROR_FLAGS
+
+    e, a, b, pkts = _handshake()
+    pkts += [e / b / TCP(sport=80, dport=4000, flags="PA", seq=901, ack=101) / (b"x" * 100),
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=1001),
+             e / a / TCP(sport=4000, dport=80, flags="R", seq=101),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=101) / b"x"]  # row 6
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    # a slow handshake (initial RTT 200 ms): the resend comes 30 ms after the highest segment
+    ts = packets.timestamp.copy()
+    ts[1:] += 90_000_000  # ns
+    ts[2:] += 90_000_000
+    packets = Packets(**{**packets.__dict__, "timestamp": ts})
+    r = repair_packets(layout, packets, RepairConfig())["packets"].nprint
+    assert layout.field_values(r, "tcp_seq")[6] == 1001
+    data = write_dataset(packets, layout, tmp_path / "in")
+    repair_dataset(data, tmp_path / "out", progress=False)
+    flags = tshark_file(flow_pcap_path(tmp_path / "out", packets.label[0], packets.flow_id[0]))["tcp_flags"]
+    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)
+
+
+def test_a_syn_ack_repeat_that_lost_its_syn_in_a_capture_starting_at_the_syn_ack(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's rtsp-48667915-000006 at 2%): a capture that starts at the server's
+    SYN-ACK, repeated; one repeat lost its SYN and gained IP-length bits. The rule that a row
+    just before a repeat repeats it too looked only at the second direction's rows, and here the
+    SYN-ACK's sender is the first: the row became data and the next repeat read as out of order."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    syn_ack = TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101)
+    pkts = [e / b / syn_ack, e / b / syn_ack, e / b / syn_ack, e / b / syn_ack,
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901),
+            e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 20),
+            e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=121)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
+                   if r != "l4_checksum")
+    out = _repair_corrupted(layout, packets, {(2, "tcp_syn"): 0, (2, "ipv4_tl"): 5})  # +1024 bytes
+    r = out["packets"].nprint
+    assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 1, 1, 0, 0, 0]
+    assert list(layout.field_values(r, "tcp_seq")) == [900, 900, 900, 900, 101, 101, 901]
+    assert list(out["result"].payload) == [0, 0, 0, 0, 0, 20, 0]

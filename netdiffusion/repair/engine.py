@@ -1006,18 +1006,28 @@ class Repairer:
         """TCP flags, sequence and acknowledgement numbers per connection (see docs/repair.md).
 
         A connection is a flow's TCP packets of one address family (with ``stack="packet"`` a
-        flow can hold an IPv4 and an IPv6 conversation)."""
+        flow can hold an IPv4 and an IPv6 conversation), one attempt of it: a client retrying on
+        the same ports after the server refused starts a new one (:func:`netdiffusion.repair.tcp.tcp_attempts`)."""
         t = np.flatnonzero(self.is_["tcp"])
         if not len(t):
             return
+        # connection ids: (flow, IPv6, attempt) ranked; an attempt after a refusal is a connection
+        ft = self.flow[t] * 2 + (self.l3[t] == "ipv6")
+        dt = self.direction[t].astype(np.int64)
+        attempt = T.tcp_attempts(ft, dt, self._get("tcp_syn", t), self._get("tcp_ackf", t), self._get("tcp_rst", t),
+                                 2 * self.nflows)
+        # (the connections with a refused attempt, for tcp_attempt_numbers)
+        self._attempts = (ft, attempt, 2 * self.nflows) if attempt.any() else None
+        if attempt.any():
+            ft = np.unique(ft * (int(attempt.max()) + 1) + attempt, return_inverse=True)[1].reshape(-1)
         nflows = self.nflows
-        self.nflows = 2 * nflows  # connection ids: flow * 2 + (IPv6)
+        self.nflows = int(ft.max()) + 1 if attempt.any() else 2 * nflows
         try:
-            self._tcp_state(t)
+            self._tcp_state(t, ft, dt)
         finally:
             self.nflows = nflows
 
-    def _tcp_state(self, t: np.ndarray) -> None:
+    def _tcp_state(self, t: np.ndarray, ft: np.ndarray, dt: np.ndarray) -> None:
         """Flags (the ``tcp_flags`` rule, :func:`netdiffusion.repair.tcp.tcp_flags`), then options,
         sequence and acknowledgement numbers.
 
@@ -1028,8 +1038,6 @@ class Repairer:
         segment of the direction carries data beyond it (later FINs repeat the first), RST only
         where the direction sends nothing after it, URG only with 0 < urgent pointer <= payload."""
         get = lambda k: self._get(k, t)  # noqa: E731
-        ft = self.flow[t] * 2 + (self.l3[t] == "ipv6")
-        dt = self.direction[t].astype(np.int64)
         seq = get("tcp_seq")
         syn, fin, rst, ackf, urg, urp, payload, phase_c, synack, og = T.tcp_flags(
             ft, dt, get("tcp_syn"), get("tcp_ackf"), get("tcp_fin"), get("tcp_rst"), self.payload[t], seq,
@@ -1088,6 +1096,9 @@ class Repairer:
         payload = new_payload
         if fixed:  # corrupted payload lengths, replaced by what the sequence numbers imply
             self.payload[t] = payload
+        if self._attempts is not None:  # one base number per direction for all attempts
+            conn, attempt, nconn = self._attempts
+            new_seq, ack = T.tcp_attempt_numbers(conn, attempt, dt, new_seq, ack, ackf, syn, nconn)
         self._put("tcp_seq", "tcp_seq", t, new_seq)
         self._put("tcp_ack", "tcp_ackn", t, ack)
         self._tcp_zero_window_probes(t, ft, dt, og, new_seq, syn, fin, payload)

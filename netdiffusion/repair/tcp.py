@@ -136,6 +136,78 @@ def _maxplus_scan(kept: np.ndarray, rel: np.ndarray, length: np.ndarray, gid: np
 
 
 @kernel
+def tcp_attempts(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray, rst0: np.ndarray,
+                 nconn: int) -> np.ndarray:
+    """Per row (flow order) its connection attempt within connection ``ft``: a new attempt starts
+    at a client SYN without ACK once the server refused the current one: the client sent only
+    SYNs in it (the connection's first packet one), the server only RSTs without SYN. A client
+    retrying on the same ports after a refusal opens a new connection: the server's SYN-ACK then
+    starts its own sequence space, where the refusal's RST (sequence number 0, RFC 9293
+    3.10.7.1) does not belong (nDPI's rtsp)."""
+    n = len(ft)
+    attempt = np.zeros(n, np.int64)
+    current = np.zeros(nconn, np.int64)
+    seen = np.zeros(nconn, np.bool_)
+    spoke = np.zeros(nconn, np.bool_)  # the server sent a packet in the current attempt
+    refused = np.zeros(nconn, np.bool_)  # so far, a refused attempt
+    for i in range(n):
+        c = ft[i]
+        syn = syn0[i] == 1 and ack0[i] == 0
+        if not seen[c]:
+            seen[c] = True
+            refused[c] = dt[i] == 0 and syn
+        elif dt[i] == 0:
+            if spoke[c] and refused[c] and syn:
+                current[c] += 1
+                spoke[c] = False
+            refused[c] = refused[c] and syn0[i] == 1
+        else:
+            spoke[c] = True
+            refused[c] = refused[c] and rst0[i] == 1 and syn0[i] == 0
+        attempt[i] = current[c]
+    return attempt
+
+
+@kernel
+def tcp_attempt_numbers(conn: np.ndarray, attempt: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarray,
+                        ackf: np.ndarray, syn: np.ndarray, nconn: int) -> tuple:
+    """Sequence and acknowledgement numbers (flow order) with each refused attempt of connection
+    ``conn`` (see :func:`tcp_attempts`) moved to start, per direction, where the next attempt
+    does. tshark takes a direction's first sequence number (less one, unless a SYN's) as its
+    base for the whole port pair and reads a SYN or SYN-ACK at another number as a new connection on reused ports; a refused
+    attempt holds only SYNs and RSTs (whose number is free: 0 in a refusal), so moving it costs
+    least."""
+    n = len(conn)
+    na = 0
+    for i in range(n):
+        na = max(na, attempt[i] + 1)
+    first = np.full((nconn, na, 2), -1, np.int64)
+    for i in range(n):
+        c, k, d = conn[i], attempt[i], dt[i]
+        if first[c, k, d] < 0:  # tshark's base: a SYN's number, else the number before
+            first[c, k, d] = (seq[i] - (0 if syn[i] == 1 else 1)) % MOD32
+    delta = np.zeros((nconn, na, 2), np.int64)
+    for c in range(nconn):
+        for d in range(2):
+            target = -1  # the (moved) first number of the nearest later attempt with direction d
+            for k in range(na - 1, -1, -1):
+                f = first[c, k, d]
+                if f < 0:
+                    continue
+                if target >= 0:
+                    delta[c, k, d] = (target - f) % MOD32
+                target = (f + delta[c, k, d]) % MOD32
+    out_seq = seq.copy()
+    out_ack = ack.copy()
+    for i in range(n):
+        c, k, d = conn[i], attempt[i], dt[i]
+        out_seq[i] = (seq[i] + delta[c, k, d]) % MOD32
+        if ackf[i] == 1:
+            out_ack[i] = (ack[i] + delta[c, k, 1 - d]) % MOD32
+    return out_seq, out_ack
+
+
+@kernel
 def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray, fin0: np.ndarray,
               rst0: np.ndarray, payload: np.ndarray, seq: np.ndarray, urg0: np.ndarray, urp0: np.ndarray,
               nconn: int) -> tuple:
@@ -187,6 +259,8 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         if first1:
             refused_c[c] = rst0[i] == 1 and syn0[i] == 0
             srv_isn[c] = seq[i]
+        elif psa and rank == 0:
+            srv_isn[c] = seq[i]
         phase_c[i] = pc
         phase_s[i] = ps
         synack_first[i] = first1 or (psa and rank == 0)
@@ -210,10 +284,13 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         says_repeat[i] = (phase_s[i] and syn0[i] == 1 and rst0[i] == 0 and fin0[i] == 0
                           and (payload[i] == 0 or (srv_isn[c] >= 0 and seq[i] == srv_isn[c])))
     following = False
+    # per connection: the server sent data or a FIN after its handshake (so far, in flow order)
+    srv_moved = np.zeros(nconn, np.bool_)
     for i in range(n - 1, -1, -1):
         if i == n - 1 or ft[i + 1] != ft[i]:
             following = False
-        if dt[i] == 1 and phase_s[i]:
+        # (the SYN-ACK's sender: the client's side in a capture starting at the SYN-ACK)
+        if dt[i] == (0 if sa_c[ft[i]] else 1) and phase_s[i]:
             next_repeat[i] = following
             following = says_repeat[i]
     for i in range(n):
@@ -229,8 +306,9 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         # a repeated SYN-ACK data, and the next repeat out of order in tshark)
         # a row just before a repeat repeats it too, its flags or its sequence number and length
         # corrupted: the server sends no data (nor FIN or RST) before a SYN-ACK it still repeats
-        # (as data, the repeat after it read as out of order: nDPI's dnp3 and rtsp at 2-5%)
-        repeat = says_repeat[i] or next_repeat[i]
+        # (as data, the repeat after it read as out of order: nDPI's dnp3 and rtsp at 2-5%).
+        # Neither repeats once the server sent data or a FIN (see late_synack)
+        repeat = (says_repeat[i] or next_repeat[i]) and not srv_moved[c]
         ps = phase_s[i] and (refused or synack_first[i] or repeat)
         pc = phase_c[i]
         e = not (pc or ps)
@@ -238,8 +316,10 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
             pay[i] = 0
         # a SYN-ACK the server repeats later (its ACK was lost) is a retransmission, not a new SYN;
         # at the SYN-ACK's sequence number it carries no data, whatever its IP length says
+        # (not once the server sent data or a FIN: its sequence number moved on, and a SYN-ACK
+        # after them read as out of order: nDPI's WebattackXSS at 5%, its direction corrupted)
         late_synack = (hs_c[c] and not refused and d == 1 and e and syn0[i] == 1 and rst0[i] == 0
-                       and fin0[i] == 0 and seq[i] == srv_isn[c])
+                       and fin0[i] == 0 and seq[i] == srv_isn[c] and not srv_moved[c])
         if late_synack:
             pay[i] = 0
         # likewise a SYN the client repeats after the SYN-ACK (which it did not get) or a refusal,
@@ -251,6 +331,8 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
             pc = True
             e = False
             pay[i] = 0
+        if d == (0 if sa_c[c] else 1) and e and not late_synack and (pay[i] > 0 or fin0[i] == 1):
+            srv_moved[c] = True
         syn[i] = 1 if (pc or (ps and not refused) or late_synack) else 0
         rst[i] = 0 if pc else ((1 if refused else 0) if ps else rst0[i])
         phase_c[i] = pc
@@ -657,7 +739,15 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
             for i in range(a, b):
                 if not fix[i] and i + 1 < b and s_pay[i] > 0 and not s_phase[i]:
                     d = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
-                    fin_next = s_fin[i + 1] == 1 and s_pay[i + 1] == 0  # a bare FIN follows
+                    # a bare FIN follows at the segment's start (after bare ACKs there too: nDPI's
+                    # dnp3 at 1%, a FIN whose IP length gained a bit)
+                    fin_next = False
+                    for j in range(i + 1, b):
+                        if rel[j] != rel[i] or s_pay[j] != 0 or s_syn[j] != 0:
+                            break
+                        if s_fin[j] == 1:
+                            fin_next = True
+                            break
                     # a start the predecessor contradicts while the predecessor's end plus this
                     # length reaches the successor: the sequence number is the corrupted field.
                     # Only new data: a resend of earlier bytes (starting below the end of what the
@@ -1115,12 +1205,16 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
         if i == 0 or ft[i - 1] != ft[i]:
             last0 = last1 = -BIG
         peer_last[inv[i]] = last1 if dt[i] == 0 else last0
+        # tshark's last acknowledgement is the latest segment's field, whatever its flags: a
+        # segment without ACK (an RST's 0) clears it until the next ACK (nDPI's ethereum at 1%)
+        v = -BIG
         if ackf[i] == 1:
             out_ack[i] = (peer_isn[i] + final[i]) % MOD32
-            if dt[i] == 0:
-                last0 = max(last0, final[i])
-            else:
-                last1 = max(last1, final[i])
+            v = final[i]
+        if dt[i] == 0:
+            last0 = v
+        else:
+            last1 = v
     spurious = np.zeros(n, np.bool_)
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
