@@ -1014,8 +1014,9 @@ class Repairer:
         # connection ids: (flow, IPv6, attempt) ranked; an attempt after a refusal is a connection
         ft = self.flow[t] * 2 + (self.l3[t] == "ipv6")
         dt = self.direction[t].astype(np.int64)
-        attempt = T.tcp_attempts(ft, dt, self._get("tcp_syn", t), self._get("tcp_ackf", t), self._get("tcp_rst", t),
-                                 2 * self.nflows)
+        keys = ["tcp_syn", "tcp_ackf", "tcp_fin", "tcp_rst", "tcp_urg", "tcp_urp", "tcp_seq"]
+        fields = dict(zip(keys, np.ascontiguousarray(self._get_many(keys, t).T), strict=True))  # one pass
+        attempt = T.tcp_attempts(ft, dt, fields["tcp_syn"], fields["tcp_ackf"], fields["tcp_rst"], 2 * self.nflows)
         # (the connections with a refused attempt, for tcp_attempt_numbers)
         self._attempts = (ft, attempt, 2 * self.nflows) if attempt.any() else None
         if attempt.any():
@@ -1023,11 +1024,11 @@ class Repairer:
         nflows = self.nflows
         self.nflows = int(ft.max()) + 1 if attempt.any() else 2 * nflows
         try:
-            self._tcp_state(t, ft, dt)
+            self._tcp_state(t, ft, dt, fields)
         finally:
             self.nflows = nflows
 
-    def _tcp_state(self, t: np.ndarray, ft: np.ndarray, dt: np.ndarray) -> None:
+    def _tcp_state(self, t: Arr, ft: Arr, dt: Arr, fields: dict[str, Arr]) -> None:
         """Flags (the ``tcp_flags`` rule, :func:`netdiffusion.repair.tcp.tcp_flags`), then options,
         sequence and acknowledgement numbers.
 
@@ -1036,8 +1037,9 @@ class Repairer:
         SYN-ACK (RST-ACK when it refuses), a capture starting at the SYN-ACK keeps it; everywhere
         else SYN is cleared and ACK set, no payload on handshake segments; FIN only where no later
         segment of the direction carries data beyond it (later FINs repeat the first), RST only
-        where the direction sends nothing after it, URG only with 0 < urgent pointer <= payload."""
-        get = lambda k: self._get(k, t)  # noqa: E731
+        where the direction sends nothing after it, URG only with 0 < urgent pointer <= payload.
+        ``fields``: the generated flag, urgent pointer and sequence number fields of rows ``t``."""
+        get = fields.__getitem__
         seq = get("tcp_seq")
         syn, fin, rst, ackf, urg, urp, payload, phase_c, synack, og = T.tcp_flags(
             ft, dt, get("tcp_syn"), get("tcp_ackf"), get("tcp_fin"), get("tcp_rst"), self.payload[t], seq,
