@@ -772,8 +772,10 @@ class Repairer:
             # stay as generated (real rows carry them).
             clash = np.isin(cur, [*IP_PROTO.values(), IGMP_PROTO, *ZERO_PAYLOAD_MALFORMED,
                                   43, 140])  # Routing, Shim6: malformed when zero
-            # the extension headers the packet builder writes need their 8 payload bytes too
-            sizes = {**SHORT_PAYLOAD_MALFORMED, **SYNTHETIC_PAYLOAD_BYTES,
+            # the extension headers the packet builder writes need their 8 payload bytes too, and
+            # so does ICMPv6 (its echo header: less is malformed in tshark, and no real ICMPv6
+            # message is shorter; a corrupted IPv6 length made one, shared youtube at 5%)
+            sizes = {**SHORT_PAYLOAD_MALFORMED, **SYNTHETIC_PAYLOAD_BYTES, ICMPV6_PROTO: 8,
                      **{nh: len(b) for nh, b in IPV6_EXTENSION_PAYLOADS.items()}}
             clash |= self._too_short(cur, payload, sizes)
             nh[none] = np.where(clash, IPV6_NO_NEXT_HEADER, -1)
