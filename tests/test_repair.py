@@ -1864,3 +1864,33 @@ def test_a_syn_ack_repeat_that_lost_its_syn_in_a_capture_starting_at_the_syn_ack
     assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 1, 1, 0, 0, 0]
     assert list(layout.field_values(r, "tcp_seq")) == [900, 900, 900, 900, 101, 101, 901]
     assert list(out["result"].payload) == [0, 0, 0, 0, 0, 20, 0]
+
+
+def test_the_initial_rtt_of_a_capture_of_the_client_alone_ends_at_its_first_ack(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's ocs-03889b44-000012 at 2% and 5%: a capture of the client alone,
+    19 out-of-order segments): tshark times the initial RTT from the SYN to the first packet with
+    ACK and without SYN of either direction, here the client's own first ACK. Repair timed it only
+    at a client packet after the server's, so here never (3 ms), and kept data resent 10 ms after
+    the highest segment in place: out-of-order within tshark's 100 ms. It is moved instead."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from netdiffusion.decode import flow_pcap_path
+    from netdiffusion.validate import TCP_ERROR_FLAGS
+
+    e, a = Ether(), IP(src="10.0.0.1", dst="10.0.0.2")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901),
+            e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 50),
+            e / a / TCP(sport=4000, dport=80, flags="PA", seq=151, ack=901) / (b"x" * 50),
+            e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 50)]  # row 4
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    ts = packets.timestamp.copy()
+    ts[1:] += 90_000_000  # the first ACK 100 ms after the SYN, then 10 ms apart
+    packets = Packets(**{**packets.__dict__, "timestamp": ts})
+    r = repair_packets(layout, packets, RepairConfig())["packets"].nprint
+    assert list(layout.field_values(r, "tcp_seq")) == [100, 101, 101, 151, 201]
+    data = write_dataset(packets, layout, tmp_path / "in")
+    repair_dataset(data, tmp_path / "out", progress=False)
+    flags = tshark_file(flow_pcap_path(tmp_path / "out", packets.label[0], packets.flow_id[0]))["tcp_flags"]
+    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)

@@ -1069,9 +1069,10 @@ class Repairer:
         psh = self._get("tcp_psh", t)
         seq = T.resolve_unknown_bits(og, T._bounds((ft * 2 + dt)[og]), seq, self._seq_unknown[t], payload + syn + fin)
         length_unknown = self._length_unknown[t]
+        conn0 = self._attempts[0] if self._attempts is not None else ft  # port pairs, for the initial RTT
         args = (self.nflows, self.cfg.gaps == "close", int(self.cfg.ack_window))
         new_seq, ack, new_payload, fixed = T.tcp_seq_ack(ft, dt, og, seq, ackn, syn, fin, rst, ackf, payload, phase_c,
-                                                         synack, ts, *args, psh, length_unknown)
+                                                         synack, ts, *args, psh, length_unknown, conn0)
         # The FIN rule again, on the repaired numbers: a FIN the sequence rule placed before data of
         # its direction (an unconfirmed jump moved to the next expected offset, or a closed gap,
         # with data captured after it numbered beyond it) would lose its flag when the output is
@@ -1089,7 +1090,8 @@ class Repairer:
             r_og = T.group_order(ft[redo] * 2 + dt[redo], 2 * self.nflows)
             r_seq, r_ack, r_payload, r_fixed = T.tcp_seq_ack(
                 ft[redo], dt[redo], r_og, seq[redo], ackn[redo], syn[redo], fin[redo], rst[redo], ackf[redo],
-                payload[redo], phase_c[redo], synack[redo], ts[redo], *args, psh[redo], length_unknown[redo])
+                payload[redo], phase_c[redo], synack[redo], ts[redo], *args, psh[redo], length_unknown[redo],
+                conn0[redo])
             new_seq[redo], ack[redo], new_payload[redo] = r_seq, r_ack, r_payload
             fixed = fixed or r_fixed
             self._put("tcp_flags", "tcp_fin", t[cleared], 0)

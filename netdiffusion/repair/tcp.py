@@ -564,11 +564,12 @@ def _restarted(rel: np.ndarray, s_len: np.ndarray, confirmed: np.ndarray, i: int
 def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray, ack0: np.ndarray,
                 syn: np.ndarray, fin: np.ndarray, rst: np.ndarray, ackf: np.ndarray, payload: np.ndarray,
                 phase_c: np.ndarray, synack: np.ndarray, ts: np.ndarray, nconn: int, close_gaps: bool,
-                ack_window: int, psh: np.ndarray, length_unknown: np.ndarray) -> tuple:
+                ack_window: int, psh: np.ndarray, length_unknown: np.ndarray, conn0: np.ndarray) -> tuple:
     """The ``tcp_seq`` / ``tcp_ack`` rules (see :meth:`Repairer._tcp_seq_ack`): new sequence and
     acknowledgement numbers (flow order), the payload lengths with corrupted ones fixed, and
     whether any was. ``psh``: the PSH flag as generated (1 set, 0 unset, -1 absent);
-    ``length_unknown``: the IP length's absent bits (read as 0) as a mask of byte weights."""
+    ``length_unknown``: the IP length's absent bits (read as 0) as a mask of byte weights;
+    ``conn0``: each row's connection before the split into attempts (:func:`tcp_attempts`)."""
     n = len(ft)
     ngroups = 2 * nconn
     gid_f = ft * 2 + dt
@@ -791,38 +792,41 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         confirmed = _confirmations(bounds, gids, where, isn, rel, s_len, acks, ack_lo, ack_size, ack_at, og)
     # Wireshark calls a backwards segment out-of-order (not a retransmission) when it comes
     # sooner than the initial RTT (3 ms if unknown) after the highest one: keep only later ones.
-    # Wireshark times the initial RTT from the most recent SYN (a SYN it had to resend starts
-    # the clock again) to the client's first packet after the server's (the first such packet
-    # per connection); only for connections with a handshake
-    hs_conn = np.zeros(nconn, np.bool_)
+    # Wireshark times the initial RTT once per port pair, from the most recent SYN without ACK (a
+    # SYN it had to resend starts the clock again) to the first packet with ACK and without SYN
+    # of either direction: the client's handshake ACK, a refusal's RST, or in a capture of the
+    # client alone its first ACK (timed as 3 ms there, data resent within the real RTT read as
+    # out-of-order: nDPI's ocs at 5%). Per original connection ``conn0``: a retry after a
+    # refusal is the same port pair to tshark. A zero interval leaves it unset (the next such
+    # packet times it)
+    nconn0 = 0
     for i in range(n):
-        if phase_c[i]:
-            hs_conn[ft[i]] = True
-    irtt = np.full(nconn, 3_000_000, np.int64)
-    timed = np.zeros(nconn, np.bool_)
+        nconn0 = max(nconn0, conn0[i] + 1)
+    irtt = np.full(nconn0, 3_000_000, np.int64)
+    syn_at = np.full(nconn0, -1, np.int64)
+    timed = np.zeros(nconn0, np.bool_)
+    for i in range(n):
+        c = conn0[i]
+        if timed[c]:
+            continue
+        if syn[i] == 1 and ackf[i] == 0:
+            syn_at[c] = ts[i]
+        elif syn[i] == 0 and ackf[i] == 1 and syn_at[c] >= 0 and ts[i] > syn_at[c]:
+            timed[c] = True
+            irtt[c] = ts[i] - syn_at[c]
     peer_seen = np.zeros(n, np.bool_)
-    syn_ts = -1
-    run_ts = 0
     seen0 = False
     seen1 = False
     for i in range(n):
-        c = ft[i]
-        v = ts[i] if (phase_c[i] and syn[i] == 1) else -1
-        if i == 0 or ft[i - 1] != c:
-            syn_ts, run_ts, seen0, seen1 = v, ts[i], False, False
-        else:
-            syn_ts = max(syn_ts, v)
+        if i == 0 or ft[i - 1] != ft[i]:
+            seen0, seen1 = False, False
         if dt[i] == 0:
             peer_seen[i] = seen1
-            if seen1 and not timed[c]:
-                timed[c] = True
-                if hs_conn[c]:
-                    irtt[c] = max(ts[i] - (syn_ts if syn_ts >= 0 else run_ts), 1)
             seen0 = True
         else:
             peer_seen[i] = seen0
             seen1 = True
-    thr = irtt[ft[og]]
+    thr = irtt[conn0[og]]
     for i in range(n):
         if syn_retry[i]:  # SYN / SYN-ACK retransmissions restart at the ISN
             rel[i] = 0
