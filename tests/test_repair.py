@@ -1894,3 +1894,27 @@ def test_the_initial_rtt_of_a_capture_of_the_client_alone_ends_at_its_first_ack(
     repair_dataset(data, tmp_path / "out", progress=False)
     flags = tshark_file(flow_pcap_path(tmp_path / "out", packets.label[0], packets.flow_id[0]))["tcp_flags"]
     assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)
+
+
+def test_phantom_bytes_of_a_fin_stay_dropped_when_a_corrupted_ack_lands_inside_them(tmp_path: Path) -> None:
+    """Regression (QA, nDPI's ethereum-3602adff-000018 at 0.5%): the client's FIN gained 64 bytes of
+    IP length, the server's FIN-ACK after it an acknowledgement bit that put it 17 bytes into
+    them, and the client repeated its FIN at the same number without data. That ACK kept the
+    phantom bytes, and the bare FIN read as out of order. Before a bare FIN at the segment's
+    start, only an ACK of the segment's end counts for its bytes."""
+    from scapy.layers.inet import TCP
+
+    e, a, b, pkts = _handshake()
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"q" * 30),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=131),
+             e / a / TCP(sport=4000, dport=80, flags="FA", seq=131, ack=901),  # row 5
+             e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=132),  # row 6
+             e / a / TCP(sport=4000, dport=80, flags="FA", seq=131, ack=902),  # the FIN's repeat
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=902, ack=132)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
+                   if r != "l4_checksum")
+    out = _repair_corrupted(layout, packets, {(5, "ipv4_tl"): 9, (6, "tcp_ackn"): 27})  # +64 bytes; 132 -> 148
+    assert list(out["result"].payload) == [0, 0, 0, 30, 0, 0, 0, 0, 0]
+    assert list(layout.field_values(out["packets"].nprint, "tcp_seq")) == list(layout.field_values(packets.nprint,
+                                                                                                   "tcp_seq"))

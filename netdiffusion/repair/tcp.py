@@ -482,11 +482,14 @@ def _never_acked(og: np.ndarray, bounds: np.ndarray, where: np.ndarray, g: int, 
         if s_ackf[q] and lo < og[q] < hi:
             r = _relative(ack_s[q] % MOD32, isn[g])
             if start < r <= end:
-                inside += 1
+                # before a bare FIN at its start, only an ACK of its end (with or without the FIN)
+                # counts: one into its middle is a corrupted ACK (nDPI's ethereum at 0.5%)
+                if not fin_next or r >= end - 1:
+                    inside += 1
             elif r <= start:
                 below += 1
     # a FIN right after, at the segment's start: no sender closes below data it sent, so only
-    # an acknowledgement of those bytes keeps them (a capture ending before the peer answers)
+    # an acknowledgement of the segment's end keeps them (a capture ending before the peer answers)
     return below > 4 * inside or (fin_next and inside == 0)
 
 
