@@ -1918,3 +1918,27 @@ def test_phantom_bytes_of_a_fin_stay_dropped_when_a_corrupted_ack_lands_inside_t
     assert list(out["result"].payload) == [0, 0, 0, 30, 0, 0, 0, 0, 0]
     assert list(layout.field_values(out["packets"].nprint, "tcp_seq")) == list(layout.field_values(packets.nprint,
                                                                                                    "tcp_seq"))
+
+
+def test_a_fins_phantom_byte_is_dropped_past_an_ack_whose_number_is_corrupted(tmp_path: Path) -> None:
+    """Regression (QA, shared youtube baseline_apartment_exp_289 at 5%): the server's FIN gained one
+    byte of IP length; its next segment, a bare ACK, had its sequence number corrupted far away,
+    and then the FIN's repeat came at the FIN's number. The phantom-bytes rule looked only at the
+    next segment, and compared a bare FIN's length (1, the FIN) with the byte: the byte stayed and
+    the repeat read as out of order. Empty segments far off are skipped, and a FIN's own
+    sequence number does not count as data."""
+    from scapy.layers.inet import TCP
+
+    e, a, b, pkts = _handshake()
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"q" * 30),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=131),
+             e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=131),  # row 5
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=902, ack=131),  # row 6
+             e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=131),  # the FIN's repeat
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=131, ack=902)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
+                   if r != "l4_checksum")
+    out = _repair_corrupted(layout, packets, {(5, "ipv4_tl"): 15, (6, "tcp_seq"): 2})  # +1 byte; +2^29
+    assert list(out["result"].payload) == [0, 0, 0, 30, 0, 0, 0, 0, 0]
+    assert list(layout.field_values(out["packets"].nprint, "tcp_fin")) == [0, 0, 0, 0, 0, 1, 0, 1, 0]
