@@ -1205,6 +1205,25 @@ def _encoded_flow(tmp_path: Path, pkts: list) -> tuple[Layout, Packets]:
     return layout, packets
 
 
+def _assert_repair_changes_nothing(layout: Layout, packets: Packets) -> None:
+    """The flow as encoded is valid traffic: repair changes no bit (L4 checksums aside, which
+    nPrint does not encode)."""
+    bits = repair_packets(layout, packets, RepairConfig())["result"].bits
+    assert not any(v.any() for r, v in bits.items() if r != "l4_checksum")
+
+
+def _assert_no_tcp_errors(dataset: Path, out: Path, packets: Packets) -> dict:
+    """Repair the one-flow ``dataset`` into ``out``; tshark finds no TCP error in the flow's pcap.
+    Returns repair's totals."""
+    from netdiffusion.decode import flow_pcap_path
+    from netdiffusion.validate import TCP_ERROR_FLAGS
+
+    totals = repair_dataset(dataset, out, progress=False)
+    flags = tshark_file(flow_pcap_path(out, packets.label[0], packets.flow_id[0]))["tcp_flags"]
+    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)
+    return totals
+
+
 def test_option_bits_lost_inside_the_list_keep_the_header_the_data_offset_counts(tmp_path: Path) -> None:
     """Regression (QA, nDPI's pinterest, firefox, 443-firefox at 0.1% corruption): one option bit
     of a bare ACK turned absent (row 14 of pinterest-16f5ebdc-000002: byte 10 of its 12 option
@@ -1261,8 +1280,7 @@ def test_a_syn_ack_repeat_with_a_corrupted_ip_length_stays_a_syn_ack(tmp_path: P
             e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 20),
             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=121)]
     layout, packets = _encoded_flow(tmp_path, pkts)
-    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
-                   if r != "l4_checksum")
+    _assert_repair_changes_nothing(layout, packets)
     m = packets.nprint.copy()
     tl = layout.field_slice("ipv4_tl").start
     m[2, tl + 7] = 1  # 40 -> 296 bytes: 256 bytes of "data"
@@ -1322,8 +1340,7 @@ def test_a_bare_ack_whose_ip_length_gained_a_bit_carries_no_data(tmp_path: Path)
              e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=1501),  # not the 59 bytes
              e / b / TCP(sport=80, dport=4000, flags="FA", seq=1501, ack=101)]
     layout, packets = _encoded_flow(tmp_path, pkts)
-    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
-                   if r != "l4_checksum")
+    _assert_repair_changes_nothing(layout, packets)
     m = packets.nprint.copy()
     m[6, layout.field_slice("ipv4_tl").start + 7] = 1  # the client's second ACK: 40 -> 296 bytes
     out = repair_packets(layout, Packets(**{**packets.__dict__, "nprint": m}), RepairConfig())
@@ -1522,8 +1539,7 @@ def test_phantom_bytes_before_a_fin_at_their_number_are_dropped(tmp_path: Path) 
             e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=165),  # row 6
             e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=165)]  # row 7: its repeat
     layout, packets = _encoded_flow(tmp_path, pkts)
-    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
-                   if r != "l4_checksum")
+    _assert_repair_changes_nothing(layout, packets)
     for row, bit in ((5, 5), (6, 7)):  # the bare ACK +1024 bytes; the FIN +256 bytes
         out = _repair_corrupted(layout, packets, {(row, "ipv4_tl"): bit})
         _assert_numbers_restored(layout, packets, out)
@@ -1736,8 +1752,6 @@ def test_a_refused_connection_retried_on_the_same_ports_keeps_its_numbers(tmp_pa
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    from netdiffusion.decode import flow_pcap_path
-    from netdiffusion.validate import TCP_ERROR_FLAGS
 
     e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
     syn = e / a / TCP(sport=4000, dport=554, flags="S", seq=100, options=[("MSS", 1460)])
@@ -1755,10 +1769,7 @@ def test_a_refused_connection_retried_on_the_same_ports_keeps_its_numbers(tmp_pa
     seq = list(layout.field_values(packets.nprint, "tcp_seq"))
     seq[1] = 901
     assert list(layout.field_values(r, "tcp_seq")) == seq
-    totals = repair_dataset(tmp_path / "ds", tmp_path / "out", progress=False)
-    assert totals["flows"] == 1
-    flags = tshark_file(flow_pcap_path(tmp_path / "out", packets.label[0], packets.flow_id[0]))["tcp_flags"]
-    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)
+    assert _assert_no_tcp_errors(tmp_path / "ds", tmp_path / "out", packets)["flows"] == 1
 
 
 def test_a_syn_ack_after_the_servers_fin_is_no_repeat(tmp_path: Path) -> None:
@@ -1770,8 +1781,6 @@ def test_a_syn_ack_after_the_servers_fin_is_no_repeat(tmp_path: Path) -> None:
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    from netdiffusion.decode import flow_pcap_path
-    from netdiffusion.validate import TCP_ERROR_FLAGS
 
     e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
     syn_ack = TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101)
@@ -1784,9 +1793,7 @@ def test_a_syn_ack_after_the_servers_fin_is_no_repeat(tmp_path: Path) -> None:
     assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 0, 0, 0, 0]
     assert list(layout.field_values(r, "tcp_fin")) == [0, 0, 0, 1, 1, 0]
     assert list(layout.field_values(r, "tcp_seq"))[:5] == [100, 900, 901, 901, 901]
-    repair_dataset(tmp_path / "ds", tmp_path / "out", progress=False)
-    flags = tshark_file(flow_pcap_path(tmp_path / "out", packets.label[0], packets.flow_id[0]))["tcp_flags"]
-    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)
+    _assert_no_tcp_errors(tmp_path / "ds", tmp_path / "out", packets)
 
 
 def test_phantom_bytes_of_a_fin_before_bare_acks_and_its_repeat_are_dropped(tmp_path: Path) -> None:
@@ -1805,8 +1812,7 @@ def test_phantom_bytes_of_a_fin_before_bare_acks_and_its_repeat_are_dropped(tmp_
              e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=131),  # the FIN's repeat
              e / a / TCP(sport=4000, dport=80, flags="A", seq=131, ack=902)]
     layout, packets = _encoded_flow(tmp_path, pkts)
-    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
-                   if r != "l4_checksum")
+    _assert_repair_changes_nothing(layout, packets)
     out = _repair_corrupted(layout, packets, {(5, "ipv4_tl"): 9})  # +64 bytes
     assert list(out["result"].payload) == [0, 0, 0, 30, 0, 0, 0, 0, 0, 0]
     assert list(layout.field_values(out["packets"].nprint, "tcp_fin")) == [0, 0, 0, 0, 0, 1, 0, 0, 1, 0]
@@ -1820,8 +1826,6 @@ def test_a_resend_after_the_peers_rst_without_ack_is_not_taken_for_spurious(tmp_
     such an RST the resend is placed at the next expected number."""
     from scapy.layers.inet import TCP
 
-    from netdiffusion.decode import flow_pcap_path
-    from netdiffusion.validate import TCP_ERROR_FLAGS
 
     e, a, b, pkts = _handshake()
     pkts += [e / b / TCP(sport=80, dport=4000, flags="PA", seq=901, ack=101) / (b"x" * 100),
@@ -1836,10 +1840,7 @@ def test_a_resend_after_the_peers_rst_without_ack_is_not_taken_for_spurious(tmp_
     packets = Packets(**{**packets.__dict__, "timestamp": ts})
     r = repair_packets(layout, packets, RepairConfig())["packets"].nprint
     assert layout.field_values(r, "tcp_seq")[6] == 1001
-    data = write_dataset(packets, layout, tmp_path / "in")
-    repair_dataset(data, tmp_path / "out", progress=False)
-    flags = tshark_file(flow_pcap_path(tmp_path / "out", packets.label[0], packets.flow_id[0]))["tcp_flags"]
-    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)
+    _assert_no_tcp_errors(write_dataset(packets, layout, tmp_path / "in"), tmp_path / "out", packets)
 
 
 def test_a_syn_ack_repeat_that_lost_its_syn_in_a_capture_starting_at_the_syn_ack(tmp_path: Path) -> None:
@@ -1857,8 +1858,7 @@ def test_a_syn_ack_repeat_that_lost_its_syn_in_a_capture_starting_at_the_syn_ack
             e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 20),
             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=121)]
     layout, packets = _encoded_flow(tmp_path, pkts)
-    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
-                   if r != "l4_checksum")
+    _assert_repair_changes_nothing(layout, packets)
     out = _repair_corrupted(layout, packets, {(2, "tcp_syn"): 0, (2, "ipv4_tl"): 5})  # +1024 bytes
     r = out["packets"].nprint
     assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 1, 1, 0, 0, 0]
@@ -1875,8 +1875,6 @@ def test_the_initial_rtt_of_a_capture_of_the_client_alone_ends_at_its_first_ack(
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    from netdiffusion.decode import flow_pcap_path
-    from netdiffusion.validate import TCP_ERROR_FLAGS
 
     e, a = Ether(), IP(src="10.0.0.1", dst="10.0.0.2")
     pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
@@ -1890,10 +1888,7 @@ def test_the_initial_rtt_of_a_capture_of_the_client_alone_ends_at_its_first_ack(
     packets = Packets(**{**packets.__dict__, "timestamp": ts})
     r = repair_packets(layout, packets, RepairConfig())["packets"].nprint
     assert list(layout.field_values(r, "tcp_seq")) == [100, 101, 101, 151, 201]
-    data = write_dataset(packets, layout, tmp_path / "in")
-    repair_dataset(data, tmp_path / "out", progress=False)
-    flags = tshark_file(flow_pcap_path(tmp_path / "out", packets.label[0], packets.flow_id[0]))["tcp_flags"]
-    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)
+    _assert_no_tcp_errors(write_dataset(packets, layout, tmp_path / "in"), tmp_path / "out", packets)
 
 
 def test_phantom_bytes_of_a_fin_stay_dropped_when_a_corrupted_ack_lands_inside_them(tmp_path: Path) -> None:
@@ -1912,8 +1907,7 @@ def test_phantom_bytes_of_a_fin_stay_dropped_when_a_corrupted_ack_lands_inside_t
              e / a / TCP(sport=4000, dport=80, flags="FA", seq=131, ack=902),  # the FIN's repeat
              e / b / TCP(sport=80, dport=4000, flags="A", seq=902, ack=132)]
     layout, packets = _encoded_flow(tmp_path, pkts)
-    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
-                   if r != "l4_checksum")
+    _assert_repair_changes_nothing(layout, packets)
     out = _repair_corrupted(layout, packets, {(5, "ipv4_tl"): 9, (6, "tcp_ackn"): 27})  # +64 bytes; 132 -> 148
     assert list(out["result"].payload) == [0, 0, 0, 30, 0, 0, 0, 0, 0]
     assert list(layout.field_values(out["packets"].nprint, "tcp_seq")) == list(layout.field_values(packets.nprint,
@@ -1937,8 +1931,7 @@ def test_a_fins_phantom_byte_is_dropped_past_an_ack_whose_number_is_corrupted(tm
              e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=131),  # the FIN's repeat
              e / a / TCP(sport=4000, dport=80, flags="A", seq=131, ack=902)]
     layout, packets = _encoded_flow(tmp_path, pkts)
-    assert not any(v.any() for r, v in repair_packets(layout, packets, RepairConfig())["result"].bits.items()
-                   if r != "l4_checksum")
+    _assert_repair_changes_nothing(layout, packets)
     out = _repair_corrupted(layout, packets, {(5, "ipv4_tl"): 15, (6, "tcp_seq"): 2})  # +1 byte; +2^29
     assert list(out["result"].payload) == [0, 0, 0, 30, 0, 0, 0, 0, 0]
     assert list(layout.field_values(out["packets"].nprint, "tcp_fin")) == [0, 0, 0, 0, 0, 1, 0, 1, 0]
