@@ -1020,11 +1020,14 @@ class Repairer:
         fields = dict(zip(keys, np.ascontiguousarray(self._get_many(keys, t).T), strict=True))  # one pass
         attempt = T.tcp_attempts(ft, dt, fields["tcp_syn"], fields["tcp_ackf"], fields["tcp_rst"], 2 * self.nflows)
         # (the connections with a refused attempt, for tcp_attempt_numbers)
-        self._attempts = (ft, attempt, 2 * self.nflows) if attempt.any() else None
-        if attempt.any():
-            ft = np.unique(ft * (int(attempt.max()) + 1) + attempt, return_inverse=True)[1].reshape(-1)
+        self._attempts = None
         nflows = self.nflows
-        self.nflows = int(ft.max()) + 1 if attempt.any() else 2 * nflows
+        nconn = 2 * nflows
+        if attempt.any():
+            self._attempts = (ft, attempt, nconn)
+            ft = np.unique(ft * (int(attempt.max()) + 1) + attempt, return_inverse=True)[1].reshape(-1)
+            nconn = int(ft.max()) + 1
+        self.nflows = nconn
         try:
             self._tcp_state(t, ft, dt, fields)
         finally:
