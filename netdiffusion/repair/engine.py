@@ -1120,7 +1120,7 @@ class Repairer:
         Wireshark calls a 1-byte in-order segment sent while the peer's last advertised window is 0
         a zero-window probe and does not advance the sequence past it, so when the next segment of
         that direction starts one byte later it reports "previous segment not captured" and the
-        peer's ACK "ACKed unseen segment". Generated windows can be 0 anywhere: such a zero window
+        peer's ACK "ACKed unseen segment" (so does the ACK of a FIN riding on the probe byte). Generated windows can be 0 anywhere: such a zero window
         (an RST's too) gets the last non-zero window its direction advertised (1 if none). Real
         probes, whose next segment resends the same byte, are left alone
         (:func:`netdiffusion.repair.tcp.tcp_zero_window`)."""

@@ -1361,8 +1361,10 @@ def tcp_zero_window(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndar
     fix = np.zeros(n, np.bool_)
     for i in range(n):
         p = peer[i]
-        if (payload[i] == 1 and syn[i] == 0 and fin[i] == 0 and p >= 0 and nxt[i] >= 0
-                and seq[nxt[i]] == (seq[i] + 1) % MOD32 and win[p] == 0):
+        # the byte counts as sent when the next segment follows it, or when a FIN rides on it
+        # (the peer then ACKs past it: Wireshark's "ACKed unseen segment")
+        if (payload[i] == 1 and syn[i] == 0 and p >= 0 and win[p] == 0
+                and (fin[i] == 1 or (nxt[i] >= 0 and seq[nxt[i]] == (seq[i] + 1) % MOD32))):
             fix[p] = True
     return fix, value
 
