@@ -1018,7 +1018,9 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
                     good = (f & gap) != 0 and r - e < (1 << 30)
                 else:
                     good = False
-                    if r >= 0:
+                    # (not from 2**30 or more below: with the gaps closed, a number that far
+                    # behind the rest wraps to far ahead of it; nDPI's chrome at 8%)
+                    if r >= 0 and e - r < (1 << 30):
                         if cand and ln == 0:
                             # a bare ACK sent before a data segment but captured after it
                             # (reordered on the host): it restarts where an earlier segment did,
