@@ -1980,3 +1980,67 @@ def test_a_bare_ack_far_below_the_sequence_is_not_kept_there(shared_data: Path, 
         m[row, layout.field_slice(key)] = [{"1": 1, "0": 0, "-": -1}[b] for b in bits]
     data = write_dataset(Packets(**{**flow.__dict__, "nprint": m}), layout, tmp_path / "in")
     _assert_no_tcp_errors(data, tmp_path / "out", flow)
+
+
+def test_one_byte_with_a_lost_number_before_confirmed_data_at_its_place_is_a_keep_alive(tmp_path: Path) -> None:
+    """Regression (nDPI's signal at 1%): a server's bare ACK gained a payload byte and a
+    corrupted sequence number, just before the server's data at the expected number, which the
+    client acknowledges. Placed there as new data, the byte pushed that segment and every later
+    one up by one (and ended in 'previous segment not captured'); one byte below the expected
+    number it is a keep-alive, and the data keeps its number."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=443, flags="S", seq=100),
+            e / b / TCP(sport=443, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=901),
+            e / b / TCP(sport=443, dport=4000, flags="PA", seq=901, ack=101) / (b"x" * 100),
+            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=1001),
+            e / b / TCP(sport=443, dport=4000, flags="A", seq=1001, ack=101),
+            e / b / TCP(sport=443, dport=4000, flags="A", seq=1001, ack=101),  # row 6: corrupted below
+            e / b / TCP(sport=443, dport=4000, flags="PA", seq=1001, ack=101) / (b"y" * 42),
+            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=1043),
+            e / b / TCP(sport=443, dport=4000, flags="A", seq=1043, ack=101)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    _assert_repair_changes_nothing(layout, packets)
+    m = packets.nprint
+    layout.set_field(m, "tcp_seq", 1001 + (1 << 20), np.array([6]))
+    layout.set_field(m, "ipv4_tl", 20 + 20 + 1, np.array([6]))  # one byte
+    data = write_dataset(packets, layout, tmp_path / "in")
+    _assert_no_tcp_errors(data, tmp_path / "out", packets)
+    out = repair_packets(layout, packets, RepairConfig())
+    seq = layout.field_values(out["packets"].nprint, "tcp_seq")
+    assert list(out["result"].payload) == [0, 0, 0, 100, 0, 0, 1, 42, 0, 0]
+    assert list(seq[5:8]) == [1001, 1000, 1001] and seq[9] == 1043
+
+
+def test_a_fins_phantom_bytes_are_dropped_past_an_ack_whose_number_is_near_but_wrong(tmp_path: Path) -> None:
+    """Regression (nDPI's waze at 5%): a FIN whose IP length gained bits (1,024 phantom bytes), the
+    server's bare ACK after it with a sequence number 256 below (absent bits resolved low), then
+    its FIN repeated at the first FIN's number without data. The bare ACK ended the search for
+    the repeat, the bytes stayed, and the repeat read as out-of-order. An empty segment at
+    neither the segment's start nor its end says nothing about its bytes."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=443, flags="S", seq=100),
+            e / b / TCP(sport=443, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=901),
+            e / a / TCP(sport=4000, dport=443, flags="PA", seq=101, ack=901) / (b"x" * 100),
+            e / b / TCP(sport=443, dport=4000, flags="A", seq=901, ack=201),
+            e / b / TCP(sport=443, dport=4000, flags="FA", seq=901, ack=201),  # row 5: gains bytes
+            e / a / TCP(sport=4000, dport=443, flags="FA", seq=201, ack=901),
+            e / b / TCP(sport=443, dport=4000, flags="A", seq=901, ack=202),  # row 7: number 256 below
+            e / b / TCP(sport=443, dport=4000, flags="FA", seq=901, ack=202),
+            e / a / TCP(sport=4000, dport=443, flags="A", seq=202, ack=902)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    _assert_repair_changes_nothing(layout, packets)
+    m = packets.nprint
+    layout.set_field(m, "ipv4_tl", 20 + 20 + 1024, np.array([5]))
+    layout.set_field(m, "tcp_seq", 901 - 256, np.array([7]))
+    data = write_dataset(packets, layout, tmp_path / "in")
+    _assert_no_tcp_errors(data, tmp_path / "out", packets)
+    out = repair_packets(layout, packets, RepairConfig())
+    assert out["result"].payload[5] == 0
