@@ -259,14 +259,15 @@ def test_capture_starting_at_syn_ack_keeps_client_seq_at_the_acknowledged_isn(sm
     assert layout.field_values(repaired[1:2], "tcp_seq")[0] == synack_ack
 
 
-@pytest.mark.parametrize("fin", [False, True])
+@pytest.mark.parametrize("end", ["next", "fin", "acked"])
 def test_zero_window_before_a_consumed_one_byte_segment_is_reopened(small_dataset: Path, tmp_path: Path,
-                                                                    fin: bool) -> None:
+                                                                    end: str) -> None:
     """Regression (make run, zoom): a generated zero window right before the peer's 1-byte segment
     made Wireshark call that segment a zero-window probe (sequence not advanced), so the next
     segment looked like a gap: 'previous segment not captured' and 'ACKed unseen segment'.
-    ``fin``: the 1-byte segment carries a FIN and the flow ends at the peer's next packet, which
-    ACKs the byte and the FIN ('ACKed unseen segment'; nDPI pinterest windows at 15% noise)."""
+    ``end="fin"``: the 1-byte segment carries a FIN and the flow ends at the peer's next packet,
+    which ACKs the byte and the FIN ('ACKed unseen segment'; nDPI pinterest windows at 15% noise);
+    ``"acked"``: the same without the FIN (nDPI curl, 64-packet windows at 6%)."""
     from netdiffusion.decode import flow_pcap_path
     from netdiffusion.validate import TCP_ERROR_FLAGS
 
@@ -301,8 +302,9 @@ def test_zero_window_before_a_consumed_one_byte_segment_is_reopened(small_datase
     seq_j = layout.field_values(m[j : j + 1], "tcp_seq")[0]
     layout.set_field(m, "tcp_seq", (seq_j + 1) % (1 << 32), np.array([k]))
     flow = Packets(**{**flow.__dict__, "nprint": m})
-    if fin:  # j's byte carries a FIN, and the flow ends at the peer's next packet (its ACK)
-        layout.set_field(m, "tcp_fin", 1, np.array([j]))
+    if end != "next":  # the flow ends at the peer's next packet (its ACK), j's byte may carry a FIN
+        if end == "fin":
+            layout.set_field(m, "tcp_fin", 1, np.array([j]))
         peer = j + 1 + int(np.flatnonzero(d[j + 1 :] != d[j])[0])
         flow = flow.take(np.r_[np.arange(j + 1), peer])
     data = write_dataset(flow, layout, tmp_path / "in")

@@ -1110,23 +1110,24 @@ class Repairer:
             new_seq, ack = T.tcp_attempt_numbers(conn, attempt, dt, new_seq, ack, ackf, syn, nconn)
         self._put("tcp_seq", "tcp_seq", t, new_seq)
         self._put("tcp_ack", "tcp_ackn", t, ack)
-        self._tcp_zero_window_probes(t, ft, dt, og, new_seq, syn, fin, payload)
+        self._tcp_zero_window_probes(t, ft, dt, og, new_seq, ack, ackf, syn, fin, payload)
         self._tcp_timestamps(t, ft, dt, og, rst, phase_c)
 
-    def _tcp_zero_window_probes(self, t: Arr, ft: Arr, dt: Arr, og: Arr, seq: Arr, syn: Arr, fin: Arr,
-                                payload: Arr) -> None:
+    def _tcp_zero_window_probes(self, t: Arr, ft: Arr, dt: Arr, og: Arr, seq: Arr, ack: Arr, ackf: Arr,
+                                syn: Arr, fin: Arr, payload: Arr) -> None:
         """No zero window before a 1-byte segment whose byte the sender then treats as sent.
 
         Wireshark calls a 1-byte in-order segment sent while the peer's last advertised window is 0
         a zero-window probe and does not advance the sequence past it, so when the next segment of
         that direction starts one byte later it reports "previous segment not captured" and the
-        peer's ACK "ACKed unseen segment" (so does the ACK of a FIN riding on the probe byte). Generated windows can be 0 anywhere: such a zero window
+        peer's ACK "ACKed unseen segment" (so does the peer's ACK of the byte itself, or of a FIN
+        riding on it). Generated windows can be 0 anywhere: such a zero window
         (an RST's too) gets the last non-zero window its direction advertised (1 if none). Real
         probes, whose next segment resends the same byte, are left alone
         (:func:`netdiffusion.repair.tcp.tcp_zero_window`)."""
         if len(t) < 3:
             return
-        fix, value = T.tcp_zero_window(ft, dt, og, seq, self._get("tcp_wsize", t), syn, fin, payload)
+        fix, value = T.tcp_zero_window(ft, dt, og, seq, ack, ackf, self._get("tcp_wsize", t), syn, fin, payload)
         fix = np.flatnonzero(fix)
         if len(fix):
             self._put("tcp_window", "tcp_wsize", t[fix], value[fix])

@@ -1345,8 +1345,9 @@ def tcp_overlaps(ft: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarra
 
 
 @kernel
-def tcp_zero_window(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray, win: np.ndarray,
-                    syn: np.ndarray, fin: np.ndarray, payload: np.ndarray) -> tuple:
+def tcp_zero_window(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray, ack: np.ndarray,
+                    ackf: np.ndarray, win: np.ndarray, syn: np.ndarray, fin: np.ndarray,
+                    payload: np.ndarray) -> tuple:
     """The zero windows to reopen (see :meth:`Repairer._tcp_zero_window_probes`): per row whether
     its window is one, and the last non-zero window its direction advertised before it (1 if none)."""
     n = len(ft)
@@ -1378,10 +1379,17 @@ def tcp_zero_window(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndar
     fix = np.zeros(n, np.bool_)
     for i in range(n):
         p = peer[i]
-        # the byte counts as sent when the next segment follows it, or when a FIN rides on it
-        # (the peer then ACKs past it: Wireshark's "ACKed unseen segment")
-        if (payload[i] == 1 and syn[i] == 0 and p >= 0 and win[p] == 0
-                and (fin[i] == 1 or (nxt[i] >= 0 and seq[nxt[i]] == (seq[i] + 1) % MOD32))):
+        # the byte counts as sent when the next segment follows it, when a FIN rides on it, or
+        # when the peer's answer before the direction's next packet acknowledges it (the peer
+        # then ACKs past it: Wireshark's "ACKed unseen segment"; nDPI's curl at 6%)
+        if not (payload[i] == 1 and syn[i] == 0 and p >= 0 and win[p] == 0):
+            continue
+        sent = fin[i] == 1 or (nxt[i] >= 0 and seq[nxt[i]] == (seq[i] + 1) % MOD32)
+        q = i + 1
+        while not sent and q < n and ft[q] == ft[i] and dt[q] != dt[i]:
+            sent = ackf[q] == 1 and 0 < (ack[q] - seq[i]) % MOD32 < HALF32
+            q += 1
+        if sent:
             fix[p] = True
     return fix, value
 
