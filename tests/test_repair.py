@@ -2046,3 +2046,37 @@ def test_a_fins_phantom_bytes_are_dropped_past_an_ack_whose_number_is_near_but_w
     _assert_no_tcp_errors(data, tmp_path / "out", packets)
     out = repair_packets(layout, packets, RepairConfig())
     assert out["result"].payload[5] == 0
+
+
+def test_a_length_is_kept_when_the_predecessor_number_is_lost_and_the_lengths_fit(tmp_path: Path) -> None:
+    """Regression (nDPI's coap_mqtt, 64-packet windows at 1%): 4 bytes whose sequence number was
+    corrupted far off, then 86 bytes whose number lost one (X + 3 for X + 4). The 86 bytes read as
+    87 (their number to the successor's), and every later segment of the direction sat one byte
+    off ('previous segment not captured' 50 packets later). What was sent before, plus the 4 bytes,
+    plus the 86 reaches the successor: the number is the corrupted field, not the length."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=1883, flags="S", seq=100),
+            e / b / TCP(sport=1883, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=1883, flags="A", seq=101, ack=901),
+            e / a / TCP(sport=4000, dport=1883, flags="PA", seq=101, ack=901) / (b"c" * 60),
+            e / b / TCP(sport=1883, dport=4000, flags="A", seq=901, ack=161),
+            e / b / TCP(sport=1883, dport=4000, flags="PA", seq=901, ack=161) / (b"x" * 4),  # row 5
+            e / b / TCP(sport=1883, dport=4000, flags="PA", seq=905, ack=161) / (b"y" * 86),  # row 6
+            e / a / TCP(sport=4000, dport=1883, flags="A", seq=161, ack=991),
+            e / b / TCP(sport=1883, dport=4000, flags="A", seq=991, ack=161),
+            e / a / TCP(sport=4000, dport=1883, flags="PA", seq=161, ack=991) / (b"c" * 60),
+            e / b / TCP(sport=1883, dport=4000, flags="PA", seq=991, ack=221) / (b"z" * 100),
+            e / a / TCP(sport=4000, dport=1883, flags="A", seq=221, ack=1091)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    _assert_repair_changes_nothing(layout, packets)
+    m = packets.nprint
+    layout.set_field(m, "tcp_seq", 901 + (1 << 29), np.array([5]))
+    layout.set_field(m, "tcp_seq", 904, np.array([6]))
+    data = write_dataset(packets, layout, tmp_path / "in")
+    _assert_no_tcp_errors(data, tmp_path / "out", packets)
+    out = repair_packets(layout, packets, RepairConfig())
+    assert list(out["result"].payload) == [0, 0, 0, 60, 0, 4, 86, 0, 0, 60, 100, 0]
+    assert list(layout.field_values(out["packets"].nprint, "tcp_seq")[5:9]) == [901, 905, 161, 991]

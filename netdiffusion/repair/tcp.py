@@ -744,6 +744,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
             for i in range(a, b):
                 max_pay = max(max_pay, s_pay[i])
             sent = 0  # the end of what the direction sent before (0 before its first segment)
+            counted = True  # did the segment before count in ``sent`` (was its start backed)?
             for i in range(a, b):
                 if not fix[i] and i + 1 < b and s_pay[i] > 0 and not s_phase[i]:
                     d = rel[i + 1] - rel[i] - s_syn[i] - s_fin[i]
@@ -777,7 +778,11 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                     if (0 < d <= max_pay and d != s_pay[i] and confirmed[i + 1] and rel[i] >= sent
                             and not (confirmed[i] and s_len[i + 1] == 0 and d == s_pay[i] - 1)
                             and not (i > a and rel[i] != rel[i - 1] + s_len[i - 1]
-                                     and rel[i - 1] + s_len[i - 1] + s_len[i] == rel[i + 1])):
+                                     and rel[i - 1] + s_len[i - 1] + s_len[i] == rel[i + 1])
+                            # (the same with a predecessor whose own number is lost: it follows
+                            # what was sent before; nDPI's coap_mqtt at 1%)
+                            and not (i > a and not counted and rel[i] != sent + s_len[i - 1]
+                                     and sent + s_len[i - 1] + s_len[i] == rel[i + 1])):
                         fix[i] = True
                     elif (s_psh[i] == 0 and not confirmed[i] and s_syn[i] == 0
                           and (s_fin[i] == 0 or fin_next) and rel[nx] == rel[i] and s_len[nx] - s_fin[nx] < s_pay[i]
@@ -802,7 +807,8 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                 # confirmed), so that one corrupted far-ahead sequence number does not raise the
                 # bound above every later start; an unconfirmed one counts only its first byte
                 # (its length may be the corrupted field)
-                if i == a or confirmed[i] or rel[i] == rel[i - 1] + s_len[i - 1]:
+                counted = i == a or confirmed[i] or rel[i] == rel[i - 1] + s_len[i - 1]
+                if counted:
                     end = rel[i] + (s_len[i] if confirmed[i] or fix[i] else min(s_len[i], 1))
                     sent = end if i == a else max(sent, end)
         if not found:
