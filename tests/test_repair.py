@@ -2080,3 +2080,32 @@ def test_a_length_is_kept_when_the_predecessor_number_is_lost_and_the_lengths_fi
     out = repair_packets(layout, packets, RepairConfig())
     assert list(out["result"].payload) == [0, 0, 0, 60, 0, 4, 86, 0, 0, 60, 100, 0]
     assert list(layout.field_values(out["packets"].nprint, "tcp_seq")[5:9]) == [901, 905, 161, 991]
+
+
+def test_a_syn_repeated_before_a_repeat_of_the_first_syn_is_a_repeat_too(tmp_path: Path) -> None:
+    """Regression (nDPI's skype_no_unknown, 64-packet windows at 8%): a client repeating its SYN
+    after the SYN-ACK (it never got it); one repeat's number was corrupted, so it was taken for
+    data after the handshake (SYN cleared, ACK set) and the exact repeat after it read as an
+    out-of-order segment. Before the client's ACK, a SYN without ACK followed by a repeat of the
+    first SYN is a repeat too."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    syn = e / a / TCP(sport=4000, dport=443, flags="S", seq=100)
+    pkts = [syn, syn.copy(),
+            e / b / TCP(sport=443, dport=4000, flags="SA", seq=900, ack=101),
+            syn.copy(), syn.copy(),  # rows 3 (its number corrupted below) and 4
+            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=901),
+            e / a / TCP(sport=4000, dport=443, flags="PA", seq=101, ack=901) / (b"x" * 100),
+            e / b / TCP(sport=443, dport=4000, flags="A", seq=901, ack=201)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    _assert_repair_changes_nothing(layout, packets)
+    m = packets.nprint
+    layout.set_field(m, "tcp_seq", 100 - 8193, np.array([3]))
+    data = write_dataset(packets, layout, tmp_path / "in")
+    _assert_no_tcp_errors(data, tmp_path / "out", packets)
+    r = repair_packets(layout, packets, RepairConfig())["packets"].nprint
+    assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 1, 1, 1, 0, 0, 0]
+    assert list(layout.field_values(r, "tcp_ackf")) == [0, 0, 1, 0, 0, 1, 1, 1]
+    assert list(layout.field_values(r, "tcp_seq")[:5]) == [100, 100, 900, 100, 100]

@@ -274,6 +274,19 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
             after += 1
         if d == 1:
             seen1 = True
+    # a client SYN without ACK after the SYN-ACK, before the client's ACK, followed by a repeat
+    # of the first SYN (its number) before that ACK: a repeat too, whatever its own number says
+    # (it cannot be data sent before a SYN the client still repeats; nDPI's skype_no_unknown at 8%,
+    # a capture of SYN retries only, where one SYN's addresses made it the server's SYN-ACK)
+    later_syn = np.zeros(n, np.bool_)
+    repeat_after = False
+    for i in range(n - 1, -1, -1):
+        if i == n - 1 or ft[i + 1] != ft[i]:
+            repeat_after = False
+        if (hs_c[ft[i]] and dt[i] == 0 and not phase_c[i] and not client_acked[i] and ack0[i] == 0
+                and syn0[i] == 1 and rst0[i] == 0 and fin0[i] == 0):
+            later_syn[i] = repeat_after
+            repeat_after = repeat_after or seq[i] == run_seq[i]
     pay = payload.copy()
     est = np.zeros(n, np.bool_)
     synack = np.zeros(n, np.bool_)
@@ -330,7 +343,7 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         # before its ACK: at the first SYN's sequence number it carries no data either, whatever
         # its IP length says (as data, the SYNs after it read as out of order: nDPI's rtsp at 0.5%)
         late_syn = (hs_c[c] and d == 0 and e and not client_acked[i] and ack0[i] == 0 and syn0[i] == 1
-                    and rst0[i] == 0 and fin0[i] == 0 and seq[i] == run_seq[i])
+                    and rst0[i] == 0 and fin0[i] == 0 and (seq[i] == run_seq[i] or later_syn[i]))
         if late_syn:
             pc = True
             e = False
