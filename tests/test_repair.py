@@ -2109,3 +2109,33 @@ def test_a_syn_repeated_before_a_repeat_of_the_first_syn_is_a_repeat_too(tmp_pat
     assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 1, 1, 1, 0, 0, 0]
     assert list(layout.field_values(r, "tcp_ackf")) == [0, 0, 1, 0, 0, 1, 1, 1]
     assert list(layout.field_values(r, "tcp_seq")[:5]) == [100, 100, 900, 100, 100]
+
+
+def test_a_fin_repeated_with_fewer_bytes_gives_the_first_its_length(tmp_path: Path) -> None:
+    """Regression (nDPI's teams, 256-packet windows at 4%): a server FIN (with PSH and 445 bytes)
+    whose IP length gained bits (1,448 bytes) and lost its PSH, then its retransmission at the same
+    number with the 445 bytes. The phantom-bytes rule looked for a bare FIN repeat only, so the
+    repeat read as out-of-order. A FIN repeated at its number with fewer bytes holds what was sent."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    fin = e / b / TCP(sport=443, dport=4000, flags="FPA", seq=901, ack=161) / (b"x" * 445)
+    pkts = [e / a / TCP(sport=4000, dport=443, flags="S", seq=100),
+            e / b / TCP(sport=443, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=901),
+            e / a / TCP(sport=4000, dport=443, flags="PA", seq=101, ack=901) / (b"c" * 60),
+            e / b / TCP(sport=443, dport=4000, flags="A", seq=901, ack=161),
+            fin, fin.copy(),  # row 5: its length gains bits and it loses PSH
+            e / a / TCP(sport=4000, dport=443, flags="A", seq=161, ack=1347),
+            e / a / TCP(sport=4000, dport=443, flags="FA", seq=161, ack=1347),
+            e / b / TCP(sport=443, dport=4000, flags="A", seq=1347, ack=162)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    _assert_repair_changes_nothing(layout, packets)
+    m = packets.nprint
+    layout.set_field(m, "ipv4_tl", 20 + 20 + 1448, np.array([5]))
+    layout.set_field(m, "tcp_psh", 0, np.array([5]))
+    data = write_dataset(packets, layout, tmp_path / "in")
+    _assert_no_tcp_errors(data, tmp_path / "out", packets)
+    out = repair_packets(layout, packets, RepairConfig())
+    assert list(out["result"].payload) == [0, 0, 0, 60, 0, 445, 445, 0, 0, 0]

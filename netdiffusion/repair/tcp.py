@@ -797,6 +797,12 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                             and not (i > a and not counted and rel[i] != sent + s_len[i - 1]
                                      and sent + s_len[i - 1] + s_len[i] == rel[i + 1])):
                         fix[i] = True
+                    elif (s_fin[i] == 1 and s_psh[i] == 0 and not confirmed[i] and s_syn[i] == 0
+                          and rel[nx] == rel[i] and s_fin[nx] == 1 and s_syn[nx] == 0 and 0 < s_pay[nx] < s_pay[i]):
+                        # a FIN repeated at its number with fewer bytes: the repeat holds the data
+                        # sent, the first one's IP length gained bits (nDPI's teams at 4%)
+                        fix[i] = True
+                        d = s_pay[nx]
                     elif (s_psh[i] == 0 and not confirmed[i] and s_syn[i] == 0
                           and (s_fin[i] == 0 or fin_next) and rel[nx] == rel[i] and s_len[nx] - s_fin[nx] < s_pay[i]
                           and _never_acked(og, bounds, where, gids[k], i, b, rel, s_len, s_ackf, ack_s, isn,
