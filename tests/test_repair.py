@@ -1990,20 +1990,16 @@ def test_one_byte_with_a_lost_number_before_confirmed_data_at_its_place_is_a_kee
     client acknowledges. Placed there as new data, the byte pushed that segment and every later
     one up by one (and ended in 'previous segment not captured'); one byte below the expected
     number it is a keep-alive, and the data keeps its number."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    pkts = [e / a / TCP(sport=4000, dport=443, flags="S", seq=100),
-            e / b / TCP(sport=443, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=901),
-            e / b / TCP(sport=443, dport=4000, flags="PA", seq=901, ack=101) / (b"x" * 100),
-            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=1001),
-            e / b / TCP(sport=443, dport=4000, flags="A", seq=1001, ack=101),
-            e / b / TCP(sport=443, dport=4000, flags="A", seq=1001, ack=101),  # row 6: corrupted below
-            e / b / TCP(sport=443, dport=4000, flags="PA", seq=1001, ack=101) / (b"y" * 42),
-            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=1043),
-            e / b / TCP(sport=443, dport=4000, flags="A", seq=1043, ack=101)]
+    e, a, b, pkts = _handshake()
+    pkts += [e / b / TCP(sport=80, dport=4000, flags="PA", seq=901, ack=101) / (b"x" * 100),
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=1001),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=1001, ack=101),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=1001, ack=101),  # row 6: corrupted below
+             e / b / TCP(sport=80, dport=4000, flags="PA", seq=1001, ack=101) / (b"y" * 42),
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=1043),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=1043, ack=101)]
     layout, packets = _encoded_flow(tmp_path, pkts)
     _assert_repair_changes_nothing(layout, packets)
     m = packets.nprint
@@ -2023,20 +2019,16 @@ def test_a_fins_phantom_bytes_are_dropped_past_an_ack_whose_number_is_near_but_w
     its FIN repeated at the first FIN's number without data. The bare ACK ended the search for
     the repeat, the bytes stayed, and the repeat read as out-of-order. An empty segment at
     neither the segment's start nor its end says nothing about its bytes."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    pkts = [e / a / TCP(sport=4000, dport=443, flags="S", seq=100),
-            e / b / TCP(sport=443, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=901),
-            e / a / TCP(sport=4000, dport=443, flags="PA", seq=101, ack=901) / (b"x" * 100),
-            e / b / TCP(sport=443, dport=4000, flags="A", seq=901, ack=201),
-            e / b / TCP(sport=443, dport=4000, flags="FA", seq=901, ack=201),  # row 5: gains bytes
-            e / a / TCP(sport=4000, dport=443, flags="FA", seq=201, ack=901),
-            e / b / TCP(sport=443, dport=4000, flags="A", seq=901, ack=202),  # row 7: number 256 below
-            e / b / TCP(sport=443, dport=4000, flags="FA", seq=901, ack=202),
-            e / a / TCP(sport=4000, dport=443, flags="A", seq=202, ack=902)]
+    e, a, b, pkts = _handshake()
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"x" * 100),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=201),
+             e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=201),  # row 5: gains bytes
+             e / a / TCP(sport=4000, dport=80, flags="FA", seq=201, ack=901),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=202),  # row 7: number 256 below
+             e / b / TCP(sport=80, dport=4000, flags="FA", seq=901, ack=202),
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=202, ack=902)]
     layout, packets = _encoded_flow(tmp_path, pkts)
     _assert_repair_changes_nothing(layout, packets)
     m = packets.nprint
@@ -2054,22 +2046,18 @@ def test_a_length_is_kept_when_the_predecessor_number_is_lost_and_the_lengths_fi
     87 (their number to the successor's), and every later segment of the direction sat one byte
     off ('previous segment not captured' 50 packets later). What was sent before, plus the 4 bytes,
     plus the 86 reaches the successor: the number is the corrupted field, not the length."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    pkts = [e / a / TCP(sport=4000, dport=1883, flags="S", seq=100),
-            e / b / TCP(sport=1883, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=1883, flags="A", seq=101, ack=901),
-            e / a / TCP(sport=4000, dport=1883, flags="PA", seq=101, ack=901) / (b"c" * 60),
-            e / b / TCP(sport=1883, dport=4000, flags="A", seq=901, ack=161),
-            e / b / TCP(sport=1883, dport=4000, flags="PA", seq=901, ack=161) / (b"x" * 4),  # row 5
-            e / b / TCP(sport=1883, dport=4000, flags="PA", seq=905, ack=161) / (b"y" * 86),  # row 6
-            e / a / TCP(sport=4000, dport=1883, flags="A", seq=161, ack=991),
-            e / b / TCP(sport=1883, dport=4000, flags="A", seq=991, ack=161),
-            e / a / TCP(sport=4000, dport=1883, flags="PA", seq=161, ack=991) / (b"c" * 60),
-            e / b / TCP(sport=1883, dport=4000, flags="PA", seq=991, ack=221) / (b"z" * 100),
-            e / a / TCP(sport=4000, dport=1883, flags="A", seq=221, ack=1091)]
+    e, a, b, pkts = _handshake()
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"c" * 60),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=161),
+             e / b / TCP(sport=80, dport=4000, flags="PA", seq=901, ack=161) / (b"x" * 4),  # row 5
+             e / b / TCP(sport=80, dport=4000, flags="PA", seq=905, ack=161) / (b"y" * 86),  # row 6
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=161, ack=991),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=991, ack=161),
+             e / a / TCP(sport=4000, dport=80, flags="PA", seq=161, ack=991) / (b"c" * 60),
+             e / b / TCP(sport=80, dport=4000, flags="PA", seq=991, ack=221) / (b"z" * 100),
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=221, ack=1091)]
     layout, packets = _encoded_flow(tmp_path, pkts)
     _assert_repair_changes_nothing(layout, packets)
     m = packets.nprint
@@ -2116,20 +2104,16 @@ def test_a_fin_repeated_with_fewer_bytes_gives_the_first_its_length(tmp_path: Pa
     whose IP length gained bits (1,448 bytes) and lost its PSH, then its retransmission at the same
     number with the 445 bytes. The phantom-bytes rule looked for a bare FIN repeat only, so the
     repeat read as out-of-order. A FIN repeated at its number with fewer bytes holds what was sent."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import TCP
 
-    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
-    fin = e / b / TCP(sport=443, dport=4000, flags="FPA", seq=901, ack=161) / (b"x" * 445)
-    pkts = [e / a / TCP(sport=4000, dport=443, flags="S", seq=100),
-            e / b / TCP(sport=443, dport=4000, flags="SA", seq=900, ack=101),
-            e / a / TCP(sport=4000, dport=443, flags="A", seq=101, ack=901),
-            e / a / TCP(sport=4000, dport=443, flags="PA", seq=101, ack=901) / (b"c" * 60),
-            e / b / TCP(sport=443, dport=4000, flags="A", seq=901, ack=161),
-            fin, fin.copy(),  # row 5: its length gains bits and it loses PSH
-            e / a / TCP(sport=4000, dport=443, flags="A", seq=161, ack=1347),
-            e / a / TCP(sport=4000, dport=443, flags="FA", seq=161, ack=1347),
-            e / b / TCP(sport=443, dport=4000, flags="A", seq=1347, ack=162)]
+    e, a, b, pkts = _handshake()
+    fin = e / b / TCP(sport=80, dport=4000, flags="FPA", seq=901, ack=161) / (b"x" * 445)
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="PA", seq=101, ack=901) / (b"c" * 60),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=161),
+             fin, fin.copy(),  # row 5: its length gains bits and it loses PSH
+             e / a / TCP(sport=4000, dport=80, flags="A", seq=161, ack=1347),
+             e / a / TCP(sport=4000, dport=80, flags="FA", seq=161, ack=1347),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=1347, ack=162)]
     layout, packets = _encoded_flow(tmp_path, pkts)
     _assert_repair_changes_nothing(layout, packets)
     m = packets.nprint

@@ -278,15 +278,17 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
     # of the first SYN (its number) before that ACK: a repeat too, whatever its own number says
     # (it cannot be data sent before a SYN the client still repeats; nDPI's skype_no_unknown at 8%,
     # a capture of SYN retries only, where one SYN's addresses made it the server's SYN-ACK)
-    later_syn = np.zeros(n, np.bool_)
+    # ``syn_again``: the SYN repeats below (``late_syn``), decided here once
+    syn_again = np.zeros(n, np.bool_)
     repeat_after = False
     for i in range(n - 1, -1, -1):
         if i == n - 1 or ft[i + 1] != ft[i]:
             repeat_after = False
         if (hs_c[ft[i]] and dt[i] == 0 and not phase_c[i] and not client_acked[i] and ack0[i] == 0
                 and syn0[i] == 1 and rst0[i] == 0 and fin0[i] == 0):
-            later_syn[i] = repeat_after
-            repeat_after = repeat_after or seq[i] == run_seq[i]
+            at_first = seq[i] == run_seq[i]
+            syn_again[i] = at_first or repeat_after
+            repeat_after = repeat_after or at_first
     pay = payload.copy()
     est = np.zeros(n, np.bool_)
     synack = np.zeros(n, np.bool_)
@@ -341,9 +343,9 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
             pay[i] = 0
         # likewise a SYN the client repeats after the SYN-ACK (which it did not get) or a refusal,
         # before its ACK: at the first SYN's sequence number it carries no data either, whatever
-        # its IP length says (as data, the SYNs after it read as out of order: nDPI's rtsp at 0.5%)
-        late_syn = (hs_c[c] and d == 0 and e and not client_acked[i] and ack0[i] == 0 and syn0[i] == 1
-                    and rst0[i] == 0 and fin0[i] == 0 and (seq[i] == run_seq[i] or later_syn[i]))
+        # its IP length says (as data, the SYNs after it read as out of order: nDPI's rtsp at 0.5%);
+        # which rows, ``syn_again`` above
+        late_syn = e and syn_again[i]
         if late_syn:
             pc = True
             e = False
@@ -1412,7 +1414,7 @@ def tcp_zero_window(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndar
         sent = fin[i] == 1 or (nxt[i] >= 0 and seq[nxt[i]] == (seq[i] + 1) % MOD32)
         q = i + 1
         while not sent and q < n and ft[q] == ft[i] and dt[q] != dt[i]:
-            sent = ackf[q] == 1 and 0 < (ack[q] - seq[i]) % MOD32 < HALF32
+            sent = ackf[q] == 1 and _relative(ack[q], seq[i]) > 0
             q += 1
         if sent:
             fix[p] = True
