@@ -1333,6 +1333,52 @@ def test_real_flows_with_multipath_and_other_tcp_options_are_left_unchanged(tmp_
     np.testing.assert_array_equal(out["packets"].nprint[:, keep], packets.nprint[:, keep])
 
 
+def test_ipv4_record_route_and_timestamps_are_kept_and_their_pointers_fixed(tmp_path: Path) -> None:
+    """Regression (QA on captures made for session 14: Linux sockets with ``IP_OPTIONS``): only
+    router alert was kept, so real flows with record route or timestamp options lost them and
+    changed. Well-formed, they stay; a pointer off its 4- or 8-byte steps is set back to the last
+    valid one (tshark: "pointer points to middle of address"); a source route is removed (the
+    TCP checksum's pseudo header would hold its last address: tshark reads a bad checksum)."""
+    from scapy.layers.inet import IP, TCP, IPOption
+    from scapy.layers.l2 import Ether
+
+    from netdiffusion.decode import flow_pcap_path
+
+    record_route = IPOption(b"\x07\x0b\x08\x0a\x00\x00\x01" + bytes(4))  # one address recorded of two
+    stamps = IPOption(b"\x44\x0c\x05\x01" + bytes(8))  # address + timestamp (flag 1), none yet
+    e = Ether()
+    a = IP(src="10.0.0.1", dst="10.0.0.2", options=[record_route, IPOption(b"\x01")])
+    b = IP(src="10.0.0.2", dst="10.0.0.1", options=[stamps])
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=901)]
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="PA", seq=101 + 50 * i, ack=901) / (b"x" * 50) for i in range(4)]
+    pkts.append(e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=301))
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    assert list(layout.field_values(packets.nprint, "ipv4_hl")) == [8, 8, 8, 8, 8, 8, 8, 8]
+    _assert_repair_changes_nothing(layout, packets)
+
+    opt = layout.field_slice("ipv4_opt").start
+    m = packets.nprint.copy()
+    m[3, opt + 16: opt + 24] = np.unpackbits(np.array([10], dtype=np.uint8))  # record route pointer 8 -> 10
+    m[4, opt + 16: opt + 24] = np.unpackbits(np.array([40], dtype=np.uint8))  # past the option's end
+    m[7, opt + 16: opt + 24] = np.unpackbits(np.array([3], dtype=np.uint8))  # timestamp pointer 5 -> 3
+    m[5, opt: opt + 8] = np.unpackbits(np.array([131], dtype=np.uint8))  # loose source route
+    corrupted = Packets(**{**packets.__dict__, "nprint": m})
+    out = repair_packets(layout, corrupted, RepairConfig())
+    pointers = [int(x) for x in np.packbits(out["packets"].nprint[:, opt + 16: opt + 24].clip(0), axis=1)[:, 0]]
+    assert pointers[3:5] == [8, 12] and pointers[7] == 5
+    assert list(layout.field_values(out["packets"].nprint, "ipv4_hl")) == [8, 8, 8, 8, 8, 5, 8, 8]
+    assert list(out["result"].payload) == [0, 0, 0, 50, 50, 50, 50, 0]
+
+    write_fields(tmp_path / "bad", layout)
+    write_shard(corrupted, tmp_path / "bad" / "part.parquet")
+    repair_dataset(tmp_path / "bad", tmp_path / "pcaps", progress=False)
+    checked = tshark_file(flow_pcap_path(tmp_path / "pcaps", packets.label[0], packets.flow_id[0]))
+    assert checked["packets"] == 8 and checked["bad_checksums"] == 0 and checked["malformed"] == 0
+    assert "warning" not in checked["expert"], dict(checked["expert"])
+
+
 def test_a_bare_ack_whose_ip_length_gained_a_bit_carries_no_data(tmp_path: Path) -> None:
     """Regression (QA, nDPI's zoom2, ftp, chrome at 0.1% corruption): a bit of a bare ACK's IP
     total length (0 -> 256 / 1024 bytes) made it data; the client's next segments restart at the

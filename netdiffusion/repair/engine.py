@@ -77,8 +77,27 @@ TCP_OPTIONS: dict[int, tuple[int, int, bool]] = {
 }
 TCP_WSCALE, TCP_MAX_WSCALE = 3, 14  # window scale option: its shift (byte 2) is at most 14 (RFC 7323)
 TCP_TIMESTAMPS = 8  # TSval at byte 2, TSecr at byte 6
-# IPv4 options kept: router alert (RFC 2113); EOL/NOP are always allowed.
-IPV4_OPTIONS: dict[int, tuple[int, int, bool]] = {148: (4, 4, False)}
+# IPv4 options kept where well formed (RFC 791; EOL/NOP are always allowed), one shape per row:
+# kind, lengths lo..hi of the form base + k * step, the pointer's first valid value (0: no
+# pointer; valid pointers advance by step up to length + 1, others are set back to the last valid
+# one at or below them) and the timestamp flags allowed (bit f for flag f; 0: no flag byte).
+# Real flows carry them (Linux sends record route and timestamps on request): removing them
+# changed valid traffic. Source routes (131, 137) are removed: the TCP/UDP checksum's pseudo header
+# then holds the route's last address (RFC 9293), not the destination. So are security (130),
+# stream id (136), quick-start (25) and the rest.
+IPV4_OPTIONS: tuple[tuple[int, int, int, int, int, int, int], ...] = (
+    (148, 4, 4, 4, 1, 0, 0),  # router alert (RFC 2113)
+    (7, 7, 39, 3, 4, 4, 0),  # record route: 4-byte addresses after type, length, pointer
+    (68, 8, 40, 4, 4, 5, 0b0001),  # timestamps only (flag 0): 4-byte entries after 4 bytes
+    (68, 12, 36, 4, 8, 5, 0b1010),  # address + timestamp (flags 1 and 3): 8-byte entries
+)
+# the option walk's table per header (rows: kind, lo, hi, base, step, first pointer, flags); TCP
+# lengths are 2 + data (SACK: 2 + 8 bytes per block), no pointer or flags
+OPTION_SHAPES = {
+    "ipv4": np.array(IPV4_OPTIONS, dtype=np.int64),
+    "tcp": np.array([(k, lo, hi, 2, 8 if k == 5 else 1, 0, 0) for k, (lo, hi, _syn) in TCP_OPTIONS.items()],
+                    dtype=np.int64),
+}
 # the field counting a header's length (options included) in 32-bit words
 HEADER_LENGTH_FIELD = {"ipv4": "ipv4_hl", "tcp": "tcp_doff"}
 # ICMP type -> valid codes for types whose body needs nothing beyond the 8-byte header.
@@ -307,13 +326,15 @@ def _stack(m: Arr, flow: Arr, nflows: int, present: Arr, share32: Arr, starts: A
 
 
 @kernel
-def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr, hi: Arr, step: Arr,
-                 claimed: Arr) -> tuple[Arr, Arr, Arr, Arr, Arr]:
+def _option_walk(words: Arr, rows: Arr, start: int, nb: int, shapes: Arr, claimed: Arr
+                 ) -> tuple[Arr, Arr, Arr, Arr, Arr]:
     """The TLV walk of the ``nb`` option bytes from column ``start`` of each of ``rows``: the bytes
     (absent bits read as 0), the new option length (the present whole words of the list, cut to
-    the word after the first malformed option: a kind not in ``kinds``, a length outside
-    ``lo..hi`` or not 2 + a multiple of ``step``, or one running past the list; zero padding after
-    the cut), the kind at each option's first byte (-1 elsewhere, int16) and whether the row's
+    the word after the first malformed option: one matching no row of ``shapes`` (kind, lengths
+    ``lo..hi`` of the form ``base`` + a multiple of ``step``, first pointer, allowed flags: see
+    ``IPV4_OPTIONS``), or one running past the list; zero padding after the cut; a pointer off its
+    steps set back to the last valid one), the kind at each option's first byte (-1 elsewhere,
+    int16) and whether the row's
     option columns must be rewritten (:func:`_option_write`'s test, made here while the row is
     read anyway) and the option length before the cut (the header the packet had).
 
@@ -363,6 +384,7 @@ def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr
                 full = c
         before[i] = full
         cut = full
+        rewrite = False
         p = 0
         while p < full:
             kind = np.int64(out[p])
@@ -375,17 +397,28 @@ def _option_walk(words: Arr, rows: Arr, start: int, nb: int, kinds: Arr, lo: Arr
                 p += 1
                 continue
             ln = np.int64(out[p + 1]) if p + 1 < nb else 0
-            ok = False
-            for a in range(len(kinds)):
-                if kind == kinds[a] and lo[a] <= ln <= hi[a] and (ln - 2) % step[a] == 0:
-                    ok = True
-            if not ok or p + ln > full:
+            shape = -1
+            if p + ln <= full:
+                for a in range(shapes.shape[0]):
+                    if (kind == shapes[a, 0] and shapes[a, 1] <= ln <= shapes[a, 2]
+                            and (ln - shapes[a, 3]) % shapes[a, 4] == 0
+                            and (shapes[a, 6] == 0 or (shapes[a, 6] >> (np.int64(out[p + 3]) & 15)) & 1)):
+                        shape = a
+                        break
+            if shape < 0:
                 cut = p
                 break
+            step, ptr0 = shapes[shape, 4], shapes[shape, 5]
+            if ptr0:  # a pointer: ptr0, ptr0 + step, ... up to ln + 1 (the option is full)
+                ptr = np.int64(out[p + 2])
+                fixed = ptr0 + ((min(max(ptr, ptr0), ln + 1) - ptr0) // step) * step
+                if fixed != ptr:
+                    out[p + 2] = fixed
+                    rewrite = True
             kinds_here[p] = kind
             p += ln
         new = min(((cut + 3) // 4) * 4, full) if cut < full else full
-        change = new != run  # (the walk set kinds only before the cut: the rest stay -1)
+        change = rewrite or new != run  # (the walk set kinds only before the cut: the rest stay -1)
         for b in range(cut, new):
             change |= out[b] != 0
             out[b] = 0
@@ -674,7 +707,7 @@ class Repairer:
         opt = self.layout.field(f"{header}_opt")
         return opt.key, self.layout.field_slice(opt).start, opt.width // 8
 
-    def _walk_options(self, header: str, rows: np.ndarray, allowed: dict[int, tuple[int, int, bool]]
+    def _walk_options(self, header: str, rows: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Parse option bytes (TLV walk, compiled); cut at the first malformed option.
 
@@ -683,14 +716,10 @@ class Repairer:
         rows whose option bits :meth:`_write_options` must rewrite and the option length before
         the cut."""
         _, start, nb = self._option_columns(header)
-        kinds = np.array(list(allowed), dtype=np.int64)
-        lo = np.array([v[0] for v in allowed.values()], dtype=np.int64)
-        hi = np.array([v[1] for v in allowed.values()], dtype=np.int64)
-        step = np.where(kinds == 5, 8, 1)  # SACK: 2 + 8 bytes per block
         size = self._get(HEADER_LENGTH_FIELD[header], rows)  # 32-bit words, -1 where absent
         claimed = np.where(size >= 0, 4 * size - HEADERS[header].min_bits // 8, -1)
         return _option_walk(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), start, nb,
-                            kinds, lo, hi, step, np.ascontiguousarray(claimed, dtype=np.int64))
+                            OPTION_SHAPES[header], np.ascontiguousarray(claimed, dtype=np.int64))
 
     def _write_options(self, rule: str, header: str, rows: np.ndarray, data: np.ndarray,
                        length: np.ndarray) -> None:
@@ -710,11 +739,11 @@ class Repairer:
         self.opt_kind: dict[str, np.ndarray] = {}
         self.opt_data: dict[str, np.ndarray] = {}
         self.opt_len_before: dict[str, np.ndarray] = {}  # the options the rows came with
-        for h, allowed in (("ipv4", IPV4_OPTIONS), ("tcp", TCP_OPTIONS)):
+        for h in ("ipv4", "tcp"):
             if not self.has(h):
                 continue
             rows = np.flatnonzero(self.is_[h])
-            data, length, kind_at, differs, before = self._walk_options(h, rows, allowed)
+            data, length, kind_at, differs, before = self._walk_options(h, rows)
             at = np.flatnonzero(differs)
             self._write_options("options", h, rows[at], data[at], length[at])
             full = np.zeros(self.n, dtype=np.int64)

@@ -1,0 +1,71 @@
+"""Repair on real traffic no test file holds: Linux sockets talking across two network namespaces.
+
+``scripts/netns_traffic.py`` captures it fresh on every run (root, ``ip``, ``tcpdump``, ``ethtool``:
+``make system-deps`` installs the tools; the validator's tcpreplay tests need root as well). Real
+traffic is already valid, so repair may change nothing but the L4 checksums (nPrint does not
+encode payloads, and repair writes zeros); corrupted, it must still validate cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netdiffusion.dataset import Packets, read_layout, read_packets, write_fields, write_shard
+from netdiffusion.encode import encode_paths
+from netdiffusion.repair import RepairConfig, repair_dataset, repair_packets
+from netdiffusion.repair.noise import corrupt
+from netdiffusion.validate import validate_dir
+
+SCENARIOS = "http,http_v6,ipopts,ecn,refused,udp,ping,chat"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Path:
+    """The scenarios captured and encoded (one sample per flow): the dataset's folder."""
+    out = tmp_path_factory.mktemp("live")
+    proc = subprocess.run([sys.executable, str(repo_root / "scripts" / "netns_traffic.py"), str(out / "pcaps"),
+                           "--scenarios", SCENARIOS], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    captured = {r["scenario"]: r for r in json.loads(proc.stdout)}
+    assert set(captured) == set(SCENARIOS.split(","))
+    assert all(r["packets"] > 0 and r["dropped_by_kernel"] == 0 for r in captured.values()), captured
+    encode_paths([out / "pcaps"], out / "ds", manifest=out / "pcaps" / "manifest.csv", progress=False)
+    return out / "ds"
+
+
+@pytest.mark.slow
+def test_real_linux_traffic_is_left_unchanged(live: Path) -> None:
+    layout, packets = read_layout(live), read_packets(live)
+    assert set(np.unique(packets.label)) == set(SCENARIOS.split(","))
+    m = packets.nprint
+    # the features this capture exists for are in it: IPv4 options, ECN flags, IPv6, ICMP
+    ipopts = packets.label == "ipopts"
+    assert (layout.field_values(m[ipopts], "ipv4_hl") > 5).sum() > 10
+    ecn = packets.label == "ecn"
+    assert (layout.field_values(m[ecn], "tcp_ece") == 1).any() and (layout.field_values(m[ecn], "tcp_cwr") == 1).any()
+    assert (layout.field_values(m[packets.label == "http_v6"], "ipv6_ver") == 6).sum() > 20
+    assert (layout.field_values(m[packets.label == "ping"], "icmp_type") == 0).any()  # echo replies
+    assert (layout.field_values(m[packets.label == "udp"], "icmp_type") == 3).any()  # port unreachable
+
+    bits = repair_packets(layout, packets, RepairConfig())["result"].bits
+    changed = {rule: int(v.sum()) for rule, v in bits.items() if v.any() and rule != "l4_checksum"}
+    assert changed == {}, changed
+
+
+@pytest.mark.slow
+def test_corrupted_real_linux_traffic_validates(live: Path, tmp_path: Path) -> None:
+    layout, packets = read_layout(live), read_packets(live)
+    noisy: Packets = corrupt(packets, 0.05, seed=14)
+    write_fields(tmp_path / "noisy", layout)
+    write_shard(noisy, tmp_path / "noisy" / "part.parquet")
+    totals = repair_dataset(tmp_path / "noisy", tmp_path / "pcaps", progress=False)
+    assert totals["flows"] == len(np.unique(packets.flow_id)) and totals["bits_changed_total"] > 0
+    result = validate_dir(tmp_path / "pcaps", tcpreplay=False, progress=False)["totals"]
+    assert result["files"] == totals["flows"] and result["files_failed"] == 0, result
+    assert result["malformed"] == result["bad_checksums"] == result["expert_errors"] == result["tcp_errors"] == 0
