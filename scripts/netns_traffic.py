@@ -3,7 +3,7 @@
 Fresh real captures for QA that no test data contains: a client namespace and a server namespace
 joined by a veth pair (offloads off, so the capture holds wire-sized packets with real checksums),
 one pcap per scenario (the scenario is the class label), and a ``manifest.csv`` for
-``netdiffusion encode --manifest``. Needs root (namespaces, tcpdump), ``ip``, ``ethtool`` and
+``netdiffusion encode --manifest``. Needs root (namespaces, tcpdump), ``ip``, ``ss``, ``ethtool`` and
 ``tcpdump``.
 
 usage: python scripts/netns_traffic.py OUT [--scenarios http,ipopts,...] [--list]
@@ -20,6 +20,9 @@ Scenarios (each a few hundred packets or less; sizes seeded):
   udp       request/response datagrams, and datagrams to closed ports (ICMP port unreachable)
   ping      ICMP and ICMPv6 echo requests and replies
   zero      a receiver that reads slowly through a tiny buffer (zero windows, window probes)
+  fastopen  TCP Fast Open (net.ipv4.tcp_fastopen=3): a cookie, then requests sent on the SYN
+  halfclose the client sends and closes its side first; the server answers after the FIN
+  lossy     downloads through a token bucket that drops bursts (real loss, SACK recovery)
 
 Prints a JSON summary (packets captured and dropped by the kernel per scenario); exit status 2
 without root or tools.
@@ -45,9 +48,11 @@ from pathlib import Path
 SERVER_V4, CLIENT_V4 = "10.77.0.2", "10.77.0.1"
 SERVER_V6, CLIENT_V6 = "fd00:77::2", "fd00:77::1"
 PORT, UDP_PORT = 9000, 40404
-SCENARIOS = ("http", "http_v6", "ipopts", "ecn", "nots", "upload", "chat", "refused", "udp", "ping", "zero")
-CONNECTIONS = {"http": 8, "http_v6": 4, "ipopts": 4, "ecn": 4, "nots": 4, "upload": 3, "chat": 2, "zero": 1}
-SYSCTLS = {"ecn": ["net.ipv4.tcp_ecn=1"],
+SCENARIOS = ("http", "http_v6", "ipopts", "ecn", "nots", "upload", "chat", "refused", "udp", "ping", "zero",
+             "fastopen", "halfclose", "lossy")
+CONNECTIONS = {"http": 8, "http_v6": 4, "ipopts": 4, "ecn": 4, "nots": 4, "upload": 3, "chat": 2, "zero": 1,
+               "fastopen": 4, "halfclose": 3, "lossy": 3}
+SYSCTLS = {"ecn": ["net.ipv4.tcp_ecn=1"], "fastopen": ["net.ipv4.tcp_fastopen=3"],
            "nots": ["net.ipv4.tcp_timestamps=0", "net.ipv4.tcp_sack=0", "net.ipv4.tcp_window_scaling=0"]}
 
 
@@ -81,6 +86,8 @@ def _serve(scenario: str) -> None:
     sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((SERVER_V6 if v6 else SERVER_V4, PORT))
+    if scenario == "fastopen":
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 8)
     sock.listen(8)
     sock.settimeout(30)
     for _ in range(CONNECTIONS[scenario]):
@@ -89,6 +96,10 @@ def _serve(scenario: str) -> None:
             if scenario == "chat":
                 while data := conn.recv(4096):
                     conn.sendall(data[::-1] * 2)
+            elif scenario == "halfclose":  # the client stops sending first; the server answers after
+                while conn.recv(4096):
+                    pass
+                conn.sendall(os.urandom(20000))
             elif scenario == "upload":
                 size = struct.unpack("!Q", conn.recv(8))[0]
                 _recv_exactly(conn, size)
@@ -141,7 +152,10 @@ def _checksum(data: bytes) -> int:
 def _client(scenario: str) -> None:
     rng = random.Random(f"netns-{scenario}")
     v4 = socket.AF_INET
-    if scenario in ("http", "ecn", "nots"):
+    if scenario == "lossy":
+        for _ in range(CONNECTIONS[scenario]):
+            _download(_connect(v4, SERVER_V4), rng.randint(200000, 500000))
+    elif scenario in ("http", "ecn", "nots"):
         for _ in range(CONNECTIONS[scenario]):
             _download(_connect(v4, SERVER_V4), rng.randint(1, 60000))
     elif scenario == "http_v6":
@@ -166,6 +180,22 @@ def _client(scenario: str) -> None:
                 sock.sendall(os.urandom(rng.randint(1, 300)))
                 sock.recv(4096)
                 time.sleep(rng.random() * 0.01)
+            sock.close()
+    elif scenario == "fastopen":  # the first connection gets a cookie, the others send data on the SYN
+        for _ in range(CONNECTIONS[scenario]):
+            sock = socket.socket(v4, socket.SOCK_STREAM)
+            sock.sendto(struct.pack("!Q", rng.randint(1, 20000)), socket.MSG_FASTOPEN, (SERVER_V4, PORT))
+            while sock.recv(65536):
+                pass
+            sock.close()
+            time.sleep(0.05)
+    elif scenario == "halfclose":
+        for _ in range(CONNECTIONS[scenario]):
+            sock = _connect(v4, SERVER_V4)
+            sock.sendall(os.urandom(rng.randint(1, 3000)))
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass
             sock.close()
     elif scenario == "zero":
         _download(_connect(v4, SERVER_V4, rcvbuf=2048), 150000, slow=True)
@@ -251,12 +281,27 @@ class Link:
             _run("ip", "netns", "exec", ns, "sysctl", "-qw", *settings)
 
 
+def _wait_listening(namespace: str, kind: str) -> None:
+    """Wait until the server's socket is bound, so no client packet meets a closed port (a
+    connection refused before the server listened would be a flow of its own)."""
+    port = UDP_PORT if kind == "-lun" else PORT
+    for _ in range(200):
+        out = subprocess.run(["ip", "netns", "exec", namespace, "ss", "-H", kind], capture_output=True, text=True).stdout
+        if f":{port} " in out:
+            return
+        time.sleep(0.025)
+    raise RuntimeError(f"the server did not bind port {port} in 5 s")
+
+
 def capture(scenario: str, out: Path) -> dict:
     """Run one scenario in fresh namespaces, captured on the client's interface into ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     me = [sys.executable, str(Path(__file__).resolve())]
     with Link() as link:
         link.sysctl(*SYSCTLS.get(scenario, []))
+        if scenario == "lossy":  # a token bucket with a 3-packet queue on the server's side drops bursts
+            _run("ip", "netns", "exec", link.server, "tc", "qdisc", "replace", "dev", link.server_if, "root", "tbf",
+                 "rate", "20mbit", "burst", "15kb", "limit", "4500")
         dump = subprocess.Popen(["ip", "netns", "exec", link.client, "tcpdump", "-i", link.client_if, "-s", "0",
                                  "-U", "--immediate-mode", "-B", "8192", "-w", str(out)], stderr=subprocess.PIPE, text=True)
         ready, _, _ = select.select([dump.stderr], [], [], 10)  # "listening on ..." once it captures
@@ -268,6 +313,7 @@ def capture(scenario: str, out: Path) -> dict:
         server = None
         if scenario not in ("refused", "ping"):
             server = subprocess.Popen(["ip", "netns", "exec", link.server, *me, "--role", "server", scenario])
+            _wait_listening(link.server, "-lun" if scenario == "udp" else "-ltn")
         try:
             subprocess.run(["ip", "netns", "exec", link.client, *me, "--role", "client", scenario], check=True,
                            timeout=120)
@@ -309,7 +355,7 @@ def main() -> int:
     unknown = sorted(set(chosen) - set(SCENARIOS))
     if unknown:
         ap.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
-    missing = [t for t in ("ip", "tcpdump", "ethtool") if not shutil.which(t)]
+    missing = [t for t in ("ip", "ss", "tcpdump", "ethtool") if not shutil.which(t)]
     if os.geteuid() != 0 or missing:
         print(f"netns_traffic: needs root and {', '.join(missing) or 'ip, tcpdump, ethtool'} "
               f"({'not root' if os.geteuid() != 0 else 'missing tools'})", file=sys.stderr)

@@ -22,7 +22,7 @@ from netdiffusion.repair import RepairConfig, repair_dataset, repair_packets
 from netdiffusion.repair.noise import corrupt
 from netdiffusion.validate import validate_dir
 
-SCENARIOS = "http,http_v6,ipopts,ecn,refused,udp,ping,chat"
+SCENARIOS = "http,http_v6,ipopts,ecn,refused,udp,ping,chat,fastopen,halfclose"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,11 @@ def test_real_linux_traffic_is_left_unchanged(live: Path) -> None:
     assert (layout.field_values(m[packets.label == "http_v6"], "ipv6_ver") == 6).sum() > 20
     assert (layout.field_values(m[packets.label == "ping"], "icmp_type") == 0).any()  # echo replies
     assert (layout.field_values(m[packets.label == "udp"], "icmp_type") == 3).any()  # port unreachable
+    fast_open = packets.label == "fastopen"  # requests on SYNs (IP length past the headers)
+    syn_data = (layout.field_values(m[fast_open], "tcp_syn") == 1) & (layout.field_values(m[fast_open], "tcp_ackf") == 0) & (
+        layout.field_values(m[fast_open], "ipv4_tl") > 4 * (layout.field_values(m[fast_open], "ipv4_hl")
+                                                            + layout.field_values(m[fast_open], "tcp_doff")))
+    assert syn_data.sum() >= 2
 
     bits = repair_packets(layout, packets, RepairConfig())["result"].bits
     changed = {rule: int(v.sum()) for rule, v in bits.items() if v.any() and rule != "l4_checksum"}

@@ -77,6 +77,8 @@ TCP_OPTIONS: dict[int, tuple[int, int, bool]] = {
 }
 TCP_WSCALE, TCP_MAX_WSCALE = 3, 14  # window scale option: its shift (byte 2) is at most 14 (RFC 7323)
 TCP_TIMESTAMPS = 8  # TSval at byte 2, TSecr at byte 6
+# TCP Fast Open cookie (RFC 7413), or its experimental form: option 254 with magic 0xF989
+TCP_FAST_OPEN, TCP_EXPERIMENT, TCP_FAST_OPEN_MAGIC = 34, 254, (0xF9, 0x89)
 # IPv4 options kept where well formed (RFC 791; EOL/NOP are always allowed), one shape per row:
 # kind, lengths lo..hi of the form base + k * step, the pointer's first valid value (0: no
 # pointer; valid pointers advance by step up to length + 1, others are set back to the last valid
@@ -1077,7 +1079,7 @@ class Repairer:
         seq = get("tcp_seq")
         syn, fin, rst, ackf, urg, urp, payload, phase_c, synack, og = T.tcp_flags(
             ft, dt, get("tcp_syn"), get("tcp_ackf"), get("tcp_fin"), get("tcp_rst"), self.payload[t], seq,
-            get("tcp_urg"), get("tcp_urp"), self.nflows)
+            get("tcp_urg"), get("tcp_urp"), self.nflows, self._get("tcp_ackn", t), self._fast_open_cookie(t))
         self._put("tcp_flags", "tcp_syn", t, syn)
         self._put("tcp_flags", "tcp_fin", t, fin)
         self._put("tcp_flags", "tcp_rst", t, rst)
@@ -1160,6 +1162,24 @@ class Repairer:
         fix = np.flatnonzero(fix)
         if len(fix):
             self._put("tcp_window", "tcp_wsize", t[fix], value[fix])
+
+    def _fast_open_cookie(self, t: np.ndarray) -> np.ndarray:
+        """Rows ``t`` (all TCP rows) whose options hold a Fast Open cookie (RFC 7413: 4 to 16 bytes,
+        an even number; or the experimental option, 254 with magic 0xF989 and the cookie after it):
+        a SYN's data counts as Fast Open only with one. (A cookie request has no cookie, and a
+        2-byte "cookie" is one bit flip away from an MSS option: kind 2 -> 34.)"""
+        kinds, data = self.opt_kind["tcp"], self.opt_data["tcp"]
+        cookie = np.zeros(len(t), dtype=bool)
+        row, at = np.nonzero(kinds == TCP_FAST_OPEN)
+        size = data[row, np.minimum(at + 1, data.shape[1] - 1)].astype(np.int64) - 2
+        cookie[row[(size >= 4) & (size <= 16) & (size % 2 == 0)]] = True
+        row, at = np.nonzero(kinds == TCP_EXPERIMENT)
+        inside = at + 3 < data.shape[1]
+        row, at = row[inside], at[inside]
+        magic = ((data[row, at + 2] == TCP_FAST_OPEN_MAGIC[0]) & (data[row, at + 3] == TCP_FAST_OPEN_MAGIC[1])
+                 & (data[row, at + 1] >= 8))
+        cookie[row[magic]] = True
+        return cookie
 
     def _tcp_options(self, t: np.ndarray, syn: np.ndarray, phase_c: np.ndarray) -> None:
         """SYN-only options become NOPs elsewhere; window scale at most 14."""

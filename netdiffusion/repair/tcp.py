@@ -214,10 +214,12 @@ def tcp_attempt_numbers(conn: np.ndarray, attempt: np.ndarray, dt: np.ndarray, s
 @kernel
 def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray, fin0: np.ndarray,
               rst0: np.ndarray, payload: np.ndarray, seq: np.ndarray, urg0: np.ndarray, urp0: np.ndarray,
-              nconn: int) -> tuple:
+              nconn: int, ackn: np.ndarray, cookie: np.ndarray) -> tuple:
     """The ``tcp_flags`` rule (see :meth:`Repairer._tcp_state`): per row the new SYN, FIN, RST, ACK,
-    URG flags and urgent pointer, the payload (none on handshake segments), the client's handshake
-    rows (``phase_c``), the SYN-ACKs (first or repeated) and the group order ``og``."""
+    URG flags and urgent pointer, the payload (none on handshake segments but TCP Fast Open data on
+    the client's SYN), the client's handshake rows (``phase_c``), the SYN-ACKs (first or repeated)
+    and the group order ``og``. ``ackn``: the generated acknowledgement numbers; ``cookie``: rows
+    whose options hold a Fast Open cookie."""
     n = len(ft)
     # per connection, from each run's first row: it starts at a connection start (SYN without ACK),
     # or at the SYN-ACK (capture starts there); silent: the server's packets never seen
@@ -274,6 +276,16 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
             after += 1
         if d == 1:
             seen1 = True
+    # TCP Fast Open (RFC 7413): the client's SYN carries data that the SYN-ACK acknowledges
+    # (its number + 1 + the data). Real Linux flows do that once a cookie is cached; clearing the
+    # data renumbered the client's side. Only a SYN with a cookie option, and where the first
+    # SYN-ACK says so: a generated SYN's IP length alone is no reason to send data before the
+    # handshake (nor a corrupted length that a corrupted acknowledgement happens to match)
+    synack_ack = np.full(nconn, -1, np.int64)
+    for i in range(n):
+        c = ft[i]
+        if synack_first[i] and hs_c[c] and syn0[i] == 1 and ack0[i] == 1 and synack_ack[c] < 0:
+            synack_ack[c] = ackn[i]
     # a client SYN without ACK after the SYN-ACK, before the client's ACK, followed by a repeat
     # of the first SYN (its number) before that ACK: a repeat too, whatever its own number says
     # (it cannot be data sent before a SYN the client still repeats; nDPI's skype_no_unknown at 8%,
@@ -331,7 +343,9 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         ps = phase_s[i] and (refused or synack_first[i] or repeat)
         pc = phase_c[i]
         e = not (pc or ps)
-        if not e:
+        fast_open = (pc and payload[i] > 0 and syn0[i] == 1 and ack0[i] == 0 and seq[i] == run_seq[i]
+                     and cookie[i] and synack_ack[c] == (seq[i] + 1 + payload[i]) % 4294967296)
+        if not e and not fast_open:
             pay[i] = 0
         # a SYN-ACK the server repeats later (its ACK was lost) is a retransmission, not a new SYN;
         # at the SYN-ACK's sequence number it carries no data, whatever its IP length says
@@ -615,6 +629,12 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     ack_s = ack0[og]
     s_ts = ts[og]
     s_psh = psh[og]
+    # TCP Fast Open data on the client's SYN (tcp_flags keeps data on a handshake row only there):
+    # the SYN-ACK acknowledges it with the SYN
+    syn_data = np.zeros(nconn, np.int64)
+    for i in range(n):
+        if phase_c[i] and syn[i] == 1 and payload[i] > 0 and syn_data[ft[i]] == 0:
+            syn_data[ft[i]] = payload[i]
     st = np.zeros(n, np.bool_)
     syn_retry = np.zeros(n, np.bool_)  # a repeated SYN / SYN-ACK reuses the ISN
     for k in range(ngr):
@@ -929,7 +949,8 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                                   np.zeros(n, np.bool_), none, np.zeros(0, np.int64))
     out_seq, out_ack, spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
                                           s_data, kept, rel_kept, ackf, synack, has_peer, peer_seen, peer_isn,
-                                          arel_base, close_gaps, ack_window, nconn, none, ack0, ack0, none)
+                                          arel_base, close_gaps, ack_window, nconn, none, ack0, ack0, none,
+                                          syn_data)
     # Segments moved forward that would stay in place as spurious retransmissions: keep them
     # and solve again, as long as they still qualify under the acknowledgements that gives
     # (keeping one changes nothing before it; a few rounds, else the first solution stands).
@@ -949,7 +970,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         t_seq, t_ack, t_spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
                                             s_data, t_kept, t_rel, ackf, synack, has_peer, peer_seen, peer_isn,
                                             arel_base, close_gaps, ack_window, nconn, dirty, out_seq, out_ack,
-                                            spurious)
+                                            spurious, syn_data)
         holds = trial & t_spurious
         if (holds == trial).all():
             out_seq, out_ack = t_seq, t_ack
@@ -1112,7 +1133,7 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
              same_start: np.ndarray, s_data: np.ndarray, kept: np.ndarray, rel: np.ndarray, ackf: np.ndarray,
              synack: np.ndarray, has_peer: np.ndarray, peer_seen: np.ndarray, peer_isn: np.ndarray,
              arel_base: np.ndarray, close_gaps: bool, ack_window: int, nconn: int, dirty: np.ndarray,
-             base_seq: np.ndarray, base_ack: np.ndarray, base_spurious: np.ndarray) -> tuple:
+             base_seq: np.ndarray, base_ack: np.ndarray, base_spurious: np.ndarray, syn_data: np.ndarray) -> tuple:
     """Sequence and acknowledgement numbers (flow order) from :func:`_fixed_point`'s ``kept`` and
     ``rel``; also which segments (group order) tshark would call spurious retransmissions there.
 
@@ -1120,7 +1141,7 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
     sequence offsets from the ISN (``isn``, per segment) with SYN retransmissions at 0,
     ``same_start`` the first segment of the direction starting at the same offset. ``dirty``
     (empty: all) the connections to number; the others keep ``base_*`` (a connection's numbers
-    depend on its two directions alone)."""
+    depend on its two directions alone). ``syn_data``: TCP Fast Open bytes on each connection's SYN."""
     n = len(rel_in)
     every = len(dirty) == 0
     expected = np.empty(n, np.int64)
@@ -1223,8 +1244,8 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
         upper = max(sent, peer_next[i]) if has_peer[i] else BIG
         ok_ack[i] = uses and ar <= upper and ar >= lower and not synack[i]
         tg = sent if has_peer[i] else ar
-        if synack[i] and has_peer[i]:  # a SYN-ACK acknowledges exactly the SYN (a capture
-            tg = 1 if dt[i] == 1 else 0  # starting at the SYN-ACK never saw it)
+        if synack[i] and has_peer[i]:  # a SYN-ACK acknowledges exactly the SYN and its Fast Open
+            tg = 1 + syn_data[ft[i]] if dt[i] == 1 else 0  # data (a capture starting at it never saw it)
         target[i] = tg
         # a segment without ACK acknowledges nothing: with no peer seen, its field (a SYN's 0)
         # must not hold the direction's later acknowledgements back
