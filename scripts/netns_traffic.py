@@ -304,11 +304,19 @@ def capture(scenario: str, out: Path) -> dict:
                  "rate", "20mbit", "burst", "15kb", "limit", "4500")
         dump = subprocess.Popen(["ip", "netns", "exec", link.client, "tcpdump", "-i", link.client_if, "-s", "0",
                                  "-U", "--immediate-mode", "-B", "8192", "-w", str(out)], stderr=subprocess.PIPE, text=True)
-        ready, _, _ = select.select([dump.stderr], [], [], 10)  # "listening on ..." once it captures
-        first = dump.stderr.readline() if ready else ""
-        if "listening" not in first:
+        # tcpdump says "listening on ..." once it captures (warnings may come first); raw reads, so
+        # nothing is left in a buffer that select() cannot see
+        said, deadline, fd = b"", time.time() + 10, dump.stderr.fileno()
+        while b"listening" not in said and time.time() < deadline:
+            if not select.select([fd], [], [], max(deadline - time.time(), 0))[0]:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            said += chunk
+        if b"listening" not in said:
             dump.kill()
-            raise RuntimeError(f"tcpdump did not start: {first.strip() or 'no answer in 10 s'}")
+            raise RuntimeError(f"tcpdump did not start: {said.decode(errors='replace').strip() or 'no answer in 10 s'}")
         time.sleep(0.5)
         server = None
         if scenario not in ("refused", "ping"):
