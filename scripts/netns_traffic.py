@@ -23,6 +23,7 @@ Scenarios (each a few hundred packets or less; sizes seeded):
   fastopen  TCP Fast Open (net.ipv4.tcp_fastopen=3): a cookie, then requests sent on the SYN
   halfclose the client sends and closes its side first; the server answers after the FIN
   lossy     downloads through a token bucket that drops bursts (real loss, SACK recovery)
+  v6        over IPv6: Fast Open with ECN, refused ports, UDP, ICMPv6 port unreachable
 
 Prints a JSON summary (packets captured and dropped by the kernel per scenario); exit status 2
 without root or tools.
@@ -49,10 +50,11 @@ SERVER_V4, CLIENT_V4 = "10.77.0.2", "10.77.0.1"
 SERVER_V6, CLIENT_V6 = "fd00:77::2", "fd00:77::1"
 PORT, UDP_PORT = 9000, 40404
 SCENARIOS = ("http", "http_v6", "ipopts", "ecn", "nots", "upload", "chat", "refused", "udp", "ping", "zero",
-             "fastopen", "halfclose", "lossy")
+             "fastopen", "halfclose", "lossy", "v6")
 CONNECTIONS = {"http": 8, "http_v6": 4, "ipopts": 4, "ecn": 4, "nots": 4, "upload": 3, "chat": 2, "zero": 1,
-               "fastopen": 4, "halfclose": 3, "lossy": 3}
+               "fastopen": 4, "halfclose": 3, "lossy": 3, "v6": 4}
 SYSCTLS = {"ecn": ["net.ipv4.tcp_ecn=1"], "fastopen": ["net.ipv4.tcp_fastopen=3"],
+           "v6": ["net.ipv4.tcp_fastopen=3", "net.ipv4.tcp_ecn=1"],
            "nots": ["net.ipv4.tcp_timestamps=0", "net.ipv4.tcp_sack=0", "net.ipv4.tcp_window_scaling=0"]}
 
 
@@ -82,11 +84,25 @@ def _serve(scenario: str) -> None:
                 sock.sendto(data[::-1] + bytes(len(data) % 200), addr)
         except TimeoutError:
             return
-    v6 = scenario == "http_v6"
+    if scenario == "v6":  # UDP answers on IPv6 while the TCP connections run
+        import threading
+
+        def udp6() -> None:
+            u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            u.bind((SERVER_V6, UDP_PORT))
+            u.settimeout(20)
+            try:
+                while (data := u.recvfrom(2048))[0] != b"stop":
+                    u.sendto(data[0][::-1], data[1])
+            except TimeoutError:
+                pass
+        answering = threading.Thread(target=udp6, daemon=True)
+        answering.start()
+    v6 = scenario in ("http_v6", "v6")
     sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((SERVER_V6 if v6 else SERVER_V4, PORT))
-    if scenario == "fastopen":
+    if scenario in ("fastopen", "v6"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 8)
     sock.listen(8)
     sock.settimeout(30)
@@ -109,6 +125,8 @@ def _serve(scenario: str) -> None:
                 conn.sendall(os.urandom(size))
                 conn.shutdown(socket.SHUT_WR)
                 conn.recv(16)
+    if scenario == "v6":
+        answering.join()  # until the client's "stop"
 
 
 def _connect(family: int, address: str, options: bytes | None = None, rcvbuf: int | None = None) -> socket.socket:
@@ -189,6 +207,30 @@ def _client(scenario: str) -> None:
                 pass
             sock.close()
             time.sleep(0.05)
+    elif scenario == "v6":  # over IPv6: Fast Open (ECN on), refused ports, UDP and ICMPv6 unreachables
+        for _ in range(CONNECTIONS[scenario]):
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.sendto(struct.pack("!Q", rng.randint(1, 20000)), socket.MSG_FASTOPEN, (SERVER_V6, PORT))
+            while sock.recv(65536):
+                pass
+            sock.close()
+        for port in (9001, 9002):
+            try:
+                socket.create_connection((SERVER_V6, port), timeout=1).close()
+            except OSError:
+                pass
+        udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        udp.settimeout(1)
+        for _ in range(10):
+            udp.sendto(os.urandom(rng.randint(20, 400)), (SERVER_V6, UDP_PORT))
+            try:
+                udp.recvfrom(2048)
+            except (TimeoutError, ConnectionRefusedError):
+                pass
+        for port in (7, 9):
+            udp.sendto(b"x" * 30, (SERVER_V6, port))
+            time.sleep(0.05)
+        udp.sendto(b"stop", (SERVER_V6, UDP_PORT))
     elif scenario == "halfclose":
         for _ in range(CONNECTIONS[scenario]):
             sock = _connect(v4, SERVER_V4)

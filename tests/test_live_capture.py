@@ -22,7 +22,7 @@ from netdiffusion.repair import RepairConfig, repair_dataset, repair_packets
 from netdiffusion.repair.noise import corrupt
 from netdiffusion.validate import validate_dir
 
-SCENARIOS = "http,http_v6,ipopts,ecn,refused,udp,ping,chat,fastopen,halfclose"
+SCENARIOS = "http,http_v6,ipopts,ecn,refused,udp,ping,chat,fastopen,halfclose,v6"
 
 
 @pytest.fixture(scope="module")
