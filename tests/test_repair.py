@@ -1375,6 +1375,34 @@ def test_tcp_fast_open_data_on_the_syn_is_kept_where_the_syn_ack_acknowledges_it
     assert out["result"].payload[0] == 0 and seq[2] == seq[0] + 1
 
 
+def test_a_fin_before_the_last_retransmission_of_a_lost_segment_moves_to_it(tmp_path: Path) -> None:
+    """Regression (QA, real loss captured by scripts/netns_traffic.py's ``lossy``): the server's
+    segment 3 never reached the capture; the server sent its FIN after segment 5, then resent
+    segment 3, and the client acknowledged everything and the FIN. Closing the gap numbers the
+    resent bytes after the FIN, so the FIN was cleared and the server never closed (2 of 3 lossy
+    flows). The peer acknowledged the FIN: it moves to the server's last data segment."""
+    from scapy.layers.inet import TCP
+
+    from netdiffusion.decode import flow_pcap_path
+
+    e, a, b, pkts = _handshake()
+    for i in (0, 1, 3, 4):  # segment 2 (bytes 1101..1200) lost before the capture
+        pkts.append(e / b / TCP(sport=80, dport=4000, flags="A", seq=901 + 100 * i, ack=101) / (b"x" * 100))
+        pkts.append(e / a / TCP(sport=4000, dport=80, flags="A", seq=101, ack=1001 + 100 * min(i, 1)))
+    pkts += [e / b / TCP(sport=80, dport=4000, flags="FA", seq=1401, ack=101),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=1101, ack=101) / (b"x" * 100),  # resent
+             e / a / TCP(sport=4000, dport=80, flags="FA", seq=101, ack=1402),
+             e / b / TCP(sport=80, dport=4000, flags="A", seq=1402, ack=102)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    _assert_no_tcp_errors(tmp_path / "ds", tmp_path / "pcaps", packets)
+    out = repair_packets(layout, packets, RepairConfig())["packets"].nprint
+    fin, sport = layout.field_values(out, "tcp_fin"), layout.field_values(out, "tcp_sprt")
+    assert list(np.flatnonzero(fin == 1)) == [12, 13]  # the resent segment, the client's FIN
+    assert sport[12] == 80
+    checked = tshark_file(flow_pcap_path(tmp_path / "pcaps", packets.label[0], packets.flow_id[0]))
+    assert checked["expert"].get("error", 0) == 0
+
+
 def test_ipv4_record_route_and_timestamps_are_kept_and_their_pointers_fixed(tmp_path: Path) -> None:
     """Regression (QA on captures made for session 14: Linux sockets with ``IP_OPTIONS``): only
     router alert was kept, so real flows with record route or timestamp options lost them and

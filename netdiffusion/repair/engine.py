@@ -1114,12 +1114,16 @@ class Repairer:
         # the FIN's byte gone (only clearing, so this ends; a few rounds at most).
         bounds = T._bounds((ft * 2 + dt)[og])
         every = np.ones(len(t), np.bool_)
+        fin_in = fin
+        moved_to = np.zeros(len(t), dtype=bool)  # rows given a FIN moved there (never moved again)
         for _ in range(4):
             keep = T.fin_rule(og, bounds, new_seq, new_payload, fin, every, rst)
             cleared = keep != fin
             if not cleared.any():
                 break
             fin = keep
+            self._move_fins(og, bounds, ft * 2 + dt, seq, payload, ackn, new_seq, new_payload, fin, rst,
+                            np.flatnonzero(cleared & ~moved_to), moved_to)
             redo = np.flatnonzero(np.isin(ft, np.unique(ft[cleared])))
             r_og = T.group_order(ft[redo] * 2 + dt[redo], 2 * self.nflows)
             r_seq, r_ack, r_payload, r_fixed = T.tcp_seq_ack(
@@ -1128,7 +1132,8 @@ class Repairer:
                 conn0[redo])
             new_seq[redo], ack[redo], new_payload[redo] = r_seq, r_ack, r_payload
             fixed = fixed or r_fixed
-            self._put("tcp_flags", "tcp_fin", t[cleared], 0)
+        if fin is not fin_in:
+            self._put("tcp_flags", "tcp_fin", t, fin)
         # a segment left starting inside the one before it that ends highest: that one's length
         # was corrupted in a way the sequence rule could not prove (:func:`tcp_overlaps`)
         new_payload, new_seq, cut = T.tcp_overlaps(ft, dt, new_seq, ack, ackf, syn, fin, new_payload, self.nflows)
@@ -1143,6 +1148,45 @@ class Repairer:
         self._put("tcp_ack", "tcp_ackn", t, ack)
         self._tcp_zero_window_probes(t, ft, dt, og, new_seq, ack, ackf, syn, fin, payload)
         self._tcp_timestamps(t, ft, dt, og, rst, phase_c)
+
+    @staticmethod
+    def _move_fins(og: Arr, bounds: Arr, gid: Arr, seq0: Arr, pay0: Arr, ack0: Arr, seq: Arr, payload: Arr,
+                   fin: Arr, rst: Arr, cleared: Arr, moved_to: Arr) -> None:
+        """A FIN cleared because data captured after it was numbered beyond it moves to the
+        direction's last data segment, where the peer acknowledged the FIN as generated (``seq0``
+        + ``pay0`` + 1 in a later ``ack0``: it did close) and that segment now ends highest, with
+        no FIN or RST of the direction left. That is a sender's last retransmissions after its FIN
+        in a capture with real loss: the gaps closed, they became the direction's last bytes, and
+        clearing the FIN left the connection open. An unacknowledged FIN (a generated one ahead
+        of data below it) is only cleared. ``fin`` and ``moved_to`` are updated in place; rows
+        are the TCP rows in flow order, ``seq`` / ``payload`` the repaired numbers."""
+        if not len(cleared):
+            return
+        position = np.empty(len(og), dtype=np.int64)
+        position[og] = np.arange(len(og))
+        group_of = np.searchsorted(bounds, position, side="right") - 1
+        group_at = {int(gid[og[a]]): k for k, a in enumerate(bounds[:-1])}
+        for i in cleared:
+            a, b = bounds[group_of[i]], bounds[group_of[i] + 1]
+            rows = og[a:b]
+            if fin[rows].any() or rst[rows].any():
+                continue
+            peer = group_at.get(int(gid[i] ^ 1))
+            if peer is None:
+                continue
+            answers = og[bounds[peer]:bounds[peer + 1]]
+            answers = answers[answers > i]
+            if not (ack0[answers] == (seq0[i] + pay0[i] + 1) % (1 << 32)).any():
+                continue
+            after = rows[position[i] - a + 1:]
+            data = after[payload[after] > 0]
+            if not len(data):
+                continue
+            last = data[-1]
+            ends = (seq[rows] - seq[rows[0]]) % (1 << 32) + payload[rows]
+            if ends[position[last] - a] >= ends.max():
+                fin[last] = 1
+                moved_to[last] = True
 
     def _tcp_zero_window_probes(self, t: Arr, ft: Arr, dt: Arr, og: Arr, seq: Arr, ack: Arr, ackf: Arr,
                                 syn: Arr, fin: Arr, payload: Arr) -> None:
