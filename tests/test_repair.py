@@ -1235,6 +1235,13 @@ def _assert_no_tcp_errors(dataset: Path, out: Path, packets: Packets) -> dict:
     return totals
 
 
+def _validated_then_repaired(layout: Layout, packets: Packets, tmp_path: Path) -> dict:
+    """The (corrupted) one-flow rows written as a dataset and repaired to a pcap without TCP
+    errors (:func:`_assert_no_tcp_errors`), then :func:`repair_packets`'s result for them."""
+    _assert_no_tcp_errors(write_dataset(packets, layout, tmp_path / "in"), tmp_path / "out", packets)
+    return repair_packets(layout, packets, RepairConfig())
+
+
 def test_option_bits_lost_inside_the_list_keep_the_header_the_data_offset_counts(tmp_path: Path) -> None:
     """Regression (QA, nDPI's pinterest, firefox, 443-firefox at 0.1% corruption): one option bit
     of a bare ACK turned absent (row 14 of pinterest-16f5ebdc-000002: byte 10 of its 12 option
@@ -1441,9 +1448,7 @@ def test_ipv4_record_route_and_timestamps_are_kept_and_their_pointers_fixed(tmp_
     assert list(layout.field_values(out["packets"].nprint, "ipv4_hl")) == [8, 8, 8, 8, 8, 5, 8, 8]
     assert list(out["result"].payload) == [0, 0, 0, 50, 50, 50, 50, 0]
 
-    write_fields(tmp_path / "bad", layout)
-    write_shard(corrupted, tmp_path / "bad" / "part.parquet")
-    repair_dataset(tmp_path / "bad", tmp_path / "pcaps", progress=False)
+    repair_dataset(write_dataset(corrupted, layout, tmp_path / "bad"), tmp_path / "pcaps", progress=False)
     checked = tshark_file(flow_pcap_path(tmp_path / "pcaps", packets.label[0], packets.flow_id[0]))
     assert checked["packets"] == 8 and checked["bad_checksums"] == 0 and checked["malformed"] == 0
     assert "warning" not in checked["expert"], dict(checked["expert"])
@@ -2121,9 +2126,7 @@ def test_one_byte_with_a_lost_number_before_confirmed_data_at_its_place_is_a_kee
     m = packets.nprint
     layout.set_field(m, "tcp_seq", 1001 + (1 << 20), np.array([6]))
     layout.set_field(m, "ipv4_tl", 20 + 20 + 1, np.array([6]))  # one byte
-    data = write_dataset(packets, layout, tmp_path / "in")
-    _assert_no_tcp_errors(data, tmp_path / "out", packets)
-    out = repair_packets(layout, packets, RepairConfig())
+    out = _validated_then_repaired(layout, packets, tmp_path)
     seq = layout.field_values(out["packets"].nprint, "tcp_seq")
     assert list(out["result"].payload) == [0, 0, 0, 100, 0, 0, 1, 42, 0, 0]
     assert list(seq[5:8]) == [1001, 1000, 1001] and seq[9] == 1043
@@ -2150,9 +2153,7 @@ def test_a_fins_phantom_bytes_are_dropped_past_an_ack_whose_number_is_near_but_w
     m = packets.nprint
     layout.set_field(m, "ipv4_tl", 20 + 20 + 1024, np.array([5]))
     layout.set_field(m, "tcp_seq", 901 - 256, np.array([7]))
-    data = write_dataset(packets, layout, tmp_path / "in")
-    _assert_no_tcp_errors(data, tmp_path / "out", packets)
-    out = repair_packets(layout, packets, RepairConfig())
+    out = _validated_then_repaired(layout, packets, tmp_path)
     assert out["result"].payload[5] == 0
 
 
@@ -2179,9 +2180,7 @@ def test_a_length_is_kept_when_the_predecessor_number_is_lost_and_the_lengths_fi
     m = packets.nprint
     layout.set_field(m, "tcp_seq", 901 + (1 << 29), np.array([5]))
     layout.set_field(m, "tcp_seq", 904, np.array([6]))
-    data = write_dataset(packets, layout, tmp_path / "in")
-    _assert_no_tcp_errors(data, tmp_path / "out", packets)
-    out = repair_packets(layout, packets, RepairConfig())
+    out = _validated_then_repaired(layout, packets, tmp_path)
     assert list(out["result"].payload) == [0, 0, 0, 60, 0, 4, 86, 0, 0, 60, 100, 0]
     assert list(layout.field_values(out["packets"].nprint, "tcp_seq")[5:9]) == [901, 905, 161, 991]
 
@@ -2207,9 +2206,7 @@ def test_a_syn_repeated_before_a_repeat_of_the_first_syn_is_a_repeat_too(tmp_pat
     _assert_repair_changes_nothing(layout, packets)
     m = packets.nprint
     layout.set_field(m, "tcp_seq", 100 - 8193, np.array([3]))
-    data = write_dataset(packets, layout, tmp_path / "in")
-    _assert_no_tcp_errors(data, tmp_path / "out", packets)
-    r = repair_packets(layout, packets, RepairConfig())["packets"].nprint
+    r = _validated_then_repaired(layout, packets, tmp_path)["packets"].nprint
     assert list(layout.field_values(r, "tcp_syn")) == [1, 1, 1, 1, 1, 0, 0, 0]
     assert list(layout.field_values(r, "tcp_ackf")) == [0, 0, 1, 0, 0, 1, 1, 1]
     assert list(layout.field_values(r, "tcp_seq")[:5]) == [100, 100, 900, 100, 100]
@@ -2235,7 +2232,5 @@ def test_a_fin_repeated_with_fewer_bytes_gives_the_first_its_length(tmp_path: Pa
     m = packets.nprint
     layout.set_field(m, "ipv4_tl", 20 + 20 + 1448, np.array([5]))
     layout.set_field(m, "tcp_psh", 0, np.array([5]))
-    data = write_dataset(packets, layout, tmp_path / "in")
-    _assert_no_tcp_errors(data, tmp_path / "out", packets)
-    out = repair_packets(layout, packets, RepairConfig())
+    out = _validated_then_repaired(layout, packets, tmp_path)
     assert list(out["result"].payload) == [0, 0, 0, 60, 0, 445, 445, 0, 0, 0]

@@ -1176,14 +1176,14 @@ class Repairer:
                 continue
             answers = og[bounds[peer]:bounds[peer + 1]]
             answers = answers[answers > i]
-            if not (ack0[answers] == (seq0[i] + pay0[i] + 1) % (1 << 32)).any():
+            if not (ack0[answers] == (seq0[i] + pay0[i] + 1) % T.MOD32).any():
                 continue
             after = rows[position[i] - a + 1:]
             data = after[payload[after] > 0]
             if not len(data):
                 continue
             last = data[-1]
-            ends = (seq[rows] - seq[rows[0]]) % (1 << 32) + payload[rows]
+            ends = (seq[rows] - seq[rows[0]]) % T.MOD32 + payload[rows]
             if ends[position[last] - a] >= ends.max():
                 fin[last] = 1
                 moved_to[last] = True

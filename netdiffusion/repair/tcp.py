@@ -240,6 +240,12 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
     run_seq = np.empty(n, np.int64)
     refused_c = np.zeros(nconn, np.bool_)
     srv_isn = np.full(nconn, -1, np.int64)
+    # TCP Fast Open (RFC 7413): the client's SYN carries data that the SYN-ACK acknowledges
+    # (its number + 1 + the data). Real Linux flows do that once a cookie is cached; clearing the
+    # data renumbered the client's side. Only a SYN with a cookie option, and where the first
+    # SYN-ACK says so: a generated SYN's IP length alone is no reason to send data before the
+    # handshake (nor a corrupted length that a corrupted acknowledgement happens to match)
+    synack_ack = np.full(nconn, -1, np.int64)  # per connection, the first SYN-ACK's number
     seen1 = False  # the server spoke earlier in the run
     after = 0  # client packets after the server spoke
     acked = False  # a client ACK without SYN so far (inclusive)
@@ -265,6 +271,8 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         if first1:
             refused_c[c] = rst0[i] == 1 and syn0[i] == 0
             srv_isn[c] = seq[i]
+            if syn0[i] == 1 and ack0[i] == 1 and synack_ack[c] < 0:
+                synack_ack[c] = ackn[i]
         elif psa and rank == 0:
             srv_isn[c] = seq[i]
         phase_c[i] = pc
@@ -276,16 +284,6 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
             after += 1
         if d == 1:
             seen1 = True
-    # TCP Fast Open (RFC 7413): the client's SYN carries data that the SYN-ACK acknowledges
-    # (its number + 1 + the data). Real Linux flows do that once a cookie is cached; clearing the
-    # data renumbered the client's side. Only a SYN with a cookie option, and where the first
-    # SYN-ACK says so: a generated SYN's IP length alone is no reason to send data before the
-    # handshake (nor a corrupted length that a corrupted acknowledgement happens to match)
-    synack_ack = np.full(nconn, -1, np.int64)
-    for i in range(n):
-        c = ft[i]
-        if synack_first[i] and hs_c[c] and syn0[i] == 1 and ack0[i] == 1 and synack_ack[c] < 0:
-            synack_ack[c] = ackn[i]
     # a client SYN without ACK after the SYN-ACK, before the client's ACK, followed by a repeat
     # of the first SYN (its number) before that ACK: a repeat too, whatever its own number says
     # (it cannot be data sent before a SYN the client still repeats; nDPI's skype_no_unknown at 8%,
@@ -344,7 +342,7 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         pc = phase_c[i]
         e = not (pc or ps)
         fast_open = (pc and payload[i] > 0 and syn0[i] == 1 and ack0[i] == 0 and seq[i] == run_seq[i]
-                     and cookie[i] and synack_ack[c] == (seq[i] + 1 + payload[i]) % 4294967296)
+                     and cookie[i] and synack_ack[c] == (seq[i] + 1 + payload[i]) % MOD32)
         if not e and not fast_open:
             pay[i] = 0
         # a SYN-ACK the server repeats later (its ACK was lost) is a retransmission, not a new SYN;
