@@ -716,6 +716,17 @@ def test_tunnel_and_igmp_rows_get_a_message_in_their_payload(small_dataset: Path
     totals, repaired, tshark = _repair_one(layout, row, short, tmp_path / "short")
     assert layout.field_values(repaired, "ipv4_proto").tolist() == [253]
     assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark
+    # the room is what the IP length leaves behind the header the row has, not behind its IHL
+    # field: a corrupted IHL of 4 (16 bytes) made a 16-byte payload look like an inner header's 20,
+    # which was then cut (tshark: "Bogus IP version"; reduced layouts at 10% corruption)
+    bad_ihl = v4.copy()
+    layout.set_field(bad_ihl, "ipv4_proto", 4, np.array([0]))
+    layout.set_field(bad_ihl, "ipv4_tl", 20 + 16, np.array([0]))
+    layout.set_field(bad_ihl, "ipv4_hl", 4, np.array([0]))
+    totals, repaired, tshark = _repair_one(layout, row, bad_ihl, tmp_path / "bad_ihl")
+    assert layout.field_values(repaired, "ipv4_proto").tolist() == [253]
+    assert layout.field_values(repaired, "ipv4_hl").tolist() == [5]
+    assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark
 
 
 @pytest.mark.parametrize("headers", [("ipv6", "udp"), ("ipv6", "tcp", "udp"), ("ipv4", "tcp"), ("ipv4",)])

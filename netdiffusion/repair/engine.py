@@ -636,9 +636,11 @@ class Repairer:
         keep = self.drop_padding()
         self.stack()
         self.options_structure()
+        # before fixed_fields, whose protocol rule needs the payload the packet will carry (read
+        # from the IP length against the headers the row came with, not the generated IHL)
+        self.payload = self.payload_lengths()
         self.fixed_fields()
         self.endpoints()
-        self.payload = self.payload_lengths()
         self.ts, generated = self.timestamps(timestamp[keep])
         if self.has("icmp"):
             self.icmp_types()
@@ -777,7 +779,10 @@ class Repairer:
             self.first_fragment[rows] = first
             p = proto[rows]
             none = np.flatnonzero(p < 0)  # rows without an L4 header (judged alone: few)
-            cur, size = cur[none], v4_payload[none]
+            # the payload the row will carry (payload_lengths), not the generated total length less
+            # the generated IHL: a corrupted IHL made a 16-byte IP-in-IP payload look 20 bytes long,
+            # and the tunnel's inner header was then cut ("Bogus IP version", reduced layouts at 10%)
+            cur, size = cur[none], self.payload[rows[none]]
             clash = np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS, *ZERO_PAYLOAD_MALFORMED])
             clash |= self._too_short(cur, size)
             clash |= (size > 0) & self._too_short(cur, size, SHORT_PAYLOAD_MALFORMED)
