@@ -136,17 +136,20 @@ def test_random_rows_become_consistent_flows(small_dataset: Path) -> None:
 
 def test_malformed_tcp_options_are_cut_and_syn_only_options_removed(small_dataset: Path) -> None:
     layout = read_layout(small_dataset)
-    packets = random_packets(layout, flows=1, packets=4, seed=5)
+    packets = random_packets(layout, flows=1, packets=6, seed=5)
     m = packets.nprint
     m[:, layout.header_slice("ipv6")] = -1
     m[:, layout.header_slice("udp")] = -1
     m[:, layout.header_slice("icmp")] = -1
     opt = layout.field_slice("tcp_opt")
+    ts = bytes([8, 10, 0, 0, 0, 1, 0, 0, 0, 0])
     options = [
         bytes([2, 4, 5, 0xB4, 1, 3, 3, 7]),  # MSS + NOP + WS: valid, but only on a SYN
         bytes([2, 4, 5, 0xB4, 99, 7, 0, 0]),  # MSS on a non-SYN, then an unknown kind
-        bytes([8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]),  # timestamps + 2 bytes EOL padding
+        ts + bytes([0, 0]),  # timestamps + 2 bytes EOL padding
         bytes([5, 3, 1, 1]),  # SACK with a bad length
+        bytes([2, 4, 5, 0xB4, 4, 2]) + ts + bytes([1, 3, 3, 7]),  # a SYN's list: MSS, SACK-perm, TS, NOP, WS
+        bytes([1, 1, 1, 1]) + ts + bytes([0, 0]),  # NOP x4 the row came with (a middlebox's): kept
     ]
     for i, raw in enumerate(options):
         bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8)).astype(np.int8)
@@ -155,15 +158,19 @@ def test_malformed_tcp_options_are_cut_and_syn_only_options_removed(small_datase
         m[i, opt] = row
     layout.set_field(m, "tcp_syn", 0)  # no handshake: SYN-only options must go
     layout.set_field(m, "tcp_ackf", 1)
+    layout.set_field(m, "tcp_rst", 0)
     out = repair_packets(layout, packets, RepairConfig())
     r = out["packets"].nprint
     data, lengths = layout.header_bytes(r, "tcp")
     doff = layout.field_values(r, "tcp_doff")
-    assert list(doff) == [7, 6, 8, 5]
-    assert list(lengths) == [28, 24, 32, 20]
-    assert bytes(data[0, 20:28]) == bytes([1] * 8)
-    assert bytes(data[1, 20:24]) == bytes([1, 1, 1, 1])  # MSS on a non-SYN became NOPs; 99 cut
-    assert bytes(data[2, 20:30]) == options[2][:10]
+    # the SYN-only options leave: no option is left in the first two rows (99 was cut), and the
+    # SYN's list becomes Linux's NOP NOP + timestamps, not NOP x6 + timestamps + NOP x4
+    assert list(doff) == [5, 5, 8, 5, 8, 9]
+    assert list(lengths) == [20, 20, 32, 20, 32, 36]
+    assert bytes(data[2, 20:22]) == ts[:2] and bytes(data[4, 20:24]) == bytes([1, 1, 8, 10])
+    assert bytes(data[5, 20:26]) == bytes([1, 1, 1, 1, 8, 10])
+    # payloads are what the rows' IP lengths left behind the headers they came with
+    assert (out["ends"] - out["starts"] == layout.field_values(r, "ipv4_tl")).all()
 
 
 def test_anonymize_merged_and_dropped_flows(small_dataset: Path, tmp_path: Path) -> None:
@@ -2245,3 +2252,37 @@ def test_a_fin_repeated_with_fewer_bytes_gives_the_first_its_length(tmp_path: Pa
     layout.set_field(m, "tcp_psh", 0, np.array([5]))
     out = _validated_then_repaired(layout, packets, tmp_path)
     assert list(out["result"].payload) == [0, 0, 0, 60, 0, 445, 445, 0, 0, 0]
+
+
+def test_a_syns_option_list_on_a_later_segment_becomes_the_segments_own(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (generated flows: 27 packets in 20 of 120 pcaps had tshark's "4 NOP in a row"):
+    a data segment generated with a SYN's option list (MSS, SACK-permitted, timestamps, NOP,
+    window scale) got NOPs in place of the SYN-only options: NOP x6 + timestamps + NOP x4. The
+    list is compacted now; on a real Linux segment (NOP NOP + timestamps) given the SYN's list
+    with its own timestamps, repair returns the segment's own bytes and the flow's pcap is the
+    clean flow's."""
+    layout, packets = flow_ordered(small_dataset)
+    opt = layout.field_slice("tcp_opt")
+    for rows in _handshake_flows(layout, packets, 40):
+        flow = packets.take(rows)
+        data, lengths = layout.header_bytes(flow.nprint, "tcp")
+        later = [i for i in range(3, len(rows)) if lengths[i] == 32 and bytes(data[i, 20:24]) == bytes([1, 1, 8, 10])]
+        if later:
+            break
+    else:
+        pytest.fail("no handshake flow with a NOP NOP + timestamps segment after the handshake")
+    i = later[0]
+    m = flow.nprint.copy()
+    syn_list = bytes([2, 4, 5, 0xB4, 4, 2]) + bytes(data[i, 22:32]) + bytes([1, 3, 3, 7])  # 20 bytes
+    row = np.full(opt.stop - opt.start, -1, dtype=np.int8)
+    row[: 8 * len(syn_list)] = np.unpackbits(np.frombuffer(syn_list, dtype=np.uint8)).astype(np.int8)
+    m[i, opt] = row
+    layout.set_field(m, "tcp_doff", 10, np.array([i]))
+    layout.set_field(m, "ipv4_tl", int(layout.field_values(m[i : i + 1], "ipv4_tl")[0]) + 8, np.array([i]))
+    changed = _flow_of(flow, m, flow.timestamp, layout)
+    clean = tmp_path / "clean"
+    repair_dataset(write_dataset(flow, layout, clean / "in"), clean / "out", progress=False)
+    repair_dataset(write_dataset(changed, layout, tmp_path / "in"), tmp_path / "out", progress=False)
+    want, got = next((clean / "out").rglob("*.pcap")), next((tmp_path / "out").rglob("*.pcap"))
+    assert got.read_bytes() == want.read_bytes()
+    assert tshark_file(got)["expert"].get("warning", 0) == tshark_file(want)["expert"].get("warning", 0)

@@ -1231,19 +1231,21 @@ class Repairer:
         return cookie
 
     def _tcp_options(self, t: np.ndarray, syn: np.ndarray, phase_c: np.ndarray) -> None:
-        """SYN-only options become NOPs elsewhere; window scale at most 14."""
+        """SYN-only options leave other segments (the header shrinks; see
+        :func:`tcp.tcp_option_rules`); window scale at most 14. The payload stays: it was read
+        against the header the row came with (:meth:`payload_lengths`)."""
         rows_all = np.flatnonzero(self.is_["tcp"])
         assert np.array_equal(rows_all, t)
         syn_only = [(k, lo) for k, (lo, _hi, only) in TCP_OPTIONS.items() if only]
-        length = self.opt_len["tcp"][t]
-        data, moved = T.tcp_option_rules(self.opt_kind["tcp"], self.opt_data["tcp"], length, syn,
-                                         np.array([k for k, _ in syn_only], dtype=np.int64),
-                                         np.array([lo for _, lo in syn_only], dtype=np.int64),
-                                         TCP_WSCALE, 2, TCP_MAX_WSCALE)
+        data, length, moved = T.tcp_option_rules(self.opt_kind["tcp"], self.opt_data["tcp"], self.opt_len["tcp"][t],
+                                                 syn, np.array([k for k, _ in syn_only], dtype=np.int64),
+                                                 np.array([lo for _, lo in syn_only], dtype=np.int64),
+                                                 TCP_WSCALE, 2, TCP_MAX_WSCALE)
         moved = np.flatnonzero(moved)
         if len(moved):
             self._write_options("tcp_options", "tcp", t[moved], data[moved], length[moved])
         self.opt_data["tcp"] = data
+        self.opt_len["tcp"][t] = length
 
     def _tcp_timestamps(self, t: Arr, ft: Arr, dt: Arr, og: Arr, rst: Arr, phase_c: Arr) -> None:
         """TSval non-decreasing per direction; a connection-opening SYN echoes no TSecr (RFC 7323).
