@@ -134,6 +134,13 @@ def test_random_rows_become_consistent_flows(small_dataset: Path) -> None:
     assert np.array_equal(sizes[v6], layout.field_values(m[v6], "ipv6_len") + 40)
 
 
+def _option_columns(raw: bytes, width: int) -> np.ndarray:
+    """An option field's columns holding ``raw`` bytes, absent after them."""
+    row = np.full(width, -1, dtype=np.int8)
+    row[: 8 * len(raw)] = np.unpackbits(np.frombuffer(raw, dtype=np.uint8)).astype(np.int8)
+    return row
+
+
 def test_malformed_tcp_options_are_cut_and_syn_only_options_removed(small_dataset: Path) -> None:
     layout = read_layout(small_dataset)
     packets = random_packets(layout, flows=1, packets=6, seed=5)
@@ -152,10 +159,7 @@ def test_malformed_tcp_options_are_cut_and_syn_only_options_removed(small_datase
         bytes([1, 1, 1, 1]) + ts + bytes([0, 0]),  # NOP x4 the row came with (a middlebox's): kept
     ]
     for i, raw in enumerate(options):
-        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8)).astype(np.int8)
-        row = np.full(opt.stop - opt.start, -1, dtype=np.int8)
-        row[: len(bits)] = bits
-        m[i, opt] = row
+        m[i, opt] = _option_columns(raw, opt.stop - opt.start)
     layout.set_field(m, "tcp_syn", 0)  # no handshake: SYN-only options must go
     layout.set_field(m, "tcp_ackf", 1)
     layout.set_field(m, "tcp_rst", 0)
@@ -2274,9 +2278,7 @@ def test_a_syns_option_list_on_a_later_segment_becomes_the_segments_own(small_da
     i = later[0]
     m = flow.nprint.copy()
     syn_list = bytes([2, 4, 5, 0xB4, 4, 2]) + bytes(data[i, 22:32]) + bytes([1, 3, 3, 7])  # 20 bytes
-    row = np.full(opt.stop - opt.start, -1, dtype=np.int8)
-    row[: 8 * len(syn_list)] = np.unpackbits(np.frombuffer(syn_list, dtype=np.uint8)).astype(np.int8)
-    m[i, opt] = row
+    m[i, opt] = _option_columns(syn_list, opt.stop - opt.start)
     layout.set_field(m, "tcp_doff", 10, np.array([i]))
     layout.set_field(m, "ipv4_tl", int(layout.field_values(m[i : i + 1], "ipv4_tl")[0]) + 8, np.array([i]))
     changed = _flow_of(flow, m, flow.timestamp, layout)

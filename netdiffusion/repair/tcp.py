@@ -1509,7 +1509,7 @@ def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, 
                 run = 0
                 while p + run < last and kind_at[r, p + run] < 2:
                     run += 1
-                keep = run % 4 if run >= 4 else run
+                keep = run % 4  # (a run of 1-3 stays whole)
                 for b in range(keep):
                     out[q + b] = 1
                     kinds[q + b] = 1
