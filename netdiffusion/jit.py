@@ -57,12 +57,13 @@ def warm_up(flows: int = 24, packets: int = 32) -> float:
         write_shard(rows, data / "part.parquet")
         repair_dataset(data, Path(tmp) / "zero", progress=False, merged=True)
         repair_dataset(data, Path(tmp) / "random", progress=False, payload="random")
-    # a connection retried after a refusal (random rows hold none): the kernel that renumbers
-    # its attempts, with the argument types repair passes
-    from netdiffusion.repair.tcp import tcp_attempt_numbers
+    # a connection retried after a refusal and a SACK option (random rows hold neither): the
+    # kernels that renumber attempts and check SACK blocks, with the argument types repair passes
+    from netdiffusion.repair.tcp import tcp_attempt_numbers, tcp_sack_rules
 
     one = np.zeros(2, dtype=np.int64)
     tcp_attempt_numbers(one, np.arange(2, dtype=np.int64), one, one, one, one, one, 1)
+    tcp_sack_rules(np.full((2, 40), -1, dtype=np.int16), np.zeros((2, 40), dtype=np.uint8), one, one, one, 5, 1, 1)
     row_counts(rows.nprint[:4] != 0)
     present_bytes(rows.nprint[:4, :64])
     bytes_to_bits(np.zeros((4, 8), dtype=np.uint8), np.full(4, 8, dtype=np.int64))

@@ -77,6 +77,11 @@ TCP_OPTIONS: dict[int, tuple[int, int, bool]] = {
 }
 TCP_WSCALE, TCP_MAX_WSCALE = 3, 14  # window scale option: its shift (byte 2) is at most 14 (RFC 7323)
 TCP_TIMESTAMPS = 8  # TSval at byte 2, TSecr at byte 6
+TCP_SACK = 5  # SACK blocks: left and right edge (big-endian words) per block
+# how far below the ACK a D-SACK block (a duplicate received, RFC 2883) may start: the most in
+# the shared and nDPI captures is 15,796 bytes
+DSACK_REACH = 1 << 20
+MAX_WINDOW = 65535 << TCP_MAX_WSCALE  # the largest receive window (RFC 7323): 2**30 - 2**14 bytes
 # TCP Fast Open cookie (RFC 7413), or its experimental form: option 254 with magic 0xF989
 TCP_FAST_OPEN, TCP_EXPERIMENT, TCP_FAST_OPEN_MAGIC = 34, 254, (0xF9, 0x89)
 # IPv4 options kept where well formed (RFC 791; EOL/NOP are always allowed), one shape per row:
@@ -112,7 +117,8 @@ ICMP_TYPES_V6 = {128: (0,), 129: (0,)}
 Arr = np.ndarray
 
 RULES = ("stack", "options", "ipv4", "ipv6", "tcp_fields", "udp", "icmp", "endpoints", "lengths",
-         "tcp_flags", "tcp_seq", "tcp_ack", "tcp_window", "tcp_options", "ip_id", "ipv4_checksum", "l4_checksum")
+         "tcp_flags", "tcp_seq", "tcp_ack", "tcp_window", "tcp_options", "tcp_sack", "ip_id", "ipv4_checksum",
+         "l4_checksum")
 
 @dataclass
 class RepairConfig:
@@ -1152,6 +1158,7 @@ class Repairer:
         self._put("tcp_seq", "tcp_seq", t, new_seq)
         self._put("tcp_ack", "tcp_ackn", t, ack)
         self._tcp_zero_window_probes(t, ft, dt, og, new_seq, ack, ackf, syn, fin, payload)
+        self._tcp_sack(t, ackf, ack)
         self._tcp_timestamps(t, ft, dt, og, rst, phase_c)
 
     @staticmethod
@@ -1244,6 +1251,22 @@ class Repairer:
         moved = np.flatnonzero(moved)
         if len(moved):
             self._write_options("tcp_options", "tcp", t[moved], data[moved], length[moved])
+        self.opt_data["tcp"] = data
+        self.opt_len["tcp"][t] = length
+
+    def _tcp_sack(self, t: Arr, ackf: Arr, ack: Arr) -> None:
+        """SACK blocks a receiver could have sent, against the repaired numbers
+        (:func:`netdiffusion.repair.tcp.tcp_sack_rules`). Generated blocks are mostly noise: far
+        from the ACK or with the right edge before the left, and tshark reads a block below the
+        ACK as a D-SACK (a duplicate received) and warns. The header shrinks; the payload stays."""
+        kind_at = self.opt_kind["tcp"]
+        if not (kind_at == TCP_SACK).any():
+            return
+        data, length, moved = T.tcp_sack_rules(kind_at, self.opt_data["tcp"], self.opt_len["tcp"][t], ackf, ack,
+                                               TCP_SACK, MAX_WINDOW, DSACK_REACH)
+        moved = np.flatnonzero(moved)
+        if len(moved):
+            self._write_options("tcp_sack", "tcp", t[moved], data[moved], length[moved])
         self.opt_data["tcp"] = data
         self.opt_len["tcp"][t] = length
 

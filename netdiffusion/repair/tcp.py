@@ -1441,6 +1441,61 @@ def tcp_zero_window(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndar
 
 
 @kernel
+def _compact_options(kind_at: np.ndarray, data: np.ndarray, length: int, r: int, out: np.ndarray,
+                     kinds: np.ndarray) -> int:
+    """Row ``r``'s options in order with NOP runs of four or more cut to their length mod 4 and
+    NOPs after the last option gone, EOL padding to a whole word; returns the new option length.
+
+    For rows where a rule turned an option into NOPs (``kind_at`` 1 on its bytes): the options
+    after a removed one keep their 4-byte alignment, and no run like NOP x6 + timestamps + NOP x4
+    is left (tshark: "4 NOP in a row"). ``out`` / ``kinds``: scratch of one row's width."""
+    nb = kind_at.shape[1]
+    end = min(length, nb)
+    last = 0  # the end of the last option that is not a NOP
+    p = 0
+    while p < end:
+        if kind_at[r, p] >= 2:
+            p += max(np.int64(data[r, p + 1]), 1)
+            last = p
+        elif kind_at[r, p] == 0:
+            break
+        else:  # a NOP (marked, or a byte of a removed option)
+            p += 1
+    q = 0
+    p = 0
+    while p < last:
+        if kind_at[r, p] >= 2:
+            size = np.int64(data[r, p + 1])
+            kinds[q] = kind_at[r, p]
+            for b in range(size):
+                out[q + b] = data[r, p + b]
+                if b:
+                    kinds[q + b] = -1
+            q += size
+            p += size
+        else:
+            run = 0
+            while p + run < last and kind_at[r, p + run] < 2:
+                run += 1
+            keep = run % 4  # (a run of 1-3 stays whole)
+            for b in range(keep):
+                out[q + b] = 1
+                kinds[q + b] = 1
+            q += keep
+            p += run
+    new = ((q + 3) // 4) * 4
+    for b in range(q, nb):
+        out[b] = 0
+        kinds[b] = -1
+    if q < new:
+        kinds[q] = 0  # EOL, then zero padding
+    for b in range(nb):
+        data[r, b] = out[b]
+        kind_at[r, b] = kinds[b]
+    return new
+
+
+@kernel
 def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, syn: np.ndarray,
                      syn_kinds: np.ndarray, syn_sizes: np.ndarray, wscale: int, wscale_at: int,
                      max_shift: int) -> tuple:
@@ -1479,52 +1534,8 @@ def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, 
             if k == wscale and syn[r] == 1 and data[r, p + wscale_at] > max_shift:
                 data[r, p + wscale_at] = max_shift
                 moved[r] = True
-        if not removed:
-            continue
-        # compact: options in order, NOP runs of >= 4 cut to their length mod 4, trailing ones gone
-        end = min(length[r], nb)
-        last = 0  # the end of the last option that is not a NOP
-        p = 0
-        while p < end:
-            if kind_at[r, p] >= 2:
-                p += max(np.int64(data[r, p + 1]), 1)
-                last = p
-            elif kind_at[r, p] == 0:
-                break
-            else:  # a NOP (marked, or a byte of a removed option)
-                p += 1
-        q = 0
-        p = 0
-        while p < last:
-            if kind_at[r, p] >= 2:
-                size = np.int64(data[r, p + 1])
-                kinds[q] = kind_at[r, p]
-                for b in range(size):
-                    out[q + b] = data[r, p + b]
-                    if b:
-                        kinds[q + b] = -1
-                q += size
-                p += size
-            else:
-                run = 0
-                while p + run < last and kind_at[r, p + run] < 2:
-                    run += 1
-                keep = run % 4  # (a run of 1-3 stays whole)
-                for b in range(keep):
-                    out[q + b] = 1
-                    kinds[q + b] = 1
-                q += keep
-                p += run
-        new = ((q + 3) // 4) * 4
-        for b in range(q, nb):
-            out[b] = 0
-            kinds[b] = -1
-        if q < new:
-            kinds[q] = 0  # EOL, then zero padding
-        for b in range(nb):
-            data[r, b] = out[b]
-            kind_at[r, b] = kinds[b]
-        length[r] = new
+        if removed:
+            length[r] = _compact_options(kind_at, data, length[r], r, out, kinds)
     return data, length, moved
 
 
@@ -1579,3 +1590,76 @@ def tcp_timestamp_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarra
                     data[r, p + val_at + j] = (new_val[r] >> (24 - 8 * j)) & 0xFF
                     data[r, p + ecr_at + j] = (new_ecr[r] >> (24 - 8 * j)) & 0xFF
     return data, moved
+
+
+@kernel
+def _word(data: np.ndarray, r: int, p: int) -> int:
+    """The big-endian 32-bit word at bytes ``p:p + 4`` of row ``r``."""
+    v = 0
+    for j in range(4):
+        v = (v << 8) | np.int64(data[r, p + j])
+    return v
+
+
+@kernel
+def tcp_sack_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, ackf: np.ndarray, ack: np.ndarray,
+                   kind: int, max_window: int, dsack_reach: int) -> tuple:
+    """SACK blocks (option ``kind``: 2 + 8 bytes per block, left / right edge as big-endian words)
+    that a receiver could have sent (RFC 2018, RFC 2883), against the repaired ACK numbers.
+
+    ``ackf`` / ``ack``: the rows' repaired ACK flag and number. A block stays only where its right
+    edge is after its left and at most ``max_window`` above the ACK (the data a block reports
+    fits in the receive window, at most 2**30 bytes: RFC 7323), and where it starts below the
+    ACK only as the first block, at most ``dsack_reach`` bytes below (a D-SACK: a duplicate
+    received). Anything else goes: a block ending before it starts, a later block below the ACK,
+    a D-SACK far below, a row without the ACK flag. Generated edges are mostly such noise (and
+    the sequence rule renumbered the peer's bytes). Blocks are not moved with a repaired ACK: in
+    a real flow whose capture lost segments the ACK is what repair changes, and its blocks are
+    right as they are. Nor bounded by the peer's data in the capture: windows of a flow start
+    mid-flow (nDPI's tumblr: blocks 3 MB beyond it). An option left without blocks goes whole,
+    and the row's options are compacted (:func:`_compact_options`). Returns the new option
+    bytes, lengths (``kind_at`` updated in place) and which rows changed."""
+    n = kind_at.shape[0]
+    nb = kind_at.shape[1]
+    data = data.copy()
+    length = length.copy()
+    moved = np.zeros(n, np.bool_)
+    left = np.zeros(4, np.int64)
+    right = np.zeros(4, np.int64)
+    out = np.zeros(nb, np.uint8)
+    kinds = np.full(nb, -1, np.int16)
+    for r in range(n):
+        removed = False
+        for p in range(min(length[r], nb)):
+            if kind_at[r, p] != kind:
+                continue
+            k = min((np.int64(data[r, p + 1]) - 2) // 8, 4)
+            for b in range(k):
+                left[b] = _word(data, r, p + 2 + 8 * b)
+                right[b] = _word(data, r, p + 6 + 8 * b)
+            kept = 0
+            for b in range(k):
+                below = _relative(ack[r], left[b])
+                if not (ackf[r] == 1 and _relative(right[b], left[b]) > 0
+                        and _relative(right[b], ack[r]) <= max_window
+                        and (below <= 0 or (b == 0 and below <= dsack_reach))):
+                    continue
+                if kept < b:  # a block before it went: it moves up
+                    for j in range(4):
+                        data[r, p + 2 + 8 * kept + j] = (left[b] >> (24 - 8 * j)) & 0xFF
+                        data[r, p + 6 + 8 * kept + j] = (right[b] >> (24 - 8 * j)) & 0xFF
+                kept += 1
+            if kept == k:
+                continue
+            moved[r] = True
+            size = 2 + 8 * kept if kept else 0
+            if kept:
+                data[r, p + 1] = size
+            else:
+                kind_at[r, p] = 1
+            for q in range(size, 2 + 8 * k):
+                data[r, p + q] = 1
+            removed = True
+        if removed:
+            length[r] = _compact_options(kind_at, data, length[r], r, out, kinds)
+    return data, length, moved
