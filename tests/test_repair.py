@@ -1926,6 +1926,34 @@ def test_a_refused_connection_retried_on_the_same_ports_keeps_its_numbers(tmp_pa
     assert _assert_no_tcp_errors(tmp_path / "ds", tmp_path / "out", packets)["flows"] == 1
 
 
+def test_a_refused_clients_syn_ack_row_repeats_its_syn(tmp_path: Path) -> None:
+    """Regression (QA, pure random rows, seed 61): client SYN, the server's RST-ACK, then a client
+    row saying SYN + ACK with 1,460 bytes, then the client's retry (SYN, new attempt). The row
+    stayed in the refused attempt as data at the first SYN's number + 1, and the retry's SYN after
+    it read as out of order. A refused client sends no data: a SYN row of it after the refusal
+    repeats the SYN (its number, no data, no ACK)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=554, flags="S", seq=100),
+            e / b / TCP(sport=554, dport=4000, flags="RA", seq=0, ack=101),
+            e / a / TCP(sport=4000, dport=554, flags="SA", seq=5000, ack=77) / (b"x" * 1460),
+            e / a / TCP(sport=4000, dport=554, flags="S", seq=100),
+            e / b / TCP(sport=554, dport=4000, flags="SA", seq=900, ack=101),
+            e / a / TCP(sport=4000, dport=554, flags="A", seq=101, ack=901)]
+    for i in range(3):
+        pkts += [e / a / TCP(sport=4000, dport=554, flags="PA", seq=101 + 200 * i, ack=901) / (b"x" * 200),
+                 e / b / TCP(sport=554, dport=4000, flags="A", seq=901, ack=301 + 200 * i)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    out = repair_packets(layout, packets, RepairConfig())
+    r = out["packets"].nprint
+    assert layout.field_values(r[2:3], "tcp_syn")[0] == 1 and layout.field_values(r[2:3], "tcp_ackf")[0] == 0
+    assert out["result"].payload[2] == 0
+    assert layout.field_values(r[2:3], "tcp_seq")[0] == layout.field_values(r[0:1], "tcp_seq")[0]
+    assert _assert_no_tcp_errors(tmp_path / "ds", tmp_path / "out", packets)["flows"] == 1
+
+
 def test_a_syn_ack_after_the_servers_fin_is_no_repeat(tmp_path: Path) -> None:
     """Regression (QA, nDPI's WebattackXSS at 5%, its directions corrupted): the server's rows
     read SYN-ACK, ACK, FIN, FIN, then SYN-ACK at the SYN-ACK's number. Taken for repeats of the

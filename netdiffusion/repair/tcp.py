@@ -289,16 +289,23 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
     # (it cannot be data sent before a SYN the client still repeats; nDPI's skype_no_unknown at 8%,
     # a capture of SYN retries only, where one SYN's addresses made it the server's SYN-ACK)
     # ``syn_again``: the SYN repeats below (``late_syn``), decided here once
+    # and in a refused attempt, a client row saying SYN after the refusal (with ACK: a client SYN
+    # without ACK there starts the next attempt, see tcp_attempts) repeats the SYN, whatever its
+    # number: a refused client sends no data, and as data it ran past the next attempt's SYN,
+    # which read as out of order (pure random rows, seed 61)
     syn_again = np.zeros(n, np.bool_)
     repeat_after = False
     for i in range(n - 1, -1, -1):
         if i == n - 1 or ft[i + 1] != ft[i]:
             repeat_after = False
-        if (hs_c[ft[i]] and dt[i] == 0 and not phase_c[i] and not client_acked[i] and ack0[i] == 0
-                and syn0[i] == 1 and rst0[i] == 0 and fin0[i] == 0):
-            at_first = seq[i] == run_seq[i]
-            syn_again[i] = at_first or repeat_after
-            repeat_after = repeat_after or at_first
+        if (hs_c[ft[i]] and dt[i] == 0 and not phase_c[i] and not client_acked[i] and syn0[i] == 1
+                and rst0[i] == 0 and fin0[i] == 0):
+            if ack0[i] == 0:
+                at_first = seq[i] == run_seq[i]
+                syn_again[i] = at_first or repeat_after
+                repeat_after = repeat_after or at_first
+            else:
+                syn_again[i] = refused_c[ft[i]]
     pay = payload.copy()
     est = np.zeros(n, np.bool_)
     synack = np.zeros(n, np.bool_)
