@@ -1776,6 +1776,16 @@ def test_phantom_bytes_in_a_one_direction_capture_are_dropped(tmp_path: Path) ->
     _assert_numbers_restored(layout, packets, out)
 
 
+def _rtsp_exchange(e: object, a: object, b: object) -> list:
+    """Three 200-byte client segments to port 554 after the handshake (client ISN 100, server ISN
+    900), each acknowledged by the server: the established part of the refused-then-retried flows."""
+    from scapy.layers.inet import TCP
+
+    return [p for i in range(3) for p in (
+        e / a / TCP(sport=4000, dport=554, flags="PA", seq=101 + 200 * i, ack=901) / (b"x" * 200),
+        e / b / TCP(sport=554, dport=4000, flags="A", seq=901, ack=301 + 200 * i))]
+
+
 def test_a_syn_repeated_after_a_refusal_stays_a_syn_whatever_its_length(tmp_path: Path) -> None:
     """Regression (QA, nDPI's rtsp-48667915-000004 at 0.5% corruption): a client that is refused
     (RST) and tries again from the same sequence number; one of its repeated SYNs had its IP
@@ -1791,9 +1801,7 @@ def test_a_syn_repeated_after_a_refusal_stays_a_syn_whatever_its_length(tmp_path
             syn.copy(), syn.copy(), syn.copy(),
             e / b / TCP(sport=554, dport=4000, flags="SA", seq=900, ack=101, options=[("MSS", 1460)]),
             e / a / TCP(sport=4000, dport=554, flags="A", seq=101, ack=901)]
-    for i in range(3):
-        pkts += [e / a / TCP(sport=4000, dport=554, flags="PA", seq=101 + 200 * i, ack=901) / (b"x" * 200),
-                 e / b / TCP(sport=554, dport=4000, flags="A", seq=901, ack=301 + 200 * i)]
+    pkts += _rtsp_exchange(e, a, b)
     layout, packets = _encoded_flow(tmp_path, pkts)
     assert layout.field_values(packets.nprint, "ipv4_tl")[3] == 44
     clean = repair_packets(layout, packets, RepairConfig())["packets"].nprint
@@ -1912,9 +1920,7 @@ def test_a_refused_connection_retried_on_the_same_ports_keeps_its_numbers(tmp_pa
     pkts = [syn, e / b / TCP(sport=554, dport=4000, flags="RA", seq=0, ack=101), syn.copy(),
             e / b / TCP(sport=554, dport=4000, flags="SA", seq=900, ack=101, options=[("MSS", 1460)]),
             e / a / TCP(sport=4000, dport=554, flags="A", seq=101, ack=901)]
-    for i in range(3):
-        pkts += [e / a / TCP(sport=4000, dport=554, flags="PA", seq=101 + 200 * i, ack=901) / (b"x" * 200),
-                 e / b / TCP(sport=554, dport=4000, flags="A", seq=901, ack=301 + 200 * i)]
+    pkts += _rtsp_exchange(e, a, b)
     layout, packets = _encoded_flow(tmp_path, pkts)
     out = repair_packets(layout, packets, RepairConfig())
     r = out["packets"].nprint
@@ -1942,9 +1948,7 @@ def test_a_refused_clients_syn_ack_row_repeats_its_syn(tmp_path: Path) -> None:
             e / a / TCP(sport=4000, dport=554, flags="S", seq=100),
             e / b / TCP(sport=554, dport=4000, flags="SA", seq=900, ack=101),
             e / a / TCP(sport=4000, dport=554, flags="A", seq=101, ack=901)]
-    for i in range(3):
-        pkts += [e / a / TCP(sport=4000, dport=554, flags="PA", seq=101 + 200 * i, ack=901) / (b"x" * 200),
-                 e / b / TCP(sport=554, dport=4000, flags="A", seq=901, ack=301 + 200 * i)]
+    pkts += _rtsp_exchange(e, a, b)
     layout, packets = _encoded_flow(tmp_path, pkts)
     out = repair_packets(layout, packets, RepairConfig())
     r = out["packets"].nprint
