@@ -2290,57 +2290,18 @@ def test_a_fin_repeated_with_fewer_bytes_gives_the_first_its_length(tmp_path: Pa
     assert list(out["result"].payload) == [0, 0, 0, 60, 0, 445, 445, 0, 0, 0]
 
 
-def test_a_syns_option_list_on_a_later_segment_becomes_the_segments_own(small_dataset: Path, tmp_path: Path) -> None:
-    """Regression (generated flows: 27 packets in 20 of 120 pcaps had tshark's "4 NOP in a row"):
-    a data segment generated with a SYN's option list (MSS, SACK-permitted, timestamps, NOP,
-    window scale) got NOPs in place of the SYN-only options: NOP x6 + timestamps + NOP x4. The
-    list is compacted now; on a real Linux segment (NOP NOP + timestamps) given the SYN's list
-    with its own timestamps, repair returns the segment's own bytes and the flow's pcap is the
-    clean flow's."""
-    layout, packets = flow_ordered(small_dataset)
-    opt = layout.field_slice("tcp_opt")
-    for rows in _handshake_flows(layout, packets, 40):
-        flow = packets.take(rows)
-        data, lengths = layout.header_bytes(flow.nprint, "tcp")
-        later = [i for i in range(3, len(rows)) if lengths[i] == 32 and bytes(data[i, 20:24]) == bytes([1, 1, 8, 10])]
-        if later:
-            break
-    else:
-        pytest.fail("no handshake flow with a NOP NOP + timestamps segment after the handshake")
-    i = later[0]
-    m = flow.nprint.copy()
-    syn_list = bytes([2, 4, 5, 0xB4, 4, 2]) + bytes(data[i, 22:32]) + bytes([1, 3, 3, 7])  # 20 bytes
-    m[i, opt] = _option_columns(syn_list, opt.stop - opt.start)
-    layout.set_field(m, "tcp_doff", 10, np.array([i]))
-    layout.set_field(m, "ipv4_tl", int(layout.field_values(m[i : i + 1], "ipv4_tl")[0]) + 8, np.array([i]))
-    changed = _flow_of(flow, m, flow.timestamp, layout)
-    clean = tmp_path / "clean"
-    repair_dataset(write_dataset(flow, layout, clean / "in"), clean / "out", progress=False)
-    repair_dataset(write_dataset(changed, layout, tmp_path / "in"), tmp_path / "out", progress=False)
-    want, got = next((clean / "out").rglob("*.pcap")), next((tmp_path / "out").rglob("*.pcap"))
-    assert got.read_bytes() == want.read_bytes()
-    assert tshark_file(got)["expert"].get("warning", 0) == tshark_file(want)["expert"].get("warning", 0)
-
-
-def _sack_option(blocks: list[tuple[int, int]]) -> bytes:
-    """NOP NOP + a SACK option holding ``blocks`` (left, right edge), as Linux writes it."""
-    return bytes([1, 1, 5, 2 + 8 * len(blocks)]) + b"".join(
-        (left % 2**32).to_bytes(4, "big") + (right % 2**32).to_bytes(4, "big") for left, right in blocks)
-
-
-def _segment_with_sack(small_dataset: Path) -> tuple[Layout, Packets, int, bytes, int]:
-    """A clean real handshake flow, one of its later ACK segments with NOP NOP + timestamps after
-    the peer has sent data, that segment's option bytes and its ACK number."""
+def _timestamp_segment(small_dataset: Path, first: int) -> tuple[Layout, Packets, int, bytes]:
+    """A clean real handshake flow, its first ACK segment at position ``first`` or later whose
+    options are Linux's NOP NOP + timestamps, and those 12 option bytes."""
     layout, packets = flow_ordered(small_dataset)
     for rows in _handshake_flows(layout, packets, 40):
         flow = packets.take(rows)
         data, lengths = layout.header_bytes(flow.nprint, "tcp")
         ackf = layout.field_values(flow.nprint, "tcp_ackf")
-        later = [i for i in range(4, len(rows)) if lengths[i] == 32 and bytes(data[i, 20:24]) == bytes([1, 1, 8, 10])
+        later = [i for i in range(first, len(rows)) if lengths[i] == 32 and bytes(data[i, 20:24]) == bytes([1, 1, 8, 10])
                  and ackf[i] == 1]
         if later:
-            i = later[0]
-            return layout, flow, i, bytes(data[i, 20:32]), int(layout.field_values(flow.nprint[i : i + 1], "tcp_ackn")[0])
+            return layout, flow, later[0], bytes(data[later[0], 20:32])
     pytest.fail("no handshake flow with a NOP NOP + timestamps ACK segment after the handshake")
 
 
@@ -2356,27 +2317,54 @@ def _with_options(layout: Layout, flow: Packets, i: int, options: bytes) -> Pack
     return _flow_of(flow, m, flow.timestamp, layout)
 
 
+def _repairs_to_the_clean_flow(layout: Layout, flow: Packets, changed: Packets, tmp_path: Path) -> dict:
+    """Repair the clean ``flow`` and its ``changed`` copy; asserts the same pcap bytes and no
+    tshark warning more; returns the changed copy's repair totals."""
+    clean = tmp_path / "clean"
+    repair_dataset(write_dataset(flow, layout, clean / "in"), clean / "out", progress=False)
+    totals = repair_dataset(write_dataset(changed, layout, tmp_path / "in"), tmp_path / "out", progress=False)
+    want, got = next((clean / "out").rglob("*.pcap")), next((tmp_path / "out").rglob("*.pcap"))
+    assert got.read_bytes() == want.read_bytes()
+    assert tshark_file(got)["expert"].get("warning", 0) == tshark_file(want)["expert"].get("warning", 0)
+    return totals
+
+
+def test_a_syns_option_list_on_a_later_segment_becomes_the_segments_own(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (generated flows: 27 packets in 20 of 120 pcaps had tshark's "4 NOP in a row"):
+    a data segment generated with a SYN's option list (MSS, SACK-permitted, timestamps, NOP,
+    window scale) got NOPs in place of the SYN-only options: NOP x6 + timestamps + NOP x4. The
+    list is compacted now; on a real Linux segment (NOP NOP + timestamps) given the SYN's list
+    with its own timestamps, repair returns the segment's own bytes and the flow's pcap is the
+    clean flow's."""
+    layout, flow, i, own = _timestamp_segment(small_dataset, first=3)
+    syn_list = bytes([2, 4, 5, 0xB4, 4, 2]) + own[2:] + bytes([1, 3, 3, 7])  # 20 bytes
+    _repairs_to_the_clean_flow(layout, flow, _with_options(layout, flow, i, syn_list), tmp_path)
+
+
+def _sack_option(blocks: list[tuple[int, int]]) -> bytes:
+    """NOP NOP + a SACK option holding ``blocks`` (left, right edge), as Linux writes it."""
+    return bytes([1, 1, 5, 2 + 8 * len(blocks)]) + b"".join(
+        (left % 2**32).to_bytes(4, "big") + (right % 2**32).to_bytes(4, "big") for left, right in blocks)
+
+
 def test_sack_blocks_no_receiver_could_send_go_and_the_header_shrinks(small_dataset: Path, tmp_path: Path) -> None:
     """Generated SACK blocks are noise (make run: 12 of 83 near their ACK, 44 with the right edge
     after the left) and tshark warns "D-SACK" on every first block below the ACK (59 in 120
     pcaps). A real segment given blocks far below its ACK and one ending before it starts loses the
     option: repair returns the clean flow's exact pcap, with no warning more."""
-    layout, flow, i, own, ack = _segment_with_sack(small_dataset)
+    layout, flow, i, own = _timestamp_segment(small_dataset, first=4)
+    ack = int(layout.field_values(flow.nprint[i : i + 1], "tcp_ackn")[0])
     bad = _with_options(layout, flow, i, own + _sack_option([(ack - 2**24, ack - 2**24 + 1448), (ack + 2896, ack + 1448)]))
-    clean = tmp_path / "clean"
-    repair_dataset(write_dataset(flow, layout, clean / "in"), clean / "out", progress=False)
-    totals = repair_dataset(write_dataset(bad, layout, tmp_path / "in"), tmp_path / "out", progress=False)
+    totals = _repairs_to_the_clean_flow(layout, flow, bad, tmp_path)
     assert totals["bits_changed"].get("tcp_sack", 0) > 0
-    want, got = next((clean / "out").rglob("*.pcap")), next((tmp_path / "out").rglob("*.pcap"))
-    assert got.read_bytes() == want.read_bytes()
-    assert tshark_file(got)["expert"].get("warning", 0) == tshark_file(want)["expert"].get("warning", 0)
 
 
 def test_sack_blocks_a_receiver_could_send_stay_in_their_order(small_dataset: Path) -> None:
     """A D-SACK first block (a duplicate received: RFC 2883) and a block above the ACK stay, in
     their order; a block whose right edge is before its left and a D-SACK that is not the first
     block go. The NOP NOP before the option stays; the header is 8 bytes shorter per block gone."""
-    layout, flow, i, own, ack = _segment_with_sack(small_dataset)
+    layout, flow, i, own = _timestamp_segment(small_dataset, first=4)
+    ack = int(layout.field_values(flow.nprint[i : i + 1], "tcp_ackn")[0])
     dsack, above, backwards = (ack - 1448, ack), (ack + 1448, ack + 2896), (ack + 4000, ack + 3000)
     for blocks, kept in (([dsack, backwards, above], [dsack, above]), ([above, dsack], [above])):
         out = repair_packets(layout, _with_options(layout, flow, i, own + _sack_option(blocks)), RepairConfig(mtu=65535))

@@ -1245,6 +1245,15 @@ class Repairer:
         assert len(cookie) == len(t)
         return cookie
 
+    def _keep_tcp_options(self, rule: str, t: Arr, data: Arr, length: Arr, moved: Arr) -> None:
+        """A TCP option rule's result: its ``moved`` rows (of ``t``) written back under ``rule``,
+        and the option table the later rules read (bytes and lengths) replaced."""
+        moved = np.flatnonzero(moved)
+        if len(moved):
+            self._write_options(rule, "tcp", t[moved], data[moved], length[moved])
+        self.opt_data["tcp"] = data
+        self.opt_len["tcp"][t] = length
+
     def _tcp_options(self, t: np.ndarray, syn: np.ndarray, phase_c: np.ndarray) -> None:
         """SYN-only options leave other segments (the header shrinks; see
         :func:`tcp.tcp_option_rules`); window scale at most 14. The payload stays: it was read
@@ -1256,11 +1265,7 @@ class Repairer:
                                                  syn, np.array([k for k, _ in syn_only], dtype=np.int64),
                                                  np.array([lo for _, lo in syn_only], dtype=np.int64),
                                                  TCP_WSCALE, 2, TCP_MAX_WSCALE)
-        moved = np.flatnonzero(moved)
-        if len(moved):
-            self._write_options("tcp_options", "tcp", t[moved], data[moved], length[moved])
-        self.opt_data["tcp"] = data
-        self.opt_len["tcp"][t] = length
+        self._keep_tcp_options("tcp_options", t, data, length, moved)
 
     def _tcp_sack(self, t: Arr, ackf: Arr, ack: Arr) -> None:
         """SACK blocks a receiver could have sent, against the repaired numbers
@@ -1269,11 +1274,7 @@ class Repairer:
         ACK as a D-SACK (a duplicate received) and warns. The header shrinks; the payload stays."""
         data, length, moved = T.tcp_sack_rules(self.opt_kind["tcp"], self.opt_data["tcp"], self.opt_len["tcp"][t],
                                                ackf, ack, TCP_SACK, MAX_WINDOW, DSACK_REACH)
-        moved = np.flatnonzero(moved)
-        if len(moved):
-            self._write_options("tcp_sack", "tcp", t[moved], data[moved], length[moved])
-        self.opt_data["tcp"] = data
-        self.opt_len["tcp"][t] = length
+        self._keep_tcp_options("tcp_sack", t, data, length, moved)
 
     def _tcp_timestamps(self, t: Arr, ft: Arr, dt: Arr, og: Arr, rst: Arr, phase_c: Arr) -> None:
         """TSval non-decreasing per direction; a connection-opening SYN echoes no TSecr (RFC 7323).
@@ -1281,9 +1282,7 @@ class Repairer:
         length = self.opt_len["tcp"][t]
         data, moved = T.tcp_timestamp_rules(self.opt_kind["tcp"], self.opt_data["tcp"], length, rst, og, ft * 2 + dt,
                                             phase_c, TCP_TIMESTAMPS, 2, 6)
-        moved = np.flatnonzero(moved)
-        if len(moved):
-            self._write_options("tcp_options", "tcp", t[moved], data[moved], length[moved])
+        self._keep_tcp_options("tcp_options", t, data, length, moved)
 
     def lengths(self) -> None:
         """Length fields that must agree with the headers and payload actually written."""

@@ -1547,6 +1547,22 @@ def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, 
 
 
 @kernel
+def _word(data: np.ndarray, r: int, p: int) -> int:
+    """The big-endian 32-bit word at bytes ``p:p + 4`` of row ``r``."""
+    v = 0
+    for j in range(4):
+        v = (v << 8) | np.int64(data[r, p + j])
+    return v
+
+
+@kernel
+def _put_word(data: np.ndarray, r: int, p: int, v: int) -> None:
+    """Write ``v`` as the big-endian 32-bit word at bytes ``p:p + 4`` of row ``r``."""
+    for j in range(4):
+        data[r, p + j] = (v >> (24 - 8 * j)) & 0xFF
+
+
+@kernel
 def tcp_timestamp_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, rst: np.ndarray, og: np.ndarray,
                         gid: np.ndarray, phase_c: np.ndarray, kind: int, val_at: int, ecr_at: int) -> tuple:
     """TSval non-decreasing per direction (serial numbers, from the direction's first), TSecr 0 on
@@ -1565,11 +1581,7 @@ def tcp_timestamp_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarra
         for p in range(min(length[r], kind_at.shape[1])):
             if kind_at[r, p] == kind:
                 has[r] = True
-                v = e = 0
-                for j in range(4):
-                    v = (v << 8) | data[r, p + val_at + j]
-                    e = (e << 8) | data[r, p + ecr_at + j]
-                val[r], ecr[r] = v, e
+                val[r], ecr[r] = _word(data, r, p + val_at), _word(data, r, p + ecr_at)
     new_val = val.copy()
     new_ecr = ecr.copy()
     prev = -1
@@ -1593,19 +1605,9 @@ def tcp_timestamp_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarra
         moved[r] = new_val[r] != val[r] or new_ecr[r] != ecr[r]
         for p in range(min(length[r], kind_at.shape[1])):
             if kind_at[r, p] == kind:
-                for j in range(4):
-                    data[r, p + val_at + j] = (new_val[r] >> (24 - 8 * j)) & 0xFF
-                    data[r, p + ecr_at + j] = (new_ecr[r] >> (24 - 8 * j)) & 0xFF
+                _put_word(data, r, p + val_at, new_val[r])
+                _put_word(data, r, p + ecr_at, new_ecr[r])
     return data, moved
-
-
-@kernel
-def _word(data: np.ndarray, r: int, p: int) -> int:
-    """The big-endian 32-bit word at bytes ``p:p + 4`` of row ``r``."""
-    v = 0
-    for j in range(4):
-        v = (v << 8) | np.int64(data[r, p + j])
-    return v
 
 
 @kernel
@@ -1652,9 +1654,8 @@ def tcp_sack_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, ac
                         and (below <= 0 or (b == 0 and below <= dsack_reach))):
                     continue
                 if kept < b:  # a block before it went: it moves up
-                    for j in range(4):
-                        data[r, p + 2 + 8 * kept + j] = (left[b] >> (24 - 8 * j)) & 0xFF
-                        data[r, p + 6 + 8 * kept + j] = (right[b] >> (24 - 8 * j)) & 0xFF
+                    _put_word(data, r, p + 2 + 8 * kept, left[b])
+                    _put_word(data, r, p + 6 + 8 * kept, right[b])
                 kept += 1
             if kept == k:
                 continue
