@@ -1047,11 +1047,18 @@ def test_a_second_run_into_the_same_dataset_output_keeps_no_shard_of_the_first(t
         repair_dataset(tmp_path / "b", tmp_path / "pc", dataset_output=tmp_path / "b", progress=False)
 
 
-@pytest.mark.parametrize(("family", "proto"), [("ipv4", 9), ("ipv4", 89), ("ipv4", 224), ("ipv6", 97), ("ipv6", 112)])
-def test_a_row_too_short_for_its_protocols_header_gets_no_transport(family: str, proto: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("family", "proto", "size", "kept"),
+                         [("ipv4", 9, 8, False), ("ipv4", 89, 8, False), ("ipv4", 224, 8, False),
+                          ("ipv6", 97, 6, False), ("ipv6", 112, 6, False), ("ipv4", 113, 22, False),
+                          ("ipv6", 113, 18, False), ("ipv6", 113, 40, True), ("ipv6", 80, 0, False),
+                          ("ipv4", 80, 0, True)])
+def test_a_row_too_short_for_its_protocols_header_gets_no_transport(family: str, proto: int, size: int, kept: bool,
+                                                                     tmp_path: Path) -> None:
     """Regression (QA, a 10%-corrupted nDPI 6in4tunnel flow): IPv4 protocol 9 (IGRP) with 8 zero
     payload bytes was 'Malformed Packet' in tshark; likewise OSPF, EtherIP, VRRP, ... behind IPv4
-    or IPv6 when the (corrupted) IP length leaves less than their fixed header."""
+    or IPv6 when the (corrupted) IP length leaves less than their fixed header. PGM (113) is
+    malformed at 18-31 zero bytes only, ISO-IP (80) with none behind IPv6 only (pure random rows,
+    IPv6 layout, seed 81): sizes where tshark accepts the protocol keep it."""
     layout = Layout()
     row = random_packets(layout, 1, 1, seed=proto)
     m = row.nprint
@@ -1061,20 +1068,20 @@ def test_a_row_too_short_for_its_protocols_header_gets_no_transport(family: str,
     if family == "ipv4":
         m[:, layout.header_slice("ipv4")] = np.maximum(m[:, layout.header_slice("ipv4")], 0)
         layout.set_field(m, "ipv4_hl", 5, one)
-        layout.set_field(m, "ipv4_tl", 28, one)
+        layout.set_field(m, "ipv4_tl", 20 + size, one)
         layout.set_field(m, "ipv4_proto", proto, one)
         for key in ("ipv4_src", "ipv4_dst"):
             layout.set_field(m, key, 0x0A000001 + (key == "ipv4_dst"), one)
         m[:, layout.field_slice("ipv4_opt")] = -1
     else:
         m[:, layout.header_slice("ipv6")] = np.maximum(m[:, layout.header_slice("ipv6")], 0)
-        layout.set_field(m, "ipv6_len", 6, one)
+        layout.set_field(m, "ipv6_len", size, one)
         layout.set_field(m, "ipv6_nh", proto, one)
     data = write_dataset(row, layout, tmp_path / "in")
     repair_dataset(data, tmp_path / "out", dataset_output=tmp_path / "ds", progress=False)
     repaired = read_packets(tmp_path / "ds").nprint
     key = "ipv4_proto" if family == "ipv4" else "ipv6_nh"
-    assert layout.field_values(repaired, key).tolist() == [253 if family == "ipv4" else 59]
+    assert layout.field_values(repaired, key).tolist() == [proto if kept else 253 if family == "ipv4" else 59]
     result = tshark_file(next((tmp_path / "out").rglob("*.pcap")))
     assert result["malformed"] == 0 and result["expert"].get("error", 0) == 0, result
 
@@ -1956,6 +1963,30 @@ def test_a_refused_clients_syn_ack_row_repeats_its_syn(tmp_path: Path) -> None:
     assert out["result"].payload[2] == 0
     assert layout.field_values(r[2:3], "tcp_seq")[0] == layout.field_values(r[0:1], "tcp_seq")[0]
     assert _assert_no_tcp_errors(tmp_path / "ds", tmp_path / "out", packets)["flows"] == 1
+
+
+@pytest.mark.parametrize("flags", ["S", "SA"])
+def test_a_syn_row_after_the_clients_data_is_no_syn_repeat(tmp_path: Path, flags: str) -> None:
+    """Regression (QA, pure random rows, seed 82): client SYN, the server's RST-ACK, then both
+    sides sending data, the client's rows without their ACK bit, then a client row saying SYN at
+    the first SYN's number. Taken for a repeat of the SYN (the client had not acknowledged
+    anything, and the attempt was refused), it read as out of order after the client's data. A
+    client that sent data repeats no SYN: the row is data, numbered after what came before."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=554, flags="S", seq=100),
+            e / b / TCP(sport=554, dport=4000, flags="RA", seq=0, ack=101),
+            e / a / TCP(sport=4000, dport=554, flags="P", seq=101) / (b"x" * 100),
+            e / b / TCP(sport=554, dport=4000, flags="PA", seq=0, ack=201) / (b"y" * 50),
+            e / a / TCP(sport=4000, dport=554, flags="P", seq=201) / (b"x" * 100),
+            e / a / TCP(sport=4000, dport=554, flags=flags, seq=100) / (b"x" * 100),
+            e / b / TCP(sport=554, dport=4000, flags="A", seq=50, ack=401)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    r = repair_packets(layout, packets, RepairConfig())["packets"].nprint
+    assert layout.field_values(r[5:6], "tcp_syn")[0] == 0 and layout.field_values(r[5:6], "tcp_ackf")[0] == 1
+    _assert_no_tcp_errors(tmp_path / "ds", tmp_path / "out", packets)
 
 
 def test_a_syn_ack_after_the_servers_fin_is_no_repeat(tmp_path: Path) -> None:

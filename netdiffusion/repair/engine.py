@@ -48,6 +48,13 @@ SYNTHETIC_PAYLOAD_BYTES = {IGMP_PROTO: 8, 4: 20, 41: 40}
 # (224); measured for 0-40 zero bytes behind IPv4 and IPv6 (scripts/proto_min_sizes.py). Real packets are
 # never that short; corrupted IP lengths are: such rows get protocol 253 / next header 59
 SHORT_PAYLOAD_MALFORMED = {9: 12, 50: 8, 89: 14, 97: 16, 103: 4, 108: 4, 112: 8, 143: 14, 224: 12}
+# protocols whose zero payload `validate`'s tshark calls malformed at sizes in [from, to) bytes only:
+# PGM (RFC 3208) reads its 16-byte header, then an SPM cut short (18-31 bytes; found by QA on pure
+# random rows, IPv6 layout, seed 81). Measured for 0-128 and 14 longer sizes up to 1,480 behind
+# IPv4 and IPv6 for every protocol number (session 17); such rows get protocol 253 / next header 59
+MALFORMED_PAYLOAD_SIZES = {113: (18, 32)}
+# ... and behind IPv6 only: ISO-IP (80) with an empty payload (behind IPv4 it is not dissected)
+IPV6_SHORT_PAYLOAD_MALFORMED = {80: 1}
 # the 8 bytes that start the payload of an IPv6 row whose next header is one of these extension
 # headers (nPrint does not encode them): a minimal header of that kind whose next header is 59
 IPV6_EXTENSION_PAYLOADS = {
@@ -812,6 +819,7 @@ class Repairer:
             clash = np.isin(cur, [*IP_PROTO.values(), *IPV6_ONLY_PROTOS, *ZERO_PAYLOAD_MALFORMED])
             clash |= self._too_short(cur, size)
             clash |= (size > 0) & self._too_short(cur, size, SHORT_PAYLOAD_MALFORMED)
+            clash |= self._malformed_sizes(cur, size)
             # RFC 3692 experimental protocol 253 where no L4 header follows and the number would
             # make the payload malformed
             new_proto = p.copy()
@@ -838,8 +846,8 @@ class Repairer:
             # so does ICMPv6 (its echo header: less is malformed in tshark, and no real ICMPv6
             # message is shorter; a corrupted IPv6 length made one, shared youtube at 5%)
             sizes = {**SHORT_PAYLOAD_MALFORMED, **SYNTHETIC_PAYLOAD_BYTES, ICMPV6_PROTO: 8,
-                     **{nh: len(b) for nh, b in IPV6_EXTENSION_PAYLOADS.items()}}
-            clash |= self._too_short(cur, payload, sizes)
+                     **IPV6_SHORT_PAYLOAD_MALFORMED, **{nh: len(b) for nh, b in IPV6_EXTENSION_PAYLOADS.items()}}
+            clash |= self._too_short(cur, payload, sizes) | self._malformed_sizes(cur, payload)
             nh[none] = np.where(clash, IPV6_NO_NEXT_HEADER, -1)
             self._put_many("ipv6", ["ipv6_ver", "ipv6_hl", "ipv6_nh"], rows,
                            np.stack([np.full(len(rows), 6), np.where(hl <= 0, cfg.default_ttl & 0xFF, -1), nh], axis=1),
@@ -1014,6 +1022,15 @@ class Repairer:
         for number, size in sizes.items():
             short |= (proto == number) & (payload < size)
         return short
+
+    @staticmethod
+    def _malformed_sizes(proto: np.ndarray, payload: np.ndarray) -> np.ndarray:
+        """Rows whose zero payload is malformed for their protocol at its size
+        (:data:`MALFORMED_PAYLOAD_SIZES`)."""
+        bad = np.zeros(len(proto), dtype=bool)
+        for number, (low, high) in MALFORMED_PAYLOAD_SIZES.items():
+            bad |= (proto == number) & (payload >= low) & (payload < high)
+        return bad
 
     def _first_fragments(self, rows: np.ndarray, mf: np.ndarray, off: np.ndarray, here: np.ndarray) -> np.ndarray:
         """Of the IPv4 ``rows`` (their MF bit, fragment offset and IP payload bytes ``here``), those

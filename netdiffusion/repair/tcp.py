@@ -249,15 +249,18 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
     seen1 = False  # the server spoke earlier in the run
     after = 0  # client packets after the server spoke
     acked = False  # a client ACK without SYN so far (inclusive)
+    sent = False  # client data or FIN without SYN before this row (its ACK bit lost or not)
+    client_sent = np.zeros(n, np.bool_)
     rank = 0
     first_seq = 0
     for i in range(n):
         c = ft[i]
         d = dt[i]
         if i == 0 or ft[i - 1] != c:
-            seen1, after, acked, rank, first_seq = False, 0, False, 0, seq[i]
+            seen1, after, acked, sent, rank, first_seq = False, 0, False, False, 0, seq[i]
         else:
             rank += 1
+        client_sent[i] = sent
         acked = acked or (d == 0 and ack0[i] == 1 and syn0[i] != 1)
         # a one-sided capture (the server's packets never seen): the client's handshake ends at
         # its first ACK, which acknowledges a SYN-ACK the capture missed; likewise a capture of the
@@ -282,6 +285,8 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         run_seq[i] = first_seq
         if d == 0 and seen1:
             after += 1
+        if d == 0 and not pc and syn0[i] != 1 and (payload[i] > 0 or fin0[i] == 1):
+            sent = True
         if d == 1:
             seen1 = True
     # a client SYN without ACK after the SYN-ACK, before the client's ACK, followed by a repeat
@@ -292,14 +297,15 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
     # and in a refused attempt, a client row saying SYN after the refusal (with ACK: a client SYN
     # without ACK there starts the next attempt, see tcp_attempts) repeats the SYN, whatever its
     # number: a refused client sends no data, and as data it ran past the next attempt's SYN,
-    # which read as out of order (pure random rows, seed 61)
+    # which read as out of order (pure random rows, seed 61). Never once the client sent data (rows
+    # whose ACK bit was lost: data at the SYN's number after them read as out of order, seed 82)
     syn_again = np.zeros(n, np.bool_)
     repeat_after = False
     for i in range(n - 1, -1, -1):
         if i == n - 1 or ft[i + 1] != ft[i]:
             repeat_after = False
-        if (hs_c[ft[i]] and dt[i] == 0 and not phase_c[i] and not client_acked[i] and syn0[i] == 1
-                and rst0[i] == 0 and fin0[i] == 0):
+        if (hs_c[ft[i]] and dt[i] == 0 and not phase_c[i] and not client_acked[i] and not client_sent[i]
+                and syn0[i] == 1 and rst0[i] == 0 and fin0[i] == 0):
             if ack0[i] == 0:
                 at_first = seq[i] == run_seq[i]
                 syn_again[i] = at_first or repeat_after
