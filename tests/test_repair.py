@@ -1989,6 +1989,27 @@ def test_a_syn_row_after_the_clients_data_is_no_syn_repeat(tmp_path: Path, flags
     _assert_no_tcp_errors(tmp_path / "ds", tmp_path / "out", packets)
 
 
+def test_a_syn_ack_row_after_a_syn_row_kept_as_data_is_no_syn_repeat(tmp_path: Path) -> None:
+    """Regression (QA, pure random rows, seed 85): client SYN, the server's RST-ACK, then a client
+    row saying SYN at another number with data (kept as data: no repeat of the first SYN follows)
+    and a client row saying SYN + ACK, taken for a repeat of the refused attempt's SYN: out of
+    order after the data. Data sent by a SYN row counts as data sent."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=554, flags="S", seq=100),
+            e / b / TCP(sport=554, dport=4000, flags="RA", seq=0, ack=101),
+            e / b / TCP(sport=554, dport=4000, flags="F", seq=7000),
+            e / a / TCP(sport=4000, dport=554, flags="S", seq=9000) / (b"x" * 100),
+            e / a / TCP(sport=4000, dport=554, flags="SA", seq=5000, ack=77) / (b"x" * 100),
+            e / b / TCP(sport=554, dport=4000, flags="A", seq=1, ack=301)]
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    r = repair_packets(layout, packets, RepairConfig())["packets"].nprint
+    assert layout.field_values(r[3:5], "tcp_syn").tolist() == [0, 0]
+    _assert_no_tcp_errors(tmp_path / "ds", tmp_path / "out", packets)
+
+
 def test_a_syn_ack_after_the_servers_fin_is_no_repeat(tmp_path: Path) -> None:
     """Regression (QA, nDPI's WebattackXSS at 5%, its directions corrupted): the server's rows
     read SYN-ACK, ACK, FIN, FIN, then SYN-ACK at the SYN-ACK's number. Taken for repeats of the
@@ -2423,3 +2444,31 @@ def test_real_sack_blocks_stay_in_windows_that_start_mid_flow(shared_data: Path,
     assert len(flows) >= 20, len(flows)
     out = repair_packets(layout, packets.take(np.flatnonzero(np.isin(packets.flow_id, flows))), RepairConfig(mtu=65535))
     assert not out["result"].bits["tcp_sack"].any()
+
+
+def test_interleaved_ipv4_and_ipv6_conversations_of_a_flow_repair_as_two_connections(tmp_path: Path) -> None:
+    """Regression (QA, pure random rows, seed 92, ``stack="packet"``): a flow whose TCP rows are
+    IPv4 and IPv6 in turn holds two connections, but the TCP kernels read a connection as a run of
+    rows, so each run opened a new handshake (SYN-ACKs mid-stream: out of order). Two valid
+    conversations interleaved in one flow repair to themselves: no bit changes (the timestamp
+    options check that the option table follows the grouped rows)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    def conversation(a, b) -> list:  # noqa: ANN001 (scapy layers)
+        def seg(src, sport, dport, flags, seq, ack, tsval, tsecr, data=b""):  # noqa: ANN001, ANN202
+            return Ether() / src / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=502,
+                                       options=[("NOP", None), ("NOP", None), ("Timestamp", (tsval, tsecr))]) / data
+        return [seg(a, 4000, 443, "S", 100, 0, 10, 0), seg(b, 443, 4000, "SA", 900, 101, 50, 10),
+                seg(a, 4000, 443, "A", 101, 901, 11, 50), seg(a, 4000, 443, "PA", 101, 901, 12, 50, b"q" * 40),
+                seg(b, 443, 4000, "PA", 901, 141, 51, 12, b"r" * 60), seg(a, 4000, 443, "A", 141, 961, 13, 51)]
+
+    v4 = conversation(IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1"))
+    v6 = conversation(IPv6(src="fd00::1", dst="fd00::2"), IPv6(src="fd00::2", dst="fd00::1"))
+    layout, packets = _encoded_flow(tmp_path, [p for pair in zip(v4, v6, strict=True) for p in pair])
+    rows = packets.take(np.argsort(packets.timestamp, kind="stable"))  # the two flows, in capture order
+    one = Packets(**{**rows.__dict__, "flow_id": np.full(len(rows), rows.flow_id[0], dtype=object),
+                     "packet_index": np.arange(len(rows))})
+    out = repair_packets(layout, one, RepairConfig(stack="packet"))
+    assert {r: int(v.sum()) for r, v in out["result"].bits.items() if r != "l4_checksum" and v.any()} == {}

@@ -582,6 +582,8 @@ class Repairer:
         self.nflows = int(self.flow.max()) + 1 if self.n else 0
         self.bits: dict[str, np.ndarray] = {r: np.zeros(self.n, dtype=np.int64) for r in RULES}
         self.fields: dict[tuple[str, str], np.ndarray] = {}
+        # the TCP rows' order while tcp_state groups interleaved connections (else None: row order)
+        self._tcp_order: np.ndarray | None = None
 
     # -- accounting -------------------------------------------------------------------------------
     def _matrix_words(self) -> np.ndarray:
@@ -622,7 +624,8 @@ class Repairer:
         if values.shape[0] not in (1, len(rows)) or values.shape[1] != len(parts):
             raise ValueError(f"values of shape {values.shape} for {len(rows)} rows and {len(parts)} fields")
         changed = np.zeros((len(keys), self.n), dtype=bool)
-        every = len(rows) == self.n  # rows are sorted and unique: all of them
+        # all rows, in row order (tcp_state may hand every row grouped by connection instead)
+        every = len(rows) == self.n and (self._tcp_order is None or bool(np.all(rows[1:] > rows[:-1])))
         flagged = W.put(self._matrix_words(), np.ascontiguousarray(rows, dtype=np.int64), every,
                         np.array([p[1] for p in parts], dtype=np.int64), np.array([p[2] for p in parts], dtype=np.int64),
                         values, skip, self.bits[rule], changed, np.array([p[0] for p in parts], dtype=np.int64))
@@ -1094,6 +1097,13 @@ class Repairer:
             return
         # connection ids: (flow, IPv6, attempt) ranked; an attempt after a refusal is a connection
         ft = self.flow[t] * 2 + (self.l3[t] == "ipv6")
+        if len(ft) > 1 and np.count_nonzero(ft[1:] != ft[:-1]) + 1 > len(np.unique(ft)):
+            # a flow's IPv4 and IPv6 conversations interleave (stack="packet"): the kernels read a
+            # connection as a run of rows, so each connection's rows go together, in flow order
+            # (read as one connection per run, each run opened a handshake: random rows, seed 92)
+            order = np.argsort(ft, kind="stable")
+            t, ft = t[order], ft[order]
+            self._tcp_order = order  # the option tables stay in row order (see _tcp_option_table)
         dt = self.direction[t].astype(np.int64)
         keys = ["tcp_syn", "tcp_ackf", "tcp_fin", "tcp_rst", "tcp_urg", "tcp_urp", "tcp_seq"]
         fields = dict(zip(keys, np.ascontiguousarray(self._get_many(keys, t).T), strict=True))  # one pass
@@ -1111,6 +1121,7 @@ class Repairer:
             self._tcp_state(t, ft, dt, fields)
         finally:
             self.nflows = nflows
+            self._tcp_order = None
 
     def _tcp_state(self, t: Arr, ft: Arr, dt: Arr, fields: dict[str, Arr]) -> None:
         """Flags (the ``tcp_flags`` rule, :func:`netdiffusion.repair.tcp.tcp_flags`), then options,
@@ -1257,49 +1268,60 @@ class Repairer:
         an even number; or the experimental option, 254 with magic 0xF989 and the cookie after it):
         a SYN's data counts as Fast Open only with one. (A cookie request has no cookie, and a
         2-byte "cookie" is one bit flip away from an MSS option: kind 2 -> 34.)"""
-        cookie = _fast_open_cookies(self.opt_kind["tcp"], self.opt_data["tcp"], TCP_FAST_OPEN, TCP_EXPERIMENT,
-                                    *TCP_FAST_OPEN_MAGIC)
+        cookie = _fast_open_cookies(*self._tcp_option_table(), TCP_FAST_OPEN, TCP_EXPERIMENT, *TCP_FAST_OPEN_MAGIC)
         assert len(cookie) == len(t)
         return cookie
 
-    def _keep_tcp_options(self, rule: str, t: Arr, data: Arr, length: Arr, moved: Arr) -> None:
-        """A TCP option rule's result: its ``moved`` rows (of ``t``) written back under ``rule``,
-        and the option table the later rules read (bytes and lengths) replaced."""
+    def _tcp_option_table(self) -> tuple[Arr, Arr]:
+        """The TCP option table (kinds at each byte, bytes), a row per TCP row in the order
+        :meth:`tcp_state` hands its rules (row order, unless it grouped interleaved connections)."""
+        kind, data = self.opt_kind["tcp"], self.opt_data["tcp"]
+        if self._tcp_order is None:
+            return kind, data
+        return kind[self._tcp_order], data[self._tcp_order]
+
+    def _keep_tcp_options(self, rule: str, t: Arr, kind: Arr, data: Arr, length: Arr, moved: Arr) -> None:
+        """A TCP option rule's result (on :meth:`_tcp_option_table`'s ``kind``, updated in place,
+        and new ``data``): its ``moved`` rows (of ``t``) written back under ``rule``, and the option
+        table the later rules read (kinds, bytes and lengths) replaced."""
         moved = np.flatnonzero(moved)
         if len(moved):
             self._write_options(rule, "tcp", t[moved], data[moved], length[moved])
-        self.opt_data["tcp"] = data
+        if self._tcp_order is None:
+            self.opt_data["tcp"] = data
+        else:
+            self.opt_kind["tcp"][self._tcp_order] = kind
+            self.opt_data["tcp"][self._tcp_order] = data
         self.opt_len["tcp"][t] = length
 
     def _tcp_options(self, t: np.ndarray, syn: np.ndarray, phase_c: np.ndarray) -> None:
         """SYN-only options leave other segments (the header shrinks; see
         :func:`tcp.tcp_option_rules`); window scale at most 14. The payload stays: it was read
         against the header the row came with (:meth:`payload_lengths`)."""
-        rows_all = np.flatnonzero(self.is_["tcp"])
-        assert np.array_equal(rows_all, t)
         syn_only = [(k, lo) for k, (lo, _hi, only) in TCP_OPTIONS.items() if only]
-        data, length, moved = T.tcp_option_rules(self.opt_kind["tcp"], self.opt_data["tcp"], self.opt_len["tcp"][t],
-                                                 syn, np.array([k for k, _ in syn_only], dtype=np.int64),
+        kind, data = self._tcp_option_table()
+        data, length, moved = T.tcp_option_rules(kind, data, self.opt_len["tcp"][t], syn, np.array([k for k, _ in syn_only], dtype=np.int64),
                                                  np.array([lo for _, lo in syn_only], dtype=np.int64),
                                                  TCP_WSCALE, 2, TCP_MAX_WSCALE)
-        self._keep_tcp_options("tcp_options", t, data, length, moved)
+        self._keep_tcp_options("tcp_options", t, kind, data, length, moved)
 
     def _tcp_sack(self, t: Arr, ackf: Arr, ack: Arr) -> None:
         """SACK blocks a receiver could have sent, against the repaired numbers
         (:func:`netdiffusion.repair.tcp.tcp_sack_rules`). Generated blocks are mostly noise: far
         from the ACK or with the right edge before the left, and tshark reads a block below the
         ACK as a D-SACK (a duplicate received) and warns. The header shrinks; the payload stays."""
-        data, length, moved = T.tcp_sack_rules(self.opt_kind["tcp"], self.opt_data["tcp"], self.opt_len["tcp"][t],
-                                               ackf, ack, TCP_SACK, MAX_WINDOW, DSACK_REACH)
-        self._keep_tcp_options("tcp_sack", t, data, length, moved)
+        kind, data = self._tcp_option_table()
+        data, length, moved = T.tcp_sack_rules(kind, data, self.opt_len["tcp"][t], ackf, ack, TCP_SACK, MAX_WINDOW,
+                                               DSACK_REACH)
+        self._keep_tcp_options("tcp_sack", t, kind, data, length, moved)
 
     def _tcp_timestamps(self, t: Arr, ft: Arr, dt: Arr, og: Arr, rst: Arr, phase_c: Arr) -> None:
         """TSval non-decreasing per direction; a connection-opening SYN echoes no TSecr (RFC 7323).
         RSTs need not carry timestamps (RFC 7323 5.2): theirs stay."""
         length = self.opt_len["tcp"][t]
-        data, moved = T.tcp_timestamp_rules(self.opt_kind["tcp"], self.opt_data["tcp"], length, rst, og, ft * 2 + dt,
-                                            phase_c, TCP_TIMESTAMPS, 2, 6)
-        self._keep_tcp_options("tcp_options", t, data, length, moved)
+        kind, data = self._tcp_option_table()
+        data, moved = T.tcp_timestamp_rules(kind, data, length, rst, og, ft * 2 + dt, phase_c, TCP_TIMESTAMPS, 2, 6)
+        self._keep_tcp_options("tcp_options", t, kind, data, length, moved)
 
     def lengths(self) -> None:
         """Length fields that must agree with the headers and payload actually written."""

@@ -312,6 +312,16 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
                 repeat_after = repeat_after or at_first
             else:
                 syn_again[i] = refused_c[ft[i]]
+    # ... nor after a client SYN row that stays data (neither the handshake nor a repeat: seed 85,
+    # a SYN at another number, then a SYN + ACK row of the refused attempt taken for a repeat)
+    sent = False
+    for i in range(n):
+        if i == 0 or ft[i - 1] != ft[i]:
+            sent = False
+        if sent:
+            syn_again[i] = False
+        if dt[i] == 0 and not phase_c[i] and not syn_again[i] and (payload[i] > 0 or fin0[i] == 1):
+            sent = True
     pay = payload.copy()
     est = np.zeros(n, np.bool_)
     synack = np.zeros(n, np.bool_)
