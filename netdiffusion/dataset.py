@@ -166,7 +166,15 @@ class Packets:
     def from_table(cls, table: pa.Table) -> Packets:
         col = nprint_column(table.column("nprint")).combine_chunks()
         width = col.type.list_size
-        matrix = col.flatten().to_numpy(zero_copy_only=False).astype(np.int8, copy=False).reshape(-1, width)
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        # other writers may store any value (or another type): cast to int8 it would wrap (255 -> -1,
+        # 0.7 -> 0) and every reader would take it for a bit; our own page reader sees only 1/0/-1
+        bad = (flat != 1) & (flat != 0) & (flat != -1)
+        if bad.any():
+            at = int(np.argmax(bad))
+            raise ValueError(f"nprint values must be 1 / 0 / -1: {int(bad.sum())} are not (the first, "
+                             f"{flat[at].item()!r}, at row {at // width}, column {at % width})")
+        matrix = flat.astype(np.int8, copy=False).reshape(-1, width)
         data = {k: table.column(k).to_numpy(zero_copy_only=False) for k in META_COLUMNS}
         return cls(**data, nprint=matrix)
 
@@ -407,7 +415,11 @@ def read_shard(path: str | os.PathLike, labels: Sequence[str] | None = None) -> 
                               nprint=matrix)
             return packets.take(np.isin(packets.label, list(labels))) if labels else packets
     filters = [("label", "in", list(labels))] if labels else None
-    return Packets.from_table(pq.read_table(path, columns=[*META_COLUMNS, "nprint"], filters=filters))
+    table = pq.read_table(path, columns=[*META_COLUMNS, "nprint"], filters=filters)
+    try:
+        return Packets.from_table(table)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def read_packets(directory: str | os.PathLike, labels: Sequence[str] | None = None) -> Packets:
@@ -438,6 +450,7 @@ SHARD_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyEr
 def skip_shard(shard: Path, exc: BaseException, skipped: list[dict]) -> None:
     """Log a shard that cannot be read with its path and reason, and list it in ``skipped``."""
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = reason.removeprefix(f"{shard}: ")  # named once, as the file
     log.error("%s: unreadable shard skipped (%s)", shard, reason)
     skipped.append({"file": str(shard), "reason": reason})
 

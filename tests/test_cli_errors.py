@@ -314,3 +314,36 @@ def test_no_readable_shard_is_an_error(command: str, small_dataset: Path, tmp_pa
     shutil.copy(small_dataset / "fields.json", empty)
     _one_line_error(capsys, command, cli_main([command, "-i", str(empty), "-o", str(tmp_path / "o2")]),
                     "no Parquet shards")
+
+
+@pytest.mark.parametrize("value", [5, -128])
+def test_nprint_values_other_than_one_zero_minus_one_are_named_not_read_as_bits(
+        value: int, small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (QA): a shard from another writer with values other than 1 / 0 / -1 (pyarrow
+    writes any int8) was read as bits: positive as set, negative as absent in some rules and not
+    in others, and the repaired rows kept the odd values (pure random rows with 30% of columns
+    any int8: TCP errors in 4 of 40 pcaps). Such a shard is named and skipped with the value and
+    its place; when no shard reads, the command fails with one line."""
+    import shutil
+
+    from netdiffusion.dataset import read_shard, write_shard
+
+    copy = tmp_path / "odd"
+    shutil.copytree(small_dataset, copy)
+    shards = sorted(copy.glob("*.parquet"))
+    odd = read_shard(shards[0])
+    odd.nprint[3, 17] = value
+    write_shard(odd, shards[0])  # pyarrow's writer: ours takes only 1 / 0 / -1
+    rc = cli_main(["repair", "--input", str(copy), "--output", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    summary = json.loads(captured.out[captured.out.index("{"):])
+    assert [s["file"] for s in summary["skipped_shards"]] == [str(shards[0])]
+    assert summary["skipped_shards"][0]["reason"] == (
+        f"nprint values must be 1 / 0 / -1: 1 are not (the first, {value}, at row 3, column 17)")
+    assert f"{shards[0]}: unreadable shard skipped" in caplog.text
+    for shard in shards[1:]:
+        shard.unlink()
+    _one_line_error(capsys, "repair", cli_main(["repair", "-i", str(copy), "-o", str(tmp_path / "o2")]),
+                    "none of its 1 shards could be read", "1 / 0 / -1")

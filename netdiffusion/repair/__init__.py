@@ -451,6 +451,10 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
         now = clock()
         cpu["merged_and_dataset_output"] += now - mark
         mark = now
+    unread = {s["file"] for s in skipped_shards}
+    if not n_in_packets and shards and all(str(p) in unread for p in shards):
+        # footers read but no shard's rows did: an error, not an empty result that passes for one
+        raise ValueError(f"{src}: none of its {len(shards)} shards could be read ({skipped_shards[0]['reason']})")
     width_bits = n_packets * layout.width
     changed = sum(v for r, v in totals_bits.items() if r != "l4_checksum")
     totals = {"flows": n_flows, "packets": n_packets, "input_packets": n_in_packets,
