@@ -1300,7 +1300,8 @@ class Repairer:
         against the header the row came with (:meth:`payload_lengths`)."""
         syn_only = [(k, lo) for k, (lo, _hi, only) in TCP_OPTIONS.items() if only]
         kind, data = self._tcp_option_table()
-        data, length, moved = T.tcp_option_rules(kind, data, self.opt_len["tcp"][t], syn, np.array([k for k, _ in syn_only], dtype=np.int64),
+        data, length, moved = T.tcp_option_rules(kind, data, self.opt_len["tcp"][t], syn,
+                                                 np.array([k for k, _ in syn_only], dtype=np.int64),
                                                  np.array([lo for _, lo in syn_only], dtype=np.int64),
                                                  TCP_WSCALE, 2, TCP_MAX_WSCALE)
         self._keep_tcp_options("tcp_options", t, kind, data, length, moved)
