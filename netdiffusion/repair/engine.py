@@ -1097,10 +1097,11 @@ class Repairer:
             return
         # connection ids: (flow, IPv6, attempt) ranked; an attempt after a refusal is a connection
         ft = self.flow[t] * 2 + (self.l3[t] == "ipv6")
-        if len(ft) > 1 and np.count_nonzero(ft[1:] != ft[:-1]) + 1 > len(np.unique(ft)):
-            # a flow's IPv4 and IPv6 conversations interleave (stack="packet"): the kernels read a
-            # connection as a run of rows, so each connection's rows go together, in flow order
-            # (read as one connection per run, each run opened a handshake: random rows, seed 92)
+        if bool((ft[1:] < ft[:-1]).any()):
+            # a flow's IPv4 and IPv6 conversations interleave (stack="packet"; rows come in flow
+            # order, so with one family per flow ft never decreases): the kernels read a connection
+            # as a run of rows, so each connection's rows go together, in flow order (read as one
+            # connection per run, each run opened a handshake: random rows, seed 92)
             order = np.argsort(ft, kind="stable")
             t, ft = t[order], ft[order]
             self._tcp_order = order  # the option tables stay in row order (see _tcp_option_table)
