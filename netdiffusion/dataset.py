@@ -447,10 +447,15 @@ def iter_shards(directory: str | os.PathLike) -> Iterator[Packets]:
 SHARD_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, pa.ArrowException)
 
 
+def skip_reason(shard: Path, exc: BaseException) -> str:
+    """Why ``shard`` did not read, in one line, without its path (the caller names the file once)."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return reason.removeprefix(f"{shard}: ")
+
+
 def skip_shard(shard: Path, exc: BaseException, skipped: list[dict]) -> None:
     """Log a shard that cannot be read with its path and reason, and list it in ``skipped``."""
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    reason = reason.removeprefix(f"{shard}: ")  # named once, as the file
+    reason = skip_reason(shard, exc)
     log.error("%s: unreadable shard skipped (%s)", shard, reason)
     skipped.append({"file": str(shard), "reason": reason})
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netdiffusion.dataset import Packets, dataset_layout, read_shard, shard_paths
+from netdiffusion.dataset import Packets, dataset_layout, read_shard, shard_paths, skip_reason
 from netdiffusion.fields import Layout
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def load(path: str | Path, classes: Sequence[str] | None = None) -> tuple[FlowSe
             if part.nprint.shape[1] != layout.width:
                 raise ValueError(f"{part.nprint.shape[1]} nPrint columns, fields.json has {layout.width}")
         except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
-            log.error("%s: unreadable shard skipped (%s)", shard, str(exc).splitlines()[0] if str(exc) else exc)
+            log.error("%s: unreadable shard skipped (%s)", shard, skip_reason(shard, exc))
             skipped.append(str(shard))
             continue
         parts.append(part)
