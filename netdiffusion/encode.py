@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -486,7 +486,7 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
                  packets: int = 1024, windows: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
                  workers: int = 1, headers: Sequence[str] = DEFAULT_HEADERS,
                  chunk_bytes: int = DEFAULT_CHUNK, progress: bool | None = None,
-                 nprint_storage: str = "list") -> dict:
+                 nprint_storage: str = "list", source_names: Mapping[str, str] | None = None) -> dict:
     """Encode captures (files or folders) into a dataset directory; returns ``summary.json``'s content.
 
     ``nprint_storage`` picks the on-disk type of the ``nprint`` column (see ``dataset.write_shard``).
@@ -494,7 +494,12 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
     are captures read that keep no packet (counted in ``files_without_packets``). A file named
     twice (or a folder and a file in it) is encoded once (``duplicate_inputs``); copies under
     other names are reported in ``duplicate_content``. Raises ``FileNotFoundError`` when the
-    inputs hold no capture at all (nothing is written then) and ``ValueError`` for bad options."""
+    inputs hold no capture at all (nothing is written then) and ``ValueError`` for bad options.
+
+    ``source_names`` (optional): the name to record for a capture file, by its path, instead of the
+    path, e.g. the ``s3://`` URI a file was downloaded from. The source names the capture in the
+    dataset, the summary and messages, and seeds its shard names and flow ids: a scratch path
+    would give the same input other flow ids on every run."""
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -523,6 +528,10 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
         if not found and Path(item).is_dir():
             barren.append(item)
         captures += found
+    if source_names:
+        names = {os.path.abspath(k): v for k, v in source_names.items()}
+        captures = [(path, names.get(os.path.abspath(path), source), in_class)
+                    for path, source, in_class in captures]
     if not captures:
         raise FileNotFoundError(no_captures_message(inputs))
     for item in barren:

@@ -213,21 +213,22 @@ def prepare(output: str | os.PathLike, *, source: str = "auto", cache: str | os.
                     "classes": len({r["label"] for r in rows})}
     errors = []
     if source in ("auto", "debian"):
+        cache_dir = Path(cache) if cache else Path(tempfile.mkdtemp(prefix="ndpi-src-"))
         try:
-            cache_dir = Path(cache) if cache else Path(tempfile.mkdtemp(prefix="ndpi-src-"))
             cache_dir.mkdir(parents=True, exist_ok=True)
             tarballs = sorted(cache_dir.glob("ndpi_*.orig.tar.*"))
             tarball = tarballs[-1] if tarballs else download_ndpi_source(cache_dir)
             if (output / "pcaps").is_symlink():
                 (output / "pcaps").unlink()
             summary = extract_sample(tarball, output, read_mapping())
-            if not cache:
-                shutil.rmtree(cache_dir, ignore_errors=True)
             return {"source": "debian", "output": str(output), **summary}
         except (OSError, RuntimeError, subprocess.SubprocessError, tarfile.TarError) as exc:
             errors.append(f"Debian ndpi source: {exc}")
             if source == "debian":
                 raise RuntimeError(errors[-1]) from exc
+        finally:  # a download without a cache folder is not kept, also when it failed half-way
+            if not cache:
+                shutil.rmtree(cache_dir, ignore_errors=True)
     shared = shared_data_dir()
     if shared is None:
         raise RuntimeError("no sample data: " + "; ".join(errors + ["shared data not found (set "

@@ -129,7 +129,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     ports = {name: free_port() for name in ("master", "master.grpc", "volume", "volume.grpc", "filer",
                                              "filer.grpc", "s3", "s3.grpc", "admin", "admin.grpc")}
     args = [
-        str(weed_binary()), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        # -logtostderr: its log goes to weed.log below, not to files it would leave in /tmp
+        str(weed_binary()), "-logtostderr", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={ports['master']}", f"-master.port.grpc={ports['master.grpc']}",
         f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume.grpc']}",
         f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer.grpc']}",
@@ -137,6 +138,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         f"-admin.port={ports['admin']}", f"-admin.port.grpc={ports['admin.grpc']}", "-admin.ui=false",
         "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
         "-master.volumeSizeLimitMB=64", f"-bucket={BUCKET}",
+        f"-s3.localSocket={root / 's3.sock'}", f"-filer.localSocket={root / 'filer.sock'}",  # not /tmp
     ]
     log = root / "weed.log"
     with open(log, "wb") as out:

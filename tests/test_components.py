@@ -49,6 +49,11 @@ def _flows(dataset: str | Path) -> dict[str, int]:
     return {k: len(v) for k, v in sorted(counts.items())}
 
 
+def _ids(dataset: str | Path) -> list[str]:
+    return sorted({f for shard in Path(dataset).rglob("*.parquet")
+                   for f in pq.read_table(shard, columns=["flow_id"]).column("flow_id").to_pylist()})
+
+
 # ----------------------------------------------------------------------------------- encode
 def test_plan_and_list_classes(kfp_local, shared_data):
     plan = plan_shards_component(input_uri=str(shared_data), classes=CLASSES + ["whatsapp"], shards=2)
@@ -286,9 +291,18 @@ def test_encode_and_publish_with_s3_uris(kfp_local, s3_server, shared_data, tmp_
     prefix = f"s3://{s3_server.bucket}/components-test/input"
     upload_dir(local, prefix)
 
+    scratch = tmp_path / "tmp"  # the tasks' temp folder: what they download must not stay there
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     (shard,) = plan_shards_component(input_uri=prefix, classes=[], shards=4).output
     task = encode_shard(shard=shard, packets=32)
     assert task.outputs["Output"] == 2 and _flows(task.outputs["data"].path) == {"facebook": 2}
+    assert not [p for p in scratch.iterdir() if p.name.startswith(("encode-", "manifest-"))]
+    # the capture is named by its URI, not by a scratch path: the same input, the same flow ids
+    table = pq.read_table(next(Path(task.outputs["data"].path).rglob("*.parquet")), columns=["flow_id", "source"])
+    assert set(table.column("source").to_pylist()) == {f"{prefix}/pcaps/facebook/facebook.pcap"}
+    again = encode_shard(shard=shard, packets=32)
+    assert _ids(again.outputs["data"].path) == _ids(task.outputs["data"].path)
 
     published = f"s3://{s3_server.bucket}/components-test/published"
     assert publish(task.outputs["data"].path, published) >= 2

@@ -84,6 +84,26 @@ def test_the_same_file_twice_is_encoded_once(tmp_path: Path, caplog: pytest.LogC
     assert line.startswith("2 inputs name files already given: dropped")
 
 
+def test_source_names_replace_download_paths_in_the_data_and_messages(tmp_path: Path) -> None:
+    """A capture downloaded to a scratch folder (pipeline inputs on S3) is named by where it came
+    from: the same input keeps its flow ids and shard names whatever scratch folder held it."""
+    ids = []
+    for scratch in ("one", "two"):
+        capture = tmp_path / scratch / "x.pcap"
+        _tcp_capture(capture)
+        (tmp_path / scratch / "bad.pcap").write_bytes(b"not a capture at all")
+        names = {str(capture): "s3://bucket/in/x.pcap", str(tmp_path / scratch / "bad.pcap"): "s3://bucket/in/bad.pcap"}
+        summary = encode_paths([capture, tmp_path / scratch / "bad.pcap"], tmp_path / f"out-{scratch}",
+                               progress=False, source_names=names)
+        assert [f["file"] for f in summary["files"]] == ["s3://bucket/in/x.pcap"]
+        assert [r["file"] for r in summary["files_rejected"]] == ["s3://bucket/in/bad.pcap"]
+        packets = read_packets(tmp_path / f"out-{scratch}")
+        assert set(packets.source) == {"s3://bucket/in/x.pcap"}
+        ids.append(sorted(set(packets.flow_id)))
+        ids.append(sorted(p.name for p in (tmp_path / f"out-{scratch}").glob("*.parquet")))
+    assert ids[0] == ids[2] and ids[1] == ids[3] and ids[0]
+
+
 def test_a_folder_and_a_file_inside_it_are_encoded_once(tmp_path: Path) -> None:
     _tcp_capture(tmp_path / "dupdir/a/x.pcap")
     _tcp_capture(tmp_path / "dupdir/b/y.pcap", port=50000)

@@ -23,7 +23,8 @@ def plan_shards(input_uri: str, classes: List[str], shards: int) -> List[str]:  
     from components.common import read_manifest, setup_logging, stage_log
 
     setup_logging()
-    rows = read_manifest(input_uri, tempfile.mkdtemp(prefix="manifest-"), classes)
+    with tempfile.TemporaryDirectory(prefix="manifest-") as scratch:
+        rows = read_manifest(input_uri, scratch, classes)
     groups = split(input_uri, rows, shards)
     stage_log("plan", captures=len(rows), classes=len({r["label"] for r in rows}), shards=len(groups))
     return groups
@@ -46,7 +47,8 @@ def list_classes(input_uri: str, classes: List[str], model: Input[Model]) -> Lis
     from components.common import read_manifest, setup_logging, stage_log
 
     setup_logging()
-    rows = read_manifest(input_uri, tempfile.mkdtemp(prefix="manifest-"), classes)
+    with tempfile.TemporaryDirectory(prefix="manifest-") as scratch:
+        rows = read_manifest(input_uri, scratch, classes)
     wanted = sorted({r["label"] for r in rows})
     known = {str(c) for c in json.loads((Path(model.path) / "model.json").read_text()).get("classes", [])}
     skipped = [c for c in wanted if c not in known]
@@ -75,25 +77,30 @@ def encode_shard(shard: str, packets: int, data: Output[Dataset]) -> int:
 
     setup_logging()
     spec = json.loads(shard)
-    root, scratch = spec["root"].rstrip("/"), Path(tempfile.mkdtemp(prefix="encode-"))
-    rows = []
-    for row in spec["files"]:
+    root = spec["root"].rstrip("/")
+    # downloads (S3 roots) live only while they are encoded: a run must not leave captures behind
+    with tempfile.TemporaryDirectory(prefix="encode-") as tmp:
+        scratch = Path(tmp)
+        rows, sources = [], {}
+        for row in spec["files"]:
+            try:
+                local = fetch(f"{root}/{row['path']}", scratch)
+            except Exception as exc:  # noqa: BLE001 (a missing / unreadable capture must not end the run)
+                # encode_paths rejects the path it cannot read, names it and counts it in its summary
+                logging.getLogger("netdiffusion.pipeline").error("%s/%s: %s", root, row["path"], exc)
+                # a local file by the path the manifest gave (not a scratch name the user never wrote)
+                local = scratch / "missing" / row["path"] if is_s3(root) else Path(root.removeprefix("file://")) / row["path"]
+            # absolute, links not followed: rejections and flow sources name the file the manifest names
+            rows.append({**row, "path": os.path.abspath(local)})
+            if is_s3(root):  # its URI, not the scratch path: sources seed flow ids and shard names
+                sources[os.path.abspath(local)] = f"{root}/{row['path']}"
+        manifest = write_manifest(rows, scratch / "manifest.csv")
         try:
-            local = fetch(f"{root}/{row['path']}", scratch)
-        except Exception as exc:  # noqa: BLE001 (a missing / unreadable capture must not end the run)
-            # encode_paths rejects the path it cannot read, names it and counts it in its summary
-            logging.getLogger("netdiffusion.pipeline").error("%s/%s: %s", root, row["path"], exc)
-            # a local file by the path the manifest gave (not a scratch name the user never wrote)
-            local = scratch / "missing" / row["path"] if is_s3(root) else Path(root.removeprefix("file://")) / row["path"]
-        # absolute, links not followed: rejections and flow sources name the file the manifest names
-        rows.append({**row, "path": os.path.abspath(local)})
-    manifest = write_manifest(rows, scratch / "manifest.csv")
-    try:
-        flow_labels = fetch(f"{root}/{FLOW_LABELS}", scratch)
-    except Exception:  # noqa: BLE001 (the per-flow labels file is optional)
-        flow_labels = None
-    summary = encode_paths([r["path"] for r in rows], data.path, manifest=manifest,
-                           flow_labels=flow_labels, packets=int(packets))
+            flow_labels = fetch(f"{root}/{FLOW_LABELS}", scratch)
+        except Exception:  # noqa: BLE001 (the per-flow labels file is optional)
+            flow_labels = None
+        summary = encode_paths([r["path"] for r in rows], data.path, manifest=manifest,
+                               flow_labels=flow_labels, packets=int(packets), source_names=sources)
     per_label = summary.get("flows", {})
     flows = int(sum(per_label.values())) if isinstance(per_label, dict) else int(per_label)
     rejected = len(summary.get("files_rejected", []))

@@ -24,9 +24,10 @@ def evaluate_synthetic(real: Input[Dataset], train: Input[Dataset],
     from netdiffusion.evaluate import evaluate
 
     setup_logging()
-    scratch = Path(tempfile.mkdtemp(prefix="evaluate-"))
-    synthetic_dir = merge_datasets([d.path for d in synthetic], scratch / "synthetic")
-    result = evaluate(real.path, synthetic_dir, train.path, report.path, quick=bool(quick), seed=int(seed)) or {}
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:  # links to the inputs, removed after
+        synthetic_dir = merge_datasets([d.path for d in synthetic], Path(scratch) / "synthetic")
+        result = evaluate(real.path, synthetic_dir, train.path, report.path, quick=bool(quick),
+                          seed=int(seed)) or {}
     headline = evaluation_headline(result)
     report.metadata.update(headline)
     stage_log("evaluate", **headline)

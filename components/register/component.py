@@ -78,8 +78,8 @@ def resolve_model(model_uri: str, classes: List[str], model: Output[Model],  # n
     from netdiffusion.tracking.settings import TrackingSettings
 
     settings = TrackingSettings.load(tracking_uri=tracking_uri or None)
-    local = load_model_dir(model_uri, tempfile.mkdtemp(prefix="model-"), settings=settings)
-    publish(local, model.path)
+    with tempfile.TemporaryDirectory(prefix="model-") as scratch:  # a downloaded model: copied, then removed
+        publish(load_model_dir(model_uri, scratch, settings=settings), model.path)
     info = json.loads((Path(model.path) / "model.json").read_text())
     known = [str(c) for c in info.get("classes", [])]
     wanted = as_list(classes) or known
@@ -107,7 +107,7 @@ def publish_outputs(pcaps: Input[Artifact], validation: Input[Artifact],
     base = output_uri.rstrip("/")
     counts = {"pcaps": publish(pcaps.path, f"{base}/pcaps"),
               "reports": publish(validation.path, f"{base}/validation")}
-    merged = merge_datasets([d.path for d in repaired_data], tempfile.mkdtemp(prefix="publish-"))
-    counts["parquet"] = publish(merged, f"{base}/data")
+    with tempfile.TemporaryDirectory(prefix="publish-") as scratch:
+        counts["parquet"] = publish(merge_datasets([d.path for d in repaired_data], scratch), f"{base}/data")
     stage_log("publish", uri=base, **counts)
     return json.dumps({"uri": base, **counts})

@@ -35,16 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     setup_logging()
-    scratch = Path(tempfile.mkdtemp(prefix="trainjob-"))
-    data = fetch(args.data_uri, scratch / "data")
-    output = scratch / "model"
-    rc = subprocess.call(torchrun_command(str(data), str(output), args.backend, args.config, args.seed))
-    if rc != 0:
-        logging.error("stage=train torchrun exited with %d", rc)
-        return rc
-    if os.environ.get("PET_NODE_RANK", "0") == "0":
-        files = publish(output, args.model_uri)
-        stage_log("train", uploaded=files, model=args.model_uri)
+    with tempfile.TemporaryDirectory(prefix="trainjob-") as tmp:  # the data and model: uploaded, then removed
+        scratch = Path(tmp)
+        data = fetch(args.data_uri, scratch / "data")
+        output = scratch / "model"
+        rc = subprocess.call(torchrun_command(str(data), str(output), args.backend, args.config, args.seed))
+        if rc != 0:
+            logging.error("stage=train torchrun exited with %d", rc)
+            return rc
+        if os.environ.get("PET_NODE_RANK", "0") == "0":
+            files = publish(output, args.model_uri)
+            stage_log("train", uploaded=files, model=args.model_uri)
     return 0
 
 
