@@ -83,6 +83,13 @@ class FakeKFP(BaseHTTPRequestHandler):
             self._answer({"experiment_id": "exp-1", "display_name": entry["body"]["display_name"]})
         elif entry["path"].endswith("/recurringruns"):
             self._answer({"recurring_run_id": "rr-1", **entry["body"]})
+        elif entry["path"].endswith(":terminate"):  # POST /runs/{id}:terminate
+            run_id = entry["path"].rsplit("/", 1)[-1].removesuffix(":terminate")
+            with FakeKFP.lock:
+                known = FakeKFP.runs.get(run_id, FakeKFP.default_run)
+                if known is not None:
+                    FakeKFP.runs[run_id] = {**known, "state": "CANCELED"}
+            self._answer({}) if known is not None else self._answer({"message": f"run {run_id} not found"}, 404)
         elif entry["path"].endswith("/runs"):
             with FakeKFP.lock:
                 run_id = f"run-{FakeKFP.next_run}"

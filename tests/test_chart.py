@@ -142,6 +142,9 @@ def test_values_flow_into_objects(helm: Path) -> None:
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["NETDIFFUSION_API_TOKENS_FILE"]["value"].startswith("/var/run/secrets/netdiffusion/")
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    settings = by_kind(render(helm, None, "serve.resultRetentionSeconds=0"), "ConfigMap")
+    assert [c["data"]["NETDIFFUSION_SERVE_RESULT_RETENTION_S"] for c in settings
+            if "NETDIFFUSION_SERVE_RESULT_RETENTION_S" in c["data"]] == ["0"]
 
 
 def test_mlflow_server(helm: Path) -> None:
@@ -191,6 +194,7 @@ def test_optional_objects(helm: Path) -> None:
     (["mlflow.externalDatabase.enabled=true"], "existingSecret"),
     (["serve.image.digest=sha256:nothex"], "digest"),
     (["serve.quota.jobs=0"], "jobs"),
+    (["serve.resultRetentionSeconds=-1"], "resultRetentionSeconds"),
 ])
 def test_schema_rejects_bad_values(helm: Path, sets: list[str], expect: str) -> None:
     assert expect in render_error(helm, *sets)

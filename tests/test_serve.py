@@ -216,6 +216,76 @@ def test_real_job_then_restart_keeps_state(tiny_model: Path, tmp_path: Path) -> 
         assert failed_result.status_code == 409 and "failed" in failed_result.json()["error"]
 
 
+def _wait_status(url: str, job_id: str, statuses: tuple[str, ...], timeout_s: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (job := httpx.get(f"{url}/v1/jobs/{job_id}", headers=AUTH, timeout=10).json())["status"] not in statuses:
+        assert time.monotonic() < deadline, f"job {job_id} never became {statuses}: {job}"
+        time.sleep(0.1)
+    return job
+
+
+@pytest.mark.slow
+def test_cancel_delete_and_result_retention(tiny_model: Path, tmp_path: Path) -> None:
+    """DELETE cancels a running job (its process stops, its files go, the pool goes on) and a queued
+    one (it never runs); DELETE of an ended job removes its stored result (410 after); results older
+    than NETDIFFUSION_SERVE_RESULT_RETENTION_S are removed by the service itself."""
+    state = tmp_path / "state"
+    classes = model_classes(tiny_model)[:2]
+    slow = {"classes": classes[:1], "count": 20, "packets": 8, "format": "parquet", "seed": 3}
+    small = {"classes": classes, "count": 2, "packets": 8, "format": "parquet", "seed": 4}
+    env = {**BASE_ENV, "NETDIFFUSION_SERVE_RESULT_RETENTION_S": "5"}
+
+    def post(body: dict) -> str:
+        r = httpx.post(f"{srv.url}/v1/jobs", json=body, headers=AUTH, timeout=30)
+        assert r.status_code == 202, r.text
+        return r.json()["id"]
+
+    def delete(job_id: str, headers: dict = AUTH) -> httpx.Response:
+        return httpx.delete(f"{srv.url}/v1/jobs/{job_id}", headers=headers, timeout=30)
+
+    def result(job_id: str) -> httpx.Response:
+        return httpx.get(f"{srv.url}/v1/jobs/{job_id}/result", headers=AUTH, timeout=30)
+
+    with run_server(state, tiny_model, TOKENS, env=env) as srv:
+        running_id, queued_id = post(slow), post(slow)  # one worker: the second waits
+        _wait_status(srv.url, running_id, ("running",))
+        assert delete(queued_id, AUTH_B).status_code == 404  # another token's job
+        cancelled = delete(queued_id)
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+        assert cancelled.json()["error"] == "cancelled by its owner"
+        cancelled = delete(running_id)
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+        deadline = time.monotonic() + 30
+        while (state / "jobs" / running_id).exists():  # the process ended, what it made is removed
+            assert time.monotonic() < deadline, "the cancelled job's files were not removed"
+            time.sleep(0.2)
+        assert result(running_id).status_code == 409 and "cancelled" in result(running_id).json()["error"]
+
+        done_id = post(small)  # the pool goes on; the cancelled queued job never runs
+        done = _wait_status(srv.url, done_id, ("succeeded", "failed"))
+        assert done["status"] == "succeeded", done["error"]
+        assert result(done_id).status_code == 200
+        for job_id in (running_id, queued_id):
+            job = httpx.get(f"{srv.url}/v1/jobs/{job_id}", headers=AUTH).json()
+            assert job["status"] == "cancelled" and (job_id == running_id or job["started"] is None)
+            assert not (state / "jobs" / job_id).exists()
+        removed = delete(done_id)
+        assert removed.status_code == 200 and removed.json()["status"] == "succeeded" and removed.json()["expired"]
+        gone = result(done_id)
+        assert gone.status_code == 410 and "removed" in gone.json()["error"], gone.text
+        assert not (state / "results" / f"{done_id}.zip").exists() and not (state / "jobs" / done_id).exists()
+
+        kept_id = post(small)
+        _wait_status(srv.url, kept_id, ("succeeded",))
+        assert result(kept_id).status_code == 200  # within the retention period
+        deadline = time.monotonic() + 30
+        while not httpx.get(f"{srv.url}/v1/jobs/{kept_id}", headers=AUTH).json()["expired"]:
+            assert time.monotonic() < deadline, "the result was not removed after the retention period"
+            time.sleep(0.5)
+        assert result(kept_id).status_code == 410
+        assert not (state / "results" / f"{kept_id}.zip").exists() and not (state / "jobs" / kept_id).exists()
+
+
 @pytest.mark.slow
 def test_real_pcap_job_passes_the_validator(server, tiny_model: Path, tmp_path: Path) -> None:
     """format=pcap: generate → repair → validate; the downloaded pcaps pass the validator again."""

@@ -121,6 +121,25 @@ def test_large_job_becomes_a_generate_run_that_succeeds(kfp_service, tiny_model:
     assert run_gets(run_id) == polled
 
 
+def test_cancelling_a_submitted_job_terminates_its_run(kfp_service, tiny_model: Path) -> None:
+    srv, _ = kfp_service
+    job_id, run_id = submit_large(srv.url, model_classes(tiny_model)[2:5])
+    FakeKFP.runs[run_id] = None  # KFP does not know the run: the job cannot be cancelled yet
+    refused = httpx.delete(f"{srv.url}/v1/jobs/{job_id}", headers=AUTH, timeout=30)
+    assert refused.status_code == 502 and run_id in refused.json()["error"], refused.text
+    assert get_job(srv.url, job_id)["status"] == "submitted"
+    FakeKFP.runs[run_id] = {"state": "RUNNING"}
+    r = httpx.delete(f"{srv.url}/v1/jobs/{job_id}", headers=AUTH, timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert [p["path"] for p in posts(":terminate")][-1].endswith(f"/runs/{run_id}:terminate")
+    assert FakeKFP.runs[run_id]["state"] == "CANCELED"
+    time.sleep(5 * POLL_S)  # the poller leaves a cancelled job alone
+    job = get_job(srv.url, job_id)
+    assert job["status"] == "cancelled" and job["error"] == "cancelled by its owner" and job["finished"]
+    result = httpx.get(f"{srv.url}/v1/jobs/{job_id}/result", headers=AUTH)
+    assert result.status_code == 409 and "cancelled" in result.json()["error"]
+
+
 def test_failed_run_fails_the_job_with_the_kfp_message(kfp_service, tiny_model: Path) -> None:
     srv, _ = kfp_service
     job_id, run_id = submit_large(srv.url, model_classes(tiny_model)[1:4])

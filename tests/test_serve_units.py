@@ -171,3 +171,40 @@ def test_a_local_model_service_calls_malformed_references_invalid(tmp_path: Path
     for other in ("models:/x@champion", "models:/x/3", "7", "challenger"):
         with pytest.raises(ModelNotFound):
             source.reference(other)
+
+
+def test_a_cancelled_job_keeps_its_status_and_old_results_expire(tmp_path: Path) -> None:
+    """A job process finishing (or failing) after its owner cancelled it cannot overwrite that; a
+    pipeline submission that completes after the cancel is refused (the submitter then terminates
+    the run); ended jobs past the retention period lose their stored files, not their records."""
+    from netdiffusion.serve.runner import expire_results, job_paths
+    from netdiffusion.serve.store import CANCELLED
+
+    store = JobStore(tmp_path / "jobs.db")
+    running = store.create("tok", {}, 1)
+    assert store.claim(running) and store.cancel(running) == RUNNING
+    assert not store.finish(running, SUCCEEDED, result={"files": 3})
+    assert not store.finish(running, FAILED, error="terminated")
+    assert store.get(running)["status"] == CANCELLED and store.get(running)["result"] is None
+    assert store.cancel(running) is None and not store.beat(running)
+    submitting = store.create("tok", {"target": "pipeline"}, 1)
+    assert store.claim(submitting) and store.cancel(submitting) == RUNNING
+    assert not store.mark_submitted(submitting, {"pipeline_run_id": "run-1"})
+    assert store.get(submitting)["status"] == CANCELLED
+
+    done = store.create("tok", {}, 1)
+    assert store.claim(done) and store.finish(done, SUCCEEDED, result={"files": 1})
+    paths = job_paths(tmp_path, done)
+    paths["output"].mkdir(parents=True)
+    (paths["output"] / "a.pcap").write_bytes(b"x")
+    paths["archive"].parent.mkdir(parents=True)
+    paths["archive"].write_bytes(b"zip")
+    queued = store.create("tok", {}, 1)
+    finished = store.get(done)["finished"]
+    assert expire_results(store, tmp_path, 60.0, now=finished + 59) == 0 and paths["archive"].exists()
+    assert expire_results(store, tmp_path, 0, now=finished + 10**6) == 0  # 0: keep everything
+    assert expire_results(store, tmp_path, 60.0, now=finished + 61) == 3  # the two cancelled ones too
+    assert not paths["archive"].exists() and not paths["output"].parent.exists()
+    assert store.get(done)["expired"] == finished + 61 and store.get(done)["status"] == SUCCEEDED
+    assert store.get(queued)["expired"] is None and store.get(queued)["status"] == QUEUED
+    assert expire_results(store, tmp_path, 60.0, now=finished + 3600) == 0  # each job once

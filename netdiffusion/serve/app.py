@@ -27,8 +27,8 @@ from netdiffusion.serve.lock import release as unlock_state_dir
 from netdiffusion.serve.metrics import ServiceMetrics
 from netdiffusion.serve.models import ModelNotFound, ModelReferenceInvalid, ModelSource, ModelUnavailable
 from netdiffusion.serve.pipeline import PipelineSubmitter
-from netdiffusion.serve.runner import job_paths, public_result
-from netdiffusion.serve.store import FAILED, SUCCEEDED, JobStore
+from netdiffusion.serve.runner import expire_results, job_paths, public_result, remove_job_files
+from netdiffusion.serve.store import CANCELLED, FAILED, SUBMITTED, SUCCEEDED, TERMINAL, JobStore
 from netdiffusion.serve.worker import WorkerPool
 
 log = logging.getLogger("netdiffusion.serve")
@@ -100,7 +100,7 @@ class JobAccepted(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    status: Literal["queued", "running", "succeeded", "failed", "submitted"]
+    status: Literal["queued", "running", "succeeded", "failed", "submitted", "cancelled"]
     stage: str
     progress: float
     error: str | None
@@ -109,6 +109,8 @@ class JobView(BaseModel):
     created: float
     started: float | None
     finished: float | None
+    expired: float | None = Field(None, description="when the service removed the stored result "
+                                                    "(result_retention_s after the job ended, or on DELETE)")
     result: dict[str, Any] | None
     links: dict[str, str]
 
@@ -122,6 +124,7 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in {
         401: "no bearer token", 403: "token not accepted", 404: "no such job (for this token)",
+        410: "the job's stored result was removed (retention period or DELETE)",
         413: "request too large", 422: "invalid request", 429: "quota exceeded", 503: "not ready"}.items()
 }
 
@@ -156,7 +159,7 @@ def _view(job: dict[str, Any], state_dir: Path) -> dict[str, Any]:
     if result:  # no server paths (jobs recorded before runner.public_result cleaned them)
         result = public_result({k: v for k, v in result.items() if k != "archive"}, state_dir, job["id"])
     return {**{k: job[k] for k in ("id", "status", "stage", "progress", "error", "flows", "created",
-                                   "started", "finished")},
+                                   "started", "finished", "expired")},
             "request": request, "result": result, "links": _job_links(job["id"])}
 
 
@@ -202,6 +205,17 @@ def create_app(config: ServeConfig) -> FastAPI:
             except Exception as exc:  # noqa: BLE001 - a busy database must not stop the sweeper
                 log.warning("sweeping stale jobs failed: %s", exc)
 
+    def sweep_old_results() -> None:
+        """Remove stored results of jobs that ended more than ``result_retention_s`` ago."""
+        every = min(300.0, max(1.0, config.result_retention_s / 10))
+        while not stop_polling.wait(every):
+            try:
+                if removed := expire_results(store, state_dir, config.result_retention_s):
+                    log.info("removed the stored results of %d jobs past the retention period", removed,
+                             extra={"retention_s": config.result_retention_s})
+            except Exception as exc:  # noqa: BLE001 - a busy database or volume must not stop the sweeper
+                log.warning("removing old results failed: %s", exc)
+
     def poll_pipeline_runs() -> None:
         """Follow jobs that became KFP runs until their runs finish (every ``pipeline_poll_s``)."""
         from netdiffusion.serve.pipeline import poll_submitted
@@ -222,6 +236,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             job = store.get(job_id) or {}
             (submitter if job.get("request", {}).get("target") == "pipeline" else pool).submit(job_id)
         threading.Thread(target=sweep_stale_jobs, name="stale-sweeper", daemon=True).start()
+        if config.result_retention_s > 0:
+            threading.Thread(target=sweep_old_results, name="result-sweeper", daemon=True).start()
         if config.kfp_host:
             threading.Thread(target=poll_pipeline_runs, name="pipeline-poller", daemon=True).start()
         log.info("service started", extra={"state_dir": str(state_dir), "tokens": len(tokens),
@@ -416,20 +432,55 @@ def create_app(config: ServeConfig) -> FastAPI:
     def get_job(job_id: str, token_id: TokenId) -> dict[str, Any]:
         return _view(_owned(job_id, token_id), state_dir)
 
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], response_model=JobView,
+                summary="cancel a queued or running job; of an ended job, remove its stored result",
+                responses={502: {"model": ErrorBody, "description": "Kubeflow Pipelines did not terminate the run"},
+                           **{k: ERRORS[k] for k in (401, 403, 404)}})
+    def delete_job(job_id: str, token_id: TokenId) -> dict[str, Any]:
+        """Cancel: the job ends as ``cancelled`` (its process stops, what it made is removed; a
+        pipeline job's KFP run is terminated first). Ended jobs keep their record (quotas count it)
+        but their stored files are removed at once (``expired`` is set; S3 copies stay)."""
+        job = _owned(job_id, token_id)
+        if job["status"] == SUBMITTED:  # a KFP run exists: end it before saying the job is cancelled
+            from netdiffusion.serve.pipeline import terminate_run
+
+            run_id = (job["result"] or {}).get("pipeline_run_id")
+            try:
+                if run_id and config.kfp_host:
+                    terminate_run(config.kfp_host, run_id, config.kfp_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - the client gets why; the job stays submitted
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise HTTPException(502, f"could not terminate pipeline run {run_id}: {text}; try again") from exc
+        if job["status"] in TERMINAL:
+            if not job.get("expired"):
+                remove_job_files(state_dir, job_id)
+                store.update(job_id, expired=time.time())
+        elif (before := store.cancel(job_id)) is not None:
+            pool.cancel(job_id)
+            log.info("job cancelled", extra={"job_id": job_id, "token_id": token_id, "was": before})
+        return _view(store.get(job_id) or job, state_dir)
+
     @app.get("/v1/jobs/{job_id}/result", tags=["jobs"],
              summary="download the result (zip or tar stream), or its S3 URIs",
              responses={200: {"content": {"application/zip": {}, "application/x-tar": {}}},
                         409: {"model": ErrorBody, "description": "job not finished or failed"},
-                        **{k: ERRORS[k] for k in (401, 403, 404, 422)}})
+                        **{k: ERRORS[k] for k in (401, 403, 404, 410, 422)}})
     def get_result(job_id: str, token_id: TokenId,
                    archive: Annotated[Literal["zip", "tar", "uris"], Query()] = "zip") -> Response:
         job = _owned(job_id, token_id)
         if job["status"] == FAILED:
             raise HTTPException(409, f"job failed: {job['error']}")
+        if job["status"] == CANCELLED:
+            raise HTTPException(409, "job was cancelled: it has no result")
         if job["status"] != SUCCEEDED:
             raise HTTPException(409, f"job is {job['status']} ({job['progress']:.0%}); try again later")
         result = job["result"] or {}
         paths = job_paths(state_dir, job_id)
+        if job.get("expired") and not result.get("uris") and job["request"].get("target", "local") == "local":
+            raise HTTPException(410, f"the result of job {job_id} was removed from the service at "
+                                     f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(job['expired']))} "
+                                     "(results are kept for NETDIFFUSION_SERVE_RESULT_RETENTION_S = "
+                                     f"{config.result_retention_s:g} s after a job ends, or until DELETE)")
         if archive == "uris" or (not paths["archive"].exists() and result.get("uris")):
             if not result.get("uris"):
                 raise HTTPException(404, "this job has no S3 URIs (results are stored locally); use archive=zip")

@@ -38,6 +38,8 @@ class ServeConfig:
     pipeline_poll_s: float = 30.0  # how often submitted jobs' KFP runs are checked
     kfp_timeout_s: float = 30.0  # bound on each KFP API call (connect: at most 10 s of it)
     s3_uri: str | None = None  # s3://bucket/prefix for job results
+    # stored results (archive, files, log) of jobs that ended longer ago are removed (0: keep all)
+    result_retention_s: float = 7 * 86400.0
     tokens: list[str] = field(default_factory=list, repr=False)
 
     @classmethod

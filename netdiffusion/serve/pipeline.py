@@ -87,6 +87,14 @@ def run_state(host: str, run_id: str, timeout_s: float | None = None) -> tuple[s
     return str(getattr(run, "state", "") or "UNKNOWN").upper(), message
 
 
+def terminate_run(host: str, run_id: str, timeout_s: float | None = None) -> None:
+    """Ask KFP to terminate a run (a cancelled pipeline job); raises what the client raises."""
+    from pipelines import submit as kfp_submit
+
+    kfp_client = kfp_submit.client(host, os.environ.get("KFP_NAMESPACE") or None, timeout_s)
+    kfp_submit.call(host, kfp_client, "terminate_run", run_id)
+
+
 def poll_submitted(store: Any, host: str, timeout_s: float | None = None) -> int:
     """Move ``submitted`` jobs whose KFP run has finished to succeeded/failed; returns how many."""
     from netdiffusion.serve.store import FAILED, SUBMITTED, SUCCEEDED
@@ -152,7 +160,7 @@ class PipelineSubmitter:
                 log.exception("pipeline submission of job %s failed", job_id)
 
     def _submit(self, job_id: str) -> None:
-        from netdiffusion.serve.store import FAILED, HEARTBEAT_S, SUBMITTED
+        from netdiffusion.serve.store import FAILED, HEARTBEAT_S
 
         if not self.store.claim(job_id, self.owner):
             return  # no longer queued (another replica took it)
@@ -178,8 +186,16 @@ class PipelineSubmitter:
             if worker.is_alive():
                 self.store.beat(job_id)
         if "run" in outcome:
-            self.store.update(job_id, status=SUBMITTED, stage="pipeline run submitted", result=outcome["run"])
-            log.info("pipeline run submitted", extra={"job_id": job_id, "run_id": outcome["run"]["pipeline_run_id"]})
+            run_id = outcome["run"]["pipeline_run_id"]
+            if not self.store.mark_submitted(job_id, outcome["run"]):  # cancelled while submitting
+                log.info("job cancelled while its run was submitted: terminating the run",
+                         extra={"job_id": job_id, "run_id": run_id})
+                try:
+                    terminate_run(self.host, run_id, self.timeout_s)
+                except Exception as exc:  # noqa: BLE001 - said in the log; the job stays cancelled
+                    log.error("terminating pipeline run %s of cancelled job %s failed: %s", run_id, job_id, exc)
+                return
+            log.info("pipeline run submitted", extra={"job_id": job_id, "run_id": run_id})
             return
         exc = outcome.get("error") or RuntimeError("no outcome")
         text = str(exc).splitlines()[0] if str(exc) else ""

@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from netdiffusion.serve.store import FAILED, HEARTBEAT_S, SUCCEEDED, JobStore
+from netdiffusion.serve.store import FAILED, HEARTBEAT_S, RUNNING, SUCCEEDED, JobStore
 
 log = logging.getLogger("netdiffusion.serve.runner")
 
@@ -30,6 +30,31 @@ FORMATS = ("pcap", "parquet", "nprint")
 def job_paths(state_dir: Path, job_id: str) -> dict[str, Path]:
     base = state_dir / "jobs" / job_id
     return {"work": base / "work", "output": base / "output", "archive": state_dir / "results" / f"{job_id}.zip"}
+
+
+def remove_job_files(state_dir: Path, job_id: str) -> None:
+    """Delete what a job stored under the state dir (work, output, log, archive); S3 copies stay
+    (an S3 lifecycle rule on the results prefix expires those)."""
+    paths = job_paths(state_dir, job_id)
+    shutil.rmtree(paths["work"].parent, ignore_errors=True)
+    for archive in (paths["archive"], paths["archive"].with_suffix(".zip.tmp")):
+        archive.unlink(missing_ok=True)
+
+
+def expire_results(store: JobStore, state_dir: Path, retention_s: float, now: float | None = None) -> int:
+    """Remove the stored results of jobs that ended more than ``retention_s`` ago (0: keep all) and
+    record when (``expired``); returns how many. Why: an organization-wide service otherwise fills
+    its state volume with every archive it ever made."""
+    if retention_s <= 0:
+        return 0
+    now = time.time() if now is None else now
+    removed = 0
+    while ids := store.ended_before(now - retention_s):
+        for job_id in ids:
+            remove_job_files(state_dir, job_id)
+            store.update(job_id, expired=now)
+            removed += 1
+    return removed
 
 
 def truncate_packets(dataset: Path, output: Path, packets: int) -> None:
@@ -189,26 +214,33 @@ def _small(obj: Any, depth: int = 0) -> Any:
     return str(obj)
 
 
-def _watch(store: JobStore, job_id: str) -> None:
+def _watch(store: JobStore, job_id: str) -> threading.Event:
     """Beat the job's heartbeat (so other replicas know it is alive) and, if the service process
-    dies (kill -9, OOM), stop too and say so instead of running orphaned."""
+    dies (kill -9, OOM), stop too and say so instead of running orphaned. Stop as well once the
+    job is no longer running: cancelled by its owner (on any replica) or failed by another replica.
+    Returns an event the job sets before it records its own outcome (the watch ends there)."""
     parent = os.getppid()
+    ending = threading.Event()
 
     def watch() -> None:
         last_beat = 0.0
-        while True:
-            time.sleep(1.0)
+        while not ending.wait(1.0):
             if os.getppid() != parent:
                 store.finish(job_id, FAILED, error="interrupted: the service process died while the job was running")
                 os._exit(3)
-            if time.monotonic() - last_beat >= HEARTBEAT_S:
-                try:
+            try:
+                status = store.status(job_id)
+                if status != RUNNING:
+                    log.warning("job %s: stopping, it is %s", job_id, status)
+                    os._exit(4)
+                if time.monotonic() - last_beat >= HEARTBEAT_S:
                     store.beat(job_id)
-                except Exception as exc:  # noqa: BLE001 - a busy database must not kill the job
-                    log.warning("job %s: heartbeat failed: %s", job_id, exc)
-                last_beat = time.monotonic()
+                    last_beat = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - a busy database must not kill the job
+                log.warning("job %s: heartbeat failed: %s", job_id, exc)
 
     threading.Thread(target=watch, name="job-watch", daemon=True).start()
+    return ending
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,17 +253,21 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_json_logging()
     store = JobStore(args.state_dir / "jobs.db")
-    _watch(store, args.job_id)
+    ending = _watch(store, args.job_id)
     started = time.time()
     try:
         result = run_job(args.state_dir, args.job_id, args.s3_uri)
     except Exception as exc:  # noqa: BLE001 - every failure must end up in the job row
         reason = f"{type(exc).__name__}: {exc}"
         log.error("job %s failed: %s\n%s", args.job_id, reason, traceback.format_exc())
+        ending.set()
         store.finish(args.job_id, FAILED, error=reason[:2000])
         return 1
     result["seconds"] = round(time.time() - started, 3)
-    store.finish(args.job_id, SUCCEEDED, result=public_result(result, args.state_dir, args.job_id))
+    ending.set()
+    if not store.finish(args.job_id, SUCCEEDED, result=public_result(result, args.state_dir, args.job_id)):
+        remove_job_files(args.state_dir, args.job_id)  # cancelled just before the end: nothing to keep
+        return 4
     return 0
 
 

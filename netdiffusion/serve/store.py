@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, SUBMITTED = "queued", "running", "succeeded", "failed", "submitted"
-TERMINAL = (SUCCEEDED, FAILED)
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, SUBMITTED)
+CANCELLED = "cancelled"
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, SUBMITTED, CANCELLED)
+CANCELLABLE = (QUEUED, RUNNING, SUBMITTED)
+CANCEL_REASON = "cancelled by its owner"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -36,7 +39,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     started REAL,
     finished REAL,
     owner TEXT,
-    heartbeat REAL
+    heartbeat REAL,
+    expired REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_token_created ON jobs (token_id, created);
 """
@@ -57,7 +61,7 @@ class JobStore:
         self._local = threading.local()
         self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
         columns = {r[1] for r in self._conn().execute("PRAGMA table_info(jobs)")}
-        for column in ("owner TEXT", "heartbeat REAL"):  # databases from before these columns
+        for column in ("owner TEXT", "heartbeat REAL", "expired REAL"):  # databases from before these columns
             if column.split()[0] not in columns:
                 self._conn().execute(f"ALTER TABLE jobs ADD COLUMN {column}")
 
@@ -129,11 +133,18 @@ class JobStore:
         return [_row(r) for r in rows]
 
     def update(self, job_id: str, **changes: Any) -> None:
+        self._update(job_id, changes)
+
+    def _update(self, job_id: str, changes: dict[str, Any], only_from: tuple[str, ...] = ()) -> bool:
+        """Set ``changes`` on the job (only while its status is one of ``only_from``, if given);
+        True if the row changed."""
         if "result" in changes and not isinstance(changes["result"], str | None):
-            changes["result"] = json.dumps(changes["result"])
+            changes = {**changes, "result": json.dumps(changes["result"])}
         cols = ", ".join(f"{k} = ?" for k in changes)
+        where = f" AND status IN ({', '.join('?' * len(only_from))})" if only_from else ""
         with self._tx() as db:
-            db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*changes.values(), job_id))
+            cur = db.execute(f"UPDATE jobs SET {cols} WHERE id = ?{where}", (*changes.values(), job_id, *only_from))
+        return cur.rowcount == 1
 
     def claim(self, job_id: str, owner: str = "") -> bool:
         """queued → running by ``owner`` (the replica's host name); False if it is no longer queued
@@ -144,18 +155,51 @@ class JobStore:
                              "WHERE id = ? AND status = ?", (RUNNING, now, owner, now, job_id, QUEUED))
         return cur.rowcount == 1
 
-    def beat(self, job_id: str) -> None:
+    def beat(self, job_id: str) -> bool:
+        """Touch a running job's heartbeat; False when it is no longer running (cancelled, or failed
+        by another replica), which tells its process to stop."""
         with self._tx() as db:
-            db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ? AND status = ?", (time.time(), job_id, RUNNING))
+            cur = db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ? AND status = ?",
+                             (time.time(), job_id, RUNNING))
+        return cur.rowcount == 1
 
-    def finish(self, job_id: str, status: str, *, error: str | None = None, result: Any = None) -> None:
+    def status(self, job_id: str) -> str | None:
+        row = self._conn().execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row[0] if row else None
+
+    def finish(self, job_id: str, status: str, *, error: str | None = None, result: Any = None) -> bool:
+        """Record the outcome; a cancelled job keeps that status (its process may finish or fail
+        after the cancel). False if the job was cancelled."""
         changes: dict[str, Any] = {"status": status, "finished": time.time(), "error": error}
         if status == SUCCEEDED:
             changes["progress"] = 1.0
             changes["stage"] = "done"
         if result is not None:
             changes["result"] = result
-        self.update(job_id, **changes)
+        return self._update(job_id, changes, only_from=tuple(s for s in STATUSES if s != CANCELLED))
+
+    def mark_submitted(self, job_id: str, run: dict[str, Any]) -> bool:
+        """running → submitted with the KFP run; False if the job was cancelled while submitting."""
+        return self._update(job_id, {"status": SUBMITTED, "stage": "pipeline run submitted", "result": run},
+                            only_from=(RUNNING,))
+
+    def cancel(self, job_id: str) -> str | None:
+        """A queued, running or submitted job → cancelled; returns the status it had, or None if it
+        had already ended (then nothing changes)."""
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row[0] not in CANCELLABLE:
+                return None
+            db.execute("UPDATE jobs SET status = ?, error = ?, stage = ?, finished = ? WHERE id = ?",
+                       (CANCELLED, CANCEL_REASON, "cancelled", time.time(), job_id))
+        return row[0]
+
+    def ended_before(self, before: float, limit: int = 500) -> list[str]:
+        """Ended jobs that finished before ``before`` and whose stored result is not yet removed."""
+        rows = self._conn().execute(
+            f"SELECT id FROM jobs WHERE status IN ({', '.join('?' * len(TERMINAL))}) AND finished < ? "
+            "AND expired IS NULL ORDER BY finished LIMIT ?", (*TERMINAL, before, limit)).fetchall()
+        return [r[0] for r in rows]
 
     def recover(self, owner: str = "", stale_s: float = STALE_S) -> tuple[int, list[str]]:
         """After a restart: this host's running jobs (and any whose heartbeat went stale) → failed

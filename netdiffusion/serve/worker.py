@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from netdiffusion.serve.metrics import ServiceMetrics
-from netdiffusion.serve.store import FAILED, TERMINAL, JobStore
+from netdiffusion.serve.store import CANCELLED, FAILED, TERMINAL, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,16 @@ class WorkerPool:
 
     def queued(self) -> int:
         return self._queue.qsize()
+
+    def cancel(self, job_id: str) -> bool:
+        """End the job's process if it runs here (the job row already says cancelled; a job on
+        another replica stops by itself within a second, see ``runner._watch``)."""
+        with self._lock:
+            proc = self._procs.get(job_id)
+        if proc is None:
+            return False
+        proc.terminate()
+        return True
 
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking jobs, end running job processes and wait until their worker threads have marked
@@ -118,6 +128,10 @@ class WorkerPool:
             with self._lock:
                 self._procs.pop(job_id, None)
         job = self.store.get(job_id) or {}
+        if job.get("status") == CANCELLED:  # what it made so far is of no use to anyone
+            from netdiffusion.serve.runner import remove_job_files
+
+            remove_job_files(self.state_dir, job_id)
         if job.get("status") not in TERMINAL:
             if rc is None:
                 reason = f"timed out after {self.timeout_s:g} s"
