@@ -9,6 +9,7 @@ MLflow writes ``<out>/mlflow.db`` with artifacts in ``<out>/mlartifacts``.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import json
@@ -125,9 +126,15 @@ def _failure_reason(lines: list[str]) -> str:
 @contextlib.contextmanager
 def explain_task_failure() -> Iterator[None]:
     """Run a ``kfp.local`` pipeline; if it fails, raise ``RuntimeError`` naming the failed task *and* its
-    error (the last line of the task's traceback) instead of kfp's bare "Inner task failed: 'task'"."""
+    error (the last line of the task's traceback) instead of kfp's bare "Inner task failed: 'task'".
+
+    ``builtins.print`` is restored afterwards: kfp.local indents task output by swapping it per
+    task, and tasks running side by side (ParallelFor) restore each other's swaps, leaving its
+    indenting function in place; numba, imported after the run, then failed to start
+    ("module 'kfp.local.logging_utils' has no attribute 'indented_print_function'")."""
     tail = _TailedStdout(sys.stdout)
     sys.stdout = tail
+    original_print = builtins.print
     try:
         yield
     except RuntimeError as exc:
@@ -139,6 +146,7 @@ def explain_task_failure() -> Iterator[None]:
             raise
         raise RuntimeError(message) from exc
     finally:
+        builtins.print = original_print
         if sys.stdout is tail:
             sys.stdout = tail.stream
 

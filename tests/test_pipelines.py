@@ -335,3 +335,25 @@ def test_local_run_with_the_stable_diffusion_backend(tmp_path, shared_data):
     for row in summary["classes"].values():
         assert row["pcaps"] >= 1 and row["invalid"] == 0 and row["valid"] == row["pcaps"], row
     assert summary["registered"].get("alias") == "champion"
+
+
+@pytest.mark.slow
+def test_cli_run_on_a_folder_without_a_manifest(tmp_path, shared_data):
+    """`netdiffusion run --input FOLDER` (class folders, no manifest.csv), as a user types it: the
+    pipeline succeeded, then the run crashed reading the folder's classes (QA). kfp.local had left
+    its per-task print function in place (two encode tasks side by side) and numba, first imported
+    there, refused to start. Runs in a fresh process, as only there numba is not yet imported."""
+    import shutil
+    import subprocess
+    import sys
+
+    source = tmp_path / "captures"
+    for name in TINY_CLASSES:
+        (source / name).mkdir(parents=True)
+        for capture in (shared_data / "pcaps" / name).glob("*.pcap"):
+            shutil.copy(capture, source / name / capture.name)
+    proc = subprocess.run([sys.executable, "-m", "netdiffusion", "run", "--input", str(source), "--preset", "tiny",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    assert set(summary["classes"]) == set(TINY_CLASSES) and summary["classes_without_pcaps"] == {}
