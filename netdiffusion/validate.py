@@ -366,5 +366,18 @@ def summary_text(result: dict) -> str:
         f"{t['seconds']} s ({t['seconds_per_1000_packets']} s per 1,000 packets)",
     ]
     if result["failed"]:
-        lines.append("failed: " + ", ".join(result["failed"][:10]) + (" ..." if len(result["failed"]) > 10 else ""))
+        records = {r.get("file"): r for r in result.get("files", [])}
+        lines.append("failed:")
+        lines += [f"  {name}: {_failure_reason(records.get(name, {}))}" for name in result["failed"][:10]]
+        if len(result["failed"]) > 10:
+            lines.append(f"  ... and {len(result['failed']) - 10} more (the report's \"failed\" list)")
     return "\n".join(lines)
+
+
+def _failure_reason(record: dict) -> str:
+    """Which checks a file failed and the tools' own words, so the summary says why, not only which."""
+    checks = ", ".join(record.get("failed_checks") or []) or "failed"
+    words = [f"{tool}: {text.splitlines()[0].strip().removeprefix(tool + ': ')}" for tool, text in (
+        ("tshark", record.get("tshark_error")), ("scapy", record.get("scapy_error")),
+        ("tcpreplay", (record.get("tcpreplay") or {}).get("error"))) if text]
+    return f"{checks} ({'; '.join(words)})" if words else checks

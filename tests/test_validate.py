@@ -105,6 +105,11 @@ def test_a_pcap_without_packets_fails_as_empty(tmp_path: Path) -> None:
     from netdiffusion.validate import summary_text
 
     assert "empty 1" in summary_text(result)
+    (tmp_path / "garbage.pcap").write_bytes(b"garbage")  # the summary says why each file failed
+    lines = summary_text(validate_dir(tmp_path, tcpreplay=False, progress=False)).splitlines()
+    assert lines[lines.index("failed:") + 1:] == [
+        "  empty.pcap: empty", "  garbage.pcap: scapy_errors (scapy: Scapy_Exception: Not a supported capture file)"]
+    (tmp_path / "garbage.pcap").unlink()
     allowed = validate_dir(tmp_path, tcpreplay=False, progress=False, thresholds={"empty": 1})
     assert allowed["failed"] == []
 
