@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # subcommand -> module under netdiffusion.commands, in the order --help lists them
@@ -62,16 +63,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# argument destinations that name a folder the command writes, and a file it writes; the commands
+# that write them here (submit, schedule and promote only read --out, often in a read-only pod)
+OUTPUT_FOLDERS = ("output", "out")
+OUTPUT_FILES = ("report",)
+WRITES_OUTPUT = ("encode", "decode", "export-nprint", "import-nprint", "train", "generate", "repair",
+                 "validate", "evaluate", "run")
+
+
+def output_path_problem(args: argparse.Namespace) -> str | None:
+    """Why an output argument cannot be used, before any work is done: a folder argument that is an
+    existing file (or below one), a file argument that is an existing folder. Remote URIs are left
+    to the command; permissions and full disks to the OSError line of :func:`main`."""
+    if getattr(args, "command", None) not in WRITES_OUTPUT:
+        return None
+    for dests, want_folder in ((OUTPUT_FOLDERS, True), (OUTPUT_FILES, False)):
+        for dest in dests:
+            value = getattr(args, dest, None)
+            if not isinstance(value, str) or not value or "://" in value:
+                continue
+            path = os.path.abspath(value)
+            flag = "--" + dest
+            if os.path.exists(path):
+                if want_folder and not os.path.isdir(path):
+                    return f"{flag} {value}: is a file, not a folder"
+                if not want_folder and os.path.isdir(path):
+                    return f"{flag} {value}: is a folder, not a file"
+            existing = path if want_folder and os.path.isdir(path) else os.path.dirname(path)
+            while not os.path.exists(existing):
+                existing = os.path.dirname(existing)
+            if not os.path.isdir(existing):
+                return f"{flag} {value}: {existing} is a file, not a folder"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    problem = output_path_problem(args)
+    if problem:
+        print(f"netdiffusion {args.command}: error: {problem}", file=sys.stderr)
+        return 2
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        # the file system refused (no space left, a permission, a path that changed meanwhile): one
+        # line naming the path and the reason, not a traceback (-v logs it, NETDIFFUSION_DEBUG=1 raises)
+        if os.environ.get("NETDIFFUSION_DEBUG", "") not in ("", "0"):
+            raise
+        logging.getLogger("netdiffusion").debug("%s failed", args.command, exc_info=True)
+        paths = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        print(f"netdiffusion {args.command}: error: {paths + ': ' if paths else ''}{reason}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ Shards are written atomically (temp file + rename), so readers never see half a 
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import logging
@@ -201,6 +202,7 @@ def _create_temp(path: str) -> tuple[int, str]:
     encoder writes a shard, ``fields.json`` and ``summary.json`` per run, and mkstemp plus fchmod
     cost more than the shard's own write (measured ~0.3 ms per encode)."""
     folder, name = os.path.split(path)
+    made = False
     for _ in range(100):
         tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_TEMP_NAMES)}.{os.urandom(3).hex()}.tmp")
         try:
@@ -208,7 +210,12 @@ def _create_temp(path: str) -> tuple[int, str]:
         except FileExistsError:
             continue
         except FileNotFoundError:  # the folder does not exist yet (checked only then: mkdir costs)
+            if made:  # it does, and still no file can be made there (e.g. /proc): say so
+                raise FileNotFoundError(errno.ENOENT, "cannot create a file in this folder", path) from None
             os.makedirs(folder or ".", exist_ok=True)
+            made = True
+        except OSError as exc:  # no permission, a read-only file system: named by the file asked for
+            raise type(exc)(exc.errno, exc.strerror, path) from None
     raise FileExistsError(f"no free temporary name beside {path}")
 
 

@@ -229,6 +229,50 @@ def test_validate_missing_or_empty_input(tmp_path: Path, capsys: pytest.CaptureF
     _one_line_error(capsys, "validate", rc, "--threshold")
 
 
+@pytest.mark.parametrize("command", ["encode", "decode", "export-nprint", "import-nprint", "train", "generate",
+                                     "repair", "evaluate", "run"])
+def test_an_output_folder_that_is_a_file_is_one_line(command: str, tmp_path: Path, capsys) -> None:
+    """`--output` / `--out` naming an existing file (or a path below one) was a FileExistsError
+    traceback after the command had read its inputs (QA); now one line before any work."""
+    taken = tmp_path / "taken.pcap"
+    taken.write_bytes(b"x")
+    inputs = {"encode": ["--input", str(tmp_path)], "decode": ["--input", str(tmp_path)],
+              "export-nprint": ["--input", str(tmp_path)], "import-nprint": ["--input", str(tmp_path)],
+              "train": ["--data", str(tmp_path), "--config", "tiny"], "generate": ["--model", str(tmp_path)],
+              "repair": ["--input", str(tmp_path)],
+              "evaluate": ["--real", str(tmp_path), "--synthetic", str(tmp_path), "--train", str(tmp_path)],
+              "run": ["--preset", "tiny"]}[command]
+    flag = "--out" if command == "run" else "--output"
+    rc = cli_main([command, *inputs, flag, str(taken)])
+    _one_line_error(capsys, command, rc, f"{flag} {taken}: is a file, not a folder")
+    rc = cli_main([command, *inputs, flag, str(taken / "below")])
+    _one_line_error(capsys, command, rc, f"{taken} is a file, not a folder")
+    assert taken.read_bytes() == b"x"
+
+
+def test_a_report_path_that_is_a_folder_or_cannot_be_made_is_one_line(tmp_path: Path, capsys) -> None:
+    from scapy.all import IP, UDP, Ether, wrpcap
+
+    (tmp_path / "pcaps").mkdir()
+    wrpcap(str(tmp_path / "pcaps" / "one.pcap"),
+           [Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=40000, dport=40001)])
+    (tmp_path / "folder").mkdir()
+    rc = cli_main(["validate", "--input", str(tmp_path / "pcaps"), "--report", str(tmp_path / "folder"),
+                   "--no-tcpreplay"])
+    _one_line_error(capsys, "validate", rc, f"--report {tmp_path / 'folder'}: is a folder, not a file")
+    # no file can be made in /proc (was: "no free temporary name beside ...", a traceback)
+    rc = cli_main(["validate", "--input", str(tmp_path / "pcaps"), "--report", "/proc/netdiffusion-report.json",
+                   "--no-tcpreplay"])
+    _one_line_error(capsys, "validate", rc, "cannot create a file in this folder", "/proc/netdiffusion-report.json")
+    # the file system refuses after the work (sysfs: no permission, even for root; or read-only):
+    # one line naming the report, not its temporary name, exit status 1 (was: a traceback)
+    rc = cli_main(["validate", "--input", str(tmp_path / "pcaps"), "--report", "/sys/netdiffusion-report.json",
+                   "--no-tcpreplay"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("netdiffusion validate: error: /sys/netdiffusion-report.json: ")
+
+
 def test_help_states_each_default_once() -> None:
     """``--help`` said "(default: all) (default: None)": the help's own default, then argparse's."""
     import re

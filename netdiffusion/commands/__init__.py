@@ -2,7 +2,10 @@
 
 Input problems (a missing dataset, a bad argument or config) end a command with one line on
 stderr, ``netdiffusion COMMAND: error: ...``, and exit status 2; set ``NETDIFFUSION_DEBUG=1`` to get
-the traceback instead. Anything else (a bug) still raises."""
+the traceback instead. ``netdiffusion.cli.main`` checks output arguments before a command runs (a
+``--output``/``--out`` folder that is a file, a ``--report`` file that is a folder: exit status 2)
+and turns a file-system refusal during the work (no permission, no space) into one line naming the
+path, exit status 1. Anything else (a bug) still raises."""
 
 from __future__ import annotations
 
