@@ -313,7 +313,9 @@ def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
     Every file is laid onto the dataset layout ``headers`` (headers a file lacks become absent, as
     for NetDiffusion's ipv4+tcp+udp+icmp files). Label: ``label``, else what the export's
     ``labels.json`` records for the file, else the file name's ``<label>_<NN>`` prefix, else the
-    parent folder. Macro: ``macro``, else the export's record, else ``""``."""
+    parent folder. Macro: ``macro``, else the export's record, else ``""``. Raises
+    ``FileNotFoundError`` when the inputs name no file at all (folders without ``*.nprint`` /
+    ``*.csv``); nothing is written then."""
     started = time.perf_counter()
     out = Path(output)
     files: list[Path] = []
@@ -321,6 +323,8 @@ def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
         p = Path(item)
         files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".nprint", ".csv"))
                      if p.is_dir() else [p])
+    if not files:  # nothing to import: say so instead of writing an empty dataset
+        raise FileNotFoundError(f"no nPrint CSV files (*.nprint, *.csv) under {', '.join(map(str, inputs))}")
     layout = Layout(headers)
     rejected: list[dict] = []
     flows: Counter[str] = Counter()

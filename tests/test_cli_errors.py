@@ -391,3 +391,17 @@ def test_nprint_values_other_than_one_zero_minus_one_are_named_not_read_as_bits(
         shard.unlink()
     _one_line_error(capsys, "repair", cli_main(["repair", "-i", str(copy), "-o", str(tmp_path / "o2")]),
                     "none of its 1 shards could be read", "1 / 0 / -1")
+
+
+def test_import_nprint_without_csv_files_and_serve_port_out_of_range(tmp_path: Path, capsys) -> None:
+    """Import from a folder with no *.nprint / *.csv wrote an empty dataset and exited 1 without a
+    word; `serve --port 99999` was an OverflowError traceback from bind() (QA)."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.pcap").write_bytes(b"x")
+    rc = cli_main(["import-nprint", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")])
+    _one_line_error(capsys, "import-nprint", rc, "no nPrint CSV files (*.nprint, *.csv) under", str(tmp_path / "in"))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["serve", "--port", "99999", "--state-dir", str(tmp_path / "state")])
+    assert stop.value.code == 2 and "--port: 99999 is not a port number (0-65535)" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()

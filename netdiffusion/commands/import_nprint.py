@@ -22,9 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netdiffusion.commands import input_error
     from netdiffusion.nprint_csv import import_files
 
-    summary = import_files(args.input, args.output, label=args.label, macro=args.macro, flow_size=args.flow_size,
-                           headers=[h.strip() for h in args.headers.split(",") if h.strip()])
+    try:
+        summary = import_files(args.input, args.output, label=args.label, macro=args.macro,
+                               flow_size=args.flow_size, headers=[h.strip() for h in args.headers.split(",") if h.strip()])
+    except (FileNotFoundError, ValueError) as exc:  # no files to import, a bad --headers
+        return input_error("import-nprint", exc)
     print(json.dumps(summary, indent=2))
     return 0 if summary["files_read"] else 1

@@ -11,9 +11,20 @@ from pathlib import Path
 HELP = "HTTP service: request synthetic traffic jobs (FastAPI + uvicorn)"
 
 
+def _port(text: str) -> int:
+    """A TCP port number (argparse type): out of range is a usage error, not a bind() traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on")
+    parser.add_argument("--port", type=_port, default=8080, help="port to listen on")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="job database and results (default: $NETDIFFUSION_SERVE_STATE_DIR or ./serve-state)")
     parser.add_argument("--model", default=None,
