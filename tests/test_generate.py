@@ -91,3 +91,31 @@ def test_direction_and_wire_length_from_bits() -> None:
     flipped[:, layout.field_slice("ipv4_src").start] ^= 1  # one noisy address bit
     np.testing.assert_array_equal(directions_from_bits(flipped, layout), (src != src[0]).astype(np.int8))
     np.testing.assert_array_equal(wire_lengths(flow, layout), layout.field_values(flow, "ipv4_tl") + 14)
+
+
+def test_a_class_larger_than_a_part_is_written_in_parts_with_the_same_rows(tiny_model: Path, tmp_path: Path) -> None:
+    """Generation kept every flow of a class (and a mask per flow) in memory until one shard was
+    written: COUNT=5000 flows of ~900 packets needed ~26 GB. A class with more rows than
+    ``part_rows`` is written in parts as it is generated; the rows, ids and timestamps are those
+    the one shard holds, and a later call replaces the parts (and stale images) of its seed."""
+    from netdiffusion.model.generate import generate
+
+    cls = json.loads((tiny_model / "model.json").read_text())["classes"][0]
+    generate(tiny_model, tmp_path / "one", classes=[cls], count=6, seed=2)
+    stats = generate(tiny_model, tmp_path / "parts", classes=[cls], count=6, seed=2, part_rows=20)
+    one, parts = read_packets(tmp_path / "one"), read_packets(tmp_path / "parts")
+    names = sorted(p.name for p in (tmp_path / "parts").glob("*.parquet"))
+    assert len(names) > 1 and all("-s2-p" in n for n in names), names
+    assert stats["per_class"][cls]["packets"] == len(one) == len(parts)
+    a = np.lexsort((one.packet_index, one.flow_id.astype(str)))
+    b = np.lexsort((parts.packet_index, parts.flow_id.astype(str)))
+    for column in ("flow_id", "label", "macro", "packet_index", "timestamp", "direction", "wire_length", "nprint"):
+        assert np.array_equal(getattr(one, column)[a], getattr(parts, column)[b]), column
+    images = sorted(p.name for p in (tmp_path / "parts" / "images").rglob("*.png"))
+    assert images == sorted(p.name for p in (tmp_path / "one" / "images").rglob("*.png")) and len(images) == 6
+    generate(tiny_model, tmp_path / "parts", classes=[cls], count=3, seed=2)  # fits one shard again
+    assert [p.name for p in (tmp_path / "parts").glob("*.parquet")] == [f"{names[0].split('-s2-')[0]}-s2.parquet"]
+    assert len(list((tmp_path / "parts" / "images").rglob("*.png"))) == 3
+    assert len(set(read_packets(tmp_path / "parts").flow_id)) == 3
+    with pytest.raises(ValueError, match="part_rows"):
+        generate(tiny_model, tmp_path / "bad", classes=[cls], count=1, part_rows=0)

@@ -31,6 +31,10 @@ from netdiffusion.names import file_name
 log = logging.getLogger(__name__)
 
 ETHERNET_BYTES = 14
+# rows per Parquet shard of one class: a class whose flows hold more is written in parts as they are
+# generated, so memory stays bounded by a part (COUNT=5000 flows of ~900 packets held at once took
+# ~26 GB: matrices, their masks and the concatenated copy)
+PART_ROWS = 1 << 17
 
 
 def load_model_meta(model: str | os.PathLike) -> dict[str, Any]:
@@ -102,13 +106,16 @@ def wire_lengths(matrix: np.ndarray, layout: Layout) -> np.ndarray:
 
 def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: list[str] | None = None,
              count: int = 10, seed: int = 0, batch: int | None = None, steps: int | None = None,
-             sampler: str | None = None, images: bool = True) -> dict[str, Any]:
+             sampler: str | None = None, images: bool = True, part_rows: int = PART_ROWS) -> dict[str, Any]:
     """Generate ``count`` flows per class into ``output`` (Parquet dataset + ``images/<class>/``).
 
     ``batch`` and ``steps`` default (None) to the model config's; given, they must be at least 1.
+    A class is one shard ``<class>-s<seed>.parquet`` (flows in id order); one whose flows hold more
+    than ``part_rows`` rows is written in parts ``<class>-s<seed>-pNNNN.parquet`` as its flows are
+    generated (each part whole flows; the same rows, ids and timestamps as one shard would hold).
     Every argument is checked before ``output`` is created."""
     model_dir, output = Path(model), Path(output)
-    for name, value in (("count", count), ("batch", batch), ("steps", steps)):
+    for name, value in (("count", count), ("batch", batch), ("steps", steps), ("part_rows", part_rows)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ValueError(f"{name} must be an integer of at least 1, not {value!r}")
     if isinstance(seed, bool) or int(seed) != seed or seed < 0:
@@ -146,47 +153,50 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
         lengths_all, offsets = tpl.lengths, tpl.offsets
         chosen = pick_templates(lengths_all, offsets, count, rng)
         flow_lengths = np.minimum(np.diff(offsets)[chosen], int(meta["packets"]))
-        masks = [mask_from_lengths(lengths_all[offsets[t] : offsets[t] + n], layout)
-                 for t, n in zip(chosen, flow_lengths, strict=True)]
-        # each template packet's direction (models trained before templates kept it: none)
-        directions = None if tpl.direction is None else [
-            tpl.direction[offsets[t] : offsets[t] + n] for t, n in zip(chosen, flow_lengths, strict=True)]
+        flow_ids = [f"{file_name(label)}-s{seed}-{i:06d}" for i in range(count)]
+        # drawn for all flows at once, in id order (what one shard holds); parts take their slices
+        timestamps = sample_timestamps(timing[label], flow_lengths, rng)
+        row_starts = np.r_[0, np.cumsum(flow_lengths)].astype(np.int64)
+        in_parts = int(row_starts[-1]) > part_rows
+        macro = meta.get("macros", {}).get(label, "")
+        stem = f"{file_name(label)}-s{seed}"
+
+        written: set[str] = set()
+        part = _ClassPart(output, label, macro, flow_ids, timestamps, row_starts, layout, meta, images, written)
         order = np.argsort(flow_lengths, kind="stable")  # similar lengths share a batch: less padding
-        matrices: list[np.ndarray | None] = [None] * count
+        done: list[tuple[int, np.ndarray]] = []
+        buffered = 0
         for b0 in range(0, count, batch):
             idx = order[b0 : b0 + batch]
             batch_seed = [*class_seed(seed, label), b0]
-            out = fill([masks[i] for i in idx], known.index(label), batch_seed,
-                       None if directions is None else [directions[i] for i in idx])
+            # masks and directions per batch: built for every flow up front they cost as much memory
+            # as the flows themselves
+            masks = [mask_from_lengths(lengths_all[offsets[chosen[i]] : offsets[chosen[i]] + flow_lengths[i]], layout)
+                     for i in idx]
+            directions = None if tpl.direction is None else [
+                tpl.direction[offsets[chosen[i]] : offsets[chosen[i]] + flow_lengths[i]] for i in idx]
+            out = fill(masks, known.index(label), batch_seed, directions)
             for i, m in zip(idx, out, strict=True):
-                matrices[i] = m
-        flows = [np.asarray(m, dtype=np.int8) for m in matrices if m is not None]
-        flow_ids = [f"{file_name(label)}-s{seed}-{i:06d}" for i in range(count)]
-        n_rows = np.array([len(m) for m in flows])
-        matrix = np.concatenate(flows)
-        direction = np.concatenate([directions_from_bits(m, layout) for m in flows])
-        packets = Packets(
-            flow_id=np.repeat(np.array(flow_ids, dtype=object), n_rows),
-            label=np.full(len(matrix), label, dtype=object),
-            macro=np.full(len(matrix), meta.get("macros", {}).get(label, ""), dtype=object),
-            packet_index=np.concatenate([np.arange(n) for n in n_rows]).astype(np.int32),
-            timestamp=sample_timestamps(timing[label], n_rows, rng),
-            direction=direction,
-            wire_length=wire_lengths(matrix, layout),
-            source=np.full(len(matrix), meta["model_id"], dtype=object),
-            frame=np.zeros(len(matrix), dtype=np.int64),
-            nprint=matrix,
-        )
-        write_shard(packets, output / f"{file_name(label)}-s{seed}.parquet")
-        # this call replaces the class's shard of this seed: its earlier images go with it
-        for stale in (output / "images" / file_name(label)).glob(f"{file_name(label)}-s{seed}-*.png"):
-            stale.unlink()
-        if images:
-            for fid, m in zip(flow_ids, flows, strict=True):
-                save_png(output / "images" / file_name(label) / f"{fid}.png",
-                         matrix_to_image(m, rows=int(meta["packets"])))
+                m = np.asarray(m, dtype=np.int8)
+                if len(m) != flow_lengths[i]:
+                    raise RuntimeError(f"{label}: the model returned {len(m)} rows for a {flow_lengths[i]}-packet flow")
+                done.append((int(i), m))
+                buffered += len(m)
+            if in_parts and buffered >= part_rows:
+                part.write(sorted(done, key=lambda flow: flow[0]), f"{stem}-p{len(written):04d}.parquet")
+                done, buffered = [], 0
+        if done:
+            part.write(sorted(done, key=lambda flow: flow[0]), f"{stem}-p{len(written):04d}.parquet" if in_parts else f"{stem}.parquet")
+        # this call replaces the class's shards and images of this seed: earlier ones it did not write go
+        for stale in [*output.glob(f"{stem}.parquet"), *output.glob(f"{stem}-p*.parquet")]:
+            if stale.name not in written:
+                stale.unlink()
+        produced = {f"{fid}.png" for fid in flow_ids} if images else set()
+        for stale in (output / "images" / file_name(label)).glob(f"{stem}-*.png"):
+            if stale.name not in produced:
+                stale.unlink()
         secs = time.time() - t0
-        per_class[label] = {"flows": count, "packets": int(n_rows.sum()), "seconds": round(secs, 3),
+        per_class[label] = {"flows": count, "packets": int(row_starts[-1]), "seconds": round(secs, 3),
                             "flows_per_s": round(count / max(secs, 1e-9), 4)}
         log.info("generated %d %s flows in %.1fs", count, label, secs)
     seconds = time.time() - started
@@ -196,6 +206,40 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
              "per_class": per_class}
     _merge_summary(output, stats)
     return stats
+
+
+class _ClassPart:
+    """Writes generated flows of one class as a shard (and their images): what one class's flows
+    share, so that a part can be written while the next flows are generated."""
+
+    def __init__(self, output: Path, label: str, macro: str, flow_ids: list[str], timestamps: np.ndarray,
+                 row_starts: np.ndarray, layout: Layout, meta: dict, images: bool, written: set[str]) -> None:
+        self.output, self.label, self.macro, self.flow_ids = output, label, macro, flow_ids
+        self.timestamps, self.row_starts, self.layout, self.meta = timestamps, row_starts, layout, meta
+        self.images, self.written = images, written
+
+    def write(self, flows: list[tuple[int, np.ndarray]], name: str) -> None:
+        """Flows ``(id index, matrix)`` as one shard ``name`` (each flow's rows together)."""
+        n_rows = np.array([len(m) for _, m in flows])
+        matrix = np.concatenate([m for _, m in flows])
+        starts = self.row_starts
+        write_shard(Packets(
+            flow_id=np.repeat(np.array([self.flow_ids[i] for i, _ in flows], dtype=object), n_rows),
+            label=np.full(len(matrix), self.label, dtype=object),
+            macro=np.full(len(matrix), self.macro, dtype=object),
+            packet_index=np.concatenate([np.arange(n) for n in n_rows]).astype(np.int32),
+            timestamp=np.concatenate([self.timestamps[starts[i]:starts[i + 1]] for i, _ in flows]),
+            direction=np.concatenate([directions_from_bits(m, self.layout) for _, m in flows]),
+            wire_length=wire_lengths(matrix, self.layout),
+            source=np.full(len(matrix), self.meta["model_id"], dtype=object),
+            frame=np.zeros(len(matrix), dtype=np.int64),
+            nprint=matrix,
+        ), self.output / name)
+        self.written.add(name)
+        if self.images:
+            for i, m in flows:
+                save_png(self.output / "images" / file_name(self.label) / f"{self.flow_ids[i]}.png",
+                         matrix_to_image(m, rows=int(self.meta["packets"])))
 
 
 def _check_output(output: Path, meta: dict) -> None:
