@@ -273,6 +273,37 @@ def test_concurrent_cold_downloads_share_the_cache(sqlite_registry: str, tmp_pat
         mlflow.set_registry_uri(None)
 
 
+def test_a_registry_version_is_downloaded_once_and_an_alias_follows_its_version(
+        sqlite_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every job downloaded its model again (aliases move), a few GB per job for SD weights. An
+    alias is now resolved to its version and each version's copy is kept (versions never change);
+    moving the alias moves jobs to the other version's copy at once."""
+    import mlflow
+
+    from netdiffusion.serve.models import ModelSource
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_registry)
+    mlflow.set_tracking_uri(sqlite_registry)
+    try:
+        source = ModelSource(f"models:/{MODEL_NAME}@champion", cache_dir=tmp_path / "models")
+        first = source.local_dir(f"models:/{MODEL_NAME}@challenger")
+        inode = (first / "model.json").stat().st_ino
+        again = source.local_dir(f"models:/{MODEL_NAME}@challenger")
+        assert again == first and (again / "model.json").stat().st_ino == inode  # not downloaded again
+        challenger = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "challenger").version
+        assert source.local_dir(f"models:/{MODEL_NAME}/{challenger}") == first  # the same version
+        champion = source.local_dir(f"models:/{MODEL_NAME}@champion")
+        assert champion != first and (champion / "model.json").exists()
+        mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "challenger", "1")
+        try:
+            assert source.local_dir(f"models:/{MODEL_NAME}@challenger") == champion  # follows the alias
+        finally:
+            mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "challenger", challenger)
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
 def test_bad_model_references_are_client_errors(sqlite_registry: str, tiny_model: Path, tmp_path: Path) -> None:
     env = {**BASE_ENV, "MLFLOW_TRACKING_URI": sqlite_registry}
     cls = model_classes(tiny_model)[0]

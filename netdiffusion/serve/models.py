@@ -132,20 +132,29 @@ class ModelSource:
     def local_dir(self, reference: str) -> Path:
         """A directory holding the model (downloads registry models through netdiffusion.tracking).
 
-        One cache dir per reference, refreshed on each fetch (aliases move between versions). Many
-        threads and job processes fetch concurrently, so a fetch downloads into a temp dir and
-        renames it into place under a lock (thread lock + ``flock``); a caller that waited while
-        another one fetched uses that fresh copy instead of downloading again."""
+        An alias is resolved to the version it names now (one registry call) and each version is
+        downloaded once and kept: versions never change (before, every job downloaded its model
+        again, a few GB per job for SD weights). References that are not versions are cached per
+        reference and refreshed on each fetch. Many threads and job processes fetch concurrently,
+        so a fetch downloads into a temp dir and renames it into place under a lock (thread lock +
+        ``flock``); a caller that waited while another one fetched uses that fresh copy instead of
+        downloading again."""
         if not is_registry_uri(reference):
             return Path(reference)
         from netdiffusion import tracking  # lazy: mlflow is heavy
+        from netdiffusion.tracking.model import pinned_version_uri
 
+        try:
+            pinned = pinned_version_uri(reference)
+        except Exception:  # noqa: BLE001 - unresolvable here: the download below says why (404 / 503)
+            pinned = None
+        reference = pinned or reference
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         dst = self.cache_dir / hashlib.sha256(reference.encode()).hexdigest()[:16]
         marker = self.cache_dir / f"{dst.name}.fetched"
         asked = time.time()
         with _exclusive(self.cache_dir / f"{dst.name}.lock"):
-            if marker.exists() and marker.stat().st_mtime >= asked and dst.exists():
+            if marker.exists() and (pinned or marker.stat().st_mtime >= asked) and dst.exists():
                 found = dst / marker.read_text().strip()
                 if (found / "model.json").exists():
                     return found

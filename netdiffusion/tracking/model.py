@@ -160,6 +160,25 @@ def load_model_dir(uri: str | os.PathLike, dst: str | os.PathLike | None = None,
     return _find_model_dir(root, text)
 
 
+def pinned_version_uri(uri: str, *, settings: Any = None) -> str | None:
+    """``models:/NAME/VERSION`` that ``uri`` names now: the alias's current version for
+    ``models:/NAME@ALIAS``, ``uri`` itself for a version; None for other URIs. A registry version
+    never changes, so a copy downloaded for it can be kept (an alias moves: resolve it each time)."""
+    text = str(uri)
+    if not text.startswith("models:/"):
+        return None
+    body = text[len("models:/"):]
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        import mlflow
+
+        _ensure_tracking(settings)
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+        return f"models:/{name}/{version}"
+    name, _, version = body.partition("/")
+    return text if name and version.isdigit() else None
+
+
 def load_model(uri: str, *, settings: Any = None) -> Any:
     """The pyfunc (``predict(DataFrame[class, count, seed])``) for a model URI."""
     import mlflow
