@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -75,32 +76,45 @@ def publish(local: str | os.PathLike, uri: str) -> int:
 
 
 # -------------------------------------------------------------------------------------- manifests
-def read_manifest(root_uri: str, scratch: str | os.PathLike, classes: Sequence[str] = ()) -> list[dict[str, str]]:
+def _manifest_rows(manifest: Path) -> list[dict[str, str]]:
+    """The rows of a manifest file; one without its columns, or a row without path or label, is an error."""
+    # utf-8-sig: a byte order mark (spreadsheet exports) would otherwise hide the "path" column
+    with open(manifest, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{manifest}: manifest lacks column(s) {sorted(missing)}")
+        rows = []
+        for r in reader:
+            row = {k: (r.get(k) or "") for k in MANIFEST_COLUMNS}
+            row["label"], row["path"] = row["label"].strip(), row["path"].strip()  # as encode reads them
+            if not row["path"] or not row["label"]:
+                raise ValueError(f"{manifest}: line {reader.line_num}: empty path or label")
+            rows.append(row)
+    return rows
+
+
+def read_manifest(root_uri: str, scratch: str | os.PathLike | None = None,
+                  classes: Sequence[str] = ()) -> list[dict[str, str]]:
     """Rows of ``<root>/manifest.csv`` (path,label,macro,source), optionally only some classes.
 
     A local folder without a manifest is read the way ``netdiffusion encode`` reads a folder:
-    every capture below it, labelled by its class folder (or a ``label_NN.pcap`` name)."""
+    every capture below it, labelled by its class folder (or a ``label_NN.pcap`` name). A remote
+    manifest is downloaded into ``scratch``, or without one into a temporary folder removed after
+    reading (tasks must not leave files behind)."""
     local_root = Path(root_uri.removeprefix("file://"))
     if not is_s3(root_uri) and not local_root.exists():
         raise FileNotFoundError(f"{root_uri}: input folder not found")
     if not is_s3(root_uri) and local_root.is_dir() and not (local_root / MANIFEST).exists():
         manifest: Path | str = f"{local_root} (no {MANIFEST}: labels from class folders / file names)"
         rows = _rows_from_folder(local_root)
+    elif scratch is None:
+        with tempfile.TemporaryDirectory(prefix="manifest-") as tmp:
+            manifest = fetch(root_uri.rstrip("/") + "/" + MANIFEST, tmp)
+            rows = _manifest_rows(manifest)
     else:
         manifest = fetch(root_uri.rstrip("/") + "/" + MANIFEST, scratch)
-        # utf-8-sig: a byte order mark (spreadsheet exports) would otherwise hide the "path" column
-        with open(manifest, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"path", "label"} - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(f"{manifest}: manifest lacks column(s) {sorted(missing)}")
-            rows = []
-            for r in reader:
-                row = {k: (r.get(k) or "") for k in MANIFEST_COLUMNS}
-                row["label"], row["path"] = row["label"].strip(), row["path"].strip()  # as encode reads them
-                if not row["path"] or not row["label"]:
-                    raise ValueError(f"{manifest}: line {reader.line_num}: empty path or label")
-                rows.append(row)
+        rows = _manifest_rows(manifest)
     wanted = {c.strip() for c in classes if c.strip()}
     if wanted:
         unknown = wanted - {r["label"] for r in rows}

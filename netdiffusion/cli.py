@@ -103,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from netdiffusion.commands import debugging, error
+
     problem = output_path_problem(args)
     if problem:
-        print(f"netdiffusion {args.command}: error: {problem}", file=sys.stderr)
-        return 2
+        return error(args.command, problem)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # the file system refused (no space left, a permission, a path that changed meanwhile): one
         # line naming the path and the reason, not a traceback (-v logs it, NETDIFFUSION_DEBUG=1 raises)
-        if os.environ.get("NETDIFFUSION_DEBUG", "") not in ("", "0"):
+        if debugging():
             raise
         logging.getLogger("netdiffusion").debug("%s failed", args.command, exc_info=True)
         paths = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)

@@ -305,13 +305,10 @@ def _encode_totals(root: Path, artifact: Path) -> dict[str, Any]:
 def _classes_without_pcaps(input_uri: str, chosen: list[str], summary: dict[str, Any]) -> dict[str, str]:
     """Classes asked for (or, without ``--classes``, in the input's manifest) that got no pcaps, with
     why: a run that leaves a class out must say so in its summary, not only in a task's log."""
-    import tempfile
-
     from components.common import read_manifest
 
     try:
-        with tempfile.TemporaryDirectory() as scratch:
-            rows = read_manifest(input_uri, scratch)
+        rows = read_manifest(input_uri)
     except (OSError, ValueError):
         rows = []
     rejected: dict[str, int] = {}

@@ -17,14 +17,11 @@ def plan_shards(input_uri: str, classes: List[str], shards: int) -> List[str]:  
 
     Each item is a JSON string for one ``encode_shard`` task (a ParallelFor item).
     """
-    import tempfile
-
     from components.common import plan_shards as split
     from components.common import read_manifest, setup_logging, stage_log
 
     setup_logging()
-    with tempfile.TemporaryDirectory(prefix="manifest-") as scratch:
-        rows = read_manifest(input_uri, scratch, classes)
+    rows = read_manifest(input_uri, classes=classes)
     groups = split(input_uri, rows, shards)
     stage_log("plan", captures=len(rows), classes=len({r["label"] for r in rows}), shards=len(groups))
     return groups
@@ -41,14 +38,12 @@ def list_classes(input_uri: str, classes: List[str], model: Input[Model]) -> Lis
     """
     import json
     import logging
-    import tempfile
     from pathlib import Path
 
     from components.common import read_manifest, setup_logging, stage_log
 
     setup_logging()
-    with tempfile.TemporaryDirectory(prefix="manifest-") as scratch:
-        rows = read_manifest(input_uri, scratch, classes)
+    rows = read_manifest(input_uri, classes=classes)
     wanted = sorted({r["label"] for r in rows})
     known = {str(c) for c in json.loads((Path(model.path) / "model.json").read_text()).get("classes", [])}
     skipped = [c for c in wanted if c not in known]

@@ -33,8 +33,13 @@ def class_names(text: str | None) -> list[str] | None:
     return names
 
 
+def debugging() -> bool:
+    """``NETDIFFUSION_DEBUG`` is set: errors are raised with their traceback, not turned into a line."""
+    return os.environ.get("NETDIFFUSION_DEBUG", "") not in ("", "0")
+
+
 def input_error(command: str, exc: BaseException) -> int:
     """:func:`error` for a caught input exception; re-raised when ``NETDIFFUSION_DEBUG`` is set."""
-    if os.environ.get("NETDIFFUSION_DEBUG", "") not in ("", "0"):
+    if debugging():
         raise exc
     return error(command, exc)

@@ -157,12 +157,10 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
         # drawn for all flows at once, in id order (what one shard holds); parts take their slices
         timestamps = sample_timestamps(timing[label], flow_lengths, rng)
         row_starts = np.r_[0, np.cumsum(flow_lengths)].astype(np.int64)
-        in_parts = int(row_starts[-1]) > part_rows
-        macro = meta.get("macros", {}).get(label, "")
         stem = f"{file_name(label)}-s{seed}"
-
-        written: set[str] = set()
-        part = _ClassPart(output, label, macro, flow_ids, timestamps, row_starts, layout, meta, images, written)
+        part = _ClassPart(output, stem, label, meta.get("macros", {}).get(label, ""), flow_ids, timestamps,
+                          row_starts, layout, meta, images, in_parts=int(row_starts[-1]) > part_rows)
+        template_start = offsets[chosen]  # flow i: template rows template_start[i] + [0, flow_lengths[i])
         order = np.argsort(flow_lengths, kind="stable")  # similar lengths share a batch: less padding
         done: list[tuple[int, np.ndarray]] = []
         buffered = 0
@@ -171,10 +169,9 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
             batch_seed = [*class_seed(seed, label), b0]
             # masks and directions per batch: built for every flow up front they cost as much memory
             # as the flows themselves
-            masks = [mask_from_lengths(lengths_all[offsets[chosen[i]] : offsets[chosen[i]] + flow_lengths[i]], layout)
-                     for i in idx]
-            directions = None if tpl.direction is None else [
-                tpl.direction[offsets[chosen[i]] : offsets[chosen[i]] + flow_lengths[i]] for i in idx]
+            spans = [slice(template_start[i], template_start[i] + flow_lengths[i]) for i in idx]
+            masks = [mask_from_lengths(lengths_all[span], layout) for span in spans]
+            directions = None if tpl.direction is None else [tpl.direction[span] for span in spans]
             out = fill(masks, known.index(label), batch_seed, directions)
             for i, m in zip(idx, out, strict=True):
                 m = np.asarray(m, dtype=np.int8)
@@ -182,14 +179,14 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
                     raise RuntimeError(f"{label}: the model returned {len(m)} rows for a {flow_lengths[i]}-packet flow")
                 done.append((int(i), m))
                 buffered += len(m)
-            if in_parts and buffered >= part_rows:
-                part.write(sorted(done, key=lambda flow: flow[0]), f"{stem}-p{len(written):04d}.parquet")
+            if part.in_parts and buffered >= part_rows:
+                part.write(done)
                 done, buffered = [], 0
         if done:
-            part.write(sorted(done, key=lambda flow: flow[0]), f"{stem}-p{len(written):04d}.parquet" if in_parts else f"{stem}.parquet")
+            part.write(done)
         # this call replaces the class's shards and images of this seed: earlier ones it did not write go
         for stale in [*output.glob(f"{stem}.parquet"), *output.glob(f"{stem}-p*.parquet")]:
-            if stale.name not in written:
+            if stale.name not in part.written:
                 stale.unlink()
         produced = {f"{fid}.png" for fid in flow_ids} if images else set()
         for stale in (output / "images" / file_name(label)).glob(f"{stem}-*.png"):
@@ -209,17 +206,23 @@ def generate(model: str | os.PathLike, output: str | os.PathLike, *, classes: li
 
 
 class _ClassPart:
-    """Writes generated flows of one class as a shard (and their images): what one class's flows
-    share, so that a part can be written while the next flows are generated."""
+    """Writes generated flows of one class as shards (and their images): what one class's flows
+    share, so that a part can be written while the next flows are generated. The shard is
+    ``<stem>.parquet``, or ``<stem>-pNNNN.parquet`` in order when the class is written ``in_parts``;
+    ``written`` holds the names."""
 
-    def __init__(self, output: Path, label: str, macro: str, flow_ids: list[str], timestamps: np.ndarray,
-                 row_starts: np.ndarray, layout: Layout, meta: dict, images: bool, written: set[str]) -> None:
-        self.output, self.label, self.macro, self.flow_ids = output, label, macro, flow_ids
+    def __init__(self, output: Path, stem: str, label: str, macro: str, flow_ids: list[str],
+                 timestamps: np.ndarray, row_starts: np.ndarray, layout: Layout, meta: dict, images: bool,
+                 *, in_parts: bool) -> None:
+        self.output, self.stem, self.label, self.macro, self.flow_ids = output, stem, label, macro, flow_ids
         self.timestamps, self.row_starts, self.layout, self.meta = timestamps, row_starts, layout, meta
-        self.images, self.written = images, written
+        self.images, self.in_parts = images, in_parts
+        self.written: list[str] = []
 
-    def write(self, flows: list[tuple[int, np.ndarray]], name: str) -> None:
-        """Flows ``(id index, matrix)`` as one shard ``name`` (each flow's rows together)."""
+    def write(self, flows: list[tuple[int, np.ndarray]]) -> None:
+        """Flows ``(id index, matrix)`` as the next shard, in id order (each flow's rows together)."""
+        flows = sorted(flows, key=lambda flow: flow[0])
+        name = f"{self.stem}-p{len(self.written):04d}.parquet" if self.in_parts else f"{self.stem}.parquet"
         n_rows = np.array([len(m) for _, m in flows])
         matrix = np.concatenate([m for _, m in flows])
         starts = self.row_starts
@@ -235,7 +238,7 @@ class _ClassPart:
             frame=np.zeros(len(matrix), dtype=np.int64),
             nprint=matrix,
         ), self.output / name)
-        self.written.add(name)
+        self.written.append(name)
         if self.images:
             for i, m in flows:
                 save_png(self.output / "images" / file_name(self.label) / f"{self.flow_ids[i]}.png",
