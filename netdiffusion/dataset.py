@@ -268,12 +268,45 @@ def atomic_write_extents(path: str | os.PathLike, extents: Sequence[tuple[int, o
     space and are never copied: repair's pcaps with zero payloads are mostly zeros (64 KiB
     segments), and copying those zeros from untouched buffer pages was most of its system time."""
     with _atomic_temp(path) as (fd, _):
-        for offset, piece in extents:
-            view, at = memoryview(piece).cast("B"), int(offset)
-            while view:
-                done = os.pwrite(fd, view, at)
-                view, at = view[done:], at + done
+        _pwrite_extents(fd, extents)
         os.ftruncate(fd, int(size))
+
+
+def _pwrite_extents(fd: int, extents: Sequence[tuple[int, object]]) -> None:
+    for offset, piece in extents:
+        view, at = memoryview(piece).cast("B"), int(offset)
+        while view:
+            done = os.pwrite(fd, view, at)
+            view, at = view[done:], at + done
+
+
+class AtomicFileInParts:
+    """A file written in several calls (``(offset, bytes-like)`` pieces, as :func:`atomic_write_extents`)
+    into a temp file beside ``path``: :meth:`close` renames it into place, :meth:`abort` removes it.
+
+    Why: an output built from parts that are never all in memory at once (repair's merged pcap of
+    a class repaired part by part) still appears whole or not at all."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._temp = _atomic_temp(path)
+        self._fd, _ = self._temp.__enter__()
+        self.size = 0  # the file's size so far (bytes no piece covered read as zeros)
+
+    def write(self, extents: Sequence[tuple[int, object]], size: int) -> None:
+        _pwrite_extents(self._fd, extents)
+        self.size = max(self.size, int(size))
+
+    def close(self) -> None:
+        os.ftruncate(self._fd, self.size)
+        self._temp.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        error = RuntimeError("abandoned")
+        try:
+            self._temp.__exit__(RuntimeError, error, None)
+        except RuntimeError as exc:
+            if exc is not error:
+                raise
 
 
 class EncodedJSON(str):
@@ -420,13 +453,23 @@ def read_shard(path: str | os.PathLike, labels: Sequence[str] | None = None) -> 
         else:
             packets = Packets(**{k: table.column(k).to_numpy(zero_copy_only=False) for k in META_COLUMNS},
                               nprint=matrix)
-            return packets.take(np.isin(packets.label, list(labels))) if labels else packets
+            return _of_labels(packets, labels) if labels else packets
     filters = [("label", "in", list(labels))] if labels else None
     table = pq.read_table(path, columns=[*META_COLUMNS, "nprint"], filters=filters)
     try:
         return Packets.from_table(table)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def _of_labels(packets: Packets, labels: Sequence[str]) -> Packets:
+    """The rows of ``labels``: the same arrays when every row is one of them (a shard of one class,
+    as generate writes them), else a copy of those rows (compared per label: ``np.isin`` sorts the
+    object array of every row)."""
+    keep = np.zeros(len(packets), dtype=bool)
+    for label in set(labels):
+        keep |= packets.label == label
+    return packets if keep.all() else packets.take(np.flatnonzero(keep))
 
 
 def read_packets(directory: str | os.PathLike, labels: Sequence[str] | None = None) -> Packets:

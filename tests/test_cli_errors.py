@@ -405,3 +405,12 @@ def test_import_nprint_without_csv_files_and_serve_port_out_of_range(tmp_path: P
         cli_main(["serve", "--port", "99999", "--state-dir", str(tmp_path / "state")])
     assert stop.value.code == 2 and "--port: 99999 is not a port number (0-65535)" in capsys.readouterr().err
     assert not (tmp_path / "state").exists()
+
+
+def test_repair_part_rows_below_one_is_a_usage_error(small_dataset: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    rc = cli_main(["repair", "-i", str(small_dataset), "-o", str(tmp_path / "p"), "--part-rows", "0"])
+    _one_line_error(capsys, "repair", rc, "--part-rows 0: must be at least 1")
+    assert not (tmp_path / "p").exists()
+    assert cli_main(["repair", "-i", str(small_dataset), "-o", str(tmp_path / "p"), "--part-rows", "100"]) == 0
+    assert json.loads((tmp_path / "p" / "repair_report.json").read_text())["totals"]["flows"] > 100

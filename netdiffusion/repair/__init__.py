@@ -17,6 +17,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -55,13 +56,14 @@ PCAP_RECORD = 16 + 14  # pcap record header + Ethernet header before each IP pac
 
 
 def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "zero",
-                   rng: np.random.Generator | None = None, inplace: bool = False) -> dict:
+                   rng: np.random.Generator | None = None, inplace: bool = False, first_flow: int = 0) -> dict:
     """Repair every flow in ``packets``; returns the repaired rows, packet bytes and accounting.
 
     ``buffer[starts[i]:ends[i]]`` is repaired packet ``i`` (IP header on). The buffer already
     has room for the pcap layout: a 24-byte file header before each flow's first packet and 30
     bytes (pcap record + Ethernet header) before every packet, which :func:`pcap_files` fills.
-    ``inplace=True``: ``packets.nprint`` may be overwritten (saves a copy of every row)."""
+    ``inplace=True``: ``packets.nprint`` may be overwritten (saves a copy of every row).
+    ``first_flow``: flows of the same class repaired by earlier calls (a class in parts)."""
     if not _is_sorted(packets.flow_id, packets.packet_index):  # repair_dataset's are: no sort of strings
         packets = packets.take(np.lexsort((packets.packet_index, packets.flow_id)))
         inplace = True  # the rows are our copy now
@@ -71,7 +73,7 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
     first[1:] = fid[1:] != fid[:-1]
     flow_ids, flow = fid[first], np.cumsum(first) - 1
     result = repair_matrix(layout, packets.nprint, flow, packets.timestamp, cfg,
-                           copy=not inplace)
+                           copy=not inplace, first_flow=first_flow)
     kept_rows = None if result.keep.all() else np.flatnonzero(result.keep)
     meta = {k: (getattr(packets, k) if kept_rows is None else getattr(packets, k)[kept_rows])
             for k in ("flow_id", "label", "macro", "source", "frame")}
@@ -243,15 +245,103 @@ def _read_shards(paths: list[Path], skipped: list[dict], labels: list[str] | Non
     return concat_shards(parts) if parts else None
 
 
-def _by_label(paths: list[Path], labels: list[str], width: int, skipped: list[dict]):
-    """Yield ``(label, packets)``; one read for datasets that fit in memory, else one per class."""
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
-    if rows * width > READ_ONCE_BYTES:
+PART_ROWS = 131_072  # a class with more rows is repaired this many rows (whole flows) at a time
+
+
+def _flow_cuts(flow_id: np.ndarray, part_rows: int) -> list[tuple[int, int]]:
+    """Row ranges of at most ``part_rows`` rows over rows grouped by flow, cut only between flows
+    (a flow longer than ``part_rows`` is a range of its own)."""
+    n = len(flow_id)
+    if n <= part_rows:
+        return [(0, n)]
+    bounds = np.r_[np.flatnonzero(np.r_[True, flow_id[1:] != flow_id[:-1]]), n]
+    cuts, a = [], 0
+    while a < n:
+        b = int(bounds[np.searchsorted(bounds, a + part_rows, "right") - 1])  # the last flow end within reach
+        if b <= a:  # the flow at ``a`` is longer than a part: a part of its own
+            b = int(bounds[np.searchsorted(bounds, a, "right")])
+        cuts.append((a, b))
+        a = b
+    return cuts
+
+
+def _readable(paths: list[Path], skipped: list[dict]) -> list[Path]:
+    """``paths`` less the shards already skipped (their rows did not read for an earlier class)."""
+    gone = {s["file"] for s in skipped}
+    return [p for p in paths if str(p) not in gone]
+
+
+def _flow_groups(paths: list[Path], label: str, part_rows: int,
+                 skipped: list[dict]) -> tuple[dict[str, int], list[list[Path]]] | None:
+    """For a class with more than ``part_rows`` rows: its flows' group numbers (groups of at most
+    ``part_rows`` rows, flows taken in shard order so consecutive groups share at most a shard)
+    and each group's shards; ``None`` when the class fits in one part. Reads only ``flow_id``."""
+    counts: Counter[str] = Counter()
+    shards_of: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        try:
+            ids = pq.read_table(path, columns=["flow_id"], filters=[("label", "==", label)]).column("flow_id")
+        except SHARD_READ_ERRORS as exc:
+            skip_shard(path, exc, skipped)
+            continue
+        if not len(ids):
+            continue
+        flow_ids, n = np.unique(ids.to_numpy(zero_copy_only=False).astype(str), return_counts=True)
+        for fid, c in zip(flow_ids.tolist(), n.tolist(), strict=True):
+            counts[fid] += c
+            shards_of.setdefault(fid, []).append(i)
+    if sum(counts.values()) <= part_rows:
+        return None
+    group_of: dict[str, int] = {}
+    shards: list[set[int]] = []
+    rows = 0
+    for fid in sorted(counts, key=lambda f: (shards_of[f][0], f)):
+        if not shards or rows + counts[fid] > part_rows and rows:
+            shards.append(set())
+            rows = 0
+        group_of[fid] = len(shards) - 1
+        shards[-1].update(shards_of[fid])
+        rows += counts[fid]
+    return group_of, [[paths[i] for i in sorted(s)] for s in shards]
+
+
+def _group_rows(shard: Packets, group_of: dict[str, int]) -> np.ndarray:
+    """The group number of every row of ``shard`` (-1: a flow the plan does not know)."""
+    ids, inverse = np.unique(shard.flow_id.astype(str), return_inverse=True)
+    return np.array([group_of.get(f, -1) for f in ids.tolist()], dtype=np.int64)[inverse.reshape(-1)]
+
+
+def _class_parts(paths: list[Path], labels: list[str], width: int, skipped: list[dict],
+                 part_rows: int = PART_ROWS):
+    """Yield ``(label, part, packets)``: each class's rows, sorted by flow and position, in parts
+    of whole flows of at most ``part_rows`` rows (``part`` counts from 0), a class's parts in a row. Datasets that fit in memory are read once; others a class (or a part) at a time,
+    so memory holds one part of one class, not the class."""
+    total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    if total_rows * width > READ_ONCE_BYTES:
         for label in labels:
-            gone = {s["file"] for s in skipped}  # shards whose rows did not read for an earlier label
-            part = _read_shards([p for p in paths if str(p) not in gone], skipped, [label])
-            if part is not None:
-                yield label, part
+            plan = _flow_groups(_readable(paths, skipped), label, part_rows, skipped)
+            if plan is None:
+                whole = _read_shards(_readable(paths, skipped), skipped, [label])
+                if whole is not None:
+                    yield label, 0, whole
+                continue
+            group_of, group_shards = plan
+            cached: dict[Path, tuple[Packets, np.ndarray] | None] = {}
+            for k, paths_k in enumerate(group_shards):
+                for p in paths_k:  # a shard two groups share is read once
+                    if p not in cached:
+                        shard = read_shard_or_skip(p, skipped, [label])
+                        cached[p] = None if shard is None else (shard, _group_rows(shard, group_of))
+                cached = {p: cached[p] for p in paths_k}
+                pieces = []
+                for entry in cached.values():
+                    if entry is not None:
+                        shard, groups = entry
+                        here = groups == k
+                        pieces.append(shard if here.all() else shard.take(np.flatnonzero(here)))
+                if pieces:
+                    yield label, k, concat_shards(pieces)
+                del pieces
         return
     everything = _read_shards(paths, skipped)
     if everything is None:
@@ -263,7 +353,9 @@ def _by_label(paths: list[Path], labels: list[str], width: int, skipped: list[di
     names = everything.label.astype(str)
     for label in labels:
         a, b = np.searchsorted(names, label, "left"), np.searchsorted(names, label, "right")
-        yield label, everything.take(slice(a, b))
+        cuts = _flow_cuts(everything.flow_id[a:b], part_rows)
+        for k, (c0, c1) in enumerate(cuts):
+            yield label, k, everything.take(slice(a + c0, a + c1))
 
 
 def _labels(paths: list[Path], skipped: list[dict]) -> tuple[list[str], list[Path]]:
@@ -308,11 +400,16 @@ def _without_cyclic_gc(fn: F) -> F:
 def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
                    dataset_output: str | os.PathLike | None = None, anonymize: bool = False,
                    payload: str = "zero", merged: bool = False, seed: int = 0, progress: bool | None = None,
-                   **rules: object) -> dict:
+                   part_rows: int = PART_ROWS, **rules: object) -> dict:
     """Repair every flow of the dataset at ``input`` into ``output/<label>/<flow_id>.pcap``.
 
     ``rules`` override :class:`RepairConfig` fields (e.g. ``mtu=65535``, ``stack="packet"``).
-    Writes ``output/repair_report.json`` and returns its totals."""
+    A class of more than ``part_rows`` rows is repaired that many rows (whole flows) at a time,
+    so memory holds a part, not the class; its merged pcap and repaired dataset carry on across
+    parts (``<class>.parquet``, then ``<class>-p0001.parquet``...). Writes
+    ``output/repair_report.json`` and returns its totals."""
+    if part_rows < 1:
+        raise ValueError(f"part_rows must be at least 1, not {part_rows}")
     from tqdm import tqdm
 
     from netdiffusion.dataset import EncodedJSON, atomic_write_bytes, atomic_write_extents
@@ -351,106 +448,104 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     cpu: Counter[str] = Counter()
     clock = time.process_time
     mark = clock()
-    for label, packets in tqdm(_by_label(shards, labels, layout.width, skipped_shards), total=len(labels), desc="repair",
-                               unit="class", disable=None if progress is None else not progress):
-        cpu["read"] += clock() - mark
-        mark = clock()
-        n_in_packets += len(packets)
-        rep = repair_packets(layout, packets, cfg, payload, rng, inplace=True)  # rows read for this call
-        res: RepairResult = rep["result"]
-        fp = rep["packets"]
-        flow_ids = rep["flow_ids"]
-        nflows = len(flow_ids)
-        counts = np.bincount(res.flow, minlength=nflows)
-        bounds = np.r_[0, np.cumsum(counts)]
-        bits_by_rule = {r: _flow_sums(v, bounds) for r, v in res.bits.items() if v.any()}
-        fields_by = {f"{rule}:{key}": _flow_sums(v, bounds) for (rule, key), v in res.fields.items() if v.any()}
-        abs_ts = BASE_EPOCH_NS + fp.timestamp
-        now = clock()
-        cpu["repair"] += now - mark
-        mark = now
-        files = pcap_files(rep, abs_ts)
-        frames_all = _frames(rep["buffer"], rep["starts"], rep["ends"], fp.direction) if files is None else None
-        if files is not None:
-            extents = file_extents(files, rep["ends"], rep["zero_from"], res.flow)
-            sizes = (files[2] - files[1]).tolist()
-        # plain Python values for the per-flow loop (numpy scalar indexing costs ~10x more)
-        count_list, input_rows = counts.tolist(), rep["input_rows"].tolist()
-        generated_list = res.timestamps_generated.astype(bool).tolist()
-        bits_lists = {r: v.tolist() for r, v in bits_by_rule.items()}
-        fields_lists = {k: v.tolist() for k, v in fields_by.items()}
-        write_seconds = 0.0
-        class_dir = file_name(label or "unlabelled")  # as decode.flow_pcap_path names it
-        for i, fid in enumerate(flow_ids.tolist()):
-            if count_list[i] == 0:
-                dropped.append({"flow_id": fid, "label": label, "reason": "no rows with a network header",
-                                "input_packets": input_rows[i]})
-                continue
-            a, b = bounds[i], bounds[i + 1]
-            write_started = clock()
-            path = _unique_path(os.path.join(out_str, class_dir, f"{file_name(fid)}.pcap"), f"{label}/{fid}", used)
-            if files is None:
-                atomic_write_bytes(path, pcap_bytes(frames_all[a:b], abs_ts[a:b], LINKTYPE_ETHERNET))
-            else:  # slices of the buffer (no copy); long zero payloads left as holes
-                atomic_write_extents(path, extents[i], sizes[i])
-            write_seconds += clock() - write_started
-            entry = {"flow_id": fid, "label": label, "file": f"{class_dir}/{os.path.basename(path)}", "packets": count_list[i],
-                     "padding_rows_dropped": input_rows[i] - count_list[i],
-                     "bits_changed": {r: v[i] for r, v in bits_lists.items() if v[i]},
-                     "fields_changed": {k: v[i] for k, v in fields_lists.items() if v[i]},
-                     "timestamps_generated": generated_list[i]}
-            entry["bits_changed_total"] = sum(v for r, v in entry["bits_changed"].items() if r != "l4_checksum")
-            flows_report.append(EncodedJSON(json.dumps(entry, default=str)))
-            n_flows += 1
-            n_packets += count_list[i]
-            generated_ts += generated_list[i]
-        now = clock()
-        cpu["write_files"] += write_seconds
-        cpu["pcap_layout_and_flow_reports"] += now - mark - write_seconds
-        mark = now
-        if merged and len(fp):
-            # the flows' own files are written: from here on the buffer is the merged file's copy
-            remapped = distinct_conversations(rep["buffer"], rep["starts"], rep["ends"], res.flow,
-                                              fp.direction, nflows)
-            merged_remapped += remapped
-            if remapped and files is None:
-                frames_all = _frames(rep["buffer"], rep["starts"], rep["ends"], fp.direction)
-            # flows one after another, each MERGED_GAP_NS after the previous flow's last packet
-            last_ts = np.where(counts > 0, fp.timestamp[np.maximum(bounds[1:] - 1, 0)], 0)
-            step = np.where(counts > 0, last_ts + MERGED_GAP_NS, 0)
-            offset = (np.cumsum(step) - step)[res.flow]
-            merged_ts = abs_ts + offset
-            path = _unique_path(out / file_name(label) / f"{file_name(label)}_merged.pcap", f"{label}/", used)
-            if files is None:
-                atomic_write_bytes(path, pcap_bytes(frames_all, merged_ts, LINKTYPE_ETHERNET))
-            else:
-                # the flows' files are written: patch the merged timestamps into the buffer itself
-                # and write the same extents one after another (no copy of the packets)
-                buf, fstart, fend = files
-                stamp = np.empty((len(merged_ts), 2), dtype="<u4")
-                stamp[:, 0] = merged_ts // 1_000_000_000
-                stamp[:, 1] = merged_ts % 1_000_000_000
-                buf[(rep["starts"] - PCAP_RECORD)[:, None] + np.arange(8)[None, :]] = stamp.view(np.uint8)
-                keep = np.flatnonzero(counts > 0).tolist()
-                pieces = [(0, buf[fstart[keep[0]] : fstart[keep[0]] + PCAP_FILE_HEADER])]
-                at = PCAP_FILE_HEADER
-                for i in keep:
-                    for offset, piece in extents[i]:
-                        if offset == 0:  # the flow's own file header is not repeated
-                            piece, offset = piece[PCAP_FILE_HEADER:], PCAP_FILE_HEADER
-                        if len(piece):
-                            pieces.append((at + offset - PCAP_FILE_HEADER, piece))
-                    at += sizes[i] - PCAP_FILE_HEADER
-                atomic_write_extents(path, pieces, at)
-        for r, v in bits_by_rule.items():
-            totals_bits[r] += int(v.sum())
-        for k, v in fields_by.items():
-            totals_fields[k] += int(v.sum())
-        if dataset_output is not None:
-            write_shard(fp, _unique_path(Path(dataset_output) / f"{file_name(label)}.parquet", label, used))
-        now = clock()
-        cpu["merged_and_dataset_output"] += now - mark
-        mark = now
+    bar = tqdm(total=len(labels), desc="repair", unit="class", disable=None if progress is None else not progress)
+    current: str | None = None  # the class being repaired (a large one comes in parts)
+    class_flows = 0  # flows of the current class in its earlier parts
+    merged_file: _MergedPcap | None = None
+    try:
+        for label, part, packets in _class_parts(shards, labels, layout.width, skipped_shards, part_rows):
+            if label != current:
+                if merged_file is not None:
+                    merged_file.close()
+                    merged_file = None
+                if current is not None:
+                    bar.update(1)
+                current, class_flows = label, 0
+                if merged:
+                    merged_file = _MergedPcap(_unique_path(out / file_name(label) / f"{file_name(label)}_merged.pcap",
+                                                           f"{label}/", used))
+            cpu["read"] += clock() - mark
+            mark = clock()
+            n_in_packets += len(packets)
+            rep = repair_packets(layout, packets, cfg, payload, rng, inplace=True,  # rows read for this call
+                                 first_flow=class_flows)
+            del packets
+            res: RepairResult = rep["result"]
+            fp = rep["packets"]
+            flow_ids = rep["flow_ids"]
+            nflows = len(flow_ids)
+            counts = np.bincount(res.flow, minlength=nflows)
+            bounds = np.r_[0, np.cumsum(counts)]
+            bits_by_rule = {r: _flow_sums(v, bounds) for r, v in res.bits.items() if v.any()}
+            fields_by = {f"{rule}:{key}": _flow_sums(v, bounds) for (rule, key), v in res.fields.items() if v.any()}
+            abs_ts = BASE_EPOCH_NS + fp.timestamp
+            now = clock()
+            cpu["repair"] += now - mark
+            mark = now
+            files = pcap_files(rep, abs_ts)
+            frames_all = _frames(rep["buffer"], rep["starts"], rep["ends"], fp.direction) if files is None else None
+            extents = sizes = None
+            if files is not None:
+                extents = file_extents(files, rep["ends"], rep["zero_from"], res.flow)
+                sizes = (files[2] - files[1]).tolist()
+            # plain Python values for the per-flow loop (numpy scalar indexing costs ~10x more)
+            count_list, input_rows = counts.tolist(), rep["input_rows"].tolist()
+            generated_list = res.timestamps_generated.astype(bool).tolist()
+            bits_lists = {r: v.tolist() for r, v in bits_by_rule.items()}
+            fields_lists = {k: v.tolist() for k, v in fields_by.items()}
+            write_seconds = 0.0
+            class_dir = file_name(label or "unlabelled")  # as decode.flow_pcap_path names it
+            for i, fid in enumerate(flow_ids.tolist()):
+                if count_list[i] == 0:
+                    dropped.append({"flow_id": fid, "label": label, "reason": "no rows with a network header",
+                                    "input_packets": input_rows[i]})
+                    continue
+                a, b = bounds[i], bounds[i + 1]
+                write_started = clock()
+                path = _unique_path(os.path.join(out_str, class_dir, f"{file_name(fid)}.pcap"), f"{label}/{fid}", used)
+                if files is None:
+                    atomic_write_bytes(path, pcap_bytes(frames_all[a:b], abs_ts[a:b], LINKTYPE_ETHERNET))
+                else:  # slices of the buffer (no copy); long zero payloads left as holes
+                    atomic_write_extents(path, extents[i], sizes[i])
+                write_seconds += clock() - write_started
+                entry = {"flow_id": fid, "label": label, "file": f"{class_dir}/{os.path.basename(path)}", "packets": count_list[i],
+                         "padding_rows_dropped": input_rows[i] - count_list[i],
+                         "bits_changed": {r: v[i] for r, v in bits_lists.items() if v[i]},
+                         "fields_changed": {k: v[i] for k, v in fields_lists.items() if v[i]},
+                         "timestamps_generated": generated_list[i]}
+                entry["bits_changed_total"] = sum(v for r, v in entry["bits_changed"].items() if r != "l4_checksum")
+                flows_report.append(EncodedJSON(json.dumps(entry, default=str)))
+                n_flows += 1
+                n_packets += count_list[i]
+                generated_ts += generated_list[i]
+            now = clock()
+            cpu["write_files"] += write_seconds
+            cpu["pcap_layout_and_flow_reports"] += now - mark - write_seconds
+            mark = now
+            if merged_file is not None and len(fp):
+                merged_remapped += merged_file.add(rep, files, extents, sizes, counts, bounds, abs_ts)
+            for r, v in bits_by_rule.items():
+                totals_bits[r] += int(v.sum())
+            for k, v in fields_by.items():
+                totals_fields[k] += int(v.sum())
+            if dataset_output is not None:  # a class in parts: its first part keeps the class's name
+                name = file_name(label) if part == 0 else f"{file_name(label)}-p{part:04d}"
+                write_shard(fp, _unique_path(Path(dataset_output) / f"{name}.parquet",
+                                             label if part == 0 else f"{label}#{part}", used))
+            class_flows += nflows
+            del rep, res, fp, files, extents, frames_all  # this part's buffers: freed before the next is read
+            now = clock()
+            cpu["merged_and_dataset_output"] += now - mark
+            mark = now
+        if merged_file is not None:
+            merged_file.close()
+            merged_file = None
+        if current is not None:
+            bar.update(1)
+    finally:
+        bar.close()
+        if merged_file is not None:  # an error mid-class: no half-written merged pcap is left
+            merged_file.abort()
     unread = {s["file"] for s in skipped_shards}
     if not n_in_packets and shards and all(str(p) in unread for p in shards):
         # footers read but no shard's rows did: an error, not an empty result that passes for one
@@ -489,6 +584,72 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
     return totals
 
 
+class _MergedPcap:
+    """One class's merged pcap (flows one after another, each :data:`MERGED_GAP_NS` after the
+    previous flow's last packet, conversations kept distinct), added to part by part of the class
+    and renamed into place when the class ends: the whole class is never in memory at once."""
+
+    def __init__(self, path: str) -> None:
+        from netdiffusion.dataset import AtomicFileInParts
+
+        self.file = AtomicFileInParts(path)
+        self.time_offset = 0  # ns added to the next flow's timestamps
+        self.conversations = Conversations()
+
+    def add(self, rep: dict, files: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+            extents: list | None, sizes: list[int] | None, counts: np.ndarray, bounds: np.ndarray,
+            abs_ts: np.ndarray) -> int:
+        """Append the flows of one part (their own files are written: the buffer is the merged
+        file's copy from here on); returns how many flows got a new initiator port."""
+        from netdiffusion.pcap.writer import LINKTYPE_ETHERNET, pcap_bytes
+
+        res, fp = rep["result"], rep["packets"]
+        remapped = distinct_conversations(rep["buffer"], rep["starts"], rep["ends"], res.flow,
+                                          fp.direction, len(counts), self.conversations)
+        last_ts = np.where(counts > 0, fp.timestamp[np.maximum(bounds[1:] - 1, 0)], 0)
+        step = np.where(counts > 0, last_ts + MERGED_GAP_NS, 0)
+        merged_ts = abs_ts + (np.cumsum(step) - step + self.time_offset)[res.flow]
+        self.time_offset += int(step.sum())
+        at = self.file.size
+        if files is None:
+            data = pcap_bytes(_frames(rep["buffer"], rep["starts"], rep["ends"], fp.direction), merged_ts,
+                              LINKTYPE_ETHERNET)
+            piece = memoryview(data)[PCAP_FILE_HEADER if at else 0 :]
+            self.file.write([(at, piece)], at + len(piece))
+            return remapped
+        # patch the merged timestamps into the buffer itself and write the flows' extents one
+        # after another (no copy of the packets)
+        buf, fstart, _ = files
+        stamp = np.empty((len(merged_ts), 2), dtype="<u4")
+        stamp[:, 0] = merged_ts // 1_000_000_000
+        stamp[:, 1] = merged_ts % 1_000_000_000
+        buf[(rep["starts"] - PCAP_RECORD)[:, None] + np.arange(8)[None, :]] = stamp.view(np.uint8)
+        keep = np.flatnonzero(counts > 0).tolist()
+        pieces = []
+        if not at:  # the file header, once
+            pieces.append((0, buf[fstart[keep[0]] : fstart[keep[0]] + PCAP_FILE_HEADER]))
+            at = PCAP_FILE_HEADER
+        for i in keep:
+            for offset, piece in extents[i]:
+                if offset == 0:  # the flow's own file header is not repeated
+                    piece, offset = piece[PCAP_FILE_HEADER:], PCAP_FILE_HEADER
+                if len(piece):
+                    pieces.append((at + offset - PCAP_FILE_HEADER, piece))
+            at += sizes[i] - PCAP_FILE_HEADER
+        self.file.write(pieces, at)
+        return remapped
+
+    def close(self) -> None:
+        """Rename the file into place; a class without any packet gets no merged pcap."""
+        if self.file.size:
+            self.file.close()
+        else:
+            self.file.abort()
+
+    def abort(self) -> None:
+        self.file.abort()
+
+
 MERGED_PORT_FIRST = 49152  # remapped initiator ports are taken from the dynamic range (RFC 6335)
 
 
@@ -497,8 +658,17 @@ def _conversation(proto: int, a: tuple[bytes, int], b: tuple[bytes, int]) -> tup
     return (proto, *sorted((a, b)))
 
 
+@dataclass
+class Conversations:
+    """The conversations a merged pcap already holds and the next initiator port to try: carried
+    from one part of a class to the next, so flows of different parts stay distinct too."""
+
+    seen: set[tuple] = field(default_factory=set)
+    next_port: int = MERGED_PORT_FIRST
+
+
 def distinct_conversations(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, flow: np.ndarray,
-                           direction: np.ndarray, nflows: int) -> int:
+                           direction: np.ndarray, nflows: int, taken: Conversations | None = None) -> int:
     """Give every TCP/UDP flow whose conversation (addresses, protocol, both ports) an earlier flow
     of the same merged pcap already has a fresh initiator port, in ``buf`` in place; returns how
     many flows changed.
@@ -528,9 +698,10 @@ def distinct_conversations(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
     # each flow's conversation from its first packet with ports, seen from the initiator (direction 0)
     flows_of = flow[rows]
     firsts = rows[np.r_[True, flows_of[1:] != flows_of[:-1]]]
-    seen: set[tuple] = set()
+    taken = taken if taken is not None else Conversations()
+    seen = taken.seen
     new_port: dict[int, tuple[int, int]] = {}  # flow -> (protocol, port)
-    candidate = MERGED_PORT_FIRST
+    candidate = taken.next_port
     for r in firsts.tolist():
         a = int(starts[r])
         src, dst = ((a + 12, a + 16), (a + 16, a + 20)) if v4[r] else ((a + 8, a + 24), (a + 24, a + 40))
@@ -550,6 +721,7 @@ def distinct_conversations(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
             continue  # every dynamic port of this conversation is taken: leave the flow as it is
         seen.add(_conversation(int(proto[r]), (initiator[0], candidate), responder))
         new_port[int(flow[r])] = (int(proto[r]), candidate)
+    taken.next_port = candidate
     if not new_port:
         return 0
     targets = np.array(sorted(new_port), dtype=np.int64)

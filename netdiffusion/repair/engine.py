@@ -567,7 +567,7 @@ class Repairer:
     """Applies the rules to one batch of flows; see :func:`repair_matrix`."""
 
     def __init__(self, layout: Layout, matrix: np.ndarray, flow: np.ndarray, cfg: RepairConfig,
-                 copy: bool = True) -> None:
+                 copy: bool = True, first_flow: int = 0) -> None:
         if not set(L3) & set(layout.headers):
             raise ValueError(f"the layout ({', '.join(layout.headers)}) has no network header ({' or '.join(L3)}): "
                              "no packet can be built")
@@ -578,6 +578,9 @@ class Repairer:
         self.m = np.array(matrix, dtype=np.int8, copy=True, order="C") if copy else matrix
         self.flow = np.asarray(flow, dtype=np.int64)
         self.cfg = cfg
+        # the class-wide number of flow 0 here: a class repaired in parts keeps its anonymized hosts
+        # distinct and draws other generated timestamps in each part
+        self.first_flow = int(first_flow)
         self.n = self.m.shape[0]
         self.nflows = int(self.flow.max()) + 1 if self.n else 0
         self.bits: dict[str, np.ndarray] = {r: np.zeros(self.n, dtype=np.int64) for r in RULES}
@@ -926,8 +929,9 @@ class Repairer:
             flows_here = np.flatnonzero(np.bincount(fl, minlength=self.nflows))  # np.unique(fl), faster
             if self.cfg.anonymize:
                 prefix = self.cfg.private_v6 if v6 else self.cfg.private_v4
-                ep_a[flows_here] = _private_hosts(prefix, v6, 2 * flows_here + 1 + 2 * self.cfg.seed)
-                ep_b[flows_here] = _private_hosts(prefix, v6, 2 * flows_here + 2 + 2 * self.cfg.seed)
+                number = flows_here + self.first_flow
+                ep_a[flows_here] = _private_hosts(prefix, v6, 2 * number + 1 + 2 * self.cfg.seed)
+                ep_b[flows_here] = _private_hosts(prefix, v6, 2 * number + 2 + 2 * self.cfg.seed)
             else:
                 wa, wb = _words(ep_a), _words(ep_b)
                 bad_a = _bad_source(wa, v6)
@@ -1385,7 +1389,7 @@ class Repairer:
         gen_flow = neg | (~nonzero & (counts > 1))
         gen = gen_flow[fl]
         if gen.any():
-            rng = np.random.default_rng(self.cfg.seed)
+            rng = np.random.default_rng(self.cfg.seed if not self.first_flow else (self.cfg.seed, self.first_flow))
             iat = rng.exponential(self.cfg.default_iat_ns, size=int(gen.sum())).astype(np.int64)
             g = fl[gen]
             iat[G.starts(g)] = 0
@@ -1521,8 +1525,9 @@ def fold_checksum(total: np.ndarray) -> np.ndarray:
 
 
 def repair_matrix(layout: Layout, matrix: np.ndarray, flow: np.ndarray, timestamp: np.ndarray,
-                  cfg: RepairConfig | None = None, copy: bool = True) -> RepairResult:
+                  cfg: RepairConfig | None = None, copy: bool = True, first_flow: int = 0) -> RepairResult:
     """Repair the rows of many flows at once (rows sorted by flow index, then position).
 
-    ``copy=False`` lets repair overwrite an int8 ``matrix`` in place (saves a copy of every row)."""
-    return Repairer(layout, matrix, flow, cfg or RepairConfig(), copy=copy).run(timestamp)
+    ``copy=False`` lets repair overwrite an int8 ``matrix`` in place (saves a copy of every row).
+    ``first_flow``: how many flows of the same class earlier calls repaired (a class in parts)."""
+    return Repairer(layout, matrix, flow, cfg or RepairConfig(), copy=copy, first_flow=first_flow).run(timestamp)
