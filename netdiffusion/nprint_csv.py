@@ -53,6 +53,9 @@ ETHERNET_HEADER = 14
 # ``<label>/quic_0RTT-<hash>-000000.nprint`` or ``zoom_2-<hash>-...`` keeps its folder's label
 _LABEL_PREFIX = re.compile(r"^(?P<label>[A-Za-z][A-Za-z0-9-]*?)_\d+(?=_|$)")
 _EXTRA_COLUMNS = ("src_ip", "tv_sec", "tv_usec", "rts")
+# nPrint's other headers (-e ethernet, -w wlan, -r radiotap, -p payload): no field table of ours
+# holds them, so their columns are read past and counted in the import summary, not refused
+OTHER_NPRINT_HEADERS = ("eth", "wlan", "radiotap", "payload")
 # written by export next to the label folders: "<folder>/<file>.nprint" -> {"label", "macro"}
 LABELS_FILE = "labels.json"
 
@@ -145,7 +148,8 @@ def _column_plan(first_line: str) -> tuple[Layout, tuple[str, ...], np.ndarray, 
     if not bit_columns:
         raise NprintFormatError("no nPrint columns in the header row")
     extras = [c for c in names if c not in bit_columns]
-    unknown = [c for c in extras if c not in _EXTRA_COLUMNS and not (c == "" or c.startswith("Unnamed"))]
+    unknown = [c for c in extras if c not in _EXTRA_COLUMNS and not (c == "" or c.startswith("Unnamed"))
+               and c.split("_", 1)[0] not in OTHER_NPRINT_HEADERS]
     if unknown:
         raise NprintFormatError(f"unknown column(s) {unknown[:3]}")
     layout = Layout(dict.fromkeys(c.split("_", 1)[0] for c in bit_columns))
@@ -188,8 +192,18 @@ def _fast_values(raw: bytes, names: tuple[str, ...], width: int) -> tuple[list[b
     return firsts, values
 
 
+def ignored_columns(path: str | os.PathLike) -> dict[str, int]:
+    """Per nPrint header we do not model (:data:`OTHER_NPRINT_HEADERS`), how many of the file's
+    columns it has: what :func:`read_csv` reads past."""
+    with open(path, "rb") as fh:
+        first_line = fh.readline().decode("utf-8", errors="replace")
+    counts: Counter[str] = Counter(c.strip().split("_", 1)[0] for c in first_line.split(","))
+    return {h: counts[h] for h in OTHER_NPRINT_HEADERS if counts[h]}
+
+
 def read_csv(path: str | os.PathLike) -> tuple[Layout, np.ndarray, dict[str, np.ndarray]]:
-    """Parse one nPrint CSV: (layout, int8 matrix, extra columns such as ``src_ip``)."""
+    """Parse one nPrint CSV: (layout, int8 matrix, extra columns such as ``src_ip``); columns of
+    nPrint headers we do not model (ethernet, wlan, radiotap, payload) are read past."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -327,6 +341,7 @@ def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
         raise FileNotFoundError(f"no nPrint CSV files (*.nprint, *.csv) under {', '.join(map(str, inputs))}")
     layout = Layout(headers)
     rejected: list[dict] = []
+    ignored: Counter[str] = Counter()  # files with columns of each header we read past
     flows: Counter[str] = Counter()
     rows = 0
     written = set()
@@ -339,6 +354,7 @@ def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
             log.error("%s: %s", f, exc)
             rejected.append({"file": str(f), "reason": str(exc)})
             continue
+        ignored.update(ignored_columns(f).keys())
         record = _exported_labels(f.parent.parent, exported).get(f"{f.parent.name}/{f.name}", {})
         lab = label or str(record.get("label") or "") or _label_of(f)
         mac = macro if macro is not None else str(record.get("macro") or "")
@@ -380,6 +396,10 @@ def import_files(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
     summary = {"files_read": len(files) - len(rejected), "files_rejected": rejected, "packets": rows,
                "flows": dict(sorted(flows.items())),
                "headers": list(layout.headers), "source_format": "nprint-csv"}
+    if ignored:  # said, not silently dropped: these bits are in no dataset column
+        summary["files_with_ignored_headers"] = dict(sorted(ignored.items()))
+        log.warning("%s: columns of nPrint header(s) %s read past (no dataset column holds them)",
+                    ", ".join(map(str, inputs)), ", ".join(f"{h} ({n} files)" for h, n in sorted(ignored.items())))
     write_json(out / SUMMARY_FILE, summary)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary

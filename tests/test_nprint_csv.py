@@ -156,3 +156,28 @@ def test_round_trip_keeps_labels_that_are_not_file_safe_and_macros(tmp_path: Pat
     assert set(forced.label.tolist()) == {"x"} and set(forced.macro.tolist()) == {"y"}
     # the record is not an nPrint file: nothing rejected
     assert import_files([tmp_path / "csv"], tmp_path / "again")["files_rejected"] == []
+
+
+def test_columns_of_ethernet_and_payload_headers_are_read_past_and_counted(shared_data: Path, tmp_path: Path) -> None:
+    """nPrint run with -e (ethernet) or -p (payload bits) adds headers no field table here holds:
+    the file imports with the same IP/TCP/UDP bits, and the summary says what was read past."""
+    ref = shared_data / "reference" / "netflix_01_real_finetune.nprint"
+    header, *lines = ref.read_text().splitlines()
+    eth = [f"eth_{name}_{i}" for name, bits in (("dhost", 48), ("shost", 48), ("ethertype", 16)) for i in range(bits)]
+    payload = [f"payload_bit_{i}" for i in range(32)]
+    first, rest = header.split(",", 1)
+    wide = tmp_path / "in" / "netflix_01.nprint"
+    wide.parent.mkdir()
+    cells = lambda n, k: ",".join(str((k + i) % 3 - 1) for i in range(n))  # noqa: E731 - any -1/0/1 values
+    wide.write_text("\n".join([",".join([first, *eth, rest, *payload])]
+                              + [f"{line.split(',', 1)[0]},{cells(len(eth), k)},{line.split(',', 1)[1]},"
+                                 f"{cells(len(payload), k)}" for k, line in enumerate(lines)]) + "\n")
+    plain = import_files([ref], tmp_path / "plain")
+    summary = import_files([wide], tmp_path / "wide")
+    assert summary["files_rejected"] == [] and summary["packets"] == plain["packets"] == 1024
+    assert summary["files_with_ignored_headers"] == {"eth": 1, "payload": 1}
+    assert "files_with_ignored_headers" not in plain
+    assert np.array_equal(read_packets(tmp_path / "wide").nprint, read_packets(tmp_path / "plain").nprint)
+    typo = tmp_path / "typo.nprint"
+    typo.write_text(f"{first},ethx_dhost_0,{rest}\n")
+    assert "unknown column(s) ['ethx_dhost_0']" in import_files([typo], tmp_path / "t")["files_rejected"][0]["reason"]
