@@ -255,3 +255,41 @@ def test_report_md_has_no_empty_tables_when_nothing_is_compared(halves, tmp_path
     run(real, real, train, tmp_path / "out_udp")
     text = (tmp_path / "out_udp" / "report.md").read_text()
     assert "### TCP flags" not in text and "| zoom |" in text, text
+
+
+def test_classes_over_max_flows_per_class_are_evaluated_on_a_sample(halves, small_dataset: Path,
+                                                                     tmp_path: Path) -> None:
+    """A class with more flows than ``max_flows_per_class`` keeps a random sample of whole flows
+    (the same for the same seed), read shard by shard; the report says which classes and from how many."""
+    from netdiffusion.evaluate import evaluate
+    from netdiffusion.evaluate.data import load
+
+    classes = ["zoom", "whatsapp", "reddit"]
+    real = write_classes(halves, "real", classes, tmp_path / "real")
+    train = write_classes(halves, "train", classes, tmp_path / "train")
+    full, _, _ = load(real)
+    per_class = {c: int((full.label == c).sum()) for c in classes}
+    cap = min(per_class.values()) + 2  # at least one class over it, and at least one not
+    over = {c for c, n in per_class.items() if n > cap}
+    assert over and len(over) < len(classes), per_class
+    sampled: dict = {}
+    fs, _, _ = load(real, max_flows_per_class=cap, seed=3, sampled=sampled)
+    assert sampled == {c: {"flows": per_class[c], "kept": cap} for c in over}
+    for c in classes:
+        assert int((fs.label == c).sum()) == min(cap, per_class[c])
+    again, _, _ = load(real, max_flows_per_class=cap, seed=3)
+    assert again.flow_id.tolist() == fs.flow_id.tolist()
+    other, _, _ = load(real, max_flows_per_class=cap, seed=4)
+    assert other.flow_id.tolist() != fs.flow_id.tolist()
+    kept = fs.packets  # every kept flow whole: the same rows as in the full read
+    for fid in fs.flow_id.tolist()[:20]:
+        a, b = kept.take(kept.flow_id == fid), full.packets.take(full.packets.flow_id == fid)
+        assert np.array_equal(a.nprint, b.nprint) and a.packet_index.tolist() == b.packet_index.tolist()
+    report = evaluate(real, real, train, tmp_path / "out", packets_k=64, models=["dt"], seed=0, quick=True,
+                      plots=False, max_flows_per_class=cap)
+    assert set(report["meta"]["sampled_flows"]["real"]) == over
+    assert report["meta"]["flows"]["real"] == sum(min(cap, n) for n in per_class.values())
+    assert any(n.startswith("real: ") and "random sample" in n for n in report["notes"])
+    unlimited = evaluate(real, real, train, tmp_path / "all", packets_k=64, models=["dt"], seed=0, quick=True,
+                         plots=False, max_flows_per_class=0)
+    assert unlimited["meta"]["sampled_flows"] == {} and unlimited["meta"]["flows"]["real"] == len(full)

@@ -26,19 +26,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: K<=64, fewer mixing rates and flows")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--max-flows-per-class", type=int, default=None,
+                        help="evaluate a class with more flows on a random sample of this many, per dataset "
+                             "(default 2000; 0: every flow)")
 
 
 def run(args: argparse.Namespace) -> int:
     from netdiffusion.commands import INPUT_ERRORS, input_error
     from netdiffusion.evaluate import evaluate
+    from netdiffusion.evaluate.core import DEFAULT_MAX_FLOWS_PER_CLASS
 
     classes = [c for part in args.classes for c in part.split(",") if c] if args.classes else None
+    cap = DEFAULT_MAX_FLOWS_PER_CLASS if args.max_flows_per_class is None else args.max_flows_per_class
     try:
         report = evaluate(
             args.real, args.synthetic, args.train, args.output,
             packets_k=args.packets_k, classes=classes, models=args.models.split(","),
             tasks=[t for t in args.tasks.split(",") if t], seed=args.seed, quick=args.quick,
-            max_features=args.max_features, plots=not args.no_plots,
+            max_features=args.max_features, plots=not args.no_plots, max_flows_per_class=cap,
         )
     except INPUT_ERRORS as exc:
         return input_error("evaluate", exc)

@@ -106,11 +106,17 @@ class FlowSet:
         self.macro = packet_macro[self.starts].astype(str)
 
 
-def load(path: str | Path, classes: Sequence[str] | None = None) -> tuple[FlowSet, Layout, list[str]]:
+def load(path: str | Path, classes: Sequence[str] | None = None, *, max_flows_per_class: int | None = None,
+         seed: int = 0, sampled: dict[str, dict[str, int]] | None = None) -> tuple[FlowSet, Layout, list[str]]:
     """Read a dataset directory into a FlowSet with its layout.
 
     A shard that cannot be read (truncated, not Parquet, wrong schema) is logged with its path and
-    reason and skipped; the list of skipped shards is returned for the report."""
+    reason and skipped; the list of skipped shards is returned for the report.
+
+    ``max_flows_per_class``: a class with more flows keeps that many, drawn at random (``seed``
+    and the class name fix the draw), and only their rows are kept while the shards are read one by
+    one, so memory holds the sample, not the dataset (``flow_id`` and ``label`` are read first to
+    choose). ``sampled`` (when given) receives ``{class: {"flows": all, "kept": kept}}``."""
     import pyarrow as pa
 
     path = Path(path)
@@ -120,15 +126,23 @@ def load(path: str | Path, classes: Sequence[str] | None = None) -> tuple[FlowSe
         raise FileNotFoundError(f"{path}: no Parquet shards")
     parts: list[Packets] = []
     skipped: list[str] = []
+    read_errors = (OSError, ValueError, KeyError, pa.ArrowException)
+    keep = _flows_to_keep(shards, classes, max_flows_per_class, seed, sampled, skipped, read_errors)
     for shard in shards:
+        if str(shard) in skipped:
+            continue
         try:
             part = read_shard(shard, classes)
             if part.nprint.shape[1] != layout.width:
                 raise ValueError(f"{part.nprint.shape[1]} nPrint columns, fields.json has {layout.width}")
-        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        except read_errors as exc:
             log.error("%s: unreadable shard skipped (%s)", shard, skip_reason(shard, exc))
             skipped.append(str(shard))
             continue
+        if keep is not None and len(part):
+            ids, inverse = np.unique(part.flow_id.astype(str), return_inverse=True)
+            rows = np.array([f in keep for f in ids.tolist()], dtype=bool)[inverse.reshape(-1)]
+            part = part if rows.all() else part.take(np.flatnonzero(rows))
         parts.append(part)
     if not parts:
         raise ValueError(f"{path}: none of its {len(shards)} shards could be read")
@@ -136,3 +150,42 @@ def load(path: str | Path, classes: Sequence[str] | None = None) -> tuple[FlowSe
     log.info("%s: %d flows, %d packets, %d classes%s", path, len(flows), flows.n_packets,
              len(np.unique(flows.label)), f", {len(skipped)} shards skipped" if skipped else "")
     return flows, layout, skipped
+
+
+def _flows_to_keep(shards: list[Path], classes: Sequence[str] | None, cap: int | None, seed: int,
+                   sampled: dict[str, dict[str, int]] | None, skipped: list[str],
+                   read_errors: tuple[type[BaseException], ...]) -> set[str] | None:
+    """The flow ids to keep when some class has more than ``cap`` flows, else ``None`` (keep all)."""
+    import zlib
+
+    import pyarrow.parquet as pq
+
+    if not cap or cap < 1:
+        return None
+    by_class: dict[str, set[str]] = {}
+    for shard in shards:
+        try:
+            table = pq.read_table(shard, columns=["flow_id", "label"])
+        except read_errors as exc:
+            log.error("%s: unreadable shard skipped (%s)", shard, skip_reason(shard, exc))
+            skipped.append(str(shard))
+            continue
+        ids = table.column("flow_id").to_numpy(zero_copy_only=False).astype(str)
+        labels = table.column("label").to_numpy(zero_copy_only=False).astype(str)
+        pairs = np.unique(np.stack([labels, ids], axis=1), axis=0) if len(ids) else np.zeros((0, 2), dtype=str)
+        for label, fid in pairs.tolist():
+            if classes is None or label in classes:
+                by_class.setdefault(label, set()).add(fid)
+    if all(len(f) <= cap for f in by_class.values()):
+        return None
+    keep: set[str] = set()
+    for label, fids in sorted(by_class.items()):
+        if len(fids) <= cap:
+            keep |= fids
+            continue
+        rng = np.random.default_rng([seed, zlib.crc32(label.encode())])
+        chosen = rng.choice(np.array(sorted(fids), dtype=object), size=cap, replace=False)
+        keep |= set(chosen.tolist())
+        if sampled is not None:
+            sampled[label] = {"flows": len(fids), "kept": cap}
+    return keep
