@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow.parquet as pq
 
-from netdiffusion.dataset import Packets, read_layout, read_packets
+from netdiffusion.dataset import Packets, concat_shards, read_layout, read_packets, read_shard, shard_paths
 from netdiffusion.fields import Layout
 from netdiffusion.image import header_lengths
 
@@ -97,15 +98,60 @@ def stratified_flows(presence: np.ndarray, offsets: np.ndarray, count: int, rng:
     return np.flatnonzero(chosen)
 
 
+READ_ONCE_BYTES = 1 << 30  # datasets up to this many nPrint bytes are read at once
+
+
+class _Rows(NamedTuple):
+    """What choosing flows needs of every row, without its bits (a few bytes a row, not ~1,400)."""
+
+    flow_id: np.ndarray
+    packet_index: np.ndarray
+    label: np.ndarray
+    macro: np.ndarray
+    presence: np.ndarray  # (rows, headers) bool
+
+
+def _rows_without_bits(paths: list[Path], layout: Layout, classes: list[str] | None) -> _Rows:
+    """Every shard read once, one at a time, keeping only what :func:`load_flows` chooses by."""
+    parts = []
+    for path in paths:
+        pk = read_shard(path, classes)
+        parts.append(_Rows(pk.flow_id, pk.packet_index, pk.label, pk.macro, layout.presence(pk.nprint)))
+        del pk
+    return _Rows(*(np.concatenate([getattr(p, k) for p in parts]) for k in _Rows._fields))
+
+
+def _rows_of_flows(paths: list[Path], classes: list[str] | None, flow_ids: set[str]) -> Packets:
+    """The rows of ``flow_ids``, shard by shard (memory: one shard and the chosen rows)."""
+    parts = []
+    for path in paths:
+        pk = read_shard(path, classes)
+        ids, inverse = np.unique(pk.flow_id.astype(str), return_inverse=True)
+        rows = np.array([f in flow_ids for f in ids.tolist()], dtype=bool)[inverse.reshape(-1)]
+        parts.append(pk if rows.all() else pk.take(np.flatnonzero(rows)))
+        del pk
+    return concat_shards(parts)
+
+
 def load_flows(data: str | Path, *, packets: int = 1024, max_flows_per_class: int | None = None,
                classes: list[str] | None = None, seed: int = 0) -> FlowSet:
-    """Read a dataset into a :class:`FlowSet`, sorted by flow, capped per flow and per class."""
+    """Read a dataset into a :class:`FlowSet`, sorted by flow, capped per flow and per class.
+
+    A dataset over :data:`READ_ONCE_BYTES` with a cap is read twice, a shard at a time: first
+    without keeping the bits (to choose the flows), then keeping the chosen flows' rows only, so
+    memory holds the training set, not the dataset; the flows chosen are the same."""
     layout = read_layout(data)
-    pk: Packets = read_packets(data, labels=classes)
-    if len(pk) == 0:
+    paths = shard_paths(data)
+    try:
+        total = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    except (OSError, ValueError):  # a damaged shard: the plain read below names it
+        total = 0
+    streamed = bool(max_flows_per_class) and total * layout.width > READ_ONCE_BYTES
+    pk: Packets | _Rows = _rows_without_bits(paths, layout, classes) if streamed else read_packets(data, labels=classes)
+    if len(pk.flow_id) == 0:
         raise ValueError(f"{data}: dataset has no packets" + (f" for classes {classes}" if classes else ""))
     order = np.lexsort((pk.packet_index, pk.flow_id))
-    pk = pk.take(order)
+    pk = pk._replace(**{k: getattr(pk, k)[order] for k in _Rows._fields}) if streamed else pk.take(order)
     ids = pk.flow_id
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     ends = np.r_[starts[1:], len(ids)]
@@ -116,7 +162,7 @@ def load_flows(data: str | Path, *, packets: int = 1024, max_flows_per_class: in
     keep = np.arange(len(starts))
     ends = np.minimum(ends, starts + packets)
     if max_flows_per_class and any((labels == c).sum() > max_flows_per_class for c in class_names):
-        presence = layout.presence(pk.nprint)
+        presence = pk.presence if streamed else layout.presence(pk.nprint)
         chosen = []
         for c in class_names:
             idx = np.flatnonzero(labels == c)
@@ -126,7 +172,14 @@ def load_flows(data: str | Path, *, packets: int = 1024, max_flows_per_class: in
                 idx = idx[stratified_flows(presence[rows], sub_offsets, max_flows_per_class, rng)]
             chosen.append(idx)
         keep = np.sort(np.concatenate(chosen))
-    starts, ends, labels = starts[keep], ends[keep], labels[keep]
+    if streamed:  # now the bits, of the chosen flows only, in the same order
+        pk = _rows_of_flows(paths, classes, set(ids[starts[keep]].astype(str).tolist()))
+        pk = pk.take(np.lexsort((pk.packet_index, pk.flow_id)))
+        ids = pk.flow_id
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        ends = np.minimum(np.r_[starts[1:], len(ids)], starts + packets)
+        keep = np.arange(len(starts))
+    starts, ends, labels = starts[keep], ends[keep], pk.label[starts[keep]].astype(str)
     lengths = ends - starts
     rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)])
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)

@@ -314,8 +314,9 @@ def _group_rows(shard: Packets, group_of: dict[str, int]) -> np.ndarray:
 def _class_parts(paths: list[Path], labels: list[str], width: int, skipped: list[dict],
                  part_rows: int = PART_ROWS):
     """Yield ``(label, part, packets)``: each class's rows, sorted by flow and position, in parts
-    of whole flows of at most ``part_rows`` rows (``part`` counts from 0), a class's parts in a row. Datasets that fit in memory are read once; others a class (or a part) at a time,
-    so memory holds one part of one class, not the class."""
+    of whole flows of at most ``part_rows`` rows (``part`` counts from 0; a class's parts one after
+    another). Datasets that fit in memory are read once; others a class (or a part) at a time, so
+    memory holds one part of one class, not the class."""
     total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
     if total_rows * width > READ_ONCE_BYTES:
         for label in labels:
@@ -328,11 +329,11 @@ def _class_parts(paths: list[Path], labels: list[str], width: int, skipped: list
             group_of, group_shards = plan
             cached: dict[Path, tuple[Packets, np.ndarray] | None] = {}
             for k, paths_k in enumerate(group_shards):
-                for p in paths_k:  # a shard two groups share is read once
+                cached = {p: cached[p] for p in paths_k if p in cached}  # a shard two groups share is read once
+                for p in paths_k:
                     if p not in cached:
                         shard = read_shard_or_skip(p, skipped, [label])
                         cached[p] = None if shard is None else (shard, _group_rows(shard, group_of))
-                cached = {p: cached[p] for p in paths_k}
                 pieces = []
                 for entry in cached.values():
                     if entry is not None:
