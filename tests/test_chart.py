@@ -142,9 +142,12 @@ def test_values_flow_into_objects(helm: Path) -> None:
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["NETDIFFUSION_API_TOKENS_FILE"]["value"].startswith("/var/run/secrets/netdiffusion/")
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
-    settings = by_kind(render(helm, None, "serve.resultRetentionSeconds=0"), "ConfigMap")
+    settings = by_kind(render(helm, None, "serve.resultRetentionSeconds=0", "serve.modelCacheVersions=5"),
+                       "ConfigMap")
     assert [c["data"]["NETDIFFUSION_SERVE_RESULT_RETENTION_S"] for c in settings
             if "NETDIFFUSION_SERVE_RESULT_RETENTION_S" in c["data"]] == ["0"]
+    assert [c["data"]["NETDIFFUSION_SERVE_MODEL_CACHE_VERSIONS"] for c in settings
+            if "NETDIFFUSION_SERVE_MODEL_CACHE_VERSIONS" in c["data"]] == ["5"]
 
 
 def test_mlflow_server(helm: Path) -> None:
@@ -195,6 +198,7 @@ def test_optional_objects(helm: Path) -> None:
     (["serve.image.digest=sha256:nothex"], "digest"),
     (["serve.quota.jobs=0"], "jobs"),
     (["serve.resultRetentionSeconds=-1"], "resultRetentionSeconds"),
+    (["serve.modelCacheVersions=-1"], "modelCacheVersions"),
 ])
 def test_schema_rejects_bad_values(helm: Path, sets: list[str], expect: str) -> None:
     assert expect in render_error(helm, *sets)

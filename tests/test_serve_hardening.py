@@ -417,3 +417,35 @@ def test_body_error_messages_say_what_to_fix(server, tiny_model: Path) -> None:
     form = httpx.post(f"{server.url}/v1/jobs", content=b'{"classes": ["a"], "count": 1}',
                       headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"})
     assert form.status_code == 422 and "Content-Type: application/json" in form.json()["error"], form.text
+
+
+def test_the_model_cache_keeps_the_most_recently_used_versions_and_any_in_use(
+        sqlite_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each registry version is downloaded once and kept; a champion alias a weekly refresh moves
+    grew the state volume by a model per refresh. Beyond ``keep_versions`` the least recently used
+    copies are removed, never one a job holds (``ModelSource.use``) nor the one just asked for."""
+    import mlflow
+
+    from netdiffusion.serve.models import ModelSource
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_registry)
+    mlflow.set_tracking_uri(sqlite_registry)
+    try:
+        source = ModelSource(f"models:/{MODEL_NAME}@champion", cache_dir=tmp_path / "models", keep_versions=1)
+        with source.use(f"models:/{MODEL_NAME}@challenger") as in_use:
+            champion = source.local_dir(f"models:/{MODEL_NAME}@champion")  # over the limit, but in use
+            assert (in_use / "model.json").exists() and (champion / "model.json").exists()
+            assert in_use != champion
+        inode = (in_use / "model.json").stat().st_ino
+        again = source.local_dir(f"models:/{MODEL_NAME}@challenger")  # the most recent now
+        assert again == in_use and (again / "model.json").stat().st_ino == inode  # kept, not downloaded again
+        assert not champion.exists()  # least recently used, nobody holds it: removed
+        assert len(list((tmp_path / "models").glob("*.fetched"))) == 1
+        assert (source.local_dir(f"models:/{MODEL_NAME}@champion") / "model.json").exists()  # fetched again
+        assert not in_use.exists()
+        everything = ModelSource(f"models:/{MODEL_NAME}@champion", cache_dir=tmp_path / "models", keep_versions=0)
+        everything.local_dir(f"models:/{MODEL_NAME}@challenger")
+        assert len(list((tmp_path / "models").glob("*.fetched"))) == 2  # 0: keep all
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)

@@ -188,7 +188,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     tokens = TokenStore(config.tokens)
     store = JobStore(state_dir / "jobs.db")
     metrics = ServiceMetrics(store.counts)
-    models = ModelSource(config.model, cache_dir=state_dir / "models")
+    models = ModelSource(config.model, cache_dir=state_dir / "models", keep_versions=config.model_cache_versions)
     pool = WorkerPool(store, state_dir, workers=config.workers, job_threads=config.job_threads,
                       timeout_s=config.job_timeout_s, s3_uri=config.s3_uri, metrics=metrics)
     submitter = PipelineSubmitter(store, config.kfp_host, s3_uri=config.s3_uri, timeout_s=config.kfp_timeout_s,

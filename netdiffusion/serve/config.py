@@ -40,6 +40,8 @@ class ServeConfig:
     s3_uri: str | None = None  # s3://bucket/prefix for job results
     # stored results (archive, files, log) of jobs that ended longer ago are removed (0: keep all)
     result_retention_s: float = 7 * 86400.0
+    # registry models downloaded into the state volume: the most recently used ones kept (0: all)
+    model_cache_versions: int = 3  # models.DEFAULT_KEEP_VERSIONS
     tokens: list[str] = field(default_factory=list, repr=False)
 
     @classmethod

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 LOCAL = "local"
 _VERSION = re.compile(r"^(?:v)?(\d+)$")
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_PINNED = re.compile(r"^models:/[^/@]+/\d+$")  # a registry version: never changes, so its copy is kept
+DEFAULT_KEEP_VERSIONS = 3  # downloaded models kept (NETDIFFUSION_SERVE_MODEL_CACHE_VERSIONS)
 
 
 class ModelNotFound(LookupError):
@@ -89,10 +91,14 @@ def is_registry_uri(model: str | None) -> bool:
 class ModelSource:
     """Resolves model references and lists models, for a local dir or the MLflow registry."""
 
-    def __init__(self, model: str | None, cache_dir: Path, cache_ttl_s: float = 30.0) -> None:
+    def __init__(self, model: str | None, cache_dir: Path, cache_ttl_s: float = 30.0,
+                 keep_versions: int | None = None) -> None:
         self.model = model
         self.cache_dir = cache_dir
         self.cache_ttl_s = cache_ttl_s
+        if keep_versions is None:  # a job process: what the service was configured with
+            keep_versions = int(os.environ.get("NETDIFFUSION_SERVE_MODEL_CACHE_VERSIONS") or DEFAULT_KEEP_VERSIONS)
+        self.keep_versions = keep_versions  # downloaded models kept on disk, most recently used first (0: all)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Any]] = {}
 
@@ -129,6 +135,75 @@ class ModelSource:
         raise ModelReferenceInvalid(f"model {requested!r}: expected a version number, an alias or "
                                     f"models:/{name}@ALIAS")
 
+    @contextmanager
+    def use(self, reference: str) -> Iterator[Path]:
+        """:meth:`local_dir` of ``reference``, kept while the block runs: a shared ``flock`` on the
+        entry's ``.use`` file, which eviction (:meth:`_evict`) will not take from a user."""
+        if not is_registry_uri(reference):
+            yield Path(reference)
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        reference = self._pinned(reference)
+        name = self._entry(reference)
+        fd = os.open(self.cache_dir / f"{name}.use", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield self._fetch(reference)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _entry(reference: str) -> str:
+        return hashlib.sha256(reference.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def _pinned(reference: str) -> str:
+        """An alias resolved to the version it names now (one registry call), else ``reference``."""
+        from netdiffusion.tracking.model import pinned_version_uri
+
+        try:
+            return pinned_version_uri(reference) or reference
+        except Exception:  # noqa: BLE001 - unresolvable here: the download says why (404 / 503)
+            return reference
+
+    def _evict(self, keep: str) -> list[str]:
+        """Remove downloaded models beyond the ``keep_versions`` most recently used ones, except
+        ``keep`` and any a job holds (:meth:`use`); returns the entries removed.
+
+        Why: each registry version is downloaded once and kept (versions never change); with a
+        champion alias that a scheduled refresh moves every week, the service's volume grew by a
+        model (GBs for SD weights) per refresh."""
+        if self.keep_versions <= 0 or not self.cache_dir.is_dir():
+            return []
+
+        def last_used(name: str) -> float:
+            times = [p.stat().st_mtime for p in (self.cache_dir / f"{name}.fetched", self.cache_dir / f"{name}.used")
+                     if p.exists()]
+            return max(times, default=0.0)
+
+        # ``keep`` was used just now, whatever its file times say (they tick in jiffies): it takes
+        # one of the places, the others go by their times
+        others = [m.name[: -len(".fetched")] for m in self.cache_dir.glob("*.fetched") if m.name != f"{keep}.fetched"]
+        removed = []
+        for name in sorted(others, key=last_used, reverse=True)[self.keep_versions - 1:]:
+            with _exclusive(self.cache_dir / f"{name}.lock"):  # not while it is being fetched
+                fd = os.open(self.cache_dir / f"{name}.use", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a job uses it: next time
+                    (self.cache_dir / f"{name}.fetched").unlink(missing_ok=True)  # first: no reader trusts it
+                    shutil.rmtree(self.cache_dir / name, ignore_errors=True)
+                    (self.cache_dir / f"{name}.used").unlink(missing_ok=True)
+                    removed.append(name)
+                finally:
+                    os.close(fd)
+        if removed:
+            log.info("model cache: removed %d least recently used model(s) (keeping %d)", len(removed),
+                     self.keep_versions)
+        return removed
+
     def local_dir(self, reference: str) -> Path:
         """A directory holding the model (downloads registry models through netdiffusion.tracking).
 
@@ -141,16 +216,25 @@ class ModelSource:
         downloading again."""
         if not is_registry_uri(reference):
             return Path(reference)
-        from netdiffusion import tracking  # lazy: mlflow is heavy
-        from netdiffusion.tracking.model import pinned_version_uri
-
-        try:
-            pinned = pinned_version_uri(reference)
-        except Exception:  # noqa: BLE001 - unresolvable here: the download below says why (404 / 503)
-            pinned = None
-        reference = pinned or reference
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        dst = self.cache_dir / hashlib.sha256(reference.encode()).hexdigest()[:16]
+        return self._fetch(self._pinned(reference))
+
+    def _fetch(self, reference: str) -> Path:
+        """The cached copy of ``reference`` (see :meth:`_cached_or_downloaded`), marked used now;
+        then the cache is trimmed (:meth:`_evict`)."""
+        found = self._cached_or_downloaded(reference)
+        entry = self._entry(reference)
+        (self.cache_dir / f"{entry}.used").touch()
+        self._evict(keep=entry)
+        return found
+
+    def _cached_or_downloaded(self, reference: str) -> Path:
+        """A pinned version's kept copy, or a fresh download (other references are refreshed per
+        fetch), under the entry's lock."""
+        from netdiffusion import tracking  # lazy: mlflow is heavy
+
+        pinned = bool(_PINNED.match(reference))
+        dst = self.cache_dir / self._entry(reference)
         marker = self.cache_dir / f"{dst.name}.fetched"
         asked = time.time()
         with _exclusive(self.cache_dir / f"{dst.name}.lock"):
@@ -179,7 +263,8 @@ class ModelSource:
             if not is_registry_uri(reference):
                 return read_model_info(reference)
             try:
-                return read_model_info(self.local_dir(reference))
+                with self.use(reference) as model_dir:  # not removed by another job's fetch meanwhile
+                    return read_model_info(model_dir)
             except Exception as exc:  # noqa: BLE001 - classified into 404 vs 503 for the API
                 raise _registry_error(reference, exc) from exc
 

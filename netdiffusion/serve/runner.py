@@ -95,15 +95,14 @@ def run_job(state_dir: Path, job_id: str, s3_uri: str | None = None) -> dict[str
     stage("resolving model", 0.02)
     from netdiffusion.serve.models import ModelSource
 
-    source = ModelSource(req["model_ref"], cache_dir=state_dir / "models")
-    model_dir = source.local_dir(req["model_ref"])
+    source = ModelSource(req["model_ref"], cache_dir=state_dir / "models")  # keeps what the service's env says
+    with source.use(req["model_ref"]) as model_dir:  # kept on disk until generation is done
+        stage("generating", 0.05)
+        from netdiffusion.model.generate import generate
 
-    stage("generating", 0.05)
-    from netdiffusion.model.generate import generate
-
-    generated = work / "generated"
-    generate(model_dir, generated, classes=req["classes"], count=req["count"], seed=req.get("seed", 0),
-             images=False)
+        generated = work / "generated"
+        generate(model_dir, generated, classes=req["classes"], count=req["count"], seed=req.get("seed", 0),
+                 images=False)
     model_packets = req.get("model_packets")
     dataset = generated
     if req.get("packets") and (model_packets is None or req["packets"] < model_packets):
