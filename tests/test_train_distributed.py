@@ -32,7 +32,9 @@ def test_two_process_gloo_run_matches_single_process(tmp_path: Path) -> None:
            "--config", "tiny", "--set", "training.steps=40", "--set", "training.log_every=10",
            "--set", "training.lr=0.003", "--set", "training.checkpoint_every=20",
            "--set", "training.keep_checkpoints=true"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scratch = tmp_path / "tmp"  # torchrun leaves a torchelastic_* folder in TMPDIR
+    scratch.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])

@@ -129,6 +129,8 @@ def test_trainjob_entrypoint_trains_under_torchrun(small_dataset, tmp_path, monk
     monkeypatch.setenv("PET_MASTER_PORT", str(port))
     monkeypatch.setenv("PET_NNODES", "1")
     monkeypatch.setenv("PET_NPROC_PER_NODE", "1")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # torchrun leaves a torchelastic_* folder there
     rc = remote.main(["--data-uri", str(small_dataset), "--model-uri", str(tmp_path / "published"),
                       "--config", "tiny", "--seed", "1"])
     assert rc == 0
