@@ -465,6 +465,8 @@ def repair_dataset(input: str | os.PathLike, output: str | os.PathLike, *,
                 if merged:
                     merged_file = _MergedPcap(_unique_path(out / file_name(label) / f"{file_name(label)}_merged.pcap",
                                                            f"{label}/", used))
+            if part:  # a large class: show how far into it repair is
+                bar.set_postfix_str(f"{label}: part {part + 1}", refresh=True)
             cpu["read"] += clock() - mark
             mark = clock()
             n_in_packets += len(packets)
