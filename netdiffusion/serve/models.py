@@ -177,8 +177,12 @@ class ModelSource:
             return []
 
         def last_used(name: str) -> float:
-            times = [p.stat().st_mtime for p in (self.cache_dir / f"{name}.fetched", self.cache_dir / f"{name}.used")
-                     if p.exists()]
+            times = []
+            for suffix in (".fetched", ".used"):
+                try:
+                    times.append((self.cache_dir / f"{name}{suffix}").stat().st_mtime)
+                except OSError:  # not there (never used, or another process removed it meanwhile)
+                    pass
             return max(times, default=0.0)
 
         # ``keep`` was used just now, whatever its file times say (they tick in jiffies): it takes
