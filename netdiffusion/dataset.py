@@ -34,7 +34,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -478,6 +478,24 @@ def read_packets(directory: str | os.PathLike, labels: Sequence[str] | None = No
     if not paths:
         raise FileNotFoundError(f"{directory}: no Parquet shards")
     return concat_shards([read_shard(p, labels) for p in paths])
+
+
+# rows of one class held at once where a class can be large: generate writes a class in shards of
+# whole flows of about this many rows, repair repairs it this many rows at a time
+PART_ROWS = 1 << 17
+
+
+def flow_values(flow_id: np.ndarray, value_of: Mapping[str, int], default: int) -> np.ndarray:
+    """Per row, ``value_of`` its flow id (``default`` for ids it lacks), looked up once per distinct
+    flow rather than once per row."""
+    ids, inverse = np.unique(flow_id.astype(str), return_inverse=True)
+    return np.array([value_of.get(f, default) for f in ids.tolist()], dtype=np.int64)[inverse.reshape(-1)]
+
+
+def only_flows(packets: Packets, flow_ids: set[str]) -> Packets:
+    """The rows of ``flow_ids``: the same arrays when every row is one of them, else a copy."""
+    keep = flow_values(packets.flow_id, dict.fromkeys(flow_ids, 1), 0).astype(bool)
+    return packets if keep.all() else packets.take(np.flatnonzero(keep))
 
 
 def concat_shards(parts: Sequence[Packets]) -> Packets:

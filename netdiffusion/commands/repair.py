@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netdiffusion.repair import PART_ROWS, repair_dataset
+    from netdiffusion.dataset import PART_ROWS
+    from netdiffusion.repair import repair_dataset
 
     if args.part_rows is not None and args.part_rows < 1:
         return error("repair", f"--part-rows {args.part_rows}: must be at least 1")

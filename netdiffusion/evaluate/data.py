@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netdiffusion.dataset import Packets, dataset_layout, read_shard, shard_paths, skip_reason
+from netdiffusion.dataset import Packets, dataset_layout, only_flows, read_shard, shard_paths, skip_reason
 from netdiffusion.fields import Layout
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,7 @@ def load(path: str | Path, classes: Sequence[str] | None = None, *, max_flows_pe
             log.error("%s: unreadable shard skipped (%s)", shard, skip_reason(shard, exc))
             skipped.append(str(shard))
             continue
-        if keep is not None and len(part):
-            ids, inverse = np.unique(part.flow_id.astype(str), return_inverse=True)
-            rows = np.array([f in keep for f in ids.tolist()], dtype=bool)[inverse.reshape(-1)]
-            part = part if rows.all() else part.take(np.flatnonzero(rows))
-        parts.append(part)
+        parts.append(part if keep is None or not len(part) else only_flows(part, keep))
     if not parts:
         raise ValueError(f"{path}: none of its {len(shards)} shards could be read")
     flows = FlowSet.from_packets(parts[0] if len(parts) == 1 else Packets.concat(parts))

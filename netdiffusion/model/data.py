@@ -15,7 +15,15 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow.parquet as pq
 
-from netdiffusion.dataset import Packets, concat_shards, read_layout, read_packets, read_shard, shard_paths
+from netdiffusion.dataset import (
+    Packets,
+    concat_shards,
+    only_flows,
+    read_layout,
+    read_packets,
+    read_shard,
+    shard_paths,
+)
 from netdiffusion.fields import Layout
 from netdiffusion.image import header_lengths
 
@@ -125,11 +133,7 @@ def _rows_of_flows(paths: list[Path], classes: list[str] | None, flow_ids: set[s
     """The rows of ``flow_ids``, shard by shard (memory: one shard and the chosen rows)."""
     parts = []
     for path in paths:
-        pk = read_shard(path, classes)
-        ids, inverse = np.unique(pk.flow_id.astype(str), return_inverse=True)
-        rows = np.array([f in flow_ids for f in ids.tolist()], dtype=bool)[inverse.reshape(-1)]
-        parts.append(pk if rows.all() else pk.take(np.flatnonzero(rows)))
-        del pk
+        parts.append(only_flows(read_shard(path, classes), flow_ids))
     return concat_shards(parts)
 
 

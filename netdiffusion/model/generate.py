@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from netdiffusion.dataset import Packets, write_fields, write_json, write_shard
+from netdiffusion.dataset import PART_ROWS, Packets, write_fields, write_json, write_shard
 from netdiffusion.fields import ABSENT, Layout
 from netdiffusion.image import mask_from_lengths, matrix_to_image, save_png
 from netdiffusion.model.data import load_templates, sample_timestamps, stratified_flows
@@ -31,10 +31,9 @@ from netdiffusion.names import file_name
 log = logging.getLogger(__name__)
 
 ETHERNET_BYTES = 14
-# rows per Parquet shard of one class: a class whose flows hold more is written in parts as they are
-# generated, so memory stays bounded by a part (COUNT=5000 flows of ~900 packets held at once took
-# ~26 GB: matrices, their masks and the concatenated copy)
-PART_ROWS = 1 << 17
+# a class whose flows hold more than dataset.PART_ROWS rows is written in parts as they are generated,
+# so memory stays bounded by a part (COUNT=5000 flows of ~900 packets held at once took ~26 GB:
+# matrices, their masks and the concatenated copy)
 
 
 def load_model_meta(model: str | os.PathLike) -> dict[str, Any]:

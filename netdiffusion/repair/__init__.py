@@ -25,10 +25,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from netdiffusion.dataset import (
+    PART_ROWS,
     SHARD_READ_ERRORS,
     Packets,
     concat_shards,
     dataset_layout,
+    flow_values,
     read_shard_or_skip,
     readable_shard_paths,
     skip_shard,
@@ -245,9 +247,6 @@ def _read_shards(paths: list[Path], skipped: list[dict], labels: list[str] | Non
     return concat_shards(parts) if parts else None
 
 
-PART_ROWS = 131_072  # a class with more rows is repaired this many rows (whole flows) at a time
-
-
 def _flow_cuts(flow_id: np.ndarray, part_rows: int) -> list[tuple[int, int]]:
     """Row ranges of at most ``part_rows`` rows over rows grouped by flow, cut only between flows
     (a flow longer than ``part_rows`` is a range of its own)."""
@@ -305,12 +304,6 @@ def _flow_groups(paths: list[Path], label: str, part_rows: int,
     return group_of, [[paths[i] for i in sorted(s)] for s in shards]
 
 
-def _group_rows(shard: Packets, group_of: dict[str, int]) -> np.ndarray:
-    """The group number of every row of ``shard`` (-1: a flow the plan does not know)."""
-    ids, inverse = np.unique(shard.flow_id.astype(str), return_inverse=True)
-    return np.array([group_of.get(f, -1) for f in ids.tolist()], dtype=np.int64)[inverse.reshape(-1)]
-
-
 def _class_parts(paths: list[Path], labels: list[str], width: int, skipped: list[dict],
                  part_rows: int = PART_ROWS):
     """Yield ``(label, part, packets)``: each class's rows, sorted by flow and position, in parts
@@ -333,7 +326,7 @@ def _class_parts(paths: list[Path], labels: list[str], width: int, skipped: list
                 for p in paths_k:
                     if p not in cached:
                         shard = read_shard_or_skip(p, skipped, [label])
-                        cached[p] = None if shard is None else (shard, _group_rows(shard, group_of))
+                        cached[p] = None if shard is None else (shard, flow_values(shard.flow_id, group_of, -1))
                 pieces = []
                 for entry in cached.values():
                     if entry is not None:

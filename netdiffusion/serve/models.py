@@ -144,8 +144,7 @@ class ModelSource:
             return
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         reference = self._pinned(reference)
-        name = self._entry(reference)
-        fd = os.open(self.cache_dir / f"{name}.use", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _lock_file(self.cache_dir / f"{self._entry(reference)}.use")
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             yield self._fetch(reference)
@@ -191,7 +190,7 @@ class ModelSource:
         removed = []
         for name in sorted(others, key=last_used, reverse=True)[self.keep_versions - 1:]:
             with _exclusive(self.cache_dir / f"{name}.lock"):  # not while it is being fetched
-                fd = os.open(self.cache_dir / f"{name}.use", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fd = _lock_file(self.cache_dir / f"{name}.use")
                 try:
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -354,13 +353,18 @@ _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
 
+def _lock_file(path: Path) -> int:
+    """A descriptor of ``path`` (created if need be) for ``flock``; the caller closes it."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
 @contextmanager
 def _exclusive(path: Path) -> Iterator[None]:
     """Hold ``path`` exclusively: a thread lock within this process, ``flock`` across processes."""
     with _thread_locks_guard:
         lock = _thread_locks.setdefault(str(path), threading.Lock())
     with lock:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
