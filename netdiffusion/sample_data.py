@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -79,31 +81,54 @@ def parse_ndpi_result(text: str, pcap: str) -> list[dict[str, str]]:
     return rows
 
 
-def download_ndpi_source(workdir: Path, timeout: float = 600) -> Path:
+APT_ATTEMPTS = 3  # a mirror or proxy that drops one request should not fail a fresh machine's ``make run``
+
+
+def download_ndpi_source(workdir: Path, timeout: float = 600, attempts: int = APT_ATTEMPTS,
+                         pause: float = 5.0) -> Path:
     """``apt-get source --download-only ndpi`` with a private apt state; returns the orig tarball.
 
     Only the upstream tarball is needed, so a failure to fetch the Debian diff is tolerated.
+    ``apt-get update`` exits 0 when a fetch fails ("W: Failed to fetch ..."), leaving no index behind:
+    each step is checked by what it left (a Sources index, then the tarball) and retried up to
+    ``attempts`` times; the error names the step and quotes apt's last message.
     """
     if shutil.which("apt-get") is None:
         raise RuntimeError("apt-get not found (not a Debian system)")
     suite = _debian_suite()
-    (workdir / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    lists = workdir / "lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
     (workdir / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
     sources = workdir / "sources.list"
     sources.write_text(f"deb-src {_debian_archive_uri()} {suite} main\n")
     opts = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/dev/null",
-            "-o", f"Dir::State::Lists={workdir / 'lists'}", "-o", f"Dir::Cache={workdir / 'cache'}"]
+            "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={workdir / 'cache'}"]
     if os.geteuid() == 0:  # the _apt sandbox user cannot write into our private directories
         opts += ["-o", "APT::Sandbox::User=root"]
     log.info("fetching the Debian ndpi source package (%s) with apt-get", suite)
-    subprocess.run(["apt-get", "-q", *opts, "update"], cwd=workdir, check=True, timeout=timeout,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    subprocess.run(["apt-get", "-q", *opts, "source", "--download-only", "ndpi"], cwd=workdir,
-                   timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    tarballs = sorted(workdir.glob("ndpi_*.orig.tar.*"))
-    if not tarballs:
-        raise RuntimeError("apt-get source did not deliver the ndpi orig tarball")
-    return tarballs[-1]
+    _apt_until(["update"], opts, workdir, timeout, attempts, pause,
+               done=lambda: any(lists.glob("*_Sources*")), what="apt-get update (no Sources index fetched)")
+    _apt_until(["source", "--download-only", "ndpi"], opts, workdir, timeout, attempts, pause,
+               done=lambda: any(workdir.glob("ndpi_*.orig.tar.*")),
+               what="apt-get source did not deliver the ndpi orig tarball")
+    return sorted(workdir.glob("ndpi_*.orig.tar.*"))[-1]
+
+
+def _apt_until(args: list[str], opts: list[str], workdir: Path, timeout: float, attempts: int, pause: float,
+               done: Callable[[], bool], what: str) -> None:
+    """Run ``apt-get -q OPTS ARGS`` until ``done()`` holds, at most ``attempts`` times."""
+    last = ""
+    for attempt in range(1, max(1, attempts) + 1):
+        proc = subprocess.run(["apt-get", "-q", *opts, *args], cwd=workdir, timeout=timeout,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done():
+            return
+        messages = [line.strip() for line in (proc.stderr or "").splitlines() if line.strip()]
+        last = messages[-1] if messages else f"exit status {proc.returncode}"
+        if attempt < attempts:
+            log.warning("%s, attempt %d of %d: %s; retrying in %.0f s", what, attempt, attempts, last, pause)
+            time.sleep(pause * attempt)
+    raise RuntimeError(f"{what} after {max(1, attempts)} attempts: {last}")
 
 
 def _debian_archive_uri(apt_dir: Path = Path("/etc/apt")) -> str:

@@ -98,3 +98,56 @@ def test_real_debian_download_matches_the_shared_captures(tmp_path, shared_data)
         theirs = hashlib.sha256((shared_data / row["path"]).read_bytes()).hexdigest()
         assert ours == theirs, row["path"]
     assert _rows(tmp_path / "sample/ndpi_flow_labels.csv") == _rows(shared_data / "ndpi_flow_labels.csv")
+
+
+def _fake_apt(bin_dir: Path, update_failures: int) -> Path:
+    """An ``apt-get`` that behaves like apt behind a flaky mirror: ``update`` exits 0 with a
+    "W: Failed to fetch" warning and no index the first ``update_failures`` times."""
+    calls = bin_dir / "calls"
+    script = bin_dir / "apt-get"
+    script.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+lists=$(echo "$@" | sed -n 's/.*Dir::State::Lists=\\([^ ]*\\).*/\\1/p')
+case "$*" in
+  *" update"*)
+    n=$(grep -c ' update' {calls})
+    if [ "$n" -le {update_failures} ]; then
+      echo "W: Failed to fetch http://mirror/dists/x/InRelease  Temporary failure resolving 'mirror'" >&2
+      exit 0
+    fi
+    touch "$lists/mirror_dists_x_main_source_Sources.lz4" ;;
+  *" source "*)
+    if ls "$lists"/*_Sources* >/dev/null 2>&1; then echo tarball > ndpi_4.2.orig.tar.gz;
+    else echo "E: You must put some 'deb-src' URIs in your sources.list" >&2; exit 100; fi ;;
+esac
+""")
+    script.chmod(0o755)
+    return calls
+
+
+def test_a_flaky_mirror_is_retried_until_apt_leaves_an_index(tmp_path, monkeypatch):
+    """apt-get update exits 0 when its fetch fails; the download checks what apt left and retries
+    (a fresh machine's ``make run`` failed on one dropped request before)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = _fake_apt(bin_dir, update_failures=1)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    work = tmp_path / "work"
+    work.mkdir()
+    tarball = sample_data.download_ndpi_source(work, pause=0)
+    assert tarball == work / "ndpi_4.2.orig.tar.gz"
+    lines = calls.read_text().splitlines()
+    assert [line.split()[-1] for line in lines] == ["update", "update", "ndpi"]
+
+
+def test_a_mirror_that_keeps_failing_is_an_error_quoting_apt(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = _fake_apt(bin_dir, update_failures=99)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(RuntimeError, match=r"no Sources index fetched\) after 3 attempts: W: Failed to fetch .*"
+                                           r"Temporary failure"):
+        sample_data.download_ndpi_source(work, pause=0)
+    assert len(calls.read_text().splitlines()) == 3
