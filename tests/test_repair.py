@@ -1369,6 +1369,63 @@ def test_real_flows_with_multipath_and_other_tcp_options_are_left_unchanged(tmp_
     np.testing.assert_array_equal(out["packets"].nprint[:, keep], packets.nprint[:, keep])
 
 
+def test_multipath_options_are_kept_by_their_subtypes_lengths_and_cut_otherwise(tmp_path: Path) -> None:
+    """Regression (QA on nDPI's captures at 30% corruption, session 20): an MPTCP option (kind 30)
+    was kept at any length from 3 to 40, so a 4-byte MP_FASTCLOSE (it holds an 8-byte key: 12
+    bytes) stayed and tshark called the packet malformed. Each subtype now has its RFC 8684
+    lengths (DSS: the length its flags announce, with or without the checksum): every real shape
+    below is left as it is; wrong lengths and unassigned subtypes end the option list, and the
+    repaired flow passes tshark."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from netdiffusion.validate import validate_dir
+
+    def mp(subtype_byte: int, rest: bytes) -> tuple[int, bytes]:
+        return (30, bytes([subtype_byte]) + rest)
+
+    real = [  # (SYN-side options, ...) as RFC 8684 lays them out
+        [mp(0x01, b"\x81"), ("MSS", 1460)],  # MP_CAPABLE v1 on a SYN: 4 bytes
+        [mp(0x01, b"\x81" + bytes(8)), ("MSS", 1460)],  # SYN/ACK: the key, 12
+        [mp(0x01, b"\x81" + bytes(16))],  # third ACK: both keys, 20
+        [mp(0x20, b"\x01" + bytes(4))],  # DSS: 4-byte data ACK, 8
+        [mp(0x20, b"\x0f" + bytes(22))],  # DSS: 8-byte ACK + 8-byte DSN mapping, no checksum, 26
+        [mp(0x20, b"\x0f" + bytes(24)), ("NOP", None), ("NOP", None)],  # ... with the checksum, 28
+        [mp(0x20, b"\x05" + bytes(14))],  # DSS: 4-byte ACK + 4-byte DSN mapping, no checksum, 18
+        [mp(0x30, b"\x01" + bytes(14))],  # ADD_ADDR v1 IPv4 + HMAC, 16
+        [mp(0x10, b"\x01" + bytes(8))],  # MP_JOIN SYN: address id, token, nonce: 12
+        [mp(0x40, b"\x01\x02"), ("NOP", None), ("NOP", None), ("NOP", None)],  # REMOVE_ADDR of 2 ids, 5
+        [mp(0x50, b"\x01"), ("NOP", None)],  # MP_PRIO with an address id, 4
+        [mp(0x80, b"\x01"), mp(0x70, b"\x00" + bytes(8))],  # MP_TCPRST 4, MP_FASTCLOSE 12
+    ]
+    e, a, b = Ether(), IP(src="10.0.0.1", dst="10.0.0.2"), IP(src="10.0.0.2", dst="10.0.0.1")
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100, options=real[0]),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101, options=real[1])]
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=101 + 10 * i, ack=901, options=o) / (b"x" * 10)
+             for i, o in enumerate(real[2:])]
+    (tmp_path / "real").mkdir()
+    layout, packets = _encoded_flow(tmp_path / "real", pkts)
+    _assert_repair_changes_nothing(layout, packets)
+
+    wrong = [mp(0x70, b"\x00\x00"),  # MP_FASTCLOSE of 4 bytes (the 30%-corruption case)
+             mp(0x20, b"\x05" + bytes(4)),  # DSS announcing ACK + mapping (18 bytes) in 8
+             mp(0x90, b"\x00\x00"),  # subtype 9: unassigned
+             mp(0x00, b"")]  # MP_CAPABLE of 3 bytes
+    pkts = [e / a / TCP(sport=4000, dport=80, flags="S", seq=100, options=[("MSS", 1460)]),
+            e / b / TCP(sport=80, dport=4000, flags="SA", seq=900, ack=101, options=[("MSS", 1460)])]
+    pkts += [e / a / TCP(sport=4000, dport=80, flags="A", seq=101 + 10 * i, ack=901,
+                         options=[("NOP", None), ("NOP", None), ("Timestamp", (5 + i, 0)), o]) / (b"x" * 10)
+             for i, o in enumerate(wrong)]
+    (tmp_path / "wrong").mkdir()
+    layout, packets = _encoded_flow(tmp_path / "wrong", pkts)
+    out = repair_packets(layout, packets, RepairConfig())
+    # each wrong option was the last of its list: cut, the timestamps before it kept
+    assert out["result"].fields[("options", "tcp_opt")][2:].all()
+    assert (layout.field_values(out["packets"].nprint, "tcp_doff")[2:] == 8).all()
+    repair_dataset(tmp_path / "wrong" / "ds", tmp_path / "pcaps", progress=False)
+    assert validate_dir(tmp_path / "pcaps", progress=False, tcpreplay=False)["failed"] == []
+
+
 def test_tcp_fast_open_data_on_the_syn_is_kept_where_the_syn_ack_acknowledges_it(tmp_path: Path) -> None:
     """Regression (QA, Linux TCP Fast Open captured by scripts/netns_traffic.py): the client's SYN
     carries its request and the SYN-ACK acknowledges ISN + 1 + its length. Repair cleared the SYN's
