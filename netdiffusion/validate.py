@@ -4,11 +4,12 @@ For every ``*.pcap`` under a directory (one flow per file, as repair writes them
 
 - **tshark** with IP/TCP/UDP checksum validation on: malformed packets, bad checksums, expert
   info counts by severity, and TCP analysis flags (lost / unseen-ACKed / out-of-order segments,
-  reused ports, retransmissions, duplicate ACKs, ...). One tshark process per file, run
-  concurrently.
+  reused ports, retransmissions, duplicate ACKs, ...). Files of one conversation each are read in
+  batches, one tshark per batch (:func:`batch_files`); batches run concurrently.
 - **capinfos** summary per file (packets, duration, sizes, rates, time order: the paper's Table 9).
 - **tcpreplay** of every file onto one end of a veth pair inside a network namespace created for
-  this run and always removed afterwards (needs root; skipped with a clear message otherwise).
+  this run and always removed afterwards (needs root; skipped with a clear message otherwise);
+  runs of files per tcpreplay, each file alone where a run does not send everything.
 - **scapy** reads every file and must see as many packets as capinfos.
 
 A file *fails* when any count exceeds its threshold (:data:`DEFAULT_THRESHOLDS`, all zero); a
@@ -20,7 +21,9 @@ duplicate ACKs, window and keep-alive notes are legitimate TCP behaviour and onl
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import logging
 import os
 import re
@@ -30,6 +33,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from netdiffusion.labels import CAPTURE_SUFFIXES
@@ -103,48 +107,196 @@ def payload_protocols() -> tuple[str, ...]:
     return tuple(sorted(found - HEADER_PROTOCOLS))
 
 
-def tshark_file(path: Path) -> dict:
-    """Expert/analysis counts of one capture."""
-    cmd = ["tshark", "-n", "-r", str(path)]
+def _tshark_command(source: str) -> list[str]:
+    cmd = ["tshark", "-n", "-r", source]
     for pref in TSHARK_PREFS:
         cmd += ["-o", pref]
     for proto in payload_protocols():
         cmd += ["--disable-protocol", proto]
-    cmd += ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=\x1f", "-E", "separator=\t",
-            "-e", "frame.number", "-e", "_ws.malformed", "-e", "_ws.expert.severity",
-            "-e", "_ws.expert.group", "-e", "_ws.expert.message"]
-    proc = _run(cmd)
-    out: dict = {"packets": 0, "malformed": 0, "bad_checksums": 0, "expert": Counter(), "tcp_flags": Counter(),
-                 "expert_error_messages": Counter()}
+    return cmd + ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=\x1f", "-E", "separator=\t",
+                  "-e", "frame.number", "-e", "_ws.malformed", "-e", "_ws.expert.severity",
+                  "-e", "_ws.expert.group", "-e", "_ws.expert.message"]
+
+
+def _empty_counts() -> dict:
+    return {"packets": 0, "malformed": 0, "bad_checksums": 0, "expert": Counter(), "tcp_flags": Counter(),
+            "expert_error_messages": Counter()}
+
+
+def _count_line(out: dict, cols: list[str]) -> None:
+    """Add one tshark output line (one frame: number, malformed, severities, groups, messages)."""
+    if len(cols) < 5:
+        cols += [""] * (5 - len(cols))
+    out["packets"] += 1
+    sev = [int(s) for s in cols[2].split("\x1f") if s]
+    grp = [int(g) for g in cols[3].split("\x1f") if g]
+    msgs = [m for m in cols[4].split("\x1f") if m] if cols[4] else []
+    malformed = bool(cols[1]) or GROUP_MALFORMED in grp
+    out["malformed"] += int(malformed)
+    for i, s in enumerate(sev):
+        name = SEVERITY.get(s, str(s))
+        out["expert"][name] += 1
+        g = grp[i] if i < len(grp) else 0
+        msg = msgs[i] if i < len(msgs) else ""
+        if g == GROUP_CHECKSUM and name == "error":
+            out["bad_checksums"] += 1
+        if name == "error":
+            out["expert_error_messages"][re.sub(r"\[.*?\]|0x[0-9a-f]+|\d+", "#", msg)[:80]] += 1
+        for prefix, flag in TCP_FLAG_MESSAGES.items():
+            if msg.startswith(prefix):
+                out["tcp_flags"][flag] += 1
+                break
+
+
+def _finish_counts(out: dict) -> dict:
+    out["expert_errors"] = out["expert"].get("error", 0)
+    out["tcp_errors"] = sum(out["tcp_flags"].get(f, 0) for f in TCP_ERROR_FLAGS)
+    return out
+
+
+def tshark_file(path: Path) -> dict:
+    """Expert/analysis counts of one capture."""
+    proc = _run(_tshark_command(str(path)))
+    out = _empty_counts()
     if proc.returncode != 0:
         out["error"] = (proc.stderr.strip().splitlines() or ["tshark failed"])[-1]
         return out
     for line in proc.stdout.splitlines():
+        _count_line(out, line.split("\t"))
+    return _finish_counts(out)
+
+
+# One tshark process costs ~0.1-0.2 s to start (it loads every dissector) however few packets it
+# reads, and repair writes one flow of tens of packets per file: per-file tshark spent most of its
+# time starting. Files that each hold one conversation of a classic pcap are therefore read in
+# batches: their records concatenated behind one header and piped to one tshark, whose per-frame
+# lines are split back by frame number. Files in a batch never share a conversation (TCP/UDP:
+# protocol + both address:port ends; ICMP: protocol + addresses), so tshark's per-conversation
+# analysis sees each file's packets as if alone. Anything else (pcapng, gzip, several
+# conversations, fragments, packets encode would skip) is read alone, as before.
+BATCH_FILES = 256
+BATCH_PACKETS = 20_000
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """What batching needs of one file: its pcap header (snaplen zeroed; batches use the largest),
+    its one conversation and its records, or ``header=None`` when it must be read alone."""
+
+    header: bytes | None
+    conversation: tuple = ()
+    records: int = 0
+    snaplen: int = 0
+
+
+_ALONE = _Probe(None)
+
+
+def _probe(path: Path) -> _Probe:
+    import numpy as np
+
+    from netdiffusion.pcap.parse import L3_IPV4, L4_ICMP, L4_NONE, parse_batch
+    from netdiffusion.pcap.reader import PCAP_MAGICS, CaptureError, iter_records
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+        if len(head) < 24 or head[:4] not in PCAP_MAGICS:
+            return _ALONE
+        records, key = 0, None
+        for batch in iter_records(path):
+            parsed = parse_batch(batch)
+            mf = (parsed.l3 == L3_IPV4) & ((parsed.l3_bytes[:, 6] & 0x20) != 0)
+            if (parsed.reason >= 0).any() or (parsed.l4 == L4_NONE).any() or mf.any():
+                return _ALONE
+            icmp = parsed.l4 == L4_ICMP
+            a = np.column_stack([parsed.src_words.astype(np.int64), np.where(icmp, 0, parsed.sport)])
+            b = np.column_stack([parsed.dst_words.astype(np.int64), np.where(icmp, 0, parsed.dport)])
+            if key is None:
+                ends = sorted([tuple(int(v) for v in a[0]), tuple(int(v) for v in b[0])])
+                key = (int(parsed.proto[0]), *ends[0], *ends[1])
+            lo, hi, proto = np.array(key[1:4]), np.array(key[4:7]), key[0]
+            same = ((a == lo).all(axis=1) & (b == hi).all(axis=1)) | ((a == hi).all(axis=1) & (b == lo).all(axis=1))
+            if not (same.all() and (parsed.proto == proto).all()):
+                return _ALONE
+            records += len(batch)
+    except (OSError, CaptureError):
+        return _ALONE
+    if key is None:
+        return _ALONE
+    snaplen = int.from_bytes(head[16:20], "little" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
+                             else "big")
+    return _Probe(head[:16] + b"\0\0\0\0" + head[20:], key, records, snaplen)
+
+
+def batch_files(probes: list[_Probe], max_files: int = BATCH_FILES, max_packets: int = BATCH_PACKETS
+                ) -> list[list[int]]:
+    """Indices of ``probes`` grouped for one tshark each: same pcap header, distinct conversations,
+    at most ``max_files`` files and (unless one file alone is larger) ``max_packets`` records."""
+    batches: list[list[int]] = []
+    open_batches: dict[bytes, list[tuple[list[int], set, list[int]]]] = {}
+    for i, pr in enumerate(probes):
+        if pr.header is None:
+            batches.append([i])
+            continue
+        for members, keys, size in open_batches.setdefault(pr.header, []):
+            if (pr.conversation not in keys and len(members) < max_files
+                    and size[0] + pr.records <= max_packets):
+                break
+        else:
+            members, keys, size = [], set(), [0]
+            open_batches[pr.header].append((members, keys, size))
+            batches.append(members)
+        members.append(i)
+        keys.add(pr.conversation)
+        size[0] += pr.records
+    return batches
+
+
+def _chunks(packets: list[int], max_files: int = BATCH_FILES, max_packets: int = BATCH_PACKETS) -> list[range]:
+    """Consecutive runs of files (by their packet counts) of at most ``max_files`` files and
+    ``max_packets`` packets (a larger file is a run of its own)."""
+    runs, start, size = [], 0, 0
+    for i, n in enumerate(packets):
+        if i > start and (i - start >= max_files or size + n > max_packets):
+            runs.append(range(start, i))
+            start, size = i, 0
+        size += n
+    if start < len(packets):
+        runs.append(range(start, len(packets)))
+    return runs
+
+
+def tshark_batch(paths: list[Path], probes: list[_Probe]) -> list[dict]:
+    """:func:`tshark_file` of each of ``paths`` (one batch of :func:`batch_files`) with one tshark.
+
+    Should the batch's tshark fail or report another number of frames than the files hold, each
+    file is read alone instead (its own error then names it)."""
+    if len(paths) == 1:
+        return [tshark_file(paths[0])]
+    snaplen = max(pr.snaplen for pr in probes)
+    header = bytearray(probes[0].header or b"")
+    header[16:20] = snaplen.to_bytes(4, "little" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
+                                     else "big")
+    chunks = [bytes(header)]
+    for path in paths:
+        with open(path, "rb") as fh:
+            fh.seek(24)
+            chunks.append(fh.read())
+    proc = subprocess.run(_tshark_command("-"), input=b"".join(chunks), capture_output=True, timeout=600,
+                          check=False)
+    lines = proc.stdout.decode("utf-8", "replace").splitlines()
+    if proc.returncode != 0 or len(lines) != sum(pr.records for pr in probes):
+        log.info("batched tshark of %d files (%s ...) did not read them whole; reading each alone",
+                 len(paths), paths[0])
+        return [tshark_file(p) for p in paths]
+    outs = [_empty_counts() for _ in paths]
+    bounds = list(itertools.accumulate(pr.records for pr in probes))
+    for line in lines:
         cols = line.split("\t")
-        if len(cols) < 5:
-            cols += [""] * (5 - len(cols))
-        out["packets"] += 1
-        sev = [int(s) for s in cols[2].split("\x1f") if s]
-        grp = [int(g) for g in cols[3].split("\x1f") if g]
-        msgs = [m for m in cols[4].split("\x1f") if m] if cols[4] else []
-        malformed = bool(cols[1]) or GROUP_MALFORMED in grp
-        out["malformed"] += int(malformed)
-        for i, s in enumerate(sev):
-            name = SEVERITY.get(s, str(s))
-            out["expert"][name] += 1
-            g = grp[i] if i < len(grp) else 0
-            msg = msgs[i] if i < len(msgs) else ""
-            if g == GROUP_CHECKSUM and name == "error":
-                out["bad_checksums"] += 1
-            if name == "error":
-                out["expert_error_messages"][re.sub(r"\[.*?\]|0x[0-9a-f]+|\d+", "#", msg)[:80]] += 1
-            for prefix, flag in TCP_FLAG_MESSAGES.items():
-                if msg.startswith(prefix):
-                    out["tcp_flags"][flag] += 1
-                    break
-    out["expert_errors"] = out["expert"].get("error", 0)
-    out["tcp_errors"] = sum(out["tcp_flags"].get(f, 0) for f in TCP_ERROR_FLAGS)
-    return out
+        frame = int(cols[0])
+        _count_line(outs[bisect.bisect_left(bounds, frame)], cols)
+    return [_finish_counts(out) for out in outs]
 
 
 def capinfos(paths: list[Path]) -> dict[str, dict]:
@@ -218,16 +370,38 @@ class ReplayNamespace:
     def __exit__(self, *exc: object) -> None:
         _run(["ip", "netns", "del", self.name])
 
+    def replay_many(self, paths: list[Path], packets: list[int]) -> list[dict]:
+        """:meth:`replay` of each of ``paths`` with one tcpreplay (it sends files one after the other
+        and counts them together): when it sends every packet of every file, each file sent all of
+        its ``packets``; any failure, truncation or shortfall and each file is replayed alone, so the
+        report names the file it came from."""
+        if len(paths) > 1:
+            both = self._replay_counts([str(p) for p in paths])
+            if not both["rc"] and not both["failed"] and not both["truncated"] and both["sent"] == sum(packets):
+                return [{"sent": n, "failed": 0, "truncated": 0, "rc": 0} for n in packets]
+        return [self.replay(p) for p in paths]
+
     def replay(self, path: Path) -> dict:
-        proc = self._ns("tcpreplay", "-q", "-t", "-i", self.iface, str(path))
+        return self._replay_counts([str(path)])
+
+    def _replay_counts(self, paths: list[str]) -> dict:
+        proc = self._ns("tcpreplay", "-q", "-t", "-i", self.iface, *paths)
         text = proc.stdout + proc.stderr
+
         def num(pattern: str) -> int:
             m = re.search(pattern, text)
             return int(m.group(1)) if m else 0
-        sent = num(r"Successful packets:\s+(\d+)")
-        return {"sent": sent, "failed": num(r"Failed packets:\s+(\d+)"),
-                "truncated": num(r"Truncated packets:\s+(\d+)"), "rc": proc.returncode,
-                **({"error": text.strip().splitlines()[-1]} if proc.returncode and text.strip() else {})}
+
+        out = {"sent": num(r"Successful packets:\s+(\d+)"), "failed": num(r"Failed packets:\s+(\d+)"),
+               "truncated": num(r"Truncated packets:\s+(\d+)"), "rc": proc.returncode}
+        if "Successful packets:" not in text:
+            # when no packet could be sent tcpreplay prints no statistics (and exits 0): its warnings
+            # ("Unable to send packet: ...") are the failures
+            out["failed"] = len(re.findall(r"Unable to send packet", text))
+        if text.strip() and (proc.returncode or "Successful packets:" not in text):
+            out["error"] = next((line.strip() for line in reversed(text.strip().splitlines())
+                                 if not line.startswith(("Warning", "\t"))), text.strip().splitlines()[-1])
+        return out
 
 
 def can_replay() -> tuple[bool, str]:
@@ -289,14 +463,34 @@ def validate_dir(input: str | os.PathLike, report: str | os.PathLike | None = No
         replay_reason = replay_reason or "tcpreplay skipped: disabled"
         log.warning(replay_reason)
     bar = dict(disable=None if progress is None else not progress, unit="file")
-    with ThreadPoolExecutor(workers) as pool:
-        tshark = list(tqdm(pool.map(tshark_file, files), total=len(files), desc="tshark", **bar))
+    tshark: list[dict] = [{}] * len(files)
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(files), desc="tshark", **bar) as shown:
+        probes = list(pool.map(_probe, files))
+        batches = batch_files(probes)
+
+        def run_batch(batch: list[int]) -> None:
+            for i, counts in zip(batch, tshark_batch([files[i] for i in batch], [probes[i] for i in batch]),
+                                 strict=True):
+                tshark[i] = counts
+            shown.update(len(batch))
+
+        list(pool.map(run_batch, batches))
     caps = capinfos(files)
     scapy = [scapy_count(f) for f in tqdm(files, desc="scapy", **bar)]
     replays: list[dict | None] = [None] * len(files)
     if do_replay:
-        with ReplayNamespace() as ns, ThreadPoolExecutor(min(workers, 4)) as pool:
-            replays = list(tqdm(pool.map(ns.replay, files), total=len(files), desc="tcpreplay", **bar))
+        counts = [int(caps.get(str(f), {}).get("Number of packets", ts["packets"]) or 0)
+                  for f, ts in zip(files, tshark, strict=True)]
+        chunks = _chunks(counts)
+        with (ReplayNamespace() as ns, ThreadPoolExecutor(min(workers, 4)) as pool,
+              tqdm(total=len(files), desc="tcpreplay", **bar) as shown):
+
+            def replay_chunk(chunk: range) -> None:
+                replays[chunk.start:chunk.stop] = ns.replay_many(files[chunk.start:chunk.stop],
+                                                                 counts[chunk.start:chunk.stop])
+                shown.update(len(chunk))
+
+            list(pool.map(replay_chunk, chunks))
     per_file = []
     totals: Counter[str] = Counter()
     flags_total: Counter[str] = Counter()

@@ -124,3 +124,84 @@ def test_every_capture_under_the_folder_is_validated_not_only_pcap(tmp_path: Pat
     (tmp_path / "in" / "a" / "notes.txt").write_text("not a capture")
     report = validate_dir(tmp_path / "in", progress=False, tcpreplay=False)
     assert sorted(f["file"] for f in report["files"]) == ["a/x.pcapng", "a/y.CAP"]
+
+
+def _record_without(path: Path, drop: int, out: Path) -> None:
+    """``path`` (classic pcap) without its record number ``drop`` (0-based)."""
+    import struct
+
+    data = path.read_bytes()
+    head, at, records = data[:24], 24, []
+    while at < len(data):
+        incl = struct.unpack("<I", data[at + 8:at + 12])[0]
+        records.append(data[at:at + 16 + incl])
+        at += 16 + incl
+    out.write_bytes(head + b"".join(r for i, r in enumerate(records) if i != drop))
+
+
+def test_batched_tshark_reports_each_file_as_if_read_alone(small_dataset: Path, tmp_path: Path,
+                                                           shared_data: Path, monkeypatch) -> None:
+    """Files of one conversation each are read by one tshark per batch (one tshark per file spent
+    most of its time starting): every file's counts must equal those of tshark on that file alone,
+    also for files that repeat another's conversation (never batched together: no 'reused ports'),
+    a broken checksum, a lost segment, the paper's pcap, and files read alone (pcapng, gzip)."""
+    import gzip
+
+    from netdiffusion import validate
+    from netdiffusion.repair import repair_dataset
+
+    repair_dataset(small_dataset, tmp_path / "in", progress=False)
+    flows = sorted((tmp_path / "in").rglob("*.pcap"))
+    tcp = next(f for f in flows if f.parent.name == "zoom" and f.stat().st_size > 3000)
+    odd = tmp_path / "in" / "odd"
+    odd.mkdir()
+    (odd / "copy.pcap").write_bytes(tcp.read_bytes())  # the same conversation twice
+    broken = bytearray(tcp.read_bytes())
+    broken[-1] ^= 0xFF  # the last byte of the last packet (payload): its checksum no longer holds
+    (odd / "bad_checksum.pcap").write_bytes(bytes(broken))
+    _record_without(tcp, 3, odd / "lost_segment.pcap")
+    (odd / "paper.pcap").write_bytes((shared_data / REFERENCE).read_bytes())
+    subprocess.run(["editcap", "-F", "pcapng", str(tcp), str(odd / "ng.pcapng")], check=True)
+    (odd / "zipped.pcap").write_bytes(gzip.compress(tcp.read_bytes()))
+
+    files = validate.capture_files(tmp_path / "in")
+    probes = [validate._probe(f) for f in files]
+    batches = validate.batch_files(probes)
+    assert len(batches) < len(files) / 4  # batching happened
+    by_name = {f.name: i for i, f in enumerate(files)}
+    assert probes[by_name["ng.pcapng"]].header is None and probes[by_name["zipped.pcap"]].header is None
+    same = {by_name[tcp.name], by_name["copy.pcap"], by_name["bad_checksum.pcap"], by_name["lost_segment.pcap"]}
+    assert all(len(same & set(b)) <= 1 for b in batches)  # one conversation per batch at most
+
+    batched = validate.validate_dir(tmp_path / "in", progress=False, tcpreplay=False)
+    monkeypatch.setattr(validate, "BATCH_FILES", 1)
+    alone = validate.validate_dir(tmp_path / "in", progress=False, tcpreplay=False)
+    assert [{k: v for k, v in r.items()} for r in batched["files"]] == alone["files"]
+    assert batched["failed"] == alone["failed"] == ["odd/bad_checksum.pcap", "odd/lost_segment.pcap", "odd/paper.pcap"]
+    rec = {r["file"]: r for r in batched["files"]}
+    assert rec["odd/bad_checksum.pcap"]["bad_checksums"] == 1
+    assert rec["odd/lost_segment.pcap"]["tcp_flags"].get("lost_segment") == 1
+    assert rec["odd/copy.pcap"]["ok"] and rec["odd/zipped.pcap"]["ok"] and rec["odd/ng.pcapng"]["ok"]
+
+
+def test_batched_tcpreplay_names_the_file_whose_packet_failed(tmp_path: Path) -> None:
+    """tcpreplay of many files in one run counts them together; when a packet fails, each file of
+    that run is replayed alone so the report names the one it came from."""
+    import struct
+
+    from scapy.all import IP, UDP, Ether, wrpcap
+
+    for i in range(3):
+        wrpcap(str(tmp_path / f"f{i}.pcap"),
+               [Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=40000 + i, dport=53)] * (i + 1))
+    one = (tmp_path / "f1.pcap").read_bytes()
+    ts1, ts2, _, _ = struct.unpack("<IIII", one[24:40])
+    # a 10-byte frame: the kernel refuses it (EINVAL), tcpreplay counts it failed
+    (tmp_path / "f1.pcap").write_bytes(one[:24] + struct.pack("<IIII", ts1, ts2, 10, 10) + one[40:50])
+    with ReplayNamespace() as ns:
+        clean = ns.replay_many([tmp_path / "f0.pcap", tmp_path / "f2.pcap"], [1, 3])
+        mixed = ns.replay_many([tmp_path / f"f{i}.pcap" for i in range(3)], [1, 1, 3])
+    assert clean == [{"sent": 1, "failed": 0, "truncated": 0, "rc": 0}, {"sent": 3, "failed": 0, "truncated": 0, "rc": 0}]
+    assert [(r["sent"], r["failed"]) for r in mixed] == [(1, 0), (0, 1), (3, 0)]
+    report = validate_dir(tmp_path, progress=False, tcpreplay=True)
+    assert report["failed"] == ["f1.pcap"] and "tcpreplay_failed" in report["files"][1]["failed_checks"]
