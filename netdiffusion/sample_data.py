@@ -43,7 +43,8 @@ FLOW_LABEL_COLUMNS = ("pcap", "l4", "src", "sport", "dir", "dst", "dport", "prot
 #   1  TCP 192.168.1.117:54871 <-> 109.94.160.99:443 [proto: 91.189/TLS.Zoom]...[cat: Video/26][127 pkts/...
 _FLOW_LINE = re.compile(
     r"^\t\d+\t(?P<l4>\S+) (?P<src>\[[^\]]+\]|[^\s\[]+?):(?P<sport>\d+) (?P<dir><->|->) "
-    r"(?P<dst>\[[^\]]+\]|\S+?):(?P<dport>\d+) \[proto: [\d.]+/(?P<proto>[^\]]+)\].*?"
+    r"(?P<dst>\[[^\]]+\]|\S+?):(?P<dport>\d+) (?:\[(?!proto:)[^\]]*\])*"  # e.g. [VLAN: 100] first
+    r"\[proto: (?:[^\]/:]+:)?[\d.]+/(?P<proto>[^\]]+)\].*?"  # tunnelled: [proto: GTP:87/RTP]
     r"\[(?P<pc>\d+) pkts/(?P<bc>\d+) bytes (?:<->|->) (?P<ps>\d+) pkts/(?P<bs>\d+) bytes\]"
 )
 _SNI = re.compile(r"\[Hostname/SNI: ([^\]]*)\]")

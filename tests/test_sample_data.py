@@ -151,3 +151,27 @@ def test_a_mirror_that_keeps_failing_is_an_error_quoting_apt(tmp_path, monkeypat
                                            r"Temporary failure"):
         sample_data.download_ndpi_source(work, pause=0)
     assert len(calls.read_text().splitlines()) == 3
+
+
+def test_ndpi_flow_lines_with_a_vlan_or_a_tunnel_are_parsed() -> None:
+    """nDPI prints ``[VLAN: n]`` before ``[proto: ...]`` and tunnelled protocols as ``GTP:87/RTP``:
+    such lines were skipped (mongodb.pcap's 8 flows, ipv6_in_gtp's 2 ...: 27 of nDPI 4.2's 7,292
+    result lines), so ``encode --flow-labels`` dropped those captures' flows. Lines as in nDPI 4.2."""
+    text = "\n".join([
+        "\t1\tTCP 10.10.10.16:51358 <-> 10.10.10.17:27017 [VLAN: 100][proto: 60/MongoDB][ClearText][Confidence: DPI]"
+        "[cat: Database/11][3 pkts/491 bytes <-> 1 pkts/78 bytes][Goodput ratio: 55/0][0.00 sec]",
+        "\t2\tUDP [2607:fc20:4052:39e:490a:ea4d:17fe:e09c]:49120 -> [fd00:976a:bc67:193e::7]:25658 [VLAN: 5]"
+        "[proto: GTP:87/RTP][ClearText][Confidence: DPI][cat: Media/1][1 pkts/150 bytes -> 0 pkts/0 bytes]",
+        "\t3\tUDP 0.0.0.0:68 -> 255.255.255.255:67 [proto: CAPWAP:18/DHCP][ClearText][Confidence: DPI]"
+        "[cat: Network/14][5 pkts/2090 bytes -> 0 pkts/0 bytes][Goodput ratio: 72/0][Hostname/SNI: kawai-ipad3]",
+        "\t4\t50 [2a01:4c8:c014:144e:1:2:945b:6761]:0 -> [2a01:4c8:f000:f49::4]:0 [VLAN: 2][proto: GTP:79/IPsec]"
+        "[Encrypted][Confidence: DPI][cat: VPN/2][1 pkts/166 bytes -> 0 pkts/0 bytes]",
+    ])
+    rows = sample_data.parse_ndpi_result(text, "x.pcap")
+    assert [(r["l4"], r["src"], r["dport"], r["proto"], r["app"], r["category"], r["pkts_c2s"], r["sni"])
+            for r in rows] == [
+        ("TCP", "10.10.10.16", "27017", "MongoDB", "MongoDB", "Database", "3", ""),
+        ("UDP", "2607:fc20:4052:39e:490a:ea4d:17fe:e09c", "25658", "RTP", "RTP", "Media", "1", ""),
+        ("UDP", "0.0.0.0", "67", "DHCP", "DHCP", "Network", "5", "kawai-ipad3"),
+        ("50", "2a01:4c8:c014:144e:1:2:945b:6761", "0", "IPsec", "IPsec", "VPN", "1", ""),
+    ]
