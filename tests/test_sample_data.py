@@ -100,9 +100,14 @@ def test_real_debian_download_matches_the_shared_captures(tmp_path, shared_data)
     assert _rows(tmp_path / "sample/ndpi_flow_labels.csv") == _rows(shared_data / "ndpi_flow_labels.csv")
 
 
-def _fake_apt(bin_dir: Path, update_failures: int) -> Path:
-    """An ``apt-get`` that behaves like apt behind a flaky mirror: ``update`` exits 0 with a
-    "W: Failed to fetch" warning and no index the first ``update_failures`` times."""
+def _fake_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, update_failures: int) -> tuple[Path, Path]:
+    """An ``apt-get`` first on PATH that behaves like apt behind a flaky mirror: ``update`` exits 0
+    with a "W: Failed to fetch" warning and no index the first ``update_failures`` times.
+    Returns (the file its calls are logged in, an empty work folder)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    (tmp_path / "work").mkdir()
     calls = bin_dir / "calls"
     script = bin_dir / "apt-get"
     script.write_text(f"""#!/bin/sh
@@ -122,18 +127,13 @@ case "$*" in
 esac
 """)
     script.chmod(0o755)
-    return calls
+    return calls, tmp_path / "work"
 
 
 def test_a_flaky_mirror_is_retried_until_apt_leaves_an_index(tmp_path, monkeypatch):
     """apt-get update exits 0 when its fetch fails; the download checks what apt left and retries
     (a fresh machine's ``make run`` failed on one dropped request before)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = _fake_apt(bin_dir, update_failures=1)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    work = tmp_path / "work"
-    work.mkdir()
+    calls, work = _fake_apt(tmp_path, monkeypatch, update_failures=1)
     tarball = sample_data.download_ndpi_source(work, pause=0)
     assert tarball == work / "ndpi_4.2.orig.tar.gz"
     lines = calls.read_text().splitlines()
@@ -141,12 +141,7 @@ def test_a_flaky_mirror_is_retried_until_apt_leaves_an_index(tmp_path, monkeypat
 
 
 def test_a_mirror_that_keeps_failing_is_an_error_quoting_apt(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = _fake_apt(bin_dir, update_failures=99)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    work = tmp_path / "work"
-    work.mkdir()
+    calls, work = _fake_apt(tmp_path, monkeypatch, update_failures=99)
     with pytest.raises(RuntimeError, match=r"no Sources index fetched\) after 3 attempts: W: Failed to fetch .*"
                                            r"Temporary failure"):
         sample_data.download_ndpi_source(work, pause=0)
