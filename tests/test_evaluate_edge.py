@@ -293,3 +293,22 @@ def test_classes_over_max_flows_per_class_are_evaluated_on_a_sample(halves, smal
     unlimited = evaluate(real, real, train, tmp_path / "all", packets_k=64, models=["dt"], seed=0, quick=True,
                          plots=False, max_flows_per_class=0)
     assert unlimited["meta"]["sampled_flows"] == {} and unlimited["meta"]["flows"]["real"] == len(full)
+
+
+def test_the_report_names_the_synthetic_datasets_it_was_given_not_a_scratch_folder(halves, tmp_path):
+    """The pipeline's evaluate step links its per-class synthetic outputs into a temporary folder:
+    the report named that folder (``/tmp/evaluate-.../synthetic``, gone once anyone reads it).
+    ``synthetic_sources`` names the datasets themselves."""
+    from netdiffusion.evaluate import evaluate
+
+    real = write_classes(halves, "real", ["zoom", "reddit"], tmp_path / "real")
+    train = write_classes(halves, "train", ["zoom", "reddit"], tmp_path / "train")
+    sources = [str(write_classes(halves, "real", [c], tmp_path / f"gen_{c}")) for c in ("zoom", "reddit")]
+    from components.common import merge_datasets
+
+    merged = merge_datasets(sources, tmp_path / "scratch" / "synthetic")
+    report = evaluate(real, merged, train, tmp_path / "out", packets_k=64, models=["dt"], quick=True, plots=False,
+                      synthetic_sources=sources)
+    assert report["meta"]["synthetic"] == ", ".join(sources)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert f"- synthetic: `{', '.join(sources)}`" in text and "scratch" not in text

@@ -27,7 +27,7 @@ def evaluate_synthetic(real: Input[Dataset], train: Input[Dataset],
     with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:  # links to the inputs, removed after
         synthetic_dir = merge_datasets([d.path for d in synthetic], Path(scratch) / "synthetic")
         result = evaluate(real.path, synthetic_dir, train.path, report.path, quick=bool(quick),
-                          seed=int(seed)) or {}
+                          seed=int(seed), synthetic_sources=[d.path for d in synthetic]) or {}
     headline = evaluation_headline(result)
     report.metadata.update(headline)
     stage_log("evaluate", **headline)

@@ -129,13 +129,17 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
              packets_k: int = DEFAULT_PACKETS_K, classes: Sequence[str] | None = None,
              models: Sequence[str] = utility.MODELS, tasks: Sequence[str] = utility.TASKS, seed: int = 0,
              quick: bool = False, max_features: int = 4096, plots: bool = True,
-             max_flows_per_class: int | None = DEFAULT_MAX_FLOWS_PER_CLASS) -> dict:
+             max_flows_per_class: int | None = DEFAULT_MAX_FLOWS_PER_CLASS,
+             synthetic_sources: Sequence[str] | None = None) -> dict:
     """Compare synthetic flows with held-out real ones; write ``report.json``, ``report.md``, PNGs.
 
     ``real`` is held-out real data, ``train`` the real data the model was trained on. ``quick``
     trims the expensive parts (K <= 64, 3 mixing rates, fewer flows for variation) for smoke runs.
     ``max_flows_per_class``: a class with more flows in a dataset is evaluated on a random sample of
     that many (``None`` or 0: every flow); the report's ``meta.sampled_flows`` and notes say which.
+    ``synthetic_sources``: the datasets ``synthetic`` was assembled from, named in the report instead
+    of ``synthetic`` (the pipeline links its per-class outputs into a scratch folder that is gone
+    once the report is read).
     Returns the report dict (also written to ``output/report.json``)."""
     started = time.time()
     output = Path(output)
@@ -313,7 +317,8 @@ def evaluate(real: str | Path, synthetic: str | Path, train: str | Path, output:
         "variation": variation,
         "memorisation": memorisation,
         "meta": {
-            "real": str(real), "synthetic": str(synthetic), "train": str(train),
+            "real": str(real), "train": str(train),
+            "synthetic": ", ".join(map(str, synthetic_sources)) if synthetic_sources else str(synthetic),
             "flows": {"real": len(real_fs), "synthetic": len(syn_fs), "train": len(train_fs)},
             "packets": {"real": real_k.n_packets, "synthetic": syn_k.n_packets, "train": train_k.n_packets},
             "packets_k": k, "models": list(models), "tasks": list(tasks), "seed": seed, "quick": quick,
