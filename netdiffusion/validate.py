@@ -192,6 +192,11 @@ class _Probe:
 _ALONE = _Probe(None)
 
 
+def _byte_order(header: bytes | bytearray) -> str:
+    """The byte order of a classic pcap's header fields, from its magic (µs or ns timestamps)."""
+    return "little" if bytes(header[:4]) in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else "big"
+
+
 def _probe(path: Path) -> _Probe:
     import numpy as np
 
@@ -224,8 +229,7 @@ def _probe(path: Path) -> _Probe:
         return _ALONE
     if key is None:
         return _ALONE
-    snaplen = int.from_bytes(head[16:20], "little" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
-                             else "big")
+    snaplen = int.from_bytes(head[16:20], _byte_order(head))
     return _Probe(head[:16] + b"\0\0\0\0" + head[20:], key, records, snaplen)
 
 
@@ -276,8 +280,7 @@ def tshark_batch(paths: list[Path], probes: list[_Probe]) -> list[dict]:
         return [tshark_file(paths[0])]
     snaplen = max(pr.snaplen for pr in probes)
     header = bytearray(probes[0].header or b"")
-    header[16:20] = snaplen.to_bytes(4, "little" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
-                                     else "big")
+    header[16:20] = snaplen.to_bytes(4, _byte_order(header))
     chunks = [bytes(header)]
     for path in paths:
         with open(path, "rb") as fh:
