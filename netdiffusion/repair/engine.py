@@ -105,8 +105,6 @@ IPV4_OPTIONS: tuple[tuple[int, int, int, int, int, int, int], ...] = (
     (68, 8, 40, 4, 4, 5, 0b0001),  # timestamps only (flag 0): 4-byte entries after 4 bytes
     (68, 12, 36, 4, 8, 5, 0b1010),  # address + timestamp (flags 1 and 3): 8-byte entries
 )
-# the option walk's table per header (rows: kind, lo, hi, base, step, first pointer, flags); TCP
-# lengths are 2 + data (SACK: 2 + 8 bytes per block), no pointer or flags
 # Multipath TCP (kind 30) by subtype, the high nibble of its third byte (RFC 8684 section 3; a
 # subtype's length follows from its fields, and tshark calls a shorter one malformed: an
 # MP_FASTCLOSE of 4 bytes in a repaired webex flow at 30% corruption, session 20). Rows: subtype,
@@ -128,7 +126,8 @@ MPTCP_SUBTYPES: tuple[tuple[int, int, int, int], ...] = (
 )
 # the option walk's table per header, one row per allowed shape: kind, lengths lo..hi of the form
 # base + k * step, first pointer, allowed flags (IPv4: see IPV4_OPTIONS), the subtype the option's
-# third byte must carry in its high nibble (-1: any) and whether the MPTCP DSS flags set its length
+# third byte must carry in its high nibble (-1: any) and whether the MPTCP DSS flags set its length;
+# TCP lengths are 2 + data (SACK: 2 + 8 bytes per block), no pointer or flags
 OPTION_SHAPES = {
     "ipv4": np.array([(*shape, -1, 0) for shape in IPV4_OPTIONS], dtype=np.int64),
     "tcp": np.array([(k, lo, hi, 2, 8 if k == 5 else 1, 0, 0, -1, 0) for k, (lo, hi, _syn) in TCP_OPTIONS.items()
