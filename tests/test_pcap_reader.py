@@ -281,6 +281,9 @@ def test_pcapng_power_of_two_resolution(tmp_path: Path) -> None:
     [
         (b"", "empty"),
         (b"\x00\x01\x02\x03" * 10, "not a pcap or pcapng file"),
+        # editcap -F modpcap (Wireshark reads it): named, with the conversion
+        (struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 65535, 1), "modified (Kuznetzov) pcap, not read here: "
+                                                                  "convert it with `editcap -F pcap FILE OUT.pcap`"),
         (struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1), "no packets"),
         (struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + struct.pack("<IIII", 0, 0, 100, 100) + b"x" * 10,
          "cut short"),

@@ -67,6 +67,17 @@ def _open(path: str | os.PathLike) -> io.BufferedIOBase:
     return fh
 
 
+# other capture formats Wireshark reads that we do not, with the way to convert them
+_OTHER_FORMATS = {b"\xa1\xb2\xcd\x34": "modified (Kuznetzov) pcap", b"\x34\xcd\xb2\xa1": "modified (Kuznetzov) pcap"}
+
+
+def _not_a_capture(head: bytes) -> str:
+    other = _OTHER_FORMATS.get(bytes(head[:4]))
+    if other:
+        return f"{other}, not read here: convert it with `editcap -F pcap FILE OUT.pcap`"
+    return f"not a pcap or pcapng file (magic {bytes(head[:4]).hex()})"
+
+
 def capture_format(path: str | os.PathLike) -> str:
     """``pcap``, ``pcapng`` (``+gzip`` when compressed); raises CaptureError otherwise."""
     with _open(path) as fh:
@@ -79,7 +90,7 @@ def capture_format(path: str | os.PathLike) -> str:
         raise CaptureError("empty or shorter than a capture header")
     kind = "pcap" if head in PCAP_MAGICS else "pcapng" if head == PCAPNG_SHB else None
     if kind is None:
-        raise CaptureError(f"not a pcap or pcapng file (magic {head.hex()})")
+        raise CaptureError(_not_a_capture(head))
     return kind + ("+gzip" if gz else "")
 
 
@@ -181,7 +192,7 @@ def iter_records(path: str | os.PathLike, chunk_bytes: int = DEFAULT_CHUNK) -> I
         elif head == PCAPNG_SHB:
             yield from _pcapng_records(chunks)
         else:
-            raise CaptureError(f"not a pcap or pcapng file (magic {head.hex()})")
+            raise CaptureError(_not_a_capture(head))
 
 
 def _too_long(record: int, incl: int, snaplen: int) -> None:
