@@ -480,6 +480,17 @@ def read_packets(directory: str | os.PathLike, labels: Sequence[str] | None = No
     return concat_shards([read_shard(p, labels) for p in paths])
 
 
+# datasets up to this many nPrint bytes (rows x columns, one byte each) are read whole; larger ones
+# a class, a part or a shard at a time (repair, training's choice of flows)
+READ_ONCE_BYTES = 1 << 30
+
+
+def too_large_to_read_once(paths: Sequence[str | os.PathLike], width: int) -> bool:
+    """Whether the shards' rows (counted from their footers) hold more than :data:`READ_ONCE_BYTES`
+    nPrint bytes at ``width`` columns."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths) * width > READ_ONCE_BYTES
+
+
 # rows of one class held at once where a class can be large: generate writes a class in shards of
 # whole flows of about this many rows, repair repairs it this many rows at a time
 PART_ROWS = 1 << 17

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import netdiffusion.dataset as dataset_module
 import netdiffusion.repair as repair_module
 from netdiffusion.dataset import Packets, read_layout, read_packets, write_fields, write_shard
 from netdiffusion.pcap.reader import iter_records
@@ -86,7 +87,7 @@ def test_a_large_dataset_read_a_part_at_a_time_keeps_every_flow_whole(small_data
     flows at a time, from the shards that hold them (a flow cut across two shards comes whole)."""
     data = _dataset(small_dataset, tmp_path / "in", shards=5)
     repair_dataset(data, tmp_path / "whole", merged=True, progress=False)
-    monkeypatch.setattr(repair_module, "READ_ONCE_BYTES", 0)
+    monkeypatch.setattr(dataset_module, "READ_ONCE_BYTES", 0)
     parts = repair_dataset(data, tmp_path / "parts", dataset_output=tmp_path / "ds", merged=True, progress=False,
                            part_rows=250)
     assert _totals(tmp_path / "whole") == _totals(tmp_path / "parts")

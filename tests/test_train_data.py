@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import netdiffusion.model.data as model_data
+import netdiffusion.dataset as dataset_module
 from netdiffusion.dataset import read_layout, read_packets, write_fields, write_shard
 from netdiffusion.model.data import load_flows
 
@@ -21,7 +21,7 @@ def test_a_large_dataset_is_read_twice_a_shard_at_a_time_with_the_same_flows(
     for i, rows in enumerate(np.array_split(np.random.default_rng(0).permutation(len(packets_all)), 4)):
         write_shard(packets_all.take(rows), data / f"part-{i}.parquet")  # flows spread over every shard
     at_once = load_flows(data, packets=packets, max_flows_per_class=cap, seed=3)
-    monkeypatch.setattr(model_data, "READ_ONCE_BYTES", 0)
+    monkeypatch.setattr(dataset_module, "READ_ONCE_BYTES", 0)
     streamed = load_flows(data, packets=packets, max_flows_per_class=cap, seed=3)
     assert streamed.classes == at_once.classes and streamed.macros == at_once.macros
     for key in ("bits", "offsets", "class_index", "timestamp", "direction"):

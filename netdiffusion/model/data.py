@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from netdiffusion.dataset import (
     Packets,
@@ -23,6 +22,7 @@ from netdiffusion.dataset import (
     read_packets,
     read_shard,
     shard_paths,
+    too_large_to_read_once,
 )
 from netdiffusion.fields import Layout
 from netdiffusion.image import header_lengths
@@ -106,9 +106,6 @@ def stratified_flows(presence: np.ndarray, offsets: np.ndarray, count: int, rng:
     return np.flatnonzero(chosen)
 
 
-READ_ONCE_BYTES = 1 << 30  # datasets up to this many nPrint bytes are read at once
-
-
 class _Rows(NamedTuple):
     """What choosing flows needs of every row, without its bits (a few bytes a row, not ~1,400)."""
 
@@ -141,16 +138,16 @@ def load_flows(data: str | Path, *, packets: int = 1024, max_flows_per_class: in
                classes: list[str] | None = None, seed: int = 0) -> FlowSet:
     """Read a dataset into a :class:`FlowSet`, sorted by flow, capped per flow and per class.
 
-    A dataset over :data:`READ_ONCE_BYTES` with a cap is read twice, a shard at a time: first
+    A dataset over :data:`netdiffusion.dataset.READ_ONCE_BYTES` with a cap is read twice, a shard at a time: first
     without keeping the bits (to choose the flows), then keeping the chosen flows' rows only, so
     memory holds the training set, not the dataset; the flows chosen are the same."""
     layout = read_layout(data)
     paths = shard_paths(data)
     try:
-        total = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+        large = too_large_to_read_once(paths, layout.width)
     except (OSError, ValueError):  # a damaged shard: the plain read below names it
-        total = 0
-    streamed = bool(max_flows_per_class) and total * layout.width > READ_ONCE_BYTES
+        large = False
+    streamed = bool(max_flows_per_class) and large
     pk: Packets | _Rows = _rows_without_bits(paths, layout, classes) if streamed else read_packets(data, labels=classes)
     if len(pk.flow_id) == 0:
         raise ValueError(f"{data}: dataset has no packets" + (f" for classes {classes}" if classes else ""))

@@ -34,6 +34,7 @@ from netdiffusion.dataset import (
     read_shard_or_skip,
     readable_shard_paths,
     skip_shard,
+    too_large_to_read_once,
     write_fields,
     write_json,
     write_shard,
@@ -237,7 +238,6 @@ def _positions(flow: np.ndarray) -> np.ndarray:
     return rank(flow)
 
 
-READ_ONCE_BYTES = 1 << 30  # datasets up to this many nPrint bytes are read once, not once per class
 
 
 def _read_shards(paths: list[Path], skipped: list[dict], labels: list[str] | None = None) -> Packets | None:
@@ -310,8 +310,7 @@ def _class_parts(paths: list[Path], labels: list[str], width: int, skipped: list
     of whole flows of at most ``part_rows`` rows (``part`` counts from 0; a class's parts one after
     another). Datasets that fit in memory are read once; others a class (or a part) at a time, so
     memory holds one part of one class, not the class."""
-    total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
-    if total_rows * width > READ_ONCE_BYTES:
+    if too_large_to_read_once(paths, width):
         for label in labels:
             plan = _flow_groups(_readable(paths, skipped), label, part_rows, skipped)
             if plan is None:
