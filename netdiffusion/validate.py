@@ -480,10 +480,11 @@ def validate_dir(input: str | os.PathLike, report: str | os.PathLike | None = No
         list(pool.map(run_batch, batches))
     caps = capinfos(files)
     scapy = [scapy_count(f) for f in tqdm(files, desc="scapy", **bar)]
+    # packets per file: capinfos' count, else tshark's
+    counts = [int(caps.get(str(f), {}).get("Number of packets", ts["packets"]) or 0)
+              for f, ts in zip(files, tshark, strict=True)]
     replays: list[dict | None] = [None] * len(files)
     if do_replay:
-        counts = [int(caps.get(str(f), {}).get("Number of packets", ts["packets"]) or 0)
-                  for f, ts in zip(files, tshark, strict=True)]
         chunks = _chunks(counts)
         with (ReplayNamespace() as ns, ThreadPoolExecutor(min(workers, 4)) as pool,
               tqdm(total=len(files), desc="tcpreplay", **bar) as shown):
@@ -500,9 +501,8 @@ def validate_dir(input: str | os.PathLike, report: str | os.PathLike | None = No
     expert_total: Counter[str] = Counter()
     error_messages: Counter[str] = Counter()
     failed = []
-    for f, ts, (scount, serr), rp in zip(files, tshark, scapy, replays, strict=True):
+    for f, ts, packets, (scount, serr), rp in zip(files, tshark, counts, scapy, replays, strict=True):
         cap = caps.get(str(f), {})
-        packets = int(cap.get("Number of packets", ts["packets"]) or 0)
         rec = {"file": str(f.relative_to(root)) if root.is_dir() else f.name, "packets": packets,
                "malformed": ts["malformed"], "bad_checksums": ts["bad_checksums"],
                "expert_errors": ts.get("expert_errors", 0), "tcp_errors": ts.get("tcp_errors", 0),
