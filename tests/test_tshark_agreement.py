@@ -54,32 +54,55 @@ def _int(text: str) -> int:
     return int(text, 0)
 
 
-def tshark_rows(capture: Path, frames: list[int]) -> list[dict[str, str]]:
-    """tshark's first-occurrence field values for the given 1-based frames (in that order)."""
-    with tempfile.TemporaryDirectory() as d:
-        sub = Path(d) / "sample.pcap"
-        wanted = sorted(set(frames))
-        for start in range(0, len(wanted), 500):  # editcap's argument list stays short
-            part = Path(d) / f"part{start}.pcap"
-            subprocess.run(["editcap", "-F", "pcap", "-r", str(capture), str(part),
-                            *map(str, wanted[start:start + 500])], check=True, capture_output=True)
-        parts = sorted(Path(d).glob("part*.pcap"), key=lambda p: int(p.stem[4:]))
-        if len(parts) == 1:
-            parts[0].rename(sub)
-        else:
-            subprocess.run(["mergecap", "-a", "-F", "pcap", "-w", str(sub), *map(str, parts)], check=True)
-        # every occurrence, ';'-joined: the outer header is the first (ICMP errors quote inner
-        # headers); ip.opt.type keeps all its values
-        cmd = ["tshark", "-n", "-r", str(sub), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;",
-               "-E", "separator=\t", "-o", "tcp.analyze_sequence_numbers:FALSE",
-               "-o", "ip.defragment:FALSE"]  # dissect a first fragment's own transport header
-        for f in TSHARK_FIELDS:
-            cmd += ["-e", f]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+def _tshark_fields(capture: Path, display_filter: str | None = None) -> list[dict[str, str]]:
+    """tshark's field values of every (or every displayed) frame of ``capture``."""
+    # every occurrence, ';'-joined: the outer header is the first (ICMP errors quote inner
+    # headers); ip.opt.type keeps all its values
+    cmd = ["tshark", "-n", "-r", str(capture), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;",
+           "-E", "separator=\t", "-o", "tcp.analyze_sequence_numbers:FALSE",
+           "-o", "ip.defragment:FALSE"]  # dissect a first fragment's own transport header
+    if display_filter:
+        cmd += ["-Y", display_filter]
+    for f in TSHARK_FIELDS:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rows = []
     for line in out.splitlines():
         row = dict(zip(TSHARK_FIELDS, line.split("\t"), strict=True))
         rows.append({k: v if k == "ip.opt.type" else v.split(";")[0] for k, v in row.items()})
+    return rows
+
+
+def _cut_frames(capture: Path, wanted: list[int], folder: Path) -> Path:
+    """The wanted frames of ``capture`` in one pcapng file (editcap; raises where it cannot)."""
+    # pcapng, not pcap: a pcapng capture may hold interfaces of several link types, which pcap
+    # cannot (editcap exits 2 on Wireshark's grpc_stream_reassembly_sample.pcapng.gz)
+    sub = folder / "sample.pcapng"
+    for start in range(0, len(wanted), 500):  # editcap's argument list stays short
+        part = folder / f"part{start}.pcapng"
+        subprocess.run(["editcap", "-F", "pcapng", "-r", str(capture), str(part),
+                        *map(str, wanted[start:start + 500])], check=True, capture_output=True)
+    parts = sorted(folder.glob("part*.pcapng"), key=lambda p: int(p.stem[4:]))
+    if len(parts) == 1:
+        parts[0].rename(sub)
+    else:
+        subprocess.run(["mergecap", "-a", "-F", "pcapng", "-w", str(sub), *map(str, parts)], check=True,
+                       capture_output=True)
+    return sub
+
+
+def tshark_rows(capture: Path, frames: list[int]) -> list[dict[str, str]]:
+    """tshark's first-occurrence field values for the given 1-based frames (in that order).
+
+    The frames are cut out with editcap and dissected alone (fast on large captures); where editcap
+    cannot write them (some pcapng blocks, e.g. Wireshark's quic_follow_multistream.pcapng), tshark
+    reads the whole capture and displays only those frames."""
+    wanted = sorted(set(frames))
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            rows = _tshark_fields(_cut_frames(capture, wanted, Path(d)))
+        except subprocess.CalledProcessError:
+            rows = _tshark_fields(capture, "frame.number in {" + ",".join(map(str, wanted)) + "}")
     by_frame = dict(zip(wanted, rows, strict=True))
     return [by_frame[f] for f in frames]
 
@@ -232,17 +255,66 @@ def test_comparison_catches_a_wrong_bit(shared_data: Path, tmp_path: Path) -> No
         assert compare_rows(layout, bad, truth), key
 
 
+def _two_link_type_capture(shared_data: Path, folder: Path) -> Path:
+    """A pcapng of two interfaces of different link types: Ethernet frames of a shared capture,
+    then raw IPv4 packets (LINKTYPE_RAW, as a tun device captures them)."""
+    from scapy.all import IP, TCP, UDP, wrpcap
+
+    ether = folder / "ether.pcap"
+    subprocess.run(["editcap", "-r", str(shared_data / "pcaps/zoom/zoom.pcap"), str(ether), "1-20"], check=True,
+                   capture_output=True)
+    raw = folder / "raw.pcap"
+    wrpcap(str(raw), [IP(src="10.0.0.1", dst="10.0.0.2", id=i, ttl=60) / TCP(sport=40000, dport=443, seq=i * 100,
+                                                                              flags="A", window=500) / (b"x" * 100)
+                      for i in range(6)] + [IP(src="10.0.0.3", dst="10.0.0.4") / UDP(sport=53, dport=5353) / b"q"],
+           linktype=101)
+    merged = folder / "two_link_types.pcapng"
+    subprocess.run(["mergecap", "-a", "-F", "pcapng", "-w", str(merged), str(ether), str(raw)], check=True,
+                   capture_output=True)
+    return merged
+
+
+def test_the_check_runs_on_a_pcapng_of_several_link_types(shared_data: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """pcap cannot hold two link types: cutting frames to pcap made editcap exit 2 and the whole
+    check crash (Wireshark's grpc_stream_reassembly_sample.pcapng.gz). An empty capture is
+    reported as rejected, and the check still passes."""
+    merged = _two_link_type_capture(shared_data, tmp_path)
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000"))
+    assert main([str(merged), str(empty)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    # the 19 IP packets of zoom.pcap's first 20 frames (one is not IP) and the 7 raw ones
+    assert results[str(merged)]["compared"] == 26 and results[str(merged)]["mismatches"] == 0
+    assert results[str(empty)]["rejected"] == "no packets"
+
+
+def test_frames_shown_by_a_display_filter_match_frames_cut_out(shared_data: Path, tmp_path: Path) -> None:
+    """The fallback for captures editcap cannot cut (tshark reads the whole file and shows the
+    sampled frames) gives the same fields, frame for frame, as dissecting the frames cut out."""
+    capture = shared_data / "pcaps/zoom/zoom.pcap"
+    frames = [1, 2, 5, 17, 40]
+    cut = _tshark_fields(_cut_frames(capture, frames, tmp_path))
+    shown = _tshark_fields(capture, "frame.number in {" + ",".join(map(str, frames)) + "}")
+    assert len(cut) == len(frames) and cut == shown
+
+
 def main(argv: list[str]) -> int:
-    """Check captures given on the command line (e.g. ones this suite has never seen)."""
+    """Check captures given on the command line (e.g. ones this suite has never seen).
+
+    Prints one JSON record per capture. Exit status 1 when any field disagrees or a capture could
+    not be checked (tshark / editcap failed: the record says why); a capture the encoder rejects
+    (empty, not a capture) or that holds no packet it keeps is reported, with its reason, and does
+    not fail the check: there is nothing to disagree with."""
     from netdiffusion.encode import encode_paths
 
     with tempfile.TemporaryDirectory() as d:
-        results = {}
+        results: dict[str, dict] = {}
         for capture in argv:
             out = Path(d) / Path(capture).name
             summary = encode_paths([capture], out, windows=True, progress=False)
             if summary["files_rejected"]:
-                results[capture] = summary["files_rejected"][0]["reason"]
+                results[capture] = {"compared": 0, "mismatches": 0, "rejected": summary["files_rejected"][0]["reason"]}
                 continue
             layout = read_layout(out)
             shards = list(iter_shards(out))
@@ -250,10 +322,21 @@ def main(argv: list[str]) -> int:
                 results[capture] = {"compared": 0, "mismatches": 0, "examples": [], "skipped": summary["skipped"]}
                 continue
             rows = Packets.concat(shards)
-            n, problems = compare_capture(Path(capture), rows, layout)
+            try:
+                n, problems = compare_capture(Path(capture), rows, layout)
+            except (subprocess.CalledProcessError, OSError, ValueError) as e:  # the run carries on
+                stderr = getattr(e, "stderr", None)
+                reason = (stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr or str(e)).strip()
+                results[capture] = {"compared": 0, "mismatches": 0, "error": reason.splitlines()[-1] if reason else repr(e)}
+                continue
             results[capture] = {"compared": n, "mismatches": len(problems), "examples": problems[:5]}
         print(json.dumps(results, indent=2))
-    return 0 if all(isinstance(r, dict) and not r["mismatches"] for r in results.values()) else 1
+    failed = [c for c, r in results.items() if r["mismatches"] or "error" in r]
+    print(f"{len(results)} captures, {sum(r['compared'] for r in results.values())} packets compared, "
+          f"{sum(r['mismatches'] for r in results.values())} mismatches, "
+          f"{sum('error' in r for r in results.values())} not checked (error), "
+          f"{sum('rejected' in r for r in results.values())} rejected by the encoder", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
