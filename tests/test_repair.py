@@ -2529,3 +2529,51 @@ def test_interleaved_ipv4_and_ipv6_conversations_of_a_flow_repair_as_two_connect
                      "packet_index": np.arange(len(rows))})
     out = repair_packets(layout, one, RepairConfig(stack="packet"))
     assert {r: int(v.sum()) for r, v in out["result"].bits.items() if r != "l4_checksum" and v.any()} == {}
+
+
+@pytest.mark.parametrize("gaps", ["keep", "close"])
+def test_bytes_the_mtu_cuts_leave_no_gap_with_gaps_kept_or_closed(tmp_path: Path, gaps: str) -> None:
+    """Regression (QA, Wireshark's grpc_web.pcapng.gz and rsasnakeoil2.pcap, loopback captures
+    with 4,096- and 1,762-byte segments): under the default MTU of 1,500 their payloads are cut,
+    and the cut bytes, never sent, left a hole before the direction's next segment. ``gaps="close"``
+    closed it as a capture gap; ``gaps="keep"`` kept it, so tshark saw a lost segment and ACKs of
+    unseen ones in 16 of 379 clean real flows (0 lost segments in the captures). The MTU's cut is
+    closed either way, and the peer's acknowledgements move with it; a real capture gap after it
+    stays with gaps kept."""
+    from scapy.layers.inet import TCP
+
+    from netdiffusion.decode import flow_pcap_path
+    from netdiffusion.validate import TCP_ERROR_FLAGS
+
+    e, a, b, pkts = _handshake()
+    seq = 101
+    for size in (4096, 4096, 1000, 4096, 700):  # a loopback capture's segments, each ACKed
+        pkts.append(e / a / TCP(sport=4000, dport=80, flags="PA", seq=seq, ack=901) / (b"x" * size))
+        seq += size
+        pkts.append(e / b / TCP(sport=80, dport=4000, flags="A", seq=901, ack=seq))
+    layout, packets = _encoded_flow(tmp_path, pkts)
+    dataset = write_dataset(packets, layout, tmp_path / "in")
+    repair_dataset(dataset, tmp_path / "out", progress=False, gaps=gaps)
+    flags = tshark_file(flow_pcap_path(tmp_path / "out", packets.label[0], packets.flow_id[0]))["tcp_flags"]
+    assert not any(flags.get(f) for f in TCP_ERROR_FLAGS), dict(flags)
+    out = repair_packets(layout, packets, RepairConfig(gaps=gaps))
+    r, payload = out["packets"].nprint, out["result"].payload
+    client = slice(3, None, 2)
+    starts = layout.field_values(r, "tcp_seq")[client]
+    assert list(payload[client]) == [1460, 1460, 1000, 1460, 700]  # cut to the MTU (40 header bytes)
+    assert list(np.diff(starts)) == list(payload[client][:-1])  # each segment where the last one ended
+    assert list(layout.field_values(r, "tcp_ackn")[4::2]) == list(starts + payload[client])  # ACKs follow
+
+    # a real capture gap (1,000 bytes missing, acknowledged) after a cut segment stays with gaps kept
+    gap = [p.copy() for p in pkts]
+    for p in gap[7:]:
+        if p[TCP].sport == 4000:
+            p[TCP].seq += 1000
+        else:
+            p[TCP].ack += 1000
+    (tmp_path / "gap").mkdir()
+    layout, packets = _encoded_flow(tmp_path / "gap", gap)
+    out = repair_packets(layout, packets, RepairConfig(gaps=gaps))
+    r, payload = out["packets"].nprint, out["result"].payload
+    starts = layout.field_values(r, "tcp_seq")[client]
+    assert list(np.diff(starts)) == [1460, 1460 + (1000 if gaps == "keep" else 0), 1000, 1460]

@@ -1122,7 +1122,9 @@ class Repairer:
             v6 = self.is_["ipv6"]
             total[v6] = np.maximum(self._get("ipv6_len")[v6], 0) + l3_in[v6]
         payload = np.maximum(total - l3_in - l4_in, 0)
-        return np.minimum(payload, np.maximum(self.cfg.mtu - l3 - l4, 0))
+        within = np.minimum(payload, np.maximum(self.cfg.mtu - l3 - l4, 0))
+        self.mtu_cut = payload - within  # bytes never sent: the TCP rule closes the gap they leave
+        return within
 
     def tcp_state(self) -> None:
         """TCP flags, sequence and acknowledgement numbers per connection (see docs/repair.md).
@@ -1199,8 +1201,9 @@ class Repairer:
         length_unknown = self._length_unknown[t]
         conn0 = self._attempts[0] if self._attempts is not None else ft  # port pairs, for the initial RTT
         args = (self.nflows, self.cfg.gaps == "close", int(self.cfg.ack_window))
+        mtu_cut = self.mtu_cut[t]
         new_seq, ack, new_payload, fixed = T.tcp_seq_ack(ft, dt, og, seq, ackn, syn, fin, rst, ackf, payload, phase_c,
-                                                         synack, ts, *args, psh, length_unknown, conn0)
+                                                         synack, ts, *args, psh, length_unknown, conn0, mtu_cut)
         # The FIN rule again, on the repaired numbers: a FIN the sequence rule placed before data of
         # its direction (an unconfirmed jump moved to the next expected offset, or a closed gap,
         # with data captured after it numbered beyond it) would lose its flag when the output is
@@ -1223,7 +1226,7 @@ class Repairer:
             r_seq, r_ack, r_payload, r_fixed = T.tcp_seq_ack(
                 ft[redo], dt[redo], r_og, seq[redo], ackn[redo], syn[redo], fin[redo], rst[redo], ackf[redo],
                 payload[redo], phase_c[redo], synack[redo], ts[redo], *args, psh[redo], length_unknown[redo],
-                conn0[redo])
+                conn0[redo], mtu_cut[redo])
             new_seq[redo], ack[redo], new_payload[redo] = r_seq, r_ack, r_payload
             fixed = fixed or r_fixed
         if fin is not fin_in:

@@ -621,12 +621,15 @@ def _restarted(rel: np.ndarray, s_len: np.ndarray, confirmed: np.ndarray, i: int
 def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray, ack0: np.ndarray,
                 syn: np.ndarray, fin: np.ndarray, rst: np.ndarray, ackf: np.ndarray, payload: np.ndarray,
                 phase_c: np.ndarray, synack: np.ndarray, ts: np.ndarray, nconn: int, close_gaps: bool,
-                ack_window: int, psh: np.ndarray, length_unknown: np.ndarray, conn0: np.ndarray) -> tuple:
+                ack_window: int, psh: np.ndarray, length_unknown: np.ndarray, conn0: np.ndarray,
+                mtu_cut: np.ndarray) -> tuple:
     """The ``tcp_seq`` / ``tcp_ack`` rules (see :meth:`Repairer._tcp_seq_ack`): new sequence and
     acknowledgement numbers (flow order), the payload lengths with corrupted ones fixed, and
     whether any was. ``psh``: the PSH flag as generated (1 set, 0 unset, -1 absent);
     ``length_unknown``: the IP length's absent bits (read as 0) as a mask of byte weights;
-    ``conn0``: each row's connection before the split into attempts (:func:`tcp_attempts`)."""
+    ``conn0``: each row's connection before the split into attempts (:func:`tcp_attempts`);
+    ``mtu_cut``: payload bytes the MTU took off each segment (never sent: the gap they leave
+    before the direction's next segment is closed whatever ``close_gaps`` says)."""
     n = len(ft)
     ngroups = 2 * nconn
     gid_f = ft * 2 + dt
@@ -650,6 +653,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     ack_s = ack0[og]
     s_ts = ts[og]
     s_psh = psh[og]
+    s_cut = mtu_cut[og]
     # TCP Fast Open data on the client's SYN (tcp_flags keeps data on a handshake row only there):
     # the SYN-ACK acknowledges it with the SYN
     syn_data = np.zeros(nconn, np.int64)
@@ -971,7 +975,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     out_seq, out_ack, spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
                                           s_data, kept, rel_kept, ackf, synack, has_peer, peer_seen, peer_isn,
                                           arel_base, close_gaps, ack_window, nconn, none, ack0, ack0, none,
-                                          syn_data)
+                                          syn_data, s_cut)
     # Segments moved forward that would stay in place as spurious retransmissions: keep them
     # and solve again, as long as they still qualify under the acknowledgements that gives
     # (keeping one changes nothing before it; a few rounds, else the first solution stands).
@@ -991,7 +995,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         t_seq, t_ack, t_spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
                                             s_data, t_kept, t_rel, ackf, synack, has_peer, peer_seen, peer_isn,
                                             arel_base, close_gaps, ack_window, nconn, dirty, out_seq, out_ack,
-                                            spurious, syn_data)
+                                            spurious, syn_data, s_cut)
         holds = trial & t_spurious
         if (holds == trial).all():
             out_seq, out_ack = t_seq, t_ack
@@ -1154,7 +1158,8 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
              same_start: np.ndarray, s_data: np.ndarray, kept: np.ndarray, rel: np.ndarray, ackf: np.ndarray,
              synack: np.ndarray, has_peer: np.ndarray, peer_seen: np.ndarray, peer_isn: np.ndarray,
              arel_base: np.ndarray, close_gaps: bool, ack_window: int, nconn: int, dirty: np.ndarray,
-             base_seq: np.ndarray, base_ack: np.ndarray, base_spurious: np.ndarray, syn_data: np.ndarray) -> tuple:
+             base_seq: np.ndarray, base_ack: np.ndarray, base_spurious: np.ndarray, syn_data: np.ndarray,
+             s_cut: np.ndarray) -> tuple:
     """Sequence and acknowledgement numbers (flow order) from :func:`_fixed_point`'s ``kept`` and
     ``rel``; also which segments (group order) tshark would call spurious retransmissions there.
 
@@ -1162,7 +1167,8 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
     sequence offsets from the ISN (``isn``, per segment) with SYN retransmissions at 0,
     ``same_start`` the first segment of the direction starting at the same offset. ``dirty``
     (empty: all) the connections to number; the others keep ``base_*`` (a connection's numbers
-    depend on its two directions alone). ``syn_data``: TCP Fast Open bytes on each connection's SYN."""
+    depend on its two directions alone). ``syn_data``: TCP Fast Open bytes on each connection's SYN;
+    ``s_cut``: bytes the MTU took off each segment's payload."""
     n = len(rel_in)
     every = len(dirty) == 0
     expected = np.empty(n, np.int64)
@@ -1185,6 +1191,9 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
             continue
         _expected_range(kept, rel, s_len, a, b, expected)
         shift = 0
+        # bytes the MTU took off the segments since the direction was last where its generated
+        # numbers say (segments moved to the expected number carry the offset along)
+        cut_before = 0
         gap_lo[gids[k]] = ngaps
         for i in range(a, b):
             e = expected[i]
@@ -1194,16 +1203,22 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
             else:
                 final_rel[i] = 0 if syn_retry[i] else e
                 adv[i] = 0 if syn_retry[i] else s_len[i]
-            if close_gaps:
-                # close each gap by moving the rest of the direction down by the missing bytes, and
-                # the peer's acknowledgements of bytes beyond it with it
-                if kept[i] and rel[i] > e and not syn_retry[i]:
-                    gap = rel[i] - e
+            # close each gap by moving the rest of the direction down by the missing bytes, and
+            # the peer's acknowledgements of bytes beyond it with it; with gaps kept, only the
+            # bytes the MTU cut off the segment before (never sent; as a kept gap they read as
+            # lost segments and ACKs of unseen ones: a host capture's 1,762-byte segment under
+            # the default MTU of 1,500, Wireshark's rsasnakeoil2.pcap)
+            if kept[i] and rel[i] >= e and not syn_retry[i]:
+                gap = rel[i] - e if close_gaps else min(rel[i] - e, cut_before)
+                if gap > 0:
                     gap_at[ngaps], gap_size[ngaps], gap_before[ngaps] = e, gap, shift
                     ngaps += 1
                     shift += gap
                     adv[i] -= gap
-                final_rel[i] -= shift
+                cut_before = 0
+            if adv[i] > 0:
+                cut_before += s_cut[i]
+            final_rel[i] -= shift
             seq_s[i] = (isn[i] + final_rel[i]) % MOD32
         gap_hi[gids[k]] = ngaps
     # acknowledgements, in flow order: at most what the peer has sent so far, or the peer's next
@@ -1243,7 +1258,7 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
         else:
             sent1 += adv[inv[i]]
         ar = arel_base[i]
-        if close_gaps and has_peer[i]:
+        if has_peer[i]:
             # an acknowledgement up to a gap's start acknowledges bytes before it and stays; one
             # past the gap moves down by its size (and every earlier gap's); one inside it, into
             # bytes never sent after closing, moves to its start
