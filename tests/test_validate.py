@@ -224,3 +224,35 @@ def test_batched_tcpreplay_names_the_file_whose_packet_failed(tmp_path: Path) ->
     assert [(r["sent"], r["failed"]) for r in mixed] == [(1, 0), (0, 1), (3, 0)]
     report = validate_dir(tmp_path, progress=False, tcpreplay=True)
     assert report["failed"] == ["f1.pcap"] and "tcpreplay_failed" in report["files"][1]["failed_checks"]
+
+
+def test_tcpreplay_sends_gzip_and_pcapng_captures_and_names_what_it_cannot(tmp_path: Path) -> None:
+    """Regression (QA on Wireshark's test captures): tshark, capinfos, scapy and encode read gzip
+    and pcapng, but tcpreplay reads no gzip ('unknown file format') and silently sends nothing from
+    a pcapng of several interfaces: 56 of 119 valid captures were reported unsent. They are
+    replayed from a copy it reads; a pcapng of two link types (which no pcap holds) stays unsent,
+    with a reason instead of a bare count."""
+    import gzip
+
+    from scapy.all import IP, UDP, Ether, wrpcap
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    eth = [Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=40000, dport=53) / b"q"] * 3
+    wrpcap(str(tmp_path / "a.pcap"), eth)
+    wrpcap(str(tmp_path / "b.pcap"), eth[:2])
+    (folder / "plain.pcap.gz").write_bytes(gzip.compress((tmp_path / "a.pcap").read_bytes()))
+    # two interfaces of one link type (mergecap writes pcapng), then compressed
+    subprocess.run(["mergecap", "-w", str(tmp_path / "two.pcapng"), str(tmp_path / "a.pcap"), str(tmp_path / "b.pcap")],
+                   check=True)
+    (folder / "two.pcapng.gz").write_bytes(gzip.compress((tmp_path / "two.pcapng").read_bytes()))
+    wrpcap(str(tmp_path / "raw.pcap"), [IP(src="10.0.0.3", dst="10.0.0.4") / UDP(sport=1, dport=2)], linktype=101)
+    subprocess.run(["mergecap", "-w", str(folder / "mixed.pcapng"), str(tmp_path / "a.pcap"), str(tmp_path / "raw.pcap")],
+                   check=True)
+    report = validate_dir(folder, progress=False, tcpreplay=True)
+    rec = {r["file"]: r for r in report["files"]}
+    assert rec["plain.pcap.gz"]["tcpreplay"]["sent"] == 3 and rec["plain.pcap.gz"]["ok"]
+    assert rec["two.pcapng.gz"]["tcpreplay"]["sent"] == 5 and rec["two.pcapng.gz"]["ok"]
+    mixed = rec["mixed.pcapng"]
+    assert mixed["tcpreplay_unsent"] == 4 and "tcpreplay_unsent" in mixed["failed_checks"]
+    assert mixed["tcpreplay"]["error"] == "sent none of 4 packets and gave no reason"
