@@ -39,7 +39,14 @@ from netdiffusion.dataset import (
 )
 from netdiffusion.fields import DEFAULT_HEADERS, Layout
 from netdiffusion.flows import FlowTable, canonical_keys
-from netdiffusion.labels import CAPTURE_SUFFIXES, FlowLabels, label_for, load_manifest
+from netdiffusion.labels import (
+    CAPTURE_SUFFIXES,
+    FlowLabels,
+    capture_stem,
+    is_capture_name,
+    label_for,
+    load_manifest,
+)
 from netdiffusion.pcap.parse import (
     L3_IPV4,
     L3_IPV6,
@@ -86,43 +93,49 @@ def _safe(name: str) -> str:
 def shard_prefix(source: str) -> str:
     """Shard file prefix of a capture: readable stem + hash of its source string."""
     digest = hashlib.sha1(source.encode()).hexdigest()[:8]
-    stem = Path(source).name
-    for suffix in sorted(CAPTURE_SUFFIXES, key=len, reverse=True):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    return f"{_safe(stem)}-{digest}"
+    return f"{_safe(capture_stem(source))}-{digest}"
 
 
-def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str, bool]]:
+def discover_inputs(inputs: Sequence[str | os.PathLike],
+                    ignored: list[Path] | None = None) -> list[tuple[Path, str, bool]]:
     """(path, source, in_class_folder) for every capture: files as given, folders searched recursively.
 
     ``source`` is the path as given on the command line, or relative to the input folder;
-    ``in_class_folder`` is true for captures found in a subfolder of an input folder."""
+    ``in_class_folder`` is true for captures found in a subfolder of an input folder. Files in
+    the folders whose names are no capture's (:func:`is_capture_name`; hidden ones aside) are
+    appended to ``ignored`` when given, so the caller can say what it did not read."""
     found: list[tuple[Path, str, bool]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for parts in sorted(_capture_names(os.fspath(p), ())):
+            others: list[tuple[str, ...]] | None = [] if ignored is not None else None
+            for parts in sorted(_capture_names(os.fspath(p), (), others)):
                 found.append((p.joinpath(*parts), "/".join(parts), len(parts) > 1))
+            if ignored is not None and others:
+                ignored.extend(p.joinpath(*parts) for parts in sorted(others))
         else:
             found.append((p, str(item), False))
     return found
 
 
-def _capture_names(folder: str, below: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+def _capture_names(folder: str, below: tuple[str, ...],
+                   others: list[tuple[str, ...]] | None = None) -> Iterator[tuple[str, ...]]:
     """Relative path parts of every capture file under ``folder`` (what ``sorted(rglob("*"))`` with
-    ``is_file()`` finds: symlinked files yes, symlinked folders not entered, hidden files no).
+    ``is_file()`` finds: symlinked files yes, symlinked folders not entered, hidden files no);
+    other files' parts go to ``others`` when given.
 
     One ``scandir`` per folder, no ``stat`` per file and no path object per entry: repair and
     decode list their own output folders (a file per flow) after every run."""
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.is_dir() and not entry.is_symlink():
-                yield from _capture_names(entry.path, (*below, entry.name))
-            elif (entry.name.lower().endswith(CAPTURE_SUFFIXES) and not entry.name.startswith(".")
-                  and entry.is_file()):
+                yield from _capture_names(entry.path, (*below, entry.name), others)
+            elif entry.name.startswith(".") or not entry.is_file():
+                continue
+            elif is_capture_name(entry.name):
                 yield (*below, entry.name)
+            elif others is not None:
+                others.append((*below, entry.name))
 
 
 def _plural(n: int, one: str, many: str) -> str:
@@ -523,8 +536,9 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
         raise ValueError(f"{flow_labels}: flow labels lack column {exc}") from None
     captures = []
     barren = []  # input folders holding no capture
+    not_captures: list[Path] = []  # files in the input folders whose names are no capture's
     for item in inputs:
-        found = discover_inputs([item])
+        found = discover_inputs([item], not_captures)
         if not found and Path(item).is_dir():
             barren.append(item)
         captures += found
@@ -536,6 +550,14 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
         raise FileNotFoundError(no_captures_message(inputs))
     for item in barren:
         log.warning("%s", no_captures_message([item]))
+    given = {os.path.abspath(f) for f in (manifest, flow_labels) if f}
+    not_captures = [f for f in not_captures if os.path.abspath(f) not in given]
+    if not_captures:  # a rotated or renamed capture would else be left out without a word
+        shown = ", ".join(str(f) for f in not_captures[:5])
+        more = f" and {len(not_captures) - 5} more (summary.json files_not_captures)" if len(not_captures) > 5 else ""
+        log.warning("%s not read: no capture name (%s): %s%s",
+                    _plural(len(not_captures), "file", "files"), ", ".join(f"*{x}" for x in CAPTURE_SUFFIXES),
+                    shown, more)
     captures, duplicates = dedupe_inputs(captures)
     if duplicates:
         log.info("%s already given: dropped (each file is encoded once)",
@@ -619,6 +641,7 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
         "files_without_packets": empty,
         "duplicate_inputs": duplicates,
         "duplicate_content": copies,
+        "files_not_captures": [str(f) for f in not_captures],
         "packets": int(sum(r["packets"] for r in files)),
         "packets_read": int(sum(r["packets_read"] for r in files)),
         "flows": dict(sorted(flows.items())),
@@ -640,7 +663,9 @@ def encode_paths(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
                                                             "packets kept)"),
                                      (duplicates, f"{_plural(duplicates, 'duplicate input', 'duplicate inputs')} "
                                                   "dropped"),
-                                     (len(copies), f"{len(copies)} with the same content as another")) if n]
+                                     (len(copies), f"{len(copies)} with the same content as another"),
+                                     (len(not_captures), f"{_plural(len(not_captures), 'other file', 'other files')} "
+                                                         "not read (no capture name)")) if n]
     log.info("%s: %s read, %s in %s%s", out, _plural(len(files), "capture", "captures"),
              _plural(summary["packets"], "packet", "packets"), _plural(sum(flows.values()), "flow sample", "flow samples"),
              "; " + ", ".join(caveats) if caveats else "")

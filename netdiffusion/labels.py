@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 _NUMBERED = re.compile(r"^(?P<label>.+?)_\d+$")
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".pcap.gz", ".pcapng.gz", ".cap.gz")
+# the files of a rotating capture: tcpdump -C names them file.pcap, file.pcap1, file.pcap2, ...;
+# others number them file.pcapng.1 (Wireshark's many_interfaces.pcapng.1)
+_ROTATED = re.compile(r"\.(pcap|pcapng|cap)\.?(\d+)$", re.IGNORECASE)
 # nDPI categories that are infrastructure noise rather than an application's own traffic
 NOISE_CATEGORIES = frozenset({"Network", "System", ""})
 
@@ -36,11 +39,21 @@ class Label:
     origin: str  # "manifest", "filename" or "folder"
 
 
+def is_capture_name(name: str) -> bool:
+    """Whether a file name is a capture's: a :data:`CAPTURE_SUFFIXES` name or a rotated one."""
+    return name.lower().endswith(CAPTURE_SUFFIXES) or _ROTATED.search(name) is not None
+
+
 def capture_stem(path: str | os.PathLike) -> str:
+    """The name without its capture suffix; a rotated file keeps its number (``zoom.pcap3`` ->
+    ``zoom_3``, so the ``<label>_NN`` rule labels it ``zoom`` and no two files share a stem)."""
     name = Path(path).name
     for suffix in sorted(CAPTURE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
+    rotated = _ROTATED.search(name)
+    if rotated:
+        return f"{name[:rotated.start()]}_{rotated.group(2)}"
     return Path(name).stem
 
 

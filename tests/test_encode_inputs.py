@@ -70,6 +70,28 @@ def test_an_empty_folder_next_to_captures_is_logged(tmp_path: Path, caplog: pyte
                for r in caplog.records)
 
 
+def test_rotated_captures_are_read_and_other_files_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (QA on Wireshark's test captures): ``many_interfaces.pcapng.1`` and the files of a
+    rotating tcpdump (``-C``: x.pcap, x.pcap1, x.pcap2) were left out of a folder without a word.
+    They are read now, each with its own stem and the label of its name; other files are named
+    in a warning and in summary.json (the manifest given is no such file)."""
+    for name in ("zoom.pcap", "zoom.pcap1", "zoom.pcap2", "meet.pcapng.3"):
+        _tcp_capture(tmp_path / "in" / name, flows=1)
+    (tmp_path / "in/notes.txt").write_text("not a capture")
+    (tmp_path / "in/.hidden").write_text("skipped quietly")
+    manifest = tmp_path / "in/manifest.csv"
+    manifest.write_text("path,label,macro\nzoom.pcap,zoom,video\n")
+    with caplog.at_level(logging.WARNING):
+        summary = encode_paths([tmp_path / "in"], tmp_path / "out", manifest=manifest, progress=False)
+    assert sorted(f["file"] for f in summary["files"]) == ["meet.pcapng.3", "zoom.pcap", "zoom.pcap1", "zoom.pcap2"]
+    assert {f["file"]: f["label"] for f in summary["files"]} == {
+        "zoom.pcap": "zoom", "zoom.pcap1": "zoom", "zoom.pcap2": "zoom", "meet.pcapng.3": "meet"}
+    assert len({s for f in summary["files"] for s in f["shards"]}) == 4  # no two share a shard name
+    assert summary["files_not_captures"] == [str(tmp_path / "in/notes.txt")]
+    [line] = [r.getMessage() for r in caplog.records if "no capture name" in r.getMessage()]
+    assert line.startswith("1 file not read: no capture name") and line.endswith("notes.txt")
+
+
 # -- 2. duplicate inputs --------------------------------------------------------------------------
 
 def test_the_same_file_twice_is_encoded_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
