@@ -160,6 +160,11 @@ def test_link_types(tmp_path: Path) -> None:
         "ppp_cisco": (9, [struct.pack(">BBH", 0x0F, 0, et[p[0] >> 4]) + p for p in IP_PACKETS]),
         "chdlc": (104, [struct.pack(">BBH", 0x8F, 0, et[p[0] >> 4]) + p for p in IP_PACKETS]),
         "chdlc_mpls": (104, [struct.pack(">BBHI", 0x0F, 0, 0x8847, 5 << 12 | 1 << 8 | 9) + p for p in IP_PACKETS]),
+        # MPLS as a PPP protocol (0x0281 unicast, 0x0283 multicast), with and without HDLC framing
+        # (tcpdump's mpls-traceroute.pcap)
+        "ppp_mpls": (9, [b"\xff\x03\x02\x81" + struct.pack(">I", 0x18 << 12 | 1 << 8 | 1) + p for p in IP_PACKETS]),
+        "ppp_mpls_bare": (9, [b"\x02\x83" + struct.pack(">II", 7 << 12 | 9, 8 << 12 | 1 << 8 | 9) + p
+                              for p in IP_PACKETS]),
     }
     for name, (linktype, frames) in cases.items():
         r = read_all(pcap_file(tmp_path / f"{name}.pcap", frames, linktype))

@@ -591,10 +591,12 @@ def _ipv6_row(small_dataset: Path, src: int, dst: int, next_header: int) -> tupl
 def test_ipv6_fragment_header_rows_get_a_minimal_header_in_their_payload(small_dataset: Path,
                                                                         tmp_path: Path) -> None:
     """Regression (nDPI's dns_fragmented: IPv6 DNS answers in fragments): next header 44 with no
-    transport header; the zero payload read as 190 misplaced Hop-by-Hop headers (malformed)."""
+    transport header; the zero payload read as 190 misplaced Hop-by-Hop headers (malformed).
+    Routing headers (43) too (tcpdump's ipv6-routing-header.pcap and SRv6 captures: their next
+    header became 59 before, a change to real traffic)."""
     doc = 0x20010DB8 << 96  # 2001:db8::/32
     layout, row, m = _ipv6_row(small_dataset, doc | 1, doc | 2, 44)
-    for nh in (44, 0, 60):
+    for nh in (44, 0, 60, 43):
         layout.set_field(m, "ipv6_nh", nh, np.array([0]))
         totals, repaired, tshark = _repair_one(layout, row, m, tmp_path / f"nh{nh}")
         assert {r for r in totals["bits_changed"] if r != "l4_checksum"} == set()

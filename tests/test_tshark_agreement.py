@@ -178,10 +178,13 @@ def compare_rows(layout: Layout, rows: Packets, ts: list[dict[str, str]]) -> lis
                 problems.append(f"{where}: truncated tcp options {ours} tshark {theirs}")
         if "icmp" in got:
             roh = int(layout.field_values(m[i:i + 1], "icmp_roh")[0])
-            if t["icmp.ident"]:
-                want = (_int(t["icmp.ident"]) << 16) | _int(t["icmp.seq"])
-            elif t["icmp.unused"]:
+            # the outer message's own field first: an error quoting an echo request has no ident of
+            # its own, and the first icmp.ident tshark shows is the quoted one's (tcpdump's
+            # dhcp-rfc4388.pcap)
+            if t["icmp.unused"]:
                 want = int(t["icmp.unused"].replace(":", "")[:8], 16)
+            elif t["icmp.ident"]:
+                want = (_int(t["icmp.ident"]) << 16) | _int(t["icmp.seq"])
             else:
                 want = roh  # tshark shows this type's rest-of-header as typed fields only
             if roh != want:
@@ -287,6 +290,19 @@ def test_the_check_runs_on_a_pcapng_of_several_link_types(shared_data: Path, tmp
     # the 19 IP packets of zoom.pcap's first 20 frames (one is not IP) and the 7 raw ones
     assert results[str(merged)]["compared"] == 26 and results[str(merged)]["mismatches"] == 0
     assert results[str(empty)]["rejected"] == "no packets"
+
+
+def test_an_icmp_error_quoting_an_echo_request_is_compared_by_its_own_fields(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The checker took the quoted echo request's ident for the error's rest-of-header (tcpdump's
+    dhcp-rfc4388.pcap: 3 false mismatches); the error's own unused field is what nPrint holds."""
+    from scapy.all import ICMP, IP, Ether, wrpcap
+
+    quoted = IP(src="10.40.2.3", dst="10.30.4.4") / ICMP(type=8, id=0x4024, seq=7)
+    wrpcap(str(tmp_path / "err.pcap"), [Ether() / IP(src="10.40.1.1", dst="10.40.2.3") / ICMP(type=3, code=1) / quoted,
+                                        Ether() / IP(src="10.40.2.3", dst="10.30.4.4") / ICMP(type=8, id=9, seq=1)])
+    assert main([str(tmp_path / "err.pcap")]) == 0
+    assert json.loads(capsys.readouterr().out)[str(tmp_path / "err.pcap")]["compared"] == 2
 
 
 def test_frames_shown_by_a_display_filter_match_frames_cut_out(shared_data: Path, tmp_path: Path) -> None:
