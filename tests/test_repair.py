@@ -707,13 +707,14 @@ def test_tunnel_and_igmp_rows_get_a_message_in_their_payload(small_dataset: Path
     """Regression (nDPI's 4in4/4in6/6in4/6in6 tunnel captures): nPrint encodes the outer header
     only, and the zero payload behind protocol 4 / 41 read as an IP header of version 0
     (malformed); an all-zero IGMP message is malformed too. The payload now starts with an inner
-    header / an IGMPv2 report; too short rows lose the protocol."""
+    header / an IGMPv2 report; too short rows lose the protocol. AH (51) rows likewise get an
+    Authentication Header (tcpdump's OSPFv3_with_AH.pcap: their next header became 59 before)."""
     layout, row = _udp_row(small_dataset)
     v4 = row.nprint.copy()
     v4[:, layout.header_slice("udp")] = -1
     doc = 0x20010DB8 << 96
     _, _, v6 = _ipv6_row(small_dataset, doc | 1, doc | 2, 4)
-    for name, m, key, protos in (("v4", v4, "ipv4_proto", (2, 4, 41)), ("v6", v6, "ipv6_nh", (4, 41))):
+    for name, m, key, protos in (("v4", v4, "ipv4_proto", (2, 4, 41, 51)), ("v6", v6, "ipv6_nh", (4, 41, 51))):
         for proto in protos:
             m = m.copy()
             layout.set_field(m, key, proto, np.array([0]))
@@ -723,12 +724,13 @@ def test_tunnel_and_igmp_rows_get_a_message_in_their_payload(small_dataset: Path
             totals, repaired, tshark = _repair_one(layout, row, m, tmp_path / f"{name}-{proto}")
             assert {r for r in totals["bits_changed"] if r != "l4_checksum"} == set(), (name, proto, totals)
             assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, (name, proto, tshark)
-    short = v4.copy()
-    layout.set_field(short, "ipv4_proto", 41, np.array([0]))
-    layout.set_field(short, "ipv4_tl", 20 + 30, np.array([0]))  # no room for a 40-byte IPv6 header
-    totals, repaired, tshark = _repair_one(layout, row, short, tmp_path / "short")
-    assert layout.field_values(repaired, "ipv4_proto").tolist() == [253]
-    assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark
+    for proto, room in ((41, 30), (51, 11)):  # no room for a 40-byte IPv6 header / a 12-byte AH
+        short = v4.copy()
+        layout.set_field(short, "ipv4_proto", proto, np.array([0]))
+        layout.set_field(short, "ipv4_tl", 20 + room, np.array([0]))
+        totals, repaired, tshark = _repair_one(layout, row, short, tmp_path / f"short-{proto}")
+        assert layout.field_values(repaired, "ipv4_proto").tolist() == [253]
+        assert tshark["malformed"] == 0 and tshark["expert_errors"] == 0, tshark
     # the room is what the IP length leaves behind the header the row has, not behind its IHL
     # field: a corrupted IHL of 4 (16 bytes) made a 16-byte payload look like an inner header's 20,
     # which was then cut (tshark: "Bogus IP version"; reduced layouts at 10% corruption)

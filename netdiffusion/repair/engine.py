@@ -36,13 +36,16 @@ IGMP_PROTO = 2  # IPv4 only
 # ICMPv6, Destination Options, Mobility, HIP, Shim6)
 IPV6_ONLY_PROTOS = (0, 43, 44, 58, 60, 135, 139, 140)
 # protocols whose all-zero payload (8 or 100 bytes) `validate`'s tshark reports as malformed or as
-# an expert error, and which repair has no message for (DCCP, XTP, DSR, AH, SWIPE, NARP, EIGRP,
+# an expert error, and which repair has no message for (DCCP, XTP, DSR, SWIPE, NARP, EIGRP,
 # AX.25, UDP-Lite): a row of them without a transport header gets protocol 253 / next header 59
-ZERO_PAYLOAD_MALFORMED = (33, 36, 48, 51, 53, 54, 88, 93, 136)
+ZERO_PAYLOAD_MALFORMED = (33, 36, 48, 53, 54, 88, 93, 136)
+AH_PROTO = 51  # IPsec Authentication Header (RFC 4302)
 # protocols without an nPrint header whose payload the packet builder starts with a message of
-# this many bytes: an IGMPv2 membership report (IPv4 only), or an inner IPv4 / IPv6 header for
-# IP-in-IP (4) and IPv6-in-IP (41) tunnels; rows with less payload get protocol 253 / next header 59
-SYNTHETIC_PAYLOAD_BYTES = {IGMP_PROTO: 8, 4: 20, 41: 40}
+# this many bytes: an IGMPv2 membership report (IPv4 only), an inner IPv4 / IPv6 header for
+# IP-in-IP (4) and IPv6-in-IP (41) tunnels, an Authentication Header without ICV whose next header
+# is 59 (real rows carry AH: tcpdump's OSPFv3_with_AH.pcap, which got next header 59 before);
+# rows with less payload get protocol 253 / next header 59
+SYNTHETIC_PAYLOAD_BYTES = {IGMP_PROTO: 8, 4: 20, 41: 40, AH_PROTO: 12}
 # protocols whose zero payload `validate`'s tshark calls malformed when shorter than this many bytes
 # (their fixed header): IGRP, ESP, OSPF, EtherIP, PIM, IPComp, VRRP, Ethernet (143), NCS heartbeat
 # (224); measured for 0-40 zero bytes behind IPv4 and IPv6 (scripts/proto_min_sizes.py). Real packets are

@@ -17,6 +17,7 @@ from netdiffusion.fields import IP_PROTO, Layout, row_words, word_byte
 from netdiffusion.jit import kernel
 from netdiffusion.packets import L4_HEADERS, build_ip_buffer
 from netdiffusion.repair.engine import (
+    AH_PROTO,
     ICMP_ERRORS_V4,
     ICMP_QUOTE_BYTES,
     ICMPV6_PROTO,
@@ -172,7 +173,8 @@ def _synthetic_payloads(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray
     IGMP (2, IPv4) gets an IGMPv2 membership report for 224.0.0.251; IP-in-IP (4) and IPv6-in-IP
     (41) tunnels (nPrint encodes the outer header only) an inner IPv4 header (protocol 253, valid
     checksum) or IPv6 header (next header 59) spanning the rest of the packet, from 192.0.2.1 to
-    192.0.2.2 / 2001:db8::1 to 2001:db8::2 (documentation prefixes). Payload bytes only: no nPrint
+    192.0.2.2 / 2001:db8::1 to 2001:db8::2 (documentation prefixes); AH (51) an Authentication
+    Header without ICV whose next header is 59. Payload bytes only: no nPrint
     bit changes (rows too short for them get protocol 253 / next header 59 in repair)."""
     bare = _no_transport(layout, is_, len(m))
     proto = np.full(len(m), -1, dtype=np.int64)
@@ -199,6 +201,8 @@ def _synthetic_payloads(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray
             head[:, 16:20] = (192, 0, 2, 2)
             ck = _words_checksum(head)
             head[:, 10], head[:, 11] = ck >> 8, ck & 0xFF
+        elif number == AH_PROTO:  # next header 59, length 1 (12 bytes, no ICV), SPI 256, sequence 1
+            head[:, 0], head[:, 1], head[:, 6], head[:, 11] = 59, 1, 1, 1
         else:
             inner_payload = n - size
             head[:, 0] = 0x60
