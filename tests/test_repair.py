@@ -525,7 +525,9 @@ def test_an_ipv4_row_naming_an_ipv6_extension_header_gets_protocol_253(small_dat
     row = packets.take(udp[:1])
     m = row.nprint.copy()
     m[:, layout.header_slice("udp")] = -1
-    for proto in (0, 44, 60, 33, 51, 88):  # IPv6-only, and protocols tshark calls malformed when zero
+    # IPv6-only, and protocols tshark calls malformed when zero (AH, 51, gets a header of its own:
+    # test_tunnel_and_igmp_rows_get_a_message_in_their_payload)
+    for proto in (0, 44, 60, 33, 88):
         layout.set_field(m, "ipv4_proto", proto, np.array([0]))
         data = write_dataset(Packets(**{**row.__dict__, "nprint": m}), layout, tmp_path / f"in{proto}")
         repair_dataset(data, tmp_path / f"out{proto}", dataset_output=tmp_path / f"ds{proto}", progress=False)
