@@ -40,7 +40,13 @@ def live(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_real_linux_traffic_is_left_unchanged(live: Path) -> None:
+def test_real_linux_traffic_is_left_unchanged(live: Path, tmp_path: Path) -> None:
+    """Every flow the capture holds valid is left as it is. Valid means tshark's TCP analysis finds
+    no error in it: now and then the kernel resends a burst right after the first (a fastopen flow
+    of session 21: six segments again 0.3 ms later, out-of-order in tshark), and repair renumbers
+    such a flow by design (docs/repair.md); at most one flow of a run may be such."""
+    from netdiffusion.decode import decode_dataset
+
     layout, packets = read_layout(live), read_packets(live)
     assert set(np.unique(packets.label)) == set(SCENARIOS.split(","))
     m = packets.nprint
@@ -58,8 +64,14 @@ def test_real_linux_traffic_is_left_unchanged(live: Path) -> None:
                                                             + layout.field_values(m[fast_open], "tcp_doff")))
     assert syn_data.sum() >= 2
 
-    bits = repair_packets(layout, packets, RepairConfig())["result"].bits
-    changed = {rule: int(v.sum()) for rule, v in bits.items() if v.any() and rule != "l4_checksum"}
+    decode_dataset(live, tmp_path / "decoded")
+    report = validate_dir(tmp_path / "decoded", tcpreplay=False, progress=False)
+    lossy = {Path(f["file"]).stem for f in report["files"] if f["tcp_errors"]}
+    assert len(lossy) <= 1, sorted(lossy)
+    out = repair_packets(layout, packets, RepairConfig())
+    valid = ~np.isin(out["packets"].flow_id.astype(str), sorted(lossy))
+    changed = {rule: int(v[valid].sum()) for rule, v in out["result"].bits.items()
+               if v[valid].any() and rule != "l4_checksum"}
     assert changed == {}, changed
 
 
