@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netdiffusion.labels import CAPTURE_SUFFIXES
-from netdiffusion.pcap.reader import GZIP_MAGIC, PCAPNG_SHB
+from netdiffusion.pcap.reader import PCAP_MAGICS, CaptureError, capture_format
 
 log = logging.getLogger(__name__)
 
@@ -196,15 +196,15 @@ _ALONE = _Probe(None)
 
 
 def _byte_order(header: bytes | bytearray) -> str:
-    """The byte order of a classic pcap's header fields, from its magic (µs or ns timestamps)."""
-    return "little" if bytes(header[:4]) in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else "big"
+    """The byte order of a classic pcap's header fields, from its magic (the reader's table)."""
+    return "little" if PCAP_MAGICS[bytes(header[:4])][0] == "<" else "big"
 
 
 def _probe(path: Path) -> _Probe:
     import numpy as np
 
     from netdiffusion.pcap.parse import L3_IPV4, L4_ICMP, L4_NONE, parse_batch
-    from netdiffusion.pcap.reader import PCAP_MAGICS, CaptureError, iter_records
+    from netdiffusion.pcap.reader import iter_records
 
     try:
         with open(path, "rb") as fh:
@@ -427,18 +427,15 @@ def _replayable(path: Path, folder: Path, stem: str) -> str:
     compressed capture is decompressed and a pcapng converted to pcap (editcap); where either
     fails the file stays as it is, and tcpreplay's own result names it."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-        if head[:2] == GZIP_MAGIC:
+        kind = capture_format(path)
+        if kind.endswith("+gzip"):
             plain = folder / f"{stem}.raw"
             with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-            with open(plain, "rb") as fh:
-                head = fh.read(4)
             path = plain
-    except (OSError, EOFError):
+    except (OSError, EOFError, CaptureError):
         return str(path)
-    if head == PCAPNG_SHB and shutil.which("editcap"):
+    if kind.startswith("pcapng") and shutil.which("editcap"):
         converted = folder / f"{stem}.pcap"
         if _run(["editcap", "-F", "pcap", str(path), str(converted)]).returncode == 0:
             return str(converted)

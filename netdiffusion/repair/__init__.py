@@ -238,8 +238,6 @@ def _positions(flow: np.ndarray) -> np.ndarray:
     return rank(flow)
 
 
-
-
 def _read_shards(paths: list[Path], skipped: list[dict], labels: list[str] | None = None) -> Packets | None:
     """The rows of ``paths`` (optionally only ``labels``); a shard whose rows do not read (its
     footer did) is named, counted in ``skipped`` and left out. ``None`` when no shard read."""
