@@ -719,7 +719,7 @@ class Repairer:
         self.options_structure()
         # before fixed_fields, whose protocol rule needs the payload the packet will carry (read
         # from the IP length against the headers the row came with, not the generated IHL)
-        self.payload = self.payload_lengths()
+        self.payload, self.mtu_cut = self.payload_lengths()
         self.fixed_fields()
         self.endpoints()
         self.ts, generated = self.timestamps(timestamp[keep])
@@ -1114,8 +1114,9 @@ class Repairer:
                 target[self.is_[h]] = np.broadcast_to(size, (self.n,))[self.is_[h]]
         return l3, l4
 
-    def payload_lengths(self) -> np.ndarray:
-        """Payload bytes implied by the generated IP length, within the MTU.
+    def payload_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """Payload bytes implied by the generated IP length, within the MTU, and the bytes the MTU
+        cut off (never sent: the TCP rule closes the gap they leave).
 
         The IP length is read against the headers the row came with: options the options rule
         cut make the packet shorter, not its payload longer (a TCP segment that grew by the cut
@@ -1131,8 +1132,7 @@ class Repairer:
             total[v6] = np.maximum(self._get("ipv6_len")[v6], 0) + l3_in[v6]
         payload = np.maximum(total - l3_in - l4_in, 0)
         within = np.minimum(payload, np.maximum(self.cfg.mtu - l3 - l4, 0))
-        self.mtu_cut = payload - within  # bytes never sent: the TCP rule closes the gap they leave
-        return within
+        return within, payload - within
 
     def tcp_state(self) -> None:
         """TCP flags, sequence and acknowledgement numbers per connection (see docs/repair.md).
