@@ -65,6 +65,7 @@ def warm_up(flows: int = 24, packets: int = 32) -> float:
     tcp_attempt_numbers(one, np.arange(2, dtype=np.int64), one, one, one, one, one, 1)
     tcp_sack_rules(np.full((2, 40), -1, dtype=np.int16), np.zeros((2, 40), dtype=np.uint8), one, one, one, 5, 1, 1)
     row_counts(rows.nprint[:4] != 0)
+    layout.presence(rows.nprint[:4])  # (decode / evaluate: which headers rows carry)
     present_bytes(rows.nprint[:4, :64])
     bytes_to_bits(np.zeros((4, 8), dtype=np.uint8), np.full(4, 8, dtype=np.int64))
     return time.process_time() - started

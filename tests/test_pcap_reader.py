@@ -314,3 +314,53 @@ def test_pcapng_absurd_resolution_is_clamped_not_a_crash(tmp_path: Path, tsresol
     path.write_bytes(bytes(data))
     r = read_all(path)
     assert r["linktype"].tolist() == [1, 1] and (r["reason"] == -1).all()
+
+
+def _with_shb(path: Path, frames: list[bytes], major: int, minor: int, options: bytes = b"") -> Path:
+    """A one-interface pcapng whose section header says version ``major.minor`` (and holds
+    ``options``)."""
+    pcapng_file(path, frames, [1])
+    data = path.read_bytes()
+    shb_len = struct.unpack_from("<I", data, 4)[0]
+    shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, major, minor, -1) + options)
+    path.write_bytes(shb + data[shb_len:])
+    return path
+
+
+@pytest.mark.parametrize("version,read", [((1, 0), True), ((1, 2), True), ((0, 1), False), ((1, 1), False),
+                                          ((2, 0), False)])
+def test_pcapng_section_versions_as_wireshark_reads_them(tmp_path: Path, version: tuple[int, int],
+                                                         read: bool) -> None:
+    """libpcap's own test files: SHB versions 0.1 and 1.1 are refused by tshark; 1.2 (written by
+    some tools) is read as 1.0. Reading a section of another version would guess at its layout."""
+    frames = [bytes(Ether() / _ip_layer(p)) for p in IP_PACKETS[:2]]
+    path = _with_shb(tmp_path / "v.pcapng", frames, *version)
+    if read:
+        assert len(read_all(path)["linktype"]) == 2
+    else:
+        with pytest.raises(CaptureError, match=rf"section header version {version[0]}\.{version[1]} is not supported"):
+            list(iter_records(path))
+
+
+def test_pcapng_option_running_past_its_block_is_damage(tmp_path: Path) -> None:
+    frames = [bytes(Ether() / _ip_layer(IP_PACKETS[0]))]
+    path = _with_shb(tmp_path / "o.pcapng", frames, 1, 0, options=struct.pack("<HH", 4, 0x3030) + b"0" * 12)
+    with pytest.raises(CaptureError, match="option 4 of 12336 bytes runs past the block"):
+        list(iter_records(path))
+    # a well-formed option list (shb_userappl, then opt_endofopt) is read
+    ok = _with_shb(tmp_path / "ok.pcapng", frames, 1, 0, options=struct.pack("<HH", 4, 3) + b"abc\x00"
+                   + struct.pack("<HH", 0, 0))
+    assert len(read_all(ok)["linktype"]) == 1
+
+
+@pytest.mark.parametrize("version,read", [((2, 4), True), ((2, 5), True), ((1, 4), False), ((0, 0), False)])
+def test_pcap_major_versions_below_2_are_refused(tmp_path: Path, version: tuple[int, int], read: bool) -> None:
+    path = pcap_file(tmp_path / "v.pcap", [bytes(Ether() / _ip_layer(IP_PACKETS[0]))], 1)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<HH", data, 4, *version)
+    path.write_bytes(bytes(data))
+    if read:
+        assert len(read_all(path)["linktype"]) == 1
+    else:
+        with pytest.raises(CaptureError, match=rf"pcap format version {version[0]}\.{version[1]} is not supported"):
+            list(iter_records(path))

@@ -134,6 +134,26 @@ def test_random_rows_become_consistent_flows(small_dataset: Path) -> None:
     assert np.array_equal(sizes[v6], layout.field_values(m[v6], "ipv6_len") + 40)
 
 
+@pytest.mark.parametrize("stack", ["flow", "packet"])
+def test_the_stack_repair_reports_is_the_headers_its_rows_carry(small_dataset: Path, stack: str) -> None:
+    """The packet bytes are built from ``RepairResult.headers`` (no second pass over the rows to
+    find them): it must be exactly which headers' fixed parts the repaired rows carry."""
+    from netdiffusion.repair import repair_matrix
+    from netdiffusion.repair.noise import corrupt
+
+    layout, real = flow_ordered(small_dataset)
+    inputs = [real, corrupt(real, 0.05, seed=1), corrupt(real, 0.4, seed=2),
+              random_packets(layout, flows=8, packets=30, seed=5)]
+    for rows in inputs:
+        rows = rows.take(np.lexsort((rows.packet_index, rows.flow_id)))
+        flow = np.unique(rows.flow_id, return_inverse=True)[1].reshape(-1)
+        result = repair_matrix(layout, rows.nprint, flow, rows.timestamp, RepairConfig(stack=stack))
+        present = layout.presence(result.matrix)
+        for i, h in enumerate(layout.headers):
+            assert np.array_equal(result.headers[h], present[:, i]), h
+        assert result.headers["tcp"].any() and result.headers["ipv4"].any()
+
+
 def _option_columns(raw: bytes, width: int) -> np.ndarray:
     """An option field's columns holding ``raw`` bytes, absent after them."""
     row = np.full(width, -1, dtype=np.int8)

@@ -222,7 +222,9 @@ def _pcap_records(chunks: _Chunks) -> Iterator[RecordBatch]:
     if len(buf) < 24:
         raise CaptureError(f"pcap header cut short ({len(buf)} of 24 bytes)")
     order, ticks = PCAP_MAGICS[bytes(buf[:4])]
-    _major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack_from(order + "HHiIII", buf, 4)
+    major, minor, _zone, _sigfigs, snaplen, linktype = struct.unpack_from(order + "HHiIII", buf, 4)
+    if major < 2:  # an archaic layout (Wireshark and libpcap refuse it too): not read as version 2
+        raise CaptureError(f"pcap format version {major}.{minor} is not supported (2.x expected)")
     linktype &= 0xFFFF  # the upper 16 bits carry FCS length, its P flag and reserved bits (libpcap LT_LINKTYPE)
     limit = max(snaplen, 262144, MAX_RECORD if snaplen == 0 else 0)
     limit = min(limit, MAX_RECORD)
@@ -296,6 +298,20 @@ def _tsresol_ns(code: int) -> tuple[int, int]:
     return 1, 10 ** (exp - 9)
 
 
+def _check_options(buf: memoryview | bytes, start: int, stop: int, order: str, block: str) -> None:
+    """Raise CaptureError when an option of the block's list (``buf[start:stop]``) runs past the
+    block: a damaged header whose other fields cannot be trusted (Wireshark refuses the file)."""
+    at = start
+    while at + 4 <= stop:
+        code, size = struct.unpack_from(order + "HH", buf, at)
+        if code == 0:  # opt_endofopt
+            return
+        if at + 4 + size > stop:
+            raise CaptureError(f"pcapng {block} block: option {code} of {size} bytes runs past the block "
+                               "(damaged)")
+        at += 4 + ((size + 3) & ~3)
+
+
 def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
     order = "<"
     # every interface of every section so far, (linktype, snaplen, mul, div); a record keeps the
@@ -329,11 +345,21 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
             if pos + blen > end:
                 break
             if btype == _SHB:
+                if blen < 28:
+                    raise CaptureError(f"pcapng section header block of {blen} bytes (at least 28)")
+                major, minor = struct.unpack_from(order + "HH", buf, pos + 12)
+                if major != 1 or minor not in (0, 2):  # 1.2: written by some tools, read as 1.0
+                    raise CaptureError(f"pcapng section header version {major}.{minor} is not supported "
+                                       "(1.0 expected)")
+                _check_options(buf, pos + 24, pos + blen - 4, order, "section header")
                 seen_shb = True
                 base = len(interfaces)
             elif not seen_shb:
                 raise CaptureError("pcapng without a section header block")
             elif btype == _IDB:
+                if blen < 20:
+                    raise CaptureError(f"pcapng interface description block of {blen} bytes (at least 20)")
+                _check_options(buf, pos + 16, pos + blen - 4, order, "interface description")
                 linktype, _res, snaplen = struct.unpack_from(order + "HHI", buf, pos + 8)
                 mul, div = 1000, 1  # default resolution: microseconds
                 opt = pos + 16

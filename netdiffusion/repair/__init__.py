@@ -81,9 +81,9 @@ def repair_packets(layout, packets: Packets, cfg: RepairConfig, payload: str = "
     meta = {k: (getattr(packets, k) if kept_rows is None else getattr(packets, k)[kept_rows])
             for k in ("flow_id", "label", "macro", "source", "frame")}
     m = result.matrix
-    # recover the stack from the repaired bits (every chosen header's fixed part is present now)
-    presence = layout.presence(m)
-    is_ = {h: presence[:, i] for i, h in enumerate(layout.headers)}
+    # the stack repair chose: exactly the headers present in the repaired rows (every chosen
+    # header's fixed part is complete, every other header blank; tested), without a pass over them
+    is_ = result.headers
     gap = np.full(len(m), PCAP_RECORD, dtype=np.int64)
     gap[G.starts(result.flow)] += PCAP_FILE_HEADER
     buf, starts, ends, zero_from, cksum_changed = build_packets(

@@ -207,6 +207,8 @@ class RepairResult:
     bits: dict[str, np.ndarray] = field(default_factory=dict)  # rule -> bits changed per row
     fields: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (rule, field) -> changed
     timestamps_generated: np.ndarray | None = None  # per flow: default timing used
+    # header -> rows that carry it after repair (the stack chosen: every other header is blank)
+    headers: dict[str, np.ndarray] | None = None
 
 
 def _words(bits: np.ndarray) -> np.ndarray:
@@ -543,19 +545,6 @@ def _option_write(words: Arr, rows: Arr, start: int, nb: int, data: Arr, length:
 
 
 @kernel
-def _absent_bits(m: Arr, first: int, width: int) -> Arr:
-    """Per row, the columns ``first:first + width`` that are absent (negative) as a bit mask, the
-    first column highest (a field's bits as they weigh in its value)."""
-    out = np.zeros(m.shape[0], np.int64)
-    for i in range(m.shape[0]):
-        v = 0
-        for c in range(width):
-            v = (v << 1) | (1 if m[i, first + c] < 0 else 0)
-        out[i] = v
-    return out
-
-
-@kernel
 def _popcount(x: np.uint64) -> int:
     """Set bits of ``x``."""
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
@@ -731,7 +720,7 @@ class Repairer:
         self.ip_id()
         self.ipv4_checksum()
         return RepairResult(self.m, keep, self.flow, self.direction, self.payload, self.ts,
-                            self.bits, self.fields, generated)
+                            self.bits, self.fields, generated, self.is_)
 
     def drop_padding(self) -> np.ndarray:
         """Rows with (almost) no network-layer bits are padding the model emitted, not packets."""
@@ -758,11 +747,15 @@ class Repairer:
         # values, and the TCP rule picks the one the neighbouring segments agree with
         self._seq_unknown = self._length_unknown = None
         if self.has("tcp"):
-            self._seq_unknown = _absent_bits(self.m, layout.field_slice("tcp_seq").start, 32)
             # and the IP length's (IPv4 total length or IPv6 payload length: bytes either way; the
-            # chosen network header's, below)
-            ip_length = {h: _absent_bits(self.m, layout.field_slice(k).start, layout.field(k).width)
-                         for h, k in (("ipv4", "ipv4_tl"), ("ipv6", "ipv6_len")) if self.has(h)}
+            # chosen network header's, below); all read in one pass
+            lengths = [(h, k) for h, k in (("ipv4", "ipv4_tl"), ("ipv6", "ipv6_len")) if self.has(h)]
+            keys = ["tcp_seq", *(k for _, k in lengths)]
+            masks = W.absent_columns(self._matrix_words(),
+                                     np.array([layout.field_slice(k).start for k in keys], dtype=np.int64),
+                                     np.array([layout.field(k).width for k in keys], dtype=np.int64))
+            self._seq_unknown = np.ascontiguousarray(masks[:, 0])
+            ip_length = {h: masks[:, 1 + i] for i, (h, _) in enumerate(lengths)}
         headers = layout.headers
         col = {h: i for i, h in enumerate(headers)}
         l3_cands = [h for h in L3 if h in col]

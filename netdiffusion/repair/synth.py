@@ -47,11 +47,11 @@ def _segment_sums(buf: np.ndarray, starts: np.ndarray, stops: np.ndarray, out: n
 
 
 @kernel
-def _packed_word_sums(words: np.ndarray, stride: int, first: int, k: int, out: np.ndarray) -> None:
+def _packed_word_sums(words: np.ndarray, stride: int, first: int, k: int, rows: np.ndarray, out: np.ndarray) -> None:
     """out[i]: sum of the big-endian 16-bit words of the ``k`` bytes (one per word, absent bits
-    read as 0) of row i: an address' share of a pseudo-header checksum."""
+    read as 0) of row ``rows[i]``: an address' share of a pseudo-header checksum."""
     for i in range(out.shape[0]):
-        at = np.uint64(i * stride + first)
+        at = np.uint64(rows[i] * stride + first)
         total = 0
         for j in range(np.uint64(k // 2)):
             hi = word_byte(words[at + np.uint64(2) * j])
@@ -65,11 +65,12 @@ def _addr_sum(layout: Layout, m: np.ndarray, keys: tuple[str, str], rows: np.nda
     first, second = layout.field_slice(keys[0]), layout.field_slice(keys[1])
     if first.stop != second.start:
         raise ValueError(f"{keys}: not adjacent fields")
-    out = np.empty(len(m), dtype=np.int64)
-    if len(m):
+    rows = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.int64)
+    if len(rows):  # only these rows' words are read (IPv4 and IPv6 rows: one call each)
         words, stride, at = row_words(m, first.start, second.stop)
-        _packed_word_sums(words, stride, at, (second.stop - first.start) // 8, out)
-    return out[rows]
+        _packed_word_sums(words, stride, at, (second.stop - first.start) // 8, rows, out)
+    return out
 
 
 def _quote_datagrams(layout: Layout, m: np.ndarray, is_: dict[str, np.ndarray], buf: np.ndarray,
