@@ -62,7 +62,7 @@ def warm_up(flows: int = 24, packets: int = 32) -> float:
     from netdiffusion.repair.tcp import tcp_attempt_numbers, tcp_sack_rules
 
     one = np.zeros(2, dtype=np.int64)
-    tcp_attempt_numbers(one, np.arange(2, dtype=np.int64), one, one, one, one, one, 1)
+    tcp_attempt_numbers(one, np.arange(2, dtype=np.int64), one, one, one, one, one, 1, one)
     tcp_sack_rules(np.full((2, 40), -1, dtype=np.int16), np.zeros((2, 40), dtype=np.uint8), one, one, one, 5, 1, 1)
     row_counts(rows.nprint[:4] != 0)
     layout.presence(rows.nprint[:4])  # (decode / evaluate: which headers rows carry)

@@ -15,8 +15,11 @@ For every ``*.pcap`` under a directory (one flow per file, as repair writes them
 A file *fails* when any count exceeds its threshold (:data:`DEFAULT_THRESHOLDS`, all zero); a
 file with no packet at all fails the ``empty`` check (it would otherwise pass every other one).
 "TCP errors" are the analysis flags that cannot happen in a complete, well-formed capture:
-``lost_segment``, ``ack_lost_segment``, ``out_of_order`` and ``reused_ports``; retransmissions,
-duplicate ACKs, window and keep-alive notes are legitimate TCP behaviour and only reported.
+``lost_segment``, ``ack_lost_segment``, ``out_of_order`` and ``reused_ports`` on a connection
+that was not closed; retransmissions, duplicate ACKs, window and keep-alive notes, and a new
+connection on the ports of one both sides closed with a FIN or one side reset
+(``reused_ports_after_close``: clients do reuse ports) are legitimate TCP behaviour and only
+reported.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ TCP_FLAG_MESSAGES = {
     "ACK to a TCP keep-alive segment": "keep_alive_ack",
 }
 TCP_ERROR_FLAGS = ("lost_segment", "ack_lost_segment", "out_of_order", "reused_ports")
+# per frame, after the expert columns: what tells a port reuse after a close from one mid-connection
+CLOSE_FIELDS = ("ip.src", "ipv6.src", "ip.dst", "ipv6.dst", "tcp.srcport", "tcp.dstport", "tcp.flags.fin",
+                "tcp.flags.reset")
 DEFAULT_THRESHOLDS: dict[str, int] = {
     "malformed": 0, "bad_checksums": 0, "expert_errors": 0, "tcp_errors": 0,
     "tcpreplay_failed": 0, "tcpreplay_unsent": 0, "scapy_errors": 0,
@@ -118,23 +124,50 @@ def _tshark_command(source: str) -> list[str]:
         cmd += ["--disable-protocol", proto]
     return cmd + ["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=\x1f", "-E", "separator=\t",
                   "-e", "frame.number", "-e", "_ws.malformed", "-e", "_ws.expert.severity",
-                  "-e", "_ws.expert.group", "-e", "_ws.expert.message"]
+                  "-e", "_ws.expert.group", "-e", "_ws.expert.message",
+                  *(x for f in CLOSE_FIELDS for x in ("-e", f))]
 
 
 def _empty_counts() -> dict:
     return {"packets": 0, "malformed": 0, "bad_checksums": 0, "expert": Counter(), "tcp_flags": Counter(),
-            "expert_error_messages": Counter()}
+            "expert_error_messages": Counter(), "_closing": {}}
+
+
+def _last(value: str) -> str:
+    """The innermost of a field's occurrences (a tunnelled packet lists the outer header's first)."""
+    return value.rsplit("\x1f", 1)[-1]
+
+
+def _closed_before(out: dict, cols: list[str]) -> tuple[bool, tuple] | None:
+    """Track how each TCP connection of the file closes (per address:port pair, both directions);
+    returns, for this frame, whether its connection was closed before it (both sides sent a FIN,
+    or one an RST) and the pair, or None for a frame that is not TCP. Columns after the expert
+    ones: CLOSE_FIELDS."""
+    if len(cols) < 5 + len(CLOSE_FIELDS):
+        return None
+    src4, src6, dst4, dst6, sport, dport, fin, rst = (_last(c) for c in cols[5 : 5 + len(CLOSE_FIELDS)])
+    if not sport:
+        return None
+    here, there = (src4 or src6, sport), (dst4 or dst6, dport)
+    key = (here, there) if here <= there else (there, here)
+    fins, reset = out["_closing"].get(key, (frozenset(), False))
+    closed = len(fins) == 2 or reset
+    if fin in ("1", "True"):
+        fins = fins | {here}
+    out["_closing"][key] = (fins, reset or rst in ("1", "True"))
+    return closed, key
 
 
 def _count_line(out: dict, cols: list[str]) -> None:
     """Add one tshark output line (one frame: number, malformed, severities, groups, messages)."""
-    if len(cols) < 5:
-        cols += [""] * (5 - len(cols))
+    if len(cols) < 5 + len(CLOSE_FIELDS):
+        cols += [""] * (5 + len(CLOSE_FIELDS) - len(cols))
     out["packets"] += 1
     sev = [int(s) for s in cols[2].split("\x1f") if s]
     grp = [int(g) for g in cols[3].split("\x1f") if g]
     msgs = [m for m in cols[4].split("\x1f") if m] if cols[4] else []
     malformed = bool(cols[1]) or GROUP_MALFORMED in grp
+    closing = _closed_before(out, cols)
     out["malformed"] += int(malformed)
     for i, s in enumerate(sev):
         name = SEVERITY.get(s, str(s))
@@ -147,11 +180,16 @@ def _count_line(out: dict, cols: list[str]) -> None:
             out["expert_error_messages"][re.sub(r"\[.*?\]|0x[0-9a-f]+|\d+", "#", msg)[:80]] += 1
         for prefix, flag in TCP_FLAG_MESSAGES.items():
             if msg.startswith(prefix):
+                if flag == "reused_ports" and closing is not None:
+                    out["_closing"][closing[1]] = (frozenset(), False)  # a new connection starts
+                    if closing[0]:
+                        flag = "reused_ports_after_close"
                 out["tcp_flags"][flag] += 1
                 break
 
 
 def _finish_counts(out: dict) -> dict:
+    out.pop("_closing", None)
     out["expert_errors"] = out["expert"].get("error", 0)
     out["tcp_errors"] = sum(out["tcp_flags"].get(f, 0) for f in TCP_ERROR_FLAGS)
     return out

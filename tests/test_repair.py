@@ -2603,3 +2603,28 @@ def test_bytes_the_mtu_cuts_leave_no_gap_with_gaps_kept_or_closed(tmp_path: Path
     r, payload = out["packets"].nprint, out["result"].payload
     starts = layout.field_values(r, "tcp_seq")[client]
     assert list(np.diff(starts)) == [1460, 1460 + (1000 if gaps == "keep" else 0), 1000, 1460]
+
+
+def test_a_connection_opened_again_on_the_same_ports_after_a_close_is_left_as_captured(tmp_path: Path) -> None:
+    """Ports reused after a close (both FINs, or an RST): each connection keeps its handshake, its
+    SYN options and its own initial sequence numbers (before: one connection, its later SYNs
+    cleared, their options cut and every number renumbered: tcpflow's flow_test.pcap). A
+    connection left open is not closed: the SYN after it is read as before."""
+    from netdiffusion.encode import encode_paths
+    from netdiffusion.validate import validate_dir
+    from tests.tcp_sessions import write_sessions
+
+    (tmp_path / "cap").mkdir()
+    write_sessions(tmp_path / "cap" / "closed.pcap", ["fin", "fin", "rst", "fin"])
+    write_sessions(tmp_path / "cap" / "open.pcap", ["fin", "none", "fin"])
+    encode_paths([tmp_path / "cap"], tmp_path / "enc", progress=False)
+    totals = repair_dataset(tmp_path / "enc", tmp_path / "pcaps", progress=False)
+    report = json.loads((tmp_path / "pcaps" / "repair_report.json").read_text())
+    by_capture = {f["flow_id"].split("-")[0]: f for f in report["flows"]}
+    assert by_capture["closed"]["bits_changed_total"] == 0, by_capture["closed"]["bits_changed"]
+    assert by_capture["open"]["bits_changed_total"] > 0  # its second and third connections become one
+    assert totals["flows"] == 2
+    result = validate_dir(tmp_path / "pcaps", progress=False, tcpreplay=False)
+    assert result["totals"]["files_failed"] == 0, [f["tcp_flags"] for f in result["files"]]
+    flags = {Path(f["file"]).name.split("-")[0]: f["tcp_flags"] for f in result["files"]}
+    assert flags["closed"].get("reused_ports_after_close") == 3

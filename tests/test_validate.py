@@ -256,3 +256,19 @@ def test_tcpreplay_sends_gzip_and_pcapng_captures_and_names_what_it_cannot(tmp_p
     mixed = rec["mixed.pcapng"]
     assert mixed["tcpreplay_unsent"] == 4 and "tcpreplay_unsent" in mixed["failed_checks"]
     assert mixed["tcpreplay"]["error"] == "sent none of 4 packets and gave no reason"
+
+
+def test_ports_reused_after_a_close_are_legitimate_and_not_before(tmp_path: Path) -> None:
+    """A client opening a new connection on the ports of one both sides closed (FIN) or one side
+    reset is normal TCP (tcpflow's test captures hold it): tshark notes ``reused_ports``, which
+    counts as a TCP error only where the connection before never closed."""
+    from tests.tcp_sessions import write_sessions
+
+    after_fin = tshark_file(write_sessions(tmp_path / "fin.pcap", ["fin", "fin", "rst", "fin"]))
+    assert after_fin["tcp_flags"].get("reused_ports_after_close") == 3
+    assert after_fin["tcp_errors"] == 0 and "reused_ports" not in after_fin["tcp_flags"]
+    unclosed = tshark_file(write_sessions(tmp_path / "open.pcap", ["fin", "none", "fin"]))
+    assert unclosed["tcp_flags"].get("reused_ports") == 1  # the third SYN, after a connection left open
+    assert unclosed["tcp_flags"].get("reused_ports_after_close") == 1 and unclosed["tcp_errors"] == 1
+    report = validate_dir(tmp_path, progress=False, tcpreplay=False)
+    assert [f["ok"] for f in sorted(report["files"], key=lambda f: f["file"])] == [True, False]

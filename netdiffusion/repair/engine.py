@@ -1149,13 +1149,18 @@ class Repairer:
         dt = self.direction[t].astype(np.int64)
         keys = ["tcp_syn", "tcp_ackf", "tcp_fin", "tcp_rst", "tcp_urg", "tcp_urp", "tcp_seq"]
         fields = dict(zip(keys, np.ascontiguousarray(self._get_many(keys, t).T), strict=True))  # one pass
-        attempt = T.tcp_attempts(ft, dt, fields["tcp_syn"], fields["tcp_ackf"], fields["tcp_rst"], 2 * self.nflows)
-        # (the connections with a refused attempt, for tcp_attempt_numbers)
+        attempt, session = T.tcp_attempts(ft, dt, fields["tcp_syn"], fields["tcp_ackf"], fields["tcp_rst"],
+                                          2 * self.nflows, fields["tcp_fin"], self.payload[t], fields["tcp_seq"],
+                                          self._get("tcp_ackn", t))
+        # (the connections with a refused attempt or a new session, for tcp_attempt_numbers; the
+        # connections as tshark tells them apart, for the initial RTT: a new session is another)
         self._attempts = None
         nflows = self.nflows
         nconn = 2 * nflows
         if attempt.any():
-            self._attempts = (ft, attempt, nconn)
+            pairs = ft if not session.any() else \
+                np.unique(ft * (int(session.max()) + 1) + session, return_inverse=True)[1].reshape(-1)
+            self._attempts = (ft, attempt, nconn, session, pairs)
             ft = np.unique(ft * (int(attempt.max()) + 1) + attempt, return_inverse=True)[1].reshape(-1)
             nconn = int(ft.max()) + 1
         self.nflows = nconn
@@ -1164,6 +1169,32 @@ class Repairer:
         finally:
             self.nflows = nflows
             self._tcp_order = None
+        if self._attempts is not None and self._attempts[3].any():
+            self._close_before_sessions(t, dt, self._attempts[0], self._attempts[3])
+
+    def _close_before_sessions(self, t: Arr, dt: Arr, conn: Arr, session: Arr) -> None:
+        """A connection followed by a new one on the same ports (:func:`tcp.tcp_attempts`) must
+        end closed as repaired (each side's FIN, or an RST), or its successor's SYN reads as ports
+        reused mid-connection (a TCP error). Real ones are; in noisy rows the FIN rule may clear a
+        FIN the split was decided on: the connection's last row without SYN then becomes an RST
+        (it sends nothing after it; an RST needs no sequence space)."""
+        flags = self._get_many(["tcp_fin", "tcp_rst", "tcp_syn"], t)
+        fin, rst, syn = flags[:, 0] == 1, flags[:, 1] == 1, flags[:, 2] == 1
+        key = conn * (int(session.max()) + 1) + session  # one per (connection, session), rows in order
+        ends = np.flatnonzero(np.r_[key[1:] != key[:-1], True])
+        starts = np.r_[0, ends[:-1] + 1]
+        reset: list[int] = []
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            if b + 1 == len(conn) or conn[b + 1] != conn[b]:
+                continue  # its connection's last session (else the next row is the next session's)
+            rows = slice(a, b + 1)
+            if rst[rows].any() or ((fin[rows] & (dt[rows] == 0)).any() and (fin[rows] & (dt[rows] == 1)).any()):
+                continue
+            candidates = np.flatnonzero(~syn[rows])
+            if len(candidates):
+                reset.append(a + int(candidates[-1]))
+        if reset:
+            self._put("tcp_flags", "tcp_rst", t[np.array(reset)], 1)
 
     def _tcp_state(self, t: Arr, ft: Arr, dt: Arr, fields: dict[str, Arr]) -> None:
         """Flags (the ``tcp_flags`` rule, :func:`netdiffusion.repair.tcp.tcp_flags`), then options,
@@ -1200,7 +1231,7 @@ class Repairer:
         psh = self._get("tcp_psh", t)
         seq = T.resolve_unknown_bits(og, T._bounds((ft * 2 + dt)[og]), seq, self._seq_unknown[t], payload + syn + fin)
         length_unknown = self._length_unknown[t]
-        conn0 = self._attempts[0] if self._attempts is not None else ft  # port pairs, for the initial RTT
+        conn0 = self._attempts[4] if self._attempts is not None else ft  # tshark's connections, for the initial RTT
         args = (self.nflows, self.cfg.gaps == "close", int(self.cfg.ack_window))
         mtu_cut = self.mtu_cut[t]
         new_seq, ack, new_payload, fixed = T.tcp_seq_ack(ft, dt, og, seq, ackn, syn, fin, rst, ackf, payload, phase_c,
@@ -1240,8 +1271,8 @@ class Repairer:
         if fixed:  # corrupted payload lengths, replaced by what the sequence numbers imply
             self.payload[t] = payload
         if self._attempts is not None:  # one base number per direction for all attempts
-            conn, attempt, nconn = self._attempts
-            new_seq, ack = T.tcp_attempt_numbers(conn, attempt, dt, new_seq, ack, ackf, syn, nconn)
+            conn, attempt, nconn, session, _ = self._attempts
+            new_seq, ack = T.tcp_attempt_numbers(conn, attempt, dt, new_seq, ack, ackf, syn, nconn, session)
         self._put("tcp_seq", "tcp_seq", t, new_seq)
         self._put("tcp_ack", "tcp_ackn", t, ack)
         self._tcp_zero_window_probes(t, ft, dt, og, new_seq, ack, ackf, syn, fin, payload)

@@ -140,67 +140,119 @@ def _maxplus_scan(kept: np.ndarray, rel: np.ndarray, length: np.ndarray, gid: np
 
 
 @kernel
+def _answered_by_syn_ack(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray, rst0: np.ndarray,
+                         seq: np.ndarray, ackn: np.ndarray, i: int) -> bool:
+    """Is the server's next packet after row ``i`` (in the same run of connection ``ft[i]``) a
+    SYN-ACK, or an RST-ACK (a refusal), acknowledging row ``i``'s sequence number + 1? (All 32
+    bits: a SYN that noise made, or a model, is not taken for a new connection.)"""
+    if seq[i] < 0:
+        return False
+    for j in range(i + 1, len(ft)):
+        if ft[j] != ft[i]:
+            return False
+        if dt[j] == 1:
+            answer = (syn0[j] == 1 and ack0[j] == 1) or (rst0[j] == 1 and syn0[j] == 0 and ack0[j] == 1)
+            return answer and ackn[j] == (seq[i] + 1) % MOD32
+    return False
+
+
+@kernel
 def tcp_attempts(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray, rst0: np.ndarray,
-                 nconn: int) -> np.ndarray:
-    """Per row (flow order) its connection attempt within connection ``ft``: a new attempt starts
-    at a client SYN without ACK once the server refused the current one: the client sent only
-    SYNs in it (the connection's first packet one), the server only RSTs without SYN. A client
-    retrying on the same ports after a refusal opens a new connection: the server's SYN-ACK then
-    starts its own sequence space, where the refusal's RST (sequence number 0, RFC 9293
-    3.10.7.1) does not belong (nDPI's rtsp)."""
+                 nconn: int, fin0: np.ndarray, payload: np.ndarray, seq: np.ndarray, ackn: np.ndarray) -> tuple:
+    """Per row (flow order) its connection attempt within connection ``ft``, and its session.
+
+    A new attempt starts at a client SYN without ACK once the server refused the current one: the
+    client sent only SYNs in it (the connection's first packet one), the server only RSTs without
+    SYN. A client retrying on the same ports after a refusal opens a new connection: the server's
+    SYN-ACK then starts its own sequence space, where the refusal's RST (sequence number 0, RFC
+    9293 3.10.7.1) does not belong (nDPI's rtsp).
+
+    A new session (and attempt) starts at a client SYN without ACK, answered by a SYN-ACK (or
+    refused) that acknowledges it (``seq`` / ``ackn``: the generated numbers), once the current
+    one closed: each side sent a FIN and no data after it, or one
+    side an RST and nothing after it. The client reuses its port for a new connection with new
+    initial sequence numbers, which tshark reads as such ("a new tcp session is started with the
+    same ports"): numbered as one connection, its handshakes and SYN options were repaired away
+    (tcpflow's test captures). ``fin0``: generated FINs; ``payload``: payload bytes per row."""
     n = len(ft)
     attempt = np.zeros(n, np.int64)
+    session = np.zeros(n, np.int64)
     current = np.zeros(nconn, np.int64)
+    sessions = np.zeros(nconn, np.int64)
     seen = np.zeros(nconn, np.bool_)
     spoke = np.zeros(nconn, np.bool_)  # the server sent a packet in the current attempt
     refused = np.zeros(nconn, np.bool_)  # so far, a refused attempt
+    # per direction (client 0, server 1) of the current session: closed by a FIN (no data after
+    # it), and the last packet of the direction an RST
+    fin_done = np.zeros((nconn, 2), np.bool_)
+    rst_last = np.zeros((nconn, 2), np.bool_)
     for i in range(n):
         c = ft[i]
+        d = dt[i]
         syn = syn0[i] == 1 and ack0[i] == 0
         if not seen[c]:
             seen[c] = True
-            refused[c] = dt[i] == 0 and syn
-        elif dt[i] == 0:
+            refused[c] = d == 0 and syn
+        elif d == 0:
+            closed = (fin_done[c, 0] and fin_done[c, 1]) or rst_last[c, 0] or rst_last[c, 1]
             if spoke[c] and refused[c] and syn:
                 current[c] += 1
                 spoke[c] = False
+            elif syn and closed and not refused[c] and _answered_by_syn_ack(ft, dt, syn0, ack0, rst0, seq, ackn, i):
+                current[c] += 1
+                sessions[c] += 1
+                spoke[c] = False
+                refused[c] = True  # the new session's first packet is this SYN
+                fin_done[c, 0] = fin_done[c, 1] = rst_last[c, 0] = rst_last[c, 1] = False
             refused[c] = refused[c] and syn0[i] == 1
         else:
             spoke[c] = True
             refused[c] = refused[c] and rst0[i] == 1 and syn0[i] == 0
+        if fin0[i] == 1:
+            fin_done[c, d] = True
+        elif payload[i] > 0 or syn0[i] == 1:
+            fin_done[c, d] = False
+        rst_last[c, d] = rst0[i] == 1
         attempt[i] = current[c]
-    return attempt
+        session[i] = sessions[c]
+    return attempt, session
 
 
 @kernel
 def tcp_attempt_numbers(conn: np.ndarray, attempt: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarray,
-                        ackf: np.ndarray, syn: np.ndarray, nconn: int) -> tuple:
+                        ackf: np.ndarray, syn: np.ndarray, nconn: int, session: np.ndarray) -> tuple:
     """Sequence and acknowledgement numbers (flow order) with each refused attempt of connection
     ``conn`` (see :func:`tcp_attempts`) moved to start, per direction, where the next attempt
     does. tshark takes a direction's first sequence number (less one, unless a SYN's) as its
     base for the whole port pair and reads a SYN or SYN-ACK at another number as a new connection on reused ports; a refused
     attempt holds only SYNs and RSTs (whose number is free: 0 in a refusal), so moving it costs
-    least."""
+    least. An attempt opening a new session (``session``, :func:`tcp_attempts`: the ports reused
+    after a close) keeps its numbers, and the attempts before it are not moved to them: tshark
+    reads its SYN as a new connection."""
     n = len(conn)
     na = 0
     for i in range(n):
         na = max(na, attempt[i] + 1)
     first = np.full((nconn, na, 2), -1, np.int64)
+    opens = np.zeros((nconn, na), np.bool_)  # the attempt starts a new session
     for i in range(n):
         c, k, d = conn[i], attempt[i], dt[i]
         if first[c, k, d] < 0:  # tshark's base: a SYN's number, else the number before
             first[c, k, d] = (seq[i] - (0 if syn[i] == 1 else 1)) % MOD32
+        if i > 0 and conn[i - 1] == c and session[i - 1] != session[i]:
+            opens[c, k] = True
     delta = np.zeros((nconn, na, 2), np.int64)
     for c in range(nconn):
         for d in range(2):
             target = -1  # the (moved) first number of the nearest later attempt with direction d
             for k in range(na - 1, -1, -1):
                 f = first[c, k, d]
-                if f < 0:
-                    continue
-                if target >= 0:
-                    delta[c, k, d] = (target - f) % MOD32
-                target = (f + delta[c, k, d]) % MOD32
+                if f >= 0:
+                    if target >= 0:
+                        delta[c, k, d] = (target - f) % MOD32
+                    target = (f + delta[c, k, d]) % MOD32
+                if opens[c, k]:
+                    target = -1  # (nothing before a new session moves to its numbers)
     out_seq = seq.copy()
     out_ack = ack.copy()
     for i in range(n):
@@ -627,7 +679,8 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     acknowledgement numbers (flow order), the payload lengths with corrupted ones fixed, and
     whether any was. ``psh``: the PSH flag as generated (1 set, 0 unset, -1 absent);
     ``length_unknown``: the IP length's absent bits (read as 0) as a mask of byte weights;
-    ``conn0``: each row's connection before the split into attempts (:func:`tcp_attempts`);
+    ``conn0``: each row's connection as tshark tells them apart: before the split into attempts
+    (:func:`tcp_attempts`), but a new session on reused ports is another one;
     ``mtu_cut``: payload bytes the MTU took off each segment (never sent: the gap they leave
     before the direction's next segment is closed whatever ``close_gaps`` says)."""
     n = len(ft)
