@@ -3,7 +3,8 @@
 For each noise rate and seed, the dataset's rows are corrupted (``netdiffusion.repair.noise.corrupt``;
 rate 0: the rows as they are), repaired with merged class pcaps, and tshark's TCP analysis is run on
 every merged pcap; each flagged frame is mapped back to its flow through the repair report. Errors are
-what ``validate`` counts as TCP errors: lost segment, out-of-order, ACKed unseen, reused ports.
+what ``validate`` counts as TCP errors (its own tshark command and per-frame counting): lost segment,
+out-of-order, ACKed unseen, reused ports on a connection that was not closed.
 
 usage: .venv/bin/python scripts/repair_tcp_qa.py DATASET [--rates 0,0.001,0.01] [--seeds 1,2] [--workdir DIR]
 
@@ -23,8 +24,7 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-ERRORS = ("tcp.analysis.lost_segment || tcp.analysis.out_of_order || tcp.analysis.ack_lost_segment"
-          " || tcp.analysis.reused_ports")
+from netdiffusion.validate import TCP_ERROR_FLAGS, _count_line, _empty_counts, _tshark_command
 
 
 def tcp_errors(pcaps: Path) -> Counter[str]:
@@ -40,10 +40,15 @@ def tcp_errors(pcaps: Path) -> Counter[str]:
         for flow in flows:  # the merged file holds the flows one after another, in report order
             total += flow["packets"]
             ends.append(total)
-        out = subprocess.run(["tshark", "-r", str(merged), "-o", "tcp.analyze_sequence_numbers:TRUE", "-Y", ERRORS,
-                              "-T", "fields", "-e", "frame.number"], capture_output=True, text=True, check=True)
-        for line in out.stdout.split():
-            errors[flows[bisect.bisect_left(ends, int(line))]["flow_id"]] += 1
+        out = subprocess.run(_tshark_command(str(merged)), capture_output=True, text=True, check=True)
+        counts: dict[int, dict] = defaultdict(_empty_counts)  # per flow of the file (its own close state)
+        for line in out.stdout.splitlines():
+            cols = line.split("\t")
+            _count_line(counts[bisect.bisect_left(ends, int(cols[0]))], cols)
+        for i, c in counts.items():
+            n = sum(c["tcp_flags"].get(f, 0) for f in TCP_ERROR_FLAGS)
+            if n:
+                errors[flows[i]["flow_id"]] += n
     return errors
 
 
