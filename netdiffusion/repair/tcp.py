@@ -204,7 +204,9 @@ def tcp_attempts(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndar
                 spoke[c] = False
                 refused[c] = True  # the new session's first packet is this SYN
                 fin_done[c, 0] = fin_done[c, 1] = rst_last[c, 0] = rst_last[c, 1] = False
-            refused[c] = refused[c] and syn0[i] == 1
+            # (a client row after the refusal is a SYN repeat only without FIN or RST, as tcp_flags
+            # reads it: one with them stays data, and the attempt is no refused one)
+            refused[c] = refused[c] and syn0[i] == 1 and fin0[i] == 0 and rst0[i] == 0
         else:
             spoke[c] = True
             refused[c] = refused[c] and rst0[i] == 1 and syn0[i] == 0
