@@ -373,7 +373,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                      + (f", {len(captures['without_flows'])} without flows" if captures.get("without_flows") else "")
                      + (f", {len(captures['truncated'])} cut short" if captures.get("truncated") else ""))
         lines += [f"  rejected {r.get('file')}: {r.get('reason')}" for r in captures["rejected"]]
-        lines += [f"  cut short {r.get('file')}: {r.get('reason')}; kept its {r.get('packets_read')} complete packets"
+        lines += [f"  cut short {r.get('file')}: {r.get('reason')}; kept the {r.get('packets_read')} complete "
+                  f"packet{'' if r.get('packets_read') == 1 else 's'} before the cut"
                   for r in captures.get("truncated") or []]
         for f in captures.get("without_flows") or []:
             why = ", ".join(f"{k}: {v}" for k, v in sorted(f.get("skipped", {}).items())) or "no packets kept"

@@ -223,8 +223,10 @@ def test_local_run_summary_table_and_mlflow_hint(tmp_path):
                                          "bytes; file truncated)", "packets_read": 89}]
     text_cut = format_summary(summary)
     assert "captures: 6 read, 2 rejected, 1 cut short" in text_cut
-    assert "cut short /in/zoom/cut.pcap: record 90: cut short (7 trailing bytes; file truncated); kept its 89" \
-        in text_cut
+    assert "cut short /in/zoom/cut.pcap: record 90: cut short (7 trailing bytes; file truncated); kept the 89 " \
+        "complete packets before the cut" in text_cut
+    summary["captures"]["truncated"][0]["packets_read"] = 1
+    assert "kept the 1 complete packet before the cut" in format_summary(summary)
     summary["captures"]["truncated"] = []
     assert f"ui --backend-store-uri sqlite:///{out.resolve() / 'mlflow.db'}" in text
     # a model left as challenger says why (e.g. a one-class run has no classifier accuracy to compare)
