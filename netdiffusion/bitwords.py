@@ -30,6 +30,7 @@ _7, _56 = np.uint64(7), np.uint64(56)
 _FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
 HIGH, FULL = _HIGH, _FULL  # for kernels elsewhere
 NEGATIVE, MINUS_ONE, NEVER = 0, 1, 2  # read(absent=): which columns make a value absent (-1)
+ABSENT_MASK = 3  # read(absent=): no value, the field's negative columns as a bit mask instead
 
 
 def usable(matrix: np.ndarray) -> bool:
@@ -116,7 +117,8 @@ def read(words: np.ndarray, rows: np.ndarray, every: bool, starts: np.ndarray, w
     where ``every``), positive columns read as 1: ``(rows, fields)`` int64, all fields of a row
     read together (one visit to its cache lines, prefetched). ``absent``: -1 where a column is
     negative (:data:`NEGATIVE`), equal to -1 (:data:`MINUS_ONE`), or never (:data:`NEVER`: an
-    absent column reads as 0)."""
+    absent column reads as 0); with :data:`ABSENT_MASK`, not the value but its negative columns as
+    bits, the first column highest."""
     nw = words.shape[1]
     flat = words.reshape(-1)
     n = words.shape[0] if every else len(rows)
@@ -145,7 +147,11 @@ def read(words: np.ndarray, rows: np.ndarray, every: bool, starts: np.ndarray, w
                     if (col & 7) + k > 8:
                         x |= flat[j + 1] << (np.uint64(64) - s)
                 bm = _FULL >> np.uint64(64 - 8 * k)
-                value = (value << np.uint64(k)) | (pack(x & bm) >> np.uint64(8 - k))
+                if absent == ABSENT_MASK:
+                    value = (value << np.uint64(k)) | (((((x & _HIGH & bm) >> _7) * _GATHER) >> _56)
+                                                       >> np.uint64(8 - k))
+                else:
+                    value = (value << np.uint64(k)) | (pack(x & bm) >> np.uint64(8 - k))
                 if absent == NEGATIVE:
                     gone |= x & _HIGH & bm
                 elif absent == MINUS_ONE:
@@ -156,45 +162,13 @@ def read(words: np.ndarray, rows: np.ndarray, every: bool, starts: np.ndarray, w
     return out
 
 
-@kernel
 def absent_columns(words: np.ndarray, starts: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """Per row, the absent (negative) columns of each field (``widths[f]`` <= 62 columns from
     ``starts[f]``) as a bit mask, the field's first column highest (as its bits weigh in its
-    value): ``(rows, fields)`` int64, all fields of a row in one prefetched visit. Why: a
+    value): ``(rows, fields)`` int64 (:func:`read` with :data:`ABSENT_MASK`). Why: a
     column-by-column loop over a wide row matrix waits on memory for every row."""
-    nw = words.shape[1]
-    flat = words.reshape(-1)
-    n = words.shape[0]
-    out = np.zeros((n, len(starts)), dtype=np.int64)
-    if not n or not len(starts):
-        return out
-    first = starts.min() >> 3
-    last = (starts + widths - 1).max() >> 3
-    for i in range(n):
-        if i + AHEAD < n:
-            prefetch_row(flat, (i + AHEAD) * nw, first, last)
-        base = i * nw
-        for f in range(len(starts)):
-            start = starts[f]
-            s = np.uint64(8 * (start & 7))
-            mask = np.uint64(0)
-            col = start
-            rem = widths[f]
-            while rem > 0:
-                k = min(rem, 8)
-                j = base + (col >> 3)
-                x = flat[j]
-                if s:
-                    x >>= s
-                    if (col & 7) + k > 8:
-                        x |= flat[j + 1] << (np.uint64(64) - s)
-                bm = _FULL >> np.uint64(64 - 8 * k)
-                negative = ((((x & _HIGH & bm) >> _7) * _GATHER) >> _56) >> np.uint64(8 - k)
-                mask = (mask << np.uint64(k)) | negative
-                col += 8
-                rem -= 8
-            out[i, f] = np.int64(mask)
-    return out
+    return read(words, np.zeros(0, dtype=np.int64), True, np.asarray(starts, dtype=np.int64),
+                np.asarray(widths, dtype=np.int64), ABSENT_MASK)
 
 
 @kernel
