@@ -1150,7 +1150,7 @@ class Repairer:
         keys = ["tcp_syn", "tcp_ackf", "tcp_fin", "tcp_rst", "tcp_urg", "tcp_urp", "tcp_seq"]
         fields = dict(zip(keys, np.ascontiguousarray(self._get_many(keys, t).T), strict=True))  # one pass
         attempt, session = T.tcp_attempts(ft, dt, fields["tcp_syn"], fields["tcp_ackf"], fields["tcp_rst"],
-                                          2 * self.nflows, fields["tcp_fin"], self.payload[t], fields["tcp_seq"],
+                                          2 * self.nflows, fields["tcp_fin"], fields["tcp_seq"],
                                           self._get("tcp_ackn", t))
         # (the connections with a refused attempt or a new session, for tcp_attempt_numbers; the
         # connections as tshark tells them apart, for the initial RTT: a new session is another)
@@ -1175,9 +1175,10 @@ class Repairer:
     def _close_before_sessions(self, t: Arr, dt: Arr, conn: Arr, session: Arr) -> None:
         """A connection followed by a new one on the same ports (:func:`tcp.tcp_attempts`) must
         end closed as repaired (each side's FIN, or an RST), or its successor's SYN reads as ports
-        reused mid-connection (a TCP error). Real ones are; in noisy rows the FIN rule may clear a
-        FIN the split was decided on: the connection's last row without SYN then becomes an RST
-        (it sends nothing after it; an RST needs no sequence space)."""
+        reused mid-connection (a TCP error). Most real ones are; a capture that misses the close
+        (tcpflow's bug5.pcap), or a FIN the rules cleared, leaves one open: the connection's last
+        row without SYN then becomes an RST (nothing comes after it; an RST needs no sequence
+        space): one bit, where numbering both as one connection changed hundreds."""
         flags = self._get_many(["tcp_fin", "tcp_rst", "tcp_syn"], t)
         fin, rst, syn = flags[:, 0] == 1, flags[:, 1] == 1, flags[:, 2] == 1
         key = conn * (int(session.max()) + 1) + session  # one per (connection, session), rows in order

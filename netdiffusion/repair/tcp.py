@@ -158,7 +158,7 @@ def _answered_by_syn_ack(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0:
 
 @kernel
 def tcp_attempts(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray, rst0: np.ndarray,
-                 nconn: int, fin0: np.ndarray, payload: np.ndarray, seq: np.ndarray, ackn: np.ndarray) -> tuple:
+                 nconn: int, fin0: np.ndarray, seq: np.ndarray, ackn: np.ndarray) -> tuple:
     """Per row (flow order) its connection attempt within connection ``ft``, and its session.
 
     A new attempt starts at a client SYN without ACK once the server refused the current one: the
@@ -167,13 +167,14 @@ def tcp_attempts(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndar
     SYN-ACK then starts its own sequence space, where the refusal's RST (sequence number 0, RFC
     9293 3.10.7.1) does not belong (nDPI's rtsp).
 
-    A new session (and attempt) starts at a client SYN without ACK, answered by a SYN-ACK (or
-    refused) that acknowledges it (``seq`` / ``ackn``: the generated numbers), once the current
-    one closed: each side sent a FIN and no data after it, or one
-    side an RST and nothing after it. The client reuses its port for a new connection with new
-    initial sequence numbers, which tshark reads as such ("a new tcp session is started with the
-    same ports"): numbered as one connection, its handshakes and SYN options were repaired away
-    (tcpflow's test captures). ``fin0``: generated FINs; ``payload``: payload bytes per row."""
+    A new session (and attempt) starts at a client SYN without ACK, in an attempt that is no
+    refused one, whose answer from the server is a SYN-ACK (or a refusal) acknowledging it
+    (``seq`` / ``ackn``: the generated numbers, all 32 bits: noise or a model does not split a
+    flow). The client opens a new connection on the same ports, with new initial sequence
+    numbers, which tshark reads as such ("a new tcp session is started with the same ports"):
+    numbered as one connection, its handshakes and SYN options were repaired away (tcpflow's test
+    captures: after both FINs, after an RST, and after a connection the capture shows no close
+    of, which ``Repairer._close_before_sessions`` then closes). ``fin0``: generated FINs."""
     n = len(ft)
     attempt = np.zeros(n, np.int64)
     session = np.zeros(n, np.int64)
@@ -182,10 +183,6 @@ def tcp_attempts(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndar
     seen = np.zeros(nconn, np.bool_)
     spoke = np.zeros(nconn, np.bool_)  # the server sent a packet in the current attempt
     refused = np.zeros(nconn, np.bool_)  # so far, a refused attempt
-    # per direction (client 0, server 1) of the current session: closed by a FIN (no data after
-    # it), and the last packet of the direction an RST
-    fin_done = np.zeros((nconn, 2), np.bool_)
-    rst_last = np.zeros((nconn, 2), np.bool_)
     for i in range(n):
         c = ft[i]
         d = dt[i]
@@ -194,27 +191,20 @@ def tcp_attempts(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndar
             seen[c] = True
             refused[c] = d == 0 and syn
         elif d == 0:
-            closed = (fin_done[c, 0] and fin_done[c, 1]) or rst_last[c, 0] or rst_last[c, 1]
             if spoke[c] and refused[c] and syn:
                 current[c] += 1
                 spoke[c] = False
-            elif syn and closed and not refused[c] and _answered_by_syn_ack(ft, dt, syn0, ack0, rst0, seq, ackn, i):
+            elif syn and not refused[c] and _answered_by_syn_ack(ft, dt, syn0, ack0, rst0, seq, ackn, i):
                 current[c] += 1
                 sessions[c] += 1
                 spoke[c] = False
                 refused[c] = True  # the new session's first packet is this SYN
-                fin_done[c, 0] = fin_done[c, 1] = rst_last[c, 0] = rst_last[c, 1] = False
             # (a client row after the refusal is a SYN repeat only without FIN or RST, as tcp_flags
             # reads it: one with them stays data, and the attempt is no refused one)
             refused[c] = refused[c] and syn0[i] == 1 and fin0[i] == 0 and rst0[i] == 0
         else:
             spoke[c] = True
             refused[c] = refused[c] and rst0[i] == 1 and syn0[i] == 0
-        if fin0[i] == 1:
-            fin_done[c, d] = True
-        elif payload[i] > 0 or syn0[i] == 1:
-            fin_done[c, d] = False
-        rst_last[c, d] = rst0[i] == 1
         attempt[i] = current[c]
         session[i] = sessions[c]
     return attempt, session
