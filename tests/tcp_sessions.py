@@ -42,6 +42,23 @@ def session_packets(isn_c: int, isn_s: int, t0: float, close: str = "fin", reque
     return out
 
 
+def syn_resent_after_syn_ack(path: Path, first_ack: int = 1_000_001) -> Path:
+    """One connection whose client resends its SYN (same number) after the server's SYN-ACK got
+    lost on the way back; the server answers the repeat with its SYN-ACK again. ``first_ack``:
+    the first SYN-ACK's acknowledgement number (the SYN's + 1; another value as a corrupted one)."""
+    from scapy.layers.inet import TCP
+    from scapy.utils import wrpcap
+
+    packets = session_packets(1_000_000, 500_000, 1_700_000_000, "fin")
+    packets = packets[:2] + [packets[0].copy(), packets[1].copy()] + packets[2:]
+    packets[1][TCP].ack = first_ack
+    del packets[1][TCP].chksum
+    for i, p in enumerate(packets):
+        p.time = 1_700_000_000 + 0.2 * i
+    wrpcap(str(path), packets)
+    return path
+
+
 def write_sessions(path: Path, closes: list[str]) -> Path:
     """One pcap: a connection per entry of ``closes`` (its close), ports reused, new ISNs each."""
     from scapy.utils import wrpcap

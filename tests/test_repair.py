@@ -2632,3 +2632,35 @@ def test_a_connection_opened_again_on_the_same_ports_after_a_close_is_left_as_ca
     flags = {Path(f["file"]).name.split("-")[0]: f["tcp_flags"] for f in result["files"]}
     assert flags["closed"].get("reused_ports_after_close") == 3
     assert flags["open"].get("reused_ports_after_close") == 2
+
+
+@pytest.mark.parametrize("first_ack", [1_000_001, 1_000_001 ^ (1 << 20)])
+def test_a_syn_resent_after_its_syn_ack_is_no_new_connection(tmp_path: Path, first_ack: int) -> None:
+    """The same SYN again (same number), answered by the SYN-ACK again, is a retransmission of the
+    handshake, not a connection opened again (a 1%-corrupted shared webex flow, its first SYN-ACK's
+    acknowledgement corrupted, split there and failed tshark: reused ports, lost segments)."""
+    from netdiffusion.encode import encode_paths
+    from netdiffusion.validate import validate_dir
+    from tests.tcp_sessions import syn_resent_after_syn_ack
+
+    (tmp_path / "cap").mkdir()
+    syn_resent_after_syn_ack(tmp_path / "cap" / "resent.pcap", first_ack)
+    encode_paths([tmp_path / "cap"], tmp_path / "enc", progress=False)
+    repair_dataset(tmp_path / "enc", tmp_path / "pcaps", progress=False)
+    report = json.loads((tmp_path / "pcaps" / "repair_report.json").read_text())
+    changed = report["flows"][0]["bits_changed"]
+    assert {r for r in changed if r != "l4_checksum"} <= {"tcp_ack"}, changed  # (the corrupted one, fixed)
+    result = validate_dir(tmp_path / "pcaps", progress=False, tcpreplay=False)
+    assert result["totals"]["files_failed"] == 0, result["files"][0]["tcp_flags"]
+    assert not {"reused_ports", "reused_ports_after_close"} & set(result["files"][0]["tcp_flags"])
+    # the rule itself: a resent SYN is no new session; a SYN at another number is one
+    from netdiffusion.repair.tcp import tcp_attempts
+
+    isn, srv = 1_000_000, 500_000
+    one = np.ones(5, dtype=np.int64)
+    for second, sessions in ((isn, [0, 0, 0, 0, 0]), (isn + 99, [0, 0, 1, 1, 1])):
+        seq = np.array([isn, srv, second, srv + 7, second + 1])
+        ackn = np.array([0, isn + 1, 0, second + 1, srv + 8])
+        syn, ack = np.array([1, 1, 1, 1, 0]), np.array([0, 1, 0, 1, 1])
+        _, session = tcp_attempts(0 * one, np.array([0, 1, 0, 1, 0]), syn, ack, 0 * one, 2, 0 * one, seq, ackn)
+        assert session.tolist() == sessions
