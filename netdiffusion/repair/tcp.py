@@ -168,7 +168,9 @@ def tcp_attempts(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndar
     9293 3.10.7.1) does not belong (nDPI's rtsp).
 
     A new session (and attempt) starts at a client SYN without ACK at another number than the
-    session's SYN, in an attempt that is no refused one, whose answer from the server is a SYN-ACK (or a refusal) acknowledging it
+    session's SYN, after the client acknowledged something in the session (a packet with ACK and
+    without SYN: a SYN before that is the handshake's, resent, whatever its number reads), in an
+    attempt that is no refused one, whose answer from the server is a SYN-ACK (or a refusal) acknowledging it
     (``seq`` / ``ackn``: the generated numbers, all 32 bits: noise or a model does not split a
     flow). The client opens a new connection on the same ports, with new initial sequence
     numbers, which tshark reads as such ("a new tcp session is started with the same ports"):
@@ -184,6 +186,9 @@ def tcp_attempts(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndar
     spoke = np.zeros(nconn, np.bool_)  # the server sent a packet in the current attempt
     refused = np.zeros(nconn, np.bool_)  # so far, a refused attempt
     isn = np.full(nconn, -1, np.int64)  # the client's SYN number in the current session (-1: none)
+    # the client acknowledged in the current session (a packet with ACK, without SYN): its
+    # handshake is over, so a SYN after it is no resend of the session's own
+    acked = np.zeros(nconn, np.bool_)
     for i in range(n):
         c = ft[i]
         d = dt[i]
@@ -197,15 +202,18 @@ def tcp_attempts(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndar
             if spoke[c] and refused[c] and syn:
                 current[c] += 1
                 spoke[c] = False
-            elif (syn and not refused[c] and seq[i] != isn[c]  # (at the same number: a SYN resent)
+            elif (syn and not refused[c] and acked[c] and seq[i] != isn[c]  # (same number: a SYN resent)
                   and _answered_by_syn_ack(ft, dt, syn0, ack0, rst0, seq, ackn, i)):
                 current[c] += 1
                 sessions[c] += 1
                 spoke[c] = False
                 refused[c] = True  # the new session's first packet is this SYN
                 isn[c] = seq[i]
+                acked[c] = False
             elif syn and isn[c] < 0:
                 isn[c] = seq[i]
+            if ack0[i] == 1 and syn0[i] == 0:
+                acked[c] = True
             # (a client row after the refusal is a SYN repeat only without FIN or RST, as tcp_flags
             # reads it: one with them stays data, and the attempt is no refused one)
             refused[c] = refused[c] and syn0[i] == 1 and fin0[i] == 0 and rst0[i] == 0
