@@ -298,9 +298,10 @@ def _tsresol_ns(code: int) -> tuple[int, int]:
     return 1, 10 ** (exp - 9)
 
 
-def _check_options(buf: memoryview | bytes, start: int, stop: int, order: str, block: str) -> None:
-    """Raise CaptureError when an option of the block's list (``buf[start:stop]``) runs past the
-    block: a damaged header whose other fields cannot be trusted (Wireshark refuses the file)."""
+def _options(buf: memoryview | bytes, start: int, stop: int, order: str, block: str) -> Iterator[tuple[int, int, int]]:
+    """``(code, value offset, value length)`` of each option of the block's list
+    (``buf[start:stop]``), up to opt_endofopt; raises CaptureError when one runs past the block:
+    a damaged header whose other fields cannot be trusted (Wireshark refuses the file)."""
     at = start
     while at + 4 <= stop:
         code, size = struct.unpack_from(order + "HH", buf, at)
@@ -309,6 +310,7 @@ def _check_options(buf: memoryview | bytes, start: int, stop: int, order: str, b
         if at + 4 + size > stop:
             raise CaptureError(f"pcapng {block} block: option {code} of {size} bytes runs past the block "
                                "(damaged)")
+        yield code, at + 4, size
         at += 4 + ((size + 3) & ~3)
 
 
@@ -351,7 +353,8 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
                 if major != 1 or minor not in (0, 2):  # 1.2: written by some tools, read as 1.0
                     raise CaptureError(f"pcapng section header version {major}.{minor} is not supported "
                                        "(1.0 expected)")
-                _check_options(buf, pos + 24, pos + blen - 4, order, "section header")
+                for _ in _options(buf, pos + 24, pos + blen - 4, order, "section header"):
+                    pass  # (checked, not used)
                 seen_shb = True
                 base = len(interfaces)
             elif not seen_shb:
@@ -359,17 +362,11 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
             elif btype == _IDB:
                 if blen < 20:
                     raise CaptureError(f"pcapng interface description block of {blen} bytes (at least 20)")
-                _check_options(buf, pos + 16, pos + blen - 4, order, "interface description")
                 linktype, _res, snaplen = struct.unpack_from(order + "HHI", buf, pos + 8)
                 mul, div = 1000, 1  # default resolution: microseconds
-                opt = pos + 16
-                while opt + 4 <= pos + blen - 4:
-                    code, olen = struct.unpack_from(order + "HH", buf, opt)
-                    if code == 0:
-                        break
-                    if code == 9 and olen >= 1:
-                        mul, div = _tsresol_ns(buf[opt + 4])
-                    opt += 4 + ((olen + 3) & ~3)
+                for code, at, size in _options(buf, pos + 16, pos + blen - 4, order, "interface description"):
+                    if code == 9 and size >= 1:
+                        mul, div = _tsresol_ns(buf[at])
                 interfaces.append((linktype, snaplen, mul, div))
             elif btype == _EPB or btype == _OPB:
                 if btype == _EPB:
