@@ -10,6 +10,7 @@ say exactly what repair did. Rules only rewrite what is invalid: real traffic pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -192,6 +193,16 @@ class RepairConfig:
         if not 1280 <= cfg.mtu <= 65535:
             raise ValueError(f"mtu must be between 1280 and 65535, not {cfg.mtu}")
         return cfg
+
+
+class _Attempts(NamedTuple):
+    """A class's TCP connections split into attempts (:func:`netdiffusion.repair.tcp.tcp_attempts`)."""
+
+    conn: np.ndarray  # per TCP row, its connection before the split
+    attempt: np.ndarray  # its attempt within the connection
+    nconn: int  # connections before the split
+    session: np.ndarray  # its session within the connection (a new one on reused ports)
+    pairs: np.ndarray  # per row, its (connection, session): the connections as tshark tells them apart
 
 
 @dataclass
@@ -1147,11 +1158,10 @@ class Repairer:
             t, ft = t[order], ft[order]
             self._tcp_order = order  # the option tables stay in row order (see _tcp_option_table)
         dt = self.direction[t].astype(np.int64)
-        keys = ["tcp_syn", "tcp_ackf", "tcp_fin", "tcp_rst", "tcp_urg", "tcp_urp", "tcp_seq"]
+        keys = ["tcp_syn", "tcp_ackf", "tcp_fin", "tcp_rst", "tcp_urg", "tcp_urp", "tcp_seq", "tcp_ackn"]
         fields = dict(zip(keys, np.ascontiguousarray(self._get_many(keys, t).T), strict=True))  # one pass
         attempt, session = T.tcp_attempts(ft, dt, fields["tcp_syn"], fields["tcp_ackf"], fields["tcp_rst"],
-                                          2 * self.nflows, fields["tcp_fin"], fields["tcp_seq"],
-                                          self._get("tcp_ackn", t))
+                                          2 * self.nflows, fields["tcp_fin"], fields["tcp_seq"], fields["tcp_ackn"])
         # (the connections with a refused attempt or a new session, for tcp_attempt_numbers; the
         # connections as tshark tells them apart, for the initial RTT: a new session is another)
         self._attempts = None
@@ -1160,7 +1170,7 @@ class Repairer:
         if attempt.any():
             pairs = ft if not session.any() else \
                 np.unique(ft * (int(session.max()) + 1) + session, return_inverse=True)[1].reshape(-1)
-            self._attempts = (ft, attempt, nconn, session, pairs)
+            self._attempts = _Attempts(ft, attempt, nconn, session, pairs)
             ft = np.unique(ft * (int(attempt.max()) + 1) + attempt, return_inverse=True)[1].reshape(-1)
             nconn = int(ft.max()) + 1
         self.nflows = nconn
@@ -1169,10 +1179,10 @@ class Repairer:
         finally:
             self.nflows = nflows
             self._tcp_order = None
-        if self._attempts is not None and self._attempts[3].any():
-            self._close_before_sessions(t, dt, self._attempts[0], self._attempts[3])
+        if self._attempts is not None and self._attempts.session.any():
+            self._close_before_sessions(t, dt, self._attempts.conn, self._attempts.pairs)
 
-    def _close_before_sessions(self, t: Arr, dt: Arr, conn: Arr, session: Arr) -> None:
+    def _close_before_sessions(self, t: Arr, dt: Arr, conn: Arr, pairs: Arr) -> None:
         """A connection followed by a new one on the same ports (:func:`tcp.tcp_attempts`) must
         end closed as repaired (each side's FIN, or an RST), or its successor's SYN reads as ports
         reused mid-connection (a TCP error). Most real ones are; a capture that misses the close
@@ -1181,8 +1191,7 @@ class Repairer:
         space): one bit, where numbering both as one connection changed hundreds."""
         flags = self._get_many(["tcp_fin", "tcp_rst", "tcp_syn"], t)
         fin, rst, syn = flags[:, 0] == 1, flags[:, 1] == 1, flags[:, 2] == 1
-        key = conn * (int(session.max()) + 1) + session  # one per (connection, session), rows in order
-        ends = np.flatnonzero(np.r_[key[1:] != key[:-1], True])
+        ends = np.flatnonzero(np.r_[pairs[1:] != pairs[:-1], True])  # each (connection, session)'s rows
         starts = np.r_[0, ends[:-1] + 1]
         reset: list[int] = []
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
@@ -1212,7 +1221,7 @@ class Repairer:
         seq = get("tcp_seq")
         syn, fin, rst, ackf, urg, urp, payload, phase_c, synack, og = T.tcp_flags(
             ft, dt, get("tcp_syn"), get("tcp_ackf"), get("tcp_fin"), get("tcp_rst"), self.payload[t], seq,
-            get("tcp_urg"), get("tcp_urp"), self.nflows, self._get("tcp_ackn", t), self._fast_open_cookie(t))
+            get("tcp_urg"), get("tcp_urp"), self.nflows, get("tcp_ackn"), self._fast_open_cookie(t))
         self._put_many("tcp_flags", ["tcp_syn", "tcp_fin", "tcp_rst", "tcp_ackf", "tcp_urg", "tcp_urp"], t,
                        np.stack([syn, fin, rst, ackf, urg, urp], axis=1))  # one pass
         self.payload[t] = payload
@@ -1232,7 +1241,7 @@ class Repairer:
         psh = self._get("tcp_psh", t)
         seq = T.resolve_unknown_bits(og, T._bounds((ft * 2 + dt)[og]), seq, self._seq_unknown[t], payload + syn + fin)
         length_unknown = self._length_unknown[t]
-        conn0 = self._attempts[4] if self._attempts is not None else ft  # tshark's connections, for the initial RTT
+        conn0 = self._attempts.pairs if self._attempts is not None else ft  # tshark's connections, for the initial RTT
         args = (self.nflows, self.cfg.gaps == "close", int(self.cfg.ack_window))
         mtu_cut = self.mtu_cut[t]
         new_seq, ack, new_payload, fixed = T.tcp_seq_ack(ft, dt, og, seq, ackn, syn, fin, rst, ackf, payload, phase_c,
@@ -1272,8 +1281,8 @@ class Repairer:
         if fixed:  # corrupted payload lengths, replaced by what the sequence numbers imply
             self.payload[t] = payload
         if self._attempts is not None:  # one base number per direction for all attempts
-            conn, attempt, nconn, session, _ = self._attempts
-            new_seq, ack = T.tcp_attempt_numbers(conn, attempt, dt, new_seq, ack, ackf, syn, nconn, session)
+            a = self._attempts
+            new_seq, ack = T.tcp_attempt_numbers(a.conn, a.attempt, dt, new_seq, ack, ackf, syn, a.nconn, a.session)
         self._put("tcp_seq", "tcp_seq", t, new_seq)
         self._put("tcp_ack", "tcp_ackn", t, ack)
         self._tcp_zero_window_probes(t, ft, dt, og, new_seq, ack, ackf, syn, fin, payload)
