@@ -42,7 +42,7 @@ SCALAR_FIELDS: dict[str, tuple[str, int]] = {
 # (ns became tcp.flags.ae, ecn became tcp.flags.ece, res is a boolean in 4.x)
 TCP_FLAG_BITS = {"tcp_res": (9, 7), "tcp_ns": (8, 1), "tcp_ece": (6, 1)}
 ADDRESS_FIELDS = {"ipv4_src": "ip.src", "ipv4_dst": "ip.dst", "ipv6_src": "ipv6.src", "ipv6_dst": "ipv6.dst"}
-EXTRA_FIELDS = ("tcp.flags", "tcp.options", "icmp.ident", "icmp.seq", "icmp.unused", "ip.opt.type")
+EXTRA_FIELDS = ("tcp.flags", "tcp.options", "icmp.ident", "icmp.seq", "icmp.unused", "icmp.mtu", "ip.opt.type")
 TSHARK_FIELDS = sorted({f for f, _ in SCALAR_FIELDS.values()} | set(ADDRESS_FIELDS.values()) | set(EXTRA_FIELDS))
 L4_OF_PROTO = {6: "tcp", 17: "udp", 1: "icmp"}
 
@@ -181,7 +181,11 @@ def compare_rows(layout: Layout, rows: Packets, ts: list[dict[str, str]]) -> lis
             # the outer message's own field first: an error quoting an echo request has no ident of
             # its own, and the first icmp.ident tshark shows is the quoted one's (tcpdump's
             # dhcp-rfc4388.pcap)
-            if t["icmp.unused"]:
+            if t["icmp.unused"] and t["icmp.mtu"] and len(t["icmp.unused"].split(",")[0].replace(":", "")) == 4:
+                # fragmentation needed (RFC 1191): 2 unused bytes, then the next hop's MTU
+                # (pypacker's smtp.pcap)
+                want = (int(t["icmp.unused"].split(",")[0].replace(":", ""), 16) << 16) | _int(t["icmp.mtu"].split(",")[0])
+            elif t["icmp.unused"]:
                 want = int(t["icmp.unused"].replace(":", "")[:8], 16)
             elif t["icmp.ident"]:
                 want = (_int(t["icmp.ident"]) << 16) | _int(t["icmp.seq"])

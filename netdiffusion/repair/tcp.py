@@ -749,10 +749,15 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     scratch_slots = np.empty(_table_size(largest), np.int64)
     first_at = np.empty(n, np.int64)
     # an empty segment (a bare ACK) sends nothing, so data at its number after it is new: only
-    # segments taking sequence space are looked up (an empty one gets a key no number has)
+    # segments taking sequence space are looked up (an empty one gets a key no number has). Nor
+    # is a SYN's number one a later segment can resend: its one unit of sequence space is the
+    # SYN's (a repeated SYN is syn_retry), so data at the SYN's number contradicts it (one of the
+    # two numbers is corrupted) and votes (a 2%-corrupted shared webex flow, its SYN's number one
+    # higher: data there read as resent, the SYN's number won a three-way tie, and every data
+    # segment after it was numbered one byte ahead of what the server acknowledged)
     seq_keys = s_seq.copy()
     for i in range(n):
-        if s_len[i] == 0:
+        if s_len[i] == 0 or s_syn[i] == 1:
             seq_keys[i] = BIG + i
     for k in range(ngr):
         a, b = bounds[k], bounds[k + 1]
@@ -1213,6 +1218,35 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
 
 
 @kernel
+def _fill_gaps(gap_at: np.ndarray, gap_size: np.ndarray, gap_filled: np.ndarray, lo: int, hi: int,
+               start: int, end: int) -> None:
+    """Count the bytes of a direction's closed gaps (``lo:hi``, in order, original offsets) that a
+    segment moved to the expected number, originally at ``start:end``, carries.
+
+    That segment is the gap's data arriving late: a capture at the receiver sees a lost segment's
+    retransmission (or a reordered one) after the segments beyond it. Closing the gap moved those
+    down, and the late segment, numbered after them, moves the stream back up by its size; an
+    acknowledgement past the gap, the peer's answer to all of it, must move down by what stayed
+    missing only. Before, it moved down by the whole gap, so the direction's last bytes (and its
+    FIN) were never acknowledged (pypacker's myfile.pcapng, a reordered 1,448-byte segment). The
+    fill counts from the gap's start (a gap filled by several segments in any order fills by
+    their sizes), never past its size."""
+    a, b = lo, hi
+    while a < b:  # the first gap ending after start
+        mid = (a + b) // 2
+        if gap_at[mid] + gap_size[mid] <= start:
+            a = mid + 1
+        else:
+            b = mid
+    for j in range(a, hi):
+        if gap_at[j] >= end:
+            break
+        overlap = min(end, gap_at[j] + gap_size[j]) - max(start, gap_at[j])
+        if overlap > 0:
+            gap_filled[j] = min(gap_size[j], gap_filled[j] + overlap)
+
+
+@kernel
 def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray, gids: np.ndarray,
              isn: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, syn_retry: np.ndarray,
              same_start: np.ndarray, s_data: np.ndarray, kept: np.ndarray, rel: np.ndarray, ackf: np.ndarray,
@@ -1243,6 +1277,7 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
     gap_at = np.empty(n, np.int64)
     gap_before = np.empty(n, np.int64)
     gap_size = np.empty(n, np.int64)
+    gap_filled = np.zeros(n, np.int64)  # bytes of the gap a segment moved later carries
     gap_lo = np.zeros(2 * nconn, np.int64)  # per gid: its gaps are gap_lo:gap_hi
     gap_hi = np.zeros(2 * nconn, np.int64)
     for k in range(len(bounds) - 1):
@@ -1276,11 +1311,19 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
                     shift += gap
                     adv[i] -= gap
                 cut_before = 0
+            elif not kept[i] and not syn_retry[i] and s_len[i] > 0 and ngaps > gap_lo[gids[k]]:
+                _fill_gaps(gap_at, gap_size, gap_filled, gap_lo[gids[k]], ngaps, rel[i], rel[i] + s_len[i])
             if adv[i] > 0:
                 cut_before += s_cut[i]
             final_rel[i] -= shift
             seq_s[i] = (isn[i] + final_rel[i]) % MOD32
         gap_hi[gids[k]] = ngaps
+        # what the gaps before each one took off the direction's numbers, less the bytes of them
+        # that segments moved later carried (see _fill_gaps)
+        net = 0
+        for j in range(gap_lo[gids[k]], ngaps):
+            gap_before[j] = net
+            net += gap_size[j] - gap_filled[j]
     # acknowledgements, in flow order: at most what the peer has sent so far, or the peer's next
     # segment's start
     inv = np.empty(n, np.int64)
@@ -1332,7 +1375,8 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
                     hi = mid
             j = lo - 1
             if j >= gap_lo[p]:
-                ar -= gap_before[j] + min(gap_size[j], arel_base[i] - gap_at[j])
+                past = arel_base[i] - gap_at[j]
+                ar -= gap_before[j] + min(gap_size[j], past) - min(gap_filled[j], past)
         arel[i] = ar
         uses = ackf[i] == 1
         if not peer_seen[i]:
@@ -1464,7 +1508,12 @@ def tcp_overlaps(ft: np.ndarray, dt: np.ndarray, seq: np.ndarray, ack: np.ndarra
         if j >= 0 and pay[i] > 0 and syn[i] == 0 and syn[j] == 0 and fin[j] == 0 and pay[j] > 0:
             end_j = (seq[j] + pay[j]) % MOD32
             off = _relative(seq[i], seq[j])
-            if _relative(end_j, top[g]) == 0 and 0 < off < pay[j]:
+            # (not a keep-alive: one byte, the last one sent, again, with no FIN; tshark reads it
+            # as such, and the direction's next segment continuing at the end is no overlap. A
+            # real one, after data the peer had not acknowledged yet, was cut out of its segment,
+            # leaving the bare ACK before it one byte ahead: a 2%-corrupted shared webex flow)
+            keep_alive = pay[i] == 1 and off == pay[j] - 1 and fin[i] == 0
+            if _relative(end_j, top[g]) == 0 and 0 < off < pay[j] and not keep_alive:
                 k = nxt[i]
                 past = off + pay[i] > pay[j]
                 # or it ends inside and the direction's next segment continues it past the end
