@@ -1228,9 +1228,12 @@ def _fill_gaps(gap_at: np.ndarray, gap_size: np.ndarray, gap_filled: np.ndarray,
     down, and the late segment, numbered after them, moves the stream back up by its size; an
     acknowledgement past the gap, the peer's answer to all of it, must move down by what stayed
     missing only. Before, it moved down by the whole gap, so the direction's last bytes (and its
-    FIN) were never acknowledged (pypacker's myfile.pcapng, a reordered 1,448-byte segment). The
-    fill counts from the gap's start (a gap filled by several segments in any order fills by
-    their sizes), never past its size."""
+    FIN) were never acknowledged (pypacker's myfile.pcapng, a reordered 1,448-byte segment; the
+    real lossy downloads of scripts/netns_traffic.py, 27-52 kB each). A segment moved before the
+    jump that opens the gap counts too (it was moved for another reason, and its bytes are in the
+    stream all the same). The fill counts from the gap's start (a gap filled by several segments
+    in any order fills by their sizes), never past its size; an acknowledgement still never
+    passes what the direction has sent (:func:`_numbers`)."""
     a, b = lo, hi
     while a < b:  # the first gap ending after start
         mid = (a + b) // 2
@@ -1311,15 +1314,17 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
                     shift += gap
                     adv[i] -= gap
                 cut_before = 0
-            elif not kept[i] and not syn_retry[i] and s_len[i] > 0 and ngaps > gap_lo[gids[k]]:
-                _fill_gaps(gap_at, gap_size, gap_filled, gap_lo[gids[k]], ngaps, rel[i], rel[i] + s_len[i])
             if adv[i] > 0:
                 cut_before += s_cut[i]
             final_rel[i] -= shift
             seq_s[i] = (isn[i] + final_rel[i]) % MOD32
         gap_hi[gids[k]] = ngaps
+        if ngaps > gap_lo[gids[k]]:  # the bytes of the gaps that segments moved carry, before or after
+            for i in range(a, b):
+                if not kept[i] and not syn_retry[i] and s_len[i] > 0:
+                    _fill_gaps(gap_at, gap_size, gap_filled, gap_lo[gids[k]], ngaps, rel[i], rel[i] + s_len[i])
         # what the gaps before each one took off the direction's numbers, less the bytes of them
-        # that segments moved later carried (see _fill_gaps)
+        # that segments moved carried (see _fill_gaps)
         net = 0
         for j in range(gap_lo[gids[k]], ngaps):
             gap_before[j] = net
