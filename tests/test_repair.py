@@ -2785,3 +2785,57 @@ def test_a_segment_arriving_after_the_ones_beyond_it_leaves_the_acknowledgements
     assert ack[8] == s + 3001 and ack[10] == s + 3002  # all the data, then the FIN
     result = validate_dir(tmp_path / "pcaps", progress=False, tcpreplay=False)
     assert result["totals"]["files_failed"] == 0, result["files"][0]["tcp_flags"]
+
+
+def test_a_bare_ack_whose_options_the_snap_length_cut_carries_no_payload(tmp_path: Path) -> None:
+    """A capture with a 72-byte snap length keeps 18 of a bare ACK's 24 option bytes (NOP, NOP,
+    timestamps, NOP, NOP, a SACK block): the list is cut to its 16 whole-word bytes, and the ACK
+    stays bare, its IP length now counting the shorter header. Before, the IP length was read
+    against the cut list, so the 8 missing option bytes became payload: phantom data the TCP
+    rules then renumbered around (the shared YouTube captures), and which a second repair dropped."""
+    import subprocess
+
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+
+    from netdiffusion.encode import encode_paths
+    from netdiffusion.repair import repair_matrix
+    from netdiffusion.validate import validate_dir
+
+    c, s = 1_000_000, 500_000
+    cli, srv = ("10.0.0.1", 40000), ("10.0.0.2", 443)
+
+    def pkt(src: tuple, dst: tuple, flags: str, seq: int, ack: int, size: int = 0, options=None):
+        return (Ether() / IP(src=src[0], dst=dst[0], ttl=64)
+                / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq, ack=ack, window=501, options=options or [])
+                / Raw(b"x" * size))
+
+    ts = [("NOP", None), ("NOP", None), ("Timestamp", (1000, 2000))]
+    packets = [pkt(cli, srv, "S", c, 0), pkt(srv, cli, "SA", s, c + 1), pkt(cli, srv, "A", c + 1, s + 1, options=ts)]
+    for i in range(4):  # the server's data, each acknowledged with a SACK block for a later hole
+        packets.append(pkt(srv, cli, "A", s + 1 + 1000 * i, c + 1, 1000, ts))
+        sack = ts + [("NOP", None), ("NOP", None), ("SAck", (s + 90_000, s + 91_000))]
+        packets.append(pkt(cli, srv, "A", c + 1, s + 1001 + 1000 * i, options=sack))
+    for i, p in enumerate(packets):
+        p.time = 1_700_000_000 + 0.01 * i
+    (tmp_path / "cap").mkdir()
+    wrpcap(str(tmp_path / "full.pcap"), packets)
+    subprocess.run(["editcap", "-s", "72", str(tmp_path / "full.pcap"), str(tmp_path / "cap" / "snap.pcap")], check=True)
+    encode_paths([tmp_path / "cap"], tmp_path / "enc", progress=False)
+    layout, data = read_layout(tmp_path / "enc"), read_packets(tmp_path / "enc")
+    data = data.take(np.argsort(data.packet_index))
+    acks = np.arange(4, len(data), 2)  # the client's ACKs with a SACK block
+    assert (layout.field_values(data.nprint[acks], "tcp_doff") == 11).all()
+    first = repair_matrix(layout, data.nprint, np.zeros(len(data), np.int64), data.timestamp)
+    assert list(first.payload[acks]) == [0] * 4, first.payload
+    assert (layout.field_values(first.matrix[acks], "tcp_doff") == 9).all()  # cut to 16 option bytes
+    assert (layout.field_values(first.matrix[acks], "ipv4_tl") == 20 + 36).all()
+    assert not any(v.any() for r, v in first.bits.items() if r in ("tcp_seq", "tcp_ack"))
+    second = repair_matrix(layout, first.matrix, first.flow, data.timestamp)
+    assert not any(v.any() for r, v in second.bits.items() if r != "l4_checksum"), {
+        r: int(v.sum()) for r, v in second.bits.items() if v.any()}
+    repair_dataset(tmp_path / "enc", tmp_path / "pcaps", progress=False)
+    result = validate_dir(tmp_path / "pcaps", progress=False, tcpreplay=False)
+    assert result["totals"]["files_failed"] == 0, result["files"][0]

@@ -444,13 +444,29 @@ def _option_walk(words: Arr, rows: Arr, start: int, nb: int, shapes: Arr, claime
                 break
         full = (run // 4) * 4
         c = claimed[i]
+        had = full
         if full < c <= nb and c % 4 == 0:
             present = 0
             for b in range(full, c):
                 present += W.count_bytes(W.nonzero_bytes(~xs[b]))
             if 2 * present > 8 * (c - full):
                 full = c
-        before[i] = full
+                had = c
+            else:
+                # cut by the snap length: every byte from the first absent one to the claimed end
+                # absent. The list keeps its present length, but the packet had the claimed
+                # header: the IP length counts it, and read against the present length the
+                # missing option bytes became payload (8 phantom bytes on each bare ACK of the
+                # shared YouTube captures, 72-byte snap length; the TCP rules then renumbered
+                # around them, and a second repair dropped them)
+                snapped = True
+                for b in range(run, c):
+                    if xs[b] != W.FULL:
+                        snapped = False
+                        break
+                if snapped:
+                    had = c
+        before[i] = had
         cut = full
         rewrite = False
         p = 0
