@@ -6,7 +6,10 @@ the same ports". Built with scapy, checksums and numbers as a real stack writes 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import numpy as np
 
 CLIENT, SERVER = ("172.16.5.2", 5678), ("172.16.5.92", 9999)
 
@@ -68,3 +71,38 @@ def write_sessions(path: Path, closes: list[str]) -> Path:
         packets += session_packets(1_000_000 + 7_654_321 * k, 500_000 + 1_234_567 * k, 1_700_000_000 + 5 * k, close)
     wrpcap(str(path), packets)
     return path
+
+
+def tcp_packet(src: tuple, dst: tuple, flags: str, seq: int, ack: int, size: int = 0, options: list | None = None):
+    """One Ethernet/IPv4/TCP packet from ``src`` to ``dst`` ((address, port) pairs), ``size``
+    payload bytes, checksums as a real stack writes them."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    return (Ether() / IP(src=src[0], dst=dst[0], ttl=64)
+            / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq % 2**32, ack=ack % 2**32, window=64240,
+                  options=options or []) / Raw(b"x" * size))
+
+
+def repaired_capture(folder: Path, packets: list, gap: float = 0.05) -> tuple[dict, np.ndarray, object]:
+    """``packets`` (``gap`` seconds apart) written as one capture under ``folder``, encoded and
+    repaired (pcaps in ``folder/pcaps``, rows in ``folder/out``). Returns the flow's bits changed
+    by rule (L4 checksums aside: the payload bytes are repair's), its repaired rows in packet
+    order and the layout."""
+    from scapy.utils import wrpcap
+
+    from netdiffusion.dataset import read_layout, read_packets
+    from netdiffusion.encode import encode_paths
+    from netdiffusion.repair import repair_dataset
+
+    for i, p in enumerate(packets):
+        p.time = 1_700_000_000 + gap * i
+    (folder / "cap").mkdir(parents=True)
+    wrpcap(str(folder / "cap" / "flow.pcap"), packets)
+    encode_paths([folder / "cap"], folder / "enc", progress=False)
+    repair_dataset(folder / "enc", folder / "pcaps", progress=False, dataset_output=folder / "out")
+    report = json.loads((folder / "pcaps" / "repair_report.json").read_text())
+    changed = {k: v for k, v in report["flows"][0]["bits_changed"].items() if k != "l4_checksum"}
+    out = read_packets(folder / "out")
+    return changed, out.nprint[np.argsort(out.packet_index)], read_layout(folder / "out")

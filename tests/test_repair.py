@@ -2677,25 +2677,17 @@ def test_data_at_the_syns_number_outvotes_a_corrupted_syn_number(tmp_path: Path)
     the SYN's number won, every data segment was numbered one byte ahead of what the server
     acknowledged, and a later cut left a lost segment (a 2%-corrupted shared webex flow, seed 2)."""
     from scapy.layers.inet import TCP
-    from scapy.utils import wrpcap
 
-    from netdiffusion.encode import encode_paths
     from netdiffusion.validate import validate_dir
-    from tests.tcp_sessions import session_packets
+    from tests.tcp_sessions import repaired_capture, session_packets
 
     isn = 1_000_000
     packets = session_packets(isn, 500_000, 1_700_000_000, "fin")
     packets[0][TCP].seq = isn + 1
     del packets[0][TCP].chksum
-    (tmp_path / "cap").mkdir()
-    wrpcap(str(tmp_path / "cap" / "syn.pcap"), packets)
-    encode_paths([tmp_path / "cap"], tmp_path / "enc", progress=False)
-    repair_dataset(tmp_path / "enc", tmp_path / "pcaps", progress=False, dataset_output=tmp_path / "out")
-    report = json.loads((tmp_path / "pcaps" / "repair_report.json").read_text())
-    changed = {k: v for k, v in report["flows"][0]["bits_changed"].items() if k != "l4_checksum"}
+    changed, rows, layout = repaired_capture(tmp_path, packets, gap=0.01)
     assert changed == {"tcp_seq": 1}, changed  # the SYN's last bit, back
-    out = read_packets(tmp_path / "out")
-    seq = read_layout(tmp_path / "out").field_values(out.nprint[np.argsort(out.packet_index)], "tcp_seq")
+    seq = layout.field_values(rows, "tcp_seq")
     assert seq[0] == isn and seq[2] == seq[3] == isn + 1
     result = validate_dir(tmp_path / "pcaps", progress=False, tcpreplay=False)
     assert result["totals"]["files_failed"] == 0, result["files"][0]["tcp_flags"]
@@ -2707,35 +2699,23 @@ def test_a_keep_alive_before_the_peer_acknowledged_the_data_is_left_as_captured(
     acknowledged the data, then new data at the end: valid TCP (tshark: keep-alive). Before, the
     overlap rule took the keep-alive for data starting inside the segment before it and cut that
     segment by a byte, so the bare ACK stood one byte ahead: "previous segment not captured"."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
-    from scapy.packet import Raw
     from scapy.utils import wrpcap
 
-    from netdiffusion.encode import encode_paths
     from netdiffusion.validate import validate_dir
-    from tests.tcp_sessions import CLIENT, SERVER
-
-    def pkt(src: tuple, dst: tuple, flags: str, seq: int, ack: int, data: bytes = b""):
-        return (Ether() / IP(src=src[0], dst=dst[0], ttl=64)
-                / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq, ack=ack, window=64240) / Raw(data))
+    from tests.tcp_sessions import CLIENT, SERVER, repaired_capture
+    from tests.tcp_sessions import tcp_packet as pkt
 
     c, s = 1_000_000, 500_000
     packets = [pkt(CLIENT, SERVER, "S", c, 0), pkt(SERVER, CLIENT, "SA", s, c + 1), pkt(CLIENT, SERVER, "A", c + 1, s + 1),
-               pkt(CLIENT, SERVER, "PA", c + 1, s + 1, b"x" * 100), pkt(CLIENT, SERVER, "A", c + 101, s + 1),
-               pkt(CLIENT, SERVER, "A", c + 100, s + 1, b"x"), pkt(CLIENT, SERVER, "PA", c + 101, s + 1, b"y" * 50),
+               pkt(CLIENT, SERVER, "PA", c + 1, s + 1, 100), pkt(CLIENT, SERVER, "A", c + 101, s + 1),
+               pkt(CLIENT, SERVER, "A", c + 100, s + 1, 1), pkt(CLIENT, SERVER, "PA", c + 101, s + 1, 50),
                pkt(SERVER, CLIENT, "A", s + 1, c + 151)]
-    for i, p in enumerate(packets):
-        p.time = 1_700_000_000 + 0.5 * i
-    (tmp_path / "cap").mkdir()
-    wrpcap(str(tmp_path / "cap" / "keepalive.pcap"), packets)
-    assert validate_dir(tmp_path / "cap", progress=False, tcpreplay=False)["totals"]["files_failed"] == 0
-    encode_paths([tmp_path / "cap"], tmp_path / "enc", progress=False)
-    repair_dataset(tmp_path / "enc", tmp_path / "pcaps", progress=False)
-    report = json.loads((tmp_path / "pcaps" / "repair_report.json").read_text())
-    # (the TCP checksums change: the payload bytes are zeros, not the captured ones)
-    assert set(report["flows"][0]["bits_changed"]) <= {"l4_checksum"}, report["flows"][0]["bits_changed"]
-    result = validate_dir(tmp_path / "pcaps", progress=False, tcpreplay=False)
+    (tmp_path / "orig").mkdir()
+    wrpcap(str(tmp_path / "orig" / "keepalive.pcap"), packets)
+    assert validate_dir(tmp_path / "orig", progress=False, tcpreplay=False)["totals"]["files_failed"] == 0
+    changed, _, _ = repaired_capture(tmp_path / "repair", packets, gap=0.5)
+    assert not changed, changed
+    result = validate_dir(tmp_path / "repair" / "pcaps", progress=False, tcpreplay=False)
     assert result["totals"]["files_failed"] == 0, result["files"][0]["tcp_flags"]
     assert result["files"][0]["tcp_flags"].get("keep_alive") == 1
 
@@ -2747,18 +2727,9 @@ def test_a_segment_arriving_after_the_ones_beyond_it_leaves_the_acknowledgements
     late segment still cover everything, up to the sender's FIN. Before, closing the hole moved
     every later acknowledgement down by its size although the late segment filled it: the last
     bytes and the FIN were never acknowledged (pypacker's myfile.pcapng: 57 ACK bits changed)."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
-    from scapy.packet import Raw
-    from scapy.utils import wrpcap
-
-    from netdiffusion.encode import encode_paths
     from netdiffusion.validate import validate_dir
-    from tests.tcp_sessions import CLIENT, SERVER
-
-    def pkt(src: tuple, dst: tuple, flags: str, seq: int, ack: int, size: int = 0):
-        return (Ether() / IP(src=src[0], dst=dst[0], ttl=64)
-                / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq, ack=ack, window=64240) / Raw(b"x" * size))
+    from tests.tcp_sessions import CLIENT, SERVER, repaired_capture
+    from tests.tcp_sessions import tcp_packet as pkt
 
     c, s = 1_000_000, 500_000
     packets = [pkt(CLIENT, SERVER, "S", c, 0), pkt(SERVER, CLIENT, "SA", s, c + 1), pkt(CLIENT, SERVER, "A", c + 1, s + 1),
@@ -2768,18 +2739,8 @@ def test_a_segment_arriving_after_the_ones_beyond_it_leaves_the_acknowledgements
                pkt(SERVER, CLIENT, "A", s + 1001, c + 101, 1000), pkt(CLIENT, SERVER, "A", c + 101, s + 3001),
                pkt(SERVER, CLIENT, "FA", s + 3001, c + 101), pkt(CLIENT, SERVER, "FA", c + 101, s + 3002),
                pkt(SERVER, CLIENT, "A", s + 3002, c + 102)]
-    for i, p in enumerate(packets):
-        p.time = 1_700_000_000 + 0.05 * i
-    (tmp_path / "cap").mkdir()
-    wrpcap(str(tmp_path / "cap" / "late.pcap"), packets)
-    encode_paths([tmp_path / "cap"], tmp_path / "enc", progress=False)
-    repair_dataset(tmp_path / "enc", tmp_path / "pcaps", progress=False, dataset_output=tmp_path / "out")
-    report = json.loads((tmp_path / "pcaps" / "repair_report.json").read_text())
-    changed = {k: v for k, v in report["flows"][0]["bits_changed"].items() if k != "l4_checksum"}
+    changed, rows, layout = repaired_capture(tmp_path, packets)
     assert set(changed) == {"tcp_seq"}, changed  # the two server segments swap numbers; no ACK moves
-    out = read_packets(tmp_path / "out")
-    rows = out.nprint[np.argsort(out.packet_index)]
-    layout = read_layout(tmp_path / "out")
     seq, ack = layout.field_values(rows, "tcp_seq"), layout.field_values(rows, "tcp_ackn")
     assert list(seq[[4, 5, 7]]) == [s + 1, s + 1001, s + 2001]
     assert ack[8] == s + 3001 and ack[10] == s + 3002  # all the data, then the FIN
@@ -2795,23 +2756,15 @@ def test_a_bare_ack_whose_options_the_snap_length_cut_carries_no_payload(tmp_pat
     rules then renumbered around (the shared YouTube captures), and which a second repair dropped."""
     import subprocess
 
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
-    from scapy.packet import Raw
     from scapy.utils import wrpcap
 
     from netdiffusion.encode import encode_paths
     from netdiffusion.repair import repair_matrix
     from netdiffusion.validate import validate_dir
+    from tests.tcp_sessions import tcp_packet as pkt
 
     c, s = 1_000_000, 500_000
     cli, srv = ("10.0.0.1", 40000), ("10.0.0.2", 443)
-
-    def pkt(src: tuple, dst: tuple, flags: str, seq: int, ack: int, size: int = 0, options=None):
-        return (Ether() / IP(src=src[0], dst=dst[0], ttl=64)
-                / TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq, ack=ack, window=501, options=options or [])
-                / Raw(b"x" * size))
-
     ts = [("NOP", None), ("NOP", None), ("Timestamp", (1000, 2000))]
     packets = [pkt(cli, srv, "S", c, 0), pkt(srv, cli, "SA", s, c + 1), pkt(cli, srv, "A", c + 1, s + 1, options=ts)]
     for i in range(4):  # the server's data, each acknowledged with a SACK block for a later hole
