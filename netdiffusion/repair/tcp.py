@@ -1229,7 +1229,7 @@ def _fill_gaps(gap_at: np.ndarray, gap_size: np.ndarray, gap_filled: np.ndarray,
     acknowledgement past the gap, the peer's answer to all of it, must move down by what stayed
     missing only. Before, it moved down by the whole gap, so the direction's last bytes (and its
     FIN) were never acknowledged (pypacker's myfile.pcapng, a reordered 1,448-byte segment; the
-    real lossy downloads of scripts/netns_traffic.py, 27-52 kB each). A segment moved before the
+    real lossy downloads of scripts/netns_traffic.py, 27-55 kB each). A segment moved before the
     jump that opens the gap counts too (it was moved for another reason, and its bytes are in the
     stream all the same). The fill counts from the gap's start (a gap filled by several segments
     in any order fills by their sizes), never past its size; an acknowledgement still never
