@@ -146,8 +146,16 @@ OPTION_SHAPES = {
 }
 # the field counting a header's length (options included) in 32-bit words
 HEADER_LENGTH_FIELD = {"ipv4": "ipv4_hl", "tcp": "tcp_doff"}
-# ICMP type -> valid codes for types whose body needs nothing beyond the 8-byte header.
-ICMP_TYPES_V4 = {0: (0,), 8: (0,), 3: tuple(range(16)), 4: (0,), 5: (0, 1, 2, 3), 11: (0, 1), 12: (0, 1, 2)}
+# ICMP type -> valid codes for types whose body needs nothing beyond the 8-byte header, or
+# fixed fields any bytes fill (ICMP_BODY_BYTES_V4), or the quote repair writes (ICMP_ERRORS_V4):
+# echo, the errors, router solicitation (RFC 1256), timestamp, information and address mask
+# request / reply (RFC 792, 950). Router advertisements are not: their body must hold the
+# number of address entries the header announces
+ICMP_TYPES_V4 = {0: (0,), 8: (0,), 3: tuple(range(16)), 4: (0,), 5: (0, 1, 2, 3), 11: (0, 1), 12: (0, 1, 2),
+                 10: (0,), 13: (0,), 14: (0,), 15: (0,), 16: (0,), 17: (0,), 18: (0,)}
+# the body bytes a type's fixed fields take (three timestamps, an address mask): tshark reads a
+# shorter one as malformed
+ICMP_BODY_BYTES_V4 = {13: 12, 14: 12, 17: 4, 18: 4}
 # error messages quote the offending datagram: repair writes a minimal IPv4+UDP quote (28 bytes)
 ICMP_ERRORS_V4 = (3, 4, 5, 11, 12)
 ICMP_QUOTE_BYTES = 28
@@ -925,7 +933,8 @@ class Repairer:
             self._put("tcp_fields", "tcp_res", t, 0)
 
     def icmp_types(self) -> None:
-        """ICMP type/code pairs that exist and need no quoted datagram (echo request / reply)."""
+        """ICMP type/code pairs that exist and whose body the packet can hold (``ICMP_TYPES_V4``);
+        anything else becomes an echo request."""
         rows = np.flatnonzero(self.is_["icmp"])
         if not len(rows):
             return
@@ -938,6 +947,8 @@ class Repairer:
             known = np.isin(typ, list(table)) & sel
             if not is6:
                 known &= ~(np.isin(typ, ICMP_ERRORS_V4) & (self.payload[rows] < ICMP_QUOTE_BYTES))
+                for t_, size in ICMP_BODY_BYTES_V4.items():
+                    known &= ~((typ == t_) & (self.payload[rows] < size))
             new_t[sel & ~known] = req  # direction is not known yet; requests are always valid
             for t_, codes in table.items():
                 bad_code = sel & (new_t == t_) & ~np.isin(code, codes)
