@@ -2795,10 +2795,11 @@ def test_a_bare_ack_whose_options_the_snap_length_cut_carries_no_payload(tmp_pat
 
 
 def test_real_icmp_queries_beyond_echo_are_left_as_captured(tmp_path: Path) -> None:
-    """Router solicitation (nDPI's dos_win98_smb_netbeui), timestamp, information and address
-    mask request / reply are real ICMP queries tshark reads without a remark: repair leaves them
-    (before, each became an echo request). A timestamp or mask message too short for its fields
-    (tshark: malformed) still becomes one."""
+    """Router advertisement (nDPI's anyconnect-vpn) and solicitation (nDPI's
+    dos_win98_smb_netbeui), timestamp, information and address mask request / reply are real ICMP
+    messages tshark reads without a remark: repair leaves them (before, each became an echo
+    request). One too short for its fields (an advertisement's address entries, the timestamps,
+    the mask; tshark: malformed) still becomes one."""
     import struct
 
     from scapy.layers.inet import IP
@@ -2810,12 +2811,13 @@ def test_real_icmp_queries_beyond_echo_are_left_as_captured(tmp_path: Path) -> N
     from netdiffusion.validate import validate_dir
 
     def icmp(t: int, body: int, src: str) -> object:
-        head = struct.pack("!BBHI", t, 0, 0, 0x00070001) + bytes(body)
-        head = struct.pack("!BBHI", t, 0, checksum(head), 0x00070001) + bytes(body)
+        rest = 0x01020708 if t == 9 else 0x00070001  # an advertisement: 1 address of 2 words
+        head = struct.pack("!BBHI", t, 0, 0, rest) + bytes(body)
+        head = struct.pack("!BBHI", t, 0, checksum(head), rest) + bytes(body)
         return Ether() / IP(src=src, dst="192.0.2.99", proto=1, ttl=64) / Raw(head)
 
-    kept = [(10, 0), (13, 12), (14, 12), (15, 0), (16, 0), (17, 4), (18, 4)]
-    short = [(13, 4), (17, 0)]
+    kept = [(9, 8), (10, 0), (13, 12), (14, 12), (15, 0), (16, 0), (17, 4), (18, 4)]
+    short = [(9, 4), (13, 4), (17, 0)]
     packets = [icmp(t, body, f"192.0.2.{i + 1}") for i, (t, body) in enumerate(kept + short)]
     for i, p in enumerate(packets):
         p.time = 1_700_000_000 + i
@@ -2827,7 +2829,7 @@ def test_real_icmp_queries_beyond_echo_are_left_as_captured(tmp_path: Path) -> N
     by_source = dict(zip(layout.field_values(out.nprint, "ipv4_src") & 0xFF,
                          layout.field_values(out.nprint, "icmp_type"), strict=True))
     assert [by_source[i + 1] for i in range(len(kept))] == [t for t, _ in kept]
-    assert [by_source[len(kept) + i + 1] for i in range(len(short))] == [8, 8]
+    assert [by_source[len(kept) + i + 1] for i in range(len(short))] == [8, 8, 8]
     report = json.loads((tmp_path / "pcaps" / "repair_report.json").read_text())
     changed = {f["flow_id"]: f["bits_changed_total"] for f in report["flows"]}
     assert sum(1 for v in changed.values() if v) == len(short), changed

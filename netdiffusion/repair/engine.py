@@ -148,11 +148,12 @@ OPTION_SHAPES = {
 HEADER_LENGTH_FIELD = {"ipv4": "ipv4_hl", "tcp": "tcp_doff"}
 # ICMP type -> valid codes for types whose body needs nothing beyond the 8-byte header, or
 # fixed fields any bytes fill (ICMP_BODY_BYTES_V4), or the quote repair writes (ICMP_ERRORS_V4):
-# echo, the errors, router solicitation (RFC 1256), timestamp, information and address mask
-# request / reply (RFC 792, 950). Router advertisements are not: their body must hold the
-# number of address entries the header announces
+# echo, the errors, router advertisement and solicitation (RFC 1256: an advertisement's body
+# must hold the address entries its header announces, ICMP_ROUTER_ADVERTISEMENT), timestamp,
+# information and address mask request / reply (RFC 792, 950)
 ICMP_TYPES_V4 = {0: (0,), 8: (0,), 3: tuple(range(16)), 4: (0,), 5: (0, 1, 2, 3), 11: (0, 1), 12: (0, 1, 2),
-                 10: (0,), 13: (0,), 14: (0,), 15: (0,), 16: (0,), 17: (0,), 18: (0,)}
+                 9: (0, 16), 10: (0,), 13: (0,), 14: (0,), 15: (0,), 16: (0,), 17: (0,), 18: (0,)}
+ICMP_ROUTER_ADVERTISEMENT = 9
 # the body bytes a type's fixed fields take (three timestamps, an address mask): tshark reads a
 # shorter one as malformed
 ICMP_BODY_BYTES_V4 = {13: 12, 14: 12, 17: 4, 18: 4}
@@ -949,6 +950,11 @@ class Repairer:
                 known &= ~(np.isin(typ, ICMP_ERRORS_V4) & (self.payload[rows] < ICMP_QUOTE_BYTES))
                 for t_, size in ICMP_BODY_BYTES_V4.items():
                     known &= ~((typ == t_) & (self.payload[rows] < size))
+                advert = np.flatnonzero(known & (typ == ICMP_ROUTER_ADVERTISEMENT))
+                if len(advert):  # addresses (first byte) x entry size in words (second byte)
+                    roh = self._get("icmp_roh", rows[advert])
+                    entries = 4 * (roh >> 24) * ((roh >> 16) & 0xFF)
+                    known[advert[(roh < 0) | (self.payload[rows[advert]] < entries)]] = False
             new_t[sel & ~known] = req  # direction is not known yet; requests are always valid
             for t_, codes in table.items():
                 bad_code = sel & (new_t == t_) & ~np.isin(code, codes)
