@@ -160,6 +160,10 @@ ICMP_BODY_BYTES_V4 = {13: 12, 14: 12, 17: 4, 18: 4}
 # error messages quote the offending datagram: repair writes a minimal IPv4+UDP quote (28 bytes)
 ICMP_ERRORS_V4 = (3, 4, 5, 11, 12)
 ICMP_QUOTE_BYTES = 28
+# per v4 type (0-255), the payload bytes its body needs (an advertisement's depends on its header)
+_ICMP_MIN_BODY_V4 = np.zeros(256, dtype=np.int64)
+_ICMP_MIN_BODY_V4[list(ICMP_ERRORS_V4)] = ICMP_QUOTE_BYTES
+_ICMP_MIN_BODY_V4[list(ICMP_BODY_BYTES_V4)] = list(ICMP_BODY_BYTES_V4.values())
 ICMP_TYPES_V6 = {128: (0,), 129: (0,)}
 
 Arr = np.ndarray
@@ -946,15 +950,13 @@ class Repairer:
         for is6, table, req in ((False, ICMP_TYPES_V4, 8), (True, ICMP_TYPES_V6, 128)):
             sel = v6 == is6
             known = np.isin(typ, list(table)) & sel
-            if not is6:
-                known &= ~(np.isin(typ, ICMP_ERRORS_V4) & (self.payload[rows] < ICMP_QUOTE_BYTES))
-                for t_, size in ICMP_BODY_BYTES_V4.items():
-                    known &= ~((typ == t_) & (self.payload[rows] < size))
+            if not is6:  # the body the type needs must fit in the payload
+                need = _ICMP_MIN_BODY_V4[np.clip(typ, 0, 255)]
                 advert = np.flatnonzero(known & (typ == ICMP_ROUTER_ADVERTISEMENT))
                 if len(advert):  # addresses (first byte) x entry size in words (second byte)
                     roh = self._get("icmp_roh", rows[advert])
-                    entries = 4 * (roh >> 24) * ((roh >> 16) & 0xFF)
-                    known[advert[(roh < 0) | (self.payload[rows[advert]] < entries)]] = False
+                    need[advert] = np.where(roh < 0, np.iinfo(np.int64).max, 4 * (roh >> 24) * ((roh >> 16) & 0xFF))
+                known &= self.payload[rows] >= need
             new_t[sel & ~known] = req  # direction is not known yet; requests are always valid
             for t_, codes in table.items():
                 bad_code = sel & (new_t == t_) & ~np.isin(code, codes)
