@@ -1452,6 +1452,50 @@ def test_multipath_options_are_kept_by_their_subtypes_lengths_and_cut_otherwise(
     assert validate_dir(tmp_path / "pcaps", progress=False, tcpreplay=False)["failed"] == []
 
 
+def test_multipath_keys_leave_a_connection_whose_first_multipath_option_named_no_token(tmp_path: Path) -> None:
+    """Regression (QA on tcpdump 4.99's test captures, session 24): in mptcp-v0.pcap at 2% and 10%
+    corruption the handshake's MP_CAPABLE options were cut, the connection went on with DSS
+    options, and a corrupted DSS became an MP_CAPABLE with both keys (20 bytes, a well-formed
+    length). tshark 4.0 then fails an assertion ("Dissector bug, protocol MPTCP"): a malformed
+    packet. Keys (MP_CAPABLE of 12 bytes or more, MP_JOIN's SYN token) now leave a connection
+    whose first Multipath option named no token; the rest of the flow stays as it was."""
+    from netdiffusion.validate import validate_dir
+    from tests.tcp_sessions import tcp_packet
+
+    def mp(subtype_byte: int, rest: bytes) -> tuple[int, bytes]:
+        return (30, bytes([subtype_byte]) + rest)
+
+    c, s = ("10.0.0.1", 4000), ("10.0.0.2", 80)
+    dss = [("NOP", None), ("NOP", None), mp(0x20, b"\x01" + bytes(4))]  # DSS: a 4-byte data ACK
+    keys = mp(0x00, b"\x81" + bytes(range(16)))  # MP_CAPABLE v0 with both keys (a third ACK's)
+    join = mp(0x10, b"\x01" + bytes(range(1, 9)))  # MP_JOIN's SYN: address id, token, nonce
+    pkts = [tcp_packet(c, s, "S", 100, 0, options=[("MSS", 1460)]),
+            tcp_packet(s, c, "SA", 900, 101, options=[("MSS", 1460)]),
+            tcp_packet(c, s, "A", 101, 901)]
+    for i, extra in enumerate([None, keys, None, join, None]):
+        opts = dss if extra is None else [*dss, extra]
+        pkts.append(tcp_packet(c, s, "PA", 101 + 10 * i, 901, 10, options=opts))
+        pkts.append(tcp_packet(s, c, "A", 901, 111 + 10 * i, options=dss))
+    (tmp_path / "cap" / "x").mkdir(parents=True)
+    layout, packets = _encoded_flow(tmp_path / "cap" / "x", pkts)
+    before = validate_dir(tmp_path / "cap", progress=False, tcpreplay=False)["totals"]
+    assert before["malformed"] == 2  # the capture as built: tshark asserts on both keys
+
+    out = repair_packets(layout, packets, RepairConfig())
+    changed = {r: int(v.sum()) for r, v in out["result"].bits.items() if v.any() and r != "l4_checksum"}
+    # the options, and the lengths and IP checksum of the shorter header
+    assert set(changed) == {"tcp_options", "lengths", "ipv4_checksum"}, changed
+    bits = out["result"].bits
+    rows = list(np.flatnonzero(sum(v for rule, v in bits.items() if rule != "l4_checksum")))
+    assert rows == [5, 9]  # the two data segments with a key, nothing else
+    r = out["packets"].nprint
+    assert list(layout.field_values(packets.nprint, "tcp_doff")[rows]) == [13, 11]  # + 20 and 12 bytes
+    assert list(layout.field_values(r, "tcp_doff")[rows]) == [8, 8]  # NOP NOP DSS (10 bytes) + EOL padding
+    assert list(layout.field_values(r, "ipv4_tl")[rows]) == [20 + 32 + 10] * 2  # the payload stayed
+    repair_dataset(tmp_path / "cap" / "x" / "ds", tmp_path / "pcaps", progress=False)
+    assert validate_dir(tmp_path / "pcaps", progress=False, tcpreplay=False)["failed"] == []
+
+
 def test_tcp_fast_open_data_on_the_syn_is_kept_where_the_syn_ack_acknowledges_it(tmp_path: Path) -> None:
     """Regression (QA, Linux TCP Fast Open captured by scripts/netns_traffic.py): the client's SYN
     carries its request and the SYN-ACK acknowledges ISN + 1 + its length. Repair cleared the SYN's

@@ -1260,7 +1260,7 @@ class Repairer:
         self._put_many("tcp_flags", ["tcp_syn", "tcp_fin", "tcp_rst", "tcp_ackf", "tcp_urg", "tcp_urp"], t,
                        np.stack([syn, fin, rst, ackf, urg, urp], axis=1))  # one pass
         self.payload[t] = payload
-        self._tcp_options(t, syn, phase_c)
+        self._tcp_options(t, ft, syn)
         self._tcp_seq_ack(t, ft, dt, og, seq, syn, fin, rst, ackf, payload, phase_c, synack)
 
     def _tcp_seq_ack(self, t: Arr, ft: Arr, dt: Arr, og: Arr, seq: Arr, syn: Arr, fin: Arr, rst: Arr, ackf: Arr,
@@ -1413,17 +1413,20 @@ class Repairer:
             self.opt_data["tcp"][self._tcp_order] = data
         self.opt_len["tcp"][t] = length
 
-    def _tcp_options(self, t: np.ndarray, syn: np.ndarray, phase_c: np.ndarray) -> None:
+    def _tcp_options(self, t: np.ndarray, ft: np.ndarray, syn: np.ndarray) -> None:
         """SYN-only options leave other segments (the header shrinks; see
-        :func:`tcp.tcp_option_rules`); window scale at most 14. The payload stays: it was read
-        against the header the row came with (:meth:`payload_lengths`)."""
+        :func:`tcp.tcp_option_rules`); window scale at most 14; Multipath TCP keys only where the
+        connection's first Multipath option named its token (:func:`tcp.tcp_mptcp_token_rules`;
+        ``ft``: the connection of each row). The payload stays: it was read against the header
+        the row came with (:meth:`payload_lengths`)."""
         syn_only = [(k, lo) for k, (lo, _hi, only) in TCP_OPTIONS.items() if only]
         kind, data = self._tcp_option_table()
         data, length, moved = T.tcp_option_rules(kind, data, self.opt_len["tcp"][t], syn,
                                                  np.array([k for k, _ in syn_only], dtype=np.int64),
                                                  np.array([lo for _, lo in syn_only], dtype=np.int64),
                                                  TCP_WSCALE, 2, TCP_MAX_WSCALE)
-        self._keep_tcp_options("tcp_options", t, kind, data, length, moved)
+        data, length, moved_mptcp = T.tcp_mptcp_token_rules(kind, data, length, ft, self.nflows, MPTCP)
+        self._keep_tcp_options("tcp_options", t, kind, data, length, moved | moved_mptcp)
 
     def _tcp_sack(self, t: Arr, ackf: Arr, ack: Arr) -> None:
         """SACK blocks a receiver could have sent, against the repaired numbers

@@ -1692,6 +1692,53 @@ def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, 
 
 
 @kernel
+def tcp_mptcp_token_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, conn: np.ndarray,
+                          nconn: int, mptcp: int) -> tuple:
+    """Multipath TCP options that name a connection's token (MP_CAPABLE with a key, 12 bytes or
+    more; MP_JOIN on a SYN, 12 bytes) leave a connection whose first Multipath option named none
+    (a DSS, ADD_ADDR, ... or a later MP_JOIN: the connection went on without the handshake's
+    token). Rows in time order per connection (``conn``, ``nconn`` of them); ``length``: each
+    row's option bytes. Returns the new option bytes, lengths (``kind_at`` updated in place) and
+    which rows changed.
+
+    RFC 8684 sends keys only on the handshake (and v1's first data segment), so in such a
+    connection they are noise; tshark 4.0 asserts there ("Dissector bug ... packet-tcp.c: failed
+    assertion", a malformed packet: it made the analysis without a token and finds no direction
+    to give this one). Found in tcpdump's mptcp-v0.pcap at 2% corruption: the handshake's
+    MP_CAPABLE options were cut, then a corrupted DSS read as an MP_CAPABLE. A removed option
+    becomes NOPs, compacted as in :func:`tcp_option_rules`."""
+    data = data.copy()
+    length = length.copy()
+    nb = kind_at.shape[1]
+    moved = np.zeros(kind_at.shape[0], np.bool_)
+    out = np.zeros(nb, np.uint8)
+    kinds = np.full(nb, -1, np.int16)
+    state = np.zeros(nconn, np.int8)  # 0: no Multipath option yet, 1: without a token, 2: with one
+    for r in range(kind_at.shape[0]):
+        c = conn[r]
+        removed = False
+        for p in range(min(length[r], nb)):
+            if kind_at[r, p] != mptcp or p + 2 >= nb:
+                continue
+            size = np.int64(data[r, p + 1])
+            subtype = np.int64(data[r, p + 2]) >> 4
+            names_token = (subtype == 0 and size >= 12) or (subtype == 1 and size == 12)
+            if names_token and state[c] == 1:
+                for q in range(size):
+                    data[r, p + q] = 1
+                kind_at[r, p] = 1
+                removed = True
+            elif names_token:
+                state[c] = 2
+            elif state[c] == 0 and subtype >= 1:  # (MP_CAPABLE without a key names nothing yet)
+                state[c] = 1
+        if removed:
+            moved[r] = True
+            length[r] = _compact_options(kind_at, data, length[r], r, out, kinds)
+    return data, length, moved
+
+
+@kernel
 def _word(data: np.ndarray, r: int, p: int) -> int:
     """The big-endian 32-bit word at bytes ``p:p + 4`` of row ``r``."""
     v = 0
