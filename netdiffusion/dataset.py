@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 FIELDS_FILE = "fields.json"
 SUMMARY_FILE = "summary.json"
+# the longest flow whose timestamps (ns since its first packet) are taken as a clock: ten years.
+# Beyond is a broken clock (fuzzed captures hold offsets of 9.2e18 ns); the pcap format's
+# seconds (uint32) end in 2106, and written flows start in 2024
+MAX_FLOW_SPAN_NS = 10 * 365 * 86_400 * 1_000_000_000
 
 META_COLUMNS: tuple[str, ...] = (
     "flow_id", "label", "macro", "packet_index", "timestamp", "direction", "wire_length", "source", "frame",

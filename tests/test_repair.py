@@ -134,6 +134,43 @@ def test_random_rows_become_consistent_flows(small_dataset: Path) -> None:
     assert np.array_equal(sizes[v6], layout.field_values(m[v6], "ipv6_len") + 40)
 
 
+def test_a_broken_clock_gets_generated_timestamps_and_leaves_the_other_flows_alone(small_dataset: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Regression (QA on tcpdump 4.99's test captures cut into 16-packet windows, session 24):
+    fuzzed captures hold packets 9.2e18 ns after their flow's first (or before it). The grouped
+    running maximum shifted each flow's values by a multiple of their span, which overflowed:
+    other flows' timestamps came out negative and repair stopped with "timestamps must be >= 0".
+    A flow whose clock is broken (an offset past ten years, or negative) gets generated timestamps;
+    the others keep theirs."""
+    layout = read_layout(small_dataset)
+    packets = random_packets(layout, flows=4, packets=6, seed=5)
+    fid = packets.flow_id.astype(str)
+    index = packets.packet_index.astype(np.int64)
+    broken = fid == np.unique(fid)[1]  # 0, 9.2e18, 0, 9.2e18, ... ns (tcpdump's fuzzed smb capture)
+    ts = np.where(broken, (index % 2) * 9_218_641_673_709_799_066, index * 1_000_000)
+    packets = Packets(**{**packets.__dict__, "timestamp": ts})
+    write_fields(tmp_path / "ds", layout)
+    write_shard(packets, tmp_path / "ds" / "part.parquet")
+    repair_dataset(tmp_path / "ds", tmp_path / "pcaps", progress=False, dataset_output=tmp_path / "out")
+    report = json.loads((tmp_path / "pcaps" / "repair_report.json").read_text())
+    generated = {f["flow_id"]: f["timestamps_generated"] for f in report["flows"]}
+    assert generated == {f: f == np.unique(fid)[1] for f in np.unique(fid)}
+    out = read_packets(tmp_path / "out")
+    for f in np.unique(fid):
+        sel = out.flow_id.astype(str) == f
+        got = out.timestamp[sel][np.argsort(out.packet_index[sel])]
+        if f != np.unique(fid)[1]:
+            assert list(got) == [k * 1_000_000 for k in range(6)]
+        else:
+            assert got[0] == 0 and (np.diff(got) >= 0).all() and got[-1] < 10**12
+    # and the pcaps carry the times: 2024-01-01 on, in order
+    from scapy.utils import rdpcap
+
+    for path in sorted((tmp_path / "pcaps").rglob("*.pcap")):
+        times = [float(p.time) for p in rdpcap(str(path))]
+        assert times == sorted(times) and 1_704_067_200 <= times[0] < 1_704_067_300
+
+
 @pytest.mark.parametrize("stack", ["flow", "packet"])
 def test_the_stack_repair_reports_is_the_headers_its_rows_carry(small_dataset: Path, stack: str) -> None:
     """The packet bytes are built from ``RepairResult.headers`` (no second pass over the rows to

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from netdiffusion.dataset import (
+    MAX_FLOW_SPAN_NS,
     Packets,
     concat_shards,
     only_flows,
@@ -203,9 +204,15 @@ def timing_stats(flows: FlowSet) -> dict:
     iat_all = np.diff(flows.timestamp, prepend=0)
     dir_change = np.r_[False, flows.direction[1:] != flows.direction[:-1]]
     row_class = np.repeat(flows.class_index, flows.lengths)
+    # a flow whose clock is broken (an offset below 0 or past MAX_FLOW_SPAN_NS: fuzzed captures)
+    # adds no inter-arrival time: its differences wrapped around int64 into ~1e19 ns gaps
+    ts = flows.timestamp
+    broken_row = (ts < 0) | (ts > MAX_FLOW_SPAN_NS)
+    flow_of_row = np.repeat(np.arange(len(flows.lengths)), flows.lengths)
+    broken = (np.bincount(flow_of_row, weights=broken_row, minlength=len(flows.lengths)) > 0)[flow_of_row]
     for ci, name in enumerate(flows.classes):
         rows = row_class == ci
-        iat = iat_all[rows & ~first]
+        iat = iat_all[rows & ~first & ~broken]
         iat = np.clip(iat, 0, None)
         direction = flows.direction[rows]
         changes = dir_change[rows & ~first]

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from netdiffusion import bitwords as W
+from netdiffusion.dataset import MAX_FLOW_SPAN_NS
 from netdiffusion.fields import (
     ABSENT,
     HEADERS,
@@ -1497,11 +1498,16 @@ class Repairer:
         self._put("ipv4_checksum", "ipv4_cksum", rows, ipv4_header_checksums(self.layout, self.m, rows))
 
     def timestamps(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Non-decreasing ns offsets from the flow start; generated when the column is unusable."""
+        """Non-decreasing ns offsets from the flow start; generated when the column is unusable:
+        negative, all zero, or a packet later than :data:`MAX_FLOW_SPAN_NS` after the flow's first
+        (a broken clock: fuzzed captures hold offsets of 9.2e18 ns, which overflowed the pcap's
+        time and stopped the run)."""
         ts = np.asarray(ts, dtype=np.int64).copy()
         fl = self.flow
         counts = np.bincount(fl, minlength=self.nflows)
-        neg = np.bincount(fl, weights=(ts < 0), minlength=self.nflows) > 0
+        with np.errstate(over="ignore"):  # (a negative flow's offsets may wrap: it is generated anyway)
+            late = (ts - G.first_value(ts, fl) > MAX_FLOW_SPAN_NS) if len(ts) else ts > 0
+        neg = np.bincount(fl, weights=(ts < 0) | late, minlength=self.nflows) > 0
         nonzero = np.bincount(fl, weights=(ts > 0), minlength=self.nflows) > 0
         gen_flow = neg | (~nonzero & (counts > 1))
         gen = gen_flow[fl]
