@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from netdiffusion.dataset import Packets, dataset_layout, read_shard_or_skip, readable_shard_paths, write_json
+from netdiffusion.dataset import (
+    MAX_FLOW_SPAN_NS,
+    Packets,
+    dataset_layout,
+    read_shard_or_skip,
+    readable_shard_paths,
+    write_json,
+)
 from netdiffusion.names import file_name
 from netdiffusion.packets import build_ip_packets
 from netdiffusion.pcap.writer import LINKTYPE_ETHERNET, ethernet_frames, write_pcap
@@ -49,7 +56,9 @@ def write_flow(layout, flow: Packets, path: Path) -> int:
     if not keep.all():
         ip_packets = [p for p, k in zip(ip_packets, keep, strict=True) if k]
     frames = ethernet_frames(ip_packets, flow.direction[keep])
-    ts = BASE_EPOCH_NS + np.maximum(flow.timestamp[keep].astype(np.int64), -BASE_EPOCH_NS)
+    # a broken clock (fuzzed captures: offsets of -6.8e18 or 9.2e18 ns) is held to what a pcap can
+    # say: from 1970 to ten years after 2024 (past that, BASE_EPOCH_NS + offset overflowed int64)
+    ts = BASE_EPOCH_NS + np.clip(flow.timestamp[keep].astype(np.int64), -BASE_EPOCH_NS, MAX_FLOW_SPAN_NS)
     write_pcap(path, frames, ts, LINKTYPE_ETHERNET)
     return len(frames)
 

@@ -123,3 +123,26 @@ def test_a_decode_into_a_folder_with_other_pcaps_says_so(small_dataset: Path, tm
     summary = decode_dataset(small_dataset, tmp_path / "out")
     assert summary["other_pcaps_in_output"] == 1 and "not written by this decode" in caplog.text
     assert decode_dataset(small_dataset, tmp_path / "out")["other_pcaps_in_output"] == 1
+
+
+def test_a_broken_clock_is_decoded_within_what_a_pcap_can_hold(small_dataset: Path, tmp_path: Path) -> None:
+    """Regression (QA on tcpdump 4.99's fuzzed captures, session 24): a flow whose packets lie
+    9.2e18 ns after its first overflowed int64 at 2024-01-01 + offset, and the decode stopped. Such
+    times are held to ten years after the flow's start (and 1970 for negative ones); the headers
+    decode as always."""
+    from netdiffusion.dataset import MAX_FLOW_SPAN_NS, Packets, read_layout, write_fields, write_shard
+
+    packets = read_packets(small_dataset)
+    flow = packets.take(np.flatnonzero(packets.flow_id == packets.flow_id[0]))
+    assert len(flow) >= 3
+    ts = np.zeros(len(flow), dtype=np.int64)
+    ts[1], ts[2] = 9_218_641_673_709_799_066, -6_797_031_349_329_019_464
+    write_fields(tmp_path / "in", read_layout(small_dataset))
+    write_shard(Packets(**{**flow.__dict__, "timestamp": ts}), tmp_path / "in" / "part-0.parquet")
+    summary = decode_dataset(tmp_path / "in", tmp_path / "out")
+    assert summary["flows"] == 1 and summary["packets"] == len(flow)
+    path = flow_pcap_path(tmp_path / "out", flow.label[0], flow.flow_id[0])
+    from scapy.utils import rdpcap
+
+    times = [int(round(float(p.time))) for p in rdpcap(str(path))[:3]]
+    assert times == [BASE_EPOCH_NS // 10**9, (BASE_EPOCH_NS + MAX_FLOW_SPAN_NS) // 10**9, 0]
