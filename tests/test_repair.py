@@ -2916,3 +2916,46 @@ def test_real_icmp_queries_beyond_echo_are_left_as_captured(tmp_path: Path) -> N
     assert sum(1 for v in changed.values() if v) == len(short), changed
     result = validate_dir(tmp_path / "pcaps", progress=False, tcpreplay=False)
     assert result["totals"]["files_failed"] == 0 and result["totals"]["malformed"] == 0, result["totals"]
+
+
+@pytest.mark.parametrize("scan", ["fin", "null", "xmas", "fin_filtered", "null_twice"])
+def test_port_scan_probes_keep_their_flags(tmp_path: Path, scan: str) -> None:
+    """Regression (session 24, scans as nmap sends them, built with scapy): a FIN, NULL or Xmas
+    probe (no handshake, no ACK; Xmas: FIN, PSH and URG with urgent pointer 0), answered by an
+    RST-ACK (closed port) or not at all (filtered), or sent twice. tshark reads these without a
+    remark, but repair set ACK on every probe and cleared the Xmas URG: real scan traffic, which
+    security teams synthesize, changed. A connection without a handshake whose client sends only
+    empty segments without SYN or RST, answered by RSTs alone, keeps the client's flags."""
+    from netdiffusion.validate import validate_dir
+    from tests.tcp_sessions import CLIENT, SERVER, repaired_capture
+    from tests.tcp_sessions import tcp_packet as pkt
+
+    flags = {"fin": "F", "null": "", "xmas": "FPU", "fin_filtered": "F", "null_twice": ""}[scan]
+    probe = pkt(CLIENT, SERVER, flags, 1_000_000, 0)
+    packets = [probe] if scan == "fin_filtered" else [probe, probe.copy()] if scan == "null_twice" else [probe]
+    if scan != "fin_filtered":
+        packets.append(pkt(SERVER, CLIENT, "RA", 0, 1_000_000 + ("F" in flags)))
+    (tmp_path / "orig").mkdir()
+    from scapy.utils import wrpcap
+
+    wrpcap(str(tmp_path / "orig" / "scan.pcap"), packets)
+    assert validate_dir(tmp_path / "orig", progress=False, tcpreplay=False)["totals"]["files_failed"] == 0
+    changed, rows, layout = repaired_capture(tmp_path / "repair", packets, gap=0.2)
+    assert not changed, changed
+    assert layout.field_values(rows, "tcp_ackf")[0] == 0
+    assert layout.field_values(rows, "tcp_urg")[0] == (scan == "xmas")
+    result = validate_dir(tmp_path / "repair" / "pcaps", progress=False, tcpreplay=False)
+    assert result["totals"]["files_failed"] == 0, result["files"][0]
+
+
+def test_a_flow_with_a_handshake_or_server_data_gets_its_lost_ack_bits_back(tmp_path: Path) -> None:
+    """The probe rule above is narrow: once the server answers with anything but an RST (here
+    data), the client's rows without ACK (a model's lost bits) are no probes and get ACK."""
+    from tests.tcp_sessions import CLIENT, SERVER, repaired_capture
+    from tests.tcp_sessions import tcp_packet as pkt
+
+    packets = [pkt(CLIENT, SERVER, "", 1_000_000, 500_001), pkt(SERVER, CLIENT, "PA", 500_001, 1_000_000, 10),
+               pkt(CLIENT, SERVER, "F", 1_000_000, 500_011)]
+    changed, rows, layout = repaired_capture(tmp_path, packets, gap=0.2)
+    assert list(layout.field_values(rows, "tcp_ackf")) == [1, 1, 1]
+    assert changed.get("tcp_flags") == 2, changed

@@ -292,6 +292,19 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
             sa_c[c] = syn0[i] == 1 and ack0[i] == 1
         if dt[i] == 1:
             silent[c] = False
+    # probes (port scans: nmap's FIN, NULL and Xmas scans): a connection without a handshake whose
+    # client sends only empty segments without SYN or RST, answered by RSTs alone (or not at all).
+    # Their flags are the scan's: the client's rows keep a missing ACK bit (and the Xmas scan's URG
+    # with urgent pointer 0); before, repair set ACK on every such probe and cleared the Xmas URG,
+    # changing real scan traffic that tshark reads without a remark (session 24)
+    probe = ~hs_c & ~sa_c
+    for i in range(n):
+        c = ft[i]
+        if dt[i] == 1:
+            if not (rst0[i] == 1 and syn0[i] != 1 and fin0[i] != 1 and payload[i] == 0):
+                probe[c] = False
+        elif syn0[i] == 1 or rst0[i] == 1 or payload[i] != 0:
+            probe[c] = False
     phase_c = np.zeros(n, np.bool_)
     phase_s = np.zeros(n, np.bool_)
     synack_first = np.zeros(n, np.bool_)
@@ -473,6 +486,10 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         if urg0[i] == 1 and urp0[i] > 0 and urp0[i] <= pay[i]:
             urg[i] = 1
             urp[i] = urp0[i]
+        if probe[ft[i]] and dt[i] == 0:
+            ackf[i] = 1 if ack0[i] == 1 else 0
+            if urg0[i] == 1 and urp0[i] == 0:
+                urg[i] = 1
     return syn, fin, rst, ackf, urg, urp, pay, phase_c, synack, og
 
 
