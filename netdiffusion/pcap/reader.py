@@ -283,6 +283,10 @@ def _pcap_records(chunks: _Chunks) -> Iterator[RecordBatch]:
 # -- pcapng ----------------------------------------------------------------------------------------
 
 _EPB, _SPB, _OPB, _IDB, _SHB = 6, 3, 2, 1, 0x0A0D0D0A
+# blocks Wireshark (4.0) shows as frames though they hold no packet: custom blocks (copyable or
+# not), systemd journal entries and sysdig events. They count in the ``frame`` numbers, which
+# follow Wireshark's (wiretap/pcapng.c: the blocks it returns as records)
+_FRAME_ONLY_BLOCKS = frozenset({0x00000BAD, 0x40000BAD, 0x00000009, 0x00000204, 0x00000216, 0x00000221})
 
 
 def _tsresol_ns(code: int) -> tuple[int, int]:
@@ -321,6 +325,7 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
     interfaces: list[tuple[int, int, int, int]] = []
     base = 0  # index of the current section's interface 0
     frame = 1
+    packets = 0
     seen_shb = False
     while True:
         if not chunks.eof:
@@ -328,8 +333,9 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
         buf = chunks.buf
         end = len(buf)
         pos = 0
-        # frame start, caplen, wirelen, ts_hi, ts_lo, interface (global index), has timestamp
-        recs: list[tuple[int, int, int, int, int, int, int]] = []
+        # frame start, caplen, wirelen, ts_hi, ts_lo, interface (global index), has timestamp, frame
+        recs: list[tuple[int, int, int, int, int, int, int, int]] = []
+        frame_at = frame  # the frame number of the next block Wireshark shows as a frame
         while pos + 12 <= end:
             if buf[pos:pos + 4] == PCAPNG_SHB:
                 if pos + 12 > end:
@@ -343,7 +349,7 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
                     raise CaptureError(f"pcapng section header with bad byte-order magic {bom.hex()}")
             btype, blen = struct.unpack_from(order + "II", buf, pos)
             if blen < 12 or blen % 4 or blen > MAX_RECORD:
-                raise CaptureError(f"pcapng block at record {frame + len(recs)}: bad block length {blen}")
+                raise CaptureError(f"pcapng block at record {frame_at}: bad block length {blen}")
             if pos + blen > end:
                 break
             if btype == _SHB:
@@ -374,17 +380,21 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
                 else:
                     ifc, _drops, hi, lo, cap, wire = struct.unpack_from(order + "HHIIII", buf, pos + 8)
                 if ifc >= len(interfaces) - base:
-                    raise CaptureError(f"record {frame + len(recs)}: unknown interface {ifc}")
+                    raise CaptureError(f"record {frame_at}: unknown interface {ifc}")
                 if 28 + cap > blen - 4:
-                    raise CaptureError(f"record {frame + len(recs)}: captured length {cap} exceeds its block")
-                recs.append((pos + 28, cap, wire, hi, lo, base + ifc, 1))
+                    raise CaptureError(f"record {frame_at}: captured length {cap} exceeds its block")
+                recs.append((pos + 28, cap, wire, hi, lo, base + ifc, 1, frame_at))
+                frame_at += 1
             elif btype == _SPB:
                 if len(interfaces) == base:
-                    raise CaptureError(f"record {frame + len(recs)}: simple packet block before any interface")
+                    raise CaptureError(f"record {frame_at}: simple packet block before any interface")
                 (wire,) = struct.unpack_from(order + "I", buf, pos + 8)
                 snap = interfaces[base][1] or wire
                 cap = min(wire, snap, blen - 16)
-                recs.append((pos + 12, cap, wire, 0, 0, base, 0))
+                recs.append((pos + 12, cap, wire, 0, 0, base, 0, frame_at))
+                frame_at += 1
+            elif btype in _FRAME_ONLY_BLOCKS:
+                frame_at += 1
             pos += blen
         if recs:
             arr = np.asarray(recs, dtype=np.int64)
@@ -404,15 +414,16 @@ def _pcapng_records(chunks: _Chunks) -> Iterator[RecordBatch]:
                 wirelen=arr[:, 2],
                 ts_ns=ts,
                 linktype=info[ifc_idx, 0],
-                frame=np.arange(frame, frame + n, dtype=np.int64),
+                frame=arr[:, 7].copy(),
             )
-            frame += n
+            packets += n
+        frame = frame_at
         chunks.buf = buf[pos:]
         if chunks.eof:
             if chunks.buf:
                 raise TruncatedCapture(f"record {frame}: cut short ({len(chunks.buf)} trailing bytes; "
                                        "file truncated)")
-            if frame == 1:
+            if packets == 0:
                 raise CaptureError("no packets")
             return
         if not recs and len(chunks.buf) >= chunks.chunk_bytes:
