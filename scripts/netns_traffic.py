@@ -24,6 +24,9 @@ Scenarios (each a few hundred packets or less; sizes seeded):
   halfclose the client sends and closes its side first; the server answers after the FIN
   lossy     downloads through a token bucket that drops bursts (real loss, SACK recovery)
   v6        over IPv6: Fast Open with ECN, refused ports, UDP, ICMPv6 port unreachable
+  scan      port scan probes as nmap sends them (SYN, FIN, NULL, Xmas, ACK, Maimon, SYN+FIN+PSH+URG)
+            to an open and a closed port, from a raw socket; the kernels answer (RST-ACKs, a
+            SYN-ACK the client's kernel resets, silence)
 
 Prints a JSON summary (packets captured and dropped by the kernel per scenario); exit status 2
 without root or tools.
@@ -50,7 +53,7 @@ SERVER_V4, CLIENT_V4 = "10.77.0.2", "10.77.0.1"
 SERVER_V6, CLIENT_V6 = "fd00:77::2", "fd00:77::1"
 PORT, UDP_PORT = 9000, 40404
 SCENARIOS = ("http", "http_v6", "ipopts", "ecn", "nots", "upload", "chat", "refused", "udp", "ping", "zero",
-             "fastopen", "halfclose", "lossy", "v6")
+             "fastopen", "halfclose", "lossy", "v6", "scan")
 CONNECTIONS = {"http": 8, "http_v6": 4, "ipopts": 4, "ecn": 4, "nots": 4, "upload": 3, "chat": 2, "zero": 1,
                "fastopen": 4, "halfclose": 3, "lossy": 3, "v6": 4}
 SYSCTLS = {"ecn": ["net.ipv4.tcp_ecn=1"], "fastopen": ["net.ipv4.tcp_fastopen=3"],
@@ -70,8 +73,18 @@ def _recv_exactly(conn: socket.socket, n: int) -> int:
     return got
 
 
+# TCP flags of each scan probe (nmap -sS, -sF, -sN, -sX, -sA, -sM; OS detection's T3)
+SCAN_PROBES = {"syn": 0x02, "fin": 0x01, "null": 0x00, "xmas": 0x29, "ack": 0x10, "maimon": 0x11, "t3": 0x2B}
+
+
 def _serve(scenario: str) -> None:
     """Answer ``CONNECTIONS[scenario]`` connections (or datagrams for 20 s), then exit."""
+    if scenario == "scan":  # an open port that accepts nothing: the scan's probes meet a listener
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((SERVER_V4, PORT))
+        sock.listen(8)
+        time.sleep(4)
+        return
     if scenario == "udp":
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind((SERVER_V4, UDP_PORT))
@@ -167,9 +180,31 @@ def _checksum(data: bytes) -> int:
     return ~(total + (total >> 16)) & 0xFFFF
 
 
+def _scan() -> None:
+    """One probe per kind and port (open ``PORT``, closed ``PORT + 1``), each from its own source
+    port, TCP header built here (checksum over the pseudo header), IP header by the kernel."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    src, dst = socket.inet_aton(CLIENT_V4), socket.inet_aton(SERVER_V4)
+    sport = 41000
+    for name, flags in SCAN_PROBES.items():
+        for dport in (PORT, PORT + 1):
+            sport += 1
+            seq = random.Random(f"scan-{name}-{dport}").getrandbits(32)
+            ack = seq ^ 0x5A5A5A5A if flags & 0x10 else 0
+            header = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 1024, 0, 0)
+            pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header))
+            header = header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:]
+            raw.sendto(header, (SERVER_V4, 0))
+            time.sleep(0.05)
+    time.sleep(0.5)
+
+
 def _client(scenario: str) -> None:
     rng = random.Random(f"netns-{scenario}")
     v4 = socket.AF_INET
+    if scenario == "scan":
+        _scan()
+        return
     if scenario == "lossy":
         for _ in range(CONNECTIONS[scenario]):
             _download(_connect(v4, SERVER_V4), rng.randint(200000, 500000))
