@@ -141,3 +141,33 @@ def test_real_lossy_downloads_keep_every_byte_acknowledged(repo_root: Path, tmp_
     assert len(left) >= 5 and not any(left.values()), left
     result = validate_dir(tmp_path / "repaired", tcpreplay=False, progress=False)["totals"]
     assert result["files_failed"] == 0, result
+
+
+@pytest.mark.slow
+def test_real_port_scans_are_left_as_captured(repo_root: Path, tmp_path: Path) -> None:
+    """nmap's probes sent from a raw socket to an open and a closed port, and what the Linux
+    kernels answer (RST-ACKs, a SYN-ACK that the prober's kernel resets, silence): every probe but
+    OS detection's T3 (SYN + FIN + PSH + URG, see docs/repair.md) is left as it is, flags
+    included (before session 24, FIN, NULL and Xmas probes got ACK and the Xmas probe lost URG),
+    and the repaired pcaps validate and replay."""
+    proc = subprocess.run([sys.executable, str(repo_root / "scripts" / "netns_traffic.py"), str(tmp_path / "pcaps"),
+                           "--scenarios", "scan"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    encode_paths([tmp_path / "pcaps"], tmp_path / "ds", manifest=tmp_path / "pcaps" / "manifest.csv", progress=False)
+    layout, packets = read_layout(tmp_path / "ds"), read_packets(tmp_path / "ds")
+    tcp = layout.header_present(packets.nprint, "tcp")
+    first = tcp & (packets.packet_index == 0) & (packets.direction == 0)
+    flags = {k: layout.field_values(packets.nprint[first], k) for k in ("tcp_syn", "tcp_fin", "tcp_urg", "tcp_ackf")}
+    t3 = set(packets.flow_id[first][(flags["tcp_syn"] == 1) & (flags["tcp_fin"] == 1)])
+    # every kind of probe, at both ports (T3's to the open port goes unanswered)
+    assert len(set(packets.flow_id[first])) == 14 and len(t3) == 2
+    assert ((flags["tcp_fin"] == 1) & (flags["tcp_urg"] == 1) & (flags["tcp_syn"] == 0)).sum() == 2  # Xmas
+    assert ((flags["tcp_ackf"] == 0) & (flags["tcp_syn"] == 0)).sum() == 6  # FIN, NULL, Xmas
+    out = repair_packets(layout, packets, RepairConfig())
+    others = ~np.isin(out["packets"].flow_id, sorted(t3))
+    changed = {rule: int(v[others].sum()) for rule, v in out["result"].bits.items()
+               if v[others].any() and rule != "l4_checksum"}
+    assert changed == {}, changed
+    repair_dataset(tmp_path / "ds", tmp_path / "repaired", progress=False)
+    result = validate_dir(tmp_path / "repaired", progress=False)["totals"]
+    assert result["files_failed"] == 0, result
