@@ -24,6 +24,8 @@ Scenarios (each a few hundred packets or less; sizes seeded):
   halfclose the client sends and closes its side first; the server answers after the FIN
   lossy     downloads through a token bucket that drops bursts (real loss, SACK recovery)
   v6        over IPv6: Fast Open with ECN, refused ports, UDP, ICMPv6 port unreachable
+  urgent    urgent data (MSG_OOB) inside bulk sends: segments before the urgent byte carry URG and
+            an urgent pointer past their own data (RFC 6093)
   scan      port scan probes as nmap sends them (SYN, FIN, NULL, Xmas, ACK, Maimon, SYN+FIN+PSH+URG)
             to an open and a closed port, from a raw socket; the kernels answer (RST-ACKs, a
             SYN-ACK the client's kernel resets, silence)
@@ -53,8 +55,8 @@ SERVER_V4, CLIENT_V4 = "10.77.0.2", "10.77.0.1"
 SERVER_V6, CLIENT_V6 = "fd00:77::2", "fd00:77::1"
 PORT, UDP_PORT = 9000, 40404
 SCENARIOS = ("http", "http_v6", "ipopts", "ecn", "nots", "upload", "chat", "refused", "udp", "ping", "zero",
-             "fastopen", "halfclose", "lossy", "v6", "scan")
-CONNECTIONS = {"http": 8, "http_v6": 4, "ipopts": 4, "ecn": 4, "nots": 4, "upload": 3, "chat": 2, "zero": 1,
+             "fastopen", "halfclose", "lossy", "v6", "scan", "urgent")
+CONNECTIONS = {"urgent": 2, "http": 8, "http_v6": 4, "ipopts": 4, "ecn": 4, "nots": 4, "upload": 3, "chat": 2, "zero": 1,
                "fastopen": 4, "halfclose": 3, "lossy": 3, "v6": 4}
 SYSCTLS = {"ecn": ["net.ipv4.tcp_ecn=1"], "fastopen": ["net.ipv4.tcp_fastopen=3"],
            "v6": ["net.ipv4.tcp_fastopen=3", "net.ipv4.tcp_ecn=1"],
@@ -129,6 +131,11 @@ def _serve(scenario: str) -> None:
                 while conn.recv(4096):
                     pass
                 conn.sendall(os.urandom(20000))
+            elif scenario == "urgent":  # the urgent bytes stay in line (SO_OOBINLINE)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+                time.sleep(0.3)  # the client's data queues behind a full window: its urgent byte too
+                while conn.recv(65536):
+                    pass
             elif scenario == "upload":
                 size = struct.unpack("!Q", conn.recv(8))[0]
                 _recv_exactly(conn, size)
@@ -219,6 +226,13 @@ def _client(scenario: str) -> None:
         stamps = bytes([68, 12, 5, 1]) + bytes(8)  # one address + timestamp entry (flag 1)
         for i in range(CONNECTIONS[scenario]):
             _download(_connect(v4, SERVER_V4, options=record_route if i % 2 else stamps), rng.randint(1, 30000))
+    elif scenario == "urgent":
+        for _ in range(CONNECTIONS[scenario]):
+            sock = _connect(v4, SERVER_V4)
+            for _ in range(4):
+                sock.sendall(os.urandom(rng.randint(30000, 80000)))
+                sock.send(b"!", socket.MSG_OOB)
+            sock.close()
     elif scenario == "upload":
         for _ in range(CONNECTIONS[scenario]):
             sock = _connect(v4, SERVER_V4)

@@ -22,7 +22,7 @@ from netdiffusion.repair import RepairConfig, repair_dataset, repair_packets
 from netdiffusion.repair.noise import corrupt
 from netdiffusion.validate import validate_dir
 
-SCENARIOS = "http,http_v6,ipopts,ecn,refused,udp,ping,chat,fastopen,halfclose,v6"
+SCENARIOS = "http,http_v6,ipopts,ecn,refused,udp,ping,chat,fastopen,halfclose,v6,urgent"
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,12 @@ def test_real_linux_traffic_is_left_unchanged(live: Path, tmp_path: Path) -> Non
         layout.field_values(m[fast_open], "ipv4_tl") > 4 * (layout.field_values(m[fast_open], "ipv4_hl")
                                                             + layout.field_values(m[fast_open], "tcp_doff")))
     assert syn_data.sum() >= 2
+    # urgent data: segments before the urgent byte point past their own data (RFC 6093)
+    urgent = (packets.label == "urgent") & layout.header_present(m, "tcp")
+    l3 = 4 * layout.field_values(m[urgent], "ipv4_hl") + 4 * layout.field_values(m[urgent], "tcp_doff")
+    beyond = (layout.field_values(m[urgent], "tcp_urg") == 1) & (
+        layout.field_values(m[urgent], "tcp_urp") > layout.field_values(m[urgent], "ipv4_tl") - l3)
+    assert beyond.sum() >= 2
 
     decode_dataset(live, tmp_path / "decoded")
     report = validate_dir(tmp_path / "decoded", tcpreplay=False, progress=False)

@@ -2959,3 +2959,58 @@ def test_a_flow_with_a_handshake_or_server_data_gets_its_lost_ack_bits_back(tmp_
     changed, rows, layout = repaired_capture(tmp_path, packets, gap=0.2)
     assert list(layout.field_values(rows, "tcp_ackf")) == [1, 1, 1]
     assert changed.get("tcp_flags") == 2, changed
+
+
+def test_urgent_pointers_past_the_segment_are_kept_where_a_later_segment_holds_the_byte(tmp_path: Path) -> None:
+    """Regression (session 24, real Linux urgent data: scripts/netns_traffic.py's urgent scenario):
+    a sender marks every segment it sends while urgent data is queued, with the urgent pointer
+    past the segment's own data (up to 22 kB past a 1,448-byte segment) until the segment holding
+    the urgent byte. Repair kept URG only with the pointer inside the data, so real flows lost 15
+    URG flags and pointers. A pointer past the data stays where a later segment of the direction
+    points at the same byte from inside its data; one that nothing confirms is noise and goes."""
+    from tests.tcp_sessions import CLIENT, SERVER, repaired_capture
+    from tests.tcp_sessions import tcp_packet as pkt
+
+    def urgent(p, pointer: int):
+        p["TCP"].flags = str(p["TCP"].flags) + "U"
+        p["TCP"].urgptr = pointer
+        del p["TCP"].chksum
+        return p
+
+    c, s = 1_000_000, 500_000
+    packets = [pkt(CLIENT, SERVER, "S", c, 0), pkt(SERVER, CLIENT, "SA", s, c + 1), pkt(CLIENT, SERVER, "A", c + 1, s + 1),
+               urgent(pkt(CLIENT, SERVER, "A", c + 1, s + 1, 1000), 2501),  # the urgent byte: c + 2501
+               urgent(pkt(CLIENT, SERVER, "A", c + 1001, s + 1, 1000), 1501),
+               urgent(pkt(CLIENT, SERVER, "PA", c + 2001, s + 1, 501), 501),  # holds it
+               pkt(SERVER, CLIENT, "A", s + 1, c + 2502),
+               urgent(pkt(CLIENT, SERVER, "PA", c + 2502, s + 1, 100), 900),  # points past all: noise
+               pkt(SERVER, CLIENT, "A", s + 1, c + 2602)]
+    changed, rows, layout = repaired_capture(tmp_path, packets, gap=0.05)
+    assert list(layout.field_values(rows, "tcp_urg")) == [0, 0, 0, 1, 1, 1, 0, 0, 0]
+    assert list(layout.field_values(rows, "tcp_urp")[3:6]) == [2501, 1501, 501]
+    assert changed == {"tcp_flags": 1 + bin(900).count("1")}, changed  # the last one's URG and pointer
+
+
+def test_an_urgent_pointer_of_0xffff_is_kept_where_the_urgent_byte_lies_further_ahead(tmp_path: Path) -> None:
+    """Linux writes 0xFFFF where the urgent byte is 64 kB or more ahead of the segment (it cannot
+    say more in 16 bits), then the real distance; real downloads with urgent data showed 99 such
+    segments in two flows (scripts/netns_traffic.py's urgent scenario, session 24). They stay."""
+    from tests.tcp_sessions import CLIENT, SERVER, repaired_capture
+    from tests.tcp_sessions import tcp_packet as pkt
+
+    c, s, size, count = 1_000_000, 500_000, 1448, 50
+    end = c + 1 + size * count  # one past the urgent byte: the last segment's last byte
+    packets = [pkt(CLIENT, SERVER, "S", c, 0), pkt(SERVER, CLIENT, "SA", s, c + 1), pkt(CLIENT, SERVER, "A", c + 1, s + 1)]
+    pointers = []
+    for k in range(count):
+        seq = c + 1 + size * k
+        p = pkt(CLIENT, SERVER, "AU", seq, s + 1, size)
+        p["TCP"].urgptr = min(end - seq, 0xFFFF)
+        pointers.append(p["TCP"].urgptr)
+        del p["TCP"].chksum
+        packets.append(p)
+    packets.append(pkt(SERVER, CLIENT, "A", s + 1, end))
+    assert pointers.count(0xFFFF) >= 5
+    changed, rows, layout = repaired_capture(tmp_path, packets, gap=0.001)
+    assert not changed, changed
+    assert list(layout.field_values(rows, "tcp_urp")[3:-1]) == pointers

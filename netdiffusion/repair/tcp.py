@@ -480,10 +480,28 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
     ackf = np.ones(n, np.int64)
     urg = np.zeros(n, np.int64)
     urp = np.zeros(n, np.int64)
+    # URG with an urgent pointer inside the segment's data, or past it where a later segment of the
+    # direction carries URG pointing at the same byte from inside its own data: a sender marks
+    # every segment it sends while urgent data is queued (Linux: the pointer runs up to 64 kB past
+    # the payload, and reads 0xFFFF where the byte is further; session 24, scripts/netns_traffic.py's
+    # urgent scenario). Other URG bits are noise: a generator sets them anywhere
+    urgent_at = np.full(2 * nconn, -1, np.int64)  # per direction: the urgent byte's end a later segment confirms
+    keep_urg = np.zeros(n, np.bool_)
+    for i in range(n - 1, -1, -1):
+        g = ft[i] * 2 + dt[i]
+        if urg0[i] == 1 and urp0[i] > 0:
+            end = (seq[i] + urp0[i]) % MOD32
+            if urp0[i] <= pay[i]:
+                keep_urg[i] = True
+                urgent_at[g] = end
+            elif urgent_at[g] == end:
+                keep_urg[i] = True
+            elif urp0[i] == 0xFFFF and urgent_at[g] >= 0 and 0xFFFF <= (urgent_at[g] - seq[i]) % MOD32 < MOD32 // 2:
+                keep_urg[i] = True  # the byte is further ahead than 16 bits say: Linux writes 0xFFFF
     for i in range(n):
         if phase_c[i] or (rst[i] == 1 and est[i] and ack0[i] == 0):
             ackf[i] = 0
-        if urg0[i] == 1 and urp0[i] > 0 and urp0[i] <= pay[i]:
+        if keep_urg[i]:
             urg[i] = 1
             urp[i] = urp0[i]
         if probe[ft[i]] and dt[i] == 0:
