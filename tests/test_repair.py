@@ -140,8 +140,8 @@ def test_a_broken_clock_gets_generated_timestamps_and_leaves_the_other_flows_alo
     fuzzed captures hold packets 9.2e18 ns after their flow's first (or before it). The grouped
     running maximum shifted each flow's values by a multiple of their span, which overflowed:
     other flows' timestamps came out negative and repair stopped with "timestamps must be >= 0".
-    A flow whose clock is broken (an offset past ten years, or negative) gets generated timestamps;
-    the others keep theirs."""
+    A flow whose clock is broken (an offset more than ten years from its first packet's) gets
+    generated timestamps; the others keep theirs."""
     layout = read_layout(small_dataset)
     packets = random_packets(layout, flows=4, packets=6, seed=5)
     fid = packets.flow_id.astype(str)
@@ -3014,3 +3014,27 @@ def test_an_urgent_pointer_of_0xffff_is_kept_where_the_urgent_byte_lies_further_
     changed, rows, layout = repaired_capture(tmp_path, packets, gap=0.001)
     assert not changed, changed
     assert list(layout.field_values(rows, "tcp_urp")[3:-1]) == pointers
+
+
+def test_a_packet_stamped_before_the_flows_first_keeps_the_flows_real_timing(tmp_path: Path) -> None:
+    """Regression (session 24): a capture whose client ACK is stamped 20 us before the SYN (the
+    two came through different CPUs' queues) has a negative offset in its flow, and repair threw
+    the whole flow's real timing away for generated times (1 ms exponential gaps). Now only a
+    broken clock does that; the early packet is held at the time before it."""
+    from scapy.utils import wrpcap
+
+    from netdiffusion.encode import encode_paths
+    from tests.tcp_sessions import session_packets
+
+    packets = session_packets(1000, 5000, 1_700_000_000, "fin")
+    packets[2].time = packets[0].time - 0.00002
+    (tmp_path / "cap").mkdir()
+    wrpcap(str(tmp_path / "cap" / "early.pcap"), packets)
+    encode_paths([tmp_path / "cap"], tmp_path / "enc", progress=False)
+    assert read_packets(tmp_path / "enc").timestamp.min() == -20_000
+    repair_dataset(tmp_path / "enc", tmp_path / "pcaps", progress=False, dataset_output=tmp_path / "out")
+    report = json.loads((tmp_path / "pcaps" / "repair_report.json").read_text())
+    assert [f["timestamps_generated"] for f in report["flows"]] == [False]
+    out = read_packets(tmp_path / "out")
+    got = out.timestamp[np.argsort(out.packet_index)]
+    assert list(got) == [0, 10_000_000, 10_000_000] + [k * 10_000_000 for k in range(3, len(packets))]

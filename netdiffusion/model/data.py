@@ -204,10 +204,12 @@ def timing_stats(flows: FlowSet) -> dict:
     iat_all = np.diff(flows.timestamp, prepend=0)
     dir_change = np.r_[False, flows.direction[1:] != flows.direction[:-1]]
     row_class = np.repeat(flows.class_index, flows.lengths)
-    # a flow whose clock is broken (an offset below 0 or past MAX_FLOW_SPAN_NS: fuzzed captures)
-    # adds no inter-arrival time: its differences wrapped around int64 into ~1e19 ns gaps
+    # a flow whose clock is broken (an offset more than MAX_FLOW_SPAN_NS before or after its first
+    # packet: fuzzed captures) adds no inter-arrival time: its differences wrapped around int64
+    # into ~1e19 ns gaps. (A packet stamped a little early, another CPU's queue, is real: its
+    # negative gap counts as 0.)
     ts = flows.timestamp
-    broken_row = (ts < 0) | (ts > MAX_FLOW_SPAN_NS)
+    broken_row = (ts < -MAX_FLOW_SPAN_NS) | (ts > MAX_FLOW_SPAN_NS)
     flow_of_row = np.repeat(np.arange(len(flows.lengths)), flows.lengths)
     broken = (np.bincount(flow_of_row, weights=broken_row, minlength=len(flows.lengths)) > 0)[flow_of_row]
     for ci, name in enumerate(flows.classes):

@@ -1499,16 +1499,20 @@ class Repairer:
 
     def timestamps(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Non-decreasing ns offsets from the flow start; generated when the column is unusable:
-        negative, all zero, or a packet later than :data:`MAX_FLOW_SPAN_NS` after the flow's first
-        (a broken clock: fuzzed captures hold offsets of 9.2e18 ns, which overflowed the pcap's
-        time and stopped the run)."""
+        all equal, or a packet more than :data:`MAX_FLOW_SPAN_NS` before or after the flow's first
+        (a broken clock: fuzzed captures hold offsets of -6.8e18 and 9.2e18 ns, which overflowed the
+        pcap's time and stopped the run). A packet stamped a little before the flow's first (another
+        CPU's capture queue: 20 us) is no reason to discard the flow's real timing, as every negative
+        offset was before session 24: the running maximum holds it at the time before it."""
         ts = np.asarray(ts, dtype=np.int64).copy()
         fl = self.flow
         counts = np.bincount(fl, minlength=self.nflows)
-        with np.errstate(over="ignore"):  # (a negative flow's offsets may wrap: it is generated anyway)
-            late = (ts - G.first_value(ts, fl) > MAX_FLOW_SPAN_NS) if len(ts) else ts > 0
-        neg = np.bincount(fl, weights=(ts < 0) | late, minlength=self.nflows) > 0
-        nonzero = np.bincount(fl, weights=(ts > 0), minlength=self.nflows) > 0
+        absurd = (ts < -(1 << 62)) | (ts > 1 << 62)  # beyond 2116 either way: differences could wrap
+        sane = np.where(absurd, 0, ts)
+        rel = sane - G.first_value(sane, fl) if len(ts) else sane  # |rel| < 2**63: no wrap
+        broken = absurd | (rel > MAX_FLOW_SPAN_NS) | (rel < -MAX_FLOW_SPAN_NS)
+        neg = np.bincount(fl, weights=broken, minlength=self.nflows) > 0
+        nonzero = np.bincount(fl, weights=(rel != 0), minlength=self.nflows) > 0
         gen_flow = neg | (~nonzero & (counts > 1))
         gen = gen_flow[fl]
         if gen.any():
