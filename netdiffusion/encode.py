@@ -299,6 +299,7 @@ class _FileEncoder:
                  max_buffer_rows: int, nprint_storage: str = "list") -> None:
         self.path, self.source, self.label, self.macro = path, source, label, macro
         self.output, self.layout = output, layout
+        self.l3_codes = [code for h, code in (("ipv4", L3_IPV4), ("ipv6", L3_IPV6)) if h in layout.headers]
         self.packets, self.windows = packets, windows
         self.shard_size, self.flow_labels = shard_size, flow_labels
         self.max_buffer_rows = max_buffer_rows
@@ -361,6 +362,14 @@ class _FileEncoder:
             if parsed.notes.get(name):
                 self.notes[name] += parsed.notes[name]
         kept = np.flatnonzero(parsed.reason < 0)
+        if len(self.l3_codes) == 1 and len(kept):  # (a layout of transport headers only keeps them all)
+            # an IP version the layout has no header for (IPv6 with --headers ipv4,...): its row
+            # would be all absent, which is no packet (training read it as padding, repair dropped
+            # its flow; tcpdump's IPv6 captures, session 24)
+            fits = np.isin(parsed.l3[kept], self.l3_codes)
+            if not fits.all():
+                self.skipped["network_header_not_in_layout"] += int((~fits).sum())
+                kept = kept[fits]
         if not len(kept):
             return
         every = len(kept) == len(batch)  # the usual case: whole arrays, no row copies

@@ -302,3 +302,30 @@ def test_early_flush_counts_each_flow_sample_once(shared_data: Path, tmp_path: P
     assert split["flows"] == len(np.unique(rows.flow_id))
     whole = encode_file(capture, "wa_voice.pcap", tmp_path / "whole", label="whatsapp", packets=50)
     assert whole["flows"] == split["flows"] and whole["packets"] == split["packets"]
+
+
+def test_packets_of_an_ip_version_the_layout_leaves_out_are_skipped_and_counted(tmp_path: Path) -> None:
+    """Regression (QA on tcpdump 4.99's test captures with --headers ipv4,udp,icmp, session 24):
+    IPv6 packets were written as all-absent rows, which are no packets (training read them as
+    padding, repair dropped their 114 flows). They are skipped and counted now; a layout of
+    transport headers alone still keeps every packet."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    (tmp_path / "in").mkdir()
+    frames = [Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2),
+              Ether() / IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=3, dport=4),
+              Ether() / IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=3, dport=4)]
+    for i, f in enumerate(frames):
+        f.time = 1_700_000_000 + i
+    wrpcap(str(tmp_path / "in" / "demo_1.pcap"), frames)
+    v4 = encode_paths([tmp_path / "in"], tmp_path / "v4", headers=("ipv4", "udp"), progress=False)
+    assert v4["packets"] == 1 and v4["skipped"] == {"network_header_not_in_layout": 2}
+    layout = read_layout(tmp_path / "v4")
+    assert layout.header_present(read_packets(tmp_path / "v4").nprint, "ipv4").all()
+    both = encode_paths([tmp_path / "in"], tmp_path / "both", headers=("ipv4", "ipv6", "udp"), progress=False)
+    assert both["packets"] == 3 and not both["skipped"]
+    l4 = encode_paths([tmp_path / "in"], tmp_path / "l4", headers=("udp",), progress=False)
+    assert l4["packets"] == 3 and not l4["skipped"]
