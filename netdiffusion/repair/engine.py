@@ -1417,17 +1417,15 @@ class Repairer:
     def _tcp_options(self, t: np.ndarray, ft: np.ndarray, syn: np.ndarray) -> None:
         """SYN-only options leave other segments (the header shrinks; see
         :func:`tcp.tcp_option_rules`); window scale at most 14; Multipath TCP keys only where the
-        connection's first Multipath option named its token (:func:`tcp.tcp_mptcp_token_rules`;
-        ``ft``: the connection of each row). The payload stays: it was read against the header
+        connection's first Multipath option named its token (``ft``: the connection of each row). The payload stays: it was read against the header
         the row came with (:meth:`payload_lengths`)."""
         syn_only = [(k, lo) for k, (lo, _hi, only) in TCP_OPTIONS.items() if only]
         kind, data = self._tcp_option_table()
         data, length, moved = T.tcp_option_rules(kind, data, self.opt_len["tcp"][t], syn,
                                                  np.array([k for k, _ in syn_only], dtype=np.int64),
                                                  np.array([lo for _, lo in syn_only], dtype=np.int64),
-                                                 TCP_WSCALE, 2, TCP_MAX_WSCALE)
-        data, length, moved_mptcp = T.tcp_mptcp_token_rules(kind, data, length, ft, self.nflows, MPTCP)
-        self._keep_tcp_options("tcp_options", t, kind, data, length, moved | moved_mptcp)
+                                                 TCP_WSCALE, 2, TCP_MAX_WSCALE, ft, self.nflows, MPTCP)
+        self._keep_tcp_options("tcp_options", t, kind, data, length, moved)
 
     def _tcp_sack(self, t: Arr, ackf: Arr, ack: Arr) -> None:
         """SACK blocks a receiver could have sent, against the repaired numbers

@@ -1685,11 +1685,14 @@ def _compact_options(kind_at: np.ndarray, data: np.ndarray, length: int, r: int,
 @kernel
 def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, syn: np.ndarray,
                      syn_kinds: np.ndarray, syn_sizes: np.ndarray, wscale: int, wscale_at: int,
-                     max_shift: int) -> tuple:
+                     max_shift: int, conn: np.ndarray, nconn: int, mptcp: int) -> tuple:
     """SYN-only options (``syn_kinds``, ``syn_sizes`` bytes) leave other segments; the window
-    shift (byte ``wscale_at`` of option ``wscale``) at most ``max_shift``. ``length``: each row's
-    option bytes (no option starts beyond). Returns the new option bytes, lengths (``kind_at``
-    updated in place) and which rows changed.
+    shift (byte ``wscale_at`` of option ``wscale``) at most ``max_shift``; Multipath TCP (option
+    ``mptcp``) options that name a connection's token (MP_CAPABLE with a key, 12 bytes or more;
+    MP_JOIN on a SYN, 12 bytes) leave a connection whose first Multipath option named none (rows
+    in time order per connection ``conn``, ``nconn`` of them). ``length``: each row's option bytes
+    (no option starts beyond). Returns the new option bytes, lengths (``kind_at`` updated in
+    place) and which rows changed.
 
     A removed option first becomes NOPs; then, in those rows only, NOPs after the last option go
     and runs of four or more keep their length mod 4 (the options after them keep their 4-byte
@@ -1697,15 +1700,24 @@ def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, 
     SACK-permitted (a non-SYN row with a SYN's option list) made runs like NOP x6 + timestamps +
     NOP x4, which tshark flags ("4 NOP in a row", 27 packets in 20 of 120 generated pcaps);
     compacted it is NOP NOP + timestamps, Linux's layout. Runs of NOPs the row came with in rows
-    this rule does not touch stay (real middleboxes write them: nDPI's KakaoTalk captures)."""
+    this rule does not touch stay (real middleboxes write them: nDPI's KakaoTalk captures).
+
+    Multipath keys: RFC 8684 sends them only on the handshake (and v1's first data segment), so a
+    key after a DSS, ADD_ADDR, ... or a later MP_JOIN is noise, and tshark 4.0 asserts on it
+    ("Dissector bug ... packet-tcp.c: failed assertion", a malformed packet: it made the
+    connection's analysis without a token and finds no direction to give this one). Found in
+    tcpdump's mptcp-v0.pcap at 2% corruption: the handshake's MP_CAPABLE options were cut, then a
+    corrupted DSS read as an MP_CAPABLE (session 24)."""
     data = data.copy()
     length = length.copy()
     nb = kind_at.shape[1]
     moved = np.zeros(kind_at.shape[0], np.bool_)
     out = np.zeros(nb, np.uint8)
     kinds = np.full(nb, -1, np.int16)
+    token = np.zeros(nconn, np.int8)  # per connection, Multipath so far: 0 none, 1 without a token, 2 with one
     for r in range(kind_at.shape[0]):
         removed = False
+        c = conn[r]
         for p in range(min(length[r], nb)):
             k = kind_at[r, p]
             if k < 2:  # EOL, NOP or none
@@ -1721,54 +1733,21 @@ def tcp_option_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, 
             if k == wscale and syn[r] == 1 and data[r, p + wscale_at] > max_shift:
                 data[r, p + wscale_at] = max_shift
                 moved[r] = True
+            if k == mptcp and p + 2 < nb:
+                size = np.int64(data[r, p + 1])
+                subtype = np.int64(data[r, p + 2]) >> 4
+                names_token = (subtype == 0 and size >= 12) or (subtype == 1 and size == 12)
+                if names_token and token[c] == 1:
+                    for q in range(size):
+                        data[r, p + q] = 1
+                    kind_at[r, p] = 1
+                    removed = True
+                    moved[r] = True
+                elif names_token:
+                    token[c] = 2
+                elif token[c] == 0 and subtype >= 1:  # (an MP_CAPABLE without a key names nothing yet)
+                    token[c] = 1
         if removed:
-            length[r] = _compact_options(kind_at, data, length[r], r, out, kinds)
-    return data, length, moved
-
-
-@kernel
-def tcp_mptcp_token_rules(kind_at: np.ndarray, data: np.ndarray, length: np.ndarray, conn: np.ndarray,
-                          nconn: int, mptcp: int) -> tuple:
-    """Multipath TCP options that name a connection's token (MP_CAPABLE with a key, 12 bytes or
-    more; MP_JOIN on a SYN, 12 bytes) leave a connection whose first Multipath option named none
-    (a DSS, ADD_ADDR, ... or a later MP_JOIN: the connection went on without the handshake's
-    token). Rows in time order per connection (``conn``, ``nconn`` of them); ``length``: each
-    row's option bytes. Returns the new option bytes, lengths (``kind_at`` updated in place) and
-    which rows changed.
-
-    RFC 8684 sends keys only on the handshake (and v1's first data segment), so in such a
-    connection they are noise; tshark 4.0 asserts there ("Dissector bug ... packet-tcp.c: failed
-    assertion", a malformed packet: it made the analysis without a token and finds no direction
-    to give this one). Found in tcpdump's mptcp-v0.pcap at 2% corruption: the handshake's
-    MP_CAPABLE options were cut, then a corrupted DSS read as an MP_CAPABLE. A removed option
-    becomes NOPs, compacted as in :func:`tcp_option_rules`."""
-    data = data.copy()
-    length = length.copy()
-    nb = kind_at.shape[1]
-    moved = np.zeros(kind_at.shape[0], np.bool_)
-    out = np.zeros(nb, np.uint8)
-    kinds = np.full(nb, -1, np.int16)
-    state = np.zeros(nconn, np.int8)  # 0: no Multipath option yet, 1: without a token, 2: with one
-    for r in range(kind_at.shape[0]):
-        c = conn[r]
-        removed = False
-        for p in range(min(length[r], nb)):
-            if kind_at[r, p] != mptcp or p + 2 >= nb:
-                continue
-            size = np.int64(data[r, p + 1])
-            subtype = np.int64(data[r, p + 2]) >> 4
-            names_token = (subtype == 0 and size >= 12) or (subtype == 1 and size == 12)
-            if names_token and state[c] == 1:
-                for q in range(size):
-                    data[r, p + q] = 1
-                kind_at[r, p] = 1
-                removed = True
-            elif names_token:
-                state[c] = 2
-            elif state[c] == 0 and subtype >= 1:  # (MP_CAPABLE without a key names nothing yet)
-                state[c] = 1
-        if removed:
-            moved[r] = True
             length[r] = _compact_options(kind_at, data, length[r], r, out, kinds)
     return data, length, moved
 
