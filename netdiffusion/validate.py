@@ -116,7 +116,7 @@ def payload_protocols() -> tuple[str, ...]:
     return tuple(sorted(found - HEADER_PROTOCOLS))
 
 
-def _tshark_command(source: str) -> list[str]:
+def tshark_command(source: str) -> list[str]:
     cmd = ["tshark", "-n", "-r", source]
     for pref in TSHARK_PREFS:
         cmd += ["-o", pref]
@@ -128,7 +128,7 @@ def _tshark_command(source: str) -> list[str]:
                   *(x for f in CLOSE_FIELDS for x in ("-e", f))]
 
 
-def _empty_counts() -> dict:
+def empty_counts() -> dict:
     return {"packets": 0, "malformed": 0, "bad_checksums": 0, "expert": Counter(), "tcp_flags": Counter(),
             "expert_error_messages": Counter(), "_closing": {}}
 
@@ -158,7 +158,7 @@ def _closed_before(out: dict, cols: list[str]) -> tuple[bool, tuple] | None:
     return closed, key
 
 
-def _count_line(out: dict, cols: list[str]) -> None:
+def count_line(out: dict, cols: list[str]) -> None:
     """Add one tshark output line (one frame: number, malformed, severities, groups, messages)."""
     if len(cols) < 5 + len(CLOSE_FIELDS):
         cols += [""] * (5 + len(CLOSE_FIELDS) - len(cols))
@@ -197,13 +197,13 @@ def _finish_counts(out: dict) -> dict:
 
 def tshark_file(path: Path) -> dict:
     """Expert/analysis counts of one capture."""
-    proc = _run(_tshark_command(str(path)))
-    out = _empty_counts()
+    proc = _run(tshark_command(str(path)))
+    out = empty_counts()
     if proc.returncode != 0:
         out["error"] = (proc.stderr.strip().splitlines() or ["tshark failed"])[-1]
         return out
     for line in proc.stdout.splitlines():
-        _count_line(out, line.split("\t"))
+        count_line(out, line.split("\t"))
     return _finish_counts(out)
 
 
@@ -327,19 +327,19 @@ def tshark_batch(paths: list[Path], probes: list[_Probe]) -> list[dict]:
         with open(path, "rb") as fh:
             fh.seek(24)
             chunks.append(fh.read())
-    proc = subprocess.run(_tshark_command("-"), input=b"".join(chunks), capture_output=True, timeout=600,
+    proc = subprocess.run(tshark_command("-"), input=b"".join(chunks), capture_output=True, timeout=600,
                           check=False)
     lines = proc.stdout.decode("utf-8", "replace").splitlines()
     if proc.returncode != 0 or len(lines) != sum(pr.records for pr in probes):
         log.info("batched tshark of %d files (%s ...) did not read them whole; reading each alone",
                  len(paths), paths[0])
         return [tshark_file(p) for p in paths]
-    outs = [_empty_counts() for _ in paths]
+    outs = [empty_counts() for _ in paths]
     bounds = list(itertools.accumulate(pr.records for pr in probes))
     for line in lines:
         cols = line.split("\t")
         frame = int(cols[0])
-        _count_line(outs[bisect.bisect_left(bounds, frame)], cols)
+        count_line(outs[bisect.bisect_left(bounds, frame)], cols)
     return [_finish_counts(out) for out in outs]
 
 

@@ -24,7 +24,7 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from netdiffusion.validate import TCP_ERROR_FLAGS, _count_line, _empty_counts, _tshark_command
+from netdiffusion.validate import TCP_ERROR_FLAGS, count_line, empty_counts, tshark_command
 
 
 def tcp_errors(pcaps: Path) -> Counter[str]:
@@ -40,11 +40,11 @@ def tcp_errors(pcaps: Path) -> Counter[str]:
         for flow in flows:  # the merged file holds the flows one after another, in report order
             total += flow["packets"]
             ends.append(total)
-        out = subprocess.run(_tshark_command(str(merged)), capture_output=True, text=True, check=True)
-        counts: dict[int, dict] = defaultdict(_empty_counts)  # per flow of the file (its own close state)
+        out = subprocess.run(tshark_command(str(merged)), capture_output=True, text=True, check=True)
+        counts: dict[int, dict] = defaultdict(empty_counts)  # per flow of the file (its own close state)
         for line in out.stdout.splitlines():
             cols = line.split("\t")
-            _count_line(counts[bisect.bisect_left(ends, int(cols[0]))], cols)
+            count_line(counts[bisect.bisect_left(ends, int(cols[0]))], cols)
         for i, c in counts.items():
             n = sum(c["tcp_flags"].get(f, 0) for f in TCP_ERROR_FLAGS)
             if n:

@@ -1262,17 +1262,17 @@ class Repairer:
                        np.stack([syn, fin, rst, ackf, urg, urp], axis=1))  # one pass
         self.payload[t] = payload
         self._tcp_options(t, ft, syn)
-        self._tcp_seq_ack(t, ft, dt, og, seq, syn, fin, rst, ackf, payload, phase_c, synack)
+        self._tcp_seq_ack(t, ft, dt, og, seq, get("tcp_ackn"), syn, fin, rst, ackf, payload, phase_c, synack)
 
-    def _tcp_seq_ack(self, t: Arr, ft: Arr, dt: Arr, og: Arr, seq: Arr, syn: Arr, fin: Arr, rst: Arr, ackf: Arr,
-                     payload: Arr, phase_c: Arr, synack: Arr) -> None:
+    def _tcp_seq_ack(self, t: Arr, ft: Arr, dt: Arr, og: Arr, seq: Arr, ackn: Arr, syn: Arr, fin: Arr, rst: Arr,
+                     ackf: Arr, payload: Arr, phase_c: Arr, synack: Arr) -> None:
         """Sequence numbers per direction, then acknowledgements against what the peer sent
         (:func:`netdiffusion.repair.tcp.tcp_seq_ack`; the rules are in docs/repair.md).
 
         ``t`` are the TCP rows in flow order, ``ft``/``dt`` their connection and direction,
         ``og`` the order grouping them by (connection, direction); ``seq`` the generated sequence
-        numbers, the other arrays the new flags and payload lengths."""
-        ackn = self._get("tcp_ackn", t)
+        numbers, ``ackn`` the generated acknowledgement numbers (read with the flags: no rule
+        before this one writes them), the other arrays the new flags and payload lengths."""
         ts = self.ts[t]
         psh = self._get("tcp_psh", t)
         seq = T.resolve_unknown_bits(og, T._bounds((ft * 2 + dt)[og]), seq, self._seq_unknown[t], payload + syn + fin)
