@@ -56,8 +56,8 @@ SERVER_V6, CLIENT_V6 = "fd00:77::2", "fd00:77::1"
 PORT, UDP_PORT = 9000, 40404
 SCENARIOS = ("http", "http_v6", "ipopts", "ecn", "nots", "upload", "chat", "refused", "udp", "ping", "zero",
              "fastopen", "halfclose", "lossy", "v6", "scan", "urgent")
-CONNECTIONS = {"urgent": 2, "http": 8, "http_v6": 4, "ipopts": 4, "ecn": 4, "nots": 4, "upload": 3, "chat": 2, "zero": 1,
-               "fastopen": 4, "halfclose": 3, "lossy": 3, "v6": 4}
+CONNECTIONS = {"http": 8, "http_v6": 4, "ipopts": 4, "ecn": 4, "nots": 4, "upload": 3, "chat": 2, "zero": 1,
+               "fastopen": 4, "halfclose": 3, "lossy": 3, "v6": 4, "urgent": 2}
 SYSCTLS = {"ecn": ["net.ipv4.tcp_ecn=1"], "fastopen": ["net.ipv4.tcp_fastopen=3"],
            "v6": ["net.ipv4.tcp_fastopen=3", "net.ipv4.tcp_ecn=1"],
            "nots": ["net.ipv4.tcp_timestamps=0", "net.ipv4.tcp_sack=0", "net.ipv4.tcp_window_scaling=0"]}

@@ -15,8 +15,8 @@ from typing import NamedTuple
 import numpy as np
 
 from netdiffusion.dataset import (
-    MAX_FLOW_SPAN_NS,
     Packets,
+    clock_offsets,
     concat_shards,
     only_flows,
     read_layout,
@@ -204,14 +204,11 @@ def timing_stats(flows: FlowSet) -> dict:
     iat_all = np.diff(flows.timestamp, prepend=0)
     dir_change = np.r_[False, flows.direction[1:] != flows.direction[:-1]]
     row_class = np.repeat(flows.class_index, flows.lengths)
-    # a flow whose clock is broken (an offset more than MAX_FLOW_SPAN_NS before or after its first
-    # packet: fuzzed captures) adds no inter-arrival time: its differences wrapped around int64
-    # into ~1e19 ns gaps. (A packet stamped a little early, another CPU's queue, is real: its
-    # negative gap counts as 0.)
-    ts = flows.timestamp
-    broken_row = (ts < -MAX_FLOW_SPAN_NS) | (ts > MAX_FLOW_SPAN_NS)
-    flow_of_row = np.repeat(np.arange(len(flows.lengths)), flows.lengths)
-    broken = (np.bincount(flow_of_row, weights=broken_row, minlength=len(flows.lengths)) > 0)[flow_of_row]
+    # a flow whose clock is broken (dataset.clock_offsets: fuzzed captures) adds no inter-arrival
+    # time: its differences wrapped around int64 into ~1e19 ns gaps. (A packet stamped a little
+    # early, another CPU's queue, is real: its negative gap counts as 0.)
+    flow_of_row = np.repeat(np.arange(len(flows)), flows.lengths)
+    broken = clock_offsets(flows.timestamp, flow_of_row, len(flows))[1][flow_of_row]
     for ci, name in enumerate(flows.classes):
         rows = row_class == ci
         iat = iat_all[rows & ~first & ~broken]

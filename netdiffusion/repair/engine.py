@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from netdiffusion import bitwords as W
-from netdiffusion.dataset import MAX_FLOW_SPAN_NS
+from netdiffusion.dataset import clock_offsets
 from netdiffusion.fields import (
     ABSENT,
     HEADERS,
@@ -1417,8 +1417,8 @@ class Repairer:
     def _tcp_options(self, t: np.ndarray, ft: np.ndarray, syn: np.ndarray) -> None:
         """SYN-only options leave other segments (the header shrinks; see
         :func:`tcp.tcp_option_rules`); window scale at most 14; Multipath TCP keys only where the
-        connection's first Multipath option named its token (``ft``: the connection of each row). The payload stays: it was read against the header
-        the row came with (:meth:`payload_lengths`)."""
+        connection's first Multipath option named its token (``ft``: the connection of each row).
+        The payload stays: it was read against the header the row came with (:meth:`payload_lengths`)."""
         syn_only = [(k, lo) for k, (lo, _hi, only) in TCP_OPTIONS.items() if only]
         kind, data = self._tcp_option_table()
         data, length, moved = T.tcp_option_rules(kind, data, self.opt_len["tcp"][t], syn,
@@ -1497,32 +1497,23 @@ class Repairer:
 
     def timestamps(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Non-decreasing ns offsets from the flow start; generated when the column is unusable:
-        all equal, or a packet more than :data:`MAX_FLOW_SPAN_NS` before or after the flow's first
-        (a broken clock: fuzzed captures hold offsets of -6.8e18 and 9.2e18 ns, which overflowed the
-        pcap's time and stopped the run). A packet stamped a little before the flow's first (another
+        all equal, or a broken clock (:func:`netdiffusion.dataset.clock_offsets`: fuzzed captures
+        hold offsets of -6.8e18 and 9.2e18 ns, which overflowed the pcap's time and stopped the run). A packet stamped a little before the flow's first (another
         CPU's capture queue: 20 us) is no reason to discard the flow's real timing, as every negative
         offset was before session 24: the running maximum holds it at the time before it."""
-        ts = np.asarray(ts, dtype=np.int64).copy()
         fl = self.flow
         counts = np.bincount(fl, minlength=self.nflows)
-        absurd = (ts < -(1 << 62)) | (ts > 1 << 62)  # beyond 2116 either way: differences could wrap
-        sane = np.where(absurd, 0, ts)
-        rel = sane - G.first_value(sane, fl) if len(ts) else sane  # |rel| < 2**63: no wrap
-        broken = absurd | (rel > MAX_FLOW_SPAN_NS) | (rel < -MAX_FLOW_SPAN_NS)
-        neg = np.bincount(fl, weights=broken, minlength=self.nflows) > 0
-        nonzero = np.bincount(fl, weights=(rel != 0), minlength=self.nflows) > 0
-        gen_flow = neg | (~nonzero & (counts > 1))
+        offset, broken = clock_offsets(ts, fl, self.nflows)
+        moving = np.bincount(fl, weights=(offset != 0), minlength=self.nflows) > 0
+        gen_flow = broken | (~moving & (counts > 1))
         gen = gen_flow[fl]
-        if gen.any():
+        if gen.any():  # (generated offsets start at 0 in each flow, like the others)
             rng = np.random.default_rng(self.cfg.seed if not self.first_flow else (self.cfg.seed, self.first_flow))
             iat = rng.exponential(self.cfg.default_iat_ns, size=int(gen.sum())).astype(np.int64)
             g = fl[gen]
             iat[G.starts(g)] = 0
-            ts[gen] = G.cumsum_incl(iat, g)
-        if len(ts):
-            ts = ts - G.first_value(ts, fl)
-            ts = G.cummax(ts, fl)
-        return ts, gen_flow
+            offset[gen] = G.cumsum_incl(iat, g)
+        return (G.cummax(offset, fl) if len(offset) else offset), gen_flow
 
 
 @kernel

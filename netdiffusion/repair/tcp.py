@@ -281,26 +281,24 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
     whose options hold a Fast Open cookie."""
     n = len(ft)
     # per connection, from each run's first row: it starts at a connection start (SYN without ACK),
-    # or at the SYN-ACK (capture starts there); silent: the server's packets never seen
+    # or at the SYN-ACK (capture starts there); silent: the server's packets never seen; probe (port
+    # scans: nmap's FIN, NULL and Xmas scans): no handshake, the client sends only empty segments
+    # without SYN or RST, answered by RSTs alone (or not at all). A probe's flags are the scan's:
+    # the client's rows keep a missing ACK bit (and the Xmas scan's URG with urgent pointer 0);
+    # before, repair set ACK on every such probe and cleared the Xmas URG, changing real scan
+    # traffic that tshark reads without a remark (session 24)
     hs_c = np.zeros(nconn, np.bool_)
     sa_c = np.zeros(nconn, np.bool_)
     silent = np.ones(nconn, np.bool_)
+    probe = np.zeros(nconn, np.bool_)
     for i in range(n):
         c = ft[i]
         if i == 0 or ft[i - 1] != c:
             hs_c[c] = syn0[i] == 1 and ack0[i] == 0
             sa_c[c] = syn0[i] == 1 and ack0[i] == 1
+            probe[c] = syn0[i] != 1
         if dt[i] == 1:
             silent[c] = False
-    # probes (port scans: nmap's FIN, NULL and Xmas scans): a connection without a handshake whose
-    # client sends only empty segments without SYN or RST, answered by RSTs alone (or not at all).
-    # Their flags are the scan's: the client's rows keep a missing ACK bit (and the Xmas scan's URG
-    # with urgent pointer 0); before, repair set ACK on every such probe and cleared the Xmas URG,
-    # changing real scan traffic that tshark reads without a remark (session 24)
-    probe = ~hs_c & ~sa_c
-    for i in range(n):
-        c = ft[i]
-        if dt[i] == 1:
             if not (rst0[i] == 1 and syn0[i] != 1 and fin0[i] != 1 and payload[i] == 0):
                 probe[c] = False
         elif syn0[i] == 1 or rst0[i] == 1 or payload[i] != 0:
