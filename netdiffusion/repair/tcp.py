@@ -29,6 +29,7 @@ ACK_WINDOW_SEGMENTS = 16  # an ACK confirms a segment's end only before this man
 
 # a sequence number this far from another is a corrupted one, not a nearby segment
 FAR = 1 << 16
+NO_UNA = -(1 << 62)  # no acknowledgement of the peer yet (an offset no segment has)
 
 
 @kernel
@@ -441,9 +442,12 @@ def tcp_flags(ft: np.ndarray, dt: np.ndarray, syn0: np.ndarray, ack0: np.ndarray
         # a SYN-ACK the server repeats later (its ACK was lost) is a retransmission, not a new SYN;
         # at the SYN-ACK's sequence number it carries no data, whatever its IP length says
         # (not once the server sent data or a FIN: its sequence number moved on, and a SYN-ACK
-        # after them read as out of order: nDPI's WebattackXSS at 5%, its direction corrupted)
-        late_synack = (hs_c[c] and not refused and d == 1 and e and syn0[i] == 1 and rst0[i] == 0
-                       and fin0[i] == 0 and seq[i] == srv_isn[c] and not srv_moved[c])
+        # after them read as out of order: nDPI's WebattackXSS at 5%, its direction corrupted).
+        # So in a capture that starts at the SYN-ACK, where its sender is the first direction
+        # (shared YouTube captures: the server repeats it while the client resends its data)
+        late_synack = ((hs_c[c] or sa_c[c]) and not refused and d == (0 if sa_c[c] else 1) and e
+                       and syn0[i] == 1 and rst0[i] == 0 and fin0[i] == 0 and seq[i] == srv_isn[c]
+                       and not srv_moved[c])
         if late_synack:
             pay[i] = 0
         # likewise a SYN the client repeats after the SYN-ACK (which it did not get) or a refusal,
@@ -740,6 +744,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     s_fin = fin[og]
     s_pay = payload[og]
     s_len = s_pay + s_syn + s_fin
+    s_len_captured = s_len.copy()  # before the length fixes below (they follow numbers that may be corrupted)
     s_phase = (phase_c | synack)[og]
     s_rst = rst[og] == 1
     s_ackf = ackf[og] == 1
@@ -1066,10 +1071,38 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         peer_isn[i] = isn[p] if has_peer[i] else ack_first[gid_f[i]]
         arel_base[i] = _relative(ack0[i], peer_isn[i])
     isn_s = isn[gid]
+    # SND.UNA as the sender knew it: the peer's latest acknowledgement (ACK flag set) before each
+    # segment, relative to the direction's ISN (NO_UNA: none yet). Keep-alives and resends of a
+    # real sender start from it (see _fixed_point)
+    last_ack = np.full(ngroups, -1, np.int64)
+    una_f = np.full(n, -1, np.int64)
+    for j in range(n):
+        una_f[j] = last_ack[gid_f[j] ^ 1]
+        if ackf[j] == 1:
+            last_ack[gid_f[j]] = ack0[j] % MOD32
+    una = np.full(n, NO_UNA, np.int64)
+    for i in range(n):
+        if una_f[og[i]] >= 0 and isn_s[i] >= 0:
+            una[i] = _relative(una_f[og[i]], isn_s[i])
+    # per segment, the end of the bytes its direction sent before it without a hole (from offset
+    # 0, at the captured numbers); a resend anchored to SND.UNA or SND.NXT must lie below it
+    # (_fixed_point). Only segments whose end is confirmed (the next one continues it or the peer
+    # acknowledges it) at the length captured count: a corrupted length, or one fixed to meet a
+    # corrupted number, proves no bytes (nDPI's iec60780-5-104 at 2%, shared skype at 1%). NO_UNA
+    # for a segment the MTU cut: its bytes as captured ran further than the ones repair sends (kept
+    # in place as a resend of bytes before the first, a GRO segment in nDPI's dnscrypt-v2-doh left
+    # a hole of the bytes cut)
+    sent_below = np.empty(n, np.int64)
+    for k in range(ngr):
+        upto = 0
+        for i in range(bounds[k], bounds[k + 1]):
+            sent_below[i] = upto if s_cut[i] == 0 else NO_UNA
+            if rel[i] <= upto and confirmed[i] and s_len[i] == s_len_captured[i]:
+                upto = max(upto, rel[i] + s_len[i])
     none = np.zeros(0, np.bool_)
     kept, rel_kept = _fixed_point(bounds, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
-                                  confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start,
-                                  np.zeros(n, np.bool_), none, np.zeros(0, np.int64))
+                                  confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start, una,
+                                  sent_below, np.zeros(n, np.bool_), none, np.zeros(0, np.int64))
     out_seq, out_ack, spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
                                           s_data, kept, rel_kept, ackf, synack, has_peer, peer_seen, peer_isn,
                                           arel_base, close_gaps, ack_window, nconn, none, ack0, ack0, none,
@@ -1088,8 +1121,8 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
             if trial[i]:
                 dirty[gid[i] >> 1] = True
         t_kept, t_rel = _fixed_point(bounds, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
-                                     confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start,
-                                     trial, kept, rel_kept)
+                                     confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start, una,
+                                     sent_below, trial, kept, rel_kept)
         t_seq, t_ack, t_spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
                                             s_data, t_kept, t_rel, ackf, synack, has_peer, peer_seen, peer_isn,
                                             arel_base, close_gaps, ack_window, nconn, dirty, out_seq, out_ack,
@@ -1107,20 +1140,25 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
                  s_fin: np.ndarray, s_ts: np.ndarray, thr: np.ndarray, st: np.ndarray, syn_retry: np.ndarray,
                  s_phase: np.ndarray, s_rst: np.ndarray, confirmed: np.ndarray, peer_later: np.ndarray,
                  fin_retry: np.ndarray, first_fin: np.ndarray, fin_same_seq: np.ndarray, same_start: np.ndarray,
-                 forced: np.ndarray, base_kept: np.ndarray, base_rel: np.ndarray) -> tuple:
+                 una: np.ndarray, sent: np.ndarray, forced: np.ndarray, base_kept: np.ndarray, base_rel: np.ndarray) -> tuple:
     """Which segments stay where they are (``kept``) and their offsets (``rel``: a resent FIN's
     moves with the first FIN), with ``forced`` segments kept.
 
     Arrays named ``s_*`` and the other per-segment inputs are in group order, ``rel_in`` the
     sequence offsets from the ISN with SYN retransmissions at 0, ``same_start`` the first segment
-    of the direction starting at the same offset. ``base_kept`` / ``base_rel`` (empty, or the
-    answer without forced segments) are taken as they are for groups without forced segments."""
+    of the direction starting at the same offset, ``una`` the peer's latest acknowledgement before
+    the segment as an offset (SND.UNA; :data:`NO_UNA` before the first), ``sent`` the end of the
+    bytes the direction sent before the segment without a hole (:data:`NO_UNA`: none count).
+    ``base_kept`` /
+    ``base_rel`` (empty, or the answer without forced segments) are taken as they are for groups
+    without forced segments."""
     n = len(rel_in)
     rel = rel_in.copy()
     kept = np.ones(n, np.bool_)
     # what a segment's own fields allow, whatever the others do (bits of ``rule``)
     always, keepalive, gap, rst_in, acked_later, fin_again, fin_first = 1, 2, 4, 8, 16, 32, 64
-    rule = np.zeros(n, np.uint8)
+    probe = 128
+    rule = np.zeros(n, np.uint16)
     for i in range(n):
         f = 0
         ln = s_len[i]
@@ -1147,6 +1185,13 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
             f |= fin_again
         if first_fin[i] == i:
             f |= fin_first
+        # a keep-alive or window probe at SND.UNA - 1 (Linux: tcp_xmit_probe_skb), below the end
+        # of what the direction sent while data or a FIN is unacknowledged (shared YouTube
+        # captures: two below the next number after an unanswered FIN, 47 below it after data)
+        # (never the direction's first segment, as above)
+        if ln == 0 and s_syn[i] == 0 and s_fin[i] == 0 and not s_rst[i] and not st[i] and una[i] != NO_UNA \
+                and rel_in[i] == una[i] - 1:
+            f |= probe
         rule[i] = f
     # "an earlier segment that restarts where this one does is kept": seen[same_start[i]] == the
     # current round's stamp once such a segment was passed
@@ -1170,6 +1215,7 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
             stamp += 1
             e = 0  # next expected offset (the (max, +) recurrence of _maxplus_scan)
             last_set = -1  # the latest earlier segment that advanced the sequence
+            last_start = 0  # where it starts
             fin_final = 0  # where the direction's first FIN is placed
             changed = False
             for i in range(a, b):
@@ -1192,15 +1238,27 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
                     good = (f & gap) != 0 and r - e < (1 << 30)
                 else:
                     good = False
+                    # a resend a real sender makes that starts at no earlier segment's start: from
+                    # SND.UNA (an RTO resend, repacketized; or bytes sent before the capture began,
+                    # which the peer's ACK puts in the window), or the last bytes sent (a tail loss
+                    # probe resends the last MSS, from inside a segment, to SND.NXT: across more than
+                    # the last segment; a tail of the last segment alone is what a corrupted length
+                    # of that segment looks like, nDPI's git at 2%)
+                    # Only bytes the direction sent before, as captured (or bytes before its
+                    # first): a capture at the receiver sees a lost segment's resend from SND.UNA
+                    # after the ones beyond the hole, and that one is numbered as it came, below
+                    # (tcp._fill_gaps)
+                    anchored = (ln > s_fin[i] and s_syn[i] == 0 and una[i] != NO_UNA and r >= una[i] and r + ln <= sent[i]
+                                and (r == una[i] or (r + ln == e and last_set >= 0 and r < last_start)))
                     # (not from 2**30 or more below: with the gaps closed, a number that far
                     # behind the rest wraps to far ahead of it; nDPI's chrome at 8%)
-                    if r >= 0 and e - r < (1 << 30):
+                    if (r >= 0 or anchored) and e - r < (1 << 30):
                         if cand and ln == 0:
                             # a bare ACK sent before a data segment but captured after it
                             # (reordered on the host): it restarts where an earlier segment did,
                             # and tshark does not analyse empty segments
                             good = True
-                        elif cand:
+                        elif cand or anchored:
                             # a resend from an earlier segment's start (after the out-of-order
                             # window) may carry more than before (repacketized data, or the data
                             # resent with the FIN), but only while the peer acknowledges nothing
@@ -1210,7 +1268,7 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
                             late = last_set < 0 or s_ts[i] - s_ts[last_set] >= thr[i] or r + ln == e
                             good = late and (r + ln <= e or (f & acked_later) == 0)
                         good = good or (f & rst_in) != 0
-                    good = good or ((f & keepalive) != 0 and r == e - 1)
+                    good = good or ((f & keepalive) != 0 and r == e - 1) or ((f & probe) != 0 and e - r < (1 << 30))
                 if not good and ln == 1 and (f & keepalive) != 0 and not s_rst[i] and e > 0:
                     # one byte whose number is lost, just before the direction's next segment
                     # taking sequence space, which starts at the expected number and is confirmed:
@@ -1238,10 +1296,12 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
                 if now:
                     if r + ln > e:
                         last_set = i
+                        last_start = r
                         e = r + ln
                 else:
                     if ln > 0:
                         last_set = i
+                        last_start = e
                     e += ln
                 kept[i] = good
                 changed = changed or good != was
