@@ -744,7 +744,6 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     s_fin = fin[og]
     s_pay = payload[og]
     s_len = s_pay + s_syn + s_fin
-    s_len_captured = s_len.copy()  # before the length fixes below (they follow numbers that may be corrupted)
     s_phase = (phase_c | synack)[og]
     s_rst = rst[og] == 1
     s_ackf = ackf[og] == 1
@@ -1072,8 +1071,8 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
         arel_base[i] = _relative(ack0[i], peer_isn[i])
     isn_s = isn[gid]
     # SND.UNA as the sender knew it: the peer's latest acknowledgement (ACK flag set) before each
-    # segment, relative to the direction's ISN (NO_UNA: none yet). Keep-alives and resends of a
-    # real sender start from it (see _fixed_point)
+    # segment, relative to the direction's ISN (NO_UNA: none yet). A real sender's keep-alives
+    # and window probes are one below it (see _fixed_point)
     last_ack = np.full(ngroups, -1, np.int64)
     una_f = np.full(n, -1, np.int64)
     for j in range(n):
@@ -1084,25 +1083,10 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
     for i in range(n):
         if una_f[og[i]] >= 0 and isn_s[i] >= 0:
             una[i] = _relative(una_f[og[i]], isn_s[i])
-    # per segment, the end of the bytes its direction sent before it without a hole (from offset
-    # 0, at the captured numbers); a resend anchored to SND.UNA or SND.NXT must lie below it
-    # (_fixed_point). Only segments whose end is confirmed (the next one continues it or the peer
-    # acknowledges it) at the length captured count: a corrupted length, or one fixed to meet a
-    # corrupted number, proves no bytes (nDPI's iec60780-5-104 at 2%, shared skype at 1%). NO_UNA
-    # for a segment the MTU cut: its bytes as captured ran further than the ones repair sends (kept
-    # in place as a resend of bytes before the first, a GRO segment in nDPI's dnscrypt-v2-doh left
-    # a hole of the bytes cut)
-    sent_below = np.empty(n, np.int64)
-    for k in range(ngr):
-        upto = 0
-        for i in range(bounds[k], bounds[k + 1]):
-            sent_below[i] = upto if s_cut[i] == 0 else NO_UNA
-            if rel[i] <= upto and confirmed[i] and s_len[i] == s_len_captured[i]:
-                upto = max(upto, rel[i] + s_len[i])
     none = np.zeros(0, np.bool_)
     kept, rel_kept = _fixed_point(bounds, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
                                   confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start, una,
-                                  sent_below, np.zeros(n, np.bool_), none, np.zeros(0, np.int64))
+                                  np.zeros(n, np.bool_), none, np.zeros(0, np.int64))
     out_seq, out_ack, spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
                                           s_data, kept, rel_kept, ackf, synack, has_peer, peer_seen, peer_isn,
                                           arel_base, close_gaps, ack_window, nconn, none, ack0, ack0, none,
@@ -1122,7 +1106,7 @@ def tcp_seq_ack(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, seq: np.ndarray,
                 dirty[gid[i] >> 1] = True
         t_kept, t_rel = _fixed_point(bounds, rel, s_len, s_syn, s_fin, s_ts, thr, st, syn_retry, s_phase, s_rst,
                                      confirmed, peer_later, fin_retry, first_fin, fin_same_seq, same_start, una,
-                                     sent_below, trial, kept, rel_kept)
+                                     trial, kept, rel_kept)
         t_seq, t_ack, t_spurious = _numbers(ft, dt, og, bounds, gids, isn_s, rel, s_len, syn_retry, same_start,
                                             s_data, t_kept, t_rel, ackf, synack, has_peer, peer_seen, peer_isn,
                                             arel_base, close_gaps, ack_window, nconn, dirty, out_seq, out_ack,
@@ -1140,16 +1124,14 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
                  s_fin: np.ndarray, s_ts: np.ndarray, thr: np.ndarray, st: np.ndarray, syn_retry: np.ndarray,
                  s_phase: np.ndarray, s_rst: np.ndarray, confirmed: np.ndarray, peer_later: np.ndarray,
                  fin_retry: np.ndarray, first_fin: np.ndarray, fin_same_seq: np.ndarray, same_start: np.ndarray,
-                 una: np.ndarray, sent: np.ndarray, forced: np.ndarray, base_kept: np.ndarray, base_rel: np.ndarray) -> tuple:
+                 una: np.ndarray, forced: np.ndarray, base_kept: np.ndarray, base_rel: np.ndarray) -> tuple:
     """Which segments stay where they are (``kept``) and their offsets (``rel``: a resent FIN's
     moves with the first FIN), with ``forced`` segments kept.
 
     Arrays named ``s_*`` and the other per-segment inputs are in group order, ``rel_in`` the
     sequence offsets from the ISN with SYN retransmissions at 0, ``same_start`` the first segment
     of the direction starting at the same offset, ``una`` the peer's latest acknowledgement before
-    the segment as an offset (SND.UNA; :data:`NO_UNA` before the first), ``sent`` the end of the
-    bytes the direction sent before the segment without a hole (:data:`NO_UNA`: none count).
-    ``base_kept`` /
+    the segment as an offset (SND.UNA; :data:`NO_UNA` before the first). ``base_kept`` /
     ``base_rel`` (empty, or the answer without forced segments) are taken as they are for groups
     without forced segments."""
     n = len(rel_in)
@@ -1215,7 +1197,6 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
             stamp += 1
             e = 0  # next expected offset (the (max, +) recurrence of _maxplus_scan)
             last_set = -1  # the latest earlier segment that advanced the sequence
-            last_start = 0  # where it starts
             fin_final = 0  # where the direction's first FIN is placed
             changed = False
             for i in range(a, b):
@@ -1238,27 +1219,15 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
                     good = (f & gap) != 0 and r - e < (1 << 30)
                 else:
                     good = False
-                    # a resend a real sender makes that starts at no earlier segment's start: from
-                    # SND.UNA (an RTO resend, repacketized; or bytes sent before the capture began,
-                    # which the peer's ACK puts in the window), or the last bytes sent (a tail loss
-                    # probe resends the last MSS, from inside a segment, to SND.NXT: across more than
-                    # the last segment; a tail of the last segment alone is what a corrupted length
-                    # of that segment looks like, nDPI's git at 2%)
-                    # Only bytes the direction sent before, as captured (or bytes before its
-                    # first): a capture at the receiver sees a lost segment's resend from SND.UNA
-                    # after the ones beyond the hole, and that one is numbered as it came, below
-                    # (tcp._fill_gaps)
-                    anchored = (ln > s_fin[i] and s_syn[i] == 0 and una[i] != NO_UNA and r >= una[i] and r + ln <= sent[i]
-                                and (r == una[i] or (r + ln == e and last_set >= 0 and r < last_start)))
                     # (not from 2**30 or more below: with the gaps closed, a number that far
                     # behind the rest wraps to far ahead of it; nDPI's chrome at 8%)
-                    if (r >= 0 or anchored) and e - r < (1 << 30):
+                    if r >= 0 and e - r < (1 << 30):
                         if cand and ln == 0:
                             # a bare ACK sent before a data segment but captured after it
                             # (reordered on the host): it restarts where an earlier segment did,
                             # and tshark does not analyse empty segments
                             good = True
-                        elif cand or anchored:
+                        elif cand:
                             # a resend from an earlier segment's start (after the out-of-order
                             # window) may carry more than before (repacketized data, or the data
                             # resent with the FIN), but only while the peer acknowledges nothing
@@ -1296,12 +1265,10 @@ def _fixed_point(bounds: np.ndarray, rel_in: np.ndarray, s_len: np.ndarray, s_sy
                 if now:
                     if r + ln > e:
                         last_set = i
-                        last_start = r
                         e = r + ln
                 else:
                     if ln > 0:
                         last_set = i
-                        last_start = e
                     e += ln
                 kept[i] = good
                 changed = changed or good != was
@@ -1489,8 +1456,32 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
         # must not hold the direction's later acknowledgements back
         acknowledges[i] = uses or has_peer[i]
         final[i] = ar if ok_ack[i] else (tg if acknowledges[i] else lower)
-    # acknowledgements never go backwards within a direction (at most 6 rounds, each from the
-    # previous round's values)
+    # where each direction's segments end (final offsets): an acknowledgement below the direction's
+    # latest one that acknowledges exactly such an end of the peer's is a stale one, and stays. A
+    # receiver sends its ACKs in order, but a capture can see one after those that followed it
+    # (a Linux receiver over veth: an ACK 5,792 bytes behind, scripts/netns_traffic.py's urgent
+    # scenario); tshark reads it without a remark, and raising it changed real traffic
+    end_lo = np.zeros(2 * nconn, np.int64)
+    end_size = np.zeros(2 * nconn, np.int64)
+    slots = 0
+    for k in range(len(bounds) - 1):
+        end_lo[gids[k]] = slots
+        end_size[gids[k]] = _table_size(bounds[k + 1] - bounds[k])
+        slots += end_size[gids[k]]
+    ends = np.full(slots, EMPTY, np.int64)
+    for k in range(len(bounds) - 1):
+        if every or dirty[gids[k] >> 1]:
+            g = gids[k]
+            for j in range(bounds[k], bounds[k + 1]):
+                if s_len[j] > 0:
+                    ends[_slot(ends, end_lo[g], end_size[g], final_rel[j] + s_len[j])] = final_rel[j] + s_len[j]
+    stale = np.zeros(n, np.bool_)
+    for i in range(n):
+        p = ft[i] * 2 + 1 - dt[i]
+        if ok_ack[i] and has_peer[i] and end_size[p] > 0:
+            stale[i] = ends[_slot(ends, end_lo[p], end_size[p], arel[i])] == arel[i]
+    # otherwise acknowledgements never go backwards within a direction (at most 6 rounds, each
+    # from the previous round's values)
     new = np.empty(n, np.int64)
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
@@ -1502,7 +1493,7 @@ def _numbers(ft: np.ndarray, dt: np.ndarray, og: np.ndarray, bounds: np.ndarray,
             for j in range(a, b):
                 i = og[j]
                 prev = lower if j == a else top
-                if ok_ack[i] and arel[i] >= prev:
+                if ok_ack[i] and (arel[i] >= prev or stale[i]):
                     v = arel[i]
                 elif acknowledges[i]:
                     v = max(target[i], prev)
