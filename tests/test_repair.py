@@ -3066,7 +3066,7 @@ def test_keep_alives_at_the_first_unacknowledged_byte_less_one_are_left_as_captu
     unacknowledged. Real traffic (shared data's baseline_Mar02_exp_81 flows 91 and 106, a YouTube
     capture: empty segments two below the next number after an unanswered FIN, and 47 below it
     after unanswered data). Repair took only SND.NXT - 1 for a keep-alive and moved these ahead
-    of the data and FIN as sent (tcp_seq changed; a second repair pass then changed them again)."""
+    of the data and FIN as sent (tcp_seq changed)."""
     from tests.tcp_sessions import CLIENT, SERVER
     from tests.tcp_sessions import tcp_packet as pkt
 
