@@ -2775,15 +2775,32 @@ def test_data_at_the_syns_number_outvotes_a_corrupted_syn_number(tmp_path: Path)
     assert not result["files"][0]["tcp_flags"], result["files"][0]["tcp_flags"]  # no keep-alives either
 
 
+def _left_as_captured(folder: Path, packets: list, gap: float = 0.5) -> tuple[dict, np.ndarray, Layout]:
+    """``packets`` are valid TCP (tshark: no error, as written, scapy's timestamps) and repair
+    changes none of their bits (``gap`` seconds apart, :func:`tests.tcp_sessions.repaired_capture`);
+    returns the repaired capture's TCP analysis flags, its rows in packet order and the layout."""
+    from scapy.utils import wrpcap
+
+    from netdiffusion.validate import validate_dir
+    from tests.tcp_sessions import repaired_capture
+
+    (folder / "orig").mkdir(parents=True)
+    wrpcap(str(folder / "orig" / "flow.pcap"), packets)
+    assert validate_dir(folder / "orig", progress=False, tcpreplay=False)["totals"]["files_failed"] == 0
+    changed, rows, layout = repaired_capture(folder / "repair", packets, gap=gap)
+    assert not changed, changed
+    result = validate_dir(folder / "repair" / "pcaps", progress=False, tcpreplay=False)
+    assert result["totals"]["files_failed"] == 0, result["files"][0]["tcp_flags"]
+    return result["files"][0]["tcp_flags"], rows, layout
+
+
+
 def test_a_keep_alive_before_the_peer_acknowledged_the_data_is_left_as_captured(tmp_path: Path) -> None:
     """A one-byte keep-alive (the last byte sent, again) after a bare ACK, before the peer
     acknowledged the data, then new data at the end: valid TCP (tshark: keep-alive). Before, the
     overlap rule took the keep-alive for data starting inside the segment before it and cut that
     segment by a byte, so the bare ACK stood one byte ahead: "previous segment not captured"."""
-    from scapy.utils import wrpcap
-
-    from netdiffusion.validate import validate_dir
-    from tests.tcp_sessions import CLIENT, SERVER, repaired_capture
+    from tests.tcp_sessions import CLIENT, SERVER
     from tests.tcp_sessions import tcp_packet as pkt
 
     c, s = 1_000_000, 500_000
@@ -2791,14 +2808,8 @@ def test_a_keep_alive_before_the_peer_acknowledged_the_data_is_left_as_captured(
                pkt(CLIENT, SERVER, "PA", c + 1, s + 1, 100), pkt(CLIENT, SERVER, "A", c + 101, s + 1),
                pkt(CLIENT, SERVER, "A", c + 100, s + 1, 1), pkt(CLIENT, SERVER, "PA", c + 101, s + 1, 50),
                pkt(SERVER, CLIENT, "A", s + 1, c + 151)]
-    (tmp_path / "orig").mkdir()
-    wrpcap(str(tmp_path / "orig" / "keepalive.pcap"), packets)
-    assert validate_dir(tmp_path / "orig", progress=False, tcpreplay=False)["totals"]["files_failed"] == 0
-    changed, _, _ = repaired_capture(tmp_path / "repair", packets, gap=0.5)
-    assert not changed, changed
-    result = validate_dir(tmp_path / "repair" / "pcaps", progress=False, tcpreplay=False)
-    assert result["totals"]["files_failed"] == 0, result["files"][0]["tcp_flags"]
-    assert result["files"][0]["tcp_flags"].get("keep_alive") == 1
+    flags, _, _ = _left_as_captured(tmp_path, packets, gap=0.5)
+    assert flags.get("keep_alive") == 1
 
 
 def test_a_segment_arriving_after_the_ones_beyond_it_leaves_the_acknowledgements_whole(tmp_path: Path) -> None:
@@ -2926,8 +2937,7 @@ def test_port_scan_probes_keep_their_flags(tmp_path: Path, scan: str) -> None:
     remark, but repair set ACK on every probe and cleared the Xmas URG: real scan traffic, which
     security teams synthesize, changed. A connection without a handshake whose client sends only
     empty segments without SYN or RST, answered by RSTs alone, keeps the client's flags."""
-    from netdiffusion.validate import validate_dir
-    from tests.tcp_sessions import CLIENT, SERVER, repaired_capture
+    from tests.tcp_sessions import CLIENT, SERVER
     from tests.tcp_sessions import tcp_packet as pkt
 
     flags = {"fin": "F", "null": "", "xmas": "FPU", "fin_filtered": "F", "null_twice": ""}[scan]
@@ -2935,17 +2945,9 @@ def test_port_scan_probes_keep_their_flags(tmp_path: Path, scan: str) -> None:
     packets = [probe] if scan == "fin_filtered" else [probe, probe.copy()] if scan == "null_twice" else [probe]
     if scan != "fin_filtered":
         packets.append(pkt(SERVER, CLIENT, "RA", 0, 1_000_000 + ("F" in flags)))
-    (tmp_path / "orig").mkdir()
-    from scapy.utils import wrpcap
-
-    wrpcap(str(tmp_path / "orig" / "scan.pcap"), packets)
-    assert validate_dir(tmp_path / "orig", progress=False, tcpreplay=False)["totals"]["files_failed"] == 0
-    changed, rows, layout = repaired_capture(tmp_path / "repair", packets, gap=0.2)
-    assert not changed, changed
+    _, rows, layout = _left_as_captured(tmp_path, packets, gap=0.2)
     assert layout.field_values(rows, "tcp_ackf")[0] == 0
     assert layout.field_values(rows, "tcp_urg")[0] == (scan == "xmas")
-    result = validate_dir(tmp_path / "repair" / "pcaps", progress=False, tcpreplay=False)
-    assert result["totals"]["files_failed"] == 0, result["files"][0]
 
 
 def test_a_flow_with_a_handshake_or_server_data_gets_its_lost_ack_bits_back(tmp_path: Path) -> None:
@@ -3039,25 +3041,6 @@ def test_a_packet_stamped_before_the_flows_first_keeps_the_flows_real_timing(tmp
     got = out.timestamp[np.argsort(out.packet_index)]
     assert list(got) == [0, 10_000_000, 10_000_000] + [k * 10_000_000 for k in range(3, len(packets))]
 
-
-def _left_as_captured(folder: Path, packets: list, gap: float = 0.5) -> dict:
-    """``packets`` are valid TCP (tshark: no error) and repair changes none of their bits; returns
-    the repaired capture's TCP analysis flags."""
-    from scapy.utils import wrpcap
-
-    from netdiffusion.validate import validate_dir
-    from tests.tcp_sessions import repaired_capture
-
-    (folder / "orig").mkdir(parents=True)
-    for i, p in enumerate(packets):
-        p.time = 1_700_000_000 + gap * i
-    wrpcap(str(folder / "orig" / "flow.pcap"), packets)
-    assert validate_dir(folder / "orig", progress=False, tcpreplay=False)["totals"]["files_failed"] == 0
-    changed, _, _ = repaired_capture(folder / "repair", packets, gap=gap)
-    assert not changed, changed
-    result = validate_dir(folder / "repair" / "pcaps", progress=False, tcpreplay=False)
-    assert result["totals"]["files_failed"] == 0, result["files"][0]["tcp_flags"]
-    return result["files"][0]["tcp_flags"]
 
 
 def test_keep_alives_at_the_first_unacknowledged_byte_less_one_are_left_as_captured(tmp_path: Path) -> None:
